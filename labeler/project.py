@@ -1,0 +1,259 @@
+"""A labeling project: one folder with a database, feature files, thumbnails, runs and exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import platformdirs
+import sqlite_utils
+
+import store
+
+from .errors import InvalidInputError, ProjectExistsError, ProjectNotFoundError
+
+MAX_CLASSES = 10_000
+MAX_CLASS_NAME_LENGTH = 200
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
+
+
+def data_dir() -> Path:
+    """Folder that holds projects given by name: ``$LABELER_DATA_DIR`` or a per-user data dir."""
+    env = os.environ.get("LABELER_DATA_DIR")
+    return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("labeler")) / "projects"
+
+
+def resolve_project_path(name_or_path: str | os.PathLike) -> Path:
+    """Map a project name (under :func:`data_dir`) or a path to its folder.
+
+    Anything with a path separator, starting with ``.`` or ``~``, or naming an
+    existing folder is a path; anything else is a name under the data dir.
+    """
+    text = os.fspath(name_or_path)
+    if not text.strip():
+        raise InvalidInputError("project name is empty: give a name like 'pets' or a folder path")
+    if os.sep in text or "/" in text or text.startswith((".", "~")) or Path(text).is_dir():
+        return Path(text).expanduser().resolve()
+    if not _NAME_RE.match(text):
+        raise InvalidInputError(
+            f"project name {text!r} is not valid: use letters, digits, '.', '_', '-' or spaces "
+            "(at most 100 characters), or give a folder path"
+        )
+    return data_dir() / text
+
+
+def parse_class_list(text: str) -> list[str]:
+    """Split user text into class names: one per line if there are newlines, else comma-separated."""
+    parts = text.splitlines() if "\n" in text.strip() else text.split(",")
+    return [p.strip() for p in parts if p.strip()]
+
+
+def validate_class_names(names: Iterable[str]) -> list[str]:
+    """Strip and check class names; raise InvalidInputError naming the first problem.
+
+    Rejects an empty list, empty names, names longer than 200 characters, names
+    with control characters, duplicates (ignoring case) and more than 10,000 classes.
+    """
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for raw in names:
+        if not isinstance(raw, str):
+            raise InvalidInputError(f"class name {raw!r} is not text")
+        name = " ".join(raw.split())
+        if not name:
+            raise InvalidInputError("a class name is empty: remove the empty entry")
+        if len(name) > MAX_CLASS_NAME_LENGTH:
+            raise InvalidInputError(
+                f"class name {name[:40]!r}... is {len(name)} characters long; keep it under {MAX_CLASS_NAME_LENGTH}"
+            )
+        if any(ord(ch) < 32 for ch in name):
+            raise InvalidInputError(f"class name {name!r} contains control characters")
+        key = name.casefold()
+        if key in seen:
+            raise InvalidInputError(f"class {name!r} is listed twice (as {seen[key]!r} too): remove the duplicate")
+        seen[key] = name
+        out.append(name)
+    if not out:
+        raise InvalidInputError("no class names given: pass e.g. --classes 'cat,dog,car' or --classes-file FILE")
+    if len(out) > MAX_CLASSES:
+        raise InvalidInputError(f"{len(out)} classes is too many; Labeler supports up to {MAX_CLASSES}")
+    if len(out) < 2:
+        raise InvalidInputError(f"only one class ({out[0]!r}) given: labeling needs at least two classes")
+    return out
+
+
+class Project:
+    """An open project folder.
+
+    Use :meth:`create` or :meth:`open`. The database connection is per thread,
+    so a background job and the UI may use the same Project object.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if not (self.root / store.DB_FILENAME).exists():
+            raise ProjectNotFoundError(
+                f"no Labeler project at {self.root}: create one with `python -m labeler init {self.root.name} "
+                "--classes 'a,b,c'`"
+            )
+        self._local = threading.local()
+        self.db  # open (and migrate) now, so errors surface here
+        self.features = store.FeatureStore(self.db, self.root / "features")
+
+    # --- lifecycle --------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, name_or_path: str | os.PathLike, classes: Sequence[str] = (), multi_label: bool = False
+    ) -> Project:
+        """Create a new project folder (classes may be set now or later)."""
+        root = resolve_project_path(name_or_path)
+        if (root / store.DB_FILENAME).exists():
+            raise ProjectExistsError(f"a project already exists at {root}: open it, or pick another name")
+        names = validate_class_names(classes) if classes else []
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in ("features", "thumbs", "runs", "exports", "files"):
+            (root / sub).mkdir(exist_ok=True)
+        db = store.connect(root / store.DB_FILENAME)
+        with db.conn:
+            db["meta"].insert_all(
+                [
+                    {"key": "name", "value": root.name},
+                    {"key": "multi_label", "value": json.dumps(bool(multi_label))},
+                    {"key": "created_at", "value": json.dumps(store.now())},
+                ],
+                replace=True,
+            )
+        db.conn.close()
+        project = cls(root)
+        if names:
+            project.set_classes(names)
+        return project
+
+    @classmethod
+    def open(cls, name_or_path: str | os.PathLike) -> Project:
+        """Open an existing project by name or path."""
+        return cls(resolve_project_path(name_or_path))
+
+    @classmethod
+    def open_or_create(
+        cls, name_or_path: str | os.PathLike, classes: Sequence[str] = (), multi_label: bool = False
+    ) -> Project:
+        """Open the project, creating it first if it does not exist."""
+        root = resolve_project_path(name_or_path)
+        if (root / store.DB_FILENAME).exists():
+            return cls(root)
+        return cls.create(root, classes, multi_label)
+
+    def delete(self) -> None:
+        """Remove the project folder and everything in it (imported images outside it stay)."""
+        self.close()
+        shutil.rmtree(self.root)
+
+    def close(self) -> None:
+        """Close this thread's database connection."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.conn.close()
+            self._local.db = None
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection to the project database."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = store.connect(self.root / store.DB_FILENAME)
+        return db
+
+    # --- folders ------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.get_meta("name", self.root.name)
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.root / "thumbs"
+
+    @property
+    def files_dir(self) -> Path:
+        """Where uploaded files and zip contents are copied."""
+        return self.root / "files"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    # --- meta -------------------------------------------------------------------
+    def get_meta(self, key: str, default=None):
+        """A JSON value from the ``meta`` table (plain strings are returned as they are)."""
+        row = self.db.execute("select value from meta where key = ?", [key]).fetchone()
+        if row is None:
+            return default
+        try:
+            return json.loads(row[0])
+        except (TypeError, ValueError):
+            return row[0]
+
+    def set_meta(self, key: str, value) -> None:
+        with self.db.conn:
+            self.db["meta"].insert({"key": key, "value": json.dumps(value)}, replace=True)
+
+    @property
+    def multi_label(self) -> bool:
+        return bool(self.get_meta("multi_label", False))
+
+    # --- classes ----------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        """Class names in index order."""
+        return [r[0] for r in self.db.execute("select name from classes order by idx")]
+
+    def class_ids(self) -> dict[str, int]:
+        """Class name → row id in the ``classes`` table."""
+        return {name: cid for cid, name in self.db.execute("select id, name from classes")}
+
+    def set_classes(self, names: Sequence[str]) -> list[str]:
+        """Set the class list (validated). Existing classes keep their ids and descriptions.
+
+        Runs keep the class list they were computed with, so earlier predictions stay readable.
+        """
+        names = validate_class_names(names)
+        existing = self.class_ids()
+        with self.db.conn:
+            # Move every index out of the way first: idx is unique.
+            self.db.execute("update classes set idx = -1 - id")
+            for idx, name in enumerate(names):
+                if name in existing:
+                    self.db.execute("update classes set idx = ? where id = ?", [idx, existing[name]])
+                else:
+                    self.db["classes"].insert({"idx": idx, "name": name})
+            removed = [cid for name, cid in existing.items() if name not in names]
+            for cid in removed:
+                self.db.execute("delete from descriptions where class_id = ?", [cid])
+                self.db.execute("delete from classes where id = ?", [cid])
+        return names
+
+    # --- images -----------------------------------------------------------------
+    def image_count(self, status: str = "ok") -> int:
+        return int(self.db.execute("select count(*) from images where status = ?", [status]).fetchone()[0])
+
+    def images(self, status: str = "ok") -> list[dict]:
+        """Image rows in id order (id, sha256, path, rel_path, root, folder_label, width, height, ...)."""
+        return list(self.db["images"].rows_where("status = ?", [status], order_by="id"))
+
+    def skipped(self) -> list[dict]:
+        """Files that import skipped: ``[{"path", "reason"}]`` in the order they were met."""
+        return [
+            {"path": p, "reason": r} for p, r in self.db.execute("select path, reason from skipped_files order by id")
+        ]
+
+    def __repr__(self) -> str:
+        return f"Project({str(self.root)!r})"

@@ -1,0 +1,194 @@
+"""SQLite database of one project: schema, migrations, connection settings.
+
+The database is a single ``labeler.db`` file in the project directory, opened in
+WAL mode so that a background job can write while the UI or CLI reads. The
+schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` holds one
+function per version step, applied in order inside a transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+DB_FILENAME = "labeler.db"
+
+
+def now() -> float:
+    """Current time as a UNIX timestamp (seconds, float)."""
+    return time.time()
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    """Initial schema."""
+    db["meta"].create(if_not_exists=True, columns={"key": str, "value": str}, pk="key")
+    db["images"].create(if_not_exists=True, columns=
+        {
+            "id": int,
+            "sha256": str,
+            "path": str,  # absolute path of the file Labeler reads
+            "rel_path": str,  # path relative to the import root (what exports show)
+            "root": str,  # the import root (folder, zip archive or file's folder)
+            "folder_label": str,  # name of the parent folder below the root, if any
+            "width": int,
+            "height": int,
+            "format": str,
+            "bytes": int,
+            "status": str,  # ok | missing
+            "added_at": float,
+        },
+        pk="id",
+        not_null={"sha256", "path", "rel_path", "status"},
+    )
+    db["images"].create_index(["sha256"], unique=True, if_not_exists=True)
+    db["images"].create_index(["status"], if_not_exists=True)
+    db["skipped_files"].create(if_not_exists=True, columns=
+        {"id": int, "path": str, "root": str, "reason": str, "time": float},
+        pk="id",
+        not_null={"path", "reason"},
+    )
+    db["skipped_files"].create_index(["path"], unique=True, if_not_exists=True)
+    db["classes"].create(if_not_exists=True, columns={"id": int, "idx": int, "name": str}, pk="id", not_null={"idx", "name"})
+    db["classes"].create_index(["name"], unique=True, if_not_exists=True)
+    db["classes"].create_index(["idx"], unique=True, if_not_exists=True)
+    db["descriptions"].create(if_not_exists=True, columns=
+        {
+            "id": int,
+            "class_id": int,
+            "text": str,
+            "source": str,  # template | llm | user | file
+            "backend": str,
+            "model": str,
+            "prompt": str,
+            "enabled": int,
+            "edited": int,
+            "created_at": float,
+        },
+        pk="id",
+        foreign_keys=[("class_id", "classes", "id")],
+        not_null={"class_id", "text"},
+    )
+    db["descriptions"].create_index(["class_id"], if_not_exists=True)
+    db["feature_sets"].create(if_not_exists=True, columns=
+        {
+            "id": int,
+            "key": str,  # e.g. clip:ViT-B-32:laion2b_s34b_b79k
+            "kind": str,  # clip | dino
+            "model": str,
+            "pretrained": str,
+            "dim": int,
+            "params": str,  # JSON
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"key", "kind", "dim"},
+    )
+    db["feature_sets"].create_index(["key"], unique=True, if_not_exists=True)
+    db["feature_rows"].create(if_not_exists=True, columns=
+        {"feature_set_id": int, "sha256": str, "row": int},
+        pk=("feature_set_id", "sha256"),
+        foreign_keys=[("feature_set_id", "feature_sets", "id")],
+    )
+    db["feature_rows"].create_index(["feature_set_id", "row"], unique=True, if_not_exists=True)
+    db["runs"].create(if_not_exists=True, columns=
+        {
+            "id": int,
+            "kind": str,  # import | features | label | train | describe | caption
+            "method": str,
+            "params": str,  # JSON
+            "status": str,  # pending | running | done | failed | cancelled
+            "progress": float,  # 0..1
+            "message": str,
+            "metrics": str,  # JSON
+            "error": str,
+            "cancel_requested": int,
+            "created_at": float,
+            "started_at": float,
+            "finished_at": float,
+            "heartbeat": float,
+        },
+        pk="id",
+        not_null={"kind", "status"},
+    )
+    db["predictions"].create(if_not_exists=True, columns=
+        {
+            "run_id": int,
+            "image_id": int,
+            "class_idx": int,  # top-1 class index
+            "score": float,  # top-1 probability
+            "labels": str,  # JSON list of class indices (multi-label); null for single-label
+            "probs": bytes,  # float32 vector of length C
+        },
+        pk=("run_id", "image_id"),
+        foreign_keys=[("run_id", "runs", "id"), ("image_id", "images", "id")],
+    )
+    db["labels"].create(if_not_exists=True, columns=
+        {
+            "image_id": int,
+            "classes": str,  # JSON list of class names (one for single-label)
+            "source": str,  # human | accepted
+            "score": float,
+            "run_id": int,
+            "time": float,
+        },
+        pk="image_id",
+        foreign_keys=[("image_id", "images", "id")],
+    )
+
+
+#: One migration per schema version; ``MIGRATIONS[i]`` brings version ``i`` to ``i + 1``.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was written by a newer Labeler than this one."""
+
+
+def connect(path: str | Path) -> sqlite_utils.Database:
+    """Open (and create or migrate) a project database.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``labeler.db`` file; its folder must exist.
+
+    Returns
+    -------
+    sqlite_utils.Database
+        In WAL mode, with foreign keys on and a 30 s busy timeout, migrated to
+        :data:`SCHEMA_VERSION`.
+    """
+    conn = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    db = sqlite_utils.Database(conn)
+    migrate(db, path)
+    return db
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    """The schema version stored in the database (0 for a new file)."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite_utils.Database, path: str | Path = "") -> None:
+    """Apply the pending migrations, each in its own transaction."""
+    version = schema_version(db)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"{path}: schema version {version} is newer than this Labeler understands "
+            f"({SCHEMA_VERSION}); upgrade Labeler (pip install -U -r requirements.txt)."
+        )
+    # Each migration is idempotent (``if_not_exists``), and the version is bumped
+    # only after it finished, so a migration killed half-way is simply re-run.
+    for target in range(version, SCHEMA_VERSION):
+        MIGRATIONS[target](db)
+        db.execute(f"PRAGMA user_version = {target + 1}")
+        db.conn.commit()
