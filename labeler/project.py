@@ -257,3 +257,29 @@ class Project:
 
     def __repr__(self) -> str:
         return f"Project({str(self.root)!r})"
+
+
+def list_projects() -> list[dict]:
+    """Projects under :func:`data_dir`: ``[{"name", "path", "images", "classes", "multi_label"}]`` by name."""
+    root = data_dir()
+    out = []
+    if not root.is_dir():
+        return out
+    for child in sorted(root.iterdir()):
+        if not (child / store.DB_FILENAME).exists():
+            continue
+        try:
+            p = Project(child)
+            out.append(
+                {
+                    "name": p.name,
+                    "path": str(child),
+                    "images": p.image_count(),
+                    "classes": len(p.classes),
+                    "multi_label": p.multi_label,
+                }
+            )
+            p.close()
+        except Exception as exc:  # a broken project must not hide the others
+            out.append({"name": child.name, "path": str(child), "error": str(exc)})
+    return out

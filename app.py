@@ -1,0 +1,28 @@
+"""Labeler's browser app: ``python app.py [--host H] [--port P] [--data-dir DIR]``.
+
+Also the entry point of the Hugging Face Space. Thin on purpose: the app is
+built by :func:`labeler.ui.app.build_demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Start the Labeler browser app.")
+    parser.add_argument("--host", default=os.environ.get("LABELER_HOST", "127.0.0.1"),
+                        help="interface to listen on (0.0.0.0 on a Space)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("LABELER_PORT", "7860")))
+    parser.add_argument("--data-dir", default=None, help="where projects live (sets LABELER_DATA_DIR)")
+    args = parser.parse_args()
+    if args.data_dir:
+        os.environ["LABELER_DATA_DIR"] = args.data_dir
+    from labeler.ui.app import launch
+
+    launch(host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Zero-shot CLIP labeling: a text classifier from prompt templates, softmax over classes.
+
+The pure functions (:func:`text_classifier`, :func:`zero_shot_probs`,
+:func:`multilabel_sets`) work on arrays and are what the tests plant answers in;
+:class:`ZeroShot` wires them to a project's cached CLIP features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import InvalidInputError, NotReadyError
+from ..prompts import DEFAULT_TEMPLATES, class_prompts
+from .base import Method, RunResult
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..jobs import ProgressCallback
+    from ..project import Project
+
+
+def _l2(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def text_classifier(embeddings_per_class: Sequence[np.ndarray | torch.Tensor]) -> np.ndarray:
+    """Class weights from text embeddings: per class, mean of L2-normalised embeddings, re-normalised.
+
+    Parameters
+    ----------
+    embeddings_per_class : sequence of array (T_c, D)
+        For each of the C classes, the embeddings of its T_c >= 1 texts.
+
+    Returns
+    -------
+    np.ndarray (C, D), float32, unit rows.
+    """
+    if len(embeddings_per_class) == 0:
+        raise InvalidInputError("text_classifier needs at least one class")
+    rows, dim = [], None
+    for c, emb in enumerate(embeddings_per_class):
+        arr = emb.detach().float().cpu().numpy() if hasattr(emb, "detach") else np.asarray(emb, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            raise InvalidInputError(f"class {c}: expected text embeddings of shape (T, D) with T >= 1, got {arr.shape}")
+        if dim is not None and arr.shape[1] != dim:
+            raise InvalidInputError(f"class {c}: embedding dimension {arr.shape[1]} differs from class 0's {dim}")
+        if not np.isfinite(arr).all():
+            raise InvalidInputError(f"class {c}: text embeddings contain NaN or inf")
+        dim = arr.shape[1]
+        rows.append(_l2(_l2(arr.astype(np.float32)).mean(axis=0)))
+    return np.stack(rows).astype(np.float32)
+
+
+def zero_shot_probs(image_features: np.ndarray, classifier: np.ndarray, logit_scale: float = 100.0) -> np.ndarray:
+    """Class probabilities: ``softmax(logit_scale · normalize(f) · Wᵀ)``.
+
+    Parameters
+    ----------
+    image_features : array (N, D)
+    classifier : array (C, D), unit rows (see :func:`text_classifier`)
+    logit_scale : float
+        CLIP's learnt temperature (100 for the released models).
+
+    Returns
+    -------
+    np.ndarray (N, C), float32, rows sum to 1.
+    """
+    f = np.asarray(image_features, dtype=np.float32)
+    w = np.asarray(classifier, dtype=np.float32)
+    if f.ndim != 2 or w.ndim != 2 or f.shape[1] != w.shape[1]:
+        raise InvalidInputError(f"image features {f.shape} and classifier {w.shape} must be (N, D) and (C, D)")
+    logits = float(logit_scale) * (_l2(f) @ w.T)
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def multilabel_sets(probs: np.ndarray, threshold: float = 0.5) -> list[list[int]]:
+    """Label sets for multi-label projects: classes whose probability is at least
+    ``threshold`` × the image's top probability (so the top-1 class is always in).
+
+    Parameters
+    ----------
+    probs : array (N, C)
+    threshold : float in (0, 1]
+    """
+    if not 0 < threshold <= 1:
+        raise InvalidInputError(f"threshold must be in (0, 1], got {threshold}")
+    p = np.asarray(probs)
+    keep = p >= threshold * p.max(axis=1, keepdims=True)
+    return [np.flatnonzero(row).tolist() for row in keep]
+
+
+@dataclass
+class ZeroShotParams:
+    """Options of the ``zeroshot`` method."""
+
+    templates: str | list[str] = DEFAULT_TEMPLATES  # a template set name or format strings with {c}
+    features: str | None = None  # CLIP feature-set key; the newest CLIP set when None
+    threshold: float = 0.5  # multi-label only: keep classes with p >= threshold * max p
+    device: str = "auto"
+    batch_size: int = 8192  # images scored per chunk
+
+
+def encode_class_texts(model, texts_per_class: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """CLIP text embeddings for each class's texts: a list of C arrays (T_c, D)."""
+    flat = [t for texts in texts_per_class for t in texts]
+    emb = model.encode_texts(flat).float().cpu().numpy()
+    out, start = [], 0
+    for texts in texts_per_class:
+        out.append(emb[start : start + len(texts)])
+        start += len(texts)
+    return out
+
+
+def _clip_for_set(fset: dict, device: str):
+    from ..models import load_clip
+
+    return load_clip(fset["model"], fset["pretrained"] or None, device=device)
+
+
+class ZeroShot(Method):
+    """CLIP zero-shot with prompt templates over the project's cached CLIP features."""
+
+    name = "zeroshot"
+    summary = "CLIP zero-shot: prompt-template text classifier over cached CLIP features (no training)"
+    Params = ZeroShotParams
+
+    def run(
+        self, project: Project, params: ZeroShotParams | None = None, on_progress: ProgressCallback | None = None
+    ) -> RunResult:
+        from ..features import feature_matrix, latest_set
+        from ..jobs import Job
+        from ..labels import set_active_run, write_predictions
+
+        params = params or ZeroShotParams()
+        classes = project.classes
+        if len(classes) < 2:
+            raise NotReadyError("the project needs at least two classes: set them with `labeler init --classes`")
+        fset = project.features.get_set(params.features) if params.features else latest_set(project, "clip")
+        if fset is None or fset["kind"] != "clip":
+            what = f"CLIP feature set {params.features!r}" if params.features else "CLIP features"
+            raise NotReadyError(f"no {what} in this project: run `python -m labeler features PROJECT --clip ...` first")
+        image_ids, feats = feature_matrix(project, fset["key"])
+        if len(image_ids) == 0:
+            raise NotReadyError("no image has CLIP features yet: import images, then run `labeler features`")
+        texts = [class_prompts(c, params.templates) for c in classes]
+        run_params = {
+            **asdict(params),
+            "features": fset["key"],
+            "classes": classes,
+            "multi_label": project.multi_label,
+            "descriptions": "none",
+            "texts_per_class": [len(t) for t in texts],
+        }
+        with Job.start(project, "label", method=self.name, params=run_params, on_progress=on_progress) as job:
+            job.progress(0, len(image_ids), "encoding class texts", force=True)
+            model = _clip_for_set(fset, params.device)
+            classifier = text_classifier(encode_class_texts(model, texts))
+            top_counts = np.zeros(len(classes), dtype=np.int64)
+            conf_sum = 0.0
+            for start in range(0, len(image_ids), params.batch_size):
+                ids = image_ids[start : start + params.batch_size]
+                probs = zero_shot_probs(np.asarray(feats[start : start + len(ids)]), classifier, model.logit_scale)
+                sets = multilabel_sets(probs, params.threshold) if project.multi_label else None
+                write_predictions(project, job.id, ids, probs, sets)
+                top_counts += np.bincount(probs.argmax(1), minlength=len(classes))
+                conf_sum += float(probs.max(1).sum())
+                job.progress(start + len(ids), len(image_ids), "scoring images")
+            metrics = {
+                "n": len(image_ids),
+                "mean_confidence": conf_sum / len(image_ids),
+                "class_counts": dict(zip(classes, top_counts.tolist())),
+            }
+            job.update_metrics(**metrics)
+        set_active_run(project, job.id)
+        return RunResult(job.id, metrics)
+
+
+from . import register_method  # noqa: E402
+
+register_method(ZeroShot)

@@ -1,0 +1,56 @@
+"""Shared test setup: offline, a temporary data dir per test, tiny data helpers."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub, gradio or transformers.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("NO_PROXY", "localhost,127.0.0.1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CIFAR = SHARED_DATA / "cifar10-test"
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path, monkeypatch):
+    """Every test gets its own LABELER_DATA_DIR, so projects given by name never collide."""
+    monkeypatch.setenv("LABELER_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def cifar_dir() -> Path:
+    """../shared/data/cifar10-test (skips the test where it is absent)."""
+    if not CIFAR.is_dir():
+        pytest.skip(f"CIFAR-10 test images not found at {CIFAR}")
+    return CIFAR
+
+
+def cifar_subset(dst: Path, per_class: int, classes: list[str] | None = None) -> Path:
+    """Copy ``per_class`` images of each class into ``dst/<class>/`` (symlinks) and return dst."""
+    if not CIFAR.is_dir():
+        pytest.skip(f"CIFAR-10 test images not found at {CIFAR}")
+    for cls in classes or CIFAR_CLASSES:
+        (dst / cls).mkdir(parents=True, exist_ok=True)
+        for src in sorted((CIFAR / cls).iterdir())[:per_class]:
+            (dst / cls / src.name).symlink_to(src)
+    return dst
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A fresh single-label project with three classes."""
+    from labeler.project import Project
+
+    return Project.create(tmp_path / "proj", ["cat", "dog", "car"])

@@ -1,0 +1,134 @@
+"""Zero-shot on synthetic embeddings with a planted answer, and the method's wiring to a project."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labeler.errors import InvalidInputError, NotReadyError
+from labeler.methods import get_method, list_methods
+from labeler.methods.zeroshot import ZeroShot, multilabel_sets, text_classifier, zero_shot_probs
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _planted(C=6, D=64, T=5, N=600, noise=0.6, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = _unit(rng.normal(size=(C, D)))
+    texts = [_unit(centers[c] + 0.3 * rng.normal(size=(T, D)) / np.sqrt(D) * 4) for c in range(C)]
+    y = rng.integers(0, C, N)
+    feats = centers[y] + noise * rng.normal(size=(N, D)) / np.sqrt(D)
+    return centers, texts, feats, y
+
+
+def test_planted_classes_are_recovered():
+    _, texts, feats, y = _planted()
+    probs = zero_shot_probs(feats, text_classifier(texts), logit_scale=100.0)
+    assert probs.shape == (len(y), 6)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    assert (probs.argmax(1) == y).mean() > 0.95
+
+
+def test_each_text_is_normalised_before_averaging():
+    """One long outlier text pointing at another class must not drag the class mean there."""
+    centers, texts, feats, y = _planted(C=4, seed=1)
+    texts = [t.copy() for t in texts]
+    texts[0] = np.vstack([texts[0], 80.0 * centers[1]])  # raw CLIP embeddings are not unit length
+    good = zero_shot_probs(feats, text_classifier(texts)).argmax(1)
+    assert (good == y).mean() > 0.95
+    # The broken variant (mean of raw embeddings) turns class 0's weights into class 1's.
+    broken = _unit(np.stack([t.mean(0) for t in texts]))
+    bad = zero_shot_probs(feats, broken).argmax(1)
+    assert (bad == y).mean() < 0.8
+    assert (bad[y == 1] == 0).mean() > 0.2  # class 1's images now split between the two
+
+
+def test_probs_ignore_feature_scale_and_temperature_sharpens():
+    _, texts, feats, _ = _planted(seed=2)
+    W = text_classifier(texts)
+    np.testing.assert_allclose(zero_shot_probs(feats, W), zero_shot_probs(7.0 * feats, W), rtol=1e-4, atol=1e-6)
+    assert zero_shot_probs(feats, W, 100).max(1).mean() > zero_shot_probs(feats, W, 10).max(1).mean()
+
+
+def test_text_classifier_validates_inputs():
+    with pytest.raises(InvalidInputError, match="class 1"):
+        text_classifier([np.ones((2, 4)), np.ones((2, 5))])
+    with pytest.raises(InvalidInputError, match="NaN"):
+        text_classifier([np.full((1, 4), np.nan)])
+    with pytest.raises(InvalidInputError, match="T >= 1"):
+        text_classifier([np.zeros((0, 4))])
+    with pytest.raises(InvalidInputError):
+        zero_shot_probs(np.ones((3, 4)), np.ones((2, 5)))
+
+
+def test_multilabel_sets_keep_top1_and_close_runners_up():
+    probs = np.array([[0.5, 0.4, 0.1], [0.9, 0.05, 0.05], [0.34, 0.33, 0.33]])
+    assert multilabel_sets(probs, 0.5) == [[0, 1], [0], [0, 1, 2]]
+    assert multilabel_sets(probs, 1.0) == [[0], [0], [0]]
+    with pytest.raises(InvalidInputError):
+        multilabel_sets(probs, 0.0)
+
+
+class _FakeClip:
+    """Stands in for a CLIP model: text → planted embedding of the class named in it."""
+
+    logit_scale = 100.0
+
+    def __init__(self, class_emb: dict[str, np.ndarray]):
+        self.class_emb = class_emb
+
+    def encode_texts(self, texts):
+        import torch
+
+        out = []
+        for t in texts:
+            name = next(c for c in sorted(self.class_emb, key=len, reverse=True) if c in t)
+            out.append(self.class_emb[name])
+        return torch.tensor(np.stack(out), dtype=torch.float32)
+
+
+def _project_with_features(project, feats):
+    with project.db.conn:
+        project.db["images"].insert_all(
+            {"sha256": f"{i:064x}", "path": f"/x/{i}.png", "rel_path": f"{i}.png", "root": "/x", "status": "ok"}
+            for i in range(len(feats))
+        )
+    sid = project.features.ensure_set("clip:fake:none", "clip", feats.shape[1], model="fake", pretrained="")
+    project.features.append(sid, [f"{i:064x}" for i in range(len(feats))], feats)
+
+
+def test_method_run_writes_predictions_and_becomes_active(project, monkeypatch):
+    from labeler import labels
+    from labeler.methods import zeroshot
+
+    centers, _, feats, y = _planted(C=3, N=90, seed=3)
+    _project_with_features(project, _unit(feats))
+    monkeypatch.setattr(
+        zeroshot, "_clip_for_set", lambda fset, device: _FakeClip(dict(zip(project.classes, centers)))
+    )
+    result = get_method("zeroshot").run(project, ZeroShot.params_from({"templates": "photo"}))
+    assert result.metrics["n"] == 90
+    ids, probs, classes = labels.read_predictions(project, result.run_id)
+    assert classes == ["cat", "dog", "car"]
+    order = np.argsort(ids)
+    assert (probs[order].argmax(1) == y).mean() > 0.95
+    assert labels.active_run(project)["id"] == result.run_id
+    run = project.db["runs"].get(result.run_id)
+    assert run["status"] == "done" and '"descriptions": "none"' in run["params"]
+
+
+def test_method_needs_features_first(project):
+    with pytest.raises(NotReadyError, match="features"):
+        get_method("zeroshot").run(project)
+
+
+def test_registry_lists_planned_methods_as_unavailable():
+    names = {m["name"]: m for m in list_methods()}
+    assert names["zeroshot"]["available"]
+    assert not names["nola"]["available"] and "not implemented" in names["nola"]["summary"]
+    with pytest.raises(InvalidInputError, match="not implemented"):
+        get_method("nola")
+    with pytest.raises(InvalidInputError, match="no option"):
+        ZeroShot.params_from({"bogus": 1})
