@@ -1,0 +1,705 @@
+"""Import images into a project: folders, single files and zip archives.
+
+:func:`import_sources` walks its sources as a stream (one folder at a time, one
+zip entry at a time), hashes every image file (sha256 of the bytes, the
+project-wide identity of an image), skips the ones the project already has,
+decodes the new ones once with Pillow to validate them and to write their
+thumbnail, and commits the rows batch by batch inside an ``import`` job. A file
+that cannot be read is recorded in ``skipped_files`` with a short reason and
+never stops the import.
+
+:func:`load_rgb` is the one place that opens an image as RGB (EXIF orientation
+applied, any mode converted); the feature extractors reuse it.
+
+Example
+-------
+>>> report = import_sources(project, ["~/photos", "more.zip"])   # doctest: +SKIP
+>>> report.added, report.duplicates, len(report.skipped)          # doctest: +SKIP
+(1200, 3, 2)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from store import now
+
+from .errors import InvalidInputError
+from .jobs import Job, ProgressCallback
+from .project import Project
+
+#: File extensions (lower case, with the dot) that are imported as images.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+#: Zip entries larger than this once uncompressed are refused (zip-bomb guard).
+ZIP_MAX_ENTRY_BYTES = 512 * 1024 * 1024
+#: Longest side of a thumbnail, in pixels.
+THUMB_SIZE = 128
+THUMB_QUALITY = 85
+#: Sub-folder of ``project.files_dir`` that receives files imported with ``copy=True``.
+UPLOADS_DIRNAME = "uploads"
+
+_CHUNK = 1 << 20
+_EXIF_ORIENTATION = 0x0112
+_BOMB_RE = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
+_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+_EXT_LIST = ", ".join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
+
+
+class BadImageError(InvalidInputError):
+    """A file is not a readable image; ``reason`` is a short sentence saying why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{os.fspath(path)}: {reason}")
+        self.path = os.fspath(path)
+        self.reason = reason
+
+
+@dataclass
+class ImportReport:
+    """What one :func:`import_sources` call did.
+
+    Attributes
+    ----------
+    added : int
+        New images added to the project.
+    duplicates : int
+        Image files whose bytes (sha256) the project already had, or that
+        appeared twice in this import; nothing was added for them.
+    skipped : list of dict
+        ``{"path", "reason"}`` for each file that could not be imported.
+    run_id : int
+        The ``runs`` row of the import job.
+    """
+
+    added: int = 0
+    duplicates: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    run_id: int = 0
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict of the report."""
+        return asdict(self)
+
+
+# --- decoding -------------------------------------------------------------------
+
+
+def is_image_name(name: str | os.PathLike) -> bool:
+    """True if the file name has an image extension (any case)."""
+    return os.path.splitext(os.fspath(name))[1].lower() in IMAGE_EXTENSIONS
+
+
+def _bomb_reason(pixels: int | None, limit: int | None, message: str = "") -> str:
+    # Pillow's error names twice the limit (where it stops warning and raises); report the limit itself.
+    m = _BOMB_RE.search(message)
+    if m:
+        pixels = int(m.group(1))
+        limit = limit or int(m.group(2))
+    if pixels is None or limit is None:
+        return "image too large: over Pillow's pixel limit (a possible decompression bomb)"
+    return f"image too large: {pixels:,} pixels is over the limit of {limit:,} pixels (a possible decompression bomb)"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
+    """Scale a 16-bit, 32-bit integer or float single-band image to 8-bit ``L`` (never clipped to white)."""
+    a = np.asarray(img)
+    if img.mode == "F":
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo >= 0.0 and hi <= 1.0:
+            a = a * 255.0
+        elif not (lo >= 0.0 and hi <= 255.0):
+            a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    elif img.mode.startswith("I;16"):
+        a = a.astype(np.float64) / 257.0
+    else:  # "I": 32-bit signed; usually 16-bit data widened by the decoder
+        a = a.astype(np.float64)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo >= 0.0 and hi <= 65535.0:
+            a = a / 257.0
+        else:
+            a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert a loaded image of any mode to ``RGB``.
+
+    Alpha (``RGBA``, ``LA``, ``PA``, palette or ``RGB``/``L`` with a transparency
+    colour) is composited on white; 16-bit, 32-bit and float images are scaled to
+    8 bits; grayscale, CMYK, YCbCr, LAB and palette images are converted.
+    """
+    if img.mode == "RGB" and "transparency" not in img.info:
+        return img
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        return _high_bit_depth_to_l(img).convert("RGB")
+    has_alpha = "A" in img.getbands() or "a" in img.getbands() or "transparency" in img.info
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        out = Image.new("RGB", rgba.size, (255, 255, 255))
+        out.paste(rgba, mask=rgba.getchannel("A"))
+        return out
+    return img.convert("RGB")
+
+
+def _orient(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag; an unreadable tag leaves the image as it is."""
+    try:
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        if orientation in (2, 3, 4, 5, 6, 7, 8):
+            return ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block is not a reason to refuse the pixels
+        pass
+    return img
+
+
+def _decode(path: str | os.PathLike) -> tuple[Image.Image, str | None]:
+    """Open, fully decode, orient and convert one image. Returns (RGB image, Pillow format name).
+
+    Raises
+    ------
+    BadImageError
+        With a short reason: not an image, truncated or corrupt, too many pixels.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            # Over the limit (but under twice it) Pillow only warns; refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                fmt = img.format
+                w, h = img.size
+                if limit and w * h > limit:  # in case the warning was filtered elsewhere
+                    raise BadImageError(path, _bomb_reason(w * h, int(limit)))
+                img.load()
+                rgb = to_rgb(_orient(img))
+                if rgb is img:
+                    rgb = img.copy()  # detached from the file we are about to close
+    except BadImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImageError(path, _bomb_reason(None, int(limit) if limit else None, str(exc))) from exc
+    except Image.UnidentifiedImageError as exc:
+        raise BadImageError(path, "not an image: cannot identify image file") from exc
+    except FileNotFoundError as exc:
+        raise BadImageError(path, "file not found") from exc
+    except PermissionError as exc:
+        raise BadImageError(path, "cannot read file: permission denied") from exc
+    except MemoryError as exc:
+        raise BadImageError(path, "not enough memory to decode this image") from exc
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, EOFError... for broken files
+        raise BadImageError(path, f"truncated or corrupt image: {_short(exc)}") from exc
+    return rgb, fmt
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open an image as ``RGB``: EXIF orientation applied, any mode converted, alpha on white.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        An image file.
+
+    Returns
+    -------
+    PIL.Image.Image
+        A fully loaded ``RGB`` image (the file is closed).
+
+    Raises
+    ------
+    BadImageError
+        (an :class:`~labeler.errors.InvalidInputError`) when the file is missing,
+        not an image, truncated, or over ``PIL.Image.MAX_IMAGE_PIXELS``.
+    """
+    if os.path.exists(path) and os.path.getsize(path) == 0:
+        raise BadImageError(path, "empty file")
+    return _decode(path)[0]
+
+
+# --- thumbnails -----------------------------------------------------------------
+
+
+def thumbnail_path(project: Project, sha: str) -> Path:
+    """Where the thumbnail of the image with this sha256 lives: ``thumbs/<sha[:2]>/<sha>.jpg``."""
+    return project.thumbs_dir / sha[:2] / f"{sha}.jpg"
+
+
+def _write_thumbnail(rgb: Image.Image, dest: Path) -> None:
+    """Shrink ``rgb`` in place to at most THUMB_SIZE px and save it atomically as JPEG."""
+    rgb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+    rgb.save(tmp, "JPEG", quality=THUMB_QUALITY)
+    os.replace(tmp, dest)
+
+
+def ensure_thumbnail(project: Project, image_row: dict) -> Path:
+    """Return the thumbnail of an ``images`` row, regenerating it from the image file if missing.
+
+    Raises
+    ------
+    BadImageError
+        When the thumbnail is missing and the image file can no longer be read.
+    """
+    dest = thumbnail_path(project, image_row["sha256"])
+    if not dest.exists():
+        _write_thumbnail(load_rgb(image_row["path"]), dest)
+    return dest
+
+
+# --- walking sources --------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    """One image file to import (possibly a zip entry already extracted to a temp file)."""
+
+    read_path: str  # the file to hash and decode now
+    shown: str  # the path recorded in skipped_files and reports
+    root: str  # the import root
+    rel_path: str  # posix path below root
+    skip_root: str  # root recorded in skipped_files
+    sha: str | None = None  # known already (zip entries are hashed while extracted)
+    final: str | None = None  # for zip entries: where read_path moves if the image is added
+    in_files_dir: bool = False  # already under project.files_dir (no copy needed)
+
+
+@dataclass
+class _Skip:
+    shown: str
+    root: str
+    reason: str
+
+
+def _abspath(p: str | os.PathLike) -> str:
+    """Absolute, normalised path without resolving symlinks."""
+    return os.path.abspath(os.path.expanduser(os.fspath(p)))
+
+
+def _walk(top: str, prune_real: set[str]) -> Iterator[tuple[str, str]]:
+    """Stream ``(absolute path, posix path relative to top)`` of the files below ``top``.
+
+    Sorted per folder; follows symlinked folders once (loops are cut); skips the
+    folders in ``prune_real`` (real paths), e.g. the project itself.
+    """
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen or real in prune_real:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, top)
+        for name in sorted(filenames):
+            rel = name if rel_dir == "." else os.path.join(rel_dir, name)
+            yield os.path.join(dirpath, name), Path(rel).as_posix()
+
+
+def _safe_member(name: str) -> str | None:
+    """The normalised posix path of a zip entry, or None if it would land outside the target."""
+    n = name.replace("\\", "/")
+    if n.startswith("/") or _DRIVE_RE.match(n) or "\x00" in n:
+        return None
+    parts: list[str] = []
+    for part in n.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    if not parts:
+        return None
+    rel = "/".join(parts)
+    if os.path.isabs(rel) or os.path.splitdrive(rel)[0]:
+        return None
+    return rel
+
+
+def _zip_image_members(zf: zipfile.ZipFile) -> Iterator[zipfile.ZipInfo]:
+    for info in zf.infolist():
+        if info.is_dir() or not is_image_name(info.filename):
+            continue
+        if info.filename.replace("\\", "/").split("/")[0] == "__MACOSX":  # macOS resource forks
+            continue
+        yield info
+
+
+def _count_zip(path: str) -> int:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sum(1 for _ in _zip_image_members(zf))
+    except (OSError, zipfile.BadZipFile, ValueError, RuntimeError):
+        return 1
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _iter_zip(project: Project, zip_path: str) -> Iterator[_Candidate | _Skip]:
+    """Extract the safe image entries of one archive, one at a time, into ``files/<stem>-<sha8>/``.
+
+    Each entry is streamed to a ``.part`` file while hashed; the consumer moves it
+    into place if the image is added and deletes it otherwise.
+    """
+    zip_root = os.path.dirname(zip_path)
+    try:
+        sha8 = _sha256_file(zip_path)[:8]
+        zf = zipfile.ZipFile(zip_path)
+    except (OSError, zipfile.BadZipFile, ValueError, RuntimeError) as exc:
+        yield _Skip(zip_path, zip_root, f"not a readable zip archive: {_short(exc)}")
+        return
+    target = project.files_dir / f"{Path(zip_path).stem}-{sha8}"
+    target_real = os.path.realpath(target)
+    with zf:
+        for info in _zip_image_members(zf):
+            shown = f"{zip_path}/{info.filename}"
+            rel = _safe_member(info.filename)
+            dest = os.path.join(target, *rel.split("/")) if rel else None
+            if dest is None or not os.path.realpath(dest).startswith(target_real + os.sep):
+                yield _Skip(
+                    shown,
+                    zip_path,
+                    f"unsafe path in zip archive: {info.filename!r} would land outside the extraction folder",
+                )
+                continue
+            if info.file_size > ZIP_MAX_ENTRY_BYTES:
+                yield _Skip(shown, zip_path, _zip_too_large(info.file_size))
+                continue
+            if info.file_size == 0:
+                yield _Skip(shown, zip_path, "empty file")
+                continue
+            part = f"{dest}.part"
+            try:
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                sha = _extract_entry(zf, info, part)
+            except _TooLarge as exc:
+                _unlink(part)
+                yield _Skip(shown, zip_path, _zip_too_large(exc.size))
+                continue
+            except (OSError, zipfile.BadZipFile, ValueError, RuntimeError, EOFError) as exc:
+                _unlink(part)
+                if info.flag_bits & 0x1:
+                    reason = "encrypted zip entry: cannot read it without the password"
+                elif isinstance(exc, OSError) and not isinstance(exc, EOFError):
+                    reason = f"cannot extract zip entry: {exc.strerror or _short(exc)}"
+                else:
+                    reason = f"corrupt zip entry: {_short(exc)}"
+                yield _Skip(shown, zip_path, reason)
+                continue
+            yield _Candidate(
+                read_path=part,
+                shown=shown,
+                root=str(target),
+                rel_path=rel,
+                skip_root=zip_path,
+                sha=sha,
+                final=dest,
+                in_files_dir=True,
+            )
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int):
+        self.size = size
+
+
+def _zip_too_large(size: int) -> str:
+    mb = ZIP_MAX_ENTRY_BYTES / (1024 * 1024)
+    return (
+        f"zip entry too large: {size / (1024 * 1024):,.0f} MB uncompressed is over the {mb:,.0f} MB limit "
+        "(a possible zip bomb)"
+    )
+
+
+def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, part: str) -> str:
+    """Stream one entry to ``part`` (never more than ZIP_MAX_ENTRY_BYTES) and return its sha256."""
+    h = hashlib.sha256()
+    written = 0
+    with zf.open(info) as src, open(part, "wb") as dst:
+        while chunk := src.read(_CHUNK):
+            written += len(chunk)
+            if written > ZIP_MAX_ENTRY_BYTES:
+                raise _TooLarge(written)
+            h.update(chunk)
+            dst.write(chunk)
+    return h.hexdigest()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _iter_source(project: Project, source: str, prune_real: set[str]) -> Iterator[_Candidate | _Skip]:
+    """Candidates and skips of one (absolute, existing) source."""
+    files_real = os.path.realpath(project.files_dir) + os.sep
+    if os.path.isdir(source):
+        for path, rel in _walk(source, prune_real):
+            ext = os.path.splitext(path)[1].lower()
+            if ext == ".zip":
+                yield from _iter_zip(project, path)
+            elif ext in IMAGE_EXTENSIONS:
+                yield _Candidate(
+                    path, path, source, rel, source, in_files_dir=os.path.realpath(path).startswith(files_real)
+                )
+        return
+    root = os.path.dirname(source)
+    ext = os.path.splitext(source)[1].lower()
+    if ext == ".zip":
+        yield from _iter_zip(project, source)
+    elif ext in IMAGE_EXTENSIONS:
+        yield _Candidate(
+            source,
+            source,
+            root,
+            os.path.basename(source),
+            root,
+            in_files_dir=os.path.realpath(source).startswith(files_real),
+        )
+    else:
+        yield _Skip(source, root, f"not an image file: extension {ext or '(none)'!r} is not one of {_EXT_LIST}")
+
+
+def _count_source(source: str, prune_real: set[str], job: Job) -> int:
+    if not os.path.isdir(source):
+        return _count_zip(source) if source.lower().endswith(".zip") else 1
+    n = 0
+    for i, (path, _rel) in enumerate(_walk(source, prune_real)):
+        if i % 10_000 == 9_999:
+            job.check_cancel()
+        ext = os.path.splitext(path)[1].lower()
+        if ext == ".zip":
+            n += _count_zip(path)
+        elif ext in IMAGE_EXTENSIONS:
+            n += 1
+    return n
+
+
+# --- the import -------------------------------------------------------------------
+
+
+def _folder_label(rel_path: str) -> str | None:
+    parts = PurePosixPath(rel_path).parts
+    return parts[-2] if len(parts) >= 2 else None
+
+
+def _copy_into_project(project: Project, cand: _Candidate, sha: str) -> tuple[str, str, str]:
+    """Copy a file into ``files/uploads/`` keeping its relative path; returns (path, root, rel_path)."""
+    root = project.files_dir / UPLOADS_DIRNAME
+    rel = PurePosixPath(cand.rel_path)
+    dest = root.joinpath(*rel.parts)
+    if dest.exists():  # another file had this name: make it unique by content
+        rel = rel.with_name(f"{rel.stem}-{sha[:8]}{rel.suffix}")
+        dest = root.joinpath(*rel.parts)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")
+    shutil.copyfile(cand.read_path, tmp)
+    os.replace(tmp, dest)
+    return str(dest), str(root), rel.as_posix()
+
+
+_UPSERT_SKIPPED = (
+    "insert into skipped_files (path, root, reason, time) values (?, ?, ?, ?) "
+    "on conflict(path) do update set root = excluded.root, reason = excluded.reason, time = excluded.time"
+)
+
+
+def _flush(project: Project, rows: list[dict], skips: list[_Skip], ok_paths: list[str]) -> int:
+    """Commit one batch; returns how many image rows were inserted."""
+    db = project.db
+    added = 0
+    with db.conn:
+        if rows:
+            before = db.conn.total_changes
+            # ignore=True: another import may have added the same sha256 meanwhile.
+            db["images"].insert_all(rows, ignore=True)
+            added = db.conn.total_changes - before
+        if skips:
+            t = now()
+            db.conn.executemany(_UPSERT_SKIPPED, [(s.shown, s.root, s.reason, t) for s in skips])
+        if ok_paths:  # a file that was skipped before and now imports is no longer "skipped"
+            db.conn.executemany("delete from skipped_files where path = ?", [(p,) for p in ok_paths])
+    rows.clear()
+    skips.clear()
+    ok_paths.clear()
+    return added
+
+
+def import_sources(
+    project: Project,
+    sources: Sequence[str | os.PathLike],
+    *,
+    on_progress: ProgressCallback | None = None,
+    copy: bool = False,
+    batch_size: int = 256,
+) -> ImportReport:
+    """Import image files from folders, single files and zip archives into ``project``.
+
+    Folders are walked recursively (zip archives inside them included); other
+    files in folders are ignored. Each image is identified by the sha256 of its
+    bytes, so importing the same files again adds nothing. New images are
+    decoded once to validate them and to write their thumbnail; files that
+    cannot be read are recorded in ``skipped_files`` and skipped. Rows are
+    committed every ``batch_size`` files, so a cancelled or killed import keeps
+    what it committed and a rerun finishes the rest.
+
+    Parameters
+    ----------
+    project : Project
+        The open project.
+    sources : sequence of str or PathLike
+        Folders, image files (jpg, jpeg, png, webp, bmp, gif, tif, tiff in any
+        case) and ``.zip`` archives. Zip contents are extracted into
+        ``project.files_dir``; unsafe entry paths and entries over 512 MB are refused.
+    on_progress : callable, optional
+        ``on_progress(done, total, message)`` called once per batch.
+    copy : bool
+        Copy the files into ``project.files_dir/uploads`` (for browser uploads)
+        instead of referencing them where they are.
+    batch_size : int
+        Files handled between commits and progress reports.
+
+    Returns
+    -------
+    ImportReport
+        Counts of added and duplicate images, the skipped files with reasons, and the run id.
+
+    Raises
+    ------
+    InvalidInputError
+        When no source is given or a source does not exist (before any work is done).
+    JobCancelled
+        When the job was cancelled; committed batches are kept.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    if not sources:
+        raise InvalidInputError("no sources to import: give one or more folders, image files or .zip archives")
+    if batch_size < 1:
+        raise InvalidInputError(f"batch_size must be at least 1, not {batch_size}")
+    abs_sources = [_abspath(s) for s in sources]
+    for given, path in zip(sources, abs_sources, strict=True):
+        if not os.path.exists(path):
+            raise InvalidInputError(
+                f"import source {os.fspath(given)!r} does not exist ({path}): check the path and try again"
+            )
+    # Never import the project's own files (thumbnails!) when a parent folder is given.
+    prune_real = {os.path.realpath(project.root)}
+
+    report = ImportReport()
+    with Job.start(project, "import", params={"sources": abs_sources, "copy": copy}, on_progress=on_progress) as job:
+        report.run_id = job.id
+        total = sum(_count_source(s, prune_real, job) for s in abs_sources)
+        job.progress(0, total, f"importing {total} files", force=True)
+        rows: list[dict] = []
+        skips: list[_Skip] = []
+        ok_paths: list[str] = []
+        pending: set[str] = set()  # sha256 of the rows not committed yet
+        done = 0
+
+        def end_batch() -> None:
+            report.added += _flush(project, rows, skips, ok_paths)
+            pending.clear()
+            job.progress(done, max(total, done), _message(report))
+
+        for source in abs_sources:
+            for item in _iter_source(project, source, prune_real):
+                if isinstance(item, _Skip):
+                    skips.append(item)
+                    report.skipped.append({"path": item.shown, "reason": item.reason})
+                else:
+                    try:
+                        outcome = _import_one(project, item, pending, copy)
+                    finally:
+                        if item.final is not None:
+                            _unlink(item.read_path)  # a zip entry's .part file, if not moved into place
+                    if isinstance(outcome, _Skip):
+                        skips.append(outcome)
+                        report.skipped.append({"path": outcome.shown, "reason": outcome.reason})
+                    elif outcome is None:
+                        report.duplicates += 1
+                        ok_paths.append(item.shown)
+                    else:
+                        rows.append(outcome)
+                        pending.add(outcome["sha256"])
+                        ok_paths.append(item.shown)
+                done += 1
+                if done % batch_size == 0:
+                    end_batch()
+        report.added += _flush(project, rows, skips, ok_paths)
+        job.update_metrics(added=report.added, duplicates=report.duplicates, skipped=len(report.skipped))
+        job.progress(max(total, done), max(total, done), _message(report), force=True)
+    return report
+
+
+def _message(report: ImportReport) -> str:
+    return f"{report.added} added, {report.duplicates} duplicates, {len(report.skipped)} skipped"
+
+
+def _import_one(project: Project, cand: _Candidate, pending: set[str], copy: bool) -> dict | _Skip | None:
+    """Hash, dedupe, validate and thumbnail one file. Returns its images row, a skip, or None for a duplicate."""
+    try:
+        size = os.path.getsize(cand.read_path)
+        if size == 0:
+            return _Skip(cand.shown, cand.skip_root, "empty file")
+        sha = cand.sha or _sha256_file(cand.read_path)
+    except OSError as exc:
+        return _Skip(cand.shown, cand.skip_root, f"cannot read file: {exc.strerror or _short(exc)}")
+    if sha in pending or project.db.execute("select 1 from images where sha256 = ?", [sha]).fetchone():
+        return None
+    try:
+        rgb, fmt = _decode(cand.read_path)
+    except BadImageError as exc:
+        return _Skip(cand.shown, cand.skip_root, exc.reason)
+    width, height = rgb.size
+    _write_thumbnail(rgb, thumbnail_path(project, sha))
+    del rgb
+    path, root, rel_path = cand.read_path, cand.root, cand.rel_path
+    try:
+        if cand.final is not None:
+            os.replace(cand.read_path, cand.final)
+            path = cand.final
+        elif copy and not cand.in_files_dir:
+            path, root, rel_path = _copy_into_project(project, cand, sha)
+    except OSError as exc:
+        return _Skip(cand.shown, cand.skip_root, f"cannot store the file in the project: {exc.strerror or _short(exc)}")
+    return {
+        "sha256": sha,
+        "path": path,
+        "rel_path": rel_path,
+        "root": root,
+        "folder_label": _folder_label(rel_path),
+        "width": width,
+        "height": height,
+        "format": fmt,
+        "bytes": size,
+        "status": "ok",
+        "added_at": now(),
+    }

@@ -1,0 +1,514 @@
+"""Import: folders, files, zips, dedupe, bad files, modes, orientation, thumbnails, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labeler import ingest
+from labeler.errors import InvalidInputError, JobCancelled
+from labeler.ingest import BadImageError, ensure_thumbnail, import_sources, load_rgb, thumbnail_path
+from labeler.jobs import get_run, list_runs, request_cancel
+
+from .conftest import CIFAR_CLASSES, cifar_subset
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def make_image(path: Path, seed: int = 0, size: tuple[int, int] = (16, 12), fmt: str | None = None, **kw) -> Path:
+    """A small RGB noise image (distinct bytes per seed) saved at path."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format=fmt, **kw)
+    return path
+
+
+def image_bytes(seed: int = 0, size: tuple[int, int] = (16, 12), fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def rows_by_rel(project) -> dict[str, dict]:
+    return {r["rel_path"]: r for r in project.images()}
+
+
+def skipped_reasons(project) -> dict[str, str]:
+    return {s["path"]: s["reason"] for s in project.skipped()}
+
+
+def sha_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- folders ---------------------------------------------------------------------------
+
+
+def test_folder_import_fields_labels_and_extensions(project, tmp_path):
+    src = tmp_path / "src"
+    make_image(src / "root.jpg", 1)
+    make_image(src / "cat" / "a.JPG", 2, fmt="JPEG")
+    make_image(src / "dog" / "b.PNG", 3, fmt="PNG")
+    make_image(src / "dog" / "c.Jpeg", 4, fmt="JPEG")
+    make_image(src / "x" / "y" / "d.TIFF", 5, fmt="TIFF")
+    make_image(src / "e.webp", 6)
+    make_image(src / "f.bmp", 7)
+    make_image(src / "g.gif", 8)
+    make_image(src / "h.tif", 9)
+    (src / "notes.txt").write_text("not an image, and not an image extension")
+    (src / "cat" / "data.csv").write_text("a,b\n")
+
+    report = import_sources(project, [src])
+
+    assert (report.added, report.duplicates, report.skipped) == (9, 0, [])
+    rows = rows_by_rel(project)
+    assert set(rows) == {
+        "root.jpg",
+        "cat/a.JPG",
+        "dog/b.PNG",
+        "dog/c.Jpeg",
+        "x/y/d.TIFF",
+        "e.webp",
+        "f.bmp",
+        "g.gif",
+        "h.tif",
+    }
+    assert rows["root.jpg"]["folder_label"] is None
+    assert rows["e.webp"]["folder_label"] is None
+    assert rows["cat/a.JPG"]["folder_label"] == "cat"
+    assert rows["dog/b.PNG"]["folder_label"] == "dog"
+    assert rows["x/y/d.TIFF"]["folder_label"] == "y"
+    r = rows["dog/b.PNG"]
+    assert r["path"] == str(src / "dog" / "b.PNG") and os.path.isabs(r["path"])
+    assert r["root"] == str(src)
+    assert (r["width"], r["height"], r["format"], r["status"]) == (16, 12, "PNG", "ok")
+    assert r["bytes"] == (src / "dog" / "b.PNG").stat().st_size
+    assert r["sha256"] == sha_of(src / "dog" / "b.PNG")
+    assert r["added_at"] > 0
+    assert {rows[k]["format"] for k in ("e.webp", "f.bmp", "g.gif", "h.tif")} == {"WEBP", "BMP", "GIF", "TIFF"}
+    assert project.skipped() == []
+
+    run = get_run(project, report.run_id)
+    assert run["kind"] == "import" and run["status"] == "done" and run["progress"] == 1.0
+    assert run["params"]["sources"] == [str(src)]
+    assert run["metrics"]["added"] == 9
+    assert report.to_dict() == {"added": 9, "duplicates": 0, "skipped": [], "run_id": report.run_id}
+
+
+def test_single_files_and_non_image_file_source(project, tmp_path):
+    img = make_image(tmp_path / "one.png", 1)
+    other = tmp_path / "readme.md"
+    other.write_text("hello")
+    report = import_sources(project, [str(img), other])
+    assert report.added == 1
+    row = project.images()[0]
+    assert (row["rel_path"], row["root"], row["folder_label"]) == ("one.png", str(tmp_path), None)
+    assert len(report.skipped) == 1 and report.skipped[0]["path"] == str(other)
+    assert report.skipped[0]["reason"].startswith("not an image file")
+    assert skipped_reasons(project) == {str(other): report.skipped[0]["reason"]}
+
+
+def test_nonexistent_source_raises_before_any_work(project, tmp_path):
+    good = make_image(tmp_path / "ok.jpg")
+    missing = tmp_path / "nope"
+    with pytest.raises(InvalidInputError, match="nope"):
+        import_sources(project, [good, missing])
+    assert project.image_count() == 0
+    assert list_runs(project, kind="import") == []
+    with pytest.raises(InvalidInputError):
+        import_sources(project, [])
+
+
+def test_symlinked_files_keep_link_paths(project, tmp_path):
+    real = make_image(tmp_path / "store" / "0001.jpg", 1)
+    (tmp_path / "src" / "bird").mkdir(parents=True)
+    (tmp_path / "src" / "bird" / "0001.jpg").symlink_to(real)
+    import_sources(project, [tmp_path / "src"])
+    row = project.images()[0]
+    assert row["rel_path"] == "bird/0001.jpg" and row["folder_label"] == "bird"
+    assert row["path"] == str(tmp_path / "src" / "bird" / "0001.jpg")
+
+
+def test_importing_a_parent_folder_skips_the_project_itself(project, tmp_path):
+    # The project lives in tmp_path/proj; its thumbnails must not be imported as images.
+    make_image(tmp_path / "pics" / "a.jpg", 1)
+    make_image(tmp_path / "pics" / "b.jpg", 2)
+    import_sources(project, [tmp_path])
+    assert any(project.thumbs_dir.rglob("*.jpg"))
+    second = import_sources(project, [tmp_path])
+    assert project.image_count() == 2
+    assert (second.added, second.duplicates) == (0, 2)
+
+
+# --- bad files -------------------------------------------------------------------------
+
+
+def _truncated(fmt: str, ext: str):
+    def make(path: Path) -> None:
+        data = image_bytes(3, size=(64, 48), fmt=fmt)
+        path.write_bytes(data[: len(data) // 2])
+
+    return make
+
+
+BAD_FILES = {
+    "empty.jpg": (lambda p: p.write_bytes(b""), "empty file"),
+    "trunc.jpg": (_truncated("JPEG", "jpg"), "truncated or corrupt image"),
+    "trunc.png": (_truncated("PNG", "png"), "truncated or corrupt image"),
+    "text.jpg": (lambda p: p.write_text("this is plain text, not a JPEG\n" * 20), "not an image: cannot identify"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_file_is_recorded_and_does_not_stop_import(project, tmp_path, name):
+    make, reason = BAD_FILES[name]
+    src = tmp_path / "src"
+    make_image(src / "a_good.jpg", 1)
+    (src / "cat").mkdir(parents=True)
+    make(src / "cat" / name)
+    make_image(src / "z_good.png", 2)
+
+    report = import_sources(project, [src])
+
+    assert report.added == 2
+    assert set(rows_by_rel(project)) == {"a_good.jpg", "z_good.png"}
+    bad_path = str(src / "cat" / name)
+    assert [s["path"] for s in report.skipped] == [bad_path]
+    assert report.skipped[0]["reason"].startswith(reason)
+    assert len(report.skipped[0]["reason"]) < 200
+    assert skipped_reasons(project)[bad_path] == report.skipped[0]["reason"]
+    row = project.db.execute("select root, time from skipped_files where path = ?", [bad_path]).fetchone()
+    assert row[0] == str(src) and row[1] > 0
+    with pytest.raises(BadImageError):
+        load_rgb(bad_path)
+
+
+def test_decompression_bomb_rejected(project, tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    src = tmp_path / "src"
+    make_image(src / "ok.png", 1, size=(20, 20))  # 400 px
+    make_image(src / "warn.png", 2, size=(40, 40))  # 1,600 px: over the limit, under twice it (Pillow only warns)
+    make_image(src / "error.png", 3, size=(100, 100))  # 10,000 px: Pillow raises
+    report = import_sources(project, [src])
+    assert report.added == 1 and project.images()[0]["rel_path"] == "ok.png"
+    reasons = {Path(s["path"]).name: s["reason"] for s in report.skipped}
+    assert set(reasons) == {"warn.png", "error.png"}
+    assert "1,600 pixels" in reasons["warn.png"] and "1,000" in reasons["warn.png"]
+    assert "10,000 pixels" in reasons["error.png"] and "1,000" in reasons["error.png"]
+    with pytest.raises(BadImageError, match="too large"):
+        load_rgb(src / "warn.png")
+
+
+# --- orientation and modes ------------------------------------------------------------------
+
+
+def test_exif_orientation_applied(project, tmp_path):
+    img = Image.new("RGB", (40, 20), (200, 10, 10))
+    img.paste((10, 10, 200), (0, 0, 20, 20))  # left half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    path = tmp_path / "rot.jpg"
+    img.save(path, exif=exif.tobytes(), quality=95)
+
+    import_sources(project, [path])
+    row = project.images()[0]
+    assert (row["width"], row["height"]) == (20, 40)
+    out = load_rgb(path)
+    assert out.size == (20, 40) and out.mode == "RGB"
+    # Rotated clockwise: the left (blue) half is now on top.
+    top, bottom = out.getpixel((10, 5)), out.getpixel((10, 35))
+    assert top[2] > 150 and top[0] < 80
+    assert bottom[0] > 150 and bottom[2] < 80
+    with Image.open(thumbnail_path(project, row["sha256"])) as th:
+        assert th.size[1] > th.size[0]
+
+
+def _save_modes(d: Path) -> dict[str, tuple[Path, tuple[int, int, int]]]:
+    """One file per awkward mode and the RGB value expected at pixel (1, 1)."""
+    d.mkdir(parents=True, exist_ok=True)
+    out = {}
+    Image.new("L", (8, 8), 100).save(d / "gray.png")
+    out["L"] = (d / "gray.png", (100, 100, 100))
+    Image.new("CMYK", (8, 8), (0, 0, 0, 0)).save(d / "cmyk.jpg", quality=95)
+    out["CMYK"] = (d / "cmyk.jpg", (255, 255, 255))
+    mid = Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16))
+    assert mid.mode == "I;16"
+    mid.save(d / "gray16.png")
+    out["I;16"] = (d / "gray16.png", (128, 128, 128))
+    Image.fromarray(np.full((8, 8), 32768, dtype=np.int32)).save(d / "gray32.tif")
+    out["I"] = (d / "gray32.tif", (128, 128, 128))
+    Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(d / "float.tif")
+    out["F"] = (d / "float.tif", (128, 128, 128))
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(d / "clear.png")  # fully transparent red → white
+    out["RGBA"] = (d / "clear.png", (255, 255, 255))
+    Image.new("RGBA", (8, 8), (0, 0, 255, 255)).save(d / "opaque.png")
+    out["RGBA opaque"] = (d / "opaque.png", (0, 0, 255))
+    Image.new("LA", (8, 8), (0, 0)).save(d / "la.png")
+    out["LA"] = (d / "la.png", (255, 255, 255))
+    pal = Image.new("P", (8, 8), 1)
+    pal.putpalette([0, 0, 0, 0, 200, 0] + [0] * (256 * 3 - 6))
+    pal.save(d / "palette.png")
+    out["P"] = (d / "palette.png", (0, 200, 0))
+    pal_t = pal.copy()
+    pal_t.info["transparency"] = 1
+    pal_t.save(d / "palette_t.gif", transparency=1)
+    out["P transparent"] = (d / "palette_t.gif", (255, 255, 255))
+    Image.new("1", (8, 8), 1).save(d / "bilevel.bmp")
+    out["1"] = (d / "bilevel.bmp", (255, 255, 255))
+    return out
+
+
+def test_modes_import_and_load_as_rgb(project, tmp_path):
+    files = _save_modes(tmp_path / "modes")
+    report = import_sources(project, [tmp_path / "modes"])
+    assert report.skipped == []
+    assert report.added == len(files)
+    for mode, (path, expected) in files.items():
+        img = load_rgb(path)
+        assert img.mode == "RGB", mode
+        assert img.size == (8, 8), mode
+        got = img.getpixel((1, 1))
+        assert all(abs(g - e) <= 3 for g, e in zip(got, expected, strict=True)), (mode, got, expected)
+    for row in project.images():
+        assert thumbnail_path(project, row["sha256"]).exists()
+
+
+def test_16bit_is_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 64, dtype=np.float64).round().astype(np.uint16).reshape(8, 8)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    arr = np.asarray(load_rgb(tmp_path / "ramp16.png"))[:, :, 0].astype(int)
+    assert arr.min() == 0 and arr.max() == 255
+    np.testing.assert_allclose(arr.ravel(), ramp.ravel() / 257.0, atol=1)
+
+
+# --- zips ---------------------------------------------------------------------------------
+
+
+def make_zip(path: Path, entries: dict[str, bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_zip_traversal_refused_and_good_entries_imported(project, tmp_path):
+    work = tmp_path / "work"
+    archive = make_zip(
+        work / "shots.zip",
+        {
+            "good/a.jpg": image_bytes(1),
+            "b.png": image_bytes(2, fmt="PNG"),
+            "../evil.jpg": image_bytes(3),
+            "/abs.jpg": image_bytes(4),
+            "a/../../x.jpg": image_bytes(5),
+            "C:/drive.jpg": image_bytes(6),
+            "readme.txt": b"ignored",
+        },
+    )
+    before = {p for p in tmp_path.rglob("*")}
+    report = import_sources(project, [archive])
+
+    target = project.files_dir / f"shots-{sha_of(archive)[:8]}"
+    assert report.added == 2
+    rows = rows_by_rel(project)
+    assert set(rows) == {"good/a.jpg", "b.png"}
+    assert rows["good/a.jpg"]["root"] == str(target)
+    assert rows["good/a.jpg"]["path"] == str(target / "good" / "a.jpg")
+    assert rows["good/a.jpg"]["folder_label"] == "good" and rows["b.png"]["folder_label"] is None
+    assert (target / "good" / "a.jpg").read_bytes() == image_bytes(1)
+
+    unsafe = {s["path"]: s["reason"] for s in report.skipped}
+    assert set(unsafe) == {f"{archive}/{n}" for n in ("../evil.jpg", "/abs.jpg", "a/../../x.jpg", "C:/drive.jpg")}
+    assert all(r.startswith("unsafe path in zip archive") for r in unsafe.values())
+    assert skipped_reasons(project) == unsafe
+    # Nothing was written outside the extraction folder (and no .part files were left behind).
+    new = {p for p in tmp_path.rglob("*") if p.is_file()} - before
+    assert all(target in p.parents or project.thumbs_dir in p.parents or p.parent == project.root for p in new)
+    assert not any(p.name in ("evil.jpg", "x.jpg", "abs.jpg", "drive.jpg") for p in tmp_path.rglob("*"))
+    assert not list(project.files_dir.rglob("*.part"))
+    assert not Path("/abs.jpg").exists()
+
+
+def test_zip_entry_size_guard(project, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "ZIP_MAX_ENTRY_BYTES", 2000)
+    small = image_bytes(1, size=(4, 4))
+    big = image_bytes(2, size=(64, 64), fmt="PNG")
+    assert len(small) < 2000 < len(big)
+    archive = make_zip(tmp_path / "bomb.zip", {"small.jpg": small, "big.png": big})
+    report = import_sources(project, [archive])
+    assert report.added == 1
+    assert [s["path"] for s in report.skipped] == [f"{archive}/big.png"]
+    assert "zip entry too large" in report.skipped[0]["reason"]
+    assert not list(project.files_dir.rglob("big.png*"))
+
+
+def test_zip_inside_folder_and_bad_entries(project, tmp_path):
+    src = tmp_path / "src"
+    make_image(src / "pics" / "a.jpg", 1)
+    archive = make_zip(src / "sub" / "More.ZIP", {"cat/b.jpg": image_bytes(2), "cat/broken.jpg": b"nope"})
+    (src / "sub" / "bad.zip").write_bytes(b"not a zip at all")
+    report = import_sources(project, [src])
+    assert report.added == 2
+    rows = rows_by_rel(project)
+    assert set(rows) == {"pics/a.jpg", "cat/b.jpg"}
+    assert rows["cat/b.jpg"]["root"] == str(project.files_dir / f"More-{sha_of(archive)[:8]}")
+    assert rows["cat/b.jpg"]["folder_label"] == "cat"
+    reasons = skipped_reasons(project)
+    assert reasons[f"{archive}/cat/broken.jpg"].startswith("not an image")
+    assert reasons[str(src / "sub" / "bad.zip")].startswith("not a readable zip archive")
+
+
+# --- dedupe and idempotence ---------------------------------------------------------------------
+
+
+def test_reimport_is_idempotent(project, tmp_path):
+    src = tmp_path / "src"
+    for i in range(3):
+        make_image(src / f"c{i % 2}" / f"{i}.jpg", i)
+    (src / "empty.png").write_bytes(b"")
+    (src / "junk.jpg").write_text("junk")
+    archive = make_zip(tmp_path / "z.zip", {"d/z1.jpg": image_bytes(10), "../bad.jpg": image_bytes(11)})
+
+    first = import_sources(project, [src, archive])
+    assert (first.added, first.duplicates, len(first.skipped)) == (4, 0, 3)
+    rows_before = project.images()
+    second = import_sources(project, [src, archive])
+    assert (second.added, second.duplicates, len(second.skipped)) == (0, 4, 3)
+    assert project.images() == rows_before
+    assert project.db.execute("select count(*) from skipped_files").fetchone()[0] == 3
+    assert len(project.skipped()) == 3
+    assert not list(project.files_dir.rglob("*.part"))
+
+
+def test_duplicates_across_paths_counted(project, tmp_path):
+    a = make_image(tmp_path / "a" / "x.jpg", 7)
+    (tmp_path / "b").mkdir()
+    b = tmp_path / "b" / "y.jpg"
+    b.write_bytes(a.read_bytes())
+    report = import_sources(project, [tmp_path / "a", tmp_path / "b"])
+    assert (report.added, report.duplicates) == (1, 1)
+    assert project.image_count() == 1
+
+
+def test_fixed_file_leaves_skipped_list(project, tmp_path):
+    path = tmp_path / "src" / "later.jpg"
+    path.parent.mkdir()
+    path.write_bytes(b"")
+    import_sources(project, [tmp_path / "src"])
+    assert skipped_reasons(project) == {str(path): "empty file"}
+    make_image(path, 1)
+    report = import_sources(project, [tmp_path / "src"])
+    assert report.added == 1 and project.skipped() == []
+
+
+# --- thumbnails and copy ---------------------------------------------------------------------
+
+
+def test_thumbnails_written_and_regenerated(project, tmp_path):
+    big = make_image(tmp_path / "big.png", 1, size=(300, 200))
+    tall = make_image(tmp_path / "tall.jpg", 2, size=(50, 400))
+    tiny = make_image(tmp_path / "tiny.jpg", 3, size=(10, 6))
+    import_sources(project, [big, tall, tiny])
+    sizes = {}
+    for row in project.images():
+        th = thumbnail_path(project, row["sha256"])
+        assert th == project.thumbs_dir / row["sha256"][:2] / f"{row['sha256']}.jpg"
+        with Image.open(th) as im:
+            assert im.format == "JPEG" and max(im.size) <= 128
+            sizes[row["rel_path"]] = im.size
+    assert sizes == {"big.png": (128, 85), "tall.jpg": (16, 128), "tiny.jpg": (10, 6)}
+
+    row = rows_by_rel(project)["big.png"]
+    th = thumbnail_path(project, row["sha256"])
+    th.unlink()
+    assert ensure_thumbnail(project, row) == th and th.exists()
+    with Image.open(th) as im:
+        assert im.size == (128, 85)
+
+
+def test_copy_mode_copies_into_project(project, tmp_path):
+    a = make_image(tmp_path / "up1" / "image.jpg", 1)
+    b = make_image(tmp_path / "up2" / "image.jpg", 2)
+    report = import_sources(project, [a, b], copy=True)
+    assert report.added == 2
+    uploads = project.files_dir / ingest.UPLOADS_DIRNAME
+    rows = project.images()
+    for row in rows:
+        p = Path(row["path"])
+        assert uploads in p.parents and p.exists()
+        assert row["root"] == str(uploads) and Path(row["root"], row["rel_path"]) == p
+        assert sha_of(p) == row["sha256"]
+    assert len({r["path"] for r in rows}) == 2
+    a.unlink()
+    b.unlink()
+    assert all(load_rgb(r["path"]).size == (16, 12) for r in rows)
+
+
+# --- cancel ---------------------------------------------------------------------------------
+
+
+def _ten_images(src: Path) -> Path:
+    for i in range(10):
+        make_image(src / f"{i:02d}.png", i, fmt="PNG")
+    return src
+
+
+def test_cancel_from_progress_callback_keeps_committed_batches(project, tmp_path):
+    src = _ten_images(tmp_path / "src")
+    calls = []
+
+    def stop_after_first_batch(done, total, msg):
+        calls.append((done, total))
+        if done >= 3:
+            raise JobCancelled("stop")
+
+    with pytest.raises(JobCancelled):
+        import_sources(project, [src], batch_size=3, on_progress=stop_after_first_batch)
+    assert calls[0] == (0, 10)
+    assert project.image_count() == 3
+    assert list_runs(project, kind="import")[0]["status"] == "cancelled"
+
+    report = import_sources(project, [src], batch_size=3)
+    assert (report.added, report.duplicates) == (7, 3)
+    assert project.image_count() == 10
+    assert get_run(project, report.run_id)["status"] == "done"
+
+
+def test_request_cancel_stops_import(project, tmp_path):
+    src = _ten_images(tmp_path / "src")
+
+    def cancel_at_six(done, total, msg):
+        if done == 6:
+            request_cancel(project, list_runs(project, kind="import", status="running")[0]["id"])
+
+    with pytest.raises(JobCancelled):
+        import_sources(project, [src], batch_size=3, on_progress=cancel_at_six)
+    assert project.image_count() == 6
+    report = import_sources(project, [src], batch_size=3)
+    assert (report.added, report.duplicates) == (4, 6)
+
+
+# --- real data ---------------------------------------------------------------------------------
+
+
+def test_cifar_subset_import(project, tmp_path):
+    src = cifar_subset(tmp_path / "cifar", 5)
+    report = import_sources(project, [src], batch_size=16)
+    assert report.skipped == []
+    assert report.added + report.duplicates == 50
+    rows = project.images()
+    assert len(rows) == report.added >= 45
+    assert {r["folder_label"] for r in rows} <= set(CIFAR_CLASSES)
+    assert all((r["width"], r["height"], r["format"]) == (32, 32, "JPEG") for r in rows)
+    assert all(r["rel_path"] == f"{r['folder_label']}/{Path(r['path']).name}" for r in rows)
+    assert all(thumbnail_path(project, r["sha256"]).exists() for r in rows)
