@@ -432,21 +432,30 @@ def final_labels(
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
             rows.extend(project.db.execute(_FINAL_SQL + f" and i.id in ({marks}) order by i.id", [rid, *chunk]))
+    # Few distinct label values repeat over many images: decode each once (copies keep items independent).
+    stored: dict[str, list[str]] = {}
+    pseudo: dict[tuple, list[str]] = {}
     out: list[FinalLabel] = []
     for (image_id, sha, path, rel_path, root, folder, width, height,
          l_classes, l_source, l_score, l_run, p_idx, p_labels, p_score) in rows:  # fmt: skip
         item = FinalLabel(image_id, sha, path, rel_path, root, folder_label=folder, width=width, height=height)
         if l_classes is not None:
-            classes = [c for c in json.loads(l_classes) if c in keep]
+            classes = stored.get(l_classes)
+            if classes is None:
+                classes = stored[l_classes] = [c for c in json.loads(l_classes) if c in keep]
             if classes:
-                item.classes, item.source = classes, l_source
+                item.classes, item.source = list(classes), l_source
                 if l_source != "human":
                     item.score, item.run_id = l_score, l_run
                 out.append(item)
                 continue
-        classes = _pseudo_classes(names, p_idx, p_labels)
-        if classes:
-            item.classes, item.source, item.score, item.run_id = classes, "pseudo", p_score, rid
+        if p_idx is not None:
+            key = (p_idx, p_labels)
+            classes = pseudo.get(key)
+            if classes is None:
+                classes = pseudo[key] = _pseudo_classes(names, p_idx, p_labels)
+            if classes:
+                item.classes, item.source, item.score, item.run_id = list(classes), "pseudo", p_score, rid
         out.append(item)
     return out
 

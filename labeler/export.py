@@ -1,0 +1,449 @@
+"""Exporters: write a project's final labels (human > accepted > pseudo) to files.
+
+Add a format with :func:`register_exporter`; run one with :func:`export` (returns
+the path written) or :func:`export_report` (also returns counts). Built in:
+
+``csv``
+    One row per ok image: ``path`` (relative to its import root), ``sha256``,
+    ``label``, ``score``, ``source``, ``run_id``; multi-label classes are joined
+    with ``;`` (option ``sep``), and ``one_hot=True`` adds a 0/1 column per class.
+
+    *Encoding*: UTF-8 **with a BOM** (option ``bom=False`` to leave it out).
+    Excel only detects UTF-8 in a CSV by its BOM (without it non-ASCII class
+    names turn to mojibake); LibreOffice, pandas and ``encoding="utf-8-sig"``
+    read it transparently. Rows end in CRLF and cells are quoted by the
+    :mod:`csv` module when needed (RFC 4180), so commas, quotes and newlines in
+    names survive.
+
+    *Formula injection*: a text cell that starts with ``=``, ``+``, ``-``, ``@``,
+    tab or CR would run as a formula in a spreadsheet; it is written with a
+    leading ``'``. A text cell that already starts with ``'`` gets one too, so
+    the rule is reversible: :func:`read_csv` removes one leading ``'`` from every
+    cell and gives back exactly what was exported. (Spreadsheets show the ``'``.)
+
+``imagefolder``
+    ``out/<class>/<file name>``, copied (default) or symlinked (``link=True``);
+    what torchvision's ``ImageFolder`` and Keras read. Class names become safe
+    folder names (no ``/``, ``\\``, ``..``, control or Windows-reserved
+    characters; unicode kept); a file name already used in a class folder
+    (ignoring case) gets a short sha256 prefix. Multi-label images go into each
+    of their class folders; unlabeled images are not written (counted in the
+    report). The output folder must be missing or empty, or a previous
+    imagefolder export: Labeler writes a manifest ``labeler-export.json`` first,
+    and re-exporting into that folder deletes only the files that manifest lists.
+
+``jsonl``
+    One JSON object per ok image: ``path``, ``sha256``, ``classes``, ``score``,
+    ``source``, ``run_id``, ``width``, ``height`` (UTF-8, no BOM).
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InvalidInputError
+from .labels import FinalLabel, final_labels
+from .project import Project
+
+MANIFEST_NAME = "labeler-export.json"
+#: Text cells starting with one of these are prefixed with ``'`` in CSV files.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")
+CSV_COLUMNS = ["path", "sha256", "label", "score", "source", "run_id"]
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote."""
+
+    format: str
+    path: Path
+    n_images: int = 0  # ok images considered
+    n_labeled: int = 0
+    n_unlabeled: int = 0
+    n_files: int = 0  # files written (imagefolder: one per image and class)
+    n_missing: int = 0  # imagefolder: source files that could not be read
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Exporter:
+    name: str
+    func: Callable[..., ExportReport]
+    suffix: str  # default file suffix ('' for a folder)
+    description: str
+
+    @property
+    def options(self) -> list[str]:
+        """Keyword options the exporter accepts."""
+        params = list(inspect.signature(self.func).parameters.values())[2:]
+        return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+#: Exporters by format name.
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def register_exporter(name: str, suffix: str = "", description: str = ""):
+    """Decorator: register ``func(project, out: Path, *, option=...) -> ExportReport`` as format ``name``."""
+
+    def deco(func: Callable[..., ExportReport]) -> Callable[..., ExportReport]:
+        doc = description or ((func.__doc__ or "").strip().splitlines() or [""])[0]
+        EXPORTERS[name] = Exporter(name, func, suffix, doc)
+        return func
+
+    return deco
+
+
+def get_exporter(format: str) -> Exporter:
+    try:
+        return EXPORTERS[format]
+    except (KeyError, TypeError):
+        raise InvalidInputError(
+            f"unknown export format {format!r}: choose one of {', '.join(sorted(EXPORTERS))}"
+        ) from None
+
+
+def default_output(project: Project, format: str) -> Path:
+    """``<project>/exports/<format>-<timestamp><suffix>``."""
+    exporter = get_exporter(format)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return project.exports_dir / f"{format}-{stamp}{exporter.suffix}"
+
+
+def export_report(project: Project, format: str, out: str | os.PathLike | None = None, **options) -> ExportReport:
+    """Export the final labels in ``format`` to ``out`` (default: under the project's ``exports/``).
+
+    A file format given an existing folder as ``out`` writes a timestamped file inside it.
+    """
+    exporter = get_exporter(format)
+    unknown = sorted(set(options) - set(exporter.options))
+    if unknown:
+        allowed = ", ".join(exporter.options) or "none"
+        raise InvalidInputError(f"export format {format!r} has no option {', '.join(unknown)} (options: {allowed})")
+    if out is None:
+        path = default_output(project, format)
+    else:
+        path = Path(out).expanduser()
+        if exporter.suffix and path.is_dir():
+            path = path / default_output(project, format).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return exporter.func(project, path, **options)
+
+
+def export(project: Project, format: str, out: str | os.PathLike | None = None, **options) -> Path:
+    """Export the final labels; returns the file or folder written. See :func:`export_report`."""
+    return export_report(project, format, out, **options).path
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+def _atomic_text_writer(path: Path, encoding: str):
+    """A temp file next to ``path`` (renamed over it by :func:`_commit`)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return open(fd, "w", encoding=encoding, newline=""), Path(tmp)
+
+
+def _commit(handle, tmp: Path, path: Path, ok: bool) -> None:
+    handle.close()
+    if ok:
+        os.replace(tmp, path)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
+def _counts(items: list[FinalLabel], fmt: str, path: Path) -> ExportReport:
+    labeled = sum(1 for it in items if it.classes)
+    return ExportReport(fmt, path, n_images=len(items), n_labeled=labeled, n_unlabeled=len(items) - labeled)
+
+
+def _fmt_score(score: float | None) -> str:
+    return "" if score is None else f"{score:.6g}"
+
+
+# --- csv -----------------------------------------------------------------------------------------------
+def neutralize(cell: str) -> str:
+    """Make a text cell safe to open in a spreadsheet (prefix ``'``; reversed by :func:`restore`)."""
+    return "'" + cell if cell.startswith(FORMULA_TRIGGERS) else cell
+
+
+def restore(cell: str) -> str:
+    """Undo :func:`neutralize`."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
+@register_exporter("csv", suffix=".csv")
+def export_csv(
+    project: Project, out: Path, *, one_hot: bool = False, sep: str = ";", bom: bool = True
+) -> ExportReport:
+    """One row per image: path, sha256, label, score, source, run_id (+ a 0/1 column per class)."""
+    if not sep:
+        raise InvalidInputError("sep must not be empty")
+    items = final_labels(project)
+    classes = project.classes
+    joined = project.multi_label or any(len(it.classes) > 1 for it in items)
+    if joined:
+        clash = [c for c in classes if sep in c]
+        if clash:
+            raise InvalidInputError(
+                f"class {clash[0]!r} contains the separator {sep!r}, so joined labels would be ambiguous: "
+                "pass another sep (e.g. sep='|') or one_hot=True"
+            )
+    header = list(CSV_COLUMNS)
+    if one_hot:
+        prefix = "class:" if any(c in CSV_COLUMNS for c in classes) else ""
+        header += [prefix + c for c in classes]
+    handle, tmp = _atomic_text_writer(out, "utf-8-sig" if bom else "utf-8")
+    ok = False
+    try:
+        writer = csv.writer(handle, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+        writer.writerow([neutralize(h) for h in header])
+        for it in items:
+            row = [
+                neutralize(it.rel_path),
+                it.sha256,
+                neutralize(sep.join(it.classes)),
+                _fmt_score(it.score),
+                it.source or "",
+                "" if it.run_id is None else str(it.run_id),
+            ]
+            if one_hot:
+                have = set(it.classes)
+                row += ["1" if c in have else "0" for c in classes]
+            writer.writerow(row)
+        ok = True
+    finally:
+        _commit(handle, tmp, out, ok)
+    return _counts(items, "csv", out)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Read a CSV written by the ``csv`` exporter back into ``[{column: text}]``, undoing the neutralisation.
+
+    Accepts files with or without a BOM. Values stay text (``score`` "0.93", empty for none).
+    """
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        header = [restore(h) for h in next(reader, [])]
+        return [dict(zip(header, (restore(c) for c in row), strict=False)) for row in reader]
+
+
+# --- jsonl ---------------------------------------------------------------------------------------------
+@register_exporter("jsonl", suffix=".jsonl")
+def export_jsonl(project: Project, out: Path) -> ExportReport:
+    """One JSON object per image: path, sha256, classes, score, source, run_id, width, height."""
+    items = final_labels(project)
+    handle, tmp = _atomic_text_writer(out, "utf-8")
+    ok = False
+    try:
+        for it in items:
+            obj = {
+                "path": it.rel_path,
+                "sha256": it.sha256,
+                "classes": it.classes,
+                "score": it.score,
+                "source": it.source,
+                "run_id": it.run_id,
+                "width": it.width,
+                "height": it.height,
+            }
+            handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        ok = True
+    finally:
+        _commit(handle, tmp, out, ok)
+    return _counts(items, "jsonl", out)
+
+
+# --- imagefolder ---------------------------------------------------------------------------------------
+_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+_MAX_NAME_BYTES = 200
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    data = text.encode("utf-8")
+    return text if len(data) <= max_bytes else data[:max_bytes].decode("utf-8", "ignore")
+
+
+def safe_name(name: str, max_bytes: int = _MAX_NAME_BYTES) -> str:
+    """A file or folder name safe on Linux, macOS and Windows, keeping unicode.
+
+    Path separators, control and Windows-reserved characters become ``_``;
+    leading and trailing dots and spaces are stripped (so ``..`` cannot escape);
+    reserved device names (``CON``, ``NUL``...) get a ``_`` prefix; the result
+    fits in ``max_bytes`` of UTF-8 and is never empty.
+    """
+    text = _UNSAFE_CHARS.sub("_", name).strip(" .")
+    if not text:
+        return "_"
+    if text.split(".")[0].upper() in _WINDOWS_RESERVED:
+        text = "_" + text
+    if len(text.encode("utf-8")) > max_bytes:
+        stem, dot, ext = text.rpartition(".")
+        if dot and 0 < len(ext.encode("utf-8")) <= 16:
+            text = _truncate_utf8(stem, max_bytes - len(ext.encode("utf-8")) - 1).rstrip(" .") + "." + ext
+        else:
+            text = _truncate_utf8(text, max_bytes).rstrip(" .")
+    return text or "_"
+
+
+def _class_folders(classes: list[str]) -> dict[str, str]:
+    """Class name → unique safe folder name (ignoring case), in class order."""
+    used: set[str] = set()
+    folders: dict[str, str] = {}
+    for name in classes:
+        base = safe_name(name)
+        folder, n = base, 2
+        while folder.casefold() in used:
+            folder, n = f"{base}_{n}", n + 1
+        used.add(folder.casefold())
+        folders[name] = folder
+    return folders
+
+
+def _unique_file_name(name: str, sha256: str, used: set[str]) -> str:
+    """``name``, or with a sha256 prefix (longer if needed) when a file of that name is already there."""
+    if name.casefold() not in used:
+        return name
+    for length in (8, 16, 64):
+        candidate = safe_name(f"{sha256[:length]}_{name}")
+        if candidate.casefold() not in used:
+            return candidate
+    n = 2
+    while f"{sha256[:8]}_{n}_{name}".casefold() in used:
+        n += 1
+    return safe_name(f"{sha256[:8]}_{n}_{name}")
+
+
+def _read_manifest(out: Path) -> dict | None:
+    try:
+        data = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("labeler_export") == "imagefolder" else None
+
+
+def _prepare_folder(out: Path) -> None:
+    """Make ``out`` an empty folder: refuse foreign content, delete what a previous export listed."""
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"{out} is a file; give a folder for the imagefolder export")
+    if not out.exists():
+        out.mkdir(parents=True)
+        return
+    if not any(out.iterdir()):
+        return
+    manifest = _read_manifest(out)
+    if manifest is None:
+        raise InvalidInputError(
+            f"{out} is not empty and is not a previous Labeler export (no {MANIFEST_NAME}): "
+            "give a new or empty folder"
+        )
+    root = out.resolve()
+    for rel in manifest.get("files", []):
+        target = out / rel
+        # Only plain entries inside the folder that the manifest names; never follow a link out.
+        if ".." in Path(rel).parts or Path(rel).is_absolute() or target.parent.is_symlink():
+            continue
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+    for folder in manifest.get("folders", []):
+        target = out / folder
+        if target.parent.resolve() == root and target.is_dir() and not target.is_symlink():
+            try:
+                target.rmdir()  # only if now empty: files someone added stay
+            except OSError:
+                pass
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+
+
+@register_exporter("imagefolder", suffix="")
+def export_imagefolder(project: Project, out: Path, *, link: bool = False) -> ExportReport:
+    """out/<class>/<file>: copies (or symlinks with link=True) of each labeled image in its class folders."""
+    items = final_labels(project)
+    _prepare_folder(out)
+    folders = _class_folders(project.classes)
+    # Plan every target first, so the manifest can list them before any file is written.
+    used: dict[str, set[str]] = {}
+    for folder in folders.values():
+        if (out / folder).is_dir():  # files someone left there stay; don't clash with them
+            used[folder] = {p.name.casefold() for p in (out / folder).iterdir()}
+    plan: list[tuple[str, str]] = []  # (source path, "folder/name")
+    for it in items:
+        base = safe_name(Path(it.rel_path or it.path).name)
+        for cls in it.classes:
+            folder = folders[cls]
+            names = used.setdefault(folder, set())
+            name = _unique_file_name(base, it.sha256, names)
+            names.add(name.casefold())
+            plan.append((it.path, f"{folder}/{name}"))
+    report = _counts(items, "imagefolder", out)
+    used_folders = sorted({rel.split("/", 1)[0] for _, rel in plan})
+    manifest = {
+        "labeler_export": "imagefolder",
+        "version": 1,
+        "project": project.name,
+        "created_at": time.time(),
+        "mode": "link" if link else "copy",
+        "complete": False,
+        "classes": {c: f for c, f in folders.items() if f in set(used_folders)},
+        "folders": used_folders,
+        "files": [rel for _, rel in plan],
+    }
+    _write_json(out / MANIFEST_NAME, manifest)
+    missing: list[str] = []
+    for folder in used_folders:
+        (out / folder).mkdir(exist_ok=True)
+    for src, rel in plan:
+        target = out / rel
+        if not os.path.isfile(src):
+            missing.append(src)
+            continue
+        if link:
+            try:
+                os.symlink(os.path.abspath(src), target)
+            except OSError as exc:
+                raise InvalidInputError(
+                    f"cannot create a symlink in {out} ({exc}); export with link=False to copy the files"
+                ) from exc
+        else:
+            shutil.copy2(src, target)
+        report.n_files += 1
+    report.n_missing = len(missing)
+    manifest.update(
+        complete=True,
+        counts={"images": report.n_images, "labeled": report.n_labeled, "unlabeled": report.n_unlabeled,
+                "files": report.n_files, "missing": report.n_missing},
+        missing=missing[:100],
+    )
+    _write_json(out / MANIFEST_NAME, manifest)
+    report.extra = {"classes": manifest["classes"], "missing": missing[:100]}
+    return report
+
+
+def _write_json(path: Path, data: dict) -> None:
+    handle, tmp = _atomic_text_writer(path, "utf-8")
+    ok = False
+    try:
+        json.dump(data, handle, ensure_ascii=False)
+        ok = True
+    finally:
+        _commit(handle, tmp, path, ok)
+
+
+def formats() -> list[str]:
+    """The registered format names."""
+    return sorted(EXPORTERS)
+
+
+__all__ = [
+    "EXPORTERS", "ExportReport", "Exporter", "export", "export_report", "formats", "read_csv",
+    "register_exporter", "safe_name",
+]

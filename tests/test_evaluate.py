@@ -1,0 +1,154 @@
+"""Evaluation against folder names (labeler.evaluate)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from labeler.errors import InvalidInputError, NotReadyError
+from labeler.evaluate import classification_report, confusion_matrix, evaluate, match_folder_labels
+from labeler.jobs import Job
+from labeler.labels import set_active_run, set_human_labels, write_predictions
+from labeler.project import Project
+from store import now
+
+
+def add_images(project, root, rel_paths, folder_labels):
+    ids = []
+    for k, (rel, folder) in enumerate(zip(rel_paths, folder_labels, strict=True)):
+        data = f"image {rel} {k}".encode()
+        row = {
+            "sha256": hashlib.sha256(data).hexdigest(), "path": str(root / rel), "rel_path": rel, "root": str(root),
+            "folder_label": folder, "width": 8, "height": 8, "format": "PNG", "bytes": len(data), "status": "ok",
+            "added_at": now(),
+        }
+        with project.db.conn:
+            ids.append(project.db["images"].insert(row).last_pk)
+    return ids
+
+
+def label_run(project, ids, top, classes=None, multi=False, labels=None):
+    classes = classes or project.classes
+    probs = np.full((len(ids), len(classes)), 0.1, dtype=np.float32)
+    probs[np.arange(len(ids)), top] = 0.8
+    with Job.start(project, "label", method="zeroshot", params={"classes": classes, "multi_label": multi}) as job:
+        write_predictions(project, job.id, ids, probs, labels)
+    return job.id
+
+
+# truth:      cat cat cat cat dog dog dog car car
+# predicted:  cat cat dog car dog dog cat car dog
+TRUTH_FOLDERS = ["Cat", "cat", "CAT", "cat", "dog", "DOG", "dog", "car", "Car"]
+PRED = [0, 0, 1, 2, 1, 1, 0, 2, 1]
+CONFUSION = [[2, 1, 1], [1, 2, 0], [0, 1, 1]]
+
+
+def test_confusion_matrix_and_report_on_arrays():
+    y_true = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2])
+    y_pred = np.array(PRED)
+    assert confusion_matrix(y_true, y_pred, 3).tolist() == CONFUSION
+    assert confusion_matrix(y_true, y_pred, 4).tolist() == [r + [0] for r in CONFUSION] + [[0, 0, 0, 0]]
+    rep = classification_report(y_true, y_pred, ["cat", "dog", "car"])
+    assert rep["n"] == 9 and rep["accuracy"] == pytest.approx(5 / 9)
+    cat, dog, car = (rep["per_class"][c] for c in ("cat", "dog", "car"))
+    assert (cat["precision"], cat["recall"], cat["support"]) == (pytest.approx(2 / 3), 0.5, 4)
+    assert (dog["precision"], dog["recall"], dog["support"]) == (0.5, pytest.approx(2 / 3), 3)
+    assert (car["precision"], car["recall"], car["support"]) == (0.5, 0.5, 2)
+    assert cat["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+    assert rep["macro"]["recall"] == pytest.approx((0.5 + 2 / 3 + 0.5) / 3)
+
+    # A class never predicted has precision 0; a class absent from both is left out of the macro average.
+    rep = classification_report([0, 0, 1], [0, 0, 0], ["a", "b", "c"])
+    assert rep["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert rep["per_class"]["a"]["precision"] == pytest.approx(2 / 3) and rep["per_class"]["a"]["recall"] == 1.0
+    assert rep["macro"]["recall"] == pytest.approx(0.5)
+    assert classification_report([], [], ["a", "b"])["accuracy"] is None
+
+    with pytest.raises(InvalidInputError):
+        confusion_matrix([0, 3], [0, 1], 3)
+    with pytest.raises(InvalidInputError):
+        confusion_matrix([0, 1], [0], 3)
+    with pytest.raises(InvalidInputError):
+        classification_report([0.5], [0], ["a", "b"])
+
+
+def test_match_folder_labels():
+    classes = ["golden retriever", "Tabby_Cat", "car"]
+    got = match_folder_labels(["Golden_Retriever", "tabby cat", "CAR", "truck", None, "", "golden  retriever"], classes)
+    assert got.tolist() == [0, 1, 2, -1, -1, -1, 0]
+
+
+def test_evaluate_run_on_planted_labels(project, tmp_path):
+    folders = TRUTH_FOLDERS + ["truck", None, "cat"]
+    ids = add_images(project, tmp_path, [f"{i}.png" for i in range(len(folders))], folders)
+    # The last image has ground truth but no prediction; "truck" and None have no ground truth.
+    run = label_run(project, ids[:-1], PRED + [0, 1])
+    res = evaluate(project, run)
+    assert res["run_id"] == run and res["classes"] == ["cat", "dog", "car"]
+    assert res["confusion"] == CONFUSION
+    assert (res["n"], res["n_unlabeled"], res["n_ground_truth"]) == (9, 1, 10)
+    assert res["accuracy"] == pytest.approx(5 / 9) and res["top1_accuracy"] == pytest.approx(5 / 9)
+    assert res["per_class"]["cat"]["precision"] == pytest.approx(2 / 3)
+    assert res["per_class"]["cat"]["recall"] == pytest.approx(0.5)
+    assert res["per_class"]["dog"]["precision"] == pytest.approx(0.5)
+    assert res["per_class"]["dog"]["recall"] == pytest.approx(2 / 3)
+    assert res["per_class"]["car"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+
+    # Final labels: the same, until a human corrects an error.
+    assert evaluate(project)["confusion"] == CONFUSION
+    set_human_labels(project, ids[2], "cat")
+    res = evaluate(project)
+    assert res["accuracy"] == pytest.approx(6 / 9) and res["run_id"] == run
+    assert res["confusion"] == [[3, 0, 1], [1, 2, 0], [0, 1, 1]]
+    assert res["by_source"] == {
+        "pseudo": {"n": 8, "accuracy": pytest.approx(5 / 8)},
+        "human": {"n": 1, "accuracy": 1.0},
+    }
+    # ...and the run's own evaluation is unchanged by human labels.
+    assert evaluate(project, run)["accuracy"] == pytest.approx(5 / 9)
+
+
+def test_evaluate_uses_the_runs_class_list_and_the_active_run(project, tmp_path):
+    ids = add_images(project, tmp_path, [f"{i}.png" for i in range(9)], TRUTH_FOLDERS)
+    perfect = label_run(project, ids, [0, 0, 0, 0, 1, 1, 1, 2, 2])
+    # A run over a different class order: its indices are its own.
+    other = label_run(project, ids, [2, 2, 0, 1, 0, 0, 2, 1, 0], classes=["car", "cat", "dog"])
+    res = evaluate(project, other)
+    assert res["classes"] == ["car", "cat", "dog"]
+    # truth in run order (car, cat, dog): cat cat cat cat dog dog dog car car -> 1 1 1 1 2 2 2 0 0
+    # predicted:                                                              2 2 0 1 0 0 2 1 0
+    assert res["confusion"] == [[1, 1, 0], [1, 1, 2], [2, 0, 1]]
+    assert res["accuracy"] == pytest.approx(3 / 9)
+    assert evaluate(project)["run_id"] == other and evaluate(project)["accuracy"] == pytest.approx(3 / 9)
+    set_active_run(project, perfect)
+    assert evaluate(project)["accuracy"] == 1.0
+
+
+def test_evaluate_multi_label(tmp_path):
+    project = Project.create(tmp_path / "m", ["a", "b", "c"], multi_label=True)
+    ids = add_images(project, tmp_path, ["1.png", "2.png", "3.png", "4.png"], ["a", "b", "c", "c"])
+    run = label_run(project, ids, [1, 0, 2, 0], multi=True, labels=[[0, 1], [0], [2], []])
+    for res in (evaluate(project, run), evaluate(project)):
+        assert res["multi_label"]
+        assert res["accuracy"] == pytest.approx(2 / 3)  # a in {b, a}, b not in {a}, c in {c}
+        assert res["top1_accuracy"] == pytest.approx(1 / 3)  # top-1: b, a, c
+        assert res["confusion"] == [[0, 1, 0], [1, 0, 0], [0, 0, 1]]
+        assert (res["n"], res["n_unlabeled"]) == (3, 1)  # an empty predicted set is unlabeled
+
+
+def test_evaluate_needs_ground_truth(project, tmp_path):
+    ids = add_images(project, tmp_path, ["1.png", "2.png"], [None, "truck"])
+    run = label_run(project, ids, [0, 1])
+    for arg in (None, run):
+        with pytest.raises(NotReadyError, match="subfolders named after the classes"):
+            evaluate(project, arg)
+
+
+def test_evaluate_needs_labels(project, tmp_path):
+    add_images(project, tmp_path, ["1.png"], ["cat"])
+    with pytest.raises(NotReadyError, match="run labeling first"):
+        evaluate(project)
+    with pytest.raises(InvalidInputError):
+        evaluate(project, 42)

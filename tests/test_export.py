@@ -1,0 +1,252 @@
+"""Exporters (labeler.export): csv round trip and injection safety, imagefolder, jsonl, registry."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from labeler.errors import InvalidInputError
+from labeler.export import (
+    EXPORTERS,
+    MANIFEST_NAME,
+    export,
+    export_report,
+    read_csv,
+    register_exporter,
+    safe_name,
+)
+from labeler.jobs import Job
+from labeler.labels import accept_pseudo_labels, final_labels, set_human_labels, write_predictions
+from labeler.project import Project
+from store import now
+
+TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def add_images(project, root, rel_paths, folder_labels=None):
+    ids = []
+    for k, rel in enumerate(rel_paths):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = f"image {rel} {k}".encode()
+        path.write_bytes(data)
+        row = {
+            "sha256": hashlib.sha256(data).hexdigest(), "path": str(path), "rel_path": rel, "root": str(root),
+            "folder_label": folder_labels[k] if folder_labels else None, "width": 40 + k, "height": 30,
+            "format": "PNG", "bytes": len(data), "status": "ok", "added_at": now(),
+        }
+        with project.db.conn:
+            ids.append(project.db["images"].insert(row).last_pk)
+    return ids
+
+
+def label_run(project, ids, top, multi=False, labels=None, score=0.75):
+    classes = project.classes
+    probs = np.full((len(ids), len(classes)), (1 - score) / (len(classes) - 1), dtype=np.float32)
+    probs[np.arange(len(ids)), top] = score
+    with Job.start(project, "label", method="zeroshot", params={"classes": classes, "multi_label": multi}) as job:
+        write_predictions(project, job.id, ids, probs, labels)
+    return job.id
+
+
+WEIRD_CLASSES = ["café, crème", 'say "hi"', "猫", '=HYPERLINK("http://evil.example","x")', "+1", "-2", "@SUM(A1)",
+                 "'quoted"]
+WEIRD_FILES = ["=1+1.png", "+1.png", "-2.png", "@SUM(A1).png", "\tx.png", "'q.png", "\rcr.png",
+               'café, crème/say "hi".png', "猫/猫.png", "new\nline.png"]
+
+
+@pytest.fixture
+def weird(tmp_path):
+    project = Project.create(tmp_path / "weird", WEIRD_CLASSES)
+    ids = add_images(project, tmp_path / "src", WEIRD_FILES)
+    # pseudo-labels for all but the last image (which stays unlabeled)
+    run = label_run(project, ids[:-1], [k % len(WEIRD_CLASSES) for k in range(len(ids) - 1)])
+    set_human_labels(project, ids[0], "猫")
+    accept_pseudo_labels(project, ids[1:3])
+    return project, ids, run
+
+
+def test_csv_round_trip_and_formula_neutralisation(weird, tmp_path):
+    project, ids, run = weird
+    out = export(project, "csv", tmp_path / "out" / "labels.csv")
+    assert out == tmp_path / "out" / "labels.csv"
+    raw = out.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # BOM for Excel
+    assert b"'=HYPERLINK(\"\"http://evil.example" in raw
+    # Nothing in the raw file would run as a formula in a spreadsheet.
+    with open(out, encoding="utf-8-sig", newline="") as handle:
+        raw_rows = list(csv.reader(handle))
+    assert raw_rows[0] == ["path", "sha256", "label", "score", "source", "run_id"]
+    cells = [c for row in raw_rows for c in row]
+    assert not [c for c in cells if c.startswith(TRIGGERS)]
+    assert "'=1+1.png" in cells and "'\tx.png" in cells and "''q.png" in cells and "'-2" in cells
+
+    rows = read_csv(out)
+    expected = []
+    for it in final_labels(project):
+        expected.append({
+            "path": it.rel_path, "sha256": it.sha256, "label": it.label or "",
+            "score": "" if it.score is None else f"{it.score:.6g}", "source": it.source or "",
+            "run_id": "" if it.run_id is None else str(it.run_id),
+        })
+    assert rows == expected
+    assert [r["path"] for r in rows] == WEIRD_FILES
+    assert [r["source"] for r in rows] == ["human", "accepted", "accepted"] + ["pseudo"] * 6 + [""]
+    assert rows[0]["label"] == "猫" and rows[0]["score"] == "" and rows[0]["run_id"] == ""
+    assert rows[1]["score"] == "0.75" and rows[1]["run_id"] == str(run)
+    assert rows[-1]["label"] == "" and rows[-1]["source"] == ""
+    assert {r["label"] for r in rows} >= {'say "hi"', "café, crème", '=HYPERLINK("http://evil.example","x")', "+1",
+                                          "-2", "@SUM(A1)", "'quoted"}
+
+    # One-hot columns are named by the classes: neutralised in the header too, restored by read_csv.
+    hot = export(project, "csv", tmp_path / "hot.csv", one_hot=True)
+    with open(hot, encoding="utf-8-sig", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header[6:] == [("'" + c if c.startswith(TRIGGERS + ("'",)) else c) for c in WEIRD_CLASSES]
+    hot_rows = read_csv(hot)
+    assert list(hot_rows[0])[6:] == WEIRD_CLASSES
+    assert [r["猫"] for r in hot_rows][:2] == ["1", "0"] and hot_rows[1][WEIRD_CLASSES[1]] == "1"
+
+    plain = export(project, "csv", tmp_path / "nobom.csv", bom=False)
+    assert not plain.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert read_csv(plain) == rows
+
+
+def test_csv_multi_label_join_and_one_hot(tmp_path):
+    project = Project.create(tmp_path / "m", ["sky", "sea", "label"], multi_label=True)
+    ids = add_images(project, tmp_path / "src", ["a.png", "b.png", "c.png"])
+    label_run(project, ids, [1, 0, 2], multi=True, labels=[[0, 1], [0], []])
+    set_human_labels(project, ids[2], ["label", "sky"])
+    rows = read_csv(export(project, "csv", tmp_path / "m.csv", one_hot=True))
+    assert [r["label"] for r in rows] == ["sea;sky", "sky", "label;sky"]
+    # A class named like a fixed column gets a prefix, so no column is lost.
+    assert list(rows[0])[6:] == ["class:sky", "class:sea", "class:label"]
+    assert [(r["class:sky"], r["class:sea"], r["class:label"]) for r in rows] == [
+        ("1", "1", "0"), ("1", "0", "0"), ("1", "0", "1")]
+    rows = read_csv(export(project, "csv", tmp_path / "m2.csv", sep="|"))
+    assert rows[0]["label"] == "sea|sky" and "sky" not in rows[0]
+
+    project.set_classes(["sky", "sea;foam"])
+    with pytest.raises(InvalidInputError, match="separator"):
+        export(project, "csv", tmp_path / "m3.csv")
+    assert read_csv(export(project, "csv", tmp_path / "m3.csv", sep="|"))[0]["label"] == "sky"
+
+
+def test_jsonl(weird, tmp_path):
+    project, ids, run = weird
+    out = export(project, "jsonl", tmp_path / "labels.jsonl")
+    lines = out.read_text(encoding="utf-8").splitlines()
+    objs = [json.loads(line) for line in lines]
+    assert len(objs) == len(ids)
+    assert "猫" in lines[0]  # not \u-escaped
+    assert objs[0] == {"path": "=1+1.png", "sha256": objs[0]["sha256"], "classes": ["猫"], "score": None,
+                       "source": "human", "run_id": None, "width": 40, "height": 30}
+    assert objs[3]["source"] == "pseudo" and objs[3]["run_id"] == run and objs[3]["score"] == pytest.approx(0.75)
+    assert objs[-1]["classes"] == [] and objs[-1]["source"] is None and objs[-1]["path"] == "new\nline.png"
+
+
+def _tree(out):
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir())
+
+
+def test_imagefolder_copy_collisions_and_unsafe_names(tmp_path):
+    project = Project.create(tmp_path / "f", ["a/b", "..", "CON", "cat", "dog"])
+    src = tmp_path / "src"
+    ids = add_images(project, src, ["x/1.png", "y/1.png", "z/1.PNG", "w/2.png", "u/3.png", "v/4.png"])
+    label_run(project, ids[:5], [3, 3, 3, 0, 1])  # three "1.png" cats, one "a/b", one ".."
+    set_human_labels(project, ids[5], "CON")
+    sha = {it.image_id: it.sha256 for it in final_labels(project)}
+    out = tmp_path / "export"
+    report = export_report(project, "imagefolder", out)
+    assert report.path == out and report.n_labeled == 6 and report.n_unlabeled == 0 and report.n_files == 6
+    files = _tree(out)
+    assert files == sorted([
+        MANIFEST_NAME, "cat/1.png", f"cat/{sha[ids[1]][:8]}_1.png", f"cat/{sha[ids[2]][:8]}_1.PNG",
+        "a_b/2.png", "_/3.png", "_CON/4.png",
+    ])
+    assert (out / "cat" / "1.png").read_bytes() == (src / "x/1.png").read_bytes()
+    assert (out / "cat" / f"{sha[ids[1]][:8]}_1.png").read_bytes() == (src / "y/1.png").read_bytes()
+    assert not any(p.is_symlink() for p in out.rglob("*"))
+    assert all(out.resolve() in p.resolve().parents for p in out.rglob("*"))
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["complete"] and manifest["classes"] == {"a/b": "a_b", "..": "_", "CON": "_CON", "cat": "cat"}
+    assert not (out / "dog").exists()  # no empty class folders (torchvision's ImageFolder rejects them)
+
+    # Re-exporting into a previous export replaces it; files someone added stay.
+    (out / "cat" / "mine.txt").write_text("keep")
+    set_human_labels(project, ids[0], "dog")
+    assert export_report(project, "imagefolder", out).n_files == 6
+    files = _tree(out)
+    assert files == sorted([
+        MANIFEST_NAME, "cat/mine.txt", "dog/1.png", "cat/1.png", f"cat/{sha[ids[2]][:8]}_1.PNG",
+        "a_b/2.png", "_/3.png", "_CON/4.png",
+    ])
+    assert (out / "dog" / "1.png").read_bytes() == (src / "x/1.png").read_bytes()
+    assert (out / "cat" / "1.png").read_bytes() == (src / "y/1.png").read_bytes()
+
+    # A non-empty folder that is not a Labeler export is refused, untouched.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.docx").write_text("precious")
+    with pytest.raises(InvalidInputError, match="not empty"):
+        export(project, "imagefolder", foreign)
+    assert _tree(foreign) == ["thesis.docx"]
+
+
+def test_imagefolder_link_mode_multi_label_and_unlabeled(tmp_path):
+    project = Project.create(tmp_path / "m", ["sky", "sea", "猫 cat"], multi_label=True)
+    src = tmp_path / "src"
+    ids = add_images(project, src, ["a.png", "b.png", "c.png"])
+    label_run(project, ids, [0, 2, 1], multi=True, labels=[[0, 1], [2], []])  # c.png unlabeled
+    report = export_report(project, "imagefolder", tmp_path / "out", link=True)
+    out = report.path
+    assert report.n_unlabeled == 1 and report.n_labeled == 2 and report.n_files == 3
+    assert _tree(out) == sorted([MANIFEST_NAME, "sky/a.png", "sea/a.png", "猫 cat/b.png"])
+    for rel, name in (("sky/a.png", "a.png"), ("sea/a.png", "a.png"), ("猫 cat/b.png", "b.png")):
+        assert (out / rel).is_symlink() and os.readlink(out / rel) == str(src / name)
+    assert json.loads((out / MANIFEST_NAME).read_text())["counts"]["unlabeled"] == 1
+
+
+def test_safe_name():
+    assert safe_name("a/b") == "a_b"
+    assert safe_name("..") == "_" and safe_name(".") == "_" and safe_name("") == "_"
+    assert safe_name("../../etc") == "_.._etc"
+    assert safe_name("x\x00y\x1fz") == "x_y_z"
+    assert safe_name('a\\b:c*d?e"f<g>h|i') == "a_b_c_d_e_f_g_h_i"
+    assert safe_name("nul.txt") == "_nul.txt" and safe_name("com1") == "_com1"
+    assert safe_name("猫 café") == "猫 café"
+    long = safe_name("é" * 300 + ".jpeg")
+    assert long.endswith(".jpeg") and len(long.encode()) <= 200
+
+
+def test_registry_and_errors(project, tmp_path):
+    with pytest.raises(InvalidInputError, match="csv, imagefolder, jsonl"):
+        export(project, "xlsx", tmp_path / "x")
+    with pytest.raises(InvalidInputError, match="no option"):
+        export(project, "csv", tmp_path / "x.csv", onehot=True)
+    add_images(project, tmp_path / "src", ["a.png"])
+    # Default output: under the project's exports folder; a folder given to a file format gets a file inside.
+    default = export(project, "jsonl")
+    assert default.parent == project.exports_dir and default.suffix == ".jsonl"
+    inside = export(project, "csv", tmp_path)
+    assert inside.parent == tmp_path and inside.suffix == ".csv"
+    assert read_csv(inside)[0]["path"] == "a.png"
+
+    @register_exporter("paths", suffix=".txt")
+    def _paths(project, out):
+        """Just the paths."""
+        out.write_text("\n".join(it.rel_path for it in final_labels(project)))
+        from labeler.export import ExportReport
+
+        return ExportReport("paths", out)
+
+    try:
+        assert export(project, "paths", tmp_path / "p.txt").read_text() == "a.png"
+        assert EXPORTERS["paths"].description == "Just the paths."
+    finally:
+        EXPORTERS.pop("paths")
