@@ -159,7 +159,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export
+    from .export import export_report
 
     project = _open(args)
     options = {}
@@ -167,8 +167,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         options["link"] = True
     if args.one_hot:
         options["one_hot"] = True
-    out = export(project, args.format, args.output, **options)
-    print(f"wrote {args.format} export to {out}")
+    rep = export_report(project, args.format, args.output, **options)
+    print(
+        f"wrote {args.format} export of {rep.n_images} images ({rep.n_labeled} labeled, {rep.n_unlabeled} unlabeled"
+        + (f", {rep.n_missing} files missing" if rep.n_missing else "")
+        + f") to {rep.path}"
+    )
     return 0
 
 
@@ -226,7 +230,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     res = evaluate(_open(args), run_id=args.run)
-    lines = [f"accuracy {res['accuracy']:.4f} on {res['n']} images with ground truth"]
+    lines = [
+        f"accuracy {res['accuracy']:.4f} on {res['n']} labeled images with ground truth "
+        f"({res['n_ground_truth']} have ground truth)"
+    ]
     lines += [
         f"  {c:>20}: precision {m['precision']:.3f} recall {m['recall']:.3f} (n={m['support']})"
         for c, m in res["per_class"].items()

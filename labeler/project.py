@@ -103,7 +103,6 @@ class Project:
             )
         self._local = threading.local()
         self.db  # open (and migrate) now, so errors surface here
-        self.features = store.FeatureStore(self.db, self.root / "features")
 
     # --- lifecycle --------------------------------------------------------------
     @classmethod
@@ -168,6 +167,11 @@ class Project:
         if db is None:
             db = self._local.db = store.connect(self.root / store.DB_FILENAME)
         return db
+
+    @property
+    def features(self) -> store.FeatureStore:
+        """The project's feature sets, on this thread's connection."""
+        return store.FeatureStore(self.db, self.root / "features")
 
     # --- folders ------------------------------------------------------------------
     @property
