@@ -38,7 +38,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
             "height": int,
             "format": str,
             "bytes": int,
-            "status": str,  # ok | missing
+            "status": str,  # ok | missing | excluded (_migrate_3)
             "added_at": float,
         },
         pk="id",
@@ -140,8 +140,59 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    """LLM/LMM responses cache, image captions, and the original text of edited descriptions."""
+    db["llm_cache"].create(if_not_exists=True, columns=
+        {
+            "key": str,  # sha256 of backend | model | messages | subject (class or image sha256s) | sample index
+            "backend": str,
+            "model": str,
+            "response": str,  # JSON list of the returned texts
+            "created_at": float,
+        },
+        pk="key",
+        not_null={"response"},
+    )
+    db["captions"].create(if_not_exists=True, columns=
+        {
+            "id": int,
+            "image_id": int,
+            "kind": str,  # image (one per image) | group (shared by the images of one group)
+            "group_key": str,  # groups only: identifies the group (hash of its images' sha256)
+            "text": str,
+            "backend": str,
+            "model": str,
+            "prompt": str,
+            "created_at": float,
+        },
+        pk="id",  # no foreign key to images: removing images must not trip over their captions
+        not_null={"image_id", "kind", "text"},
+    )
+    db["captions"].create_index(["image_id", "kind"], unique=True, if_not_exists=True)
+    db["captions"].create_index(["group_key"], if_not_exists=True)
+    # What a user-edited description said before the edit, so regeneration does not bring it back.
+    if "original" not in db["descriptions"].columns_dict:
+        db["descriptions"].add_column("original", str)
+
+
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """k-means cluster assignments per clustering run (images.status may now also be ``excluded``)."""
+    db["clusters"].create(if_not_exists=True, columns=
+        {
+            "run_id": int,  # the runs row (kind cluster) that computed them
+            "image_id": int,
+            "cluster": int,  # 0..k-1
+            "similarity": float,  # cosine similarity to the cluster centroid
+        },
+        pk=("run_id", "image_id"),
+        foreign_keys=[("run_id", "runs", "id"), ("image_id", "images", "id")],
+        not_null={"cluster"},
+    )
+    db["clusters"].create_index(["run_id", "cluster"], if_not_exists=True)
+
+
 #: One migration per schema version; ``MIGRATIONS[i]`` brings version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2, _migrate_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

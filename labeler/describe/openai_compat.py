@@ -1,0 +1,325 @@
+"""The ``openai`` backend: any OpenAI-compatible chat-completions endpoint.
+
+OpenAI itself, Ollama (``http://localhost:11434/v1``), vLLM (``http://localhost:8000/v1``),
+LM Studio (``http://localhost:1234/v1``) and others speak the same protocol:
+``POST {base_url}/chat/completions``. Images travel as base64 ``data:`` URLs in
+``image_url`` content parts, which vision models of all four accept.
+
+Requests run on a bounded thread pool (``max_workers``); 429, 5xx, dropped
+connections and timeouts are retried with exponential backoff and jitter
+(``Retry-After`` honoured); everything else becomes a :class:`~labeler.errors.LabelerError`
+whose message says what to fix.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from ..errors import InvalidInputError, ModelUnavailableError
+from .base import Backend, BackendError, Request, Response, image_data_url, register_backend
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+_IMAGE_WORDS = ("image", "vision", "multimodal", "multi-modal", "modality", "modalities")
+
+
+def _error_message(resp: httpx.Response) -> str:
+    """The server's error text (OpenAI ``{"error": {"message"}}``, Ollama, vLLM, FastAPI shapes) or the body start."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return " ".join(resp.text[:300].split())
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(err, dict):
+            err = err.get("message") or err
+        if err:
+            return " ".join(str(err)[:300].split())
+    return " ".join(str(data)[:300].split())
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return str(content)
+
+
+@register_backend
+class OpenAIBackend(Backend):
+    """An OpenAI-compatible chat-completions endpoint (OpenAI, Ollama, vLLM, LM Studio, ...).
+
+    Parameters
+    ----------
+    model : str, optional
+        Model name as the server knows it (``gpt-4o-mini``, ``llama3.2``, ``qwen2.5vl:7b``);
+        default ``$OPENAI_MODEL``.
+    base_url : str, optional
+        API root ending in ``/v1``; default ``$OPENAI_BASE_URL`` or ``https://api.openai.com/v1``.
+    api_key : str, optional
+        Default ``$OPENAI_API_KEY``; local servers need none.
+    timeout : float
+        Seconds to wait for one answer.
+    max_workers : int
+        Requests in flight at once.
+    max_retries : int
+        Retries of one request on 429/5xx/timeouts before giving up.
+    backoff : float
+        First retry delay in seconds; doubles each retry (with jitter), capped at ``max_backoff``.
+    max_backoff : float
+        Longest wait between tries, also the cap on ``Retry-After``.
+    image_max_side : int
+        Images are downscaled to this longer side before upload.
+    extra_body : dict, optional
+        Extra JSON fields for every request (e.g. ``{"seed": 0}`` or server-specific options).
+    """
+
+    name = "openai"
+    summary = "any OpenAI-compatible chat endpoint: OpenAI, Ollama, vLLM, LM Studio (--base-url, --model)"
+    source = "llm"
+    supports_images = True  # the server says whether this model can; a clear error if not
+
+    def __init__(
+        self,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_workers: int = 4,
+        max_retries: int = 4,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        image_max_side: int = 1024,
+        extra_body: dict | None = None,
+    ):
+        self.model = model or os.environ.get("OPENAI_MODEL", "")
+        if not self.model:
+            raise InvalidInputError(
+                "the openai backend needs a model: pass --model (e.g. gpt-4o-mini for OpenAI, llama3.2 for Ollama) "
+                "or set OPENAI_MODEL"
+            )
+        base = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).strip().rstrip("/")
+        for suffix in ("/chat/completions", "/completions"):
+            if base.endswith(suffix):
+                base = base[: -len(suffix)]
+        if not base.startswith(("http://", "https://")):
+            raise InvalidInputError(
+                f"base URL {base!r} must start with http:// or https:// (e.g. http://localhost:11434/v1)"
+            )
+        self.base_url = base
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+        if not self.api_key and base == DEFAULT_BASE_URL:
+            raise InvalidInputError(
+                "the OpenAI API needs a key: set OPENAI_API_KEY or pass --api-key; for a local server "
+                "(Ollama, vLLM, LM Studio) pass --base-url, e.g. http://localhost:11434/v1"
+            )
+        if int(max_workers) < 1:
+            raise InvalidInputError(f"max_workers must be at least 1, got {max_workers}")
+        self.timeout = float(timeout)
+        self.max_workers = int(max_workers)
+        self.max_retries = max(0, int(max_retries))
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.image_max_side = int(image_max_side)
+        self.extra_body = dict(extra_body or {})
+        self.batch_size = self.max_workers * 4
+        self._ever_ok = False
+        self._stop = threading.Event()
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+            headers=headers,
+            limits=httpx.Limits(max_connections=max(10, self.max_workers), max_keepalive_connections=self.max_workers),
+        )
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.model, "base_url": self.base_url}
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- requests -------------------------------------------------------------------------------------------------
+    def complete(self, requests: Sequence[Request]) -> list[Response]:
+        if not requests:
+            return []
+        self._stop.clear()
+        if len(requests) == 1 or self.max_workers == 1:
+            return [self._one(r) for r in requests]
+        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(requests)), thread_name_prefix="labeler-llm")
+        futures = [pool.submit(self._one, r) for r in requests]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            self._stop.set()  # the others stop retrying
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _messages(self, r: Request) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        if r.system:
+            messages.append({"role": "system", "content": r.system})
+        if r.images:
+            parts: list[dict[str, Any]] = [
+                {"type": "image_url", "image_url": {"url": image_data_url(im, self.image_max_side)}} for im in r.images
+            ]
+            parts.append({"type": "text", "text": r.prompt})
+            messages.append({"role": "user", "content": parts})
+        else:
+            messages.append({"role": "user", "content": r.prompt})
+        return messages
+
+    def _one(self, r: Request) -> Response:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": self._messages(r),
+            "temperature": float(r.temperature),
+            "max_tokens": int(r.max_tokens),
+        }
+        texts: list[str] = []
+        while len(texts) < r.n:  # Ollama and others ignore n: ask again for the rest
+            want = r.n - len(texts)
+            if want > 1:
+                body["n"] = want
+            else:
+                body.pop("n", None)
+            data = self._post({**body, **self.extra_body}, bool(r.images))
+            got = self._texts(data)
+            texts.extend(got)
+        return Response(texts[: r.n])
+
+    def _texts(self, data: Any) -> list[str]:
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices:
+            if isinstance(data, dict) and data.get("error"):
+                err = data["error"]
+                msg = err.get("message", err) if isinstance(err, dict) else err
+                raise BackendError(f"{self.url} answered with an error: {msg}")
+            raise BackendError(
+                f"{self.url} answered JSON without 'choices' ({str(data)[:120]!r}): is {self.base_url} an "
+                "OpenAI-compatible API? Its base URL usually ends in /v1 (Ollama: http://localhost:11434/v1)"
+            )
+        out = []
+        for c in choices:
+            if not isinstance(c, dict):
+                raise BackendError(f"{self.url} answered a malformed choice {str(c)[:80]!r}")
+            msg = c.get("message")
+            out.append(_content_text(msg.get("content") if isinstance(msg, dict) else c.get("text")))
+        return out
+
+    def _delay(self, attempt: int, resp: httpx.Response | None = None) -> float:
+        after = _retry_after(resp) if resp is not None else None
+        if after is not None:
+            return min(after, self.max_backoff)
+        base = min(self.max_backoff, self.backoff * (2**attempt))
+        return base * (0.5 + 0.5 * random.random())
+
+    def _post(self, body: dict[str, Any], has_images: bool) -> Any:
+        attempt = 0
+        while True:
+            if self._stop.is_set():
+                raise BackendError("stopped because another request failed")
+            resp: httpx.Response | None = None
+            try:
+                resp = self._client.post(self.url, json=body)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if not self._ever_ok or attempt >= self.max_retries:
+                    raise BackendError(
+                        f"cannot reach the OpenAI-compatible endpoint at {self.base_url} ({type(exc).__name__}: "
+                        f"{exc}): start the server (e.g. `ollama serve`, or vLLM / LM Studio) or fix --base-url / "
+                        "OPENAI_BASE_URL"
+                    ) from None
+            except httpx.TimeoutException:
+                if attempt >= self.max_retries:
+                    raise BackendError(
+                        f"{self.url} did not answer within {self.timeout:g} s, {attempt + 1} tries: the model may be "
+                        "loading or too slow for this load; raise --timeout or lower --workers, then rerun (answers "
+                        "so far are cached)"
+                    ) from None
+            except httpx.HTTPError as exc:  # dropped connection, protocol error
+                if attempt >= self.max_retries:
+                    raise BackendError(
+                        f"{self.url} failed after {attempt + 1} tries: {type(exc).__name__}: {exc}"
+                    ) from None
+            else:
+                if resp.status_code == 200:
+                    try:
+                        data = resp.json()
+                    except ValueError:
+                        raise BackendError(
+                            f"{self.url} answered something that is not JSON ({' '.join(resp.text[:120].split())!r}): "
+                            f"is {self.base_url} an OpenAI-compatible API? Its base URL usually ends in /v1 "
+                            "(Ollama: http://localhost:11434/v1, vLLM: http://localhost:8000/v1)"
+                        ) from None
+                    self._ever_ok = True
+                    return data
+                if resp.status_code not in RETRY_STATUS:
+                    raise self._http_error(resp, has_images)
+                if attempt >= self.max_retries:
+                    what = "rate limited" if resp.status_code == 429 else "server error"
+                    raise BackendError(
+                        f"{self.url} kept answering HTTP {resp.status_code} ({what}: {_error_message(resp)}) after "
+                        f"{attempt + 1} tries: lower --workers or wait, then rerun (answers so far are cached)"
+                    )
+            delay = self._delay(attempt, resp)
+            attempt += 1
+            if self._stop.wait(delay):
+                raise BackendError("stopped because another request failed")
+
+    def _http_error(self, resp: httpx.Response, has_images: bool) -> Exception:
+        status, msg = resp.status_code, _error_message(resp)
+        low = msg.lower()
+        model_missing = "model" in low and any(w in low for w in ("not found", "does not exist", "unknown", "no such"))
+        if status in (401, 403):
+            return BackendError(
+                f"{self.base_url} refused the request (HTTP {status}: {msg}): set OPENAI_API_KEY or pass --api-key "
+                "with a valid key"
+            )
+        if model_missing or (status == 404 and self.model.lower() in low):
+            hint = f"`ollama pull {self.model}` for Ollama, or " if ":11434" in self.base_url else ""
+            return ModelUnavailableError(
+                f"model {self.model!r} is not available at {self.base_url} (HTTP {status}: {msg}): check the name "
+                f"({hint}list the served models at {self.base_url}/models) and pass it with --model"
+            )
+        if has_images and status in (400, 415, 422, 500, 501) and any(w in low for w in _IMAGE_WORDS):
+            return ModelUnavailableError(
+                f"model {self.model!r} at {self.base_url} cannot take images (HTTP {status}: {msg}): pick a vision "
+                "model with --model, e.g. gpt-4o-mini, llava, llama3.2-vision or qwen2.5vl"
+            )
+        if status == 404:
+            return BackendError(
+                f"{self.url} answered 404 Not Found ({msg}): check --base-url; OpenAI-compatible servers serve "
+                "/v1/chat/completions, so the base URL usually ends in /v1"
+            )
+        return BackendError(f"{self.url} answered HTTP {status}: {msg}")
