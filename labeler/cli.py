@@ -144,12 +144,16 @@ def cmd_label(args: argparse.Namespace) -> int:
         options["templates"] = args.templates.split("|") if "{" in args.templates else args.templates
     if args.threshold is not None:
         options["threshold"] = args.threshold
+    if args.descriptions:
+        options["descriptions"] = args.descriptions
     params = method.params_from(options)
     progress = _progress(args, f"label ({args.method})")
     try:
         result = method.run(project, params, on_progress=progress)
     finally:
         progress and progress.close()
+    if args.descriptions and result.metrics.get("texts"):
+        print(f"note: {result.metrics['texts']}", file=sys.stderr)
     counts = result.metrics.get("class_counts", {})
     text = f"run {result.run_id}: labeled {result.metrics.get('n', 0)} images\n" + "\n".join(
         f"  {c}: {n}" for c, n in counts.items()
@@ -389,11 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     _json_arg(p)
 
     p = _sub(subs, "label", cmd_label, "pseudo-label every image with a method (a new run)",
-             f"{PROG} label pets --method zeroshot\n{PROG} label pets --method zeroshot --templates openai")
+             f"{PROG} label pets --method zeroshot\n{PROG} label pets --method zeroshot --templates openai\n"
+             f"{PROG} label pets --method zeroshot --descriptions llm")
     _project_arg(p)
     p.add_argument("--method", default="zeroshot", help="labeling method (see `methods`)")
     p.add_argument("--templates", help="prompt template set: photo, simple (default), openai; or "
                                        "'|'-separated templates with {c}")
+    p.add_argument("--descriptions", choices=["none", "llm", "both"],
+                   help="class texts: none = templates only, llm = descriptions only, both (default) = templates "
+                        "+ enabled descriptions")
     p.add_argument("--features", help="CLIP feature-set key to use (default: the newest)")
     p.add_argument("--threshold", type=float, help="multi-label: keep classes with p >= threshold * max p")
     _device_arg(p)
@@ -445,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     _device_arg(p)
     p.add_argument("--quiet", action="store_true")
+
+    from . import cli_describe
+
+    cli_describe.register(subs)
 
     p = _sub(subs, "serve", cmd_serve, "start the browser app", f"{PROG} serve --port 7860")
     p.add_argument("--host", default=os.environ.get("LABELER_HOST", "127.0.0.1"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -116,7 +118,7 @@ def test_method_run_writes_predictions_and_becomes_active(project, monkeypatch):
     assert (probs[order].argmax(1) == y).mean() > 0.95
     assert labels.active_run(project)["id"] == result.run_id
     run = project.db["runs"].get(result.run_id)
-    assert run["status"] == "done" and '"descriptions": "none"' in run["params"]
+    assert run["status"] == "done" and json.loads(run["params"])["descriptions"] == "both"
 
 
 def test_method_needs_features_first(project):

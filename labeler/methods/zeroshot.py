@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InvalidInputError, NotReadyError
-from ..prompts import DEFAULT_TEMPLATES, class_prompts
+from ..prompts import DEFAULT_TEMPLATES
 from .base import Method, RunResult
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ class ZeroShotParams:
     """Options of the ``zeroshot`` method."""
 
     templates: str | list[str] = DEFAULT_TEMPLATES  # a template set name or format strings with {c}
+    descriptions: str = "both"  # none: templates only | llm: enabled descriptions | both: templates + descriptions
     features: str | None = None  # CLIP feature-set key; the newest CLIP set when None
     threshold: float = 0.5  # multi-label only: keep classes with p >= threshold * max p
     device: str = "auto"
@@ -137,6 +138,7 @@ class ZeroShot(Method):
     def run(
         self, project: Project, params: ZeroShotParams | None = None, on_progress: ProgressCallback | None = None
     ) -> RunResult:
+        from ..describe import class_texts_report
         from ..features import feature_matrix, latest_set
         from ..jobs import Job
         from ..labels import set_active_run, write_predictions
@@ -152,14 +154,15 @@ class ZeroShot(Method):
         image_ids, feats = feature_matrix(project, fset["key"])
         if len(image_ids) == 0:
             raise NotReadyError("no image has CLIP features yet: import images, then run `labeler features`")
-        texts = [class_prompts(c, params.templates) for c in classes]
+        texts, report = class_texts_report(project, params.descriptions, params.templates, classes)
         run_params = {
             **asdict(params),
             "features": fset["key"],
             "classes": classes,
             "multi_label": project.multi_label,
-            "descriptions": "none",
-            "texts_per_class": [len(t) for t in texts],
+            "texts_per_class": report["texts_per_class"],
+            "descriptions_per_class": report["descriptions_per_class"],
+            "fallback_classes": report["fallback_classes"],
         }
         with Job.start(project, "label", method=self.name, params=run_params, on_progress=on_progress) as job:
             job.progress(0, len(image_ids), "encoding class texts", force=True)
@@ -177,6 +180,7 @@ class ZeroShot(Method):
                 job.progress(start + len(ids), len(image_ids), "scoring images")
             metrics = {
                 "n": len(image_ids),
+                "texts": report["message"],
                 "mean_confidence": conf_sum / len(image_ids),
                 "class_counts": dict(zip(classes, top_counts.tolist())),
             }

@@ -1,0 +1,201 @@
+"""CLI commands for descriptions and captions: ``describe``, ``caption``, ``descriptions``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli import PROG, _emit, _json_arg, _open, _progress, _project_arg, _sub
+from .errors import InvalidInputError
+
+#: Above this many new requests, ``describe`` and ``caption`` ask for --yes first.
+CONFIRM_ABOVE = 500
+
+
+def _backend(args: argparse.Namespace):
+    from .describe import get_backend
+
+    options = {
+        "model": args.model,
+        "base_url": args.base_url,
+        "api_key": args.api_key,
+        "device": args.device,
+        "max_workers": args.workers,
+        "timeout": args.timeout,
+        "path": getattr(args, "file", None),
+    }
+    return get_backend(args.backend, **options)
+
+
+def _confirm(args: argparse.Namespace, preview: dict, what: str) -> bool:
+    new = int(preview.get("new", preview.get("requests", 0)))
+    print(f"{what}: {preview.get('requests', 0)} requests, {preview.get('cached', 0)} cached, {new} new", file=sys.stderr)
+    if args.dry_run:
+        return False
+    if new > CONFIRM_ABOVE and not args.yes:
+        raise InvalidInputError(f"{new} new requests to the backend: rerun with --yes to send them (or --dry-run)")
+    return True
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from .describe import generate_descriptions
+
+    project = _open(args)
+    backend = _backend(args)
+    options = {
+        "classes": [c.strip() for c in args.classes.split(",")] if args.classes else None,
+        "domain": args.domain,
+        "refresh": args.refresh,
+    }
+    if args.samples is not None:
+        options["samples_per_prompt"] = args.samples
+    if args.max_per_class is not None:
+        options["max_per_class"] = args.max_per_class
+    try:
+        preview = generate_descriptions(project, backend, dry_run=True, **options)
+        if not _confirm(args, preview, "describe"):
+            _emit(args, preview, "dry run: nothing sent")
+            return 0
+        progress = _progress(args, "describe", "request")
+        try:
+            res = generate_descriptions(project, backend, on_progress=progress, **options)
+        finally:
+            progress and progress.close()
+    finally:
+        backend.close()
+    text = f"run {res['run_id']}: {res['sent']} requests sent, {res['cached']} from cache; " \
+           f"{res['added']} descriptions added, {res['removed']} replaced, {res['kept']} kept"
+    if res.get("empty_classes"):
+        text += f"\nno usable description for: {', '.join(res['empty_classes'])}"
+    _emit(args, res, text)
+    return 0
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    from .describe import caption_images
+    from .labels import active_run, read_predictions
+
+    project = _open(args)
+    class_of = None
+    run = active_run(project)
+    if run is not None:
+        ids, probs, classes = read_predictions(project, run["id"])
+        class_of = {int(i): classes[int(c)] for i, c in zip(ids, probs.argmax(1))}
+    elif args.groups:
+        raise InvalidInputError("--groups needs pseudo-labels to group by: run `labeler label PROJECT` first")
+    backend = _backend(args)
+    options = {"per_image": not args.groups_only, "groups": args.groups or args.groups_only,
+               "group_size": args.group_size, "class_of": class_of, "refresh": args.refresh}
+    if args.prompt:
+        options["per_image_prompt"] = args.prompt
+    try:
+        preview = caption_images(project, backend, dry_run=True, **options)
+        if not _confirm(args, preview, "caption"):
+            _emit(args, preview, "dry run: nothing sent")
+            return 0
+        progress = _progress(args, "caption", "request")
+        try:
+            res = caption_images(project, backend, on_progress=progress, **options)
+        finally:
+            progress and progress.close()
+    finally:
+        backend.close()
+    _emit(args, res, "\n".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, (dict, list))))
+    return 0
+
+
+def cmd_descriptions(args: argparse.Namespace) -> int:
+    from . import describe as d
+
+    project = _open(args)
+    action = args.action
+    if action == "list":
+        rows = d.list_descriptions(project, class_name=args.cls, enabled_only=args.enabled)
+        text = "\n".join(
+            f"{r['id']:>6} {'on ' if r['enabled'] else 'off'} {r['source']:<8} [{r['class']}] {r['text']}" for r in rows
+        )
+        _emit(args, {"descriptions": rows}, text or "no descriptions yet: run `python -m labeler describe PROJECT`")
+        return 0
+    if action in ("export", "import"):
+        if not args.args:
+            raise InvalidInputError(f"`descriptions {action}` needs a FILE (.json or .csv)")
+        if action == "export":
+            res = d.export_descriptions(project, args.args[0], enabled_only=not args.all)
+        else:
+            res = d.import_descriptions(project, args.args[0], replace=args.replace)
+        _emit(args, res, "\n".join(f"{k}: {v}" for k, v in res.items()))
+        return 0
+    if action == "add":
+        if len(args.args) != 2:
+            raise InvalidInputError("usage: descriptions PROJECT add CLASS 'text'")
+        new_id = d.add_description(project, args.args[0], args.args[1])
+        print(f"added description {new_id}")
+        return 0
+    if action in ("edit", "enable", "disable", "delete"):
+        if not args.args or not args.args[0].isdigit():
+            raise InvalidInputError(f"usage: descriptions PROJECT {action} ID" + (" 'new text'" if action == "edit" else ""))
+        did = int(args.args[0])
+        if action == "edit":
+            if len(args.args) != 2:
+                raise InvalidInputError("usage: descriptions PROJECT edit ID 'new text'")
+            d.edit_description(project, did, args.args[1])
+        elif action == "delete":
+            d.delete_description(project, did)
+        else:
+            d.set_description_enabled(project, did, action == "enable")
+        print(f"{action}d description {did}" if action != "edit" else f"edited description {did}")
+        return 0
+    raise InvalidInputError(f"unknown action {action!r}")
+
+
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="template", help="template (offline), openai, transformers, file")
+    p.add_argument("--model", help="model name (openai: e.g. llama3.2, gpt-4o-mini) or HF id / local folder")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 "
+                                      "(default $OPENAI_BASE_URL or api.openai.com)")
+    p.add_argument("--api-key", help="API key (default $OPENAI_API_KEY)")
+    p.add_argument("--device", help="transformers backend: auto, cpu, cuda")
+    p.add_argument("--workers", type=int, help="concurrent requests (openai)")
+    p.add_argument("--timeout", type=float, help="seconds per request (openai)")
+    p.add_argument("--refresh", action="store_true", help="ignore cached answers and ask again")
+    p.add_argument("--dry-run", action="store_true", help="only count the requests it would send")
+    p.add_argument("--yes", action="store_true", help=f"send more than {CONFIRM_ABOVE} new requests without asking")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _json_arg(p)
+
+
+def register(subs) -> None:
+    """Add ``describe``, ``caption`` and ``descriptions`` to the CLI's subparsers."""
+    p = _sub(subs, "describe", cmd_describe, "write class descriptions with an LLM (or templates, or a file)",
+             f"{PROG} describe pets --backend openai --model llama3.2 --base-url http://localhost:11434/v1\n"
+             f"{PROG} describe pets --backend file --file cifar10-gpt35.json\n"
+             f"{PROG} describe pets --backend template --domain 'satellite photo'")
+    _project_arg(p)
+    _backend_args(p)
+    p.add_argument("--file", help="file backend: JSON {class: [sentences]} or CSV class,description")
+    p.add_argument("--classes", help="only these classes (comma-separated)")
+    p.add_argument("--domain", help="domain hint, e.g. 'satellite photo', 'texture'")
+    p.add_argument("--samples", type=int, help="answers per question form")
+    p.add_argument("--max-per-class", type=int, help="keep at most this many sentences per class")
+
+    p = _sub(subs, "caption", cmd_caption, "caption images (one each) and/or groups of ~4 with a vision model",
+             f"{PROG} caption pets --backend openai --model llava --base-url http://localhost:11434/v1 --groups")
+    _project_arg(p)
+    _backend_args(p)
+    p.add_argument("--groups", action="store_true", help="also describe groups of images sharing a pseudo-label")
+    p.add_argument("--groups-only", action="store_true", help="only group descriptions (about 0.25 calls per image)")
+    p.add_argument("--group-size", type=int, default=4)
+    p.add_argument("--prompt", help="per-image prompt; {c} is the image's zero-shot class")
+
+    p = _sub(subs, "descriptions", cmd_descriptions, "list, export, import, add, edit, enable/disable, delete",
+             f"{PROG} descriptions pets list --class cat\n{PROG} descriptions pets export descs.json\n"
+             f"{PROG} descriptions pets import cifar10-gpt35.json\n{PROG} descriptions pets disable 12\n"
+             f"{PROG} descriptions pets edit 12 'a small furry pet with pointed ears'")
+    _project_arg(p)
+    p.add_argument("action", choices=["list", "export", "import", "add", "edit", "enable", "disable", "delete"])
+    p.add_argument("args", nargs="*", help="FILE for export/import; CLASS TEXT for add; ID [TEXT] otherwise")
+    p.add_argument("--class", dest="cls", help="list: only this class")
+    p.add_argument("--enabled", action="store_true", help="list: only enabled descriptions")
+    p.add_argument("--all", action="store_true", help="export: include disabled descriptions")
+    p.add_argument("--replace", action="store_true", help="import: replace the class's non-user descriptions")
+    _json_arg(p)

@@ -1,0 +1,108 @@
+"""describe / caption / descriptions / label --descriptions through the CLI (in-process)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labeler.cli import main
+from labeler.jobs import get_run
+from labeler.project import Project
+
+from .conftest import SHARED_DATA, cifar_subset
+from .test_describe_openai import server  # noqa: F401  (fixture: a real OpenAI-compatible HTTP server)
+
+GPT35 = SHARED_DATA / "descriptions" / "cifar10-gpt35.json"
+
+
+def run_json(capsys, *argv) -> dict:
+    capsys.readouterr()
+    assert main([*map(str, argv), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def small(tmp_path):
+    """A project with 6 CIFAR images, tiny-random CLIP features and a zero-shot run."""
+    src = cifar_subset(tmp_path / "imgs", per_class=3, classes=["cat", "dog"])
+    proj = tmp_path / "p"
+    assert main(["init", str(proj), "--classes", "cat,dog"]) == 0
+    assert main(["import", str(proj), str(src), "--quiet"]) == 0
+    assert main(["features", str(proj), "--clip", "tiny-random", "--quiet"]) == 0
+    assert main(["label", str(proj), "--quiet"]) == 0
+    return proj
+
+
+def test_describe_through_an_openai_endpoint_then_cached(small, server, capsys):  # noqa: F811
+    argv = ["describe", small, "--backend", "openai", "--model", "tiny-llm", "--base-url", server.url, "--quiet"]
+    first = run_json(capsys, *argv)
+    assert first["sent"] > 0 and first["added"] > 0
+    seen = server.requests
+    assert seen == first["sent"]
+    again = run_json(capsys, *argv)
+    assert again["sent"] == 0 and server.requests == seen  # a rerun costs no new requests
+    listed = run_json(capsys, "descriptions", small, "list", "--class", "cat")["descriptions"]
+    assert listed and all(d["class"] == "cat" and d["backend"] == "openai" for d in listed)
+    assert all(not d["text"].startswith(("1.", "-", "**")) for d in listed)  # parsed, not raw
+
+
+def test_dry_run_sends_nothing(small, server, capsys):  # noqa: F811
+    out = run_json(capsys, "describe", small, "--backend", "openai", "--model", "m", "--base-url", server.url,
+                   "--dry-run")
+    assert out["requests"] > 0 and server.requests == 0
+
+
+def test_edit_disable_add_export_import_and_label_with_descriptions(small, tmp_path, capsys):
+    if not GPT35.exists():
+        pytest.skip("shared descriptions file absent")
+    imported = run_json(capsys, "descriptions", small, "import", GPT35)
+    assert "cat" in json.dumps(imported)
+    rows = run_json(capsys, "descriptions", small, "list")["descriptions"]
+    assert {r["class"] for r in rows} == {"cat", "dog"} and len(rows) > 40
+    first = rows[0]
+    assert main(["descriptions", str(small), "edit", str(first["id"]), "a cat with striped fur"]) == 0
+    assert main(["descriptions", str(small), "disable", str(rows[1]["id"])]) == 0
+    assert main(["descriptions", str(small), "add", "dog", "a dog wagging its tail"]) == 0
+    rows = {r["id"]: r for r in run_json(capsys, "descriptions", small, "list")["descriptions"]}
+    assert rows[first["id"]]["text"] == "a cat with striped fur" and rows[first["id"]]["edited"]
+    assert not rows[rows_id := list(rows)[1]]["enabled"], rows_id
+    assert any(r["source"] == "user" and r["text"] == "a dog wagging its tail" for r in rows.values())
+
+    out = tmp_path / "descs.json"
+    assert main(["descriptions", str(small), "export", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert "a cat with striped fur" in data["cat"] and "a dog wagging its tail" in data["dog"]
+    assert rows[list(rows)[1]]["text"] not in data["cat"]  # disabled ones stay out
+
+    res = run_json(capsys, "label", small, "--descriptions", "llm", "--quiet")
+    params = get_run(Project.open(small), res["run_id"])["params"]
+    assert params["descriptions"] == "llm"
+    enabled = sum(1 for r in rows.values() if r["enabled"] and r["class"] == "cat")
+    assert params["descriptions_per_class"]["cat"] == enabled
+    assert params["texts_per_class"][0] == enabled  # llm mode: descriptions only
+    none = run_json(capsys, "label", small, "--descriptions", "none", "--quiet")
+    assert get_run(Project.open(small), none["run_id"])["params"]["texts_per_class"][0] == 7  # simple templates
+
+
+def test_caption_images_and_groups_through_the_cli(small, server, capsys):  # noqa: F811
+    argv = ["caption", small, "--backend", "openai", "--model", "vlm", "--base-url", server.url, "--groups",
+            "--quiet"]
+    res = run_json(capsys, *argv)
+    assert server.requests > 0
+    from labeler.describe import captions_by_image
+
+    caps = captions_by_image(Project.open(small))
+    assert len(caps) == 6 and all(c.get("image") and c.get("group") for c in caps.values())
+    before = server.requests
+    run_json(capsys, *argv)
+    assert server.requests == before, res  # cached
+
+
+def test_describe_errors_are_clear(small, capsys):
+    assert main(["describe", str(small), "--backend", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["describe", str(small), "--backend", "openai", "--model", "m",
+                 "--base-url", "http://127.0.0.1:9/v1", "--timeout", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "127.0.0.1:9" in err and "Traceback" not in err
