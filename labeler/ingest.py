@@ -76,6 +76,9 @@ class ImportReport:
     duplicates : int
         Image files whose bytes (sha256) the project already had, or that
         appeared twice in this import; nothing was added for them.
+    restored : int
+        Images the project had marked ``missing`` (their file vanished) that this
+        import found again: their row (labels, features) is kept and points at the new file.
     skipped : list of dict
         ``{"path", "reason"}`` for each file that could not be imported.
     run_id : int
@@ -84,6 +87,7 @@ class ImportReport:
 
     added: int = 0
     duplicates: int = 0
+    restored: int = 0
     skipped: list[dict] = field(default_factory=list)
     run_id: int = 0
 
@@ -169,8 +173,11 @@ def _orient(img: Image.Image) -> Image.Image:
     return img
 
 
-def _decode(path: str | os.PathLike) -> tuple[Image.Image, str | None]:
+def _decode(path: str | os.PathLike, min_side: int | None = None) -> tuple[Image.Image, str | None]:
     """Open, fully decode, orient and convert one image. Returns (RGB image, Pillow format name).
+
+    ``min_side``: a JPEG may be decoded at a reduced scale (DCT scaling) as long as both sides stay at
+    least this large — much faster for camera photos that are resized to 224 px anyway.
 
     Raises
     ------
@@ -187,6 +194,8 @@ def _decode(path: str | os.PathLike) -> tuple[Image.Image, str | None]:
                 w, h = img.size
                 if limit and w * h > limit:  # in case the warning was filtered elsewhere
                     raise BadImageError(path, _bomb_reason(w * h, int(limit)))
+                if min_side and fmt == "JPEG":
+                    img.draft("RGB", (min_side, min_side))
                 img.load()
                 rgb = to_rgb(_orient(img))
                 if rgb is img:
@@ -208,13 +217,15 @@ def _decode(path: str | os.PathLike) -> tuple[Image.Image, str | None]:
     return rgb, fmt
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
+def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
     """Open an image as ``RGB``: EXIF orientation applied, any mode converted, alpha on white.
 
     Parameters
     ----------
     path : str or PathLike
         An image file.
+    min_side : int, optional
+        Allow a JPEG to be decoded at a reduced scale while both sides stay >= this (faster; for models).
 
     Returns
     -------
@@ -229,7 +240,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     """
     if os.path.exists(path) and os.path.getsize(path) == 0:
         raise BadImageError(path, "empty file")
-    return _decode(path)[0]
+    return _decode(path, min_side)[0]
 
 
 # --- thumbnails -----------------------------------------------------------------
@@ -531,16 +542,24 @@ _UPSERT_SKIPPED = (
 )
 
 
-def _flush(project: Project, rows: list[dict], skips: list[_Skip], ok_paths: list[str]) -> int:
-    """Commit one batch; returns how many image rows were inserted."""
+def _flush(project: Project, rows: list[dict], skips: list[_Skip], ok_paths: list[str], report: ImportReport) -> None:
+    """Commit one batch: insert new image rows, point restored ones at their new file, record skips."""
     db = project.db
-    added = 0
+    restores = [r for r in rows if "id" in r]
+    new = [r for r in rows if "id" not in r]
     with db.conn:
-        if rows:
+        if new:
             before = db.conn.total_changes
             # ignore=True: another import may have added the same sha256 meanwhile.
-            db["images"].insert_all(rows, ignore=True)
-            added = db.conn.total_changes - before
+            db["images"].insert_all(new, ignore=True)
+            report.added += db.conn.total_changes - before
+        for r in restores:
+            cur = db.conn.execute(
+                "update images set path = ?, rel_path = ?, root = ?, folder_label = ?, status = 'ok' "
+                "where id = ? and status = 'missing'",
+                [r["path"], r["rel_path"], r["root"], r["folder_label"], r["id"]],
+            )
+            report.restored += cur.rowcount
         if skips:
             t = now()
             db.conn.executemany(_UPSERT_SKIPPED, [(s.shown, s.root, s.reason, t) for s in skips])
@@ -549,7 +568,6 @@ def _flush(project: Project, rows: list[dict], skips: list[_Skip], ok_paths: lis
     rows.clear()
     skips.clear()
     ok_paths.clear()
-    return added
 
 
 def import_sources(
@@ -625,7 +643,7 @@ def import_sources(
         done = 0
 
         def end_batch() -> None:
-            report.added += _flush(project, rows, skips, ok_paths)
+            _flush(project, rows, skips, ok_paths, report)
             pending.clear()
             job.progress(done, max(total, done), _message(report))
 
@@ -653,14 +671,15 @@ def import_sources(
                 done += 1
                 if done % batch_size == 0:
                     end_batch()
-        report.added += _flush(project, rows, skips, ok_paths)
+        _flush(project, rows, skips, ok_paths, report)
         job.update_metrics(added=report.added, duplicates=report.duplicates, skipped=len(report.skipped))
         job.progress(max(total, done), max(total, done), _message(report), force=True)
     return report
 
 
 def _message(report: ImportReport) -> str:
-    return f"{report.added} added, {report.duplicates} duplicates, {len(report.skipped)} skipped"
+    restored = f", {report.restored} missing files found again" if report.restored else ""
+    return f"{report.added} added, {report.duplicates} duplicates, {len(report.skipped)} skipped{restored}"
 
 
 def _import_one(project: Project, cand: _Candidate, pending: set[str], copy: bool) -> dict | _Skip | None:
@@ -672,7 +691,8 @@ def _import_one(project: Project, cand: _Candidate, pending: set[str], copy: boo
         sha = cand.sha or _sha256_file(cand.read_path)
     except OSError as exc:
         return _Skip(cand.shown, cand.skip_root, f"cannot read file: {exc.strerror or _short(exc)}")
-    if sha in pending or project.db.execute("select 1 from images where sha256 = ?", [sha]).fetchone():
+    existing = project.db.execute("select id, status from images where sha256 = ?", [sha]).fetchone()
+    if sha in pending or (existing is not None and existing[1] != "missing"):
         return None
     try:
         rgb, fmt = _decode(cand.read_path)
@@ -702,4 +722,4 @@ def _import_one(project: Project, cand: _Candidate, pending: set[str], copy: boo
         "bytes": size,
         "status": "ok",
         "added_at": now(),
-    }
+    } | ({"id": existing[0]} if existing is not None else {})

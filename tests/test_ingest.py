@@ -101,7 +101,7 @@ def test_folder_import_fields_labels_and_extensions(project, tmp_path):
     assert run["kind"] == "import" and run["status"] == "done" and run["progress"] == 1.0
     assert run["params"]["sources"] == [str(src)]
     assert run["metrics"]["added"] == 9
-    assert report.to_dict() == {"added": 9, "duplicates": 0, "skipped": [], "run_id": report.run_id}
+    assert report.to_dict() == {"added": 9, "duplicates": 0, "restored": 0, "skipped": [], "run_id": report.run_id}
 
 
 def test_single_files_and_non_image_file_source(project, tmp_path):
@@ -388,6 +388,33 @@ def test_reimport_is_idempotent(project, tmp_path):
     assert project.db.execute("select count(*) from skipped_files").fetchone()[0] == 3
     assert len(project.skipped()) == 3
     assert not list(project.files_dir.rglob("*.part"))
+
+
+def test_moved_file_marked_missing_is_restored_by_reimport(project, tmp_path):
+    from labeler.labels import set_human_labels
+
+    src = tmp_path / "old"
+    a = make_image(src / "cat" / "a.jpg", 1)
+    make_image(src / "dog" / "b.jpg", 2)
+    import_sources(project, [src])
+    row = rows_by_rel(project)["cat/a.jpg"]
+    set_human_labels(project, [row["id"]], "dog")
+    moved = tmp_path / "new" / "cat"
+    moved.mkdir(parents=True)
+    a.rename(moved / "a.jpg")
+    with project.db.conn:  # what features/export do when a file has vanished
+        project.db.conn.execute("update images set status = 'missing' where id = ?", [row["id"]])
+    assert project.image_count("missing") == 1
+
+    report = import_sources(project, [tmp_path / "new"])
+    assert (report.added, report.duplicates, report.restored) == (0, 0, 1)
+    again = project.db["images"].get(row["id"])
+    assert again["status"] == "ok" and again["path"] == str(moved / "a.jpg") and again["folder_label"] == "cat"
+    assert project.image_count("missing") == 0 and project.image_count() == 2
+    label = project.db.execute("select classes, source from labels where image_id = ?", [row["id"]]).fetchone()
+    assert tuple(label) == ('["dog"]', "human")  # the human label survived the move
+    # a second import of the same folder is a plain duplicate
+    assert (import_sources(project, [tmp_path / "new"]).restored, project.image_count()) == (0, 2)
 
 
 def test_duplicates_across_paths_counted(project, tmp_path):

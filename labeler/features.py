@@ -1,0 +1,258 @@
+"""Compute and read image features: one cached matrix per model key, filled batch by batch.
+
+:func:`compute_features` encodes every ``ok`` image of a project that has no vector yet for
+the model's key, as a ``features`` job. Images are decoded and preprocessed in a torch
+DataLoader; each batch's vectors are stored and committed before the next, so an interrupted
+run resumes where it stopped and a finished one is never recomputed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import InvalidInputError, NotReadyError
+from .ingest import load_rgb
+from .jobs import Job, ProgressCallback
+
+if TYPE_CHECKING:
+    from .models import Encoder
+    from .project import Project
+
+#: Below this many images to encode, decoding runs in the main process (workers cost ~1 s to start).
+_MIN_IMAGES_FOR_WORKERS = 512
+#: At most this many failures are listed in the result (all are counted).
+_MAX_LISTED_FAILURES = 100
+
+
+class ImageFiles(Dataset):
+    """Item ``i``: ``(i, preprocessed tensor, ok, error)``; a file that fails gives an empty tensor."""
+
+    def __init__(self, paths: Sequence[str], transform, min_side: int | None = None):
+        self.paths = list(paths)
+        self.transform = transform
+        self.min_side = min_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.transform(load_rgb(self.paths[i], self.min_side)), True, ""
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported, not fatal
+            return i, torch.empty(0), False, f"{type(e).__name__}: {e}"
+
+
+def _collate(items):
+    idx = [it[0] for it in items]
+    ok = [it[2] for it in items]
+    good = [it[1] for it in items if it[2]]
+    x = torch.stack(good) if good else None
+    errors = [it[3] for it in items]
+    return idx, x, ok, errors
+
+
+def worker_init(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one thread per decode worker (the main process's forward owns the cores)."""
+    torch.set_num_threads(1)
+
+
+def default_num_workers(n_images: int, device: torch.device | str = "cpu") -> int:
+    """DataLoader decode workers for ``n_images`` on ``device``.
+
+    0 for fewer than 512 images (starting workers costs more than it saves) and on machines with
+    at most 2 cores: measured there (bench/features.py, 2 cores, ViT-B-32 on CIFAR-10 JPEGs) the
+    decode in the main process costs a few percent of the forward, while a worker only competes
+    with the forward for the cores. With a GPU the forward is fast and decoding is the bottleneck:
+    up to 4 workers. On a many-core CPU the forward owns the cores: a quarter of them, at most 2.
+    """
+    cores = os.cpu_count() or 1
+    if n_images < _MIN_IMAGES_FOR_WORKERS or cores <= 2:
+        return 0
+    if torch.device(device).type in ("cuda", "mps"):
+        return min(4, cores - 1)
+    return min(2, cores // 4)
+
+
+def compute_features(
+    project: Project,
+    model: Encoder,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> dict:
+    """Encode every ``ok`` image that has no features for ``model.key`` yet, and store them.
+
+    Parameters
+    ----------
+    project : Project
+    model : Encoder
+        From :func:`labeler.models.load_encoder` (``key``, ``kind``, ``dim``, ``preprocess``, ``encode_images``).
+    batch_size : int
+        Images per forward pass and per commit.
+    num_workers : int or None
+        DataLoader decode workers; None: :func:`default_num_workers`.
+    on_progress : callable or None
+        ``(done, total, message)`` after each batch; raising from it stops the job (committed batches stay).
+
+    Returns
+    -------
+    dict
+        ``{"key", "set_id", "run_id", "computed", "cached", "failed", "failures": [{"image_id", "path",
+        "reason"}], "seconds", "images_per_s"}``. ``cached``: images that already had features;
+        ``failed``: images that could not be read (a vanished file is marked ``status='missing'``).
+
+    Raises
+    ------
+    JobCancelled
+        When the run was cancelled (``request_cancel`` or ``on_progress`` raising it); rerunning resumes.
+    """
+    if batch_size < 1:
+        raise InvalidInputError(f"batch size must be at least 1, got {batch_size}")
+    store = project.features
+    set_id = store.ensure_set(
+        model.key,
+        model.kind,
+        model.dim,
+        model=model.name,
+        pretrained=model.pretrained or "",
+        params={"image_size": model.image_size, "precision": model.precision},
+    )
+    images = project.images()
+    rows = store.rows_for(set_id, [im["sha256"] for im in images])
+    todo = [im for im, r in zip(images, rows, strict=True) if r < 0]
+    workers = default_num_workers(len(todo), model.device) if num_workers is None else max(0, int(num_workers))
+    params = {
+        "key": model.key,
+        "kind": model.kind,
+        "model": model.name,
+        "pretrained": model.pretrained,
+        "precision": model.precision,
+        "device": str(model.device),
+        "batch_size": batch_size,
+        "num_workers": workers,
+    }
+    result = {
+        "key": model.key,
+        "set_id": set_id,
+        "computed": 0,
+        "cached": len(images) - len(todo),
+        "failed": 0,
+        "failures": [],
+    }
+    t0 = time.perf_counter()
+    with Job.start(project, "features", method=model.kind, params=params, on_progress=on_progress) as job:
+        result["run_id"] = job.id
+        total = len(todo)
+        job.progress(0, total, f"{total} images to encode, {result['cached']} cached", force=True)
+        if todo:
+            _run(project, model, job, set_id, todo, batch_size, workers, result)
+        result["seconds"] = round(time.perf_counter() - t0, 3)
+        result["images_per_s"] = round(result["computed"] / result["seconds"], 2) if result["computed"] else None
+        job.update_metrics(**{k: v for k, v in result.items() if k not in ("failures", "key")})
+    return result
+
+
+def _run(project, model, job: Job, set_id: int, todo: list[dict], batch_size: int, workers: int, result: dict):
+    on_cuda = model.device.type == "cuda"
+    # JPEGs decode at >= 2x the model input (DCT scaling): a large speed-up for camera photos, no visible loss.
+    dataset = ImageFiles([im["path"] for im in todo], model.preprocess, min_side=2 * model.image_size)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        worker_init_fn=worker_init if workers else None,
+        persistent_workers=False,
+        pin_memory=on_cuda,
+    )
+    total, done = len(todo), 0
+    for idx, x, ok, errors in loader:
+        good = [i for i, flag in zip(idx, ok, strict=True) if flag]
+        if good:
+            vectors = model.encode_images(x).cpu().numpy()
+            project.features.append(set_id, [todo[i]["sha256"] for i in good], vectors)
+            result["computed"] += len(good)
+        bad = [(i, err) for i, flag, err in zip(idx, ok, errors, strict=True) if not flag]
+        if bad:
+            _record_failures(project, [(todo[i], err) for i, err in bad], result)
+        done += len(idx)
+        msg = f"encoded {result['computed']} of {total} images" + (
+            f", {result['failed']} unreadable" if result["failed"] else ""
+        )
+        job.progress(done, total, msg)
+
+
+def _record_failures(project, bad: list[tuple[dict, str]], result: dict) -> None:
+    vanished = []
+    for image, err in bad:
+        gone = not os.path.exists(image["path"])
+        reason = "file not found" if gone else f"cannot decode: {err}"
+        if gone:
+            vanished.append(image["id"])
+        result["failed"] += 1
+        if len(result["failures"]) < _MAX_LISTED_FAILURES:
+            result["failures"].append({"image_id": image["id"], "path": image["path"], "reason": reason})
+    if vanished:
+        with project.db.conn:
+            project.db.conn.executemany("update images set status = 'missing' where id = ?", [[i] for i in vanished])
+
+
+def latest_set(project: Project, kind: str) -> dict | None:
+    """The newest feature set of ``kind`` (``clip`` or ``dino``) with its row count, or None."""
+    sets = project.features.sets(kind)
+    if not sets:
+        return None
+    row = dict(sets[0])
+    row["count"] = project.features.count(int(row["id"]))
+    return row
+
+
+def feature_matrix(project: Project, key_or_kind: str) -> tuple[list[int], np.ndarray]:
+    """Features of every ``ok`` image that has some in one set.
+
+    Parameters
+    ----------
+    key_or_kind : str
+        A model key (``clip:ViT-B-32:laion2b_s34b_b79k``), or ``clip`` / ``dino`` for the newest set of that kind.
+
+    Returns
+    -------
+    (image_ids, X)
+        Image ids in id order and their vectors, shape (N, D), float32.
+
+    Raises
+    ------
+    NotReadyError
+        No such feature set yet.
+    """
+    if key_or_kind in ("clip", "dino"):
+        row = latest_set(project, key_or_kind)
+        if row is None:
+            raise NotReadyError(
+                f"no {key_or_kind} features yet: run `labeler features` with a {key_or_kind} model first"
+            )
+    else:
+        row = project.features.get_set(key_or_kind)
+        if row is None:
+            raise NotReadyError(f"no features for model {key_or_kind!r} yet: run `labeler features` with it first")
+    set_id, dim = int(row["id"]), int(row["dim"])
+    pairs = project.db.execute(
+        "select i.id, r.row from images i join feature_rows r on r.sha256 = i.sha256 and r.feature_set_id = ? "
+        "where i.status = 'ok' order by i.id",
+        [set_id],
+    ).fetchall()
+    if not pairs:
+        return [], np.zeros((0, dim), dtype=np.float32)
+    ids = [int(p[0]) for p in pairs]
+    rows = np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
+    mat = project.features.matrix(set_id)
+    return ids, np.asarray(mat[rows], dtype=np.float32)
