@@ -29,7 +29,9 @@ def _backend(args: argparse.Namespace):
 
 def _confirm(args: argparse.Namespace, preview: dict, what: str) -> bool:
     new = int(preview.get("new", preview.get("requests", 0)))
-    print(f"{what}: {preview.get('requests', 0)} requests, {preview.get('cached', 0)} cached, {new} new", file=sys.stderr)
+    print(
+        f"{what}: {preview.get('requests', 0)} requests, {preview.get('cached', 0)} cached, {new} new", file=sys.stderr
+    )
     if args.dry_run:
         return False
     if new > CONFIRM_ABOVE and not args.yes:
@@ -63,8 +65,10 @@ def cmd_describe(args: argparse.Namespace) -> int:
             progress and progress.close()
     finally:
         backend.close()
-    text = f"run {res['run_id']}: {res['sent']} requests sent, {res['cached']} from cache; " \
-           f"{res['added']} descriptions added, {res['removed']} replaced, {res['kept']} kept"
+    text = (
+        f"run {res['run_id']}: {res['sent']} requests sent, {res['cached']} from cache; "
+        f"{res['added']} descriptions added, {res['removed']} replaced, {res['kept']} kept"
+    )
     if res.get("empty_classes"):
         text += f"\nno usable description for: {', '.join(res['empty_classes'])}"
     _emit(args, res, text)
@@ -80,12 +84,17 @@ def cmd_caption(args: argparse.Namespace) -> int:
     run = active_run(project)
     if run is not None:
         ids, probs, classes = read_predictions(project, run["id"])
-        class_of = {int(i): classes[int(c)] for i, c in zip(ids, probs.argmax(1))}
+        class_of = {int(i): classes[int(c)] for i, c in zip(ids, probs.argmax(1), strict=True)}
     elif args.groups:
         raise InvalidInputError("--groups needs pseudo-labels to group by: run `labeler label PROJECT` first")
     backend = _backend(args)
-    options = {"per_image": not args.groups_only, "groups": args.groups or args.groups_only,
-               "group_size": args.group_size, "class_of": class_of, "refresh": args.refresh}
+    options = {
+        "per_image": not args.groups_only,
+        "groups": args.groups or args.groups_only,
+        "group_size": args.group_size,
+        "class_of": class_of,
+        "refresh": args.refresh,
+    }
     if args.prompt:
         options["per_image_prompt"] = args.prompt
     try:
@@ -133,7 +142,9 @@ def cmd_descriptions(args: argparse.Namespace) -> int:
         return 0
     if action in ("edit", "enable", "disable", "delete"):
         if not args.args or not args.args[0].isdigit():
-            raise InvalidInputError(f"usage: descriptions PROJECT {action} ID" + (" 'new text'" if action == "edit" else ""))
+            raise InvalidInputError(
+                f"usage: descriptions PROJECT {action} ID" + (" 'new text'" if action == "edit" else "")
+            )
         did = int(args.args[0])
         if action == "edit":
             if len(args.args) != 2:
@@ -151,8 +162,10 @@ def cmd_descriptions(args: argparse.Namespace) -> int:
 def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="template", help="template (offline), openai, transformers, file")
     p.add_argument("--model", help="model name (openai: e.g. llama3.2, gpt-4o-mini) or HF id / local folder")
-    p.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 "
-                                      "(default $OPENAI_BASE_URL or api.openai.com)")
+    p.add_argument(
+        "--base-url",
+        help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (default $OPENAI_BASE_URL or api.openai.com)",
+    )
     p.add_argument("--api-key", help="API key (default $OPENAI_API_KEY)")
     p.add_argument("--device", help="transformers backend: auto, cpu, cuda")
     p.add_argument("--workers", type=int, help="concurrent requests (openai)")
@@ -166,10 +179,15 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
 
 def register(subs) -> None:
     """Add ``describe``, ``caption`` and ``descriptions`` to the CLI's subparsers."""
-    p = _sub(subs, "describe", cmd_describe, "write class descriptions with an LLM (or templates, or a file)",
-             f"{PROG} describe pets --backend openai --model llama3.2 --base-url http://localhost:11434/v1\n"
-             f"{PROG} describe pets --backend file --file cifar10-gpt35.json\n"
-             f"{PROG} describe pets --backend template --domain 'satellite photo'")
+    p = _sub(
+        subs,
+        "describe",
+        cmd_describe,
+        "write class descriptions with an LLM (or templates, or a file)",
+        f"{PROG} describe pets --backend openai --model llama3.2 --base-url http://localhost:11434/v1\n"
+        f"{PROG} describe pets --backend file --file cifar10-gpt35.json\n"
+        f"{PROG} describe pets --backend template --domain 'satellite photo'",
+    )
     _project_arg(p)
     _backend_args(p)
     p.add_argument("--file", help="file backend: JSON {class: [sentences]} or CSV class,description")
@@ -178,8 +196,13 @@ def register(subs) -> None:
     p.add_argument("--samples", type=int, help="answers per question form")
     p.add_argument("--max-per-class", type=int, help="keep at most this many sentences per class")
 
-    p = _sub(subs, "caption", cmd_caption, "caption images (one each) and/or groups of ~4 with a vision model",
-             f"{PROG} caption pets --backend openai --model llava --base-url http://localhost:11434/v1 --groups")
+    p = _sub(
+        subs,
+        "caption",
+        cmd_caption,
+        "caption images (one each) and/or groups of ~4 with a vision model",
+        f"{PROG} caption pets --backend openai --model llava --base-url http://localhost:11434/v1 --groups",
+    )
     _project_arg(p)
     _backend_args(p)
     p.add_argument("--groups", action="store_true", help="also describe groups of images sharing a pseudo-label")
@@ -187,10 +210,15 @@ def register(subs) -> None:
     p.add_argument("--group-size", type=int, default=4)
     p.add_argument("--prompt", help="per-image prompt; {c} is the image's zero-shot class")
 
-    p = _sub(subs, "descriptions", cmd_descriptions, "list, export, import, add, edit, enable/disable, delete",
-             f"{PROG} descriptions pets list --class cat\n{PROG} descriptions pets export descs.json\n"
-             f"{PROG} descriptions pets import cifar10-gpt35.json\n{PROG} descriptions pets disable 12\n"
-             f"{PROG} descriptions pets edit 12 'a small furry pet with pointed ears'")
+    p = _sub(
+        subs,
+        "descriptions",
+        cmd_descriptions,
+        "list, export, import, add, edit, enable/disable, delete",
+        f"{PROG} descriptions pets list --class cat\n{PROG} descriptions pets export descs.json\n"
+        f"{PROG} descriptions pets import cifar10-gpt35.json\n{PROG} descriptions pets disable 12\n"
+        f"{PROG} descriptions pets edit 12 'a small furry pet with pointed ears'",
+    )
     _project_arg(p)
     p.add_argument("action", choices=["list", "export", "import", "add", "edit", "enable", "disable", "delete"])
     p.add_argument("args", nargs="*", help="FILE for export/import; CLASS TEXT for add; ID [TEXT] otherwise")

@@ -194,9 +194,7 @@ def evaluate(project: Project, run_id: int | None = None) -> dict:
         mask = src == name
         by_source[name] = {"n": int(mask.sum()), "accuracy": float(hits[mask].mean())}
     n_classes = len(classes)
-    confusion = (
-        confusion_matrix(y_true, y_pred, n_classes).tolist() if n_classes <= MAX_CONFUSION_CLASSES else None
-    )
+    confusion = confusion_matrix(y_true, y_pred, n_classes).tolist() if n_classes <= MAX_CONFUSION_CLASSES else None
     return {
         "accuracy": float(hits.mean()) if multi else report["accuracy"],
         "top1_accuracy": report["accuracy"],

@@ -181,9 +181,7 @@ def restore(cell: str) -> str:
 
 
 @register_exporter("csv", suffix=".csv")
-def export_csv(
-    project: Project, out: Path, *, one_hot: bool = False, sep: str = ";", bom: bool = True
-) -> ExportReport:
+def export_csv(project: Project, out: Path, *, one_hot: bool = False, sep: str = ";", bom: bool = True) -> ExportReport:
     """One row per image: path, sha256, label, score, source, run_id (+ a 0/1 column per class)."""
     if not sep:
         raise InvalidInputError("sep must not be empty")
@@ -343,8 +341,7 @@ def _prepare_folder(out: Path) -> None:
     manifest = _read_manifest(out)
     if manifest is None:
         raise InvalidInputError(
-            f"{out} is not empty and is not a previous Labeler export (no {MANIFEST_NAME}): "
-            "give a new or empty folder"
+            f"{out} is not empty and is not a previous Labeler export (no {MANIFEST_NAME}): give a new or empty folder"
         )
     root = out.resolve()
     for rel in manifest.get("files", []):
@@ -419,8 +416,13 @@ def export_imagefolder(project: Project, out: Path, *, link: bool = False) -> Ex
     report.n_missing = len(missing)
     manifest.update(
         complete=True,
-        counts={"images": report.n_images, "labeled": report.n_labeled, "unlabeled": report.n_unlabeled,
-                "files": report.n_files, "missing": report.n_missing},
+        counts={
+            "images": report.n_images,
+            "labeled": report.n_labeled,
+            "unlabeled": report.n_unlabeled,
+            "files": report.n_files,
+            "missing": report.n_missing,
+        },
         missing=missing[:100],
     )
     _write_json(out / MANIFEST_NAME, manifest)
@@ -444,6 +446,13 @@ def formats() -> list[str]:
 
 
 __all__ = [
-    "EXPORTERS", "ExportReport", "Exporter", "export", "export_report", "formats", "read_csv",
-    "register_exporter", "safe_name",
+    "EXPORTERS",
+    "ExportReport",
+    "Exporter",
+    "export",
+    "export_report",
+    "formats",
+    "read_csv",
+    "register_exporter",
+    "safe_name",
 ]

@@ -192,10 +192,7 @@ def write_predictions(
         raise InvalidInputError(f"{len(missing)} image ids do not exist, e.g. {sorted(missing)[:5]}")
     top = arr.argmax(axis=1)
     f32 = arr.astype("<f4")
-    rows = [
-        (run["id"], ids[k], int(top[k]), float(f32[k, top[k]]), label_json[k], f32[k].tobytes())
-        for k in range(n)
-    ]
+    rows = [(run["id"], ids[k], int(top[k]), float(f32[k, top[k]]), label_json[k], f32[k].tobytes()) for k in range(n)]
     with project.db.conn:
         project.db.conn.executemany(
             "insert or replace into predictions (run_id, image_id, class_idx, score, labels, probs) "

@@ -102,13 +102,11 @@ class Project:
                 "--classes 'a,b,c'`"
             )
         self._local = threading.local()
-        self.db  # open (and migrate) now, so errors surface here
+        _ = self.db  # open (and migrate) now, so errors surface here
 
     # --- lifecycle --------------------------------------------------------------
     @classmethod
-    def create(
-        cls, name_or_path: str | os.PathLike, classes: Sequence[str] = (), multi_label: bool = False
-    ) -> Project:
+    def create(cls, name_or_path: str | os.PathLike, classes: Sequence[str] = (), multi_label: bool = False) -> Project:
         """Create a new project folder (classes may be set now or later)."""
         root = resolve_project_path(name_or_path)
         if (root / store.DB_FILENAME).exists():

@@ -33,9 +33,7 @@ def class_prompts(class_name: str, templates: str | Sequence[str] = DEFAULT_TEMP
     """
     if isinstance(templates, str):
         if templates not in TEMPLATE_SETS:
-            raise InvalidInputError(
-                f"unknown template set {templates!r}; choose one of {', '.join(TEMPLATE_SETS)}"
-            )
+            raise InvalidInputError(f"unknown template set {templates!r}; choose one of {', '.join(TEMPLATE_SETS)}")
         return [t(class_name) for t in TEMPLATE_SETS[templates]]
     out = []
     for t in templates:

@@ -26,8 +26,9 @@ def now() -> float:
 def _migrate_1(db: sqlite_utils.Database) -> None:
     """Initial schema."""
     db["meta"].create(if_not_exists=True, columns={"key": str, "value": str}, pk="key")
-    db["images"].create(if_not_exists=True, columns=
-        {
+    db["images"].create(
+        if_not_exists=True,
+        columns={
             "id": int,
             "sha256": str,
             "path": str,  # absolute path of the file Labeler reads
@@ -46,17 +47,21 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     )
     db["images"].create_index(["sha256"], unique=True, if_not_exists=True)
     db["images"].create_index(["status"], if_not_exists=True)
-    db["skipped_files"].create(if_not_exists=True, columns=
-        {"id": int, "path": str, "root": str, "reason": str, "time": float},
+    db["skipped_files"].create(
+        if_not_exists=True,
+        columns={"id": int, "path": str, "root": str, "reason": str, "time": float},
         pk="id",
         not_null={"path", "reason"},
     )
     db["skipped_files"].create_index(["path"], unique=True, if_not_exists=True)
-    db["classes"].create(if_not_exists=True, columns={"id": int, "idx": int, "name": str}, pk="id", not_null={"idx", "name"})
+    db["classes"].create(
+        if_not_exists=True, columns={"id": int, "idx": int, "name": str}, pk="id", not_null={"idx", "name"}
+    )
     db["classes"].create_index(["name"], unique=True, if_not_exists=True)
     db["classes"].create_index(["idx"], unique=True, if_not_exists=True)
-    db["descriptions"].create(if_not_exists=True, columns=
-        {
+    db["descriptions"].create(
+        if_not_exists=True,
+        columns={
             "id": int,
             "class_id": int,
             "text": str,
@@ -73,8 +78,9 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
         not_null={"class_id", "text"},
     )
     db["descriptions"].create_index(["class_id"], if_not_exists=True)
-    db["feature_sets"].create(if_not_exists=True, columns=
-        {
+    db["feature_sets"].create(
+        if_not_exists=True,
+        columns={
             "id": int,
             "key": str,  # e.g. clip:ViT-B-32:laion2b_s34b_b79k
             "kind": str,  # clip | dino
@@ -88,14 +94,16 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
         not_null={"key", "kind", "dim"},
     )
     db["feature_sets"].create_index(["key"], unique=True, if_not_exists=True)
-    db["feature_rows"].create(if_not_exists=True, columns=
-        {"feature_set_id": int, "sha256": str, "row": int},
+    db["feature_rows"].create(
+        if_not_exists=True,
+        columns={"feature_set_id": int, "sha256": str, "row": int},
         pk=("feature_set_id", "sha256"),
         foreign_keys=[("feature_set_id", "feature_sets", "id")],
     )
     db["feature_rows"].create_index(["feature_set_id", "row"], unique=True, if_not_exists=True)
-    db["runs"].create(if_not_exists=True, columns=
-        {
+    db["runs"].create(
+        if_not_exists=True,
+        columns={
             "id": int,
             "kind": str,  # import | features | label | train | describe | caption
             "method": str,
@@ -114,8 +122,9 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"kind", "status"},
     )
-    db["predictions"].create(if_not_exists=True, columns=
-        {
+    db["predictions"].create(
+        if_not_exists=True,
+        columns={
             "run_id": int,
             "image_id": int,
             "class_idx": int,  # top-1 class index
@@ -126,8 +135,9 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
         pk=("run_id", "image_id"),
         foreign_keys=[("run_id", "runs", "id"), ("image_id", "images", "id")],
     )
-    db["labels"].create(if_not_exists=True, columns=
-        {
+    db["labels"].create(
+        if_not_exists=True,
+        columns={
             "image_id": int,
             "classes": str,  # JSON list of class names (one for single-label)
             "source": str,  # human | accepted
@@ -142,8 +152,9 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
 
 def _migrate_2(db: sqlite_utils.Database) -> None:
     """LLM/LMM responses cache, image captions, and the original text of edited descriptions."""
-    db["llm_cache"].create(if_not_exists=True, columns=
-        {
+    db["llm_cache"].create(
+        if_not_exists=True,
+        columns={
             "key": str,  # sha256 of backend | model | messages | subject (class or image sha256s) | sample index
             "backend": str,
             "model": str,
@@ -153,8 +164,9 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
         pk="key",
         not_null={"response"},
     )
-    db["captions"].create(if_not_exists=True, columns=
-        {
+    db["captions"].create(
+        if_not_exists=True,
+        columns={
             "id": int,
             "image_id": int,
             "kind": str,  # image (one per image) | group (shared by the images of one group)
@@ -177,8 +189,9 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
 
 def _migrate_3(db: sqlite_utils.Database) -> None:
     """k-means cluster assignments per clustering run (images.status may now also be ``excluded``)."""
-    db["clusters"].create(if_not_exists=True, columns=
-        {
+    db["clusters"].create(
+        if_not_exists=True,
+        columns={
             "run_id": int,  # the runs row (kind cluster) that computed them
             "image_id": int,
             "cluster": int,  # 0..k-1

@@ -88,7 +88,9 @@ class FeatureStore:
     # --- rows -----------------------------------------------------------------
     def count(self, set_id: int) -> int:
         """Number of committed vectors in the set."""
-        return int(self.db.execute("select count(*) from feature_rows where feature_set_id = ?", [set_id]).fetchone()[0])
+        return int(
+            self.db.execute("select count(*) from feature_rows where feature_set_id = ?", [set_id]).fetchone()[0]
+        )
 
     def rows_for(self, set_id: int, shas: Sequence[str]) -> np.ndarray:
         """Row index of each sha256 in the set's matrix, -1 where it has none. Shape (len(shas),)."""
@@ -106,7 +108,7 @@ class FeatureStore:
     def missing(self, set_id: int, shas: Sequence[str]) -> list[str]:
         """The sha256s in ``shas`` that have no vector yet, in order."""
         rows = self.rows_for(set_id, shas)
-        return [s for s, r in zip(shas, rows) if r < 0]
+        return [s for s, r in zip(shas, rows, strict=True) if r < 0]
 
     def append(self, set_id: int, shas: Sequence[str], vectors: np.ndarray) -> None:
         """Store vectors (N, D) for ``shas`` (N,), flushed to disk, then commit their rows."""

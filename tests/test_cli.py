@@ -76,8 +76,9 @@ def test_end_to_end_on_cifar_subset(tmp_path):
 def test_one_shot_run(tmp_path):
     src = cifar_subset(tmp_path / "imgs", per_class=3, classes=["cat", "dog"])
     out = tmp_path / "labels.csv"
-    labeler("run", src, "--classes", "cat,dog", "--clip", "tiny-random", "-o", out, "--quiet",
-            "--project", tmp_path / "p")
+    labeler(
+        "run", src, "--classes", "cat,dog", "--clip", "tiny-random", "-o", out, "--quiet", "--project", tmp_path / "p"
+    )
     with open(out, newline="", encoding="utf-8-sig") as f:
         assert len(list(csv.DictReader(f))) == 6
 
@@ -107,8 +108,9 @@ def test_errors_are_clear_and_non_zero(tmp_path):
 @pytest.mark.timeout(120)
 def test_real_weights_offline_fail_with_a_way_out(tmp_path):
     labeler("init", tmp_path / "p", "--classes", "cat,dog")
-    proc = labeler("features", tmp_path / "p", "--clip", "ViT-B-32", "--quiet", check=False,
-                   env={"HF_HUB_OFFLINE": "1"})
+    proc = labeler(
+        "features", tmp_path / "p", "--clip", "ViT-B-32", "--quiet", check=False, env={"HF_HUB_OFFLINE": "1"}
+    )
     assert proc.returncode == 2, proc.stderr
     assert "ViT-B-32" in proc.stderr and "--pretrained" in proc.stderr
     assert "Traceback" not in proc.stderr

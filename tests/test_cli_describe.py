@@ -48,8 +48,9 @@ def test_describe_through_an_openai_endpoint_then_cached(small, server, capsys):
 
 
 def test_dry_run_sends_nothing(small, server, capsys):  # noqa: F811
-    out = run_json(capsys, "describe", small, "--backend", "openai", "--model", "m", "--base-url", server.url,
-                   "--dry-run")
+    out = run_json(
+        capsys, "describe", small, "--backend", "openai", "--model", "m", "--base-url", server.url, "--dry-run"
+    )
     assert out["requests"] > 0 and server.requests == 0
 
 
@@ -86,8 +87,7 @@ def test_edit_disable_add_export_import_and_label_with_descriptions(small, tmp_p
 
 
 def test_caption_images_and_groups_through_the_cli(small, server, capsys):  # noqa: F811
-    argv = ["caption", small, "--backend", "openai", "--model", "vlm", "--base-url", server.url, "--groups",
-            "--quiet"]
+    argv = ["caption", small, "--backend", "openai", "--model", "vlm", "--base-url", server.url, "--groups", "--quiet"]
     res = run_json(capsys, *argv)
     assert server.requests > 0
     from labeler.describe import captions_by_image
@@ -102,7 +102,23 @@ def test_caption_images_and_groups_through_the_cli(small, server, capsys):  # no
 def test_describe_errors_are_clear(small, capsys):
     assert main(["describe", str(small), "--backend", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
-    assert main(["describe", str(small), "--backend", "openai", "--model", "m",
-                 "--base-url", "http://127.0.0.1:9/v1", "--timeout", "2", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "describe",
+                str(small),
+                "--backend",
+                "openai",
+                "--model",
+                "m",
+                "--base-url",
+                "http://127.0.0.1:9/v1",
+                "--timeout",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "127.0.0.1:9" in err and "Traceback" not in err

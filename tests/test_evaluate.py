@@ -20,8 +20,16 @@ def add_images(project, root, rel_paths, folder_labels):
     for k, (rel, folder) in enumerate(zip(rel_paths, folder_labels, strict=True)):
         data = f"image {rel} {k}".encode()
         row = {
-            "sha256": hashlib.sha256(data).hexdigest(), "path": str(root / rel), "rel_path": rel, "root": str(root),
-            "folder_label": folder, "width": 8, "height": 8, "format": "PNG", "bytes": len(data), "status": "ok",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "path": str(root / rel),
+            "rel_path": rel,
+            "root": str(root),
+            "folder_label": folder,
+            "width": 8,
+            "height": 8,
+            "format": "PNG",
+            "bytes": len(data),
+            "status": "ok",
             "added_at": now(),
         }
         with project.db.conn:

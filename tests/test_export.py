@@ -36,9 +36,17 @@ def add_images(project, root, rel_paths, folder_labels=None):
         data = f"image {rel} {k}".encode()
         path.write_bytes(data)
         row = {
-            "sha256": hashlib.sha256(data).hexdigest(), "path": str(path), "rel_path": rel, "root": str(root),
-            "folder_label": folder_labels[k] if folder_labels else None, "width": 40 + k, "height": 30,
-            "format": "PNG", "bytes": len(data), "status": "ok", "added_at": now(),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "path": str(path),
+            "rel_path": rel,
+            "root": str(root),
+            "folder_label": folder_labels[k] if folder_labels else None,
+            "width": 40 + k,
+            "height": 30,
+            "format": "PNG",
+            "bytes": len(data),
+            "status": "ok",
+            "added_at": now(),
         }
         with project.db.conn:
             ids.append(project.db["images"].insert(row).last_pk)
@@ -54,10 +62,28 @@ def label_run(project, ids, top, multi=False, labels=None, score=0.75):
     return job.id
 
 
-WEIRD_CLASSES = ["café, crème", 'say "hi"', "猫", '=HYPERLINK("http://evil.example","x")', "+1", "-2", "@SUM(A1)",
-                 "'quoted"]
-WEIRD_FILES = ["=1+1.png", "+1.png", "-2.png", "@SUM(A1).png", "\tx.png", "'q.png", "\rcr.png",
-               'café, crème/say "hi".png', "猫/猫.png", "new\nline.png"]
+WEIRD_CLASSES = [
+    "café, crème",
+    'say "hi"',
+    "猫",
+    '=HYPERLINK("http://evil.example","x")',
+    "+1",
+    "-2",
+    "@SUM(A1)",
+    "'quoted",
+]
+WEIRD_FILES = [
+    "=1+1.png",
+    "+1.png",
+    "-2.png",
+    "@SUM(A1).png",
+    "\tx.png",
+    "'q.png",
+    "\rcr.png",
+    'café, crème/say "hi".png',
+    "猫/猫.png",
+    "new\nline.png",
+]
 
 
 @pytest.fixture
@@ -77,7 +103,7 @@ def test_csv_round_trip_and_formula_neutralisation(weird, tmp_path):
     assert out == tmp_path / "out" / "labels.csv"
     raw = out.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")  # BOM for Excel
-    assert b"'=HYPERLINK(\"\"http://evil.example" in raw
+    assert b'\'=HYPERLINK(""http://evil.example' in raw
     # Nothing in the raw file would run as a formula in a spreadsheet.
     with open(out, encoding="utf-8-sig", newline="") as handle:
         raw_rows = list(csv.reader(handle))
@@ -89,19 +115,31 @@ def test_csv_round_trip_and_formula_neutralisation(weird, tmp_path):
     rows = read_csv(out)
     expected = []
     for it in final_labels(project):
-        expected.append({
-            "path": it.rel_path, "sha256": it.sha256, "label": it.label or "",
-            "score": "" if it.score is None else f"{it.score:.6g}", "source": it.source or "",
-            "run_id": "" if it.run_id is None else str(it.run_id),
-        })
+        expected.append(
+            {
+                "path": it.rel_path,
+                "sha256": it.sha256,
+                "label": it.label or "",
+                "score": "" if it.score is None else f"{it.score:.6g}",
+                "source": it.source or "",
+                "run_id": "" if it.run_id is None else str(it.run_id),
+            }
+        )
     assert rows == expected
     assert [r["path"] for r in rows] == WEIRD_FILES
     assert [r["source"] for r in rows] == ["human", "accepted", "accepted"] + ["pseudo"] * 6 + [""]
     assert rows[0]["label"] == "猫" and rows[0]["score"] == "" and rows[0]["run_id"] == ""
     assert rows[1]["score"] == "0.75" and rows[1]["run_id"] == str(run)
     assert rows[-1]["label"] == "" and rows[-1]["source"] == ""
-    assert {r["label"] for r in rows} >= {'say "hi"', "café, crème", '=HYPERLINK("http://evil.example","x")', "+1",
-                                          "-2", "@SUM(A1)", "'quoted"}
+    assert {r["label"] for r in rows} >= {
+        'say "hi"',
+        "café, crème",
+        '=HYPERLINK("http://evil.example","x")',
+        "+1",
+        "-2",
+        "@SUM(A1)",
+        "'quoted",
+    }
 
     # One-hot columns are named by the classes: neutralised in the header too, restored by read_csv.
     hot = export(project, "csv", tmp_path / "hot.csv", one_hot=True)
@@ -127,7 +165,10 @@ def test_csv_multi_label_join_and_one_hot(tmp_path):
     # A class named like a fixed column gets a prefix, so no column is lost.
     assert list(rows[0])[6:] == ["class:sky", "class:sea", "class:label"]
     assert [(r["class:sky"], r["class:sea"], r["class:label"]) for r in rows] == [
-        ("1", "1", "0"), ("1", "0", "0"), ("1", "0", "1")]
+        ("1", "1", "0"),
+        ("1", "0", "0"),
+        ("1", "0", "1"),
+    ]
     rows = read_csv(export(project, "csv", tmp_path / "m2.csv", sep="|"))
     assert rows[0]["label"] == "sea|sky" and "sky" not in rows[0]
 
@@ -144,8 +185,16 @@ def test_jsonl(weird, tmp_path):
     objs = [json.loads(line) for line in lines]
     assert len(objs) == len(ids)
     assert "猫" in lines[0]  # not \u-escaped
-    assert objs[0] == {"path": "=1+1.png", "sha256": objs[0]["sha256"], "classes": ["猫"], "score": None,
-                       "source": "human", "run_id": None, "width": 40, "height": 30}
+    assert objs[0] == {
+        "path": "=1+1.png",
+        "sha256": objs[0]["sha256"],
+        "classes": ["猫"],
+        "score": None,
+        "source": "human",
+        "run_id": None,
+        "width": 40,
+        "height": 30,
+    }
     assert objs[3]["source"] == "pseudo" and objs[3]["run_id"] == run and objs[3]["score"] == pytest.approx(0.75)
     assert objs[-1]["classes"] == [] and objs[-1]["source"] is None and objs[-1]["path"] == "new\nline.png"
 
@@ -165,10 +214,17 @@ def test_imagefolder_copy_collisions_and_unsafe_names(tmp_path):
     report = export_report(project, "imagefolder", out)
     assert report.path == out and report.n_labeled == 6 and report.n_unlabeled == 0 and report.n_files == 6
     files = _tree(out)
-    assert files == sorted([
-        MANIFEST_NAME, "cat/1.png", f"cat/{sha[ids[1]][:8]}_1.png", f"cat/{sha[ids[2]][:8]}_1.PNG",
-        "a_b/2.png", "_/3.png", "_CON/4.png",
-    ])
+    assert files == sorted(
+        [
+            MANIFEST_NAME,
+            "cat/1.png",
+            f"cat/{sha[ids[1]][:8]}_1.png",
+            f"cat/{sha[ids[2]][:8]}_1.PNG",
+            "a_b/2.png",
+            "_/3.png",
+            "_CON/4.png",
+        ]
+    )
     assert (out / "cat" / "1.png").read_bytes() == (src / "x/1.png").read_bytes()
     assert (out / "cat" / f"{sha[ids[1]][:8]}_1.png").read_bytes() == (src / "y/1.png").read_bytes()
     assert not any(p.is_symlink() for p in out.rglob("*"))
@@ -182,10 +238,18 @@ def test_imagefolder_copy_collisions_and_unsafe_names(tmp_path):
     set_human_labels(project, ids[0], "dog")
     assert export_report(project, "imagefolder", out).n_files == 6
     files = _tree(out)
-    assert files == sorted([
-        MANIFEST_NAME, "cat/mine.txt", "dog/1.png", "cat/1.png", f"cat/{sha[ids[2]][:8]}_1.PNG",
-        "a_b/2.png", "_/3.png", "_CON/4.png",
-    ])
+    assert files == sorted(
+        [
+            MANIFEST_NAME,
+            "cat/mine.txt",
+            "dog/1.png",
+            "cat/1.png",
+            f"cat/{sha[ids[2]][:8]}_1.PNG",
+            "a_b/2.png",
+            "_/3.png",
+            "_CON/4.png",
+        ]
+    )
     assert (out / "dog" / "1.png").read_bytes() == (src / "x/1.png").read_bytes()
     assert (out / "cat" / "1.png").read_bytes() == (src / "y/1.png").read_bytes()
 

@@ -281,7 +281,11 @@ def test_label_counts_and_missing_images(project, imgs, tmp_path):
     assert gone[0] not in by_id(project)
     counts = label_counts(project)
     assert counts == {
-        "human": 1, "accepted": 2, "pseudo": 3, "unlabeled": 0, "total": 6,
+        "human": 1,
+        "accepted": 2,
+        "pseudo": 3,
+        "unlabeled": 0,
+        "total": 6,
         "per_class": {"cat": 1, "dog": 3, "car": 2},
     }
     # Only ok images are accepted.

@@ -182,7 +182,7 @@ class ZeroShot(Method):
                 "n": len(image_ids),
                 "texts": report["message"],
                 "mean_confidence": conf_sum / len(image_ids),
-                "class_counts": dict(zip(classes, top_counts.tolist())),
+                "class_counts": dict(zip(classes, top_counts.tolist(), strict=True)),
             }
             job.update_metrics(**metrics)
         set_active_run(project, job.id)
