@@ -1,0 +1,368 @@
+"""Review queue (likely mistakes first) and bulk actions on a selection of images.
+
+Queue orderings over the active labeling run's predictions (:data:`ORDERINGS`):
+
+``confidence``
+    Lowest top-1 probability first.
+``margin``
+    Smallest gap between the top-1 and top-2 probabilities first.
+``entropy``
+    Highest entropy of the class distribution first.
+``disagreement``
+    A cheap label-noise detector: each image's current label (the active run's CLIP pseudo-label
+    until someone changes it) against a k-NN vote of its neighbours' labels on **DINO** features
+    (CLIP features when the project has no DINO set — the result says so). Score = share of the
+    similarity-weighted vote *against* the image's label; highest first.
+
+Images a person already labeled are left out of the queue by default, so it shrinks as the
+reviewer works. Bulk actions (:func:`label_images`, :func:`accept_images`, :func:`exclude_images`,
+:func:`include_images`) take any selection: gallery picks, a cluster
+(:func:`labeler.clusters.cluster_members`), search results or a box on the map. Human labels win
+everywhere and exports read the labels live, so they reflect every action at once. Excluded images
+get ``images.status = 'excluded'``: every ``status = 'ok'`` query (final labels, exports, counts,
+features, search) skips them until :func:`include_images` brings them back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import InvalidInputError, NotReadyError
+
+if TYPE_CHECKING:
+    from .project import Project
+
+ORDERINGS = ("margin", "entropy", "confidence", "disagreement")
+#: Neighbours in the k-NN vote.
+DEFAULT_NEIGHBOURS = 10
+
+
+# --- pure scores ----------------------------------------------------------------------------------------
+def _probs(probs: np.ndarray) -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 1:
+        raise InvalidInputError(f"probabilities must have shape (N, C), got {p.shape}")
+    if not np.isfinite(p).all():
+        raise InvalidInputError("probabilities contain NaN or inf")
+    return p
+
+
+def confidence_scores(probs: np.ndarray) -> np.ndarray:
+    """Top-1 probability per row: (N, C) → (N,). Low = uncertain."""
+    return _probs(probs).max(axis=1)
+
+
+def margin_scores(probs: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability per row: (N, C) → (N,) in [0, 1]. Small = torn between two classes."""
+    p = _probs(probs)
+    if p.shape[1] == 1:
+        return p[:, 0].copy()
+    top2 = -np.partition(-p, 1, axis=1)[:, :2]
+    return top2[:, 0] - top2[:, 1]
+
+
+def entropy_scores(probs: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) of each row, renormalised to sum 1: (N, C) → (N,). High = uncertain."""
+    p = np.clip(_probs(probs), 0, None)
+    p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(p), 0.0)
+    return terms.sum(axis=1)
+
+
+def knn_vote(neighbour_labels: np.ndarray, neighbour_scores: np.ndarray, n_classes: int) -> np.ndarray:
+    """Similarity-weighted class votes of each item's neighbours.
+
+    Parameters
+    ----------
+    neighbour_labels : np.ndarray (N, K) int
+        Label of each neighbour (-1: none/unlabeled, not counted).
+    neighbour_scores : np.ndarray (N, K)
+        Cosine similarity of each neighbour (negative similarities count as 0).
+    n_classes : int
+
+    Returns
+    -------
+    np.ndarray (N, C) float64
+        Rows sum to 1 (all zeros where no neighbour voted).
+    """
+    lab = np.asarray(neighbour_labels, dtype=np.int64)
+    w = np.clip(np.nan_to_num(np.asarray(neighbour_scores, dtype=np.float64), neginf=0.0), 0, None)
+    if lab.shape != w.shape or lab.ndim != 2:
+        raise InvalidInputError(f"neighbour labels {lab.shape} and scores {w.shape} must both be (N, K)")
+    n = lab.shape[0]
+    votes = np.zeros((n, int(n_classes)), dtype=np.float64)
+    valid = (lab >= 0) & (lab < n_classes)
+    rows = np.repeat(np.arange(n), lab.shape[1]).reshape(lab.shape)
+    np.add.at(votes, (rows[valid], lab[valid]), w[valid] + 1e-6)
+    total = votes.sum(axis=1, keepdims=True)
+    return np.divide(votes, total, out=np.zeros_like(votes), where=total > 0)
+
+
+def disagreement_scores(labels: np.ndarray, votes: np.ndarray) -> np.ndarray:
+    """Share of the neighbour vote against each item's own label: (N,), (N, C) → (N,) in [0, 1].
+
+    Items with no label or no votes score 0.
+    """
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    v = np.asarray(votes, dtype=np.float64)
+    if v.ndim != 2 or v.shape[0] != len(y):
+        raise InvalidInputError(f"votes must be (N, C) for N = {len(y)} labels, got {v.shape}")
+    has = (y >= 0) & (y < v.shape[1]) & (v.sum(axis=1) > 0)
+    out = np.zeros(len(y))
+    out[has] = 1.0 - v[has, y[has]]
+    return out
+
+
+def order_by(probs: np.ndarray, by: str) -> tuple[np.ndarray, np.ndarray]:
+    """Review order of the rows of ``probs`` (N, C) for ``by`` in confidence|margin|entropy.
+
+    Returns
+    -------
+    (order, scores)
+        Row indices, most in need of review first (ties broken by row), and each row's score (N,).
+    """
+    if by == "confidence":
+        s = confidence_scores(probs)
+        return np.lexsort((np.arange(len(s)), s)), s
+    if by == "margin":
+        s = margin_scores(probs)
+        return np.lexsort((np.arange(len(s)), s)), s
+    if by == "entropy":
+        s = entropy_scores(probs)
+        return np.lexsort((np.arange(len(s)), -s)), s
+    raise InvalidInputError(f"order must be one of confidence, margin, entropy; got {by!r}")
+
+
+# --- the queue ------------------------------------------------------------------------------------------
+@dataclass
+class ReviewQueue:
+    """What :func:`review_queue` returns."""
+
+    by: str
+    run_id: int
+    items: list[dict] = field(default_factory=list)
+    total: int = 0  # images that were candidates (before the limit)
+    features: str | None = None  # disagreement: the feature set the k-NN vote used
+    note: str = ""  # e.g. "no DINO features: the k-NN vote used CLIP features"
+
+    def to_dict(self) -> dict:
+        return {
+            "by": self.by,
+            "run_id": self.run_id,
+            "total": self.total,
+            "features": self.features,
+            "note": self.note,
+            "items": self.items,
+        }
+
+
+def _ok_predictions(project: Project, run: dict) -> tuple[np.ndarray, np.ndarray]:
+    from .labels import read_predictions
+
+    ids, probs, _ = read_predictions(project, run["id"])
+    ok = {r[0] for r in project.db.execute("select id from images where status = 'ok'")}
+    keep = np.array([int(i) in ok for i in ids], dtype=bool)
+    return ids[keep], probs[keep]
+
+
+def review_queue(
+    project: Project,
+    by: str = "margin",
+    limit: int = 50,
+    include_labeled: bool = False,
+    features: str | None = None,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    run_id: int | None = None,
+) -> ReviewQueue:
+    """The images most likely mislabeled, for a reviewer to fix first.
+
+    Parameters
+    ----------
+    by : str
+        ``margin``, ``entropy``, ``confidence`` or ``disagreement`` (see the module docstring).
+    limit : int
+        Items returned (1..100000).
+    include_labeled : bool
+        Keep images a person already labeled (``human``); left out by default.
+    features : str, optional
+        ``disagreement`` only: the feature set of the k-NN vote (default ``dino``, else ``clip``).
+    neighbours : int
+        ``disagreement`` only: k of the k-NN vote.
+    run_id : int, optional
+        The labeling run (default: the active run).
+
+    Returns
+    -------
+    ReviewQueue
+        ``items``: ``{"image_id", "score", "label", "source", "pseudo", "confidence", "margin",
+        "entropy", "sha256", "path", "rel_path"}`` plus ``knn_label`` and ``knn_share`` for
+        ``disagreement``; ``score`` is what the queue is sorted by.
+    """
+    from .labels import _label_run, active_run, final_labels
+
+    if by not in ORDERINGS:
+        raise InvalidInputError(f"--by must be one of {', '.join(ORDERINGS)}, got {by!r}")
+    if not isinstance(limit, (int, np.integer)) or not 1 <= int(limit) <= 100_000:
+        raise InvalidInputError(f"limit must be between 1 and 100000, got {limit!r}")
+    run = _label_run(project, run_id) if run_id is not None else active_run(project)
+    if run is None:
+        raise NotReadyError("there is no finished labeling run: run `python -m labeler label PROJECT` first")
+    classes = list(run["params"]["classes"])
+    ids, probs = _ok_predictions(project, run)
+    if len(ids) == 0:
+        return ReviewQueue(by, int(run["id"]))
+    final = {it.image_id: it for it in final_labels(project, run_id=run["id"])}
+    queue = ReviewQueue(by, int(run["id"]))
+    extra: dict[str, np.ndarray] = {}
+    if by == "disagreement":
+        scores, extra, queue.features, queue.note = _disagreement(
+            project, ids, probs, classes, final, features, neighbours
+        )
+        order = np.lexsort((np.arange(len(scores)), margin_scores(probs), -scores))
+    else:
+        order, scores = order_by(probs, by)
+    if not include_labeled:
+        order = np.array(
+            [o for o in order if getattr(final.get(int(ids[o])), "source", None) != "human"], dtype=np.int64
+        )
+    queue.total = len(order)
+    order = order[: int(limit)]
+    conf, marg, ent = confidence_scores(probs[order]), margin_scores(probs[order]), entropy_scores(probs[order])
+    from .search import describe
+
+    described = {d["image_id"]: d for d in describe(project, ids[order].tolist())}
+    for pos, o in enumerate(order.tolist()):
+        image_id = int(ids[o])
+        item = {
+            "image_id": image_id,
+            "score": round(float(scores[o]), 6),
+            "pseudo": classes[int(probs[o].argmax())],
+            "confidence": round(float(conf[pos]), 6),
+            "margin": round(float(marg[pos]), 6),
+            "entropy": round(float(ent[pos]), 6),
+        }
+        for key, arr in extra.items():
+            item[key] = arr[o]
+        d = described.get(image_id, {})
+        item.update({k: d.get(k) for k in ("label", "source", "sha256", "path", "rel_path")})
+        queue.items.append(item)
+    return queue
+
+
+def _disagreement(project, ids, probs, classes, final, features, neighbours):
+    """Disagreement scores (N,), per-item extras, the feature-set key used and a note."""
+    from .index import _latest_set, get_index
+
+    note = ""
+    if features is None:
+        if _latest_set(project, "dino") is not None:
+            features = "dino"
+        else:
+            features = "clip"
+            note = "no DINO features: the k-NN vote used CLIP features (compute DINO ones for a sharper check)"
+    if not isinstance(neighbours, (int, np.integer)) or not 1 <= int(neighbours) <= 1000:
+        raise InvalidInputError(f"neighbours must be between 1 and 1000, got {neighbours!r}")
+    index = get_index(project, features)
+    cls_idx = {c: i for i, c in enumerate(classes)}
+
+    def label_of(image_id: int) -> int:
+        it = final.get(int(image_id))
+        if it is not None and it.label is not None:
+            return cls_idx.get(it.label, -1)
+        return -1
+
+    own = np.array([label_of(i) for i in ids], dtype=np.int64)
+    # Images without a final label fall back to their top-1 under this run.
+    own = np.where(own >= 0, own, probs.argmax(axis=1))
+    label_by_id = np.full(int(ids.max()) + 1, -1, dtype=np.int64)  # image id → label index (-1: none)
+    label_by_id[ids] = own
+    has = index.rows_of(ids) >= 0
+    scores = np.zeros(len(ids))
+    knn_label = np.full(len(ids), None, dtype=object)
+    knn_share = np.full(len(ids), None, dtype=object)
+    if has.any():
+        s, nbr = index.search_images(ids[has], int(neighbours))
+        inside = (nbr >= 0) & (nbr < len(label_by_id))
+        nbr_lab = np.where(inside, label_by_id[np.where(inside, nbr, 0)], -1)
+        votes = knn_vote(nbr_lab, s, len(classes))
+        scores[has] = disagreement_scores(own[has], votes)
+        top = votes.argmax(axis=1)
+        voted = votes.sum(axis=1) > 0
+        knn_label[has] = [classes[t] if v else None for t, v in zip(top, voted, strict=True)]
+        knn_share[has] = [round(float(r[t]), 6) if v else None for r, t, v in zip(votes, top, voted, strict=True)]
+    if not has.all():
+        missing = int((~has).sum())
+        note = (note + "; " if note else "") + f"{missing} images have no {index.kind} features and score 0"
+    return scores, {"knn_label": knn_label, "knn_share": knn_share}, index.key, note
+
+
+# --- bulk actions ---------------------------------------------------------------------------------------
+def _ids(image_ids: int | Iterable[int]) -> list[int]:
+    if isinstance(image_ids, (int, np.integer)):
+        return [int(image_ids)]
+    ids = list(dict.fromkeys(int(i) for i in image_ids))
+    if not ids:
+        raise InvalidInputError("no images selected: pick some images, a cluster or search results first")
+    return ids
+
+
+def label_images(project: Project, image_ids: int | Iterable[int], classes: str | Sequence[str]) -> int:
+    """Label a selection (gallery picks, a cluster, search results) as ``classes`` by hand.
+
+    Human labels replace any earlier label of these images and win over pseudo-labels everywhere.
+    Returns the number of images labeled.
+    """
+    from .labels import set_human_labels
+
+    return set_human_labels(project, _ids(image_ids), classes)
+
+
+def accept_images(
+    project: Project, image_ids: int | Iterable[int], run_id: int | None = None, min_score: float | None = None
+) -> int:
+    """Accept the pseudo-labels of a selection (images with a human label keep it). Returns labels written."""
+    from .labels import accept_pseudo_labels
+
+    return accept_pseudo_labels(project, _ids(image_ids), run_id=run_id, min_score=min_score)
+
+
+def _set_status(project: Project, image_ids: list[int], old: str, new: str) -> int:
+    from .labels import _chunks, _existing_ids
+
+    missing = set(image_ids) - _existing_ids(project, image_ids)
+    if missing:
+        raise InvalidInputError(f"{len(missing)} image ids do not exist, e.g. {sorted(missing)[:5]}")
+    changed = 0
+    with project.db.conn:
+        for chunk in _chunks(image_ids):
+            marks = ",".join("?" * len(chunk))
+            changed += project.db.execute(
+                f"update images set status = ? where status = ? and id in ({marks})", [new, old, *chunk]
+            ).rowcount
+        version = project.get_meta("images_version", 0) or 0
+        project.db["meta"].insert({"key": "images_version", "value": str(int(version) + 1)}, replace=True)
+    return changed
+
+
+def exclude_images(project: Project, image_ids: int | Iterable[int]) -> int:
+    """Mark ok images ``excluded``: they leave the final labels, exports, counts, queue and search results.
+
+    Their labels and predictions are kept, so :func:`include_images` restores them as they were.
+    Returns the number of images excluded.
+    """
+    return _set_status(project, _ids(image_ids), "ok", "excluded")
+
+
+def include_images(project: Project, image_ids: int | Iterable[int]) -> int:
+    """Undo :func:`exclude_images` for these images. Returns the number brought back."""
+    return _set_status(project, _ids(image_ids), "excluded", "ok")
+
+
+def excluded_images(project: Project) -> list[int]:
+    """Ids of the excluded images, ascending."""
+    return [r[0] for r in project.db.execute("select id from images where status = 'excluded' order by id")]

@@ -1,0 +1,306 @@
+"""Search a project's images: by image (nearest neighbours), by text (CLIP), and for near-duplicates.
+
+All three go through the feature set's :class:`labeler.index.FeatureIndex`, so they see only ok
+images (excluded and missing ones never come back). Results are lists of dicts the CLI prints and
+the UI shows as a gallery: ``{"image_id", "score", "sha256", "path", "rel_path", "label", "source"}``
+with ``score`` the cosine similarity and ``label``/``source`` the image's final label.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import string
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import InvalidInputError, NotReadyError
+
+if TYPE_CHECKING:
+    from .project import Project
+
+#: Default cosine similarity above which two images count as near-duplicates.
+DUPLICATE_THRESHOLD = 0.95
+#: Neighbours looked at per image when grouping near-duplicates.
+DUPLICATE_NEIGHBOURS = 16
+MAX_K = 10_000
+
+
+def _check_k(k: int) -> int:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= int(k) <= MAX_K:
+        raise InvalidInputError(f"k must be a whole number between 1 and {MAX_K}, got {k!r}")
+    return int(k)
+
+
+def resolve_image(project: Project, ref: int | str) -> dict:
+    """The ``images`` row an id, sha256 (or a unique prefix of at least 6 hex digits) or file path names.
+
+    Paths match the absolute ``path`` (after resolving) or the ``rel_path`` shown in exports.
+
+    Raises
+    ------
+    InvalidInputError
+        Nothing matches, or a sha256 prefix matches several images.
+    """
+    db = project.db
+    if isinstance(ref, (int, np.integer)) and not isinstance(ref, bool):
+        rows = list(db["images"].rows_where("id = ?", [int(ref)]))
+        if not rows:
+            raise InvalidInputError(f"there is no image with id {int(ref)}")
+        return rows[0]
+    if not isinstance(ref, str) or not ref.strip():
+        raise InvalidInputError("give an image as its id, sha256 (or a prefix) or file path")
+    text = ref.strip()
+    low = text.lower()
+    if len(low) >= 6 and all(ch in string.hexdigits for ch in low):
+        rows = list(db["images"].rows_where("sha256 like ?", [low + "%"], limit=3))
+        if len(rows) == 1:
+            return rows[0]
+        if len(rows) > 1:
+            raise InvalidInputError(f"sha256 prefix {low!r} matches several images: give more digits")
+    if text.isdigit():
+        rows = list(db["images"].rows_where("id = ?", [int(text)]))
+        if rows:
+            return rows[0]
+    candidates = [text, os.path.abspath(os.path.expanduser(text))]
+    try:
+        candidates.append(str(Path(text).expanduser().resolve()))
+    except OSError:
+        pass
+    for cand in dict.fromkeys(candidates):
+        rows = list(db["images"].rows_where("path = ?", [cand], limit=1))
+        if rows:
+            return rows[0]
+    rows = list(db["images"].rows_where("rel_path = ?", [text], limit=2))
+    if len(rows) == 1:
+        return rows[0]
+    if len(rows) > 1:
+        raise InvalidInputError(f"{text!r} names several images (imported from different roots): give its sha256")
+    raise InvalidInputError(
+        f"no image in this project matches {text!r}: give an imported file's path, its sha256 or image id"
+    )
+
+
+def describe(project: Project, image_ids: list[int], scores: list[float] | None = None) -> list[dict]:
+    """Gallery items for ``image_ids`` (order kept): id, score, sha256, path, rel_path, label, source."""
+    from .labels import final_labels
+
+    ids = [int(i) for i in image_ids]
+    items = {it.image_id: it for it in final_labels(project, ids)} if ids else {}
+    out = []
+    for pos, i in enumerate(ids):
+        it = items.get(i)
+        if it is None:
+            continue
+        out.append(
+            {
+                "image_id": i,
+                "score": None if scores is None else round(float(scores[pos]), 6),
+                "sha256": it.sha256,
+                "path": it.path,
+                "rel_path": it.rel_path,
+                "label": it.label,
+                "source": it.source,
+            }
+        )
+    return out
+
+
+def similar_images(project: Project, image: int | str, k: int = 12, features: str = "clip") -> list[dict]:
+    """The ``k`` ok images most similar to one image (itself left out), most similar first.
+
+    Parameters
+    ----------
+    image : int or str
+        Image id, sha256 (prefix) or path (see :func:`resolve_image`).
+    features : str
+        ``clip``, ``dino`` or a feature-set key.
+
+    Returns
+    -------
+    list of dict
+        See the module docstring; ``score`` is the cosine similarity to the query image.
+    """
+    from .index import get_index
+
+    k = _check_k(k)
+    row = resolve_image(project, image)
+    if row["status"] != "ok":
+        raise InvalidInputError(f"image {row['rel_path']} is {row['status']}: include it again to search from it")
+    index = get_index(project, features)
+    if not index.has_image(row["id"]):
+        raise NotReadyError(
+            f"image {row['rel_path']} has no {index.kind} features yet: run `python -m labeler features` first"
+        )
+    scores, ids = index.search_images([row["id"]], k)
+    keep = ids[0] >= 0
+    return describe(project, ids[0][keep].tolist(), scores[0][keep].tolist())
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_clip(model: str, pretrained: str | None, device: str):
+    from .models import load_clip
+
+    return load_clip(model, pretrained, device=device)
+
+
+def _text_encoder(fset: dict, device: str = "auto"):
+    """The CLIP model of a feature set (cached per process); tests replace this function."""
+    return _cached_clip(fset["model"], fset["pretrained"] or None, device)
+
+
+def encode_text(project: Project, text: str, features: str = "clip", device: str = "auto") -> np.ndarray:
+    """The CLIP text embedding (D,) float32, unit norm, of ``text`` with the feature set's own model."""
+    from .index import _resolve_set
+
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInputError('give a text to search for, e.g. "a red car at night"')
+    fset = _resolve_set(project, features)
+    if fset["kind"] != "clip":
+        raise InvalidInputError(
+            f"text search needs CLIP features, and {fset['key']} is {fset['kind']}: use --features clip"
+        )
+    model = _text_encoder(fset, device)
+    emb = model.encode_texts([text.strip()])
+    emb = emb.detach().float().cpu().numpy() if hasattr(emb, "detach") else np.asarray(emb, dtype=np.float32)
+    emb = emb.reshape(-1)
+    if emb.shape[0] != int(fset["dim"]):
+        raise InvalidInputError(
+            f"the text encoder gives {emb.shape[0]}-d vectors but {fset['key']} has {fset['dim']}-d features"
+        )
+    return (emb / max(float(np.linalg.norm(emb)), 1e-12)).astype(np.float32)
+
+
+def text_search(project: Project, text: str, k: int = 12, features: str = "clip", device: str = "auto") -> list[dict]:
+    """The ``k`` ok images whose CLIP features best match ``text`` ("a red car at night").
+
+    The text is embedded by the CLIP model the feature set was computed with
+    (``load_clip(fset['model'], fset['pretrained'])``), without a prompt template.
+
+    Returns
+    -------
+    list of dict
+        See the module docstring; ``score`` is the cosine similarity between text and image.
+    """
+    from .index import get_index
+
+    k = _check_k(k)
+    query = encode_text(project, text, features, device)
+    index = get_index(project, features)
+    scores, ids = index.search(query[None, :], k)
+    keep = ids[0] >= 0
+    return describe(project, ids[0][keep].tolist(), scores[0][keep].tolist())
+
+
+class _UnionFind:
+    def __init__(self):
+        self.parent: dict[int, int] = {}
+
+    def find(self, a: int) -> int:
+        self.parent.setdefault(a, a)
+        root = a
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[a] != root:
+            self.parent[a], a = root, self.parent[a]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def duplicate_groups(
+    ids: np.ndarray, neighbour_ids: np.ndarray, neighbour_scores: np.ndarray, threshold: float
+) -> list[dict]:
+    """Group items linked by a similarity ≥ ``threshold`` (connected components, union-find).
+
+    Parameters
+    ----------
+    ids : np.ndarray (N,)
+        The query items.
+    neighbour_ids, neighbour_scores : np.ndarray (N, K)
+        Each query's neighbours (-1 for none) and their similarities.
+
+    Returns
+    -------
+    list of dict
+        ``{"images": [ids ascending], "max_similarity", "min_similarity", "pairs"}`` per group of
+        2 or more, largest groups first; ``min_similarity`` is the weakest link used.
+    """
+    uf = _UnionFind()
+    links: dict[int, list[float]] = {}
+    pairs: list[tuple[int, int, float]] = []
+    seen: set[tuple[int, int]] = set()
+    for q, nbrs, sims in zip(
+        np.asarray(ids).tolist(), np.asarray(neighbour_ids), np.asarray(neighbour_scores), strict=True
+    ):
+        for j, s in zip(nbrs.tolist(), sims.tolist(), strict=True):
+            if j < 0 or j == q or s < threshold:
+                continue
+            key = (min(q, j), max(q, j))
+            if key in seen:
+                continue
+            seen.add(key)
+            uf.union(q, j)
+            pairs.append((key[0], key[1], float(s)))
+    groups: dict[int, set[int]] = {}
+    for a, b, s in pairs:
+        root = uf.find(a)
+        groups.setdefault(root, set()).update((a, b))
+        links.setdefault(root, []).append(s)
+    out = [
+        {
+            "images": sorted(members),
+            "max_similarity": round(max(links[root]), 6),
+            "min_similarity": round(min(links[root]), 6),
+            "pairs": len(links[root]),
+        }
+        for root, members in groups.items()
+    ]
+    return sorted(out, key=lambda g: (-len(g["images"]), -g["max_similarity"], g["images"][0]))
+
+
+def near_duplicates(
+    project: Project,
+    threshold: float = DUPLICATE_THRESHOLD,
+    features: str = "clip",
+    neighbours: int = DUPLICATE_NEIGHBOURS,
+    batch_size: int = 4096,
+) -> list[dict]:
+    """Groups of ok images whose features are at least ``threshold`` cosine-similar.
+
+    Each image's ``neighbours`` nearest neighbours are searched in the index; pairs above the
+    threshold are joined into groups (so a group larger than ``neighbours`` is still found whole as
+    long as its members chain).
+
+    Returns
+    -------
+    list of dict
+        ``{"images": [gallery items], "max_similarity", "min_similarity", "pairs"}``, largest first.
+    """
+    from .index import get_index
+
+    if not isinstance(threshold, (int, float)) or not 0 < float(threshold) <= 1:
+        raise InvalidInputError(f"threshold must be a cosine similarity in (0, 1], got {threshold!r}")
+    neighbours = _check_k(neighbours)
+    index = get_index(project, features)
+    ok = np.flatnonzero(index.row_image >= 0)
+    all_ids = index.row_image[ok]
+    nbr_ids, nbr_scores = [], []
+    mat = project.features.matrix(index.set_id)
+    for start in range(0, len(ok), batch_size):
+        rows = ok[start : start + batch_size]
+        q = np.asarray(mat[rows], dtype=np.float32)
+        s, i = index.search(q, neighbours, exclude=all_ids[start : start + batch_size])
+        nbr_ids.append(i)
+        nbr_scores.append(s)
+    if not len(ok):
+        return []
+    groups = duplicate_groups(all_ids, np.vstack(nbr_ids), np.vstack(nbr_scores), float(threshold))
+    for g in groups:
+        g["images"] = describe(project, g["images"])
+    return groups
