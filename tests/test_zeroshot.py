@@ -108,7 +108,7 @@ def test_method_run_writes_predictions_and_becomes_active(project, monkeypatch):
     centers, _, feats, y = _planted(C=3, N=90, seed=3)
     _project_with_features(project, _unit(feats))
     monkeypatch.setattr(
-        zeroshot, "_clip_for_set", lambda fset, device: _FakeClip(dict(zip(project.classes, centers)))
+        zeroshot, "_clip_for_set", lambda fset, device: _FakeClip(dict(zip(project.classes, centers, strict=True)))
     )
     result = get_method("zeroshot").run(project, ZeroShot.params_from({"templates": "photo"}))
     assert result.metrics["n"] == 90
@@ -129,8 +129,8 @@ def test_method_needs_features_first(project):
 def test_registry_lists_planned_methods_as_unavailable():
     names = {m["name"]: m for m in list_methods()}
     assert names["zeroshot"]["available"]
-    assert not names["nola"]["available"] and "not implemented" in names["nola"]["summary"]
+    assert not names["latteclip"]["available"] and "not implemented" in names["latteclip"]["summary"]
     with pytest.raises(InvalidInputError, match="not implemented"):
-        get_method("nola")
+        get_method("latteclip")
     with pytest.raises(InvalidInputError, match="no option"):
         ZeroShot.params_from({"bogus": 1})

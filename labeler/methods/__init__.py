@@ -1,4 +1,4 @@
-"""Method registry: ``zeroshot`` now; ``nola``, ``latteclip`` and ``cdul`` as they land.
+"""Method registry: ``zeroshot``, ``nola`` and ``lafter`` (trainable) now; ``latteclip`` and ``cdul`` as they land.
 
 >>> from labeler.methods import get_method            # doctest: +SKIP
 >>> method = get_method("zeroshot")
@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from .base import Method, RunResult
 from ..errors import InvalidInputError
+from .base import Method, RunResult
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -43,6 +43,6 @@ def list_methods() -> list[dict]:
     return out
 
 
-from . import zeroshot  # noqa: E402,F401  (registers itself)
+from . import lafter, nola, zeroshot  # noqa: E402,F401  (register themselves; nola, lafter train: labeler.train)
 
 __all__ = ["METHODS", "PLANNED", "Method", "RunResult", "get_method", "list_methods", "register_method"]

@@ -1,0 +1,203 @@
+"""CLI commands for training: ``train``, ``label --run`` (relabel with a trained model), ``apply``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .cli import PROG, _emit, _json_arg, _open, _progress, _project_arg, _sub
+from .errors import InvalidInputError
+
+TRAINING_METHODS = ("nola", "lafter")
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _comparison_lines(comp: dict | None) -> list[str]:
+    if not comp:
+        return []
+    acc = comp.get("accuracy") or {}
+    lines = [
+        f"  vs run {comp['old_run']}: agreement {_pct(comp['agreement'])} on {comp['n_common']} images, "
+        f"{comp['changed']} changed"
+    ]
+    if acc.get("old") is not None or acc.get("new") is not None:
+        lines.append(
+            f"  accuracy (folder ground truth): run {comp['old_run']} {_pct(acc.get('old'))} → "
+            f"run {comp['new_run']} {_pct(acc.get('new'))}"
+        )
+    lines += [f"    {t['from']} → {t['to']}: {t['n']}" for t in comp.get("transitions", [])[:5]]
+    return lines
+
+
+def _label_lines(run_id: int, metrics: dict) -> list[str]:
+    lines = [
+        f"label run {run_id}: labeled {metrics.get('n', 0)} images with the trained model"
+        + (f" ({metrics['failed']} unreadable)" if metrics.get("failed") else "")
+        + " — now the active run"
+    ]
+    return lines + _comparison_lines(metrics.get("comparison"))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .methods import get_method
+    from .train.apply import relabel
+    from .train.runner import train
+
+    project = _open(args)
+    if args.resume is not None and args.fresh:
+        raise InvalidInputError("--resume and --fresh exclude each other")
+    progress = _progress(args, "train", "step")
+    try:
+        if args.resume is not None:
+            overrides = {
+                "device": None if args.device == "auto" else args.device,
+                "precision": args.precision,
+                "workers": args.workers,
+            }
+            res = train(project, args.method, None, resume=args.resume, overrides=overrides, on_progress=progress)
+        else:
+            method = get_method(args.method or "nola")
+            if not hasattr(method, "load_predictor"):
+                raise InvalidInputError(
+                    f"method {method.name!r} does not train; choose one of {', '.join(TRAINING_METHODS)}"
+                )
+            options = {
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "lr": args.lr,
+                "tokens": args.tokens,
+                "seed": args.seed,
+                "device": args.device,
+                "precision": args.precision,
+                "workers": args.workers,
+                "patience": args.patience,
+                "descriptions": args.descriptions,
+            }
+            if args.templates:
+                options["templates"] = args.templates.split("|") if "{" in args.templates else args.templates
+            params = method.params_from(options)
+            res = train(project, method, params, resume=None if args.fresh else "auto", on_progress=progress)
+        label_result = None if args.no_label else relabel(project, res.run_id, device=args.device, on_progress=progress)
+    finally:
+        progress and progress.close()
+    result_train = {"train_run_id": res.run_id, "resumed": res.resumed}
+    from .jobs import get_run
+
+    run = get_run(project, result_train["train_run_id"])
+    m = run["metrics"]
+    lines = [
+        f"train run {run['id']} ({run['method']}){' resumed' if result_train['resumed'] else ''}: "
+        f"{m.get('epochs_run', 0)} epochs on {m.get('device')} ({m.get('amp')}), best epoch "
+        f"{m.get('best_epoch')} by {m.get('selection')}"
+        + (f" ({m['best_score']:.3f})" if isinstance(m.get("best_score"), float) else "")
+        + (", stopped early" if m.get("stopped_early") else "")
+    ]
+    setup = m.get("setup", {})
+    if setup.get("val_reason"):
+        lines.append(f"  note: {setup['val_reason']}")
+    for note in setup.get("notes", []):
+        lines.append(f"  note: {note}")
+    for e in m.get("epochs", []):
+        lines.append(
+            f"  epoch {e['epoch']:>3}: loss {e['loss']:.4f}, train agreement {_pct(e.get('train_agreement'))}, "
+            f"held-out teacher agreement {_pct(e.get('teacher_agreement'))}, churn {_pct(e.get('churn'))}"
+            + (f", val accuracy {_pct(e.get('val_accuracy'))}" if e.get("val_accuracy") is not None else "")
+            + (" *" if e.get("selected") else "")
+        )
+    data = {
+        "train_run_id": run["id"],
+        "method": run["method"],
+        "params": run["params"],
+        "metrics": m,
+        "resumed": result_train["resumed"],
+    }
+    if label_result is not None:
+        lines += _label_lines(label_result.run_id, label_result.metrics)
+        data["label_run_id"] = label_result.run_id
+        data["label"] = label_result.metrics
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_label_run(args: argparse.Namespace) -> int:
+    """``label PROJECT --run RUN``: relabel every image with the trained model of a train run."""
+    from .train.apply import relabel
+
+    project = _open(args)
+    progress = _progress(args, f"label (run {args.run})")
+    try:
+        result = relabel(project, args.run, device=args.device, on_progress=progress)
+    finally:
+        progress and progress.close()
+    _emit(args, {"run_id": result.run_id, **result.metrics}, "\n".join(_label_lines(result.run_id, result.metrics)))
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from .train.apply import apply_model
+    from .train.student import read_model_file
+
+    classes = read_model_file(args.model)["classes"]
+    probs = apply_model(args.model, args.images, device=args.device, batch_size=args.batch_size)
+    rows = [
+        {"path": str(p), "label": classes[int(row.argmax())], "score": float(row.max())}
+        for p, row in zip(args.images, probs, strict=True)
+    ]
+    text = "\n".join(f"{r['path']}\t{r['label']}\t{r['score']:.4f}" for r in rows)
+    _emit(args, {"classes": classes, "predictions": rows}, text)
+    return 0
+
+
+def register(subs) -> None:
+    """Add ``train`` and ``apply`` to the CLI."""
+    p = _sub(
+        subs,
+        "train",
+        cmd_train,
+        "train a labeling model (NoLA, LaFTer), then relabel every image with it (a new, active run)",
+        f"{PROG} train pets --method nola\n{PROG} train pets --method nola --epochs 10 --batch-size 64\n"
+        f"{PROG} train pets --method lafter --device cuda\n{PROG} train pets --resume 7   # continue run 7",
+    )
+    _project_arg(p)
+    p.add_argument("--method", choices=TRAINING_METHODS, help="nola (default: CLIP + DINO) or lafter (CLIP only)")
+    p.add_argument("--epochs", type=int, help="epochs (default 50 on a GPU, 3 on CPU)")
+    p.add_argument("--batch-size", type=int, help="images per step (default 512 on a GPU, 16 on CPU)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default: nola 0.004, lafter 0.0005)")
+    p.add_argument("--tokens", type=int, help="prompt tokens (default: nola 16, lafter 50)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--patience", type=int, help="epochs without improvement before stopping early (default 5)")
+    p.add_argument("--templates", help="prompt template set (photo, simple, openai) or '|'-separated templates")
+    p.add_argument("--descriptions", choices=["none", "llm", "both"], help="class texts, as for zero-shot")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto (default): bf16/fp16 autocast on a GPU, fp32 on CPU",
+    )
+    p.add_argument("--workers", type=int, help="image decoding workers (default: by image count)")
+    p.add_argument("--resume", type=int, metavar="RUN", help="continue this interrupted or cancelled train run")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new run even if an interrupted run with the same options could be continued",
+    )
+    p.add_argument("--no-label", action="store_true", help="train only; relabel later with `label --run RUN`")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _json_arg(p)
+
+    p = _sub(
+        subs,
+        "apply",
+        cmd_apply,
+        "label new image files with an exported model (export --format model)",
+        f"{PROG} apply model.pt new/1.jpg new/2.jpg --json",
+    )
+    p.add_argument("model", help="model file written by `export PROJECT --format model -o model.pt`")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    _json_arg(p)
+    # The "model" exporter (export --format model) registers on import.
+    from .train import export_model  # noqa: F401

@@ -1,0 +1,245 @@
+"""The machinery NoLA and LaFTer share: a prompt-tuned CLIP student trained against a teacher's hard labels.
+
+:class:`PromptTuningMethod` resolves the params (the newest CLIP feature set's model is the student's
+base unless ``features`` names one), builds the class texts (templates and/or LLM descriptions, as for
+zero-shot) and their classifier T, splits the images (:mod:`labeler.train.data`), asks the subclass for
+its teacher (:meth:`PromptTuningMethod.prepare_teacher`), and trains
+:class:`labeler.train.student.PromptTuningTask`. Subclasses set ``name``, ``Params``, ``default_tokens``,
+``default_lr`` and implement ``prepare_teacher`` (and ``head_init`` / ``make_teacher`` if they differ).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..errors import InvalidInputError, NotReadyError
+from ..prompts import DEFAULT_TEMPLATES
+from ..train.params import TrainParams, resolve_training
+from .trainable import TrainableMethod
+
+if TYPE_CHECKING:
+    from ..jobs import Job
+    from ..project import Project
+
+
+@dataclass
+class PromptTuningParams(TrainParams):
+    """Options of prompt-tuning methods (plus :class:`labeler.train.params.TrainParams`)."""
+
+    features: str | None = None  # CLIP feature-set key: its model is the student; the newest CLIP set when None
+    tokens: int | None = None  # prompt tokens; None: the method's default (NoLA 16, LaFTer 50)
+    templates: str | list[str] = DEFAULT_TEMPLATES  # prompt templates for the class texts
+    descriptions: str = "both"  # none | llm | both: LLM descriptions in the class texts (see zero-shot)
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class SetupContext:
+    """What :meth:`PromptTuningMethod.prepare_teacher` gets: rows are positions in ``image_ids``."""
+
+    classes: list[str]
+    image_ids: list[int]
+    clip_features: np.ndarray  # (N, D) cached CLIP features of the weak view
+    text_embeddings: list[np.ndarray]  # per class (T_c, D), L2-normalised
+    text_classifier: np.ndarray  # T (C, D)
+    logit_scale: float
+    verified: np.ndarray  # (N,) class index of human/accepted labels, -1 where none
+    rows: dict  # train / holdout / val row arrays (labeler.train.data.split_rows)
+    params: dict
+    progress: Callable[[str], None]
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+class PromptTuningMethod(TrainableMethod):
+    """Base of NoLA and LaFTer (see the module docstring)."""
+
+    Params: ClassVar[type] = PromptTuningParams
+    default_tokens: ClassVar[int] = 16
+    default_lr: ClassVar[float] = 0.004
+
+    def __init__(self):
+        self._clip_cache: tuple[str, Any] | None = None
+
+    # --- hooks -----------------------------------------------------------------------------------
+    def resolve_extra(self, project: Project, values: dict) -> dict:
+        """Method-specific params (e.g. NoLA's DINO feature set)."""
+        return values
+
+    def select_images(self, project: Project, params: dict, image_ids: list[int]) -> list[int]:
+        """Restrict the training images (default: every image with CLIP features)."""
+        return image_ids
+
+    def prepare_teacher(self, project: Project, params: dict, ctx: SetupContext) -> dict:
+        """``{"labels": (N,) int array}`` (fixed teacher) or ``{"head": (C, D) array}`` (head teacher), plus
+        an optional ``"head_init"`` (C, D) for the student and a JSON-able ``"report"``."""
+        raise NotImplementedError
+
+    # --- TrainableMethod ---------------------------------------------------------------------------
+    def resolve(self, project: Project, params: Any) -> dict:
+        from ..device import resolve_device
+        from ..features import latest_set
+
+        if not isinstance(params, self.Params):
+            raise InvalidInputError(f"{self.name} takes {self.Params.__name__}, got {type(params).__name__}")
+        classes = project.classes
+        if len(classes) < 2:
+            raise NotReadyError("the project needs at least two classes: set them with `labeler init --classes`")
+        if project.multi_label:
+            raise InvalidInputError(
+                f"{self.name} trains a single-label classifier; this project is multi-label (use zeroshot for now)"
+            )
+        device = resolve_device(params.device)
+        values = resolve_training(asdict(params), device.type, self.default_lr)
+        values["tokens"] = int(values["tokens"]) if values.get("tokens") is not None else self.default_tokens
+        if values["tokens"] < 0:
+            raise InvalidInputError(f"tokens must be 0 or more, got {values['tokens']}")
+        if not 0 <= float(values["label_smoothing"]) < 1:
+            raise InvalidInputError(f"label_smoothing must be in [0, 1), got {values['label_smoothing']}")
+        fset = project.features.get_set(values["features"]) if values.get("features") else latest_set(project, "clip")
+        if fset is None or fset["kind"] != "clip":
+            what = f"CLIP feature set {values['features']!r}" if values.get("features") else "CLIP features"
+            raise NotReadyError(f"no {what} in this project: run `python -m labeler features PROJECT --clip ...` first")
+        values["features"] = fset["key"]
+        values["base"] = {"model": fset["model"], "pretrained": fset["pretrained"] or None, "key": fset["key"]}
+        values["classes"] = list(classes)
+        values["multi_label"] = False
+        return self.resolve_extra(project, values)
+
+    def _clip(self, params: dict, device):
+        from ..models import load_clip
+
+        key = f"{params['base']['key']}@{device}"
+        if self._clip_cache is None or self._clip_cache[0] != key:
+            base = params["base"]
+            self._clip_cache = (
+                key,
+                load_clip(base["model"], base.get("pretrained") or None, device=device, precision="fp32"),
+            )
+        return self._clip_cache[1]
+
+    def setup(self, project: Project, params: dict, job: Job) -> dict:
+        import torch
+
+        from ..describe import class_texts_report
+        from ..device import resolve_device
+        from ..features import feature_matrix
+        from ..train.data import split_rows, verified_labels
+        from .zeroshot import encode_class_texts, text_classifier
+
+        classes = params["classes"]
+        job.progress(0, 1, "encoding class texts", force=True)
+        clip = self._clip(params, resolve_device(params["device"]))
+        texts, text_report = class_texts_report(project, params["descriptions"], params["templates"], classes)
+        embeddings = encode_class_texts(clip, texts)
+        classifier = text_classifier(embeddings)
+        ids, feats = feature_matrix(project, params["features"])
+        keep = set(self.select_images(project, params, ids))
+        rows_kept = [r for r, i in enumerate(ids) if i in keep]
+        if len(rows_kept) < 2:
+            raise NotReadyError(
+                f"{self.name} needs at least 2 images with features to train on, found {len(rows_kept)}: "
+                "import images and run `python -m labeler features` first"
+            )
+        ids = [ids[r] for r in rows_kept]
+        feats = feats[rows_kept]
+        verified = verified_labels(project, ids, classes)
+        rows = split_rows(
+            verified, len(classes), holdout=params["holdout"], val_split=params["val_split"], seed=params["seed"]
+        )
+        if len(rows["train"]) == 0:
+            raise NotReadyError("no image is left to train on after the held-out and validation splits")
+        ctx = SetupContext(
+            classes=list(classes),
+            image_ids=list(ids),
+            clip_features=np.asarray(feats, dtype=np.float32),
+            text_embeddings=[np.asarray(e, dtype=np.float32) for e in embeddings],
+            text_classifier=classifier,
+            logit_scale=float(clip.logit_scale),
+            verified=verified,
+            rows=rows,
+            params=params,
+            progress=lambda msg: job.progress(0, 1, msg, force=True),
+        )
+        teacher = self.prepare_teacher(project, params, ctx)
+        report = {
+            "images": len(ids),
+            "train": int(len(rows["train"])),
+            "holdout": int(len(rows["holdout"])),
+            "val": int(len(rows["val"])),
+            "val_optimistic": bool(rows["optimistic"]),
+            "verified": rows["verified"],
+            "val_reason": rows["val_reason"],
+            "texts": text_report["message"],
+            "texts_per_class": text_report["texts_per_class"],
+            **teacher.get("report", {}),
+            "notes": ctx.notes,
+        }
+        setup = {
+            "image_ids": torch.tensor(ids, dtype=torch.long),
+            "rows": {k: torch.from_numpy(np.asarray(rows[k], dtype=np.int64)) for k in ("train", "holdout", "val")},
+            "verified": torch.from_numpy(verified),
+            "text_classifier": torch.from_numpy(classifier),
+            "teacher": {k: torch.as_tensor(np.asarray(v)) for k, v in teacher.items() if k != "report"},
+            "report": report,
+        }
+        return setup
+
+    def build_task(self, project: Project, params: dict, setup: dict, job: Job):
+        from ..device import resolve_device
+        from ..train.prompt import student_from_clip
+        from ..train.student import FixedTeacher, HeadTeacher, PromptTuningTask
+        from ..train.views import strong_transform
+
+        device = resolve_device(params["device"])
+        clip = self._clip(params, device)
+        self._clip_cache = None  # the student adopts (and changes) this model's vision tower
+        ids = setup["image_ids"].tolist()
+        path_of = dict(project.db.execute("select id, path from images").fetchall())
+        paths = [path_of.get(i, "") for i in ids]
+        teacher_state = setup["teacher"]
+        head_init = teacher_state.get("head_init", setup["text_classifier"])
+        student = student_from_clip(
+            clip, len(params["classes"]), params["tokens"], head_init=head_init, seed=params["seed"]
+        ).to(device)
+        if "labels" in teacher_state:
+            teacher = FixedTeacher(teacher_state["labels"])
+        elif "head" in teacher_state:
+            teacher = HeadTeacher(student, teacher_state["head"], device)
+        else:
+            raise InvalidInputError(f"{self.name}: the run's setup has no teacher (labels or head)")
+        rows = {k: v.numpy() for k, v in setup["rows"].items()}
+        info = {
+            "method": self.name,
+            "base": params["base"],
+            "classes": list(params["classes"]),
+            "image_size": clip.image_size,
+        }
+        return PromptTuningTask(
+            student,
+            paths,
+            rows,
+            setup["verified"].numpy(),
+            teacher,
+            clip.preprocess,
+            strong_transform(clip.model.visual.preprocess_cfg),
+            params,
+            device,
+            info,
+        )
+
+    def load_predictor(self, project: Project, run: dict, device: str = "auto"):
+        from ..train.loop import BEST
+        from ..train.runner import run_dir
+        from ..train.student import TrainedModel
+
+        path = run_dir(project, run["id"]) / BEST
+        if not path.is_file():
+            raise NotReadyError(f"run {run['id']} has no trained model yet (no epoch finished): resume or rerun it")
+        return TrainedModel.load(path, device)

@@ -1,0 +1,348 @@
+"""The training loop every training method shares: epochs, AMP, checkpoints, resume, label-free model selection.
+
+A method describes one run as a :class:`TrainTask` (its trainable module, batches, loss and the
+predictions model selection looks at); :func:`run_training` drives it inside a :class:`labeler.jobs.Job`:
+
+* **steps** — ``autocast`` (bf16, or fp16 with a GradScaler) on a GPU, fp32 elsewhere; AdamW with a cosine
+  schedule per step; after each step ``job.progress`` reports and raises ``JobCancelled`` when a cancel
+  was asked for (the partial epoch is dropped; the last checkpoint stays).
+* **every epoch** — metrics appended to the run's ``metrics["epochs"]``: loss, agreement with the
+  targets on the training batches, student–teacher agreement on a held-out slice of unlabeled images,
+  prediction churn on that slice since the previous epoch, validation accuracy when verified labels
+  serve as a validation set; then ``checkpoint.pt`` (trainable state, optimizer, scheduler, scaler,
+  epoch, RNG states, history) is written atomically under ``runs/<run id>/``.
+* **model selection** — the score is validation accuracy when there is a validation set, else held-out
+  teacher agreement; each improvement writes ``best.pt`` (the exportable model). Training stops early
+  when the score has not improved for ``patience`` epochs *and* churn is at most ``churn_tol`` (the
+  predictions have settled). Without either signal every epoch is "best" (fixed schedule, last epoch).
+* **resume** — with a checkpoint, the loop restores everything and continues with the next epoch, with
+  the same shuffling and augmentation random numbers an uninterrupted run would have used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from ..jobs import Job
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+SETUP = "setup.pt"
+
+
+class TrainTask:
+    """What :func:`run_training` needs from a method. Subclass and fill in the ``NotImplementedError`` parts."""
+
+    device: torch.device
+    #: Set by the loop while it evaluates: call ``tick(message)`` after each batch (heartbeat + cancel check).
+    tick = None
+
+    # --- the trainable state ---------------------------------------------------------------------
+    def named_trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The trainable state only (what checkpoints hold), on the CPU."""
+        return {n: p.detach().cpu().clone() for n, p in self.named_trainable()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        params = dict(self.named_trainable())
+        if set(params) != set(state):
+            missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+            raise InvalidInputError(
+                f"checkpoint does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}"
+            )
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(state[n].to(p.device, p.dtype))
+
+    def save_model(self, path: Path, info: dict) -> None:
+        """Write the exportable model file (``best.pt``); ``info``: run id, epoch, score."""
+        raise NotImplementedError
+
+    # --- training ----------------------------------------------------------------------------------
+    def optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """AdamW; no weight decay on biases."""
+        decay, no_decay = [], []
+        for n, p in self.named_trainable():
+            (no_decay if n.endswith("bias") else decay).append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.999))
+
+    def steps_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def batches(self, generator: torch.Generator) -> Iterable[Any]:
+        """One epoch of training batches; all randomness of the order comes from ``generator``."""
+        raise NotImplementedError
+
+    def loss(self, batch: Any) -> tuple[torch.Tensor, int, int]:
+        """(loss, images in the batch, images whose student top-1 equals the target). Runs under autocast."""
+        raise NotImplementedError
+
+    # --- model selection ---------------------------------------------------------------------------
+    def holdout(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Student and teacher top-1 on the held-out unlabeled slice (weak view), or None without one."""
+        return None
+
+    def validation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Student top-1 and verified labels on the validation set, or None without one."""
+        return None
+
+
+# --- small helpers -------------------------------------------------------------------------------------
+def resolve_amp(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``precision`` (auto | fp32 | bf16 | fp16) on ``device``: None means plain fp32.
+
+    ``auto`` is bf16 on a GPU that has it, fp16 on an older GPU, fp32 on CPU and MPS.
+    """
+    p = str(precision or "auto").lower()
+    if p not in ("auto", "fp32", "bf16", "fp16"):
+        raise InvalidInputError(f"precision {precision!r} is not one of auto, fp32, bf16, fp16")
+    if device.type != "cuda":
+        if p == "fp16":
+            raise InvalidInputError("fp16 training needs a CUDA GPU; use --precision fp32 (or auto)")
+        return torch.bfloat16 if p == "bf16" else None
+    if p == "fp32":
+        return None
+    if p == "fp16":
+        return torch.float16
+    if p == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every RNG the loop may draw from, in a form ``torch.load(weights_only=True)`` accepts."""
+    keys, pos, has_gauss, cached = np.random.get_state()[1:]
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": list(random.getstate()[1]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state(
+        ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached"])
+    )
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file next to ``path``, then rename over it (a kill never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict:
+    """Train ``task`` for ``params["epochs"]`` epochs (or until early stopping), resuming from a checkpoint.
+
+    Parameters
+    ----------
+    job : Job
+        The ``train`` run; gets progress, per-epoch metrics and the cancel checks.
+    task : TrainTask
+    params : dict
+        The run's resolved params; uses ``epochs``, ``lr``, ``weight_decay``, ``seed``, ``precision``,
+        ``patience``, ``min_delta``, ``churn_tol``.
+    run_dir : Path
+        ``runs/<run id>/``: ``checkpoint.pt`` and ``best.pt`` are written there.
+
+    Returns
+    -------
+    dict
+        The summary also merged into the run's metrics: ``epochs_run``, ``best_epoch``, ``best_score``,
+        ``selection`` (the metric that chose the epoch: val_accuracy | teacher_agreement | last_epoch),
+        ``stopped_early``, ``resumed_from_epoch``, ``amp``, ``device``.
+    """
+    epochs = int(params["epochs"])
+    amp = resolve_amp(params.get("precision", "auto"), task.device)
+    optimizer = task.optimizer(float(params["lr"]), float(params.get("weight_decay", 0.01)))
+    steps = max(1, task.steps_per_epoch())
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps))
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    patience = int(params.get("patience", 5))
+    min_delta = float(params.get("min_delta", 1e-3))
+    churn_tol = float(params.get("churn_tol", 0.02))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / CHECKPOINT
+    history: list[dict] = []
+    sel: dict[str, Any] = {
+        "best_epoch": None,
+        "best_score": None,
+        "bad_epochs": 0,
+        "stopped_early": False,
+        "prev_holdout": None,
+    }
+    start = 0
+    resumed_from = None
+    if ckpt_path.exists():
+        ckpt = load(ckpt_path)
+        task.load_state(ckpt["trainable"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        history = list(ckpt["history"])
+        sel = dict(ckpt["selection"])
+        start = resumed_from = int(ckpt["epoch"])
+    else:
+        seed_everything(int(params.get("seed", 0)))
+
+    amp_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+    job.update_metrics(amp=amp_name, device=str(task.device), resumed_from_epoch=resumed_from, epochs_planned=epochs)
+    total = epochs * steps
+    for epoch in range(start, epochs):
+        if sel["stopped_early"]:
+            break
+        t0 = time.perf_counter()
+        loss_sum, n_sum, agree_sum, step = 0.0, 0, 0, 0
+        for batch in task.batches(_epoch_generator(params.get("seed", 0), epoch)):
+            with torch.autocast(task.device.type, dtype=amp, enabled=amp is not None):
+                loss, n, agree = task.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"the loss became {value} in epoch {epoch + 1}: lower the learning rate (--lr) or use "
+                    "--precision fp32"
+                )
+            loss_sum += value * n
+            n_sum += n
+            agree_sum += agree
+            step += 1
+            job.progress(
+                epoch * steps + min(step, steps),
+                total,
+                f"epoch {epoch + 1}/{epochs} loss {loss_sum / max(1, n_sum):.4f}",
+            )
+        seconds = time.perf_counter() - t0
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / max(1, n_sum),
+            "train_agreement": agree_sum / max(1, n_sum),
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "seconds": round(seconds, 3),
+            "images_per_s": round(n_sum / seconds, 2) if seconds > 0 else None,
+        }
+        task.tick = lambda msg, _done=(epoch + 1) * steps: job.progress(min(_done, total - 1), total, msg)
+        hold = task.holdout()
+        if hold is not None:
+            student, teacher = hold
+            row["teacher_agreement"] = float((student == teacher).mean()) if len(student) else None
+            prev = sel.get("prev_holdout")
+            row["churn"] = float((np.asarray(prev) != student).mean()) if prev is not None and len(student) else None
+            sel["prev_holdout"] = [int(v) for v in student]
+        val = task.validation()
+        task.tick = None
+        if val is not None:
+            student, truth = val
+            row["val_accuracy"] = float((student == truth).mean()) if len(truth) else None
+            row["val_n"] = int(len(truth))
+        score_key = (
+            "val_accuracy"
+            if row.get("val_accuracy") is not None
+            else ("teacher_agreement" if row.get("teacher_agreement") is not None else None)
+        )
+        score = row.get(score_key) if score_key else None
+        improved = score is None or sel["best_score"] is None or score > sel["best_score"] + min_delta
+        if improved:
+            sel.update(best_epoch=epoch + 1, best_score=score, bad_epochs=0, selection=score_key or "last_epoch")
+            task.save_model(
+                run_dir / BEST,
+                {"train_run": job.id, "epoch": epoch + 1, "score": score, "selection": score_key or "last_epoch"},
+            )
+        else:
+            sel["bad_epochs"] += 1
+        row["selected"] = improved
+        churn = row.get("churn")
+        if sel["bad_epochs"] >= patience and (churn is None or churn <= churn_tol) and epoch + 1 < epochs:
+            sel["stopped_early"] = True
+            row["stopped_early"] = True
+        history.append(row)
+        atomic_save(
+            {
+                "version": 1,
+                "epoch": epoch + 1,
+                "trainable": task.state(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": rng_state(),
+                "history": history,
+                "selection": sel,
+            },
+            ckpt_path,
+        )
+        job.update_metrics(
+            epochs=history,
+            best_epoch=sel["best_epoch"],
+            best_score=sel["best_score"],
+            selection=sel.get("selection"),
+            stopped_early=sel["stopped_early"],
+        )
+        job.progress((epoch + 1) * steps, total, f"epoch {epoch + 1}/{epochs} done, loss {row['loss']:.4f}", force=True)
+    summary = {
+        "epochs_run": len(history),
+        "best_epoch": sel["best_epoch"],
+        "best_score": sel["best_score"],
+        "selection": sel.get("selection", "last_epoch"),
+        "stopped_early": bool(sel["stopped_early"]),
+        "resumed_from_epoch": resumed_from,
+        "amp": amp_name,
+        "device": str(task.device),
+    }
+    job.update_metrics(**summary)
+    return summary

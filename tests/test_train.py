@@ -1,0 +1,362 @@
+"""Training infrastructure and the prompt-tuned student on tiny random models and 20 CIFAR images."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from labeler.errors import InvalidInputError, JobCancelled, NotReadyError
+from labeler.jobs import get_run, list_runs, request_cancel
+from labeler.project import Project
+
+from .conftest import REPO, cifar_subset
+
+CLASSES = ["cat", "dog", "ship", "truck"]
+LN_NAMES = ["ln_pre", "ln_post"] + [f"transformer.resblocks.{i}.ln_{j}" for i in (0, 1) for j in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def base_project(tmp_path_factory):
+    """20 CIFAR images (5 per class), tiny CLIP + DINO features, a zero-shot run. Copied per test."""
+    from labeler.cli import main
+
+    root = tmp_path_factory.mktemp("train")
+    src = cifar_subset(root / "imgs", per_class=5, classes=CLASSES)
+    proj = root / "proj"
+    assert main(["init", str(proj), "--classes", ",".join(CLASSES)]) == 0
+    assert main(["import", str(proj), str(src), "--quiet"]) == 0
+    assert main(["features", str(proj), "--clip", "tiny-random", "--dino", "tiny-random", "--quiet"]) == 0
+    assert main(["label", str(proj), "--quiet"]) == 0
+    return proj
+
+
+@pytest.fixture
+def proj(base_project, tmp_path):
+    dst = tmp_path / "proj"
+    shutil.copytree(base_project, dst, symlinks=True)
+    return Project(dst)
+
+
+def _tiny_clip():
+    from labeler.models import load_clip
+
+    return load_clip("tiny-random", device="cpu")
+
+
+def _batch(n=8):
+    from labeler.ingest import load_rgb
+
+    clip = _tiny_clip()
+    paths = sorted(p for c in CLASSES for p in (cifar_subset.__globals__["CIFAR"] / c).iterdir())[: 4 * n : 4]
+    return clip, torch.stack([clip.preprocess(load_rgb(p)) for p in paths[:n]])
+
+
+def _params(**kw):
+    from labeler.methods import get_method
+
+    return get_method(kw.pop("method", "nola")).params_from({"epochs": 2, "batch_size": 8, "tokens": 4, **kw})
+
+
+# --- the student ----------------------------------------------------------------------------------------
+def test_trainable_set_is_exactly_prompts_layernorms_and_head():
+    from labeler.train.prompt import student_from_clip, vpt_init_value
+
+    clip = _tiny_clip()
+    T = torch.nn.functional.normalize(torch.randn(4, clip.dim), dim=-1)
+    student = student_from_clip(clip, 4, 16, head_init=T)
+    trainable = {n for n, p in student.named_parameters() if p.requires_grad}
+    expected = {"prompts", "head.weight"} | {f"visual.{ln}.{w}" for ln in LN_NAMES for w in ("weight", "bias")}
+    assert trainable == expected
+    frozen = [n for n, p in student.named_parameters() if not p.requires_grad]
+    assert "visual.conv1.weight" in frozen and "visual.proj" in frozen and "visual.positional_embedding" in frozen
+    assert any("attn" in n for n in frozen) and any("mlp" in n for n in frozen)
+    assert student.prompts.shape == (1, 16, 64)
+    bound = vpt_init_value((8, 8), 64)
+    assert math.isclose(bound, math.sqrt(6 / (3 * 64 + 64)))
+    assert student.prompts.abs().max() <= bound and student.prompts.abs().max() > 0.5 * bound
+    torch.testing.assert_close(student.head.weight, T)
+    assert student.head.bias is None
+
+
+def test_without_prompts_the_student_is_clip_and_prompts_change_it():
+    from labeler.train.prompt import student_from_clip
+
+    clip, x = _batch(4)
+    reference = clip.model.visual(x).detach()
+    T = torch.nn.functional.normalize(torch.randn(3, clip.dim), dim=-1)
+    plain = student_from_clip(_tiny_clip(), 3, 0, head_init=T)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.features(x), reference, rtol=1e-5, atol=1e-5)
+        zero_shot = (torch.nn.functional.normalize(reference, dim=-1) @ T.T).argmax(1)
+        assert torch.equal(plain(x).argmax(1), zero_shot)
+        prompted = student_from_clip(_tiny_clip(), 3, 8, head_init=T)
+        assert not torch.allclose(prompted.features(x), reference, atol=1e-4)
+        torch.testing.assert_close(prompted.features(x, prompts=False), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_loss_decreases_on_a_fixed_tiny_batch():
+    from labeler.train.prompt import student_from_clip
+
+    clip, x = _batch(8)
+    student = student_from_clip(clip, 4, 4)
+    target = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    opt = torch.optim.AdamW([p for _, p in student.named_trainable()], lr=0.004, weight_decay=0.01)
+    losses = []
+    for _ in range(20):
+        loss = torch.nn.functional.cross_entropy(student(x), target, label_smoothing=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert np.mean(losses[10:]) < np.mean(losses[:10])
+    frozen_grads = [n for n, p in student.named_parameters() if not p.requires_grad and p.grad is not None]
+    assert frozen_grads == []
+
+
+# --- training jobs -----------------------------------------------------------------------------------------
+def _final_state(project, run_id):
+    from labeler.train.loop import CHECKPOINT, load
+    from labeler.train.runner import run_dir
+
+    return load(run_dir(project, run_id) / CHECKPOINT)
+
+
+def test_cancel_then_resume_continues_from_the_checkpoint(proj, base_project, tmp_path):
+    from labeler.train import train
+
+    def cancel_after_first_epoch(done, total, message):
+        if message.startswith("epoch 1/3 done"):
+            running = list_runs(proj, kind="train", status="running")
+            request_cancel(proj, running[0]["id"])
+
+    with pytest.raises(JobCancelled):
+        train(proj, "nola", _params(epochs=3), on_progress=cancel_after_first_epoch)
+    run = list_runs(proj, kind="train")[0]
+    assert run["status"] == "cancelled"
+    assert _final_state(proj, run["id"])["epoch"] == 1
+    assert [e["epoch"] for e in run["metrics"]["epochs"]] == [1]
+
+    # The same command again continues that run (not a new one), from epoch 2.
+    seen = []
+    res = train(proj, "nola", _params(epochs=3), on_progress=lambda d, t, m: seen.append(m))
+    assert res.run_id == run["id"] and res.resumed
+    assert res.metrics["resumed_from_epoch"] == 1
+    assert [e["epoch"] for e in res.metrics["epochs"]] == [1, 2, 3]
+    assert not any(m.startswith("epoch 1/") for m in seen)
+    assert get_run(proj, run["id"])["status"] == "done"
+    assert len(list_runs(proj, kind="train")) == 1
+
+    # ... and ends where an uninterrupted run ends (same shuffles, augmentations and steps).
+    other = tmp_path / "other"
+    shutil.copytree(base_project, other, symlinks=True)
+    other_proj = Project(other)
+    straight = train(other_proj, "nola", _params(epochs=3))
+    a = _final_state(proj, run["id"])["trainable"]
+    b = _final_state(other_proj, straight.run_id)["trainable"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_explicit_resume_of_a_killed_run_and_refusals(proj):
+    from labeler.train import train
+
+    def die(done, total, message):
+        if message.startswith("epoch 2/"):
+            raise KeyboardInterrupt  # like Ctrl-C / a kill between steps
+
+    with pytest.raises(KeyboardInterrupt):
+        train(proj, "nola", _params(epochs=2), on_progress=die)
+    run_id = list_runs(proj, kind="train")[0]["id"]
+    # A killed process leaves the row "running"; simulate the stale heartbeat.
+    with proj.db.conn:
+        proj.db.execute("update runs set status = 'running', heartbeat = 0 where id = ?", [run_id])
+    assert get_run(proj, run_id)["status"] == "interrupted"
+    res = train(proj, None, resume=run_id)
+    assert res.run_id == run_id and res.metrics["resumed_from_epoch"] == 1 and res.metrics["epochs_run"] == 2
+    with pytest.raises(InvalidInputError, match="already finished"):
+        train(proj, None, resume=run_id)
+    with pytest.raises(InvalidInputError, match="not a training run"):
+        train(proj, None, resume=1)
+    with pytest.raises(InvalidInputError, match="does not train"):
+        train(proj, "zeroshot")
+
+
+def test_label_run_writes_a_new_run_and_export_applies_to_new_images(proj, tmp_path):
+    from labeler.cli import main
+    from labeler.export import export
+    from labeler.labels import active_run, read_predictions
+    from labeler.train import apply_model, train
+    from labeler.train.student import TrainedModel
+
+    before = active_run(proj)["id"]
+    res = train(proj, "nola", _params(epochs=1))
+    n_runs = len(list_runs(proj))
+    assert main(["label", str(proj.root), "--run", str(res.run_id), "--json", "--quiet"]) == 0
+    runs = list_runs(proj)
+    assert len(runs) == n_runs + 1
+    new = runs[0]
+    assert new["kind"] == "label" and new["method"] == "nola" and new["status"] == "done"
+    assert new["params"]["train_run"] == res.run_id and new["params"]["classes"] == CLASSES
+    assert active_run(proj)["id"] == new["id"]
+    comparison = new["metrics"]["comparison"]
+    assert comparison["old_run"] == before and comparison["n_common"] == 20
+    assert 0 <= comparison["agreement"] <= 1 and comparison["accuracy"]["new"] is not None
+    ids, probs, classes = read_predictions(proj, new["id"])
+    assert len(ids) == 20 and classes == CLASSES
+
+    out = export(proj, "model", tmp_path / "model.pt")
+    data = torch.load(out, weights_only=True)
+    assert data["base"]["model"] == "tiny-random" and data["classes"] == CLASSES and data["method"] == "nola"
+    assert set(data["state"]) == {"prompts", "head.weight"} | {
+        f"visual.{ln}.{w}" for ln in LN_NAMES for w in ("weight", "bias")
+    }
+    images = proj.images()[:3]
+    applied = apply_model(out, [im["path"] for im in images], device="cpu")
+    assert applied.shape == (3, 4)
+    np.testing.assert_allclose(applied, probs[[list(ids).index(im["id"]) for im in images]], rtol=1e-4, atol=1e-5)
+    assert TrainedModel.load(out, "cpu").classes == CLASSES
+
+
+def test_verified_labels_become_the_validation_set_and_override_the_teacher(proj):
+    from labeler.labels import set_human_labels
+    from labeler.methods import get_method
+    from labeler.train import train
+    from labeler.train.loop import SETUP, load
+    from labeler.train.runner import run_dir
+
+    for im in proj.images():
+        set_human_labels(proj, im["id"], im["folder_label"])
+    res = train(proj, "nola", _params(epochs=2))
+    m = res.metrics
+    assert m["selection"] == "val_accuracy"
+    assert m["setup"]["val"] == 12 and m["setup"]["train"] == 8  # ceil(5 / 2) per class kept out
+    assert all(e["val_n"] == 12 and e["val_accuracy"] is not None for e in m["epochs"])
+    assert m["setup"]["selected"] == 8  # every verified training image is in the alignment selection
+    setup = load(run_dir(proj, res.run_id) / SETUP)
+    params = get_run(proj, res.run_id)["params"]
+    task = get_method("nola").build_task(proj, params, setup, None)
+    rows = torch.as_tensor(task.train_rows)
+    assert torch.equal(task.targets(rows, None), setup["verified"][rows])
+
+
+def test_lafter_trains_with_a_text_classifier_teacher_and_labels(proj):
+    from labeler.methods import get_method
+
+    result = get_method("lafter").run(proj, _params(method="lafter", epochs=1))
+    run = get_run(proj, result.run_id)
+    assert run["kind"] == "label" and run["method"] == "lafter" and result.metrics["n"] == 20
+    train_run = get_run(proj, result.metrics["train_run_id"])
+    assert train_run["params"]["tokens"] == 4 and train_run["params"]["lr"] == 5e-4
+    assert 0 <= train_run["metrics"]["setup"]["text_classifier_train_accuracy"] <= 1
+
+
+def test_missing_features_and_multi_label_are_refused(project, tmp_path):
+    from labeler.train import train
+
+    with pytest.raises(NotReadyError, match="CLIP features"):
+        train(project, "nola")
+    project.features.ensure_set("clip:fake:none", "clip", 4, model="fake", pretrained="")
+    with pytest.raises(NotReadyError, match="DINO features"):
+        train(project, "nola")
+    multi = Project.create(tmp_path / "multi", ["a", "b"], multi_label=True)
+    with pytest.raises(InvalidInputError, match="multi-label"):
+        train(multi, "lafter")
+    with pytest.raises(InvalidInputError, match="epochs"):
+        train(project, "lafter", {"epochs": 0})
+
+
+def test_early_stopping_on_label_free_signals(project):
+    """A fake task whose held-out predictions never change: no improvement, zero churn → stops after patience."""
+    from labeler.jobs import Job
+    from labeler.train.loop import BEST, CHECKPOINT, TrainTask, load, resolve_amp, run_training
+
+    class Fake(TrainTask):
+        device = torch.device("cpu")
+
+        def __init__(self):
+            self.w = torch.nn.Parameter(torch.ones(3))
+            self.saved = []
+
+        def named_trainable(self):
+            return [("w", self.w)]
+
+        def save_model(self, path, info):
+            self.saved.append(info["epoch"])
+            path.write_bytes(b"x")
+
+        def steps_per_epoch(self):
+            return 2
+
+        def batches(self, generator):
+            yield from range(2)
+
+        def loss(self, batch):
+            return (self.w**2).sum(), 4, 2
+
+        def holdout(self):
+            return np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0])
+
+    task = Fake()
+    folder = project.runs_dir / "x"
+    params = {"epochs": 20, "lr": 0.1, "patience": 2, "seed": 0}
+    with Job.start(project, "train", method="fake", params=params) as job:
+        summary = run_training(job, task, params, folder)
+    assert summary["epochs_run"] == 3 and summary["stopped_early"] and summary["best_epoch"] == 1
+    assert summary["selection"] == "teacher_agreement" and summary["best_score"] == 0.75
+    assert task.saved == [1] and (folder / BEST).exists()
+    epochs = get_run(project, job.id)["metrics"]["epochs"]
+    assert [e["churn"] for e in epochs] == [None, 0.0, 0.0]
+    assert epochs[0]["train_agreement"] == 0.5 and epochs[1]["loss"] < epochs[0]["loss"]
+    ckpt = load(folder / CHECKPOINT)
+    assert ckpt["epoch"] == 3 and set(ckpt) >= {"trainable", "optimizer", "scheduler", "rng", "history"}
+    assert resolve_amp("auto", torch.device("cpu")) is None
+    with pytest.raises(InvalidInputError, match="GPU"):
+        resolve_amp("fp16", torch.device("cpu"))
+
+
+def test_cli_train_end_to_end_in_a_subprocess(proj):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "labeler",
+        "train",
+        str(proj.root),
+        "--method",
+        "nola",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--tokens",
+        "4",
+        "--json",
+        "--quiet",
+    ]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["method"] == "nola" and data["metrics"]["epochs_run"] == 2 and data["label"]["n"] == 20
+    assert len(data["metrics"]["epochs"]) == 2 and data["metrics"]["device"] == "cpu"
+    from labeler.labels import active_run
+
+    assert active_run(proj)["id"] == data["label_run_id"]
+    again = subprocess.run(
+        [sys.executable, "-m", "labeler", "train", str(proj.root), "--resume", str(data["train_run_id"])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert again.returncode == 2 and "already finished" in again.stderr
