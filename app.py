@@ -12,16 +12,24 @@ import os
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Start the Labeler browser app.")
-    parser.add_argument("--host", default=os.environ.get("LABELER_HOST", "127.0.0.1"),
-                        help="interface to listen on (0.0.0.0 on a Space)")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("LABELER_HOST", "127.0.0.1"),
+        help="interface to listen on (0.0.0.0 on a Space)",
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("LABELER_PORT", "7860")))
     parser.add_argument("--data-dir", default=None, help="where projects live (sets LABELER_DATA_DIR)")
+    parser.add_argument(
+        "--uploads-only",
+        action="store_true",
+        help="no import from folder paths on this machine (on by itself on a Hugging Face Space)",
+    )
     args = parser.parse_args()
     if args.data_dir:
         os.environ["LABELER_DATA_DIR"] = args.data_dir
     from labeler.ui.app import launch
 
-    launch(host=args.host, port=args.port)
+    launch(host=args.host, port=args.port, local_mode=False if args.uploads_only else None)
 
 
 if __name__ == "__main__":

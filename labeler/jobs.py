@@ -174,3 +174,116 @@ def _decode(row: dict) -> dict:
     if row["status"] == "running" and (row.get("heartbeat") or 0) < now() - STALE_AFTER_S:
         row["status"] = "interrupted"
     return row
+
+
+# --- background threads (the app's long work) -------------------------------------------------------------------
+
+
+class BackgroundTask:
+    """One piece of long work running in a thread of this process (see :func:`run_in_background`).
+
+    The work itself records a ``runs`` row through :class:`Job` (that row is what survives a closed
+    browser tab or a restart); the task only remembers, in memory, how the call ended — including
+    errors raised before the work could start its row (a missing model, a bad option).
+    """
+
+    def __init__(self, task_id: int, project_root: str, kind: str, label: str):
+        self.id = task_id
+        self.project_root = project_root
+        self.kind = kind
+        self.label = label
+        self.status = "running"  # running | done | failed | cancelled
+        self.result: Any = None
+        self.error: str | None = None
+        self.started_at = now()
+        self.finished_at: float | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True when it has finished."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return not self.running
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "label": self.label,
+            "status": self.status,
+            "error": self.error,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+_tasks: dict[int, BackgroundTask] = {}
+_tasks_lock = threading.Lock()
+_MAX_FINISHED_TASKS = 200
+
+
+def run_in_background(
+    project_root: str, kind: str, target: Callable[[], Any], label: str = "", exclusive: bool = True
+) -> BackgroundTask:
+    """Run ``target()`` in a daemon thread and return its :class:`BackgroundTask` at once.
+
+    ``target`` opens its own :class:`~labeler.project.Project` (connections are per thread) and
+    does its work through the library, which records progress in a ``runs`` row. With
+    ``exclusive``, a second task of the same ``kind`` for the same project is refused while the
+    first runs (:class:`~labeler.errors.InvalidInputError` saying so).
+    """
+    from .errors import InvalidInputError, LabelerError
+
+    root = str(project_root)
+    with _tasks_lock:
+        if exclusive:
+            for t in _tasks.values():
+                if t.running and t.project_root == root and t.kind == kind:
+                    raise InvalidInputError(
+                        f"a {kind} job is already running in this project ({t.label or kind}): "
+                        "wait for it to finish or cancel it in the jobs panel"
+                    )
+        task = BackgroundTask(max(_tasks, default=0) + 1, root, kind, label or kind)
+        _tasks[task.id] = task
+        finished = [t.id for t in _tasks.values() if not t.running]
+        for old in finished[: max(0, len(finished) - _MAX_FINISHED_TASKS)]:
+            _tasks.pop(old, None)
+
+    def body() -> None:
+        try:
+            task.result = target()
+            task.status = "done"
+        except (JobCancelled, KeyboardInterrupt) as exc:
+            task.status, task.error = "cancelled", str(exc) or "cancelled"
+        except LabelerError as exc:
+            task.status, task.error = "failed", str(exc)
+        except Exception as exc:  # the app must outlive any failure of the work
+            import logging
+
+            logging.getLogger(__name__).exception("background %s task failed", kind)
+            task.status, task.error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            task.finished_at = now()
+
+    task.thread = threading.Thread(target=body, name=f"labeler-{kind}-{task.id}", daemon=True)
+    task.thread.start()
+    return task
+
+
+def background_tasks(project_root: str | None = None) -> list[BackgroundTask]:
+    """Tasks started by :func:`run_in_background` in this process (newest first), optionally for one project."""
+    with _tasks_lock:
+        tasks = list(_tasks.values())
+    if project_root is not None:
+        tasks = [t for t in tasks if t.project_root == str(project_root)]
+    return sorted(tasks, key=lambda t: -t.id)
+
+
+def get_background_task(task_id: int) -> BackgroundTask | None:
+    """The task with this id, or None (unknown or forgotten)."""
+    with _tasks_lock:
+        return _tasks.get(int(task_id))

@@ -1,57 +1,198 @@
-"""The browser app: ``build_demo()`` builds it, ``launch()`` serves it.
+"""The browser app: a wizard from a new project to a downloaded CSV.
 
-Until the wizard lands this is one page: what Labeler is, the projects in the
-data dir with their counts, and the CLI commands that do the work today.
+``build_demo(data_dir, local_mode)`` builds it (not launched); ``launch(host, port)`` serves it
+(``python app.py`` and ``python -m labeler serve`` call it). One module per step —
+:mod:`.project`, :mod:`.images`, :mod:`.classes`, :mod:`.descriptions`, :mod:`.pseudolabels`,
+:mod:`.train`, :mod:`.explore`, :mod:`.export` — plus the jobs panel (:mod:`.jobs`). Each step's
+``build(ctx)`` lays out its components, wires its events (with ``api_name``s, so gradio_client can
+drive every step) and returns its ``refresh(project_key)``; this module wires refreshes to step
+selection, "Next" buttons and project changes.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
 
-from ..project import data_dir, list_projects  # noqa: E402
+from ..project import data_dir as default_data_dir  # noqa: E402
+from . import classes, descriptions, explore, export, images, jobs, project, pseudolabels, train  # noqa: E402
+from .common import Ctx, guard, md_escape  # noqa: E402
 
-INTRO = """# Labeler
-Label a folder of images from class names alone: CLIP zero-shot pseudo-labels, review, export.
+STEPS = [
+    ("1 · Project", project),
+    ("2 · Images", images),
+    ("3 · Classes", classes),
+    ("4 · Descriptions", descriptions),
+    ("5 · Pseudo-labels", pseudolabels),
+    ("6 · Train", train),
+    ("7 · Explore", explore),
+    ("8 · Export", export),
+]
 
-The step-by-step wizard is being built. Today the command line does the whole job:
-
-```
-python -m labeler init pets --classes "cat,dog"
-python -m labeler import pets ~/Pictures/pets
-python -m labeler features pets --clip ViT-B-32 --pretrained laion2b_s34b_b79k
-python -m labeler label pets --method zeroshot
-python -m labeler export pets --format csv -o labels.csv
-```
+CSS = """
+.gradio-container { max-width: 1400px !important; }
+#lb-header { display: flex; align-items: baseline; gap: 1rem; }
+#lb-header h1 { margin: 0; font-size: 1.5rem; }
+#lb-project { font-size: 0.95rem; }
+.lb-empty { border: 1px dashed var(--border-color-primary); border-radius: 8px; padding: 0.8rem 1rem;
+            color: var(--body-text-color-subdued); background: var(--background-fill-secondary); }
+.lb-note { color: var(--body-text-color-subdued); font-size: 0.9em; }
+.lb-center { text-align: center; align-self: center; }
+.lb-right { text-align: right; }
+.lb-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 0.6rem; }
+.lb-jobs { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 2px 10px;
+           align-items: center; }
+.lb-job { padding: 2px 0; font-size: 0.9rem; }
+.lb-failed { color: var(--error-text-color, #b91c1c); }
+.lb-idle { color: var(--body-text-color-subdued); }
+.lb-bar { display: inline-block; width: 160px; height: 8px; border-radius: 4px; background: var(--neutral-200);
+          vertical-align: middle; overflow: hidden; }
+.lb-bar > span { display: block; height: 100%; background: var(--color-accent); }
+.lb-methods { display: flex; flex-direction: column; gap: 6px; }
+.lb-method { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 6px 10px; }
+.lb-method.lb-disabled { opacity: 0.5; cursor: not-allowed; }
+.lb-badge { font-size: 0.75rem; padding: 1px 6px; border-radius: 8px; background: var(--background-fill-secondary); }
+.lb-confusion { overflow-x: auto; max-width: 100%; }
+.lb-confusion table { border-collapse: collapse; font-size: 0.75rem; }
+.lb-confusion th.lb-rowhead { text-align: left; white-space: nowrap; }
+.lb-confusion th, .lb-confusion td { border: 1px solid var(--border-color-primary); padding: 2px 4px;
+                                     text-align: center; min-width: 1.8rem; }
+.lb-confusion caption { caption-side: bottom; font-size: 0.75rem; color: var(--body-text-color-subdued); }
+.lb-next { max-width: 260px; margin-left: auto; }
+#review-gallery .caption-label, #images-gallery .caption-label, #explore-gallery .caption-label {
+    font-size: 0.7rem; }
 """
 
 
-def _projects_table() -> list[list]:
-    return [
-        [p["name"], p.get("images", ""), p.get("classes", ""), "multi" if p.get("multi_label") else "single", p["path"]]
-        for p in list_projects()
-    ]
+def _header_text(ctx: Ctx, key: str) -> str:
+    p = ctx.open(key, required=False)
+    if p is None:
+        return "No project open — start with step 1."
+    return (
+        f"Project **{md_escape(p.name)}** · {p.image_count()} images · {len(p.classes)} classes · "
+        f"{'multi' if p.multi_label else 'single'}-label"
+    )
 
 
-def build_demo() -> gr.Blocks:
-    """Build the app (not launched)."""
+def _restore(saved: str):
+    """The project a tab had open before, if it still exists."""
+    from ..project import Project
+
+    if not saved:
+        return gr.skip()
+    try:
+        Project(saved).close()
+    except Exception:
+        return ""
+    return saved
+
+
+def build_demo(data_dir: str | os.PathLike | None = None, local_mode: bool = True) -> gr.Blocks:
+    """Build the wizard (not launched).
+
+    Parameters
+    ----------
+    data_dir : path, optional
+        Where projects live (sets ``LABELER_DATA_DIR``); default: the current data dir.
+    local_mode : bool
+        True on your own machine: images can be imported from a folder path on the server. False
+        on a shared server (a Space): uploads only.
+    """
+    if data_dir is not None:
+        os.environ["LABELER_DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
+    root = default_data_dir()
     with gr.Blocks(title="Labeler") as demo:
-        gr.Markdown(INTRO)
-        gr.Markdown(f"### Projects in `{data_dir()}`")
-        table = gr.Dataframe(
-            headers=["project", "images", "classes", "labels", "path"],
-            value=_projects_table,
-            interactive=False,
-            label="projects",
-        )
-        gr.Button("Refresh").click(_projects_table, outputs=table, api_name="projects")
+        ctx = Ctx(data_dir=root, local_mode=local_mode, project=gr.State(""), finished=gr.State(""))
+        ctx.demo = demo
+        with gr.Row(elem_id="lb-header"):
+            gr.Markdown("# Labeler", elem_id="lb-title")
+            header = gr.Markdown(_header_text(ctx, ""), elem_id="lb-project")
+        jobs.build(ctx)
+        built = []
+        with gr.Tabs(selected=0, elem_id="lb-wizard") as tabs:
+            ctx.tabs = tabs
+            for index, (label, module) in enumerate(STEPS):
+                with gr.Tab(label, id=index, elem_id=f"step-{index}") as step:
+                    handles = module.build(ctx)
+                    nxt = None
+                    if index + 1 < len(STEPS):
+                        nxt = gr.Button(
+                            f"Next: {STEPS[index + 1][0].split(' · ')[1]} →",
+                            size="sm",
+                            elem_classes=["lb-next"],
+                            elem_id=f"next-{index}",
+                        )
+                built.append((step, handles, nxt))
+
+        for index, (step, handles, nxt) in enumerate(built):
+            step.select(handles["refresh"], [ctx.project], handles["outputs"], api_name=handles["api_name"])
+            if nxt is not None:
+                target = built[index + 1][1]
+                nxt.click(lambda i=index: gr.Tabs(selected=i + 1), None, tabs, api_visibility="private").then(
+                    target["refresh"], [ctx.project], target["outputs"], api_visibility="private"
+                )
+            ctx.project.change(handles["refresh"], [ctx.project], handles["outputs"], api_visibility="private")
+
+        header_fn = guard(lambda key: _header_text(ctx, key))
+        ctx.project.change(header_fn, [ctx.project], [header], api_visibility="private")
+        ctx.finished.change(header_fn, [ctx.project], [header], api_visibility="private")
+        demo.load(header_fn, [ctx.project], [header], api_visibility="private")
+        first = built[0][1]
+        demo.load(first["refresh"], [ctx.project], first["outputs"], api_visibility="private")
+
+        # A reloaded or reopened tab comes back to the project it had open (its folder, kept in the browser).
+        last = gr.BrowserState("", storage_key="labeler-open-project")
+        ctx.project.change(lambda key: key, [ctx.project], [last], api_visibility="private")
+        demo.load(_restore, [last], [ctx.project], api_visibility="private")
+    demo.labeler_ctx = ctx  # for launch(): the folders it may serve
     return demo
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, **kwargs) -> None:
-    """Serve the app on ``host:port`` (never shared through a public tunnel)."""
-    build_demo().launch(server_name=host, server_port=port, share=False, **kwargs)
+def launch_options(demo: gr.Blocks) -> dict:
+    """What ``demo.launch`` needs besides host and port: CSS, keyboard shortcuts, the folders it may serve."""
+    ctx: Ctx = demo.labeler_ctx
+    for p in _existing_projects():
+        ctx.allow(p)
+    return {
+        "css": CSS,
+        "head": pseudolabels.SHORTCUTS_JS,
+        "allowed_paths": ctx.allowed,
+        "theme": gr.themes.Soft(primary_hue="blue"),
+    }
+
+
+def _existing_projects():
+    from ..project import Project, list_projects
+
+    for row in list_projects():
+        if not row.get("error"):
+            try:
+                yield Project(row["path"])
+            except Exception:
+                continue
+
+
+def launch(
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    data_dir: str | os.PathLike | None = None,
+    local_mode: bool | None = None,
+    **kwargs,
+) -> gr.Blocks:
+    """Serve the app on ``host:port`` (never through a public share link).
+
+    ``local_mode`` None: on unless the app runs on a Hugging Face Space (``SPACE_ID`` set) or
+    ``LABELER_LOCAL_MODE=0``. Extra keyword arguments go to ``gr.Blocks.launch`` (e.g.
+    ``prevent_thread_lock=True`` to return at once; then ``demo.close()`` stops the server).
+    """
+    if local_mode is None:
+        local_mode = os.environ.get("LABELER_LOCAL_MODE", "0" if os.environ.get("SPACE_ID") else "1") != "0"
+    demo = build_demo(data_dir, local_mode=local_mode)
+    options = {**launch_options(demo), **kwargs}
+    demo.queue(default_concurrency_limit=4).launch(server_name=host, server_port=port, share=False, **options)
+    return demo

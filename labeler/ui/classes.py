@@ -1,0 +1,94 @@
+"""Step 3 · Classes: one per line or comma-separated, or the folder names; single- vs multi-label."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import app_api
+from ..labels import active_run
+from ..project import MAX_CLASS_NAME_LENGTH, MAX_CLASSES, parse_class_list, validate_class_names
+from .common import NO_PROJECT, Ctx, empty_state, guard, md_escape
+
+MODES = ["single-label (one class per image)", "multi-label (any number of classes per image)"]
+
+
+def build(ctx: Ctx) -> dict:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2):
+            text = gr.Textbox(
+                label="Classes",
+                lines=10,
+                max_lines=20,
+                elem_id="classes-text",
+                placeholder="one per line, or comma-separated:\ncat\ndog\ncar",
+                info=f"at least 2, at most {MAX_CLASSES:,}; each under {MAX_CLASS_NAME_LENGTH} "
+                "characters; no duplicates",
+            )
+            mode = gr.Radio(MODES, value=MODES[0], label="Labels per image", elem_id="classes-mode")
+            with gr.Row():
+                folders_btn = gr.Button("Use the folder names", elem_id="classes-folders")
+                save_btn = gr.Button("Save classes", variant="primary", elem_id="classes-save")
+        with gr.Column(scale=1):
+            status = gr.Markdown(elem_id="classes-status")
+
+    def current(project) -> str:
+        classes = project.classes
+        if not classes:
+            return empty_state(
+                "No classes yet. Type them on the left (or press <b>Use the folder names</b> if your "
+                "images sit in one folder per class), then <b>Save classes</b>."
+            )
+        run = active_run(project)
+        stale = run is not None and list(run["params"].get("classes", [])) != classes
+        lines = [f"**{len(classes)} classes** ({'multi' if project.multi_label else 'single'}-label):", ""]
+        lines += [f"{k + 1}. {md_escape(c)}" for k, c in enumerate(classes[:50])]
+        if len(classes) > 50:
+            lines.append(f"… and {len(classes) - 50} more")
+        lines.append("")
+        if stale:
+            lines.append("⚠ The pseudo-labels were made with another class list: run zero-shot again (step 5).")
+        lines.append("Next: descriptions (step 4, optional) or pseudo-labels (step 5).")
+        return "\n".join(lines)
+
+    @guard
+    def refresh(key):
+        project = ctx.open(key, required=False)
+        if project is None:
+            return "", gr.Radio(value=MODES[0]), empty_state(NO_PROJECT)
+        return "\n".join(project.classes), MODES[1 if project.multi_label else 0], current(project)
+
+    @guard
+    def save(key, value, mode_value):
+        project = ctx.open(key)
+        names = parse_class_list(value or "")
+        if not names:
+            raise gr.Error("Type at least two class names (one per line or comma-separated), then save.")
+        names = validate_class_names(names)
+        old = project.classes
+        multi = mode_value == MODES[1]
+        if multi != project.multi_label:
+            app_api.set_multi_label(project, multi)
+        project.set_classes(names)
+        removed = [c for c in old if c not in names]
+        if removed:
+            gr.Warning(
+                f"Removed {len(removed)} class(es) ({', '.join(removed[:5])}); their descriptions were "
+                "deleted and their labels no longer count."
+            )
+        gr.Info(f"Saved {len(names)} classes.")
+        return "\n".join(names), current(project)
+
+    @guard
+    def from_folders(key):
+        project = ctx.open(key)
+        names = app_api.folder_class_names(project)
+        if not names:
+            raise gr.Error(
+                "The images are not in class-named subfolders (or none are imported yet): type the classes instead."
+            )
+        gr.Info(f"Took {len(names)} folder names; check them and press Save classes.")
+        return "\n".join(names)
+
+    save_btn.click(save, [ctx.project, text, mode], [text, status], api_name="classes_save")
+    folders_btn.click(from_folders, [ctx.project], [text], api_name="classes_from_folders")
+    return {"refresh": refresh, "outputs": [text, mode, status], "api_name": "classes_view"}

@@ -1,0 +1,124 @@
+"""What every wizard step shares: the app context, error handling, project lookup, gallery helpers.
+
+State rules: ``gr.State`` holds ids only — the open project's folder path, selected image ids, a
+page number. Everything shown is read from the library on each event; nothing here touches SQLite.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from ..errors import LabelerError
+from ..project import Project
+
+log = logging.getLogger("labeler.ui")
+
+NO_PROJECT = "**No project open.** Create or open one in step 1 (Project)."
+
+
+@dataclass
+class Ctx:
+    """Components and settings the step modules share (built once per demo)."""
+
+    data_dir: Path
+    local_mode: bool
+    project: gr.State  # the open project's folder (str), "" when none
+    finished: gr.State  # "task_id:kind" of the newest finished background task of the project
+    tabs: gr.Tabs | None = None  # the wizard: one tab per step, ids 0..7
+    allowed: list[str] = field(default_factory=list)  # folders gradio may serve (thumbnails, exports)
+    demo: gr.Blocks | None = None
+
+    def allow(self, project: Project) -> None:
+        """Let the app serve this project's thumbnails and exports (never its database)."""
+        for folder in (project.thumbs_dir, project.exports_dir):
+            path = str(folder.resolve())
+            if path not in self.allowed:
+                self.allowed.append(path)
+            if self.demo is not None:
+                paths = self.demo.allowed_paths
+                if isinstance(paths, list) and path not in paths:
+                    paths.append(path)
+
+    def open(self, key: str | None, required: bool = True) -> Project | None:
+        """The project whose folder is ``key``; gr.Error (or None when not ``required``) if none is open."""
+        if not key:
+            if required:
+                raise gr.Error("No project is open: create or open one in step 1 (Project) first.")
+            return None
+        try:
+            project = Project(key)
+        except LabelerError as exc:
+            if required:
+                raise gr.Error(f"{exc}. Open another project in step 1.") from None
+            return None
+        self.allow(project)
+        return project
+
+
+def guard(func: Callable) -> Callable:
+    """Turn library errors into a gr.Error toast with the library's message; never crash the server."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except gr.Error:
+            raise
+        except LabelerError as exc:
+            raise gr.Error(str(exc)) from None
+        except Exception as exc:
+            log.exception("UI handler %s failed", getattr(func, "__name__", func))
+            raise gr.Error(
+                f"Something went wrong ({type(exc).__name__}: {exc}). Nothing was changed by the failed step; "
+                "try again, and if it keeps failing run the same step with the CLI for details."
+            ) from None
+
+    return wrapper
+
+
+def md_escape(text) -> str:
+    """Text safe to put inside Markdown/HTML."""
+    return html.escape(str(text), quote=False).replace("|", "&#124;").replace("*", "&#42;").replace("_", "&#95;")
+
+
+def empty_state(message: str) -> str:
+    """A boxed hint that says what to do next."""
+    return f'<div class="lb-empty">{message}</div>'
+
+
+def gallery_items(project: Project, items: list[dict], caption: Callable[[dict], str]) -> list[tuple[str, str]]:
+    """``(thumbnail path, caption)`` pairs for gr.Gallery — cached thumbnails only, never full images."""
+    from ..app_api import thumbnail_for
+
+    out = []
+    for it in items:
+        thumb = thumbnail_for(project, it["id"], it["sha256"], it.get("path"))
+        if thumb is not None:
+            out.append((thumb, caption(it)))
+    return out
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def finished_task(key: str, marker: str | None, kinds: set[str]):
+    """The background task a "task_id:kind" marker names, if it belongs to project ``key`` and is of ``kinds``."""
+    from ..jobs import get_background_task
+
+    if not key or not marker or ":" not in str(marker):
+        return None
+    task_id, kind = str(marker).split(":", 1)
+    if kind not in kinds:
+        return None
+    task = get_background_task(int(task_id))
+    if task is None or task.project_root != str(key) or task.running:
+        return None
+    return task

@@ -1,0 +1,265 @@
+"""Step 4 · Descriptions: generate with a backend (template, OpenAI-compatible endpoint, local model),
+edit / disable / add per class, import and export. Optional: zero-shot works from class names alone."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from ..describe import (
+    add_description,
+    delete_description,
+    edit_description,
+    export_descriptions,
+    generate_descriptions,
+    get_backend,
+    import_descriptions,
+    list_backends,
+    list_descriptions,
+    set_description_enabled,
+)
+from ..jobs import run_in_background
+from ..project import Project
+from .common import NO_PROJECT, Ctx, empty_state, finished_task, guard, md_escape
+
+HEADERS = ["id", "on", "source", "text"]
+MODEL_HINTS = {
+    "template": "builtin (no model: fixed sentence templates, instant, offline)",
+    "openai": "e.g. gpt-4o-mini, or llama3.2 on Ollama",
+    "transformers": "a Hugging Face id or a local folder, e.g. Qwen/Qwen2.5-0.5B-Instruct",
+}
+
+
+def _backends() -> list[tuple[str, str]]:
+    return [(f"{b['name']} — {b['summary']}", b["name"]) for b in list_backends() if b["name"] != "file"]
+
+
+def build(ctx: Ctx) -> dict:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            gr.Markdown("#### Generate")
+            backend = gr.Dropdown(_backends(), value="template", label="Backend", elem_id="desc-backend")
+            model = gr.Textbox(label="Model", placeholder=MODEL_HINTS["template"], elem_id="desc-model")
+            with gr.Group(visible=False) as endpoint:
+                base_url = gr.Textbox(
+                    label="Endpoint base URL",
+                    placeholder="http://localhost:11434/v1 (Ollama)",
+                    info="any OpenAI-compatible server; empty: api.openai.com",
+                )
+                api_key = gr.Textbox(label="API key", type="password", placeholder="empty: $OPENAI_API_KEY")
+            domain = gr.Textbox(label="Domain hint (optional)", placeholder="e.g. satellite photo, drawing")
+            per_class = gr.Slider(5, 100, value=50, step=5, label="Sentences per class")
+            gen_btn = gr.Button("Generate descriptions", variant="primary", elem_id="desc-generate")
+            status = gr.Markdown(elem_id="desc-status")
+            with gr.Accordion("Import / export", open=False):
+                upload = gr.File(
+                    label="Descriptions file (JSON {class: [...]}, or CSV class,description)",
+                    file_types=[".json", ".csv"],
+                    height=110,
+                )
+                replace = gr.Checkbox(label="Replace untouched sentences (keeps your own, edited and disabled ones)")
+                import_btn = gr.Button("Import file", size="sm")
+                export_btn = gr.Button("Export enabled descriptions (JSON)", size="sm", elem_id="desc-export")
+                export_file = gr.File(label="Exported file", interactive=False, height=80)
+        with gr.Column(scale=3):
+            gr.Markdown("#### Per class")
+            cls = gr.Dropdown(label="Class", choices=[], elem_id="desc-class")
+            summary = gr.Markdown(elem_id="desc-summary")
+            table = gr.Dataframe(
+                headers=HEADERS,
+                interactive=False,
+                max_height=330,
+                wrap=True,
+                column_widths=["8%", "8%", "12%", "72%"],
+                elem_id="desc-table",
+            )
+            selected = gr.Number(visible=False, precision=0)
+            with gr.Row():
+                edit_text = gr.Textbox(label="Selected sentence (click a row)", scale=4, elem_id="desc-edit")
+                with gr.Column(scale=1, min_width=130):
+                    save_btn = gr.Button("Save edit", size="sm")
+                    toggle_btn = gr.Button("Enable / disable", size="sm")
+                    delete_btn = gr.Button("Delete", size="sm", variant="stop")
+            with gr.Row():
+                new_text = gr.Textbox(
+                    label="Add your own sentence",
+                    scale=4,
+                    elem_id="desc-new",
+                    placeholder="e.g. a small furry animal with pointed ears",
+                )
+                add_btn = gr.Button("Add", scale=1, size="sm", elem_id="desc-add")
+
+    def table_for(project, class_name):
+        rows = list_descriptions(project, class_name) if class_name else []
+        return [
+            [d["id"], "✓" if d["enabled"] else "✗", d["source"] + (" (edited)" if d["edited"] else ""), d["text"]]
+            for d in rows
+        ]
+
+    def class_view(project, class_name):
+        classes = project.classes
+        if not classes:
+            return (
+                gr.Dropdown(choices=[], value=None),
+                empty_state("Set the classes first (step 3); then generate descriptions here."),
+                [],
+            )
+        if class_name not in classes:
+            class_name = classes[0]
+        all_rows = list_descriptions(project)
+        total = len(all_rows)
+        enabled = sum(d["enabled"] for d in all_rows)
+        if total == 0:
+            text = empty_state(
+                "No descriptions yet. They are optional: zero-shot works from the class names. "
+                "To add some, pick a backend and press <b>Generate descriptions</b> "
+                "(<i>template</i> needs no model), or import a file."
+            )
+        else:
+            text = (
+                f"**{total} descriptions** ({enabled} enabled) over {len(classes)} classes. "
+                "Click a row to edit, disable or delete it."
+            )
+        return gr.Dropdown(choices=classes, value=class_name), text, table_for(project, class_name)
+
+    outs = [cls, summary, table]
+
+    @guard
+    def refresh(key, class_name=None):
+        project = ctx.open(key, required=False)
+        if project is None:
+            return gr.Dropdown(choices=[], value=None), empty_state(NO_PROJECT), []
+        return class_view(project, class_name)
+
+    @guard
+    def pick_class(key, class_name):
+        project = ctx.open(key)
+        return table_for(project, class_name)
+
+    @guard
+    def backend_changed(name):
+        return gr.Textbox(placeholder=MODEL_HINTS.get(name, ""), value=""), gr.Group(visible=name == "openai")
+
+    @guard
+    def generate(key, name, model_name, url, key_text, domain_text, n):
+        project = ctx.open(key)
+        if len(project.classes) < 2:
+            raise gr.Error("Set at least two classes first (step 3).")
+        options = {}
+        if name in ("openai", "transformers"):
+            if not (model_name or "").strip():
+                raise gr.Error(f"The {name} backend needs a model: type one in the Model box ({MODEL_HINTS[name]}).")
+            options["model"] = model_name.strip()
+        if name == "openai":
+            options["base_url"] = (url or "").strip() or None
+            options["api_key"] = key_text or None
+        get_backend(name, **options).close()  # check the options now, so mistakes show here and not in a job
+        root = str(project.root)
+
+        def work():
+            p = Project(root)
+            b = get_backend(name, **options)
+            try:
+                return generate_descriptions(p, b, domain=(domain_text or "").strip() or None, max_per_class=int(n))
+            finally:
+                b.close()
+                p.close()
+
+        run_in_background(root, "describe", work, label=f"descriptions ({name})")
+        return f"Generating with **{name}**… progress is in the jobs panel."
+
+    @guard
+    def finished(key, marker, class_name):
+        task = finished_task(key, marker, {"describe"})
+        if task is None:
+            return (gr.skip(),) * 4
+        if task.status == "done":
+            r = task.result or {}
+            msg = f"Done: {r.get('added', 0)} added, {r.get('removed', 0)} replaced, {r.get('kept', 0)} kept."
+            if r.get("empty_classes"):
+                msg += f" No usable sentence for: {md_escape(', '.join(r['empty_classes'][:10]))}."
+        else:
+            msg = f"Generation {task.status}: {md_escape(task.error or '')}"
+        return (*refresh(key, class_name), msg)
+
+    @guard
+    def select_row(key, class_name, evt: gr.SelectData):
+        row = evt.row_value or []
+        if not row:
+            return gr.skip(), gr.skip()
+        return int(row[0]), row[3]
+
+    def _need_selected(selected_id):
+        if selected_id is None or selected_id == "" or int(selected_id) <= 0:
+            raise gr.Error("Click a sentence in the table first.")
+        return int(selected_id)
+
+    @guard
+    def save_edit(key, class_name, selected_id, text):
+        project = ctx.open(key)
+        edit_description(project, _need_selected(selected_id), text or "")
+        return refresh(key, class_name)
+
+    @guard
+    def toggle(key, class_name, selected_id):
+        project = ctx.open(key)
+        did = _need_selected(selected_id)
+        row = next((d for d in list_descriptions(project) if d["id"] == did), None)
+        if row is None:
+            raise gr.Error("That sentence is gone (deleted or replaced): click another row.")
+        set_description_enabled(project, did, not row["enabled"])
+        return refresh(key, class_name)
+
+    @guard
+    def delete(key, class_name, selected_id):
+        project = ctx.open(key)
+        delete_description(project, _need_selected(selected_id))
+        return (*refresh(key, class_name), None, "")
+
+    @guard
+    def add(key, class_name, text):
+        project = ctx.open(key)
+        if not class_name:
+            raise gr.Error("Pick a class first.")
+        if not (text or "").strip():
+            raise gr.Error("Type the sentence to add first.")
+        add_description(project, class_name, text)
+        return (*refresh(key, class_name), "")
+
+    @guard
+    def import_file(key, class_name, path, replace_flag):
+        project = ctx.open(key)
+        if not path:
+            raise gr.Error("Choose a .json or .csv descriptions file first.")
+        r = import_descriptions(project, path, replace=bool(replace_flag))
+        msg = f"Imported: {r['added']} added, {r['removed']} replaced, {r['dropped']} dropped lines."
+        if r.get("unknown_classes"):
+            msg += f" Not project classes (ignored): {md_escape(', '.join(r['unknown_classes'][:10]))}."
+        return (*refresh(key, class_name), msg)
+
+    @guard
+    def export(key):
+        project = ctx.open(key)
+        out = project.exports_dir / f"descriptions-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        export_descriptions(project, out)
+        return str(out)
+
+    backend.change(backend_changed, [backend], [model, endpoint], api_visibility="private")
+    cls.input(pick_class, [ctx.project, cls], [table], api_name="descriptions_class")
+    gen_btn.click(
+        generate,
+        [ctx.project, backend, model, base_url, api_key, domain, per_class],
+        [status],
+        api_name="descriptions_generate",
+    )
+    ctx.finished.change(finished, [ctx.project, ctx.finished, cls], [*outs, status], api_visibility="private")
+    table.select(select_row, [ctx.project, cls], [selected, edit_text], api_visibility="private")
+    save_btn.click(save_edit, [ctx.project, cls, selected, edit_text], outs, api_name="descriptions_edit")
+    toggle_btn.click(toggle, [ctx.project, cls, selected], outs, api_name="descriptions_toggle")
+    delete_btn.click(delete, [ctx.project, cls, selected], [*outs, selected, edit_text], api_name="descriptions_delete")
+    add_btn.click(add, [ctx.project, cls, new_text], [*outs, new_text], api_name="descriptions_add")
+    new_text.submit(add, [ctx.project, cls, new_text], [*outs, new_text], api_visibility="private")
+    import_btn.click(import_file, [ctx.project, cls, upload, replace], [*outs, status], api_name="descriptions_import")
+    export_btn.click(export, [ctx.project], [export_file], api_name="descriptions_export")
+    return {"refresh": refresh, "outputs": outs, "api_name": "descriptions_view"}

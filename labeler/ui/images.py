@@ -1,0 +1,172 @@
+"""Step 2 · Images: upload files or a zip (or, locally, a folder path); counts, skipped files, thumbnails."""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from .. import app_api
+from ..ingest import IMAGE_EXTENSIONS, import_sources
+from ..jobs import run_in_background
+from ..project import Project
+from .common import NO_PROJECT, Ctx, empty_state, finished_task, guard, md_escape
+
+PAGE = 48
+
+
+def _start_import(ctx: Ctx, key: str, sources: list[str], copy: bool, what: str) -> str:
+    project = ctx.open(key)
+    root = str(project.root)
+
+    def work():
+        p = Project(root)
+        try:
+            return import_sources(p, sources, copy=copy).to_dict()
+        finally:
+            p.close()
+
+    run_in_background(root, "import", work, label=f"import {what}")
+    return f"Importing {md_escape(what)}… progress is in the jobs panel; this page updates when it is done."
+
+
+def build(ctx: Ctx) -> dict:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            files = gr.File(
+                label="Upload images or a .zip",
+                file_count="multiple",
+                file_types=sorted(IMAGE_EXTENSIONS) + [".zip"],
+                height=150,
+                elem_id="images-upload",
+            )
+            upload_btn = gr.Button("Import uploaded files", variant="primary", elem_id="images-import-upload")
+            if ctx.local_mode:
+                folder = gr.Textbox(
+                    label="…or a folder (or zip) on this machine",
+                    placeholder="/home/me/Pictures/pets",
+                    info="imported in place, subfolders included; nothing is copied",
+                    elem_id="images-folder",
+                )
+                folder_btn = gr.Button("Import folder", variant="primary", elem_id="images-import-folder")
+            else:
+                folder = gr.Textbox(visible=False)
+                folder_btn = gr.Button(visible=False)
+            status = gr.Markdown(elem_id="images-status")
+        with gr.Column(scale=2):
+            counts = gr.Markdown(elem_id="images-counts")
+            gallery = gr.Gallery(
+                label="Thumbnails",
+                show_label=False,
+                columns=6,
+                height=380,
+                allow_preview=True,
+                object_fit="cover",
+                elem_id="images-gallery",
+                buttons=[],
+            )
+            with gr.Row():
+                prev_btn = gr.Button("← Previous", size="sm", elem_id="images-prev")
+                page_info = gr.Markdown(elem_classes=["lb-center"])
+                next_btn = gr.Button("Next →", size="sm", elem_id="images-next")
+            with gr.Accordion("Skipped files", open=False) as skipped_box:
+                skipped = gr.Dataframe(
+                    headers=["file", "reason"],
+                    interactive=False,
+                    max_height=240,
+                    wrap=True,
+                    column_widths=["55%", "45%"],
+                    elem_id="images-skipped",
+                )
+    page = gr.State(0)
+
+    def view(key, page_no):
+        project = ctx.open(key, required=False)
+        if project is None:
+            return (empty_state(NO_PROJECT), [], "", [], gr.Accordion(label="Skipped files"), 0)
+        n = project.image_count()
+        skipped_rows = [[s["path"], s["reason"]] for s in project.skipped()]
+        missing = project.image_count("missing")
+        if n == 0:
+            msg = empty_state(
+                "No images yet. Upload image files or a .zip on the left"
+                + (", or type the path of a folder on this machine" if ctx.local_mode else "")
+                + ", then press Import."
+            )
+            return msg, [], "", skipped_rows, gr.Accordion(label=f"Skipped files ({len(skipped_rows)})"), 0
+        pages = max(1, -(-n // PAGE))
+        page_no = min(max(0, int(page_no or 0)), pages - 1)
+        rows = app_api.image_page(project, page_no * PAGE, PAGE)
+        items = [(app_api.thumbnail_for(project, r["id"], r["sha256"]), r["rel_path"]) for r in rows]
+        items = [it for it in items if it[0]]
+        folders = app_api.folder_class_names(project)
+        text = (
+            f"**{n} images** · {len(skipped_rows)} skipped · {missing} missing"
+            + (f" · {len(folders)} folders" if folders else "")
+            + "  \nNext: enter the classes (step 3)"
+            + (" — or take the folder names there." if folders else ".")
+        )
+        return (
+            text,
+            items,
+            f"page {page_no + 1} of {pages}",
+            skipped_rows,
+            gr.Accordion(label=f"Skipped files ({len(skipped_rows)})", open=bool(skipped_rows) and n < 1),
+            page_no,
+        )
+
+    outs = [counts, gallery, page_info, skipped, skipped_box, page]
+
+    @guard
+    def refresh(key):
+        return view(key, 0)
+
+    @guard
+    def turn(key, page_no, delta):
+        return view(key, int(page_no or 0) + delta)
+
+    @guard
+    def import_uploads(key, paths):
+        if not paths:
+            raise gr.Error("Choose image files or a .zip in the upload box first.")
+        paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths]
+        return _start_import(ctx, key, paths, copy=True, what=f"{len(paths)} uploaded file(s)")
+
+    @guard
+    def import_folder(key, path):
+        if not ctx.local_mode:
+            raise gr.Error("Folder import is off in this app: upload files or a zip instead.")
+        path = (path or "").strip().strip('"').strip("'")
+        if not path:
+            raise gr.Error("Type the path of a folder (or .zip) on this machine first.")
+        full = os.path.expanduser(path)
+        if not os.path.exists(full):
+            raise gr.Error(
+                f"{path} does not exist on this machine: check the path (it is on the server, "
+                "not your browser's computer)."
+            )
+        return _start_import(ctx, key, [full], copy=False, what=path)
+
+    upload_btn.click(import_uploads, [ctx.project, files], [status], api_name="images_import_upload")
+    folder_btn.click(import_folder, [ctx.project, folder], [status], api_name="images_import_folder")
+    folder.submit(import_folder, [ctx.project, folder], [status], api_visibility="private")
+    prev_btn.click(lambda k, p: turn(k, p, -1), [ctx.project, page], outs, api_visibility="private")
+    next_btn.click(lambda k, p: turn(k, p, +1), [ctx.project, page], outs, api_visibility="private")
+
+    @guard
+    def finished(key, marker):
+        task = finished_task(key, marker, {"import"})
+        if task is None:
+            return (gr.skip(),) * (len(outs) + 1)
+        if task.status == "done":
+            r = task.result or {}
+            msg = (
+                f"Import finished: **{r.get('added', 0)} added**, {r.get('duplicates', 0)} duplicates, "
+                f"{len(r.get('skipped', []))} skipped."
+            )
+        else:
+            msg = f"Import {task.status}: {md_escape(task.error or '')}"
+        return (*view(key, 0), msg)
+
+    ctx.finished.change(finished, [ctx.project, ctx.finished], [*outs, status], api_visibility="private")
+    return {"refresh": refresh, "outputs": outs, "api_name": "images_view"}

@@ -1,0 +1,143 @@
+"""The jobs panel: what is running in the open project, polled by a gr.Timer; cancel a job.
+
+Two sources, both through the library: the project's ``runs`` rows (every import, features,
+labeling, description, clustering and training job records one — they outlive the browser tab and
+the server) and this process's background tasks (:func:`labeler.jobs.background_tasks`), which also
+know about work that failed before it could start its row. When a task of the open project ends,
+the panel writes ``"task_id:kind"`` into ``ctx.finished``; the steps listen to it and refresh.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+import gradio as gr
+
+from ..jobs import background_tasks, list_runs, request_cancel
+from .common import Ctx, guard
+
+HEADERS = ["run", "kind", "method", "status", "progress", "message"]
+RECENT = 8
+
+
+def _bar(frac: float) -> str:
+    pct = max(0.0, min(1.0, float(frac or 0.0))) * 100
+    return f"<span class='lb-bar'><span style='width:{pct:.0f}%'></span></span> {pct:.0f}%"
+
+
+def build(ctx: Ctx) -> dict:
+    with gr.Row(equal_height=True, elem_id="jobs-panel", elem_classes=["lb-jobs"]):
+        live = gr.HTML(
+            "<div class='lb-job lb-idle'>Jobs of the open project show here.</div>",
+            elem_id="jobs-live",
+            scale=5,
+            padding=False,
+        )
+        cancel_pick = gr.Dropdown(
+            choices=[], container=False, elem_id="jobs-pick", scale=1, min_width=150, visible=False
+        )
+        cancel_btn = gr.Button(
+            "Cancel job", size="sm", variant="stop", elem_id="jobs-cancel", scale=0, min_width=110, visible=False
+        )
+    with gr.Accordion("Job history", open=False, elem_id="jobs-history") as panel:
+        table = gr.Dataframe(
+            headers=HEADERS,
+            interactive=False,
+            max_height=200,
+            wrap=True,
+            column_widths=["7%", "11%", "11%", "12%", "12%", "47%"],
+            elem_id="jobs-table",
+        )
+    timer = gr.Timer(1.0)
+    signature = gr.State("")
+
+    def snapshot(key):
+        idle = "<div class='lb-job lb-idle'>Jobs of the open project show here.</div>"
+        if not key:
+            return idle, [], [], [], ""
+        project = ctx.open(key, required=False)
+        if project is None:
+            return idle, [], [], [], ""
+        runs = list_runs(project)
+        tasks = background_tasks(key)
+        running = [r for r in runs if r["status"] == "running"]
+        lines = []
+        for r in running:
+            what = f"<b>{html.escape(r['kind'])}</b> {html.escape(r['method'] or '')} (run {r['id']})"
+            lines.append(
+                f"<div class='lb-job'>{what} {_bar(r['progress'])} "
+                f"<small>{html.escape(r['message'] or '')}</small></div>"
+            )
+        busy_tasks = [t for t in tasks if t.running]
+        if busy_tasks and not running:
+            for t in busy_tasks:
+                lines.append(
+                    f"<div class='lb-job'><b>{html.escape(t.label)}</b> starting… "
+                    f"<small>{time.time() - t.started_at:.0f} s</small></div>"
+                )
+        for t in tasks[:3]:
+            if t.status == "failed" and t.finished_at and time.time() - t.finished_at < 600:
+                lines.append(
+                    f"<div class='lb-job lb-failed'><b>{html.escape(t.label)} failed:</b> "
+                    f"{html.escape(t.error or '')}</div>"
+                )
+        if not lines:
+            lines = [
+                "<div class='lb-job lb-idle'>No job running. Long steps (import, features, zero-shot, "
+                "training) run here in the background: you can leave the page and come back.</div>"
+            ]
+        rows = [
+            [
+                r["id"],
+                r["kind"],
+                r["method"] or "",
+                r["status"],
+                f"{100 * (r['progress'] or 0):.0f}%",
+                r["error"] or r["message"] or "",
+            ]
+            for r in runs[:RECENT]
+        ]
+        choices = [(f"run {r['id']} · {r['kind']}", r["id"]) for r in running]
+        done = sorted((t for t in tasks if not t.running), key=lambda t: (t.finished_at or 0, t.id))
+        marker = f"{done[-1].id}:{done[-1].kind}" if done else ""
+        return "".join(lines), rows, choices, running, marker
+
+    @guard
+    def poll(key, sig, finished):
+        live_html, rows, choices, running, marker = snapshot(key)
+        new_sig = repr((live_html, rows, choices))
+        label = f"Job history ({len(rows)} recent)" if rows else "Job history"
+        fin = marker if marker and marker != finished else gr.skip()
+        if new_sig == sig:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), sig, fin
+        return (
+            live_html,
+            rows,
+            gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, visible=bool(choices)),
+            gr.Button(visible=bool(choices)),
+            gr.Accordion(label=label),
+            new_sig,
+            fin,
+        )
+
+    @guard
+    def cancel(key, run_id):
+        project = ctx.open(key)
+        if run_id is None:
+            raise gr.Error("No job is running (pick one in the list next to the button).")
+        request_cancel(project, int(run_id))
+        gr.Info(f"Asked run {run_id} to stop after its current batch; what it finished is kept.")
+        return ""
+
+    @guard
+    def reset(key):
+        # A newly opened project: its finished tasks are history, not news.
+        _, _, _, _, marker = snapshot(key)
+        return marker, ""
+
+    outs = [live, table, cancel_pick, cancel_btn, panel, signature, ctx.finished]
+    timer.tick(poll, [ctx.project, signature, ctx.finished], outs, api_name="jobs_poll", show_progress="hidden")
+    cancel_btn.click(cancel, [ctx.project, cancel_pick], [signature], api_name="jobs_cancel")
+    ctx.project.change(reset, [ctx.project], [ctx.finished, signature], api_visibility="private")
+    return {"poll": poll, "outputs": outs}

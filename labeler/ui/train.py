@@ -1,0 +1,306 @@
+"""Step 6 · Train: pick a method, see the device, start / cancel / resume a run, watch its curves.
+
+Methods come from :func:`labeler.methods.list_methods`; a method that is not implemented yet is
+shown greyed out with its one-line reason and cannot be picked. A run goes through the library
+(``get_method(name).run(project, params, resume=None)`` to start, ``run(project, None, resume=RUN)``
+to continue a cancelled or interrupted ``train`` run — :class:`labeler.methods.trainable.TrainableMethod`)
+in a background thread; its progress and metrics live in its ``runs`` row, so closing the tab does
+not stop it.
+
+The live plot reads :func:`labeler.app_api.run_curve`: the run's ``metrics["epochs"]`` (one row per
+epoch: ``loss``, ``train_agreement``, ``teacher_agreement``, ``val_accuracy``…).
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import json
+
+import gradio as gr
+import pandas as pd
+
+from .. import app_api
+from ..device import resolve_device
+from ..errors import InvalidInputError
+from ..jobs import list_runs, request_cancel, run_in_background
+from ..methods import METHODS, get_method, list_methods
+from ..project import Project
+from .common import NO_PROJECT, Ctx, empty_state, finished_task, guard, md_escape, pct
+
+#: Methods that need no training run and live in step 5.
+NOT_TRAINED_HERE = {"zeroshot"}
+
+
+def _trainable_class():
+    try:
+        from ..methods.trainable import TrainableMethod
+    except ImportError:
+        return None
+    return TrainableMethod
+
+
+def _trainable() -> list[dict]:
+    """Methods shown in this step: the trainable ones (planned ones included, as not available)."""
+    base = _trainable_class()
+    out = []
+    for m in list_methods():
+        if m["name"] in NOT_TRAINED_HERE:
+            continue
+        cls = METHODS.get(m["name"])
+        if m["available"] and base is not None and cls is not None and not issubclass(cls, base):
+            continue
+        out.append(m)
+    return out
+
+
+def _takes_resume(method) -> bool:
+    return "resume" in inspect.signature(method.run).parameters
+
+
+def _methods_html() -> str:
+    cards = []
+    for m in list_methods():
+        state = "ready" if m["available"] else "not available yet"
+        cls = "lb-method" + ("" if m["available"] else " lb-disabled")
+        where = " — runs in step 5" if m["name"] in NOT_TRAINED_HERE else ""
+        cards.append(
+            f"<div class='{cls}' aria-disabled='{str(not m['available']).lower()}'><b>{html.escape(m['name'])}"
+            f"</b> <span class='lb-badge'>{state}</span><br><small>{html.escape(m['summary'])}{where}"
+            "</small></div>"
+        )
+    return "<div class='lb-methods'>" + "".join(cards) + "</div>"
+
+
+def _curve_frame(points: list[dict]) -> pd.DataFrame:
+    """Curve points as a typed frame (untyped empty frames turn the plot's axes categorical)."""
+    return pd.DataFrame(
+        {
+            "step": pd.Series([p["step"] for p in points], dtype=float),
+            "metric": pd.Series([p["metric"] for p in points], dtype=str),
+            "value": pd.Series([p["value"] for p in points], dtype=float),
+        }
+    )
+
+
+def _device_text() -> str:
+    dev = resolve_device("auto")
+    extra = ""
+    if dev.type == "cuda":
+        import torch
+
+        extra = f" ({torch.cuda.get_device_name(dev)})"
+    elif dev.type == "cpu":
+        extra = " — training on a CPU is slow; fine for tiny models and trying the flow"
+    return f"Device: **{dev}**{extra}"
+
+
+def _run_rows(project: Project) -> list[dict]:
+    """The project's training runs, newest first."""
+    return list_runs(project, kind="train")
+
+
+def build(ctx: Ctx) -> dict:
+    ready = [m["name"] for m in _trainable() if m["available"]]
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2):
+            gr.Markdown("#### Methods")
+            gr.HTML(_methods_html(), elem_id="train-methods")
+            gr.Markdown(_device_text(), elem_id="train-device")
+        with gr.Column(scale=3):
+            method = gr.Dropdown(
+                ready,
+                value=ready[0] if ready else None,
+                label="Method",
+                elem_id="train-method",
+                interactive=bool(ready),
+                info="only methods that are implemented can be picked",
+            )
+            params = gr.Code(language="json", label="Options (JSON)", lines=8, max_lines=16, elem_id="train-params")
+            with gr.Row():
+                start_btn = gr.Button("Start", variant="primary", interactive=bool(ready), elem_id="train-start")
+                cancel_btn = gr.Button("Cancel", variant="stop", interactive=bool(ready), elem_id="train-cancel")
+                resume_btn = gr.Button("Resume", interactive=bool(ready), elem_id="train-resume")
+            status = gr.Markdown(elem_id="train-status")
+    with gr.Row(equal_height=False, visible=False) as curve_row:
+        run_pick = gr.Dropdown(label="Run", choices=[], scale=1, elem_id="train-run")
+        curve = gr.LinePlot(
+            x="step",
+            y="value",
+            color="metric",
+            title="Loss and pseudo-label agreement",
+            height=260,
+            scale=3,
+            elem_id="train-curve",
+        )
+    timer = gr.Timer(2.0, active=False)
+
+    def run_choices(project):
+        return [
+            (f"run {r['id']} · {r['method']} · {r['status']} {pct(r['progress'])}", r["id"]) for r in _run_rows(project)
+        ]
+
+    def curve_df(project, run_id):
+        points = app_api.run_curve(project, run_id) if run_id else []
+        return _curve_frame(points)
+
+    def view(project, run_id=None):
+        if project is None:
+            return (
+                "",
+                empty_state(NO_PROJECT),
+                gr.Dropdown(choices=[], value=None),
+                _curve_frame([]),
+                gr.Timer(active=False),
+                gr.Row(visible=False),
+            )
+        runs = _run_rows(project)
+        if not ready:
+            text = empty_state(
+                "No training method is implemented yet (see the list on the left). The zero-shot "
+                "pseudo-labels of step 5 are the result for now: review them and export (step 8)."
+            )
+        elif not runs:
+            text = empty_state(
+                "No training run yet. Pick a method, adjust its options, press <b>Start</b>. "
+                "It uses the features and pseudo-labels of step 5."
+            )
+        else:
+            r = runs[0]
+            text = (
+                f"Latest: run {r['id']} ({r['method']}) **{r['status']}** {pct(r['progress'])}"
+                + (f" — {md_escape(r['message'])}" if r.get("message") else "")
+                + (f"  \n{md_escape(r['error'])}" if r.get("error") else "")
+            )
+        ids = [r["id"] for r in runs]
+        run_id = run_id if run_id in ids else (ids[0] if ids else None)
+        live = any(r["status"] == "running" for r in runs)
+        return (
+            gr.skip(),
+            text,
+            gr.Dropdown(choices=run_choices(project), value=run_id),
+            curve_df(project, run_id),
+            gr.Timer(active=live),
+            gr.Row(visible=bool(runs)),
+        )
+
+    outs = [params, status, run_pick, curve, timer, curve_row]
+
+    @guard
+    def refresh(key):
+        project = ctx.open(key, required=False)
+        out = list(view(project))
+        out[0] = defaults(ready[0]) if ready else ""
+        return tuple(out)
+
+    def defaults(name):
+        return json.dumps(app_api.method_defaults(name), indent=2) if name else ""
+
+    @guard
+    def pick_method(name):
+        return defaults(name)
+
+    def _params(name, text):
+        method = get_method(name)
+        try:
+            values = json.loads(text or "{}")
+        except ValueError as exc:
+            raise gr.Error(
+                f"The options are not valid JSON ({exc}): fix them or pick the method again to reset."
+            ) from None
+        if not isinstance(values, dict):
+            raise gr.Error('The options must be a JSON object, like {"epochs": 10}.')
+        return method, method.params_from(values)
+
+    def _start(project, name, method, p, resume=None):
+        root = str(project.root)
+
+        def work():
+            proj = Project(root)
+            try:
+                if _takes_resume(method):
+                    return method.run(proj, p, resume=resume)
+                return method.run(proj, p)
+            finally:
+                proj.close()
+
+        run_in_background(root, "train", work, label=f"train {name}")
+
+    @guard
+    def start(key, name, text):
+        project = ctx.open(key)
+        if not name:
+            raise gr.Error("Pick a method first (only implemented methods can be picked).")
+        method, p = _params(name, text)
+        _start(project, name, method, p)
+        out = list(view(project))
+        out[1] = f"Starting **{name}**… progress is in the jobs panel; the plot below follows the run."
+        out[4] = gr.Timer(active=True)
+        return tuple(out)
+
+    @guard
+    def cancel(key, run_id):
+        project = ctx.open(key)
+        running = [r for r in _run_rows(project) if r["status"] == "running"]
+        if not running:
+            raise gr.Error("No training run is running.")
+        target = next((r for r in running if r["id"] == run_id), running[0])
+        request_cancel(project, target["id"])
+        gr.Info(f"Asked run {target['id']} to stop after its current step.")
+        return view(project, target["id"])
+
+    @guard
+    def resume(key, name, run_id):
+        """Start the method again with the options of a cancelled or interrupted run (it continues from its
+        last checkpoint when the method supports a ``resume`` option)."""
+        project = ctx.open(key)
+        runs = [r for r in _run_rows(project) if r["status"] in ("cancelled", "interrupted", "failed")]
+        target = next((r for r in runs if r["id"] == run_id), None) or next(
+            (r for r in runs if r["method"] == name), None
+        )
+        if target is None:
+            raise gr.Error("There is no cancelled or interrupted run to resume: press Start for a new one.")
+        method = get_method(target["method"])
+        if _takes_resume(method):
+            _start(project, target["method"], method, None, resume=int(target["id"]))
+        else:  # a method without checkpoints: start again with the run's options
+            known = set(app_api.method_defaults(target["method"]))
+            try:
+                p = method.params_from({k: v for k, v in target["params"].items() if k in known})
+            except InvalidInputError as exc:
+                raise gr.Error(
+                    f"Run {target['id']}'s options no longer fit the method ({exc}): start a new run."
+                ) from None
+            _start(project, target["method"], method, p)
+        out = list(view(project, target["id"]))
+        out[1] = f"Resuming run {target['id']} ({target['method']})… progress is in the jobs panel."
+        out[4] = gr.Timer(active=True)
+        return tuple(out)
+
+    @guard
+    def tick(key, run_id):
+        project = ctx.open(key, required=False)
+        return view(project, run_id)
+
+    @guard
+    def show_run(key, run_id):
+        return curve_df(ctx.open(key), run_id)
+
+    @guard
+    def finished(key, marker, run_id):
+        task = finished_task(key, marker, {"train"})
+        if task is None:
+            return (gr.skip(),) * len(outs)
+        out = list(view(ctx.open(key), run_id))
+        if task.status != "done":
+            out[1] = f"**Training {task.status}:** {md_escape(task.error or '')}"
+        return tuple(out)
+
+    method.change(pick_method, [method], [params], api_visibility="private")
+    start_btn.click(start, [ctx.project, method, params], outs, api_name="train_start")
+    cancel_btn.click(cancel, [ctx.project, run_pick], outs, api_name="train_cancel")
+    resume_btn.click(resume, [ctx.project, method, run_pick], outs, api_name="train_resume")
+    run_pick.input(show_run, [ctx.project, run_pick], [curve], api_name="train_curve")
+    timer.tick(tick, [ctx.project, run_pick], outs, api_visibility="private")
+    ctx.finished.change(finished, [ctx.project, ctx.finished, run_pick], outs, api_visibility="private")
+    return {"refresh": refresh, "outputs": outs, "api_name": "train_view"}
