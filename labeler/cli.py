@@ -91,6 +91,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         progress and progress.close()
     data = report.to_dict()
     lines = [f"added {report.added} images, {report.duplicates} already in the project, {len(report.skipped)} skipped"]
+    if report.restored:
+        lines.append(f"  {report.restored} images marked missing were found again at their new path")
     lines += [f"  skipped {s['path']}: {s['reason']}" for s in report.skipped[:20]]
     if len(report.skipped) > 20:
         lines.append(f"  ... and {len(report.skipped) - 20} more (see `status`)")
@@ -137,6 +139,10 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_label(args: argparse.Namespace) -> int:
     from .methods import get_method
 
+    if getattr(args, "run", None) is not None:  # relabel with a trained model (labeler/cli_train.py)
+        from .cli_train import cmd_label_run
+
+        return cmd_label_run(args)
     project = _open(args)
     method = get_method(args.method)
     options = {"device": args.device, "features": args.features}
@@ -172,6 +178,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.one_hot:
         options["one_hot"] = True
     rep = export_report(project, args.format, args.output, **options)
+    if rep.format == "model":
+        x = rep.extra
+        print(
+            f"wrote the {x.get('method')} model of train run {x.get('train_run')} (epoch {x.get('epoch')}, "
+            f"{x.get('classes')} classes, base {x.get('base')}) to {rep.path}"
+        )
+        return 0
     print(
         f"wrote {args.format} export of {rep.n_images} images ({rep.n_labeled} labeled, {rep.n_unlabeled} unlabeled"
         + (f", {rep.n_missing} files missing" if rep.n_missing else "")
@@ -194,6 +207,7 @@ def status_dict(project) -> dict:
         "classes": project.classes,
         "images_ok": project.image_count("ok"),
         "images_missing": project.image_count("missing"),
+        "images_excluded": project.image_count("excluded"),
         "images_skipped": project.skipped(),
         "labels": {k: counts[k] for k in ("human", "accepted", "pseudo", "unlabeled")},
         "per_class": counts.get("per_class", {}),
@@ -215,7 +229,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     lines = [
         f"project {data['project']} ({data['path']}), {'multi' if data['multi_label'] else 'single'}-label",
         f"classes ({len(data['classes'])}): {', '.join(data['classes'])}",
-        f"images: {data['images_ok']} ok, {len(data['images_skipped'])} skipped, {data['images_missing']} missing",
+        f"images: {data['images_ok']} ok, {len(data['images_skipped'])} skipped, {data['images_missing']} missing, "
+        f"{data['images_excluded']} excluded",
         f"labels: {lab['human']} human, {lab['accepted']} accepted, {lab['pseudo']} pseudo, "
         f"{lab['unlabeled']} unlabeled",
     ]
@@ -298,8 +313,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = ["--device", args.device]
     steps: list[Sequence[str]] = [
         ["import", str(root), str(folder), *base],
-        ["features", str(root), "--clip", args.clip, *(["--pretrained", args.pretrained] if args.pretrained else []),
-         *device, *base],
+        [
+            "features",
+            str(root),
+            "--clip",
+            args.clip,
+            *(["--pretrained", args.pretrained] if args.pretrained else []),
+            *device,
+            *base,
+        ],
         ["label", str(root), "--method", args.method, *device, *base],
         ["export", str(root), "--format", args.format, "-o", args.output],
     ]
@@ -360,69 +382,122 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = _sub(subs, "init", cmd_init, "create a project with its class names",
-             f'{PROG} init pets --classes "cat,dog,car"\n{PROG} init ./birds --classes-file birds.txt')
+    p = _sub(
+        subs,
+        "init",
+        cmd_init,
+        "create a project with its class names",
+        f'{PROG} init pets --classes "cat,dog,car"\n{PROG} init ./birds --classes-file birds.txt',
+    )
     _project_arg(p)
     p.add_argument("--classes", help="comma-separated class names (or one per line)")
     p.add_argument("--classes-file", help="text file with one class name per line")
     p.add_argument("--multi-label", action="store_true", help="an image may have several classes")
 
-    p = _sub(subs, "import", cmd_import, "import images from folders (recursive), files and .zip archives",
-             f"{PROG} import pets ~/Pictures/pets extra/cat1.jpg more.zip")
+    p = _sub(
+        subs,
+        "import",
+        cmd_import,
+        "import images from folders (recursive), files and .zip archives",
+        f"{PROG} import pets ~/Pictures/pets extra/cat1.jpg more.zip",
+    )
     _project_arg(p)
     p.add_argument("sources", nargs="+", help="folders, image files or .zip archives")
     p.add_argument("--copy", action="store_true", help="copy files into the project instead of referencing them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _json_arg(p)
 
-    p = _sub(subs, "features", cmd_features, "compute and cache CLIP (and DINO) image features",
-             f"{PROG} features pets --clip ViT-B-32 --pretrained laion2b_s34b_b79k --dino facebook/dinov2-small\n"
-             f"{PROG} features pets --clip ViT-B-32 --pretrained /models/open_clip_pytorch_model.bin\n"
-             f"{PROG} features pets --clip tiny-random --dino tiny-random   # offline test models")
+    p = _sub(
+        subs,
+        "features",
+        cmd_features,
+        "compute and cache CLIP (and DINO) image features",
+        f"{PROG} features pets --clip ViT-B-32 --pretrained laion2b_s34b_b79k --dino facebook/dinov2-small\n"
+        f"{PROG} features pets --clip ViT-B-32 --pretrained /models/open_clip_pytorch_model.bin\n"
+        f"{PROG} features pets --clip tiny-random --dino tiny-random   # offline test models",
+    )
     _project_arg(p)
     p.add_argument("--clip", help="open_clip model name, hf-hub:ORG/REPO, or tiny-random (default ViT-B-32)")
-    p.add_argument("--pretrained", help="open_clip pretrained tag or local checkpoint file "
-                                        "(default laion2b_s34b_b79k for ViT-B-32; 'none' for random init)")
+    p.add_argument(
+        "--pretrained",
+        help="open_clip pretrained tag or local checkpoint file "
+        "(default laion2b_s34b_b79k for ViT-B-32; 'none' for random init)",
+    )
     p.add_argument("--dino", help="DINOv2 hub id (facebook/dinov2-small), local folder, or tiny-random")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="image decoding workers (default: by image count)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="model weights precision (bf16 is ~1.7x faster on CPU)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="model weights: fp32 (default); bf16 pays off only on a GPU or a CPU with native bfloat16 "
+        "(AVX512-BF16/AMX); fp16 needs a GPU",
+    )
     _device_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _json_arg(p)
 
-    p = _sub(subs, "label", cmd_label, "pseudo-label every image with a method (a new run)",
-             f"{PROG} label pets --method zeroshot\n{PROG} label pets --method zeroshot --templates openai\n"
-             f"{PROG} label pets --method zeroshot --descriptions llm")
+    p = _sub(
+        subs,
+        "label",
+        cmd_label,
+        "pseudo-label every image with a method (a new run)",
+        f"{PROG} label pets --method zeroshot\n{PROG} label pets --method zeroshot --templates openai\n"
+        f"{PROG} label pets --method zeroshot --descriptions llm",
+    )
     _project_arg(p)
     p.add_argument("--method", default="zeroshot", help="labeling method (see `methods`)")
-    p.add_argument("--templates", help="prompt template set: photo, simple (default), openai; or "
-                                       "'|'-separated templates with {c}")
-    p.add_argument("--descriptions", choices=["none", "llm", "both"],
-                   help="class texts: none = templates only, llm = descriptions only, both (default) = templates "
-                        "+ enabled descriptions")
+    p.add_argument(
+        "--templates", help="prompt template set: photo, simple (default), openai; or '|'-separated templates with {c}"
+    )
+    p.add_argument(
+        "--descriptions",
+        choices=["none", "llm", "both"],
+        help="class texts: none = templates only, llm = descriptions only, both (default) = templates "
+        "+ enabled descriptions",
+    )
     p.add_argument("--features", help="CLIP feature-set key to use (default: the newest)")
     p.add_argument("--threshold", type=float, help="multi-label: keep classes with p >= threshold * max p")
+    p.add_argument("--run", type=int, help="relabel with the trained model of this train run (see `train`)")
     _device_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _json_arg(p)
 
-    p = _sub(subs, "export", cmd_export, "export the final labels (human > accepted > pseudo)",
-             f"{PROG} export pets --format csv -o labels.csv\n{PROG} export pets --format imagefolder -o out/ --link")
+    p = _sub(
+        subs,
+        "export",
+        cmd_export,
+        "export the final labels (human > accepted > pseudo)",
+        f"{PROG} export pets --format csv -o labels.csv\n{PROG} export pets --format imagefolder -o out/ --link\n"
+        f"{PROG} export pets --format model -o pets.pt   # a trained model, for `apply`",
+    )
     _project_arg(p)
-    p.add_argument("--format", default="csv", help="csv (default), imagefolder, jsonl")
+    p.add_argument(
+        "--format",
+        default="csv",
+        help="csv (default), imagefolder, jsonl, model (the trained model of the newest train run)",
+    )
     p.add_argument("-o", "--output", required=True, help="output file (csv, jsonl) or folder (imagefolder)")
     p.add_argument("--link", action="store_true", help="imagefolder: symlink instead of copying")
     p.add_argument("--one-hot", action="store_true", help="csv: add one 0/1 column per class")
 
-    p = _sub(subs, "status", cmd_status, "show images, skipped files, classes, labels, features and runs",
-             f"{PROG} status pets --json")
+    p = _sub(
+        subs,
+        "status",
+        cmd_status,
+        "show images, skipped files, classes, labels, features and runs",
+        f"{PROG} status pets --json",
+    )
     _project_arg(p)
     _json_arg(p)
 
-    p = _sub(subs, "eval", cmd_eval, "accuracy against folder-name ground truth (class-named subfolders)",
-             f"{PROG} eval pets --json")
+    p = _sub(
+        subs,
+        "eval",
+        cmd_eval,
+        "accuracy against folder-name ground truth (class-named subfolders)",
+        f"{PROG} eval pets --json",
+    )
     _project_arg(p)
     p.add_argument("--run", type=int, help="evaluate this run's predictions instead of the final labels")
     _json_arg(p)
@@ -431,16 +506,22 @@ def build_parser() -> argparse.ArgumentParser:
     _project_arg(p)
     _json_arg(p)
 
-    p = _sub(subs, "cancel", cmd_cancel, "ask a running job to stop (rerun its command to resume)",
-             f"{PROG} cancel pets 3")
+    p = _sub(
+        subs, "cancel", cmd_cancel, "ask a running job to stop (rerun its command to resume)", f"{PROG} cancel pets 3"
+    )
     _project_arg(p)
     p.add_argument("run", type=int, help="run id (see `runs`)")
 
     p = _sub(subs, "methods", cmd_methods, "list labeling methods", f"{PROG} methods")
     _json_arg(p)
 
-    p = _sub(subs, "run", cmd_run, "one shot: init + import + features + label + export",
-             f'{PROG} run ~/Pictures/pets --classes "cat,dog" -o labels.csv --clip tiny-random')
+    p = _sub(
+        subs,
+        "run",
+        cmd_run,
+        "one shot: init + import + features + label + export",
+        f'{PROG} run ~/Pictures/pets --classes "cat,dog" -o labels.csv --clip tiny-random',
+    )
     p.add_argument("folder", help="folder (or zip) of images")
     p.add_argument("--classes")
     p.add_argument("--classes-file")
@@ -454,9 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arg(p)
     p.add_argument("--quiet", action="store_true")
 
-    from . import cli_describe
+    from . import cli_describe, cli_explore, cli_train
 
     cli_describe.register(subs)
+    cli_train.register(subs)
+    cli_explore.register(subs)
 
     p = _sub(subs, "serve", cmd_serve, "start the browser app", f"{PROG} serve --port 7860")
     p.add_argument("--host", default=os.environ.get("LABELER_HOST", "127.0.0.1"))
