@@ -143,6 +143,18 @@ def row(label: str, ours: float, raw: float, unit: str = "s") -> str:
     return f"  {label:<34} ours {ours:10.3f} {unit:<4} raw faiss {raw:10.3f} {unit:<4} ratio {ratio:5.2f}x"
 
 
+def query_latencies(fi, raw, q_db, nq: int, k: int) -> tuple[float, float, float, float, float, float]:
+    """Print and return single-query mean/p95 and batched per-query latency (ms), ours vs raw faiss."""
+    lo, p95o = latency(functools.partial(fi.search, k=k), q_db[:nq])
+    lr, p95r = latency(functools.partial(raw.search, k=k), q_db[:nq])
+    print(row(f"single query (mean of {nq})", lo, lr, "ms"))
+    print(row("single query p95", p95o, p95r, "ms"))
+    bo = batched(functools.partial(fi.search, k=k), q_db)
+    br = batched(functools.partial(raw.search, k=k), q_db)
+    print(row(f"batched, per query ({len(q_db)} in one call)", bo, br, "ms"))
+    return lo, lr, p95o, p95r, bo, br
+
+
 def bench_size(n: int, args, tmp: Path) -> dict:
     d, k = args.dim, 20
     print(
@@ -194,13 +206,7 @@ def bench_exact(project, x, q_db, qi, truth_db, nq, k) -> dict:
         f"  {'memory (RSS growth)':<34} ours {mem_ours:10.1f} MB   raw faiss {mem_raw:10.1f} MB   "
         f"index {n * d * 4 / 2**20:.0f} MB"
     )
-    lo, p95o = latency(functools.partial(fi.search, k=k), q_db[:nq])
-    lr, p95r = latency(functools.partial(raw.search, k=k), q_db[:nq])
-    print(row(f"single query (mean of {nq})", lo, lr, "ms"))
-    print(row("single query p95", p95o, p95r, "ms"))
-    bo = batched(functools.partial(fi.search, k=k), q_db)
-    br = batched(functools.partial(raw.search, k=k), q_db)
-    print(row(f"batched, per query ({len(q_db)} in one call)", bo, br, "ms"))
+    lo, lr, p95o, p95r, bo, br = query_latencies(fi, raw, q_db, nq, k)
     _, got = fi.search_images(ids_of_rows[qi], k)
     print(f"  recall@20 (sanity, exact)          {lindex.recall_at_k(got - 1, truth_db):.4f}")
     lindex.clear_cache()
@@ -240,13 +246,7 @@ def bench_ivf(project, x, q_db, qi, truth_db, new_q, truth_new, nq, k) -> dict:
         f"  {'memory (RSS growth)':<34} ours {mem_ours:10.1f} MB   raw faiss {mem_raw:10.1f} MB   "
         f"file {ivf_file.stat().st_size / 2**20:.0f} MB"
     )
-    lo, p95o = latency(functools.partial(fi.search, k=k), q_db[:nq])
-    lr, p95r = latency(functools.partial(raw.search, k=k), q_db[:nq])
-    print(row(f"single query (mean of {nq})", lo, lr, "ms"))
-    print(row("single query p95", p95o, p95r, "ms"))
-    bo = batched(functools.partial(fi.search, k=k), q_db)
-    br = batched(functools.partial(raw.search, k=k), q_db)
-    print(row(f"batched, per query ({len(q_db)} in one call)", bo, br, "ms"))
+    lo, lr, p95o, p95r, bo, br = query_latencies(fi, raw, q_db, nq, k)
     _, got = fi.search_images(ids_of_rows[qi], k)
     rec_db = lindex.recall_at_k(got - 1, truth_db)
     _, got_new = fi.search(new_q, k)

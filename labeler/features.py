@@ -208,12 +208,7 @@ def _record_failures(project, bad: list[tuple[dict, str]], result: dict) -> None
 
 def latest_set(project: Project, kind: str) -> dict | None:
     """The newest feature set of ``kind`` (``clip`` or ``dino``) with its row count, or None."""
-    sets = project.features.sets(kind)
-    if not sets:
-        return None
-    row = dict(sets[0])
-    row["count"] = project.features.count(int(row["id"]))
-    return row
+    return project.features.latest(kind)
 
 
 def feature_matrix(project: Project, key_or_kind: str) -> tuple[list[int], np.ndarray]:

@@ -252,15 +252,6 @@ def build_faiss_index(
 
 
 # --- the project's index -------------------------------------------------------------------------------
-def _latest_set(project: Project, kind: str) -> dict | None:
-    sets = project.features.sets(kind)
-    if not sets:
-        return None
-    row = dict(sets[0])
-    row["count"] = project.features.count(int(row["id"]))
-    return row
-
-
 def _resolve_set(project: Project, features: str) -> dict:
     """The ``feature_sets`` row for ``clip``/``dino`` (newest of the kind) or a key.
 
@@ -270,7 +261,7 @@ def _resolve_set(project: Project, features: str) -> dict:
     if not isinstance(features, str) or not features.strip():
         raise InvalidInputError("features must be 'clip', 'dino' or a feature-set key")
     if features in ("clip", "dino"):
-        row = _latest_set(project, features)
+        row = project.features.latest(features)
         if row is None:
             raise NotReadyError(
                 f"no {features} features in this project: run `python -m labeler features PROJECT --{features} MODEL`"

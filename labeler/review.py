@@ -256,11 +256,11 @@ def review_queue(
 
 def _disagreement(project, ids, probs, classes, final, features, neighbours):
     """Disagreement scores (N,), per-item extras, the feature-set key used and a note."""
-    from .index import _latest_set, get_index
+    from .index import get_index
 
     note = ""
     if features is None:
-        if _latest_set(project, "dino") is not None:
+        if project.features.latest("dino") is not None:
             features = "dino"
         else:
             features = "clip"

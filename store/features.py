@@ -56,6 +56,15 @@ class FeatureStore:
         where, args = ("kind = ?", [kind]) if kind else (None, None)
         return list(self.db["feature_sets"].rows_where(where, args, order_by="id desc"))
 
+    def latest(self, kind: str) -> dict | None:
+        """The newest feature set of ``kind`` (``clip`` or ``dino``) with its vector ``count``, or None."""
+        sets = self.sets(kind)
+        if not sets:
+            return None
+        row = dict(sets[0])
+        row["count"] = self.count(int(row["id"]))
+        return row
+
     def ensure_set(
         self, key: str, kind: str, dim: int, model: str = "", pretrained: str = "", params: dict | None = None
     ) -> int:
