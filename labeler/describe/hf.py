@@ -24,33 +24,6 @@ _TEXT_EXAMPLE = "Qwen/Qwen2.5-0.5B-Instruct"
 _VISION_EXAMPLE = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 
-def resolve_device(name: Any = "auto"):
-    """``labeler.device.resolve_device`` when present, else a minimal local version (auto → cuda → mps → cpu)."""
-    try:
-        from ..device import resolve_device as _resolve
-    except ImportError:
-        _resolve = None
-    if _resolve is not None:
-        return _resolve(name)
-    import torch
-
-    text = "auto" if name is None else str(name).strip().lower()
-    if text in ("", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        dev = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise InvalidInputError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(
-            f"device {name!r} was asked for, but no CUDA GPU is available: use --device cpu or auto"
-        )
-    return dev
-
-
 def _hub_context():
     try:
         from ..models._hub import hub_mode
@@ -136,6 +109,8 @@ class TransformersBackend(Backend):
             )
         if dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise InvalidInputError(f"dtype {dtype!r} is not one of auto, float32, float16, bfloat16")
+        from ..device import resolve_device
+
         self.device = resolve_device(device)
         self.dtype_name = dtype
         self.batch_size = max(1, int(batch_size))
