@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -138,6 +139,25 @@ def _resolve(name: str, pretrained: str | None) -> tuple[str, str | None, str, d
     )
 
 
+class _NoRandomInitWarning(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded" warning when random init was asked for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _random_init_is_intended(intended: bool):
+    flt = _NoRandomInitWarning()
+    root = logging.getLogger()
+    if intended:
+        root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
+
+
 def _build(name: str, pretrained: str | None, device: torch.device, precision: str) -> ClipModel:
     oc = open_clip_module()
     spec, weights, key, info = _resolve(name, pretrained)
@@ -146,7 +166,7 @@ def _build(name: str, pretrained: str | None, device: torch.device, precision: s
     if cfg.get("quick_gelu") and not (oc.get_model_config(spec) or {}).get("quick_gelu"):
         kwargs["force_quick_gelu"] = True  # e.g. ViT-B-32 + openai: the weights were trained with QuickGELU
     try:
-        with hub_mode() as offline:
+        with hub_mode() as offline, _random_init_is_intended(weights is None):
             model = oc.create_model(spec, pretrained=weights, device=device, precision=precision, **kwargs)
             tokenizer = oc.get_tokenizer(spec)
     except ModelUnavailableError:
