@@ -9,6 +9,7 @@ never runs ``playwright install``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 from pathlib import Path
@@ -60,6 +61,9 @@ def test_wizard_in_the_browser(tmp_path):
 
 
 def _shot(page, name: str) -> None:
+    """Full-page screenshot once gradio's loading spinners (``.wrap.pending``) are gone (best effort: 10 s)."""
+    with contextlib.suppress(Exception):  # a slow spinner must not fail the test; the picture shows it
+        page.wait_for_function("() => !document.querySelector('.wrap.pending')", timeout=10_000)
     page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"), full_page=True)
 
 
