@@ -261,9 +261,10 @@ class Project:
         return f"Project({str(self.root)!r})"
 
 
-def list_projects() -> list[dict]:
-    """Projects under :func:`data_dir`: ``[{"name", "path", "images", "classes", "multi_label"}]`` by name."""
-    root = data_dir()
+def list_projects(root: str | os.PathLike | None = None) -> list[dict]:
+    """Projects under ``root`` (default :func:`data_dir`): ``[{"name", "path", "images", "classes",
+    "multi_label"}]`` by name."""
+    root = Path(root) if root is not None else data_dir()
     out = []
     if not root.is_dir():
         return out

@@ -1,26 +1,37 @@
-"""Step 1 · Project: create, open, rename, delete; the projects in the data dir with their counts."""
+"""Step 1 · Project: create, open, rename, delete; the projects with their counts; the project as one archive.
+
+On a Space (``ctx.isolate``) every browser gets its own folder of projects, named by a random visitor id
+kept in the browser (``gr.BrowserState``): the list, create, open, rename, delete and import only see that
+folder, and a project outside it is never opened. Export packs the open project as one ``.zip``
+(:func:`labeler.archive.export_archive`, in the background); import unpacks one as a new project
+(:func:`labeler.archive.import_archive`) — the way to keep work on a Space, whose disk is not persistent.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import gradio as gr
 
 from .. import app_api
+from ..archive import export_archive, import_archive
 from ..errors import InvalidInputError
-from ..jobs import background_tasks
+from ..jobs import background_tasks, run_in_background
 from ..project import Project, parse_class_list, resolve_project_path
-from .common import Ctx, empty_state, guard, md_escape
+from .common import Ctx, empty_state, finished_task, guard, md_escape
 
 HEADERS = ["project", "images", "classes", "labels", "review"]
 
 
-def _table() -> list[list]:
+def _table(home: Path | None = None) -> list[list]:
     return [
-        [r["name"], r["images"], r["classes"], r["labels"], r["error"] or r["labeled"]] for r in app_api.project_rows()
+        [r["name"], r["images"], r["classes"], r["labels"], r["error"] or r["labeled"]]
+        for r in app_api.project_rows(home)
     ]
 
 
-def _choices() -> list[tuple[str, str]]:
-    return [(r["name"], r["path"]) for r in app_api.project_rows() if not r.get("error")]
+def _choices(home: Path | None = None) -> list[tuple[str, str]]:
+    return [(r["name"], r["path"]) for r in app_api.project_rows(home) if not r.get("error")]
 
 
 def _status(ctx: Ctx, key: str) -> str:
@@ -41,10 +52,16 @@ def _status(ctx: Ctx, key: str) -> str:
 def build(ctx: Ctx) -> dict:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            gr.Markdown(f"#### Projects in `{ctx.data_dir}`")
+            if ctx.isolate:
+                gr.Markdown(
+                    "#### Your projects\n<span class='lb-note'>Only this browser sees them. This server's disk is "
+                    "not kept: <b>export</b> a project (below) to keep your work, and import it next time.</span>"
+                )
+            else:
+                gr.Markdown(f"#### Projects in `{ctx.data_dir}`")
             table = gr.Dataframe(
                 headers=HEADERS,
-                value=_table(),
+                value=[] if ctx.isolate else _table(),
                 interactive=False,
                 max_height=320,
                 column_widths=["28%", "13%", "13%", "13%", "33%"],
@@ -54,7 +71,7 @@ def build(ctx: Ctx) -> dict:
             with gr.Row():
                 pick = gr.Dropdown(
                     label="Open a project",
-                    choices=_choices(),
+                    choices=[] if ctx.isolate else _choices(),
                     value=None,
                     scale=3,
                     allow_custom_value=ctx.local_mode,
@@ -75,14 +92,51 @@ def build(ctx: Ctx) -> dict:
                 rename_btn = gr.Button("Rename", size="sm", elem_id="project-rename")
                 confirm = gr.Textbox(label="Type the project's name to delete it", elem_id="project-confirm")
                 delete_btn = gr.Button("Delete project", variant="stop", size="sm", elem_id="project-delete")
+            with gr.Accordion("Export or import a whole project (.zip)", open=ctx.isolate, elem_id="project-archive"):
+                gr.Markdown(
+                    "<span class='lb-note'>One file with the images, labels, descriptions, features and "
+                    "training runs — to move a project or keep it.</span>"
+                )
+                export_btn = gr.Button("Export the open project", size="sm", elem_id="project-export")
+                archive_file = gr.File(
+                    label="Project archive", interactive=False, visible=False, elem_id="project-archive-file"
+                )
+                upload = gr.File(
+                    label="Import a project archive",
+                    file_types=[".zip"],
+                    file_count="single",
+                    elem_id="project-archive-upload",
+                )
+                import_btn = gr.Button("Import as a new project", size="sm", elem_id="project-import")
     status = gr.Markdown(_status(ctx, ""), elem_id="project-status")
 
     @guard
-    def refresh(key):
+    def refresh(key, visitor=""):
+        if ctx.isolate:
+            try:
+                home = ctx.home(visitor)
+            except InvalidInputError:  # no visitor id yet (the page is still loading): nothing to list
+                return [], gr.Dropdown(choices=[], value=None), _status(ctx, "")
+            return _table(home), gr.Dropdown(choices=_choices(home), value=key or None), _status(ctx, key)
         return _table(), gr.Dropdown(choices=_choices(), value=key or None), _status(ctx, key)
 
+    def _visitor(visitor):
+        """This session's visitor id; a new one for a session that has none (an API client never loads the page)."""
+        if not ctx.isolate:
+            return ""
+        try:
+            ctx.home(visitor)
+            return visitor
+        except InvalidInputError:
+            return app_api.new_visitor_id()
+
+    def _mine(key, visitor):
+        if not ctx.owned(key, visitor):
+            raise gr.Error("That project belongs to another visitor of this app: open one of yours.")
+
     @guard
-    def create(name_text, multi_label, classes_text):
+    def create(name_text, multi_label, classes_text, visitor=""):
+        visitor = _visitor(visitor)
         if not (name_text or "").strip():
             raise gr.Error("Type a project name first (e.g. 'pets').")
         if any(c in name_text for c in "/\\") or name_text.strip().startswith((".", "~")):
@@ -91,38 +145,44 @@ def build(ctx: Ctx) -> dict:
                 f"spaces (projects live in {ctx.data_dir})."
             )
         names = parse_class_list(classes_text or "")
-        project = Project.create(name_text.strip(), names, multi_label=bool(multi_label))
+        where = ctx.home(visitor) / name_text.strip() if ctx.isolate else name_text.strip()
+        project = Project.create(where, names, multi_label=bool(multi_label))
         ctx.allow(project)
         key = str(project.root)
         gr.Info(f"Created project {project.name}. Next: import images.")
-        return key, *refresh(key), gr.Tabs(selected=1)
+        return key, *refresh(key, visitor), gr.Tabs(selected=1), visitor
 
     @guard
-    def open_(choice):
+    def open_(choice, visitor=""):
         if not choice:
             raise gr.Error("Pick a project in the list first (or create one).")
         try:
             root = resolve_project_path(choice)
         except InvalidInputError as exc:
             raise gr.Error(str(exc)) from None
+        if ctx.isolate and not Path(str(choice)).is_absolute():
+            root = ctx.home(visitor) / str(choice)
+        _mine(str(root), visitor)
         project = ctx.open(str(root))
         key = str(project.root)
         running = [t for t in background_tasks(key) if t.running]
         if running:
             gr.Info(f"{len(running)} job(s) still running in this project: see the jobs panel.")
-        return key, *refresh(key)
+        return key, *refresh(key, visitor)
 
     @guard
-    def rename(key, new):
+    def rename(key, new, visitor=""):
+        _mine(key, visitor)
         project = ctx.open(key)
-        renamed = app_api.rename_project(project, new)
+        renamed = app_api.rename_project(project, new, root=ctx.home(visitor) if ctx.isolate else None)
         ctx.allow(renamed)
         key = str(renamed.root)
         gr.Info(f"Renamed to {renamed.name}.")
-        return key, *refresh(key)
+        return key, *refresh(key, visitor)
 
     @guard
-    def delete(key, typed):
+    def delete(key, typed, visitor=""):
+        _mine(key, visitor)
         project = ctx.open(key)
         if (typed or "").strip() != project.name:
             raise gr.Error(f"To delete, type the project's name ({project.name}) in the box above the button.")
@@ -131,12 +191,60 @@ def build(ctx: Ctx) -> dict:
         name = project.name
         project.delete()
         gr.Info(f"Deleted project {name} (images outside the project folder were not touched).")
-        return "", *refresh("")
+        return "", *refresh("", visitor)
 
+    @guard
+    def export(key):
+        project = ctx.open(key)
+        root = str(project.root)
+
+        def work():
+            p = Project(root)
+            try:
+                return str(export_archive(p))
+            finally:
+                p.close()
+
+        run_in_background(root, "archive", work, label="project archive")
+        return "Packing the project into one .zip… it appears here when ready (progress: jobs panel).", gr.File(
+            visible=False
+        )
+
+    @guard
+    def exported(key, marker):
+        task = finished_task(key, marker, {"archive"})
+        if task is None:
+            return gr.skip(), gr.skip()
+        if task.status != "done":
+            return f"**Export {task.status}:** {md_escape(task.error or '')}", gr.File(visible=False)
+        size = Path(task.result).stat().st_size
+        shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{max(1, round(size / 1e3))} kB"
+        return (
+            f"Exported **{md_escape(Path(task.result).name)}** ({shown}): download it below.",
+            gr.File(value=task.result, visible=True),
+        )
+
+    @guard
+    def import_(upload_path, visitor=""):
+        visitor = _visitor(visitor)
+        if not upload_path:
+            raise gr.Error("Choose a project archive (.zip made by 'Export') first.")
+        path = upload_path if isinstance(upload_path, str) else getattr(upload_path, "name", upload_path)
+        project = import_archive(path, root=ctx.home(visitor) if ctx.isolate else None)
+        ctx.allow(project)
+        key = str(project.root)
+        gr.Info(f"Imported project {project.name}: {project.image_count()} images.")
+        return key, *refresh(key, visitor), None, visitor
+
+    visitor = [ctx.visitor]
     outs = [table, pick, status]
-    create_btn.click(create, [name, multi, classes], [ctx.project, *outs, ctx.tabs], api_name="project_create")
-    name.submit(create, [name, multi, classes], [ctx.project, *outs, ctx.tabs], api_visibility="private")
-    open_btn.click(open_, [pick], [ctx.project, *outs], api_name="project_open")
-    rename_btn.click(rename, [ctx.project, new_name], [ctx.project, *outs], api_name="project_rename")
-    delete_btn.click(delete, [ctx.project, confirm], [ctx.project, *outs], api_name="project_delete")
-    return {"refresh": refresh, "outputs": outs, "api_name": "project_view"}
+    created = [ctx.project, *outs, ctx.tabs, ctx.visitor]
+    create_btn.click(create, [name, multi, classes, *visitor], created, api_name="project_create")
+    name.submit(create, [name, multi, classes, *visitor], created, api_visibility="private")
+    open_btn.click(open_, [pick, *visitor], [ctx.project, *outs], api_name="project_open")
+    rename_btn.click(rename, [ctx.project, new_name, *visitor], [ctx.project, *outs], api_name="project_rename")
+    delete_btn.click(delete, [ctx.project, confirm, *visitor], [ctx.project, *outs], api_name="project_delete")
+    export_btn.click(export, [ctx.project], [status, archive_file], api_name="project_export")
+    ctx.finished.change(exported, [ctx.project, ctx.finished], [status, archive_file], api_visibility="private")
+    import_btn.click(import_, [upload, *visitor], [ctx.project, *outs, upload, ctx.visitor], api_name="project_import")
+    return {"refresh": refresh, "outputs": outs, "api_name": "project_view", "inputs": [ctx.project, *visitor]}
