@@ -1,0 +1,403 @@
+"""The Explore step (cluster browser): its app_api helpers, its event API through gradio_client, and a real browser.
+
+Projects are built through the library before the app starts (tiny-random CLIP + DINO features and a
+zero-shot run; fast), then ``python app.py`` serves them on a free 127.0.0.1 port (see
+:class:`tests.test_ui_api.AppServer`). The API tests use generated images; the browser test uses 40 CIFAR
+images in Debian's chromium (skipped without it or the images) and leaves a screenshot of each state in
+``tests/artifacts/ui-7-explore-*.png``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import CIFAR, CIFAR_CLASSES, cifar_subset
+from .explore_helpers import label_run, make_project, one_faiss_thread, planted, probs_for  # noqa: F401
+from .test_ui_api import AppServer, make_images, wait_for_run
+from .test_ui_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+gradio_client = pytest.importorskip("gradio_client")
+
+GEN_CLASSES = ["cat", "dog", "ship"]
+UI_CLASSES = CIFAR_CLASSES[:4]
+
+
+# --- app_api helpers (no server) ----------------------------------------------------------------------------
+@pytest.fixture
+def synthetic(project):
+    """30 images in 3 planted clusters with CLIP features and a label run whose top-1 is the cluster."""
+    _, feats, y = planted(3, 16, 30, noise=0.3, seed=1)
+    ids = make_project(project, feats)
+    label_run(project, ids, probs_for(y, 3, seed=1))
+    return project, ids, y
+
+
+def test_explore_items_keep_order_and_show_excluded(synthetic):
+    from labeler import app_api
+    from labeler.review import exclude_images, label_images
+
+    project, ids, _ = synthetic
+    label_images(project, ids[2], "dog")
+    exclude_images(project, ids[1])
+    items = app_api.explore_items(project, [ids[2], ids[1], ids[0], 99999])
+    assert [it["id"] for it in items] == [ids[2], ids[1], ids[0]]
+    assert items[0]["label"] == "dog" and items[0]["source"] == "human"
+    assert items[1]["status"] == "excluded" and items[1]["label"] is None
+    assert items[2]["source"] == "pseudo" and 0 < items[2]["confidence"] <= 1
+    assert app_api.excluded_ids(project) == [ids[1]]
+    c = app_api.explore_counts(project)
+    assert c["total"] == 29 and c["excluded"] == 1 and c["human"] == 1
+    assert sum(r["images"] for r in c["classes"]) == 29
+
+
+def test_duplicates_keep_one(project):
+    from labeler import app_api
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(6, 16))
+    feats = np.vstack([base, base[:2] + 1e-3 * rng.normal(size=(2, 16)), base[:1] + 2e-3])  # 0~6~8, 1~7
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    ids = make_project(project, feats.astype(np.float32))
+    rows = app_api.duplicate_rows(project, 0.99)
+    assert [sorted(r["images"]) for r in rows] == [sorted([ids[0], ids[6], ids[8]]), sorted([ids[1], ids[7]])]
+    assert rows[0]["group"] == 1 and rows[0]["size"] == 3 and rows[0]["labels"] == "unlabeled ×3"
+    with pytest.raises(Exception, match="not in this group"):
+        app_api.keep_one(project, rows[0]["images"], keep=ids[1])
+    from labeler.review import label_images
+
+    label_images(project, ids[8], "cat")  # the image a person labeled is the one kept
+    assert app_api.keep_one(project, rows[0]["images"]) == {"kept": ids[8], "excluded": 2}
+    assert app_api.exclude_duplicates(project, [r["images"] for r in rows]) == {"groups": 2, "excluded": 1}
+    assert sorted(app_api.excluded_ids(project)) == sorted([ids[0], ids[6], ids[7]])
+    assert app_api.duplicate_rows(project, 0.99) == []
+    with pytest.raises(Exception, match="no near-duplicate groups"):
+        app_api.exclude_duplicates(project, [])
+
+
+def test_map_frame_sample_colours_and_box(synthetic, monkeypatch):
+    from labeler import app_api
+    from labeler.clusters import cluster_run
+
+    project, ids, y = synthetic
+    assert app_api.map_method("pca") == "pca" and app_api.map_ready(project, "clip", "pca")
+    assert not app_api.map_ready(project, "clip", "umap")  # UMAP maps are computed in the background
+    monkeypatch.setattr(app_api, "MAP_INLINE", 10)
+    assert not app_api.map_ready(project, "clip", "pca")  # too many points to project in the request...
+    app_api.map_frame(project, "clip", "pca")
+    assert app_api.map_ready(project, "clip", "pca")  # ...until the map is cached
+    monkeypatch.undo()
+    full = app_api.map_frame(project, "clip", "pca", "pseudo-label")
+    assert full["n"] == full["shown"] == 30 and full["method"] == "pca"
+    assert set(full["colour"]) == {"cat", "dog", "car"}
+    assert app_api.map_frame(project, "clip", "pca", "your label")["colour"][0] == "not labeled by you"
+    assert app_api.map_frame(project, "clip", "pca", "cluster")["colour"][0] == "no cluster"
+    cluster_run(project, k=3)
+    assert {c[:8] for c in app_api.map_frame(project, "clip", "pca", "cluster")["colour"]} == {"cluster "}
+    few = app_api.map_frame(project, "clip", "pca", "final label", max_points=7)
+    assert few["shown"] == 7 and few["n"] == 30 and few["image_id"][0] == ids[0] and few["image_id"][-1] == ids[-1]
+    xs = np.array(full["x"])
+    cut = float(np.median(xs))
+    left = app_api.map_box(project, "clip", "pca", (cut, xs.min() - 1))
+    assert sorted(left) == sorted(i for i, x in zip(full["image_id"], xs, strict=True) if x <= cut)
+    assert sorted(app_api.map_box(project, "clip", "pca")) == sorted(ids)
+    ys = np.array(full["y"])
+    box = app_api.map_box(project, "clip", "pca", (None, None), (None, float(np.median(ys))))
+    assert 10 <= len(box) <= 20
+    with pytest.raises(Exception, match="colour the map"):
+        app_api.map_frame(project, "clip", "pca", "size")
+
+
+# --- the app ------------------------------------------------------------------------------------------------
+def _build(root: Path, images: Path, classes: list[str]) -> Path:
+    """Import ``images`` into a new project at ``root``, tiny-random CLIP + DINO features, a zero-shot run."""
+    from labeler.features import compute_features
+    from labeler.ingest import import_sources
+    from labeler.methods import get_method
+    from labeler.models import load_clip, load_dino
+    from labeler.project import Project
+
+    project = Project.create(root, classes)
+    import_sources(project, [str(images)])
+    compute_features(project, load_clip("tiny-random", None, device="cpu"), num_workers=0)
+    compute_features(project, load_dino("tiny-random", device="cpu"), num_workers=0)
+    method = get_method("zeroshot")
+    method.run(project, method.params_from({"templates": "photo", "descriptions": "none", "device": "cpu"}))
+    project.close()
+    return root
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """A data dir with the "gen" project (24 generated images) and, where CIFAR is here, "cifar" (40 images)."""
+    tmp = tmp_path_factory.mktemp("ui_explore")
+    data = tmp / "data"
+    projects = {"gen": _build(data / "gen", make_images(tmp / "gen-images", per_class=8), GEN_CLASSES)}
+    if CIFAR.is_dir():
+        projects["cifar"] = _build(data / "cifar", cifar_subset(tmp / "cifar", 10, UI_CLASSES), UI_CLASSES)
+    server = AppServer(data, tmp)
+    yield server, projects
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(app, tmp_path_factory):
+    server, projects = app
+    c = gradio_client.Client(
+        server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("dl"))
+    )
+    c.predict(str(projects["gen"]), api_name="/project_open")
+    return c
+
+
+def _value(update):
+    return update["value"] if isinstance(update, dict) and "value" in update else update
+
+
+def _captions(gallery) -> list[str]:
+    return [item["caption"] for item in _value(gallery) or []]
+
+
+def _error(client, *args, api_name: str) -> str:
+    with pytest.raises(Exception) as info:
+        client.predict(*args, api_name=api_name)
+    return str(info.value)
+
+
+def _project(path: Path):
+    from labeler.project import Project
+
+    return Project(path)
+
+
+def test_api_cluster_label_exclude_include(client, app):
+    """Open a cluster, label all of it in one call, see the table and counts change; exclude and include."""
+    server, projects = app
+    status, table, counts, *_ = client.predict(api_name="/explore_view")
+    assert "No clusters yet" in status and "24 images" in counts
+    assert "Nothing is shown" in _error(client, "cat", api_name="/explore_label")
+    client.predict("clip", 3, api_name="/explore_cluster")
+    assert wait_for_run(server, projects["gen"], "cluster")["status"] == "done"
+    status, table, counts, *_ = client.predict(api_name="/explore_view")
+    rows = _value(table)["data"]
+    assert "3 clusters" in status and sum(r[1] for r in rows) == 24 and all(r[6] == 0 for r in rows)
+    first, size = rows[0][0], rows[0][1]
+
+    gallery, info = client.predict(str(first), api_name="/explore_open_cluster")
+    assert len(_value(gallery)) == size and f"Cluster {first}: {size} images" in info
+    assert "Pick the class" in _error(client, None, api_name="/explore_label")
+    status, table, counts, gallery, *_ = client.predict("ship", api_name="/explore_label")
+    row = next(r for r in _value(table)["data"] if r[0] == first)
+    assert row[5] == "ship" and row[6] == size  # final majority and "done" follow at once
+    n_ship = int(re.search(r"ship \*\*(\d+)\*\* \((\d+) reviewed\)", counts).group(2))
+    assert n_ship == size
+    assert all(c.startswith("ship") and c.endswith("·you") for c in _captions(gallery))
+    p = _project(projects["gen"])
+    from labeler.clusters import cluster_members
+    from labeler.labels import final_labels
+
+    members = cluster_members(p, int(first))
+    assert {(it.label, it.source) for it in final_labels(p, members)} == {("ship", "human")}
+
+    # exclude two selected images, see them in the excluded view, include them again
+    two = members[:2] if len(members) >= 2 else members
+    gallery, info = client.predict(",".join(map(str, two)), api_name="/explore_select_ids")
+    assert f"{len(two)} selected" in info
+    assert sum(c.startswith("✓") for c in _captions(gallery)) == len(two)
+    status, table, counts, gallery, *_ = client.predict(api_name="/explore_exclude")
+    assert f"{len(two)} excluded" in counts and f"{24 - len(two)} images" in counts
+    assert sum(c.endswith("excluded") for c in _captions(gallery)) == len(two)
+    assert sum(r[1] for r in _value(table)["data"]) == 24 - len(two)
+    gallery, info, *_ = client.predict(api_name="/explore_excluded")
+    assert len(_value(gallery)) == len(two) and "Excluded images" in info
+    status, table, counts, gallery, *_ = client.predict(api_name="/explore_include")
+    assert "excluded" not in counts and not _value(gallery)  # the excluded view is empty now
+    p.close()
+
+
+def test_api_search_similar_queue_duplicates_map(client, app):
+    server, projects = app
+    assert "Click a thumbnail first" in _error(client, "clip", api_name="/explore_similar")
+    gallery, info, *_ = client.predict("a photo of a ship", api_name="/explore_search")
+    assert "Best matches" in info and len(_value(gallery)) == 24
+    assert re.search(r"similarity -?\d\.\d\d → -?\d\.\d\d", info)
+    p = _project(projects["gen"])
+    some = p.images()[5]["id"]
+    p.close()
+    client.predict(str(some), api_name="/explore_select_ids")
+    for feats in ("clip", "dino"):
+        gallery, info, *_ = client.predict(feats, api_name="/explore_similar")
+        assert f"Image {some} and its 23 nearest neighbours ({feats})" in info and len(_value(gallery)) == 24
+
+    for by in ("confidence", "margin", "entropy", "disagreement"):
+        gallery, info, *_ = client.predict(by, 5, api_name="/explore_queue")
+        assert "Review queue" in info and len(_value(gallery)) == 5, (by, info)
+    client.predict("cat", api_name="/explore_label")  # labeled images leave the queue at once
+    gallery, info, *_ = client.predict("disagreement", 5, api_name="/explore_queue")
+    assert "first 5 of" in info
+
+    table, note = client.predict("clip", 0.9, api_name="/explore_duplicates")
+    groups = _value(table)["data"]
+    assert groups and "group" in note
+    gallery, info, *_ = client.predict("1", api_name="/explore_open_group")
+    assert len(_value(gallery)) == groups[0][1] and "Near-duplicate group 1" in info
+    out = client.predict("clip", 0.9, api_name="/explore_keep_one")
+    assert f"{24 - groups[0][1] + 1} images" in out[2]  # counts: one of the group is left
+    client.predict(api_name="/explore_excluded")
+    client.predict(api_name="/explore_include")  # all back
+
+    plot, note, pick = client.predict("clip", "pca", "pseudo-label", api_name="/explore_map")
+    frame = _value(plot)
+    assert len(frame["data"]) == 24 and frame["columns"][:3] == ["x", "y", "colour"] and "PCA" in note
+    xs = sorted(r[0] for r in frame["data"])
+    gallery, info, *_ = client.predict("clip", "pca", f"{xs[0]},{xs[9]}", api_name="/explore_map_box")
+    assert "Map x" in info and "10 images" in info and len(_value(gallery)) == 10
+    plot, _, pick = client.predict("clip", "pca", "cluster", api_name="/explore_map")
+    assert {r[2] for r in _value(plot)["data"]} == {"cluster 0", "cluster 1", "cluster 2"}
+    choices = [c[1] for c in pick["choices"]]
+    assert sorted(choices) == [0, 1, 2] and pick["visible"]
+    gallery, info = client.predict("clip", 2, api_name="/explore_map_cluster")
+    assert "Cluster 2:" in info and len(_value(gallery)) == sum(r[2] == "cluster 2" for r in _value(plot)["data"])
+    plot, *_ = client.predict("clip", "pca", "your label", api_name="/explore_map")
+    assert {r[2] for r in _value(plot)["data"]} >= {"cat", "ship", "not labeled by you"}
+
+
+def test_api_says_what_to_do_first(client):
+    """A project without features: every view says which step comes first (runs last: it opens another project)."""
+    client.predict("bare", False, "a, b", api_name="/project_create")
+    status, table, counts, *_ = client.predict(api_name="/explore_view")
+    assert "compute them first" in status
+    plot, note, _ = client.predict("clip", "pca", "pseudo-label", api_name="/explore_map")
+    assert "needs clip features" in note
+    assert "no clip features yet" in _error(client, "clip", 0.95, api_name="/explore_duplicates")
+    assert "no clip features yet" in _error(client, "a cat", api_name="/explore_search")
+    assert "run zero-shot first" in _error(client, "margin", 10, api_name="/explore_queue")
+    assert "Give the box" in _error(client, "clip", "pca", "a,b", api_name="/explore_map_box")
+
+
+# --- the browser ----------------------------------------------------------------------------------------------
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"ui-7-explore-{name}.png"), full_page=True)
+
+
+def _pick(page, elem_id: str, value: str) -> None:
+    box = page.locator(f"#{elem_id} input").first
+    box.click()
+    box.fill(value)
+    page.locator(f'li[role="option"][aria-label="{value}"]').first.click()
+    assert page.locator(f"#{elem_id} input").first.input_value() == value
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
+@pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR}")
+def test_explore_in_the_browser(app):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    server, projects = app
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                try:
+                    _drive(page, sync_api.expect, server, projects["cifar"])
+                except Exception:
+                    _shot(page, "failure")
+                    raise
+                assert not errors, errors
+            finally:
+                browser.close()
+    except Exception:
+        print(server.logs())
+        raise
+
+
+def _drive(page, expect, server, project_dir: Path) -> None:
+    slow = 60_000
+    page.goto(server.url)
+    page.wait_for_selector("#lb-wizard")
+    _pick(page, "project-pick", "cifar")
+    page.click("#project-open")
+    expect(page.locator("#lb-project")).to_contain_text("40 images")
+
+    # Clusters: k-means in the background, then the table
+    page.click("#step-6-button")
+    status, counts = page.locator("#explore-status"), page.locator("#explore-counts")
+    expect(status).to_contain_text("No clusters yet")
+    expect(counts).to_contain_text("40 images, 0 reviewed")
+    page.locator("#explore-k input").fill("4")
+    page.click("#explore-cluster")
+    expect(status).to_contain_text("4 clusters", timeout=slow)
+    table = page.locator("#explore-clusters")
+    rows = table.locator('div[role="row"][data-index]')  # gradio 6's virtual table: one div per body row
+    expect(rows).to_have_count(4)
+    _shot(page, "1-clusters")
+
+    # Open the first cluster and label all of it as "bird" in one click; the counts and table follow
+    number = table.locator('[data-testid="cell-0-0"]').inner_text().strip()
+    size = int(table.locator('[data-testid="cell-0-1"]').inner_text().strip())
+    table.locator('[data-testid="cell-0-0"]').click()
+    shown = page.locator("#explore-shown")
+    expect(shown).to_contain_text(f"Cluster {number}: {size} images")
+    thumbs = page.locator("#explore-gallery button.thumbnail-item")
+    expect(thumbs).to_have_count(size)
+    _pick(page, "explore-target", "bird")
+    label_btn = page.locator("#explore-label")
+    expect(label_btn).to_have_text(f"Label all {size} as →")
+    _shot(page, "2-cluster")
+    label_btn.click()
+    expect(counts).to_contain_text(f"{size} reviewed", timeout=slow)
+    expect(counts).to_contain_text(re.compile(rf"bird {size}\b"))
+    row = rows.filter(has=page.locator('[data-col="0"]', has_text=re.compile(rf"^\s*{number}\s*$")))
+    expect(row).to_contain_text("bird")
+    expect(page.locator("#explore-gallery .caption-label").first).to_contain_text("bird")
+    _shot(page, "3-labeled")
+
+    # Pick an image, show the similar ones
+    thumbs.first.click()
+    expect(shown).to_contain_text("1 selected")
+    page.click("#explore-similar")
+    expect(shown).to_contain_text("nearest neighbours", timeout=slow)
+    expect(thumbs).to_have_count(25)
+    _shot(page, "4-similar")
+
+    # Text search
+    page.locator("#explore-query textarea, #explore-query input").first.fill("a photo of a ship")
+    page.click("#explore-search")
+    expect(shown).to_contain_text("Best matches for", timeout=slow)
+    _shot(page, "5-search")
+
+    # The map: drag across it to show a band of points
+    page.click("#explore-tab-map-button")
+    expect(page.locator("#map-note")).to_contain_text("PCA", timeout=slow)
+    canvas = page.locator("#explore-map svg.marks").first
+    expect(canvas).to_be_visible()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.4)  # inside the plot area
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.4, steps=8)
+    page.mouse.up()
+    expect(shown).to_contain_text("Map x", timeout=slow)
+    _shot(page, "6-map")
+    page.locator("#map-colour label", has_text="cluster").click()  # colour by cluster, then show one of them
+    expect(page.locator("#explore-map")).to_contain_text("cluster 3", timeout=slow)
+    page.locator("#map-cluster input").click()
+    page.locator('li[role="option"]', has_text="Show cluster 1").first.click()
+    expect(shown).to_contain_text("Cluster 1:", timeout=slow)
+    _shot(page, "6-map-cluster")
+
+    # The review queue
+    page.click("#explore-tab-queue-button")
+    page.click("#queue-show")
+    expect(shown).to_contain_text("Review queue", timeout=slow)
+    _shot(page, "7-queue")
+
+    # Near-duplicates (tiny random features are all alike: raise the threshold so groups stay small)
+    page.click("#explore-tab-dups-button")
+    expect(page.locator("#dup-note")).to_contain_text("group", timeout=slow)
+    _shot(page, "8-duplicates")
