@@ -10,7 +10,12 @@ reusable like the rest of the library.
   "needs review" queue), :func:`mark_unsure` / :func:`unsure_ids`, :func:`confidence_histogram`,
   :func:`class_count_rows`;
 * export: :func:`export_for_download` (CSV, ImageFolder zipped, JSONL) with a preview;
-* training: :func:`method_defaults`, :func:`run_curve`.
+* training: :func:`method_defaults`, :func:`run_curve`;
+* explore: :func:`explore_items` (gallery items, excluded images too), :func:`explore_counts`,
+  :func:`duplicate_rows`, :func:`keep_one` / :func:`exclude_duplicates`, :func:`map_frame` /
+  :func:`map_box` / :func:`map_ready`;
+* wizard: :func:`wait_for_new_run` (Train), :func:`select_range` (shift-click in review),
+  :func:`new_visitor_id` / :func:`visitor_root` / :func:`owns` (one folder of projects per Space visitor).
 """
 
 from __future__ import annotations
@@ -35,12 +40,13 @@ VIEW_UNLABELED = "unlabeled"
 
 
 # --- projects ----------------------------------------------------------------------------------------------------
-def project_rows() -> list[dict]:
-    """Projects under the data dir with counts: ``{"name", "path", "images", "classes", "labels", "labeled"}``."""
+def project_rows(root: str | os.PathLike | None = None) -> list[dict]:
+    """Projects under ``root`` (default: the data dir) with counts: ``{"name", "path", "images", "classes",
+    "labels", "labeled"}``."""
     from .labels import label_counts
 
     out = []
-    for p in list_projects():
+    for p in list_projects(root):
         row = {
             "name": p["name"],
             "path": p["path"],
@@ -62,8 +68,8 @@ def project_rows() -> list[dict]:
     return out
 
 
-def rename_project(project: Project, new_name: str) -> Project:
-    """Rename a project under the data dir: its folder moves and stored paths inside it follow.
+def rename_project(project: Project, new_name: str, root: str | os.PathLike | None = None) -> Project:
+    """Rename a project under the data dir (or ``root``): its folder moves and stored paths inside it follow.
 
     Returns the project opened at its new folder (the old object is closed).
 
@@ -77,12 +83,13 @@ def rename_project(project: Project, new_name: str) -> Project:
         raise InvalidInputError("type the new project name first")
     if any(sep in new_name for sep in ("/", os.sep)) or new_name.startswith((".", "~")):
         raise InvalidInputError(f"{new_name!r} is not a project name: use letters, digits, '.', '_', '-' or spaces")
-    new_root = resolve_project_path(new_name)
+    home = Path(root) if root is not None else data_dir()
+    new_root = home / new_name if root is not None else resolve_project_path(new_name)
     old_root = project.root.resolve()
     if new_root.resolve() == old_root:
         return project
-    if old_root.parent != data_dir().resolve():
-        raise InvalidInputError(f"only projects in the data dir ({data_dir()}) can be renamed here; {old_root} is not")
+    if old_root.parent != home.resolve():
+        raise InvalidInputError(f"only projects in the data dir ({home}) can be renamed here; {old_root} is not")
     if new_root.exists():
         raise InvalidInputError(f"a project or folder named {new_name!r} already exists: pick another name")
     from .jobs import list_runs
@@ -404,3 +411,342 @@ def run_curve(project: Project, run_id: int) -> list[dict]:
             if any(word in key for word in CURVE_KEYS) and np.isfinite(value):
                 out.append({"step": float(step), "metric": key, "value": float(value)})
     return out
+
+
+# --- explore (cluster browser) -----------------------------------------------------------------------------------
+#: Maps of more points than this (or UMAP maps) are computed in the background, not in the request.
+MAP_INLINE = 20_000
+#: Points drawn on the map at most (an even sample; a box selection still covers every point).
+MAP_POINTS = 4_000
+#: What the map can be coloured by → the :func:`labeler.projection.feature_map` field.
+MAP_COLOURS = {"pseudo-label": "pseudo", "your label": "human", "final label": "final", "cluster": "cluster"}
+
+
+def explore_items(project: Project, image_ids) -> list[dict]:
+    """Gallery items for any images, excluded ones included, in the order given (unknown ids are dropped).
+
+    Returns
+    -------
+    list of dict
+        ``{"id", "sha256", "path", "label", "labels", "source", "confidence", "status"}``; ``label``/``source``
+        are the final label (human > accepted > pseudo) of ok images, None for excluded ones;
+        ``confidence`` the active run's top-1 probability.
+    """
+    from .labels import _chunks, active_run, final_labels
+
+    ids = list(dict.fromkeys(int(i) for i in image_ids or []))
+    if not ids:
+        return []
+    run = active_run(project)
+    rows: dict[int, tuple] = {}
+    conf: dict[int, float] = {}
+    for chunk in _chunks(sorted(ids)):  # only these images: a gallery page costs the same in any project
+        marks = ",".join("?" * len(chunk))
+        for r in project.db.execute(f"select id, sha256, path, status from images where id in ({marks})", chunk):
+            rows[int(r[0])] = r
+        if run is not None:
+            conf.update(
+                project.db.execute(
+                    f"select image_id, score from predictions where run_id = ? and image_id in ({marks})",
+                    [run["id"], *chunk],
+                ).fetchall()
+            )
+    final = {it.image_id: it for it in final_labels(project, [i for i in ids if i in rows and rows[i][3] == "ok"])}
+    out = []
+    for i in ids:
+        if i not in rows:
+            continue
+        it = final.get(i)
+        out.append(
+            {
+                "id": i,
+                "sha256": rows[i][1],
+                "path": rows[i][2],
+                "label": it.label if it else None,
+                "labels": list(it.classes) if it else [],
+                "source": it.source if it else None,
+                "confidence": None if conf.get(i) is None else float(conf[i]),
+                "status": rows[i][3],
+            }
+        )
+    return out
+
+
+def excluded_ids(project: Project) -> list[int]:
+    """Ids of the excluded images, ascending (see :func:`labeler.review.exclude_images`)."""
+    from .review import excluded_images
+
+    return excluded_images(project)
+
+
+def duplicate_rows(project: Project, threshold: float = 0.95, features: str = "clip") -> list[dict]:
+    """Near-duplicate groups (:func:`labeler.search.near_duplicates`) as table rows, largest first.
+
+    Returns
+    -------
+    list of dict
+        ``{"group", "size", "max_similarity", "min_similarity", "labels", "images"}``: ``group`` numbers
+        the groups from 1, ``labels`` says which final labels the group holds ("cat ×2, dog"),
+        ``images`` are the image ids, ascending.
+    """
+    from collections import Counter
+
+    from .search import near_duplicates
+
+    out = []
+    for k, g in enumerate(near_duplicates(project, float(threshold), features), start=1):
+        counts = Counter(it["label"] or "unlabeled" for it in g["images"])
+        out.append(
+            {
+                "group": k,
+                "size": len(g["images"]),
+                "max_similarity": g["max_similarity"],
+                "min_similarity": g["min_similarity"],
+                "labels": ", ".join(f"{c} ×{n}" if n > 1 else c for c, n in counts.most_common()),
+                "images": [it["image_id"] for it in g["images"]],
+            }
+        )
+    return out
+
+
+def keep_one(project: Project, image_ids, keep: int | None = None) -> dict:
+    """Exclude every image of a group but one: ``keep`` if given, else the first one a person labeled, else
+    the lowest id. Returns ``{"kept": id, "excluded": n}``."""
+    from .labels import final_labels
+    from .review import exclude_images
+
+    ids = list(dict.fromkeys(int(i) for i in image_ids or []))
+    if len(ids) < 2:
+        raise InvalidInputError("a group needs at least two images to keep one of them")
+    if keep is not None:
+        keep = int(keep)
+        if keep not in ids:
+            raise InvalidInputError(f"image {keep} is not in this group")
+    else:
+        human = [it.image_id for it in final_labels(project, ids) if it.source == "human"]
+        keep = min(human) if human else min(ids)
+    return {"kept": keep, "excluded": exclude_images(project, [i for i in ids if i != keep])}
+
+
+def exclude_duplicates(project: Project, groups: list[list[int]]) -> dict:
+    """:func:`keep_one` for each group (a group's images, as ids). Returns ``{"groups", "excluded"}``."""
+    groups = [g for g in groups or [] if len(g) >= 2]
+    if not groups:
+        raise InvalidInputError("no near-duplicate groups: find them first (or lower the threshold)")
+    excluded = sum(keep_one(project, g)["excluded"] for g in groups)
+    return {"groups": len(groups), "excluded": excluded}
+
+
+def _map_ids(project: Project, features: str) -> tuple[dict, np.ndarray]:
+    """The feature set and the ids of its ok images (what :func:`labeler.projection.feature_map` draws)."""
+    from .index import _resolve_set
+
+    fset = _resolve_set(project, features)
+    rows = project.db.execute(
+        "select i.id from images i join feature_rows r on r.sha256 = i.sha256 and r.feature_set_id = ? "
+        "where i.status = 'ok' order by i.id",
+        [int(fset["id"])],
+    ).fetchall()
+    return fset, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+
+def map_method(method: str | None = None) -> str:
+    """``pca`` or ``umap``: the method asked for, or by default UMAP when it is installed, else PCA."""
+    from .projection import umap_available
+
+    if method in (None, "", "auto"):
+        return "umap" if umap_available() else "pca"
+    if method not in ("pca", "umap"):
+        raise InvalidInputError(f"map method must be pca or umap, got {method!r}")
+    return method
+
+
+def map_ready(project: Project, features: str = "clip", method: str | None = None) -> bool:
+    """True when the map can be drawn at once: it is cached for the current images, or it is a PCA map of at
+    most :data:`MAP_INLINE` points. Otherwise compute it in the background (:func:`labeler.projection.feature_map`)."""
+    from .index import index_dir
+
+    fset, ids = _map_ids(project, features)
+    method = map_method(method)
+    cache = index_dir(project, fset["key"]) / f"map-{method}.npz"
+    try:
+        with np.load(cache) as data:
+            if np.array_equal(data["image_ids"], ids) and int(data["seed"]) == 0:
+                return True
+    except (OSError, KeyError, ValueError):
+        pass
+    return method == "pca" and len(ids) <= MAP_INLINE
+
+
+def map_frame(
+    project: Project,
+    features: str = "clip",
+    method: str | None = None,
+    colour_by: str = "pseudo-label",
+    max_points: int = MAP_POINTS,
+) -> dict:
+    """The map as columns for a scatter plot, an even sample of at most ``max_points`` points.
+
+    Returns
+    -------
+    dict
+        ``{"x", "y", "colour", "image_id", "label"}`` (lists, one entry per drawn point; ``colour`` the
+        ``colour_by`` value as text: a class, "not labeled" or "cluster 03"), and ``method``, ``features``,
+        ``n`` (points in the map), ``shown`` (points drawn), ``cluster_run``.
+    """
+    from .projection import feature_map
+
+    if colour_by not in MAP_COLOURS:
+        raise InvalidInputError(f"colour the map by one of {', '.join(MAP_COLOURS)}, not {colour_by!r}")
+    m = feature_map(project, features, map_method(method))
+    n = len(m["image_ids"])
+    pick = np.arange(n) if n <= max_points else np.linspace(0, n - 1, int(max_points)).round().astype(np.int64)
+    field_name = MAP_COLOURS[colour_by]
+    values = m[field_name]
+    width = len(str(max((c for c in values if c is not None), default=0))) if field_name == "cluster" else 0
+    none_text = {"pseudo": "no pseudo-label", "human": "not labeled by you", "final": "unlabeled"}.get(
+        field_name, "no cluster"
+    )
+
+    def text(v) -> str:
+        if v is None:
+            return none_text
+        return f"cluster {int(v):0{width}d}" if field_name == "cluster" else str(v)
+
+    xy = np.asarray(m["xy"], dtype=np.float64)
+    return {
+        "x": [round(float(v), 5) for v in xy[pick, 0]],
+        "y": [round(float(v), 5) for v in xy[pick, 1]],
+        "colour": [text(values[i]) for i in pick],
+        "image_id": [int(m["image_ids"][i]) for i in pick],
+        "label": [m["final"][i] or "unlabeled" for i in pick],
+        "method": m["method"],
+        "features": m["features"],
+        "n": n,
+        "shown": len(pick),
+        "cluster_run": m["cluster_run"],
+    }
+
+
+def map_box(
+    project: Project,
+    features: str = "clip",
+    method: str | None = None,
+    x_range: tuple[float, float] | None = None,
+    y_range: tuple[float | None, float | None] | None = None,
+) -> list[int]:
+    """Ids of the images whose map point lies in the box (every point, not only the drawn sample).
+
+    ``x_range``/``y_range`` are ``(low, high)`` in any order; None (or a None end) leaves that side open.
+    """
+    from .projection import feature_map, points_in_box
+
+    m = feature_map(project, features, map_method(method))
+    inf = float("inf")
+
+    def ends(r) -> tuple[float, float]:
+        lo = -inf if r is None or r[0] is None else float(r[0])
+        hi = inf if r is None or r[1] is None else float(r[1])
+        return lo, hi
+
+    (x0, x1), (y0, y1) = ends(x_range), ends(y_range)
+    return points_in_box(np.asarray(m["xy"]), m["image_ids"], x0, x1, y0, y1)
+
+
+def explore_counts(project: Project) -> dict:
+    """What the Explore step shows above its views: ``{"total", "reviewed", "human", "excluded", "classes"}``;
+    ``classes``: ``[{"class", "images", "reviewed"}]`` per project class (final labels; reviewed = decided by a
+    person, human or accepted). One pass over the final labels."""
+    from .labels import final_labels
+
+    rows = {c: {"class": c, "images": 0, "reviewed": 0} for c in project.classes}
+    total = reviewed = human = 0
+    for it in final_labels(project):
+        total += 1
+        decided = it.source in ("human", "accepted")
+        reviewed += decided
+        human += it.source == "human"
+        for c in it.classes:
+            if c in rows:
+                rows[c]["images"] += 1
+                rows[c]["reviewed"] += decided
+    excluded = project.db.execute("select count(*) from images where status = 'excluded'").fetchone()[0]
+    return {
+        "total": total,
+        "reviewed": reviewed,
+        "human": human,
+        "excluded": int(excluded),
+        "classes": list(rows.values()),
+    }
+
+
+# --- wizard: train, review, space ----------------------------------------------------------------------------------
+def wait_for_new_run(project: Project, kind: str, after_id: int, still_starting=None, timeout: float = 10.0):
+    """The id of the newest ``kind`` run with id > ``after_id``, waiting up to ``timeout`` s for it to appear.
+
+    ``still_starting``: a callable; the wait stops early once it returns False (the work ended before creating
+    its row). Returns None when no such run appeared.
+    """
+    import time
+
+    from .jobs import list_runs
+
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        newer = [r["id"] for r in list_runs(project, kind=kind) if r["id"] > int(after_id)]
+        if newer:
+            return max(newer)
+        if time.monotonic() >= deadline or (still_starting is not None and not still_starting()):
+            return None
+        time.sleep(0.1)
+
+
+def select_range(page_ids, selected, anchor_id, clicked_id) -> list[int]:
+    """Shift-click selection: add every image shown between ``anchor_id`` (the last click) and ``clicked_id``.
+
+    Both ends included, in page order. Without an anchor on the page (first click, or the page changed) only
+    ``clicked_id`` is added. Returns the new selection (earlier selections kept, no duplicates).
+    """
+    ids = [int(i) for i in page_ids or []]
+    chosen = [int(i) for i in selected or []]
+    clicked = int(clicked_id)
+    if clicked not in ids:
+        return chosen
+    if anchor_id is None or int(anchor_id) not in ids:
+        span = [clicked]
+    else:
+        a, b = ids.index(int(anchor_id)), ids.index(clicked)
+        span = ids[min(a, b) : max(a, b) + 1]
+    return list(dict.fromkeys([*chosen, *span]))
+
+
+#: Sub-folder of the data dir that holds one folder of projects per visitor when the app runs as a Space.
+VISITORS_DIRNAME = "visitors"
+
+
+def new_visitor_id() -> str:
+    """A fresh random visitor id (32 hex digits): the name of that visitor's project folder on a Space."""
+    import secrets
+
+    return secrets.token_hex(16)
+
+
+def visitor_root(visitor_id: str | None) -> Path:
+    """The folder a visitor's projects live in: ``<data dir>/visitors/<id>/`` (made if missing).
+
+    Raises InvalidInputError unless the id is 32 hex digits (it comes from the browser: never a path).
+    """
+    vid = str(visitor_id or "")
+    if len(vid) != 32 or any(c not in "0123456789abcdef" for c in vid):
+        raise InvalidInputError("this browser session has no valid visitor id: reload the page")
+    root = data_dir() / VISITORS_DIRNAME / vid
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def owns(root: str | os.PathLike, project_path: str | os.PathLike) -> bool:
+    """True when ``project_path`` is a folder directly inside ``root`` (the visitor's own project)."""
+    try:
+        return Path(project_path).resolve().parent == Path(root).resolve()
+    except (OSError, ValueError):
+        return False

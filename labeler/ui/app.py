@@ -11,6 +11,7 @@ selection, "Next" buttons and project changes.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -79,12 +80,14 @@ def _header_text(ctx: Ctx, key: str) -> str:
     )
 
 
-def _restore(saved: str):
-    """The project a tab had open before, if it still exists."""
+def _restore(ctx: Ctx, saved: str, visitor: str = ""):
+    """The project a tab had open before, if it still exists (and, on a Space, is this visitor's)."""
     from ..project import Project
 
     if not saved:
         return gr.skip()
+    if not ctx.owned(saved, visitor):
+        return ""
     try:
         Project(saved).close()
     except Exception:
@@ -92,7 +95,20 @@ def _restore(saved: str):
     return saved
 
 
-def build_demo(data_dir: str | os.PathLike | None = None, local_mode: bool = True) -> gr.Blocks:
+def _visitor_id(saved: str):
+    """This browser's visitor id: the one it kept, or a new one (stored back in the browser)."""
+    from ..app_api import new_visitor_id
+
+    vid = str(saved or "")
+    if len(vid) == 32 and all(c in "0123456789abcdef" for c in vid):
+        return vid, gr.skip()
+    vid = new_visitor_id()
+    return vid, vid
+
+
+def build_demo(
+    data_dir: str | os.PathLike | None = None, local_mode: bool = True, isolate: bool | None = None
+) -> gr.Blocks:
     """Build the wizard (not launched).
 
     Parameters
@@ -102,12 +118,24 @@ def build_demo(data_dir: str | os.PathLike | None = None, local_mode: bool = Tru
     local_mode : bool
         True on your own machine: images can be imported from a folder path on the server. False
         on a shared server (a Space): uploads only.
+    isolate : bool, optional
+        Give every browser its own folder of projects (``<data dir>/visitors/<random id>/``, the id kept
+        in the browser), so visitors never see each other's projects. Default: ``not local_mode``.
     """
+    if isolate is None:
+        isolate = not local_mode
     if data_dir is not None:
         os.environ["LABELER_DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
     root = default_data_dir()
     with gr.Blocks(title="Labeler") as demo:
-        ctx = Ctx(data_dir=root, local_mode=local_mode, project=gr.State(""), finished=gr.State(""))
+        ctx = Ctx(
+            data_dir=root,
+            local_mode=local_mode,
+            project=gr.State(""),
+            finished=gr.State(""),
+            isolate=bool(isolate),
+            visitor=gr.State(""),
+        )
         ctx.demo = demo
         with gr.Row(elem_id="lb-header"):
             gr.Markdown("# Labeler", elem_id="lb-title")
@@ -130,25 +158,35 @@ def build_demo(data_dir: str | os.PathLike | None = None, local_mode: bool = Tru
                 built.append((step, handles, nxt))
 
         for index, (step, handles, nxt) in enumerate(built):
-            step.select(handles["refresh"], [ctx.project], handles["outputs"], api_name=handles["api_name"])
+            inputs = handles.get("inputs", [ctx.project])
+            step.select(handles["refresh"], inputs, handles["outputs"], api_name=handles["api_name"])
             if nxt is not None:
                 target = built[index + 1][1]
                 nxt.click(lambda i=index: gr.Tabs(selected=i + 1), None, tabs, api_visibility="private").then(
-                    target["refresh"], [ctx.project], target["outputs"], api_visibility="private"
+                    target["refresh"], target.get("inputs", [ctx.project]), target["outputs"], api_visibility="private"
                 )
-            ctx.project.change(handles["refresh"], [ctx.project], handles["outputs"], api_visibility="private")
+            ctx.project.change(handles["refresh"], inputs, handles["outputs"], api_visibility="private")
 
         header_fn = guard(lambda key: _header_text(ctx, key))
         ctx.project.change(header_fn, [ctx.project], [header], api_visibility="private")
         ctx.finished.change(header_fn, [ctx.project], [header], api_visibility="private")
         demo.load(header_fn, [ctx.project], [header], api_visibility="private")
         first = built[0][1]
-        demo.load(first["refresh"], [ctx.project], first["outputs"], api_visibility="private")
+        first_inputs = first.get("inputs", [ctx.project])
 
         # A reloaded or reopened tab comes back to the project it had open (its folder, kept in the browser).
         last = gr.BrowserState("", storage_key="labeler-open-project")
         ctx.project.change(lambda key: key, [ctx.project], [last], api_visibility="private")
-        demo.load(_restore, [last], [ctx.project], api_visibility="private")
+        restore = functools.partial(_restore, ctx)
+        if ctx.isolate:  # a Space: first this browser's visitor id (its own folder of projects), then the rest
+            kept = gr.BrowserState("", storage_key="labeler-visitor")
+            ctx.visitor.change(lambda vid: vid, [ctx.visitor], [kept], api_visibility="private")
+            demo.load(_visitor_id, [kept], [ctx.visitor, kept], api_visibility="private").then(
+                first["refresh"], first_inputs, first["outputs"], api_visibility="private"
+            ).then(restore, [last, ctx.visitor], [ctx.project], api_visibility="private")
+        else:
+            demo.load(first["refresh"], first_inputs, first["outputs"], api_visibility="private")
+            demo.load(restore, [last], [ctx.project], api_visibility="private")
     demo.labeler_ctx = ctx  # for launch(): the folders it may serve
     return demo
 

@@ -34,6 +34,27 @@ class Ctx:
     tabs: gr.Tabs | None = None  # the wizard: one tab per step, ids 0..7
     allowed: list[str] = field(default_factory=list)  # folders gradio may serve (thumbnails, exports)
     demo: gr.Blocks | None = None
+    isolate: bool = False  # a Space: each browser gets its own folder of projects (``visitor``)
+    visitor: gr.State | None = None  # this session's visitor id (32 hex digits), "" when not isolated
+
+    def home(self, visitor: str | None) -> Path:
+        """Where this session's projects live: the data dir, or on a Space the visitor's own folder."""
+        if not self.isolate:
+            return self.data_dir
+        from ..app_api import visitor_root
+
+        return visitor_root(visitor)
+
+    def owned(self, key: str | None, visitor: str | None) -> bool:
+        """Whether this session may open the project at ``key`` (always, unless isolated)."""
+        if not key or not self.isolate:
+            return True
+        from ..app_api import owns
+
+        try:
+            return owns(self.home(visitor), key)
+        except LabelerError:
+            return False
 
     def allow(self, project: Project) -> None:
         """Let the app serve this project's thumbnails and exports (never its database)."""
@@ -110,12 +131,14 @@ def pct(x: float | None) -> str:
 
 
 def finished_task(key: str, marker: str | None, kinds: set[str]):
-    """The background task a "task_id:kind" marker names, if it belongs to project ``key`` and is of ``kinds``."""
+    """The background task a ``"<project>#<task_id>:<kind>"`` marker names, if it belongs to project ``key`` and is
+    of ``kinds``."""
     from ..jobs import get_background_task
 
-    if not key or not marker or ":" not in str(marker):
+    tail = str(marker or "").rsplit("#", 1)[-1]
+    if not key or ":" not in tail:
         return None
-    task_id, kind = str(marker).split(":", 1)
+    task_id, kind = tail.split(":", 1)
     if kind not in kinds:
         return None
     task = get_background_task(int(task_id))

@@ -1,5 +1,11 @@
 """Step 4 · Descriptions: generate with a backend (template, OpenAI-compatible endpoint, local model),
-edit / disable / add per class, import and export. Optional: zero-shot works from class names alone."""
+edit / disable / add per class, import and export. Optional: zero-shot works from class names alone.
+
+Before a model backend is asked anything, the step counts the requests it would send (the library's dry
+run: ``generate_descriptions(..., dry_run=True)``, answers already cached not counted as new) and says so;
+above :data:`labeler.cli_describe.CONFIRM_ABOVE` new requests it waits for a second click on
+"Send N requests" (the CLI's ``--yes``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import time
 
 import gradio as gr
 
+from ..cli_describe import CONFIRM_ABOVE
 from ..describe import (
     add_description,
     delete_description,
@@ -50,7 +57,10 @@ def build(ctx: Ctx) -> dict:
                 api_key = gr.Textbox(label="API key", type="password", placeholder="empty: $OPENAI_API_KEY")
             domain = gr.Textbox(label="Domain hint (optional)", placeholder="e.g. satellite photo, drawing")
             per_class = gr.Slider(5, 100, value=50, step=5, label="Sentences per class")
-            gen_btn = gr.Button("Generate descriptions", variant="primary", elem_id="desc-generate")
+            with gr.Row():
+                gen_btn = gr.Button("Generate descriptions", variant="primary", elem_id="desc-generate", scale=3)
+                count_btn = gr.Button("Count requests", size="sm", elem_id="desc-count", scale=1)
+            confirm_btn = gr.Button("Send the requests", variant="stop", visible=False, elem_id="desc-confirm")
             status = gr.Markdown(elem_id="desc-status")
             with gr.Accordion("Import / export", open=False):
                 upload = gr.File(
@@ -141,11 +151,7 @@ def build(ctx: Ctx) -> dict:
     def backend_changed(name):
         return gr.Textbox(placeholder=MODEL_HINTS.get(name, ""), value=""), gr.Group(visible=name == "openai")
 
-    @guard
-    def generate(key, name, model_name, url, key_text, domain_text, n):
-        project = ctx.open(key)
-        if len(project.classes) < 2:
-            raise gr.Error("Set at least two classes first (step 3).")
+    def _options(name, model_name, url, key_text):
         options = {}
         if name in ("openai", "transformers"):
             if not (model_name or "").strip():
@@ -154,7 +160,47 @@ def build(ctx: Ctx) -> dict:
         if name == "openai":
             options["base_url"] = (url or "").strip() or None
             options["api_key"] = key_text or None
-        get_backend(name, **options).close()  # check the options now, so mistakes show here and not in a job
+        return options
+
+    def _count(project, name, options, domain_text, n):
+        """The dry run: ``{"requests", "cached", "new"}`` and whether the backend samples a model."""
+        b = get_backend(name, **options)  # checks the options now, so mistakes show here and not in a job
+        try:
+            preview = generate_descriptions(
+                project, b, dry_run=True, domain=(domain_text or "").strip() or None, max_per_class=int(n)
+            )
+            return preview, bool(b.sampling)
+        finally:
+            b.close()
+
+    def _count_text(name, preview, classes):
+        where = "to the endpoint" if name == "openai" else "to the model"
+        return (
+            f"**{preview['new']} new requests** {where} ({preview['requests']} in all for {classes} classes, "
+            f"{preview['cached']} answered from the cache)."
+        )
+
+    @guard
+    def count(key, name, model_name, url, key_text, domain_text, n):
+        project = ctx.open(key)
+        if len(project.classes) < 2:
+            raise gr.Error("Set at least two classes first (step 3).")
+        preview, _ = _count(project, name, _options(name, model_name, url, key_text), domain_text, n)
+        return _count_text(name, preview, len(project.classes)) + " Nothing was sent."
+
+    def _generate(key, name, model_name, url, key_text, domain_text, n, confirmed):
+        project = ctx.open(key)
+        if len(project.classes) < 2:
+            raise gr.Error("Set at least two classes first (step 3).")
+        options = _options(name, model_name, url, key_text)
+        preview, sampling = _count(project, name, options, domain_text, n)
+        counted = _count_text(name, preview, len(project.classes)) if sampling else ""
+        if sampling and preview["new"] > CONFIRM_ABOVE and not confirmed:
+            return (
+                f"⚠ {counted} That is a large run (over {CONFIRM_ABOVE}): check the model and the sentences per "
+                f"class, then press **Send {preview['new']} requests** to go on.",
+                gr.Button(value=f"Send {preview['new']} requests", visible=True),
+            )
         root = str(project.root)
 
         def work():
@@ -167,7 +213,18 @@ def build(ctx: Ctx) -> dict:
                 p.close()
 
         run_in_background(root, "describe", work, label=f"descriptions ({name})")
-        return f"Generating with **{name}**… progress is in the jobs panel."
+        return (
+            f"Generating with **{name}**… {counted} Progress is in the jobs panel.",
+            gr.Button(visible=False),
+        )
+
+    @guard
+    def generate(key, name, model_name, url, key_text, domain_text, n):
+        return _generate(key, name, model_name, url, key_text, domain_text, n, confirmed=False)
+
+    @guard
+    def generate_confirmed(key, name, model_name, url, key_text, domain_text, n):
+        return _generate(key, name, model_name, url, key_text, domain_text, n, confirmed=True)
 
     @guard
     def finished(key, marker, class_name):
@@ -247,12 +304,12 @@ def build(ctx: Ctx) -> dict:
 
     backend.change(backend_changed, [backend], [model, endpoint], api_visibility="private")
     cls.input(pick_class, [ctx.project, cls], [table], api_name="descriptions_class")
-    gen_btn.click(
-        generate,
-        [ctx.project, backend, model, base_url, api_key, domain, per_class],
-        [status],
-        api_name="descriptions_generate",
-    )
+    gen_inputs = [ctx.project, backend, model, base_url, api_key, domain, per_class]
+    gen_btn.click(generate, gen_inputs, [status, confirm_btn], api_name="descriptions_generate")
+    confirm_btn.click(generate_confirmed, gen_inputs, [status, confirm_btn], api_name="descriptions_generate_confirmed")
+    count_btn.click(count, gen_inputs, [status], api_name="descriptions_count")
+    for box in (backend, model, base_url, domain, per_class):  # a changed setting needs a new count
+        box.change(lambda: gr.Button(visible=False), None, [confirm_btn], api_visibility="private")
     ctx.finished.change(finished, [ctx.project, ctx.finished, cls], [*outs, status], api_visibility="private")
     table.select(select_row, [ctx.project, cls], [selected, edit_text], api_visibility="private")
     save_btn.click(save_edit, [ctx.project, cls, selected, edit_text], outs, api_name="descriptions_edit")

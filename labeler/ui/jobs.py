@@ -4,7 +4,8 @@ Two sources, both through the library: the project's ``runs`` rows (every import
 labeling, description, clustering and training job records one — they outlive the browser tab and
 the server) and this process's background tasks (:func:`labeler.jobs.background_tasks`), which also
 know about work that failed before it could start its row. When a task of the open project ends,
-the panel writes ``"task_id:kind"`` into ``ctx.finished``; the steps listen to it and refresh.
+the panel writes ``"<project>#task_id:kind"`` into ``ctx.finished`` (only against a baseline set when the project
+was opened, so tasks that ended before are history, not news); the steps listen to it and refresh.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def build(ctx: Ctx) -> dict:
         ]
         choices = [(f"run {r['id']} · {r['kind']}", r["id"]) for r in running]
         done = sorted((t for t in tasks if not t.running), key=lambda t: (t.finished_at or 0, t.id))
-        marker = f"{done[-1].id}:{done[-1].kind}" if done else ""
+        # "<project>#<task id>:<kind>": the newest finished task of this project ("<project>#" for none)
+        marker = f"{key}#{done[-1].id}:{done[-1].kind}" if done else f"{key}#"
         return "".join(lines), rows, choices, running, marker
 
     @guard
@@ -108,7 +110,10 @@ def build(ctx: Ctx) -> dict:
         live_html, rows, choices, running, marker = snapshot(key)
         new_sig = repr((live_html, rows, choices))
         label = f"Job history ({len(rows)} recent)" if rows else "Job history"
-        fin = marker if marker and marker != finished else gr.skip()
+        # News only against a baseline of this project (set by `reset` when it was opened): a poll that still
+        # carries another project's marker, or none, must not announce tasks that ended before it was opened.
+        fresh = bool(key) and str(finished or "").startswith(f"{key}#") and marker != finished
+        fin = marker if fresh else gr.skip()
         if new_sig == sig:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), sig, fin
         return (

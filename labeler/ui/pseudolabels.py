@@ -3,8 +3,9 @@
 Review: a gallery per class (or the "needs review" queue) sorted by confidence, lowest first;
 click thumbnails to select them, then accept, relabel or mark them unsure. Counts per class,
 a confidence histogram, and — where images sit in class-named folders — accuracy and a
-confusion matrix. Keys: ``a`` accept, ``u`` unsure, ``n``/``p`` next/previous page,
-``1``–``9`` relabel the selection to that class.
+confusion matrix. Shift-click selects every thumbnail between the last clicked one and this one.
+Keys: ``a`` accept, ``u`` unsure, ``n``/``p`` next/previous page, ``1``–``9`` relabel the selection to
+that class.
 """
 
 from __future__ import annotations
@@ -254,6 +255,8 @@ def build(ctx: Ctx) -> dict:
             confusion = gr.HTML(elem_id="review-confusion")
 
     selection = gr.State([])  # selected image ids
+    last_click = gr.State(None)  # image id of the last clicked thumbnail (the anchor of a shift-click range)
+    shift = gr.Checkbox(False, visible=False)  # set by SHIFT_JS from the click that fired the select event
     page_ids = gr.State([])  # image ids shown on the current page, in gallery order
     page = gr.State(0)
 
@@ -299,7 +302,7 @@ def build(ctx: Ctx) -> dict:
                     "pick <i>all images</i> or a class in <b>Show</b> to check the confident ones."
                 )
             return empty_state("No images in this view: pick another one in <b>Show</b>.")
-        hint = "Click thumbnails to select them (click again to unselect)."
+        hint = "Click thumbnails to select them (click again to unselect; shift-click selects a range)."
         if n:
             return f"**{n} selected** — accept, relabel or mark unsure below. {hint}"
         if view_value == VIEW_REVIEW:
@@ -417,14 +420,18 @@ def build(ctx: Ctx) -> dict:
         return show(key, view_value, thr, int(page_no or 0) + delta, chosen)
 
     @guard
-    def click(key, view_value, thr, page_no, chosen, ids, evt: gr.SelectData):
+    def click(key, view_value, thr, page_no, chosen, ids, last, shift, evt: gr.SelectData):
+        """A click toggles one thumbnail; a shift-click selects every thumbnail from the last click to this one."""
         chosen = list(chosen or [])
         idx = evt.index if isinstance(evt.index, int) else (evt.index[0] if evt.index else None)
         if idx is None or idx >= len(ids or []):
-            return (gr.skip(),) * len(gallery_outs)
+            return (gr.skip(),) * (len(gallery_outs) + 1)
         image_id = int(ids[idx])
-        chosen = [i for i in chosen if i != image_id] if image_id in chosen else [*chosen, image_id]
-        return show(key, view_value, thr, page_no, chosen)
+        if shift and last is not None and last in ids:
+            chosen = app_api.select_range(ids, chosen, last, image_id)
+        else:
+            chosen = [i for i in chosen if i != image_id] if image_id in chosen else [*chosen, image_id]
+        return (*show(key, view_value, thr, page_no, chosen), image_id)
 
     @guard
     def select_ids(key, view_value, thr, page_no, text):
@@ -562,7 +569,13 @@ def build(ctx: Ctx) -> dict:
     )
     view.input(change_view, [ctx.project, view, threshold], gallery_outs, api_name="review_view")
     threshold.release(reload, [*nav, selection], outs, api_name="review_threshold")
-    gallery.select(click, [*nav, selection, page_ids], gallery_outs, api_visibility="private")
+    gallery.select(
+        click,
+        [*nav, selection, page_ids, last_click, shift],
+        [*gallery_outs, last_click],
+        js=SHIFT_JS,
+        api_visibility="private",
+    )
     prev_btn.click(lambda *a: turn(*a, -1), [*nav, selection], gallery_outs, api_visibility="private")
     next_btn.click(lambda *a: turn(*a, +1), [*nav, selection], gallery_outs, api_name="review_next_page")
     all_btn.click(select_page, [*nav, selection, page_ids], gallery_outs, api_name="review_select_page")
@@ -578,9 +591,14 @@ def build(ctx: Ctx) -> dict:
     return {"refresh": refresh, "outputs": [*outs, clip, setup_box], "api_name": "review_refresh"}
 
 
-#: Keyboard shortcuts of the review gallery (installed with the page head; ignored while typing).
+#: Fills the select event's last input (the hidden ``shift`` box) from the click that fired it.
+SHIFT_JS = "(...args) => [...args.slice(0, -1), !!window.lbShiftClick]"
+
+#: Keyboard shortcuts of the review gallery (installed with the page head; ignored while typing), and the
+#: shift state of the last click (read by SHIFT_JS: gr.SelectData carries no modifier keys).
 SHORTCUTS_JS = """
 <script>
+document.addEventListener('click', (e) => { window.lbShiftClick = e.shiftKey; }, true);
 document.addEventListener('keydown', (e) => {
   const t = e.target; const tag = (t && t.tagName || '').toLowerCase();
   if (e.ctrlKey || e.metaKey || e.altKey || tag === 'input' || tag === 'textarea' || (t && t.isContentEditable)) return;

@@ -23,7 +23,7 @@ import pandas as pd
 from .. import app_api
 from ..device import resolve_device
 from ..errors import InvalidInputError
-from ..jobs import list_runs, request_cancel, run_in_background
+from ..jobs import background_tasks, list_runs, request_cancel, run_in_background
 from ..methods import METHODS, get_method, list_methods
 from ..project import Project
 from .common import NO_PROJECT, Ctx, empty_state, finished_task, guard, md_escape, pct
@@ -83,6 +83,16 @@ def _curve_frame(points: list[dict]) -> pd.DataFrame:
     )
 
 
+def _curve_plot(points: list[dict]) -> gr.LinePlot:
+    """The plot update for curve points: hidden while there are none.
+
+    gradio 6.31's plot fixes its series (colour domain) when it draws the chart; a new value alone only
+    swaps the data, so a run's curves drawn into a chart first drawn empty would stay invisible. A hidden
+    plot is drawn afresh when it shows again.
+    """
+    return gr.LinePlot(value=_curve_frame(points), visible=bool(points))
+
+
 def _device_text() -> str:
     dev = resolve_device("auto")
     extra = ""
@@ -95,6 +105,11 @@ def _device_text() -> str:
     return f"Device: **{dev}**{extra}"
 
 
+def _defaults(name: str | None) -> str:
+    """A method's default options as JSON text."""
+    return json.dumps(app_api.method_defaults(name), indent=2) if name else ""
+
+
 def _run_rows(project: Project) -> list[dict]:
     """The project's training runs, newest first."""
     return list_runs(project, kind="train")
@@ -102,6 +117,7 @@ def _run_rows(project: Project) -> list[dict]:
 
 def build(ctx: Ctx) -> dict:
     ready = [m["name"] for m in _trainable() if m["available"]]
+    first = "nola" if "nola" in ready else (ready[0] if ready else None)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
             gr.Markdown("#### Methods")
@@ -110,13 +126,15 @@ def build(ctx: Ctx) -> dict:
         with gr.Column(scale=3):
             method = gr.Dropdown(
                 ready,
-                value=ready[0] if ready else None,
+                value=first,
                 label="Method",
                 elem_id="train-method",
                 interactive=bool(ready),
                 info="only methods that are implemented can be picked",
             )
-            params = gr.Code(language="json", label="Options (JSON)", lines=8, max_lines=16, elem_id="train-params")
+            params = gr.Code(
+                _defaults(first), language="json", label="Options (JSON)", lines=8, max_lines=16, elem_id="train-params"
+            )
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary", interactive=bool(ready), elem_id="train-start")
                 cancel_btn = gr.Button("Cancel", variant="stop", interactive=bool(ready), elem_id="train-cancel")
@@ -128,6 +146,7 @@ def build(ctx: Ctx) -> dict:
             x="step",
             y="value",
             color="metric",
+            x_title="epoch",
             title="Loss and pseudo-label agreement",
             height=260,
             scale=3,
@@ -141,16 +160,15 @@ def build(ctx: Ctx) -> dict:
         ]
 
     def curve_df(project, run_id):
-        points = app_api.run_curve(project, run_id) if run_id else []
-        return _curve_frame(points)
+        return _curve_plot(app_api.run_curve(project, run_id) if run_id else [])
 
     def view(project, run_id=None):
         if project is None:
             return (
-                "",
+                gr.skip(),
                 empty_state(NO_PROJECT),
                 gr.Dropdown(choices=[], value=None),
-                _curve_frame([]),
+                _curve_plot([]),
                 gr.Timer(active=False),
                 gr.Row(visible=False),
             )
@@ -167,14 +185,18 @@ def build(ctx: Ctx) -> dict:
             )
         else:
             r = runs[0]
+            stopped = r["status"] in ("cancelled", "interrupted")
             text = (
                 f"Latest: run {r['id']} ({r['method']}) **{r['status']}** {pct(r['progress'])}"
                 + (f" — {md_escape(r['message'])}" if r.get("message") else "")
-                + (f"  \n{md_escape(r['error'])}" if r.get("error") else "")
+                + (f"  \n{md_escape(r['error'])}" if r.get("error") and not stopped else "")
+                + ("  \nPress **Resume** to continue it from its last finished epoch." if stopped else "")
             )
         ids = [r["id"] for r in runs]
         run_id = run_id if run_id in ids else (ids[0] if ids else None)
-        live = any(r["status"] == "running" for r in runs)
+        live = any(r["status"] == "running" for r in runs) or any(
+            t.kind == "train" and t.running for t in background_tasks(str(project.root))
+        )
         return (
             gr.skip(),
             text,
@@ -188,17 +210,11 @@ def build(ctx: Ctx) -> dict:
 
     @guard
     def refresh(key):
-        project = ctx.open(key, required=False)
-        out = list(view(project))
-        out[0] = defaults(ready[0]) if ready else ""
-        return tuple(out)
-
-    def defaults(name):
-        return json.dumps(app_api.method_defaults(name), indent=2) if name else ""
+        return view(ctx.open(key, required=False))  # the options keep what the user typed
 
     @guard
     def pick_method(name):
-        return defaults(name)
+        return _defaults(name)
 
     def _params(name, text):
         method = get_method(name)
@@ -224,7 +240,7 @@ def build(ctx: Ctx) -> dict:
             finally:
                 proj.close()
 
-        run_in_background(root, "train", work, label=f"train {name}")
+        return run_in_background(root, "train", work, label=f"train {name}")
 
     @guard
     def start(key, name, text):
@@ -232,8 +248,12 @@ def build(ctx: Ctx) -> dict:
         if not name:
             raise gr.Error("Pick a method first (only implemented methods can be picked).")
         method, p = _params(name, text)
-        _start(project, name, method, p)
-        out = list(view(project))
+        if hasattr(method, "resolve"):
+            method.resolve(project, p)  # bad options and missing features fail here, not in the background
+        before = max((r["id"] for r in _run_rows(project)), default=0)
+        task = _start(project, name, method, p)
+        new_id = app_api.wait_for_new_run(project, "train", before, still_starting=lambda: task.running, timeout=10)
+        out = list(view(project, new_id))  # the plot follows the new run
         out[1] = f"Starting **{name}**… progress is in the jobs panel; the plot below follows the run."
         out[4] = gr.Timer(active=True)
         return tuple(out)
@@ -260,6 +280,9 @@ def build(ctx: Ctx) -> dict:
         )
         if target is None:
             raise gr.Error("There is no cancelled or interrupted run to resume: press Start for a new one.")
+        for task in background_tasks(str(project.root)):  # a cancelled run's thread may still be unwinding
+            if task.kind == "train" and task.running:
+                task.wait(10)
         method = get_method(target["method"])
         if _takes_resume(method):
             _start(project, target["method"], method, None, resume=int(target["id"]))
@@ -292,8 +315,8 @@ def build(ctx: Ctx) -> dict:
         if task is None:
             return (gr.skip(),) * len(outs)
         out = list(view(ctx.open(key), run_id))
-        if task.status != "done":
-            out[1] = f"**Training {task.status}:** {md_escape(task.error or '')}"
+        if task.status == "failed":  # a cancelled run keeps the view's text: it says to press Resume
+            out[1] = f"**Training failed:** {md_escape(task.error or '')}"
         return tuple(out)
 
     method.change(pick_method, [method], [params], api_visibility="private")

@@ -1,0 +1,334 @@
+"""The Train step against the launched app: start, watch, cancel and resume a NoLA run; then the step in a browser.
+
+One server (``python app.py`` on a free 127.0.0.1 port, own data dir and gradio cache) for the module. The
+project — 16 CIFAR images in 4 classes, tiny-random CLIP and DINO features, a zero-shot run — is made with
+the library before the server starts. Through gradio_client: start NoLA with a tiny schedule, see the run's
+progress and its loss/agreement curve, cancel it (status ``cancelled``), resume it from its checkpoint until
+it finishes, and check that a new label run (method ``nola``) labels every image. In chromium (Playwright):
+the device line, the planned methods greyed out with their reason, the method list, and the curve — with a
+screenshot in ``tests/artifacts/``. Skips without the CIFAR folder (and, for the browser part, chromium).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import CIFAR, REPO, cifar_subset
+from .test_ui_api import AppServer
+
+gradio_client = pytest.importorskip("gradio_client")
+
+pytestmark = pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR}")
+
+CLASSES = ["cat", "dog", "ship", "truck"]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: A schedule long enough to cancel mid-run (8 steps of 2 images an epoch, ~0.4 s) yet done in seconds.
+OPTIONS = {"epochs": 16, "batch_size": 2, "tokens": 2, "patience": 100, "align_epochs": 5, "device": "cpu"}
+
+
+def _project(path: Path):
+    from labeler.project import Project
+
+    return Project(path)
+
+
+def _runs(path: Path, kind: str | None = None) -> list[dict]:
+    from labeler.jobs import list_runs
+
+    p = _project(path)
+    try:
+        return list_runs(p, kind=kind)
+    finally:
+        p.close()
+
+
+def _wait(cond, what: str, server: AppServer, timeout: float = 90.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; server log:\n{server.logs()}")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(server, project folder): the labeled project exists before the app starts."""
+    from labeler.cli import main
+
+    tmp = tmp_path_factory.mktemp("ui_train")
+    src = cifar_subset(tmp / "imgs", per_class=4, classes=CLASSES)
+    proj = tmp / "data" / "cifar"
+    quiet = ["--quiet"]
+    assert main(["init", str(proj), "--classes", ",".join(CLASSES)]) == 0
+    assert main(["import", str(proj), str(src), *quiet]) == 0
+    assert main(["features", str(proj), "--clip", "tiny-random", "--dino", "tiny-random", *quiet]) == 0
+    assert main(["label", str(proj), *quiet]) == 0
+    server = AppServer(tmp / "data", tmp)
+    yield server, proj
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(setup, tmp_path_factory):
+    server, _ = setup
+    c = gradio_client.Client(
+        server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("dl"))
+    )
+    c.predict("cifar", api_name="/project_open")
+    return c
+
+
+def _curve_points(curve) -> list[dict]:
+    """The LinePlot value gradio_client returns, as ``[{"step", "metric", "value"}]``."""
+    value = curve.get("value", curve) if isinstance(curve, dict) else curve
+    if value is None:
+        return []
+    if isinstance(value, dict) and "data" in value:
+        cols = [c if isinstance(c, str) else c.get("name") for c in value.get("columns") or value.get("headers")]
+        return [dict(zip(cols, row, strict=False)) for row in value["data"]]
+    return list(value)
+
+
+def test_train_start_watch_cancel_resume_and_relabel(client, setup):
+    server, proj = setup
+    _, status, *_ = client.predict(api_name="/train_view")
+    assert "No training run yet" in status
+
+    # start: a NoLA run in the background
+    zero_shot = max(r["id"] for r in _runs(proj, "label"))
+    _, status, *_ = client.predict("nola", json.dumps(OPTIONS), api_name="/train_start")
+    assert "Starting **nola**" in status
+    run = _wait(lambda: next(iter(_runs(proj, "train")), None), "the train run row", server)
+    run_id = run["id"]
+    assert run["method"] == "nola" and run["params"]["epochs"] == 16 and run["params"]["batch_size"] == 2
+
+    # watch: progress in the run list and the curve (loss, agreement) grows epoch by epoch while it runs
+    def two_epochs():
+        r = next(r for r in _runs(proj, "train") if r["id"] == run_id)
+        return r if len(r["metrics"].get("epochs", [])) >= 2 else None
+
+    _wait(two_epochs, "two epochs", server)
+    _, status, run_pick, curve, *_ = client.predict(api_name="/train_view")
+    assert f"run {run_id} (nola) **running**" in status
+    label = next(c[0] for c in run_pick["choices"] if c[1] == run_id)
+    assert label.startswith(f"run {run_id} · nola · running") and label.endswith("%")
+    points = _curve_points(client.predict(run_id, api_name="/train_curve"))
+    metrics = {p["metric"] for p in points}
+    assert {"loss", "train_agreement", "teacher_agreement"} <= metrics, metrics
+    assert sorted({p["step"] for p in points})[:2] == [1.0, 2.0]
+
+    # cancel: the run stops after its current step, its finished epochs checkpointed
+    _, status, *_ = client.predict(run_id, api_name="/train_cancel")
+    cancelled = _wait(
+        lambda: next((r for r in _runs(proj, "train") if r["id"] == run_id and r["status"] != "running"), None),
+        "the cancelled run",
+        server,
+    )
+    assert cancelled["status"] == "cancelled", cancelled
+    done_epochs = len(cancelled["metrics"]["epochs"])
+    assert 2 <= done_epochs < 16
+    _, status, run_pick, *_ = client.predict(api_name="/train_view")
+    assert f"run {run_id} (nola) **cancelled**" in status and "Press **Resume**" in status
+    assert "No training run is running" in _error(client, run_id, api_name="/train_cancel")
+
+    # resume: the same run continues from its checkpoint and finishes, then labels every image
+    _, status, *_ = client.predict("nola", run_id, api_name="/train_resume")
+    assert f"Resuming run {run_id}" in status
+    finished = _wait(
+        lambda: next(
+            (r for r in _runs(proj, "train") if r["id"] == run_id and r["status"] not in ("running", "cancelled")),
+            None,
+        ),
+        "the resumed run to finish",
+        server,
+    )
+    assert finished["status"] == "done", finished
+    m = finished["metrics"]
+    assert m["resumed_from_epoch"] == done_epochs and [e["epoch"] for e in m["epochs"]] == list(range(1, 17))
+    assert len(_runs(proj, "train")) == 1  # resumed, not a second run
+    label_run = _wait(
+        lambda: next((r for r in _runs(proj, "label") if r["id"] > zero_shot and r["status"] == "done"), None),
+        "the label run of the trained model",
+        server,
+    )
+    assert label_run["method"] == "nola" and label_run["metrics"]["n"] == 16
+    assert label_run["metrics"]["train_run"] == run_id
+
+    from labeler.labels import active_run, read_predictions
+
+    p = _project(proj)
+    try:
+        assert active_run(p)["id"] == label_run["id"]
+        ids, probs, classes = read_predictions(p, label_run["id"])
+        assert len(ids) == 16 and probs.shape == (16, 4) and classes == CLASSES
+    finally:
+        p.close()
+    _, status, *_ = client.predict(api_name="/train_view")
+    assert f"run {run_id} (nola) **done**" in status
+    assert "no cancelled or interrupted run" in _error(client, "nola", run_id, api_name="/train_resume")
+
+
+def _error(client, *args, api_name: str) -> str:
+    with pytest.raises(Exception) as info:
+        client.predict(*args, api_name=api_name)
+    return str(info.value)
+
+
+def test_bad_options_say_what_to_fix(client):
+    assert "not valid JSON" in _error(client, "nola", "{epochs: 3", api_name="/train_start")
+    assert "epochs" in _error(client, "nola", json.dumps({"epochs": 0}), api_name="/train_start")
+    assert "Pick a method" in _error(client, None, "{}", api_name="/train_start")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
+def test_train_step_in_the_browser(setup, client):
+    """The device line, planned methods greyed out, and a run started, cancelled and resumed with the buttons."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    server, proj = setup
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server.url)
+            page.wait_for_selector("#lb-wizard")
+            box = page.locator("#project-pick input").first
+            box.click()
+            box.fill("cifar")
+            page.locator('li[role="option"][aria-label="cifar"]').first.click()
+            page.click("#project-open")
+            expect(page.locator("#lb-project")).to_contain_text("cifar")
+            page.click("#step-5-button")
+            expect(page.locator("#train-device")).to_contain_text("Device: cpu")
+            disabled = page.locator("#train-methods .lb-disabled")
+            expect(disabled).to_have_count(2)
+            expect(disabled.nth(0)).to_contain_text("latteclip")
+            expect(disabled.nth(0)).to_contain_text("not implemented yet")
+            expect(disabled.nth(1)).to_contain_text("cdul")
+            assert disabled.nth(0).get_attribute("aria-disabled") == "true"
+            ready = page.locator("#train-methods .lb-method:not(.lb-disabled)")
+            expect(ready).to_have_count(3)  # lafter, nola, zeroshot (the last one points to step 5)
+            page.locator("#train-method input").first.click()
+            options = [o.get_attribute("aria-label") for o in page.locator('li[role="option"]').all()]
+            assert options == ["lafter", "nola"], options
+            page.keyboard.press("Escape")
+            assert page.locator("#train-method input").first.input_value() == "nola"
+
+            # a run driven by the buttons: start, live status and curve, cancel, resume
+            editor = page.locator("#train-params .cm-content")
+            editor.click()
+            page.keyboard.press("Control+A")
+            page.keyboard.press("Delete")
+            editor.fill(json.dumps({**OPTIONS, "epochs": 36}))
+            page.click("#train-start")
+            status = page.locator("#train-status")
+            expect(status).to_contain_text(re.compile(r"\(nola\) running"), timeout=30_000)
+            expect(page.locator("#train-run input")).to_have_value(re.compile(r"nola · running"), timeout=30_000)
+            expect(status).to_contain_text(re.compile(r"epoch ([4-9]|[1-3]\d)/36"), timeout=30_000)  # timer-refreshed
+            curve = page.locator("#train-curve")
+            expect(curve).to_contain_text("teacher_agreement", timeout=20_000)  # the live curve, drawn
+            page.screenshot(path=str(ARTIFACTS / "ui-6-train-live.png"), full_page=True)
+            page.click("#train-cancel")
+            expect(status).to_contain_text(re.compile(r"\(nola\) cancelled"), timeout=30_000)
+            expect(status).to_contain_text("Press Resume")
+            page.click("#train-resume")
+            expect(status).to_contain_text(re.compile(r"\(nola\) done 100%"), timeout=60_000)
+            expect(page.locator("#train-run input")).to_have_value(re.compile(r"nola · done 100%"))
+            run = _runs(proj, "train")[0]  # the same run, continued from its checkpoint
+            assert run["metrics"]["resumed_from_epoch"] >= 3 and len(run["metrics"]["epochs"]) == 36
+            expect(curve).to_contain_text("teacher_agreement", timeout=20_000)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "ui-6-train-run.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+def test_descriptions_count_requests_and_confirm_large_runs(client, setup):
+    """Step 4 on the same server: the dry-run count before a remote backend is asked, and a confirm step above 500."""
+    server, proj = setup
+    endpoint = ("openai", "gpt-4o-mini", "http://127.0.0.1:9/v1", "sk-test", "", 50)
+    status = client.predict(*endpoint, api_name="/descriptions_count")
+    assert "**48 new requests** to the endpoint (48 in all for 4 classes, 0 answered from the cache)" in status
+    assert "Nothing was sent" in status
+
+    # a large run: 50 classes × 12 requests each waits for a confirmation, and sends nothing before it
+    many = ", ".join(f"class {k}" for k in range(50))
+    client.predict("many", False, many, api_name="/project_create")
+    big = server.data_dir / "many"
+    status = client.predict(*endpoint, api_name="/descriptions_generate")  # (the button is not an API output)
+    assert "**600 new requests**" in status and "large run" in status
+    assert _runs(big, "describe") == []
+    status = client.predict(*endpoint, api_name="/descriptions_generate_confirmed")
+    assert status.startswith("Generating with **openai**") and "600 new requests" in status
+    run = _wait(lambda: next(iter(_runs(big, "describe")), None), "the describe run", server)
+    assert run["kind"] == "describe"
+    from labeler.jobs import request_cancel
+
+    p = _project(big)
+    try:
+        request_cancel(p, run["id"])
+    finally:
+        p.close()
+    # let that run end (cancelled, or failed: nothing listens on port 9) before a browser opens the project, so
+    # its end does not land in the step's status while the browser test reads it
+    _wait(lambda: _runs(big, "describe")[0]["status"] not in ("running", "pending"), "the describe run to end", server)
+    client.predict("cifar", api_name="/project_open")
+    if CHROMIUM.exists():
+        _confirm_in_the_browser(server)
+
+
+def _confirm_in_the_browser(server):
+    """In chromium: Generate shows the count and a red "Send 600 requests" button instead of starting."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(server.url)
+            page.wait_for_selector("#lb-wizard")
+            box = page.locator("#project-pick input").first
+            box.click()
+            box.fill("many")
+            page.locator('li[role="option"][aria-label="many"]').first.click()
+            page.click("#project-open")
+            expect(page.locator("#lb-project")).to_contain_text("50 classes")
+            page.click("#step-3-button")
+            backend = page.locator("#desc-backend input").first
+            backend.click()
+            page.locator('li[role="option"]', has_text="openai").first.click()
+            page.locator("#desc-model").locator("textarea, input").first.fill("gpt-4o-mini")
+            page.get_by_label("Endpoint base URL").fill("http://127.0.0.1:9/v1")
+            page.click("#desc-count")
+            expect(page.locator("#desc-status")).to_contain_text("600 new requests")
+            expect(page.locator("#desc-confirm")).to_be_hidden()
+            page.click("#desc-generate")
+            expect(page.locator("#desc-status")).to_contain_text("large run")
+            expect(page.locator("#desc-confirm")).to_be_visible()
+            expect(page.locator("#desc-confirm")).to_have_text("Send 600 requests")
+            page.screenshot(path=str(ARTIFACTS / "ui-4-descriptions-confirm.png"), full_page=True)
+            page.locator("#desc-domain, #desc-model").locator("textarea, input").first.fill("gpt-4o")
+            expect(page.locator("#desc-confirm")).to_be_hidden()  # a changed setting needs a new count
+        finally:
+            browser.close()
