@@ -9,30 +9,18 @@ never runs ``playwright install``.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import re
 from pathlib import Path
 
 import pytest
 
-from .conftest import CIFAR, CIFAR_CLASSES, REPO, cifar_subset
+from .browser import chromium, needs_chromium, new_page, shot
+from .conftest import CIFAR, CIFAR_CLASSES, cifar_subset
 from .test_ui_api import AppServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "tests" / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)"),
+    needs_chromium,
     pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR}"),
 ]
 
@@ -40,19 +28,12 @@ pytestmark = [
 def test_wizard_in_the_browser(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     images = cifar_subset(tmp_path / "cifar", 5)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     server = AppServer(tmp_path / "data", tmp_path)
     try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                _drive(page, sync_api.expect, server, images, tmp_path)
-                assert not errors, errors
-            finally:
-                browser.close()
+        with chromium() as browser:
+            page, errors = new_page(browser, accept_downloads=True)
+            _drive(page, sync_api.expect, server, images, tmp_path)
+            assert not errors, errors
     except Exception:
         print(server.logs())
         raise
@@ -61,10 +42,7 @@ def test_wizard_in_the_browser(tmp_path):
 
 
 def _shot(page, name: str) -> None:
-    """Full-page screenshot once gradio's loading spinners (``.wrap.pending``) are gone (best effort: 10 s)."""
-    with contextlib.suppress(Exception):  # a slow spinner must not fail the test; the picture shows it
-        page.wait_for_function("() => !document.querySelector('.wrap.pending')", timeout=10_000)
-    page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"), full_page=True)
+    shot(page, f"ui-{name}")
 
 
 def _fill(page, elem_id: str, text: str) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .browser import chromium, needs_chromium, new_page, shot
 from .conftest import CIFAR, CIFAR_CLASSES, cifar_subset
 from .explore_helpers import label_run, make_project, one_faiss_thread, planted, probs_for  # noqa: F401
 from .test_ui_api import AppServer, make_images, wait_for_run
-from .test_ui_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -280,7 +280,7 @@ def test_api_says_what_to_do_first(client):
 
 # --- the browser ----------------------------------------------------------------------------------------------
 def _shot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"ui-7-explore-{name}.png"), full_page=True)
+    shot(page, f"ui-7-explore-{name}")
 
 
 def _pick(page, elem_id: str, value: str) -> None:
@@ -291,27 +291,20 @@ def _pick(page, elem_id: str, value: str) -> None:
     assert page.locator(f"#{elem_id} input").first.input_value() == value
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
+@needs_chromium
 @pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR}")
 def test_explore_in_the_browser(app):
     sync_api = pytest.importorskip("playwright.sync_api")
     server, projects = app
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        with chromium() as browser:
+            page, errors = new_page(browser)
             try:
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                try:
-                    _drive(page, sync_api.expect, server, projects["cifar"])
-                except Exception:
-                    _shot(page, "failure")
-                    raise
-                assert not errors, errors
-            finally:
-                browser.close()
+                _drive(page, sync_api.expect, server, projects["cifar"])
+            except Exception:
+                _shot(page, "failure")
+                raise
+            assert not errors, errors
     except Exception:
         print(server.logs())
         raise

@@ -16,23 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CIFAR, CIFAR_CLASSES, REPO, cifar_subset
+from .browser import chromium, needs_chromium, new_page, open_project, shot
+from .conftest import CIFAR, CIFAR_CLASSES, cifar_subset
 from .test_ui_api import AppServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "tests" / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)"),
+    needs_chromium,
     pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR}"),
 ]
 
@@ -103,78 +92,67 @@ def test_shift_click_ranges_and_keyboard_shortcuts(setup):
     server, proj = setup
     queue = _queue(proj)
     assert len(queue) == 40  # tiny-random: every pseudo-label is below 0.5
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(server.url)
-            page.wait_for_selector("#lb-wizard")
-            box = page.locator("#project-pick input").first
-            box.click()
-            box.fill("cifar")
-            page.locator('li[role="option"][aria-label="cifar"]').first.click()
-            page.click("#project-open")
-            expect(page.locator("#lb-project")).to_contain_text("cifar")
-            page.click("#step-4-button")
-            thumbs = page.locator("#review-gallery button.thumbnail-item")
-            info = page.locator("#review-page")
-            selection = page.locator("#review-selection")
-            expect(info).to_contain_text("40 images · page 1/2", timeout=30_000)
+    with chromium() as browser:
+        page, errors = new_page(browser)
+        page.goto(server.url)
+        page.wait_for_selector("#lb-wizard")
+        open_project(page, "cifar")
+        expect(page.locator("#lb-project")).to_contain_text("cifar")
+        page.click("#step-4-button")
+        thumbs = page.locator("#review-gallery button.thumbnail-item")
+        info = page.locator("#review-page")
+        selection = page.locator("#review-selection")
+        expect(info).to_contain_text("40 images · page 1/2", timeout=30_000)
 
-            # n / p turn pages (keys go to the page, not to a field)
-            page.locator("#review-page").click()
-            page.keyboard.press("n")
-            expect(info).to_contain_text("page 2/2")
-            expect(thumbs).to_have_count(4)
-            page.keyboard.press("p")
-            expect(info).to_contain_text("page 1/2")
-            expect(thumbs).to_have_count(36)
+        # n / p turn pages (keys go to the page, not to a field)
+        page.locator("#review-page").click()
+        page.keyboard.press("n")
+        expect(info).to_contain_text("page 2/2")
+        expect(thumbs).to_have_count(4)
+        page.keyboard.press("p")
+        expect(info).to_contain_text("page 1/2")
+        expect(thumbs).to_have_count(36)
 
-            # click the first thumbnail, shift-click the fifth: five selected; `a` accepts exactly those
-            thumbs.nth(0).click()
-            expect(selection).to_contain_text("1 selected")
-            thumbs.nth(4).click(modifiers=["Shift"])
-            expect(selection).to_contain_text("5 selected")
-            assert page.locator("#review-gallery .caption-label", has_text=re.compile("^✓")).count() == 5
-            page.keyboard.press("a")
-            labels = _until(lambda: _labels(proj) or None, "accepted labels")
-            assert set(labels) == set(queue[:5]) and {s for s, _ in labels.values()} == {"accepted"}
-            expect(info).to_contain_text("35 images")
-            expect(selection).not_to_contain_text("selected")
+        # click the first thumbnail, shift-click the fifth: five selected; `a` accepts exactly those
+        thumbs.nth(0).click()
+        expect(selection).to_contain_text("1 selected")
+        thumbs.nth(4).click(modifiers=["Shift"])
+        expect(selection).to_contain_text("5 selected")
+        assert page.locator("#review-gallery .caption-label", has_text=re.compile("^✓")).count() == 5
+        page.keyboard.press("a")
+        labels = _until(lambda: _labels(proj) or None, "accepted labels")
+        assert set(labels) == set(queue[:5]) and {s for s, _ in labels.values()} == {"accepted"}
+        expect(info).to_contain_text("35 images")
+        expect(selection).not_to_contain_text("selected")
 
-            # a backwards range (click the fourth, shift-click the second), then `3`: relabel to the third class
-            queue = _queue(proj)
-            thumbs.nth(3).click()
-            expect(selection).to_contain_text("1 selected")
-            thumbs.nth(1).click(modifiers=["Shift"])
-            expect(selection).to_contain_text("3 selected")
-            page.screenshot(path=str(ARTIFACTS / "ui-5-review-keys.png"), full_page=True)
-            page.keyboard.press("3")
-            human = _until(
-                lambda: {i: lab for i, (s, lab) in _labels(proj).items() if s == "human"} or None, "human labels"
-            )
-            assert human == {i: CIFAR_CLASSES[2] for i in queue[1:4]}
-            expect(info).to_contain_text("32 images")
+        # a backwards range (click the fourth, shift-click the second), then `3`: relabel to the third class
+        queue = _queue(proj)
+        thumbs.nth(3).click()
+        expect(selection).to_contain_text("1 selected")
+        thumbs.nth(1).click(modifiers=["Shift"])
+        expect(selection).to_contain_text("3 selected")
+        shot(page, "ui-5-review-keys")
+        page.keyboard.press("3")
+        human = _until(
+            lambda: {i: lab for i, (s, lab) in _labels(proj).items() if s == "human"} or None, "human labels"
+        )
+        assert human == {i: CIFAR_CLASSES[2] for i in queue[1:4]}
+        expect(info).to_contain_text("32 images")
 
-            # a plain click toggles one image; `u` marks it unsure (it stays in the queue, flagged "?")
-            queue = _queue(proj)
-            thumbs.nth(2).click()
-            thumbs.nth(5).click()
-            thumbs.nth(5).click()  # unselected again
-            expect(selection).to_contain_text("1 selected")
-            page.keyboard.press("u")
-            assert _until(lambda: _unsure(proj), "the unsure mark") == {queue[2]}
-            expect(page.locator("#review-gallery .caption-label", has_text=re.compile(r"\?$"))).to_have_count(1)
-            assert len(_labels(proj)) == 8  # nothing else changed
+        # a plain click toggles one image; `u` marks it unsure (it stays in the queue, flagged "?")
+        queue = _queue(proj)
+        thumbs.nth(2).click()
+        thumbs.nth(5).click()
+        thumbs.nth(5).click()  # unselected again
+        expect(selection).to_contain_text("1 selected")
+        page.keyboard.press("u")
+        assert _until(lambda: _unsure(proj), "the unsure mark") == {queue[2]}
+        expect(page.locator("#review-gallery .caption-label", has_text=re.compile(r"\?$"))).to_have_count(1)
+        assert len(_labels(proj)) == 8  # nothing else changed
 
-            # keys typed into a field do nothing
-            page.locator("#review-threshold input[type=number]").first.focus()
-            page.keyboard.press("a")
-            page.wait_for_timeout(500)
-            assert len(_labels(proj)) == 8
-            assert not errors, errors
-        finally:
-            browser.close()
+        # keys typed into a field do nothing
+        page.locator("#review-threshold input[type=number]").first.focus()
+        page.keyboard.press("a")
+        page.wait_for_timeout(500)
+        assert len(_labels(proj)) == 8
+        assert not errors, errors

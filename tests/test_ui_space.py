@@ -8,26 +8,12 @@ Skips without /usr/bin/chromium.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from .conftest import REPO
+from .browser import chromium, needs_chromium, shot
 from .test_ui_api import AppServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "tests" / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -41,58 +27,53 @@ def space(tmp_path, monkeypatch):
 def test_visitors_are_isolated_and_a_project_travels_as_an_archive(space, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     visitors = space.data_dir / "visitors"
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            a = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True).new_page()
-            a.goto(space.url)
-            expect(a.locator("#project-status")).to_contain_text("No project open")
-            expect(a.locator("#images-folder")).to_have_count(0)  # uploads only
-            a.locator("#project-name").locator("textarea, input").first.fill("alpha")
-            a.locator("#project-classes").locator("textarea, input").first.fill("cat, dog")
-            a.click("#project-create")
-            expect(a.locator("#lb-project")).to_contain_text("alpha")
-            (folder_a,) = [p for p in visitors.iterdir() if (p / "alpha").is_dir()]
-            assert len(folder_a.name) == 32
+    with chromium() as browser:
+        a = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True).new_page()
+        a.goto(space.url)
+        expect(a.locator("#project-status")).to_contain_text("No project open")
+        expect(a.locator("#images-folder")).to_have_count(0)  # uploads only
+        a.locator("#project-name").locator("textarea, input").first.fill("alpha")
+        a.locator("#project-classes").locator("textarea, input").first.fill("cat, dog")
+        a.click("#project-create")
+        expect(a.locator("#lb-project")).to_contain_text("alpha")
+        (folder_a,) = [p for p in visitors.iterdir() if (p / "alpha").is_dir()]
+        assert len(folder_a.name) == 32
 
-            # B, another browser: its own (empty) list; A's project cannot be opened by its path
-            b = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
-            b.goto(space.url)
-            expect(b.locator("#project-status")).to_contain_text("No project open")
-            b.wait_for_timeout(500)
-            expect(b.locator("#project-table")).not_to_contain_text("alpha")
-            assert len([p for p in visitors.iterdir()]) == 2
+        # B, another browser: its own (empty) list; A's project cannot be opened by its path
+        b = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+        b.goto(space.url)
+        expect(b.locator("#project-status")).to_contain_text("No project open")
+        b.wait_for_timeout(500)
+        expect(b.locator("#project-table")).not_to_contain_text("alpha")
+        assert len([p for p in visitors.iterdir()]) == 2
 
-            # A exports the project as one .zip and downloads it
-            a.click("#step-0-button")
-            a.click("#project-export")
-            link = a.locator("#project-archive-file a").first
-            expect(link).to_be_visible(timeout=30_000)
-            a.screenshot(path=str(ARTIFACTS / "ui-1-project-space.png"), full_page=True)
-            with a.expect_download() as info:
-                link.click()
-            archive = tmp_path / "alpha.zip"
-            info.value.save_as(archive)
+        # A exports the project as one .zip and downloads it
+        a.click("#step-0-button")
+        a.click("#project-export")
+        link = a.locator("#project-archive-file a").first
+        expect(link).to_be_visible(timeout=30_000)
+        shot(a, "ui-1-project-space")
+        with a.expect_download() as info:
+            link.click()
+        archive = tmp_path / "alpha.zip"
+        info.value.save_as(archive)
 
-            # B imports it: a copy in B's own folder, opened
-            b.locator("#project-archive-upload input[type=file]").set_input_files(str(archive))
-            b.wait_for_timeout(1000)
-            b.click("#project-import")
-            expect(b.locator("#lb-project")).to_contain_text("alpha", timeout=30_000)
-            expect(b.locator("#lb-project")).to_contain_text("2 classes")
-            (folder_b,) = [p for p in visitors.iterdir() if p != folder_a]
-            assert (folder_b / "alpha" / "labeler.db").exists()
-            expect(b.locator("#project-table")).to_contain_text("alpha")
+        # B imports it: a copy in B's own folder, opened
+        b.locator("#project-archive-upload input[type=file]").set_input_files(str(archive))
+        b.wait_for_timeout(1000)
+        b.click("#project-import")
+        expect(b.locator("#lb-project")).to_contain_text("alpha", timeout=30_000)
+        expect(b.locator("#lb-project")).to_contain_text("2 classes")
+        (folder_b,) = [p for p in visitors.iterdir() if p != folder_a]
+        assert (folder_b / "alpha" / "labeler.db").exists()
+        expect(b.locator("#project-table")).to_contain_text("alpha")
 
-            # A reloads: still A's project, reopened; B's copy is not listed twice
-            a.reload()
-            expect(a.locator("#lb-project")).to_contain_text("alpha", timeout=30_000)
-            expect(a.locator("#project-table")).to_contain_text("alpha")
-            expect(a.locator("#project-table")).not_to_contain_text("alpha-2")
-        finally:
-            browser.close()
+        # A reloads: still A's project, reopened; B's copy is not listed twice
+        a.reload()
+        expect(a.locator("#lb-project")).to_contain_text("alpha", timeout=30_000)
+        expect(a.locator("#project-table")).to_contain_text("alpha")
+        expect(a.locator("#project-table")).not_to_contain_text("alpha-2")
 
     # an API client (it never loads the page) gets a folder of its own on its first project
     gradio_client = pytest.importorskip("gradio_client")

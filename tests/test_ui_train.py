@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CIFAR, REPO, cifar_subset
+from .browser import CHROMIUM, chromium, needs_chromium, new_page, open_project, shot
+from .conftest import CIFAR, cifar_subset
 from .test_ui_api import AppServer
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -26,17 +27,6 @@ gradio_client = pytest.importorskip("gradio_client")
 pytestmark = pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR}")
 
 CLASSES = ["cat", "dog", "ship", "truck"]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "tests" / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: A schedule long enough to cancel mid-run (8 steps of 2 images an epoch, ~0.4 s) yet done in seconds.
 OPTIONS = {"epochs": 16, "batch_size": 2, "tokens": 2, "patience": 100, "align_epochs": 5, "device": "cpu"}
 
@@ -197,71 +187,60 @@ def test_bad_options_say_what_to_fix(client):
     assert "Pick a method" in _error(client, None, "{}", api_name="/train_start")
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
+@needs_chromium
 def test_train_step_in_the_browser(setup, client):
     """The device line, planned methods greyed out, and a run started, cancelled and resumed with the buttons."""
     sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
     server, proj = setup
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(server.url)
-            page.wait_for_selector("#lb-wizard")
-            box = page.locator("#project-pick input").first
-            box.click()
-            box.fill("cifar")
-            page.locator('li[role="option"][aria-label="cifar"]').first.click()
-            page.click("#project-open")
-            expect(page.locator("#lb-project")).to_contain_text("cifar")
-            page.click("#step-5-button")
-            expect(page.locator("#train-device")).to_contain_text("Device: cpu")
-            disabled = page.locator("#train-methods .lb-disabled")
-            expect(disabled).to_have_count(2)
-            expect(disabled.nth(0)).to_contain_text("latteclip")
-            expect(disabled.nth(0)).to_contain_text("not implemented yet")
-            expect(disabled.nth(1)).to_contain_text("cdul")
-            assert disabled.nth(0).get_attribute("aria-disabled") == "true"
-            ready = page.locator("#train-methods .lb-method:not(.lb-disabled)")
-            expect(ready).to_have_count(3)  # lafter, nola, zeroshot (the last one points to step 5)
-            page.locator("#train-method input").first.click()
-            options = [o.get_attribute("aria-label") for o in page.locator('li[role="option"]').all()]
-            assert options == ["lafter", "nola"], options
-            page.keyboard.press("Escape")
-            assert page.locator("#train-method input").first.input_value() == "nola"
+    with chromium() as browser:
+        page, errors = new_page(browser)
+        page.goto(server.url)
+        page.wait_for_selector("#lb-wizard")
+        open_project(page, "cifar")
+        expect(page.locator("#lb-project")).to_contain_text("cifar")
+        page.click("#step-5-button")
+        expect(page.locator("#train-device")).to_contain_text("Device: cpu")
+        disabled = page.locator("#train-methods .lb-disabled")
+        expect(disabled).to_have_count(2)
+        expect(disabled.nth(0)).to_contain_text("latteclip")
+        expect(disabled.nth(0)).to_contain_text("not implemented yet")
+        expect(disabled.nth(1)).to_contain_text("cdul")
+        assert disabled.nth(0).get_attribute("aria-disabled") == "true"
+        ready = page.locator("#train-methods .lb-method:not(.lb-disabled)")
+        expect(ready).to_have_count(3)  # lafter, nola, zeroshot (the last one points to step 5)
+        page.locator("#train-method input").first.click()
+        options = [o.get_attribute("aria-label") for o in page.locator('li[role="option"]').all()]
+        assert options == ["lafter", "nola"], options
+        page.keyboard.press("Escape")
+        assert page.locator("#train-method input").first.input_value() == "nola"
 
-            # a run driven by the buttons: start, live status and curve, cancel, resume
-            editor = page.locator("#train-params .cm-content")
-            editor.click()
-            page.keyboard.press("Control+A")
-            page.keyboard.press("Delete")
-            editor.fill(json.dumps({**OPTIONS, "epochs": 36}))
-            page.click("#train-start")
-            status = page.locator("#train-status")
-            expect(status).to_contain_text(re.compile(r"\(nola\) running"), timeout=30_000)
-            expect(page.locator("#train-run input")).to_have_value(re.compile(r"nola · running"), timeout=30_000)
-            expect(status).to_contain_text(re.compile(r"epoch ([4-9]|[1-3]\d)/36"), timeout=30_000)  # timer-refreshed
-            curve = page.locator("#train-curve")
-            expect(curve).to_contain_text("teacher_agreement", timeout=20_000)  # the live curve, drawn
-            page.screenshot(path=str(ARTIFACTS / "ui-6-train-live.png"), full_page=True)
-            page.click("#train-cancel")
-            expect(status).to_contain_text(re.compile(r"\(nola\) cancelled"), timeout=30_000)
-            expect(status).to_contain_text("Press Resume")
-            page.click("#train-resume")
-            expect(status).to_contain_text(re.compile(r"\(nola\) done 100%"), timeout=60_000)
-            expect(page.locator("#train-run input")).to_have_value(re.compile(r"nola · done 100%"))
-            run = _runs(proj, "train")[0]  # the same run, continued from its checkpoint
-            assert run["metrics"]["resumed_from_epoch"] >= 3 and len(run["metrics"]["epochs"]) == 36
-            expect(curve).to_contain_text("teacher_agreement", timeout=20_000)
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(ARTIFACTS / "ui-6-train-run.png"), full_page=True)
-            assert not errors, errors
-        finally:
-            browser.close()
+        # a run driven by the buttons: start, live status and curve, cancel, resume
+        editor = page.locator("#train-params .cm-content")
+        editor.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.press("Delete")
+        editor.fill(json.dumps({**OPTIONS, "epochs": 36}))
+        page.click("#train-start")
+        status = page.locator("#train-status")
+        expect(status).to_contain_text(re.compile(r"\(nola\) running"), timeout=30_000)
+        expect(page.locator("#train-run input")).to_have_value(re.compile(r"nola · running"), timeout=30_000)
+        expect(status).to_contain_text(re.compile(r"epoch ([4-9]|[1-3]\d)/36"), timeout=30_000)  # timer-refreshed
+        curve = page.locator("#train-curve")
+        expect(curve).to_contain_text("teacher_agreement", timeout=20_000)  # the live curve, drawn
+        shot(page, "ui-6-train-live")
+        page.click("#train-cancel")
+        expect(status).to_contain_text(re.compile(r"\(nola\) cancelled"), timeout=30_000)
+        expect(status).to_contain_text("Press Resume")
+        page.click("#train-resume")
+        expect(status).to_contain_text(re.compile(r"\(nola\) done 100%"), timeout=60_000)
+        expect(page.locator("#train-run input")).to_have_value(re.compile(r"nola · done 100%"))
+        run = _runs(proj, "train")[0]  # the same run, continued from its checkpoint
+        assert run["metrics"]["resumed_from_epoch"] >= 3 and len(run["metrics"]["epochs"]) == 36
+        expect(curve).to_contain_text("teacher_agreement", timeout=20_000)
+        page.wait_for_timeout(500)
+        shot(page, "ui-6-train-run")
+        assert not errors, errors
 
 
 def test_descriptions_count_requests_and_confirm_large_runs(client, setup):
@@ -302,33 +281,27 @@ def _confirm_in_the_browser(server):
     """In chromium: Generate shows the count and a red "Send 600 requests" button instead of starting."""
     sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(server.url)
-            page.wait_for_selector("#lb-wizard")
-            box = page.locator("#project-pick input").first
-            box.click()
-            box.fill("many")
-            page.locator('li[role="option"][aria-label="many"]').first.click()
-            page.click("#project-open")
-            expect(page.locator("#lb-project")).to_contain_text("50 classes")
-            page.click("#step-3-button")
-            backend = page.locator("#desc-backend input").first
-            backend.click()
-            page.locator('li[role="option"]', has_text="openai").first.click()
-            page.locator("#desc-model").locator("textarea, input").first.fill("gpt-4o-mini")
-            page.get_by_label("Endpoint base URL").fill("http://127.0.0.1:9/v1")
-            page.click("#desc-count")
-            expect(page.locator("#desc-status")).to_contain_text("600 new requests")
-            expect(page.locator("#desc-confirm")).to_be_hidden()
-            page.click("#desc-generate")
-            expect(page.locator("#desc-status")).to_contain_text("large run")
-            expect(page.locator("#desc-confirm")).to_be_visible()
-            expect(page.locator("#desc-confirm")).to_have_text("Send 600 requests")
-            page.screenshot(path=str(ARTIFACTS / "ui-4-descriptions-confirm.png"), full_page=True)
-            page.locator("#desc-domain, #desc-model").locator("textarea, input").first.fill("gpt-4o")
-            expect(page.locator("#desc-confirm")).to_be_hidden()  # a changed setting needs a new count
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page, _ = new_page(browser)
+        page.goto(server.url)
+        page.wait_for_selector("#lb-wizard")
+        open_project(page, "many")
+        expect(page.locator("#lb-project")).to_contain_text("50 classes")
+        page.click("#step-3-button")
+        backend = page.locator("#desc-backend input").first
+        backend.click()
+        page.locator('li[role="option"]', has_text="openai").first.click()
+        # the backend change shows the endpoint box and clears the model box: fill it only after that landed
+        expect(page.get_by_label("Endpoint base URL")).to_be_visible()
+        page.locator("#desc-model").locator("textarea, input").first.fill("gpt-4o-mini")
+        page.get_by_label("Endpoint base URL").fill("http://127.0.0.1:9/v1")
+        page.click("#desc-count")
+        expect(page.locator("#desc-status")).to_contain_text("600 new requests")
+        expect(page.locator("#desc-confirm")).to_be_hidden()
+        page.click("#desc-generate")
+        expect(page.locator("#desc-status")).to_contain_text("large run")
+        expect(page.locator("#desc-confirm")).to_be_visible()
+        expect(page.locator("#desc-confirm")).to_have_text("Send 600 requests")
+        shot(page, "ui-4-descriptions-confirm")
+        page.locator("#desc-domain, #desc-model").locator("textarea, input").first.fill("gpt-4o")
+        expect(page.locator("#desc-confirm")).to_be_hidden()  # a changed setting needs a new count

@@ -130,13 +130,17 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.0f}%"
 
 
+#: Ends the ``ctx.finished`` marker set when a project is opened: the newest task then is history, not news.
+BASELINE = "~"
+
+
 def finished_task(key: str, marker: str | None, kinds: set[str]):
     """The background task a ``"<project>#<task_id>:<kind>"`` marker names, if it belongs to project ``key`` and is
     of ``kinds``."""
     from ..jobs import get_background_task
 
     tail = str(marker or "").rsplit("#", 1)[-1]
-    if not key or ":" not in tail:
+    if not key or ":" not in tail or tail.endswith(BASELINE):  # a baseline set when the project opened: no news
         return None
     task_id, kind = tail.split(":", 1)
     if kind not in kinds:

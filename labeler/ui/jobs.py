@@ -5,7 +5,8 @@ labeling, description, clustering and training job records one — they outlive 
 the server) and this process's background tasks (:func:`labeler.jobs.background_tasks`), which also
 know about work that failed before it could start its row. When a task of the open project ends,
 the panel writes ``"<project>#task_id:kind"`` into ``ctx.finished`` (only against a baseline set when the project
-was opened, so tasks that ended before are history, not news); the steps listen to it and refresh.
+was opened, marked with a trailing ``BASELINE``, so tasks that ended before are history, not news); the steps listen
+to it and refresh.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import gradio as gr
 
 from ..jobs import background_tasks, list_runs, request_cancel
-from .common import Ctx, guard
+from .common import BASELINE, Ctx, guard
 
 HEADERS = ["run", "kind", "method", "status", "progress", "message"]
 RECENT = 8
@@ -112,7 +113,8 @@ def build(ctx: Ctx) -> dict:
         label = f"Job history ({len(rows)} recent)" if rows else "Job history"
         # News only against a baseline of this project (set by `reset` when it was opened): a poll that still
         # carries another project's marker, or none, must not announce tasks that ended before it was opened.
-        fresh = bool(key) and str(finished or "").startswith(f"{key}#") and marker != finished
+        seen = str(finished or "")
+        fresh = bool(key) and seen.startswith(f"{key}#") and marker != seen.removesuffix(BASELINE)
         fin = marker if fresh else gr.skip()
         if new_sig == sig:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), sig, fin
@@ -137,9 +139,10 @@ def build(ctx: Ctx) -> dict:
 
     @guard
     def reset(key):
-        # A newly opened project: its finished tasks are history, not news.
+        # A newly opened project: its finished tasks are history, not news. The baseline marker ends in BASELINE,
+        # so the steps listening to ctx.finished (common.finished_task) know it announces nothing.
         _, _, _, _, marker = snapshot(key)
-        return marker, ""
+        return marker + BASELINE, ""
 
     outs = [live, table, cancel_pick, cancel_btn, panel, signature, ctx.finished]
     timer.tick(poll, [ctx.project, signature, ctx.finished], outs, api_name="jobs_poll", show_progress="hidden")

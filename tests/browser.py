@@ -1,0 +1,64 @@
+"""Shared helpers of the real-browser tests: Debian's chromium driven by Playwright (never `playwright install`)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "tests" / "artifacts"
+#: The closed network refuses Chromium's background calls; these keep it from trying.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)"
+)
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """A launched headless chromium (closed on exit); skips the test when Playwright is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(browser, **kwargs) -> tuple:
+    """A 1280×800 page and the list its uncaught page errors are appended to."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, **kwargs)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page, errors
+
+
+def open_project(page, name: str) -> None:
+    """Pick ``name`` in the Project step's list and open it."""
+    box = page.locator("#project-pick input").first
+    box.click()
+    box.fill(name)
+    page.locator(f'li[role="option"][aria-label="{name}"]').first.click()
+    page.click("#project-open")
+
+
+def shot(page, name: str) -> None:
+    """Full-page screenshot ``tests/artifacts/<name>.png`` once gradio's spinners (``.wrap.pending``) are gone."""
+    with contextlib.suppress(Exception):  # a slow spinner must not fail the test; the picture shows it
+        page.wait_for_function("() => !document.querySelector('.wrap.pending')", timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
