@@ -239,15 +239,4 @@ def feature_matrix(project: Project, key_or_kind: str) -> tuple[list[int], np.nd
         row = project.features.get_set(key_or_kind)
         if row is None:
             raise NotReadyError(f"no features for model {key_or_kind!r} yet: run `labeler features` with it first")
-    set_id, dim = int(row["id"]), int(row["dim"])
-    pairs = project.db.execute(
-        "select i.id, r.row from images i join feature_rows r on r.sha256 = i.sha256 and r.feature_set_id = ? "
-        "where i.status = 'ok' order by i.id",
-        [set_id],
-    ).fetchall()
-    if not pairs:
-        return [], np.zeros((0, dim), dtype=np.float32)
-    ids = [int(p[0]) for p in pairs]
-    rows = np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
-    mat = project.features.matrix(set_id)
-    return ids, np.asarray(mat[rows], dtype=np.float32)
+    return project.features.ok_vectors(int(row["id"]))

@@ -284,17 +284,8 @@ def ok_features(project: Project, features: str = "clip") -> tuple[dict, list[in
         up to float16 rounding).
     """
     fset = _resolve_set(project, features)
-    set_id, dim = int(fset["id"]), int(fset["dim"])
-    pairs = project.db.execute(
-        "select i.id, r.row from images i join feature_rows r on r.sha256 = i.sha256 and r.feature_set_id = ? "
-        "where i.status = 'ok' order by i.id",
-        [set_id],
-    ).fetchall()
-    if not pairs:
-        return fset, [], np.zeros((0, dim), dtype=np.float32)
-    ids = [int(p[0]) for p in pairs]
-    rows = np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
-    return fset, ids, np.asarray(project.features.matrix(set_id)[rows], dtype=np.float32)
+    ids, x = project.features.ok_vectors(int(fset["id"]))
+    return fset, ids, x
 
 
 def index_dir(project: Project, key: str) -> Path:

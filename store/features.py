@@ -169,6 +169,26 @@ class FeatureStore:
             return np.zeros((0, row["dim"]), dtype=np.float16)
         return np.load(path, mmap_mode="r")[:n]
 
+    def ok_vectors(self, set_id: int) -> tuple[list[int], np.ndarray]:
+        """Vectors of every ``ok`` image that has one in this set.
+
+        Returns
+        -------
+        (image_ids, X)
+            Image ids in id order and their vectors, shape (N, D), float32.
+        """
+        dim = int(self.db["feature_sets"].get(set_id)["dim"])
+        pairs = self.db.execute(
+            "select i.id, r.row from images i join feature_rows r on r.sha256 = i.sha256 and r.feature_set_id = ? "
+            "where i.status = 'ok' order by i.id",
+            [set_id],
+        ).fetchall()
+        if not pairs:
+            return [], np.zeros((0, dim), dtype=np.float32)
+        ids = [int(p[0]) for p in pairs]
+        rows = np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
+        return ids, np.asarray(self.matrix(set_id)[rows], dtype=np.float32)
+
     def load(self, set_id: int, shas: Sequence[str]) -> np.ndarray:
         """Vectors for ``shas`` in order, shape (len(shas), D), float32.
 
