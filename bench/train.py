@@ -34,22 +34,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from bench.features import cifar_files  # noqa: E402
 from labeler.features import compute_features  # noqa: E402
 from labeler.ingest import load_rgb  # noqa: E402
 from labeler.models import load_clip, load_dino  # noqa: E402
 from labeler.project import Project  # noqa: E402
-
-
-def cifar_files(data: Path, n: int) -> list[Path]:
-    per_class = [sorted(d.glob("*.jpg")) for d in sorted(data.iterdir()) if d.is_dir()]
-    if not per_class or not any(per_class):
-        sys.exit(f"no CIFAR images under {data}")
-    out, i = [], 0
-    while len(out) < n:
-        cls = per_class[i % len(per_class)]
-        out.append(cls[(i // len(per_class)) % len(cls)])
-        i += 1
-    return out
 
 
 def make_project(root: Path, files: list[Path], clip_name: str, device: str) -> Project:

@@ -537,19 +537,6 @@ def exclude_duplicates(project: Project, groups: list[list[int]]) -> dict:
     return {"groups": len(groups), "excluded": excluded}
 
 
-def _map_ids(project: Project, features: str) -> tuple[dict, np.ndarray]:
-    """The feature set and the ids of its ok images (what :func:`labeler.projection.feature_map` draws)."""
-    from .index import _resolve_set
-
-    fset = _resolve_set(project, features)
-    rows = project.db.execute(
-        "select i.id from images i join feature_rows r on r.sha256 = i.sha256 and r.feature_set_id = ? "
-        "where i.status = 'ok' order by i.id",
-        [int(fset["id"])],
-    ).fetchall()
-    return fset, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-
-
 def map_method(method: str | None = None) -> str:
     """``pca`` or ``umap``: the method asked for, or by default UMAP when it is installed, else PCA."""
     from .projection import umap_available
@@ -564,17 +551,14 @@ def map_method(method: str | None = None) -> str:
 def map_ready(project: Project, features: str = "clip", method: str | None = None) -> bool:
     """True when the map can be drawn at once: it is cached for the current images, or it is a PCA map of at
     most :data:`MAP_INLINE` points. Otherwise compute it in the background (:func:`labeler.projection.feature_map`)."""
-    from .index import index_dir
+    from .index import resolve_set
+    from .projection import cached_map
 
-    fset, ids = _map_ids(project, features)
+    fset = resolve_set(project, features)
+    ids, _ = project.features.ok_rows(int(fset["id"]))
     method = map_method(method)
-    cache = index_dir(project, fset["key"]) / f"map-{method}.npz"
-    try:
-        with np.load(cache) as data:
-            if np.array_equal(data["image_ids"], ids) and int(data["seed"]) == 0:
-                return True
-    except (OSError, KeyError, ValueError):
-        pass
+    if cached_map(project, fset["key"], method, ids) is not None:
+        return True
     return method == "pca" and len(ids) <= MAP_INLINE
 
 

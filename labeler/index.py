@@ -252,7 +252,7 @@ def build_faiss_index(
 
 
 # --- the project's index -------------------------------------------------------------------------------
-def _resolve_set(project: Project, features: str) -> dict:
+def resolve_set(project: Project, features: str) -> dict:
     """The ``feature_sets`` row for ``clip``/``dino`` (newest of the kind) or a key.
 
     Same answers as :func:`labeler.features.latest_set`, without importing torch (which that module
@@ -283,7 +283,7 @@ def ok_features(project: Project, features: str = "clip") -> tuple[dict, list[in
         The set's row, image ids in id order and their vectors (N, D) float32 as stored (unit norm
         up to float16 rounding).
     """
-    fset = _resolve_set(project, features)
+    fset = resolve_set(project, features)
     ids, x = project.features.ok_vectors(int(fset["id"]))
     return fset, ids, x
 
@@ -616,7 +616,7 @@ def get_index(
     NotReadyError
         The project has no such feature set, or it has no vectors yet.
     """
-    fset = _resolve_set(project, features)
+    fset = resolve_set(project, features)
     set_id = int(fset["id"])
     cache_key = (str(project.root.resolve()), set_id)
     count = project.features.count(set_id)

@@ -102,6 +102,24 @@ def points_in_box(
     return ids[inside].astype(int).tolist()
 
 
+def _map_file(project: Project, key: str, method: str):
+    from .index import index_dir
+
+    return index_dir(project, key) / f"map-{method}.npz"
+
+
+def cached_map(project: Project, key: str, method: str, image_ids, seed: int = 0) -> np.ndarray | None:
+    """The cached ``method`` map (N, 2) of feature set ``key`` if it was made for exactly these ``image_ids``
+    (in order) and ``seed``, else None."""
+    try:
+        with np.load(_map_file(project, key, method)) as data:
+            if np.array_equal(data["image_ids"], np.asarray(image_ids, dtype=np.int64)) and int(data["seed"]) == seed:
+                return data["xy"]
+    except (OSError, KeyError, ValueError):
+        pass
+    return None
+
+
 def feature_map(project: Project, features: str = "clip", method: str = "auto", seed: int = 0) -> dict:
     """Points and colourings for the map view.
 
@@ -113,27 +131,22 @@ def feature_map(project: Project, features: str = "clip", method: str = "auto", 
         label lists hold the primary class name or None, ``cluster`` ints or None.
     """
     from .clusters import latest_cluster_run
-    from .index import index_dir, ok_features
+    from .index import resolve_set
     from .labels import final_labels
 
-    fset, image_ids, x = ok_features(project, features)
     if method not in METHODS:
         raise InvalidInputError(f"map method must be one of {', '.join(METHODS)}, got {method!r}")
-    wanted = "umap" if method == "umap" or (method == "auto" and umap_available() and len(x) >= 10) else "pca"
-    cache = index_dir(project, fset["key"]) / f"map-{wanted}.npz"
-    ids_arr = np.asarray(image_ids, dtype=np.int64)
-    xy = None
-    try:
-        with np.load(cache) as data:
-            if np.array_equal(data["image_ids"], ids_arr) and int(data["seed"]) == seed:
-                xy, used = data["xy"], wanted
-    except (OSError, KeyError, ValueError):
-        xy = None
-    if xy is None:
+    fset = resolve_set(project, features)
+    image_ids, _ = project.features.ok_rows(int(fset["id"]))
+    wanted = "umap" if method == "umap" or (method == "auto" and umap_available() and len(image_ids) >= 10) else "pca"
+    xy, used = cached_map(project, fset["key"], wanted, image_ids, seed), wanted
+    if xy is None:  # only now read the vectors: a cached map of many images costs one small file
+        image_ids, x = project.features.ok_vectors(int(fset["id"]))
         xy, used = project_2d(x, wanted, seed)
+        cache = _map_file(project, fset["key"], wanted)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, image_ids=ids_arr, xy=xy, seed=seed)
+        np.savez(tmp, image_ids=np.asarray(image_ids, dtype=np.int64), xy=xy, seed=seed)
         tmp.replace(cache)
     final = {it.image_id: it for it in final_labels(project, image_ids)}
     from .clusters import _pseudo_top1

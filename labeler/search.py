@@ -153,11 +153,11 @@ def _text_encoder(fset: dict, device: str = "auto"):
 
 def encode_text(project: Project, text: str, features: str = "clip", device: str = "auto") -> np.ndarray:
     """The CLIP text embedding (D,) float32, unit norm, of ``text`` with the feature set's own model."""
-    from .index import _resolve_set
+    from .index import resolve_set
 
     if not isinstance(text, str) or not text.strip():
         raise InvalidInputError('give a text to search for, e.g. "a red car at night"')
-    fset = _resolve_set(project, features)
+    fset = resolve_set(project, features)
     if fset["kind"] != "clip":
         raise InvalidInputError(
             f"text search needs CLIP features, and {fset['key']} is {fset['kind']}: use --features clip"

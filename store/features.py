@@ -169,6 +169,16 @@ class FeatureStore:
             return np.zeros((0, row["dim"]), dtype=np.float16)
         return np.load(path, mmap_mode="r")[:n]
 
+    def ok_rows(self, set_id: int) -> tuple[list[int], np.ndarray]:
+        """Every ``ok`` image that has a vector in this set: image ids in id order and their rows (N,) int64."""
+        pairs = self.db.execute(
+            "select i.id, r.row from images i join feature_rows r on r.sha256 = i.sha256 and r.feature_set_id = ? "
+            "where i.status = 'ok' order by i.id",
+            [set_id],
+        ).fetchall()
+        ids = [int(p[0]) for p in pairs]
+        return ids, np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
+
     def ok_vectors(self, set_id: int) -> tuple[list[int], np.ndarray]:
         """Vectors of every ``ok`` image that has one in this set.
 
@@ -177,16 +187,10 @@ class FeatureStore:
         (image_ids, X)
             Image ids in id order and their vectors, shape (N, D), float32.
         """
-        dim = int(self.db["feature_sets"].get(set_id)["dim"])
-        pairs = self.db.execute(
-            "select i.id, r.row from images i join feature_rows r on r.sha256 = i.sha256 and r.feature_set_id = ? "
-            "where i.status = 'ok' order by i.id",
-            [set_id],
-        ).fetchall()
-        if not pairs:
+        ids, rows = self.ok_rows(set_id)
+        if not ids:
+            dim = int(self.db["feature_sets"].get(set_id)["dim"])
             return [], np.zeros((0, dim), dtype=np.float32)
-        ids = [int(p[0]) for p in pairs]
-        rows = np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
         return ids, np.asarray(self.matrix(set_id)[rows], dtype=np.float32)
 
     def load(self, set_id: int, shas: Sequence[str]) -> np.ndarray:

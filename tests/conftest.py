@@ -54,3 +54,19 @@ def project(tmp_path):
     from labeler.project import Project
 
     return Project.create(tmp_path / "proj", ["cat", "dog", "car"])
+
+
+def wait_until(cond, what: str, timeout: float = 20.0, logs=None):
+    """Poll ``cond()`` every 0.2 s until it returns something truthy (returned); fail after ``timeout`` s.
+
+    ``logs``: a callable whose text (e.g. a server's log) is added to the failure message.
+    """
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}" + (f"; server log:\n{logs()}" if logs else ""))

@@ -11,13 +11,12 @@ Skips without /usr/bin/chromium or the CIFAR folder; never runs ``playwright ins
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from .browser import chromium, needs_chromium, new_page, open_project, shot
-from .conftest import CIFAR, CIFAR_CLASSES, cifar_subset
+from .conftest import CIFAR, CIFAR_CLASSES, cifar_subset, wait_until
 from .test_ui_api import AppServer
 
 pytestmark = [
@@ -59,16 +58,6 @@ def _unsure(proj: Path) -> set[int]:
         return unsure_ids(p)
     finally:
         p.close()
-
-
-def _until(cond, what: str, timeout: float = 20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -120,7 +109,7 @@ def test_shift_click_ranges_and_keyboard_shortcuts(setup):
         expect(selection).to_contain_text("5 selected")
         assert page.locator("#review-gallery .caption-label", has_text=re.compile("^✓")).count() == 5
         page.keyboard.press("a")
-        labels = _until(lambda: _labels(proj) or None, "accepted labels")
+        labels = wait_until(lambda: _labels(proj) or None, "accepted labels")
         assert set(labels) == set(queue[:5]) and {s for s, _ in labels.values()} == {"accepted"}
         expect(info).to_contain_text("35 images")
         expect(selection).not_to_contain_text("selected")
@@ -133,7 +122,7 @@ def test_shift_click_ranges_and_keyboard_shortcuts(setup):
         expect(selection).to_contain_text("3 selected")
         shot(page, "ui-5-review-keys")
         page.keyboard.press("3")
-        human = _until(
+        human = wait_until(
             lambda: {i: lab for i, (s, lab) in _labels(proj).items() if s == "human"} or None, "human labels"
         )
         assert human == {i: CIFAR_CLASSES[2] for i in queue[1:4]}
@@ -146,7 +135,7 @@ def test_shift_click_ranges_and_keyboard_shortcuts(setup):
         thumbs.nth(5).click()  # unselected again
         expect(selection).to_contain_text("1 selected")
         page.keyboard.press("u")
-        assert _until(lambda: _unsure(proj), "the unsure mark") == {queue[2]}
+        assert wait_until(lambda: _unsure(proj), "the unsure mark") == {queue[2]}
         expect(page.locator("#review-gallery .caption-label", has_text=re.compile(r"\?$"))).to_have_count(1)
         assert len(_labels(proj)) == 8  # nothing else changed
 

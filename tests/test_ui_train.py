@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from .browser import CHROMIUM, chromium, needs_chromium, new_page, open_project, shot
-from .conftest import CIFAR, cifar_subset
+from .conftest import CIFAR, cifar_subset, wait_until
 from .test_ui_api import AppServer
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -48,13 +47,7 @@ def _runs(path: Path, kind: str | None = None) -> list[dict]:
 
 
 def _wait(cond, what: str, server: AppServer, timeout: float = 90.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; server log:\n{server.logs()}")
+    return wait_until(cond, what, timeout, logs=server.logs)
 
 
 @pytest.fixture(scope="module")
