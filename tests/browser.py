@@ -62,3 +62,32 @@ def shot(page, name: str) -> None:
     with contextlib.suppress(Exception):  # a slow spinner must not fail the test; the picture shows it
         page.wait_for_function("() => !document.querySelector('.wrap.pending')", timeout=10_000)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def settled_box(locator, timeout: float = 30.0) -> dict:
+    """``locator``'s bounding box once it is laid out and has stopped moving (two equal reads 0.2 s apart).
+
+    A chart that vega re-renders is briefly detached or zero-sized: a single ``bounding_box()`` read can be None.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        box = locator.bounding_box()
+        if box and box["width"] > 0 and box["height"] > 0:
+            if box == last:
+                return box
+            last = box
+        else:
+            last = None
+        time.sleep(0.2)
+    raise AssertionError(f"{locator} never settled on screen within {timeout:.0f} s (last box: {last})")
+
+
+def drag(page, box: dict, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Press at ``start`` and release at ``end``, both as fractions (x, y) of ``box``, moving in small steps."""
+    page.mouse.move(box["x"] + box["width"] * start[0], box["y"] + box["height"] * start[1])
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * end[0], box["y"] + box["height"] * end[1], steps=8)
+    page.mouse.up()

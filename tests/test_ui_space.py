@@ -61,7 +61,7 @@ def test_visitors_are_isolated_and_a_project_travels_as_an_archive(space, tmp_pa
 
         # B imports it: a copy in B's own folder, opened
         b.locator("#project-archive-upload input[type=file]").set_input_files(str(archive))
-        b.wait_for_timeout(1000)
+        expect(b.locator("#project-archive-upload")).to_contain_text("alpha.zip", timeout=30_000)  # uploaded
         b.click("#project-import")
         expect(b.locator("#lb-project")).to_contain_text("alpha", timeout=30_000)
         expect(b.locator("#lb-project")).to_contain_text("2 classes")
