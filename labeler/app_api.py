@@ -413,6 +413,38 @@ def run_curve(project: Project, run_id: int) -> list[dict]:
     return out
 
 
+def train_outcome(project: Project, train_run_id: int) -> dict | None:
+    """What a training run changed: the newest label run made with its model, or None if there is none yet.
+
+    Returns ``{"label_run", "active", "n", "failed", "class_counts", "comparison", "old_method"}``:
+    ``comparison`` is :func:`labeler.train.apply.compare_runs` against the label run that was active before
+    (None if there was none), ``old_method`` that run's method (``"zeroshot"``, ...), ``active`` whether the
+    new labels are still the project's active run.
+    """
+    from .jobs import list_runs
+    from .labels import active_run
+
+    label_runs = list_runs(project, kind="label")  # newest first
+    made = [r for r in label_runs if r["status"] == "done" and r["params"].get("train_run") == int(train_run_id)]
+    if not made:
+        return None
+    run = made[0]
+    metrics = run["metrics"]
+    comparison = metrics.get("comparison")
+    methods = {r["id"]: r["method"] for r in label_runs}
+    old_method = methods.get(int(comparison["old_run"])) if comparison else None  # None: deleted since
+    current = active_run(project)
+    return {
+        "label_run": run["id"],
+        "active": bool(current and current["id"] == run["id"]),
+        "n": metrics.get("n", 0),
+        "failed": metrics.get("failed", 0),
+        "class_counts": metrics.get("class_counts") or {},
+        "comparison": comparison,
+        "old_method": old_method,
+    }
+
+
 # --- explore (cluster browser) -----------------------------------------------------------------------------------
 #: Maps of more points than this (or UMAP maps) are computed in the background, not in the request.
 MAP_INLINE = 20_000

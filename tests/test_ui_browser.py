@@ -49,14 +49,15 @@ def _fill(page, elem_id: str, text: str) -> None:
     page.locator(f"#{elem_id}").locator("textarea, input").first.fill(text)
 
 
-def _pick(page, elem_id: str, value: str) -> None:
-    """Choose ``value`` in a gr.Dropdown: type it and take the matching option."""
+def _pick(page, elem_id: str, value: str, shown: str | None = None) -> None:
+    """Choose ``value`` in a gr.Dropdown: type it and take the option shown as ``shown`` (default: the value)."""
+    shown = shown or value
     box = page.locator(f"#{elem_id} input").first
     box.click()
     box.fill(value)
-    page.locator(f'li[role="option"][aria-label="{value}"]').first.click()
+    page.locator(f'li[role="option"][aria-label="{shown}"]').first.click()
     expect_value = page.locator(f"#{elem_id} input").first
-    assert expect_value.input_value() == value
+    assert expect_value.input_value() == shown
 
 
 def _selected(page) -> int:
@@ -129,7 +130,7 @@ def _drive(page, expect, server: AppServer, images: Path, tmp_path: Path) -> Non
 
     thumbs.first.click()  # relabel one image
     expect(page.locator("#review-selection")).to_contain_text("1 selected")
-    _pick(page, "review-target", "truck")
+    _pick(page, "review-target", "ship", shown="9 · ship")  # the first nine classes show their digit key
     page.click("#review-relabel")
     expect(page.locator("#review-selection")).not_to_contain_text("selected", timeout=slow)
     _shot(page, "5-review-done")

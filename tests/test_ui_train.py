@@ -112,7 +112,7 @@ def test_train_start_watch_cancel_resume_and_relabel(client, setup):
     assert f"run {run_id} (nola) **running**" in status
     label = next(c[0] for c in run_pick["choices"] if c[1] == run_id)
     assert label.startswith(f"run {run_id} · nola · running") and label.endswith("%")
-    points = _curve_points(client.predict(run_id, api_name="/train_curve"))
+    points = _curve_points(client.predict(run_id, api_name="/train_curve")[0])
     metrics = {p["metric"] for p in points}
     assert {"loss", "train_agreement", "teacher_agreement"} <= metrics, metrics
     assert sorted({p["step"] for p in points})[:2] == [1.0, 2.0]
@@ -163,9 +163,28 @@ def test_train_start_watch_cancel_resume_and_relabel(client, setup):
         assert len(ids) == 16 and probs.shape == (16, 4) and classes == CLASSES
     finally:
         p.close()
-    _, status, *_ = client.predict(api_name="/train_view")
+    _, status, *rest = client.predict(api_name="/train_view")
     assert f"run {run_id} (nola) **done**" in status
     assert "no cancelled or interrupted run" in _error(client, "nola", run_id, api_name="/train_resume")
+
+    # the outcome: the trained model's labels against the zero-shot labels they replaced, counted independently
+    p = _project(proj)
+    try:
+        old_ids, old_probs, old_classes = read_predictions(p, zero_shot)
+        new_ids, new_probs, new_classes = read_predictions(p, label_run["id"])
+    finally:
+        p.close()
+    old_names = dict(zip(old_ids.tolist(), (old_classes[k] for k in old_probs.argmax(1)), strict=True))
+    new_names = dict(zip(new_ids.tolist(), (new_classes[k] for k in new_probs.argmax(1)), strict=True))
+    changed = sum(old_names[i] != new_names[i] for i in new_names)
+    outcome = rest[-1]
+    assert f"**Run {run_id}'s labels** (label run {label_run['id']}): 16 images labeled" in outcome, outcome
+    assert "**the active labels**" in outcome
+    agree = f"{100 * (16 - changed) / 16:.0f}%"
+    assert f"Compared with run {zero_shot} (zeroshot): **{agree} agree** on 16 images, {changed} changed." in outcome
+    assert ("Most common changes: " in outcome) == (changed > 0)
+    _, shown = client.predict(run_id, api_name="/train_curve")  # picking the run in the list shows the same
+    assert shown == outcome
 
 
 def _error(client, *args, api_name: str) -> str:
@@ -231,6 +250,9 @@ def test_train_step_in_the_browser(setup, client):
         run = _runs(proj, "train")[0]  # the same run, continued from its checkpoint
         assert run["metrics"]["resumed_from_epoch"] >= 3 and len(run["metrics"]["epochs"]) == 36
         expect(curve).to_contain_text("teacher_agreement", timeout=20_000)
+        outcome = page.locator("#train-outcome")  # the trained model's labels against the ones they replaced
+        expect(outcome).to_contain_text("the active labels", timeout=30_000)
+        expect(outcome).to_contain_text(re.compile(r"Compared with run \d+ \(\w+\): \d+% agree on \d+ images"))
         page.wait_for_timeout(500)
         shot(page, "ui-6-train-run")
         assert not errors, errors

@@ -31,6 +31,13 @@ from .common import NO_PROJECT, Ctx, empty_state, finished_task, guard, md_escap
 PAGE = 36
 MAX_CONFUSION = 30
 DIGITS = 9
+
+
+def relabel_choices(classes: list[str]) -> list[tuple[str, str]]:
+    """(shown, value) pairs of the relabel dropdown: the first nine classes show their digit key ("3 · ship")."""
+    return [(f"{i} · {c}" if i <= DIGITS else c, c) for i, c in enumerate(classes, start=1)]
+
+
 VIEW_REVIEW, VIEW_ALL, VIEW_UNLABELED = app_api.VIEW_REVIEW, app_api.VIEW_ALL, app_api.VIEW_UNLABELED
 
 
@@ -328,7 +335,9 @@ def build(ctx: Ctx) -> dict:
             acc_text = f"<span class='lb-note'>Accuracy: {md_escape(exc)}</span>" if active_run(project) else ""
             conf_html = ""
         multi = project.multi_label
-        target_update = gr.Dropdown(choices=classes, multiselect=multi, value=[] if multi else None, label="Relabel to")
+        target_update = gr.Dropdown(
+            choices=relabel_choices(classes), multiselect=multi, value=[] if multi else None, label="Relabel to"
+        )
         table = [[r["class"], r["images"], r["reviewed"], r["low confidence"]] for r in rows]
         return view_value, (
             gr.Dropdown(choices=choices, value=view_value),

@@ -115,6 +115,45 @@ def _run_rows(project: Project) -> list[dict]:
     return list_runs(project, kind="train")
 
 
+def _outcome_md(project: Project, run: dict | None) -> str:
+    """What a run's trained model did to the labels, compared with the labels that were active before."""
+    if run is None:
+        return ""
+    if run["status"] == "running":
+        return "<span class='lb-note'>When the run ends, its model labels every image; the result shows here.</span>"
+    out = app_api.train_outcome(project, run["id"])
+    if out is None:
+        return (
+            f"<span class='lb-note'>Run {run['id']} has not labeled the images (it did not finish): "
+            "press Resume to complete it.</span>"
+            if run["status"] != "done"
+            else ""
+        )
+    lines = [
+        f"**Run {run['id']}'s labels** (label run {out['label_run']}): {out['n']} images labeled by the trained model"
+        + (f", {out['failed']} unreadable" if out["failed"] else "")
+        + (" — **the active labels** (step 5 reviews them, step 8 exports them)." if out["active"] else ".")
+    ]
+    comp = out["comparison"]
+    if comp:
+        before = f"run {comp['old_run']}" + (f" ({md_escape(out['old_method'])})" if out["old_method"] else "")
+        lines.append(
+            f"Compared with {before}: **{pct(comp['agreement'])} agree** on {comp['n_common']} images, "
+            f"{comp['changed']} changed."
+        )
+        acc = comp.get("accuracy") or {}
+        if acc.get("old") is not None and acc.get("new") is not None:
+            lines.append(f"Accuracy vs. folder names: {pct(acc['old'])} → **{pct(acc['new'])}**.")
+        moves = comp.get("transitions") or []
+        if moves:
+            lines.append(
+                "Most common changes: "
+                + ", ".join(f"{md_escape(t['from'])} → {md_escape(t['to'])} ({t['n']})" for t in moves[:5])
+                + "."
+            )
+    return "  \n".join(lines)
+
+
 def build(ctx: Ctx) -> dict:
     ready = [m["name"] for m in _trainable() if m["available"]]
     first = "nola" if "nola" in ready else (ready[0] if ready else None)
@@ -152,6 +191,7 @@ def build(ctx: Ctx) -> dict:
             scale=3,
             elem_id="train-curve",
         )
+    outcome = gr.Markdown(elem_id="train-outcome")
     timer = gr.Timer(2.0, active=False)
 
     def run_choices(project):
@@ -171,6 +211,7 @@ def build(ctx: Ctx) -> dict:
                 _curve_plot([]),
                 gr.Timer(active=False),
                 gr.Row(visible=False),
+                "",
             )
         runs = _run_rows(project)
         if not ready:
@@ -204,9 +245,10 @@ def build(ctx: Ctx) -> dict:
             curve_df(project, run_id),
             gr.Timer(active=live),
             gr.Row(visible=bool(runs)),
+            _outcome_md(project, next((r for r in runs if r["id"] == run_id), None)),
         )
 
-    outs = [params, status, run_pick, curve, timer, curve_row]
+    outs = [params, status, run_pick, curve, timer, curve_row, outcome]
 
     @guard
     def refresh(key):
@@ -307,7 +349,9 @@ def build(ctx: Ctx) -> dict:
 
     @guard
     def show_run(key, run_id):
-        return curve_df(ctx.open(key), run_id)
+        project = ctx.open(key)
+        run = next((r for r in _run_rows(project) if r["id"] == run_id), None)
+        return curve_df(project, run_id), _outcome_md(project, run)
 
     @guard
     def finished(key, marker, run_id):
@@ -323,7 +367,7 @@ def build(ctx: Ctx) -> dict:
     start_btn.click(start, [ctx.project, method, params], outs, api_name="train_start")
     cancel_btn.click(cancel, [ctx.project, run_pick], outs, api_name="train_cancel")
     resume_btn.click(resume, [ctx.project, method, run_pick], outs, api_name="train_resume")
-    run_pick.input(show_run, [ctx.project, run_pick], [curve], api_name="train_curve")
+    run_pick.input(show_run, [ctx.project, run_pick], [curve, outcome], api_name="train_curve")
     timer.tick(tick, [ctx.project, run_pick], outs, api_visibility="private")
     ctx.finished.change(finished, [ctx.project, ctx.finished, run_pick], outs, api_visibility="private")
     return {"refresh": refresh, "outputs": outs, "api_name": "train_view"}
