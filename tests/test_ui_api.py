@@ -214,7 +214,9 @@ def test_multi_label_project(client):
     assert "multi-label" in status
     out = client.predict(api_name="/review_refresh")
     target = out[7]
-    assert target["multiselect"] is True and [c[0] for c in target["choices"]] == ["indoor", "outdoor", "people"]
+    assert target["multiselect"] is True  # each class shows the digit key that relabels to it
+    expected = [("1 · indoor", "indoor"), ("2 · outdoor", "outdoor"), ("3 · people", "people")]
+    assert [tuple(c) for c in target["choices"]] == expected
     assert "No pseudo-labels yet" in out[-2] or "Import images first" in out[0]
     text, status = client.predict("indoor\noutdoor", "single-label (one class per image)", api_name="/classes_save")
     assert "single-label" in status
