@@ -48,6 +48,17 @@ def new_page(browser, **kwargs) -> tuple:
     return page, errors
 
 
+def pick(page, elem_id: str, value: str, shown: str | None = None) -> None:
+    """Choose ``value`` in the gr.Dropdown ``#elem_id``: type it, take the option shown as ``shown`` (default:
+    the value) and check that the box now shows it."""
+    shown = shown or value
+    box = page.locator(f"#{elem_id} input").first
+    box.click()
+    box.fill(value)
+    page.locator(f'li[role="option"][aria-label="{shown}"]').first.click()
+    assert page.locator(f"#{elem_id} input").first.input_value() == shown
+
+
 def open_project(page, name: str) -> None:
     """Pick ``name`` in the Project step's list and open it."""
     box = page.locator("#project-pick input").first

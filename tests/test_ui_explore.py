@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .browser import chromium, drag, needs_chromium, new_page, settled_box, shot
+from .browser import chromium, drag, needs_chromium, new_page, pick, settled_box, shot
 from .conftest import CIFAR, CIFAR_CLASSES, cifar_subset
 from .explore_helpers import label_run, make_project, one_faiss_thread, planted, probs_for  # noqa: F401
 from .test_ui_api import AppServer, make_images, wait_for_run
@@ -283,14 +283,6 @@ def _shot(page, name: str) -> None:
     shot(page, f"ui-7-explore-{name}")
 
 
-def _pick(page, elem_id: str, value: str) -> None:
-    box = page.locator(f"#{elem_id} input").first
-    box.click()
-    box.fill(value)
-    page.locator(f'li[role="option"][aria-label="{value}"]').first.click()
-    assert page.locator(f"#{elem_id} input").first.input_value() == value
-
-
 @needs_chromium
 @pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR}")
 def test_explore_in_the_browser(app):
@@ -314,7 +306,7 @@ def _drive(page, expect, server, project_dir: Path) -> None:
     slow = 60_000
     page.goto(server.url)
     page.wait_for_selector("#lb-wizard")
-    _pick(page, "project-pick", "cifar")
+    pick(page, "project-pick", "cifar")
     page.click("#project-open")
     expect(page.locator("#lb-project")).to_contain_text("40 images")
 
@@ -339,7 +331,7 @@ def _drive(page, expect, server, project_dir: Path) -> None:
     expect(shown).to_contain_text(f"Cluster {number}: {size} images")
     thumbs = page.locator("#explore-gallery button.thumbnail-item")
     expect(thumbs).to_have_count(size)
-    _pick(page, "explore-target", "bird")
+    pick(page, "explore-target", "bird")
     label_btn = page.locator("#explore-label")
     expect(label_btn).to_have_text(f"Label all {size} as →")
     _shot(page, "2-cluster")
@@ -385,6 +377,16 @@ def _drive(page, expect, server, project_dir: Path) -> None:
     page.locator('li[role="option"]', has_text="Show cluster 1").first.click()
     expect(shown).to_contain_text("Cluster 1:", timeout=slow)
     _shot(page, "6-map-cluster")
+    # a bulk action redraws a drawn map on its own: colour by your labels, label the cluster, the legend follows
+    page.locator("#map-colour label", has_text="your label").click()
+    the_map = page.locator("#explore-map")
+    expect(the_map).to_contain_text("not labeled by you", timeout=slow)
+    expect(the_map).not_to_contain_text("cat")
+    pick(page, "explore-target", "cat")
+    page.click("#explore-label")
+    expect(counts).to_contain_text(re.compile(r"cat \d+"), timeout=slow)
+    expect(the_map).to_contain_text("cat", timeout=slow)  # no Redraw pressed
+    _shot(page, "6-map-relabeled")
 
     # The review queue
     page.click("#explore-tab-queue-button")

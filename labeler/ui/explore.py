@@ -34,7 +34,7 @@ from ..project import Project
 from ..projection import feature_map, umap_available
 from ..review import ORDERINGS, accept_images, exclude_images, include_images, label_images, review_queue
 from ..search import similar_images, text_search
-from .common import NO_PROJECT, Ctx, empty_state, finished_task, guard, md_escape, pct
+from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct
 
 PAGE = 48
 HEADERS = ["#", "n", "pseudo", "purity", "conf", "final", "done"]
@@ -726,6 +726,13 @@ def build(ctx: Ctx) -> dict:
         return gr.ScatterPlot(value=_map_frame(cols), visible=True, color_title=colour_by), note, pick, shown
 
     @guard
+    def redraw_drawn(key, feats, how, colour_by, shown):
+        """After a bulk action: draw a map that is on screen again (labels and exclusions change its points)."""
+        if not shown:  # no map drawn yet: nothing to keep up to date
+            return (gr.skip(),) * 4
+        return draw_map(key, feats, how, colour_by)
+
+    @guard
     def fix_legend(shown):
         """Rebuild the chart once its new data is in. Gradio 6.31's plot swaps the data of a drawn chart but
         keeps the colour domain it was built with; a changed ``colors_in_legend`` makes it build the chart
@@ -793,7 +800,7 @@ def build(ctx: Ctx) -> dict:
             return (gr.skip(),) * len(refresh_outs)
         out = list(refresh(key))
         if task.status != "done":
-            out[0] = f"**{task.label} {task.status}:** {md_escape(task.error or '')}"
+            out[0] = f"**{task.label} {task.status}:** {error_text(task.error)}"
         return tuple(out)
 
     @guard
@@ -802,7 +809,7 @@ def build(ctx: Ctx) -> dict:
         if task is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         if task.status != "done":
-            return gr.skip(), f"**{task.label} {task.status}:** {md_escape(task.error or '')}", gr.skip(), gr.skip()
+            return gr.skip(), f"**{task.label} {task.status}:** {error_text(task.error)}", gr.skip(), gr.skip()
         return draw_map(key, feats, how, colour_by)
 
     nav = [ctx.project, view, selection, page]
@@ -824,10 +831,19 @@ def build(ctx: Ctx) -> dict:
     next_btn.click(turn(+1), [*nav, picked], gallery_outs, api_name="explore_next_page")
 
     acted = [*stats_outs, *gallery_outs]
-    label_btn.click(label, [*nav, target], acted, api_name="explore_label")
-    accept_btn.click(accept, nav, acted, api_name="explore_accept")
-    exclude_btn.click(exclude, nav, acted, api_name="explore_exclude")
-    include_btn.click(include, nav, acted, api_name="explore_include")
+    map_in = [ctx.project, features, method, colour]
+    map_outs = [plot, map_note, map_cluster, legend]
+
+    def then_redraw(event) -> None:
+        """Keep a drawn map true after ``event`` changed labels or exclusions (no Redraw press needed)."""
+        event.then(redraw_drawn, [*map_in, legend], map_outs, api_visibility="private").then(
+            fix_legend, [legend], [plot], api_visibility="private"
+        )
+
+    then_redraw(label_btn.click(label, [*nav, target], acted, api_name="explore_label"))
+    then_redraw(accept_btn.click(accept, nav, acted, api_name="explore_accept"))
+    then_redraw(exclude_btn.click(exclude, nav, acted, api_name="explore_exclude"))
+    then_redraw(include_btn.click(include, nav, acted, api_name="explore_include"))
 
     dup_outs = [dup_table, dup_groups, dup_note]
     dup_btn.click(find_dups, [ctx.project, features, threshold], dup_outs, api_name="explore_duplicates")
@@ -837,22 +853,24 @@ def build(ctx: Ctx) -> dict:
     group_box.submit(
         open_group_number, [ctx.project, dup_groups, group_box], gallery_outs, api_name="explore_open_group"
     )
-    keep_btn.click(
-        keep_shown,
-        [ctx.project, features, threshold, view, selection, page],
-        [*acted, *dup_outs],
-        api_name="explore_keep_one",
+    then_redraw(
+        keep_btn.click(
+            keep_shown,
+            [ctx.project, features, threshold, view, selection, page],
+            [*acted, *dup_outs],
+            api_name="explore_keep_one",
+        )
     )
-    keep_all_btn.click(
-        keep_every,
-        [ctx.project, features, threshold, dup_groups, view, page],
-        [*acted, *dup_outs],
-        api_name="explore_keep_one_each",
+    then_redraw(
+        keep_all_btn.click(
+            keep_every,
+            [ctx.project, features, threshold, dup_groups, view, page],
+            [*acted, *dup_outs],
+            api_name="explore_keep_one_each",
+        )
     )
     excluded_btn.click(show_excluded, [ctx.project], gallery_outs, api_name="explore_excluded")
 
-    map_in = [ctx.project, features, method, colour]
-    map_outs = [plot, map_note, map_cluster, legend]
     for event, api in (
         (map_tab.select, None),
         (draw_btn.click, "explore_map"),
