@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labeler import app_api
-from labeler.errors import InvalidInputError
+from labeler.errors import InvalidInputError, NotReadyError
 
 
 def test_select_range_adds_the_span_between_anchor_and_click_in_page_order():
@@ -41,3 +41,39 @@ def test_wait_for_new_run(project):
     assert app_api.wait_for_new_run(project, "train", 0) == job.id
     assert app_api.wait_for_new_run(project, "train", job.id, timeout=0.1) is None
     job.finish("done")
+
+
+def test_library_errors_are_worded_for_the_wizard(project):
+    """The library's messages name CLI commands; the wizard shows its own steps and buttons instead."""
+    gr = pytest.importorskip("gradio")
+    from labeler.review import review_queue
+    from labeler.ui.common import guard, ui_wording
+
+    with pytest.raises(NotReadyError) as info:
+        review_queue(project)
+    raw = str(info.value)
+    assert "`python -m labeler label PROJECT`" in raw
+    worded = raw.replace("`python -m labeler label PROJECT`", "“Run zero-shot” (step 5, ②)")
+    assert ui_wording(raw) == worded
+
+    handler = guard(lambda: review_queue(project, by="nonsense"))  # what a step's event handler raises
+    with pytest.raises(gr.Error) as shown:
+        handler()
+    assert shown.value.message.startswith("'by' must be one of ")
+    handler = guard(lambda: review_queue(project))
+    with pytest.raises(gr.Error) as shown:
+        handler()
+    assert shown.value.message == worded
+
+    # flags outside `code` become option names; a command the wizard has no step for stays as written
+    assert ui_wording("lower the learning rate (--lr) or use --precision fp32") == (
+        "lower the learning rate ('lr') or use 'precision' fp32"
+    )
+    assert ui_wording("relabel with it (`label --run 3`) or train anew") == (
+        "relabel with it (`label --run 3`) or train anew"
+    )
+    assert ui_wording("run `labeler features` with a clip model first") == (
+        "run “Compute features” (step 5, ①) with a clip model first"
+    )
+    for same in ("see `python -m labeler export P --format csv`", "a--b and x-y stay"):
+        assert ui_wording(same) == same

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,37 @@ class Ctx:
         return project
 
 
+#: What a CLI command named in a library message is in the wizard (messages are written for the CLI).
+CLI_IN_UI = {
+    "init": "step 1 (Project) and step 3 (Classes)",
+    "import": "step 2 (Images)",
+    "features": "“Compute features” (step 5, ①)",
+    "label": "“Run zero-shot” (step 5, ②)",
+    "describe": "“Generate descriptions” (step 4)",
+    "descriptions": "step 4 (Descriptions)",
+    "cluster": "“Cluster images” (step 7, Explore)",
+    "train": "“Start” in step 6 (Train)",
+    "runs": "the Job history panel",
+}
+_CLI_COMMAND = re.compile(r"`(?:python -m )?labeler (\w+)[^`]*`")
+_CLI_FLAG = re.compile(r"(?<![\w`-])--([a-z][a-z0-9-]*)")
+
+
+def ui_wording(message: str) -> str:
+    """A library message as the wizard says it: `python -m labeler features ...` becomes “Compute features”
+    (step 5, ①), a flag ``--batch-size`` the option 'batch_size'. Commands with no wizard step stay as they are."""
+    text = _CLI_COMMAND.sub(lambda m: CLI_IN_UI.get(m.group(1), m.group(0)), str(message))
+    parts = text.split("`")  # flags inside `code` that stayed (a command without a step) keep their form
+    for i in range(0, len(parts), 2):
+        parts[i] = _CLI_FLAG.sub(lambda m: f"'{m.group(1).replace('-', '_')}'", parts[i])
+    return "`".join(parts)
+
+
+def error_text(message) -> str:
+    """A library or task error, in the wizard's words, safe inside Markdown/HTML."""
+    return md_escape(ui_wording(message or ""))
+
+
 def guard(func: Callable) -> Callable:
     """Turn library errors into a gr.Error toast with the library's message; never crash the server."""
 
@@ -93,7 +125,7 @@ def guard(func: Callable) -> Callable:
         except gr.Error:
             raise
         except LabelerError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(ui_wording(str(exc))) from None
         except Exception as exc:
             log.exception("UI handler %s failed", getattr(func, "__name__", func))
             raise gr.Error(

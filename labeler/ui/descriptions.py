@@ -28,7 +28,7 @@ from ..describe import (
 )
 from ..jobs import run_in_background
 from ..project import Project
-from .common import NO_PROJECT, Ctx, empty_state, finished_task, guard, md_escape
+from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape
 
 HEADERS = ["id", "on", "source", "text"]
 MODEL_HINTS = {
@@ -237,7 +237,7 @@ def build(ctx: Ctx) -> dict:
             if r.get("empty_classes"):
                 msg += f" No usable sentence for: {md_escape(', '.join(r['empty_classes'][:10]))}."
         else:
-            msg = f"Generation {task.status}: {md_escape(task.error or '')}"
+            msg = f"Generation {task.status}: {error_text(task.error)}"
         return (*refresh(key, class_name), msg)
 
     @guard

@@ -8,7 +8,7 @@ from .. import app_api
 from ..jobs import run_in_background
 from ..labels import label_counts
 from ..project import Project
-from .common import NO_PROJECT, Ctx, empty_state, finished_task, guard, md_escape
+from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard
 
 FORMATS = [
     ("CSV (path, label, score, source)", "csv"),
@@ -135,7 +135,7 @@ def build(ctx: Ctx) -> dict:
             return (
                 gr.skip(),
                 gr.skip(),
-                f"**Export {task.status}:** {md_escape(task.error or '')}",
+                f"**Export {task.status}:** {error_text(task.error)}",
                 gr.skip(),
                 gr.skip(),
             )

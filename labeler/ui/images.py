@@ -10,7 +10,7 @@ from .. import app_api
 from ..ingest import IMAGE_EXTENSIONS, import_sources
 from ..jobs import run_in_background
 from ..project import Project
-from .common import NO_PROJECT, Ctx, empty_state, finished_task, guard, md_escape
+from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape
 
 PAGE = 48
 
@@ -165,7 +165,7 @@ def build(ctx: Ctx) -> dict:
                 f"{len(r.get('skipped', []))} skipped."
             )
         else:
-            msg = f"Import {task.status}: {md_escape(task.error or '')}"
+            msg = f"Import {task.status}: {error_text(task.error)}"
         return (*view(key, 0), msg)
 
     ctx.finished.change(finished, [ctx.project, ctx.finished], [*outs, status], api_visibility="private")

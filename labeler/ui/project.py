@@ -18,7 +18,7 @@ from ..archive import export_archive, import_archive
 from ..errors import InvalidInputError
 from ..jobs import background_tasks, run_in_background
 from ..project import Project, parse_class_list, resolve_project_path
-from .common import Ctx, empty_state, finished_task, guard, md_escape
+from .common import Ctx, empty_state, error_text, finished_task, guard, md_escape
 
 HEADERS = ["project", "images", "classes", "labels", "review"]
 
@@ -216,7 +216,7 @@ def build(ctx: Ctx) -> dict:
         if task is None:
             return gr.skip(), gr.skip()
         if task.status != "done":
-            return f"**Export {task.status}:** {md_escape(task.error or '')}", gr.File(visible=False)
+            return f"**Export {task.status}:** {error_text(task.error)}", gr.File(visible=False)
         size = Path(task.result).stat().st_size
         shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{max(1, round(size / 1e3))} kB"
         return (

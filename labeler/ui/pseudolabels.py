@@ -26,7 +26,7 @@ from ..methods import get_method
 from ..models import list_models, load_clip, load_dino
 from ..project import Project
 from ..prompts import TEMPLATE_SETS
-from .common import NO_PROJECT, Ctx, empty_state, finished_task, guard, md_escape, pct
+from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct
 
 PAGE = 36
 MAX_CONFUSION = 30
@@ -566,7 +566,7 @@ def build(ctx: Ctx) -> dict:
             return (gr.skip(),) * len(outs)
         out = list(render(ctx.open(key), view_value, thr, page_no, chosen))
         if task.status != "done":
-            note = f"**{task.label} {task.status}:** {md_escape(task.error or '')}"
+            note = f"**{task.label} {task.status}:** {error_text(task.error)}"
             out[0 if task.kind == "features" else 1] = note
         return tuple(out)
 

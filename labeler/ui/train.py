@@ -26,7 +26,7 @@ from ..errors import InvalidInputError
 from ..jobs import background_tasks, list_runs, request_cancel, run_in_background
 from ..methods import METHODS, get_method, list_methods
 from ..project import Project
-from .common import NO_PROJECT, Ctx, empty_state, finished_task, guard, md_escape, pct
+from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct
 
 #: Methods that need no training run and live in step 5.
 NOT_TRAINED_HERE = {"zeroshot"}
@@ -230,7 +230,7 @@ def build(ctx: Ctx) -> dict:
             text = (
                 f"Latest: run {r['id']} ({r['method']}) **{r['status']}** {pct(r['progress'])}"
                 + (f" — {md_escape(r['message'])}" if r.get("message") else "")
-                + (f"  \n{md_escape(r['error'])}" if r.get("error") and not stopped else "")
+                + (f"  \n{error_text(r['error'])}" if r.get("error") and not stopped else "")
                 + ("  \nPress **Resume** to continue it from its last finished epoch." if stopped else "")
             )
         ids = [r["id"] for r in runs]
@@ -360,7 +360,7 @@ def build(ctx: Ctx) -> dict:
             return (gr.skip(),) * len(outs)
         out = list(view(ctx.open(key), run_id))
         if task.status == "failed":  # a cancelled run keeps the view's text: it says to press Resume
-            out[1] = f"**Training failed:** {md_escape(task.error or '')}"
+            out[1] = f"**Training failed:** {error_text(task.error)}"
         return tuple(out)
 
     method.change(pick_method, [method], [params], api_visibility="private")
