@@ -853,22 +853,12 @@ def build(ctx: Ctx) -> dict:
     group_box.submit(
         open_group_number, [ctx.project, dup_groups, group_box], gallery_outs, api_name="explore_open_group"
     )
-    then_redraw(
-        keep_btn.click(
-            keep_shown,
-            [ctx.project, features, threshold, view, selection, page],
-            [*acted, *dup_outs],
-            api_name="explore_keep_one",
-        )
+    dup_in, dup_acted = [ctx.project, features, threshold], [*acted, *dup_outs]
+    then_redraw(keep_btn.click(keep_shown, [*dup_in, *nav[1:]], dup_acted, api_name="explore_keep_one"))
+    keep_each = keep_all_btn.click(
+        keep_every, [*dup_in, dup_groups, view, page], dup_acted, api_name="explore_keep_one_each"
     )
-    then_redraw(
-        keep_all_btn.click(
-            keep_every,
-            [ctx.project, features, threshold, dup_groups, view, page],
-            [*acted, *dup_outs],
-            api_name="explore_keep_one_each",
-        )
-    )
+    then_redraw(keep_each)
     excluded_btn.click(show_excluded, [ctx.project], gallery_outs, api_name="explore_excluded")
 
     for event, api in (
