@@ -146,6 +146,21 @@ def empty_state(message: str) -> str:
     return f'<div class="lb-empty">{message}</div>'
 
 
+def thumb_caption(it: dict, chosen: set[int]) -> str:
+    """A thumbnail's caption: ✓ when selected, the final label, the model's confidence when the label is the
+    model's (a label a person chose has none), who decided (·you, ·ok accepted), ? when marked unsure, and
+    ⊘ with the status for an image that is not ok (excluded, missing)."""
+    mark = "✓ " if it["id"] in chosen else ""
+    if it.get("status", "ok") != "ok":
+        return f"{mark}⊘ {it['status']}"
+    label = ", ".join(it["labels"]) if it["labels"] else "unlabeled"
+    human = it["source"] == "human"
+    conf = "" if it["confidence"] is None or human else f" {100 * it['confidence']:.0f}%"
+    src = {"human": " ·you", "accepted": " ·ok"}.get(it["source"] or "", "")
+    flag = " ?" if it.get("unsure") else ""
+    return f"{mark}{label}{conf}{src}{flag}"
+
+
 def gallery_items(project: Project, items: list[dict], caption: Callable[[dict], str]) -> list[tuple[str, str]]:
     """``(thumbnail path, caption)`` pairs for gr.Gallery — cached thumbnails only, never full images."""
     from ..app_api import thumbnail_for

@@ -34,7 +34,7 @@ from ..project import Project
 from ..projection import feature_map, umap_available
 from ..review import ORDERINGS, accept_images, exclude_images, include_images, label_images, review_queue
 from ..search import similar_images, text_search
-from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct
+from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct, thumb_caption
 
 PAGE = 48
 HEADERS = ["#", "n", "pseudo", "purity", "conf", "final", "done"]
@@ -312,16 +312,6 @@ def build(ctx: Ctx) -> dict:
         text, rows = clusters_view(project)
         return text, gr.Dataframe(value=rows, visible=bool(rows)), _counts_text(project) if project else ""
 
-    def caption(it: dict, chosen: set[int]) -> str:
-        """Short enough for a thumbnail: ✓ when selected, the final label, its confidence, who decided."""
-        mark = "✓ " if it["id"] in chosen else ""
-        if it["status"] != "ok":
-            return f"{mark}⊘ {it['status']}"
-        label = ", ".join(it["labels"]) if it["labels"] else "unlabeled"
-        extra = "" if it["confidence"] is None else f" {100 * it['confidence']:.0f}%"
-        src = {"human": " ·you", "accepted": " ·ok"}.get(it["source"] or "", "")
-        return f"{mark}{label}{extra}{src}"
-
     def scope(v: dict, chosen: list) -> tuple[list[int], str]:
         """The images a bulk button acts on, and how to say it."""
         if chosen:
@@ -342,7 +332,7 @@ def build(ctx: Ctx) -> dict:
         for it in items:
             thumb = app_api.thumbnail_for(project, it["id"], it["sha256"], it["path"])
             if thumb:
-                pics.append((thumb, caption(it, chosen_set)))
+                pics.append((thumb, thumb_caption(it, chosen_set)))
                 shown_ids.append(it["id"])
         has = bool(pics)
         if not v["kind"]:

@@ -26,7 +26,7 @@ from ..methods import get_method
 from ..models import list_models, load_clip, load_dino
 from ..project import Project
 from ..prompts import TEMPLATE_SETS
-from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct
+from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct, thumb_caption
 
 PAGE = 36
 MAX_CONFUSION = 30
@@ -268,14 +268,6 @@ def build(ctx: Ctx) -> dict:
     page = gr.State(0)
 
     # --- rendering -----------------------------------------------------------------------------------------
-    def caption(it: dict, chosen: set[int]) -> str:
-        mark = "✓ " if it["id"] in chosen else ""
-        label = ", ".join(it["labels"]) if it["labels"] else "unlabeled"
-        conf = "" if it["confidence"] is None else f" {100 * it['confidence']:.0f}%"
-        src = {"human": " ·you", "accepted": " ·ok", "pseudo": ""}.get(it["source"] or "", "")
-        flag = " ?" if it["unsure"] else ""
-        return f"{mark}{label}{conf}{src}{flag}"
-
     def gallery_view(project, view_value, thr, page_no, chosen_ids):
         chosen = set(chosen_ids or [])
         if active_run(project) is None and view_value == VIEW_REVIEW:
@@ -290,7 +282,7 @@ def build(ctx: Ctx) -> dict:
         for it in shown:
             thumb = app_api.thumbnail_for(project, it["id"], it["sha256"], it["path"])
             if thumb:
-                pics.append((thumb, caption(it, chosen)))
+                pics.append((thumb, thumb_caption(it, chosen)))
                 ids.append(it["id"])
         info = f"{len(items)} images · page {page_no + 1}/{pages}" if items else ""
         return gr.Gallery(value=pics, visible=bool(pics), selected_index=None), ids, info, page_no
