@@ -449,7 +449,7 @@ def train_outcome(project: Project, train_run_id: int) -> dict | None:
 #: Maps of more points than this (or UMAP maps) are computed in the background, not in the request.
 MAP_INLINE = 20_000
 #: Points drawn on the map at most (an even sample; a box selection still covers every point).
-MAP_POINTS = 4_000
+MAP_POINTS = 10_000
 #: What the map can be coloured by → the :func:`labeler.projection.feature_map` field.
 MAP_COLOURS = {"pseudo-label": "pseudo", "your label": "human", "final label": "final", "cluster": "cluster"}
 

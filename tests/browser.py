@@ -78,12 +78,14 @@ def shot(page, name: str) -> None:
 
 
 def settled_box(locator, timeout: float = 30.0) -> dict:
-    """``locator``'s bounding box once it is laid out and has stopped moving (two equal reads 0.2 s apart).
+    """``locator``'s bounding box, scrolled into view, once it is laid out and has stopped moving (two equal
+    reads 0.2 s apart).
 
-    A chart that vega re-renders is briefly detached or zero-sized: a single ``bounding_box()`` read can be None.
+    A chart that re-renders is briefly detached or zero-sized: a single ``bounding_box()`` read can be None.
     """
     import time
 
+    locator.scroll_into_view_if_needed()  # a mouse outside the viewport sends the page nothing
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

@@ -250,19 +250,34 @@ def test_api_search_similar_queue_duplicates_map(client, app):
     client.predict(api_name="/explore_include")  # all back
 
     plot, note, pick = client.predict("clip", "pca", "pseudo-label", api_name="/explore_map")
-    frame = _value(plot)
-    assert len(frame["data"]) == 24 and frame["columns"][:3] == ["x", "y", "colour"] and "PCA" in note
-    xs = sorted(r[0] for r in frame["data"])
-    gallery, info, *_ = client.predict("clip", "pca", f"{xs[0]},{xs[9]}", api_name="/explore_map_box")
-    assert "Map x" in info and "10 images" in info and len(_value(gallery)) == 10
+    points = _value(plot)
+    assert len(points["x"]) == len(points["y"]) == len(points["colour"]) == 24 and "PCA" in note
+    legend = {e["name"]: e for e in points["legend"]}
+    assert sum(e["n"] for e in legend.values()) == 24 and set(points["colour"]) == set(legend)
+    assert len({e["color"] for e in legend.values()}) == len(legend)  # one colour per class
+    order = sorted(range(24), key=lambda i: points["x"][i])
+    xs = [points["x"][i] for i in order]
+    x_cut = (xs[9] + xs[10]) / 2  # between two points: the drawn coordinates are rounded
+    gallery, info, *_ = client.predict("clip", "pca", f",{x_cut}", api_name="/explore_map_box")
+    assert "Map box x" in info and "10 images" in info and len(_value(gallery)) == 10
+    # a 2-D box: of those ten, the five lowest
+    ys = sorted(points["y"][i] for i in order[:10])
+    y_cut = (ys[4] + ys[5]) / 2
+    gallery, info, *_ = client.predict("clip", "pca", f"{xs[0] - 1},{x_cut},,{y_cut}", api_name="/explore_map_box")
+    assert "5 images" in info and len(_value(gallery)) == 5
     plot, _, pick = client.predict("clip", "pca", "cluster", api_name="/explore_map")
-    assert {r[2] for r in _value(plot)["data"]} == {"cluster 0", "cluster 1", "cluster 2"}
+    clusters = _value(plot)["colour"]
+    assert set(clusters) == {"cluster 0", "cluster 1", "cluster 2"}
     choices = [c[1] for c in pick["choices"]]
     assert sorted(choices) == [0, 1, 2] and pick["visible"]
     gallery, info = client.predict("clip", 2, api_name="/explore_map_cluster")
-    assert "Cluster 2:" in info and len(_value(gallery)) == sum(r[2] == "cluster 2" for r in _value(plot)["data"])
+    assert "Cluster 2:" in info and len(_value(gallery)) == clusters.count("cluster 2")
     plot, *_ = client.predict("clip", "pca", "your label", api_name="/explore_map")
-    assert {r[2] for r in _value(plot)["data"]} >= {"cat", "ship", "not labeled by you"}
+    mine = _value(plot)
+    assert set(mine["colour"]) >= {"cat", "ship", "not labeled by you"}
+    muted = {e["name"] for e in mine["legend"] if e["color"] == mine["muted"]}
+    assert muted == {"not labeled by you"}  # the "no value" colour is grey, listed last
+    assert mine["legend"][-1]["name"] == "not labeled by you"
 
 
 def test_api_says_what_to_do_first(client):
@@ -300,6 +315,29 @@ def test_explore_in_the_browser(app):
     except Exception:
         print(server.logs())
         raise
+
+
+def _map_points(project_dir: Path):
+    """The PCA map's points as the server draws them (every point: the test project is small)."""
+    from labeler import app_api
+
+    p = _project(project_dir)
+    try:
+        cols = app_api.map_frame(p, "clip", "pca")
+    finally:
+        p.close()
+    assert cols["shown"] == cols["n"]
+    return np.asarray(cols["x"]), np.asarray(cols["y"]), cols["image_id"]
+
+
+def _pixel(xs, ys, box: dict, x: float, y: float) -> tuple[float, float]:
+    """Where the map draws the point (x, y) on the page: labeler.ui.scatter's padding and margin."""
+    from labeler.ui.scatter import MARGIN, PAD
+
+    mx, my = (xs.max() - xs.min()) * MARGIN, (ys.max() - ys.min()) * MARGIN
+    x0, x1, y0, y1 = xs.min() - mx, xs.max() + mx, ys.min() - my, ys.max() + my
+    w, h = box["width"] - PAD["l"] - PAD["r"], box["height"] - PAD["t"] - PAD["b"]
+    return box["x"] + PAD["l"] + (x - x0) / (x1 - x0) * w, box["y"] + PAD["t"] + (1 - (y - y0) / (y1 - y0)) * h
 
 
 def _drive(page, expect, server, project_dir: Path) -> None:
@@ -357,29 +395,40 @@ def _drive(page, expect, server, project_dir: Path) -> None:
     expect(shown).to_contain_text("Best matches for", timeout=slow)
     _shot(page, "5-search")
 
-    # The map: drag across it to show a band of points
+    # The map: drag a box around every point, then around the left half; hover a point and click it
     page.click("#explore-tab-map-button")
     expect(page.locator("#map-note")).to_contain_text("PCA", timeout=slow)
-    canvas = page.locator("#explore-map svg.marks").first
+    canvas = page.locator("#explore-map canvas")
     expect(canvas).to_be_visible()
-    for attempt in range(3):  # vega may redraw the chart under the first drag; a drag on a settled chart selects
-        drag(page, settled_box(canvas), (0.3, 0.4), (0.7, 0.4))  # inside the plot area
-        try:
-            expect(shown).to_contain_text("Map x", timeout=slow if attempt == 2 else 15_000)
-            break
-        except AssertionError:
-            if attempt == 2:
-                raise
+    legend = page.locator("#explore-map .lb-scatter-legend")
+    expect(legend).to_contain_text("pseudo-label", timeout=slow)
+    box = settled_box(canvas)
+    drag(page, box, (0.005, 0.005), (0.995, 0.99))
+    expect(shown).to_contain_text("Map box x", timeout=slow)
+    expect(shown).to_contain_text("40 images")
+    xs, ys, ids = _map_points(project_dir)
+    order = np.sort(xs)
+    gap = 10 + int(np.argmax(np.diff(order)[10:30]))  # the widest gap between two points near the middle
+    x_cut = _pixel(xs, ys, box, (order[gap] + order[gap + 1]) / 2, ys[0])[0]
+    drag(page, box, (0.005, 0.005), ((x_cut - box["x"]) / box["width"], 0.99))
+    expect(shown).to_contain_text(f"{gap + 1} images", timeout=slow)  # only the points inside the box
     _shot(page, "6-map")
+    k = int(np.argmax(xs))  # the rightmost point: nothing overlaps it
+    box = settled_box(canvas)
+    px, py = _pixel(xs, ys, box, xs[k], ys[k])
+    page.mouse.move(px, py)
+    expect(page.locator("#explore-map .lb-scatter-tip")).to_contain_text(f"image {ids[k]} ")
+    page.mouse.click(px, py)
+    expect(shown).to_contain_text(f"Image {ids[k]} and its", timeout=slow)
     page.locator("#map-colour label", has_text="cluster").click()  # colour by cluster, then show one of them
-    expect(page.locator("#explore-map")).to_contain_text("cluster 3", timeout=slow)
+    expect(legend).to_contain_text("cluster 3", timeout=slow)
     page.locator("#map-cluster input").click()
     page.locator('li[role="option"]', has_text="Show cluster 1").first.click()
     expect(shown).to_contain_text("Cluster 1:", timeout=slow)
     _shot(page, "6-map-cluster")
     # a bulk action redraws a drawn map on its own: colour by your labels, label the cluster, the legend follows
     page.locator("#map-colour label", has_text="your label").click()
-    the_map = page.locator("#explore-map")
+    the_map = legend
     expect(the_map).to_contain_text("not labeled by you", timeout=slow)
     expect(the_map).not_to_contain_text("cat")
     pick(page, "explore-target", "cat")

@@ -5,8 +5,8 @@ The left column holds the views, each of which fills the one gallery on the righ
 * **Clusters** — k-means runs (:func:`labeler.clusters.cluster_run`, in the background) summarised per
   cluster, least pure first; click a row to show the cluster.
 * **Map** — the 2-D projection (:mod:`labeler.projection` through :func:`labeler.app_api.map_frame`: PCA,
-  or UMAP when installed) coloured by pseudo-label, your label, final label or cluster; drag across it to
-  show the images of that band (narrowed by optional y limits).
+  or UMAP when installed) coloured by pseudo-label, your label, final label or cluster, drawn by
+  :mod:`labeler.ui.scatter`; drag a box on it to show the images inside, click a point for its neighbours.
 * **Near-duplicates** — groups above a cosine threshold (:func:`labeler.app_api.duplicate_rows`); show a
   group, keep one image of it (or of every group) and exclude the rest; see the excluded images.
 * **Review queue** — :func:`labeler.review.review_queue`: lowest confidence, smallest margin, highest
@@ -14,17 +14,14 @@ The left column holds the views, each of which fills the one gallery on the righ
 
 Above the gallery: text search (CLIP). In the gallery: click thumbnails to select them (click again to
 unselect), "Select page", and "Show similar" (neighbours of the last image clicked). The bulk buttons act
-on the selection, or — when nothing is selected — on every image of the view (the whole cluster, band,
+on the selection, or — when nothing is selected — on every image of the view (the whole cluster, map box,
 group or queue), and say which: label as a class (human labels win everywhere), accept the pseudo-labels,
 exclude, include again. The cluster table and the per-class counts update after each action.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-
 import gradio as gr
-import pandas as pd
 
 from .. import app_api
 from ..clusters import cluster_members, cluster_run, cluster_summaries, latest_cluster_run
@@ -35,12 +32,12 @@ from ..projection import feature_map, umap_available
 from ..review import ORDERINGS, accept_images, exclude_images, include_images, label_images, review_queue
 from ..search import similar_images, text_search
 from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct, thumb_caption
+from .scatter import scatter, scatter_value
 
 PAGE = 48
 HEADERS = ["#", "n", "pseudo", "purity", "conf", "final", "done"]
 DUP_HEADERS = ["group", "images", "max sim", "min sim", "labels"]
 SIMILAR_K = 24
-LEGEND = 20  # colours listed under the map at most (the most frequent)
 SEARCH_K = 48
 ORDER_NAMES = {
     "confidence": "lowest confidence",
@@ -64,32 +61,9 @@ def _span(name: str, scores) -> str:
     return f"{name} {scores[0]:.2f} → {scores[-1]:.2f}" if scores else ""
 
 
-def _number(text, name: str) -> float | None:
-    """A number typed in a box, or None when the box is empty."""
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise gr.Error(f"'{name}' must be a number (or empty for no limit), not {text!r}.") from None
-
-
 def _need_features(project, feats: str | None) -> None:
     if not project.features.sets(feats or "clip"):
         raise gr.Error(f"There are no {feats or 'clip'} features yet: compute them in step 5 (①) first.")
-
-
-def _map_frame(cols: dict | None = None) -> pd.DataFrame:
-    cols = cols or {}
-    return pd.DataFrame(
-        {
-            "x": pd.Series(cols.get("x", []), dtype=float),
-            "y": pd.Series(cols.get("y", []), dtype=float),
-            "colour": pd.Series(cols.get("colour", []), dtype=str),
-            "image_id": pd.Series(cols.get("image_id", []), dtype="int64"),
-            "label": pd.Series(cols.get("label", []), dtype=str),
-        }
-    )
 
 
 def _counts_text(project) -> str:
@@ -149,37 +123,17 @@ def build(ctx: Ctx) -> dict:
                         MAP_METHODS, value=MAP_METHODS[-1], label="Projection", scale=1, elem_id="map-method"
                     )
                 map_note = gr.Markdown(elem_id="map-note")
-                plot = gr.ScatterPlot(
-                    value=_map_frame(),
-                    x="x",
-                    y="y",
-                    color="colour",
-                    tooltip=["image_id", "label", "colour"],
-                    height=300,
-                    x_title=" ",
-                    y_title=" ",
-                    color_title="pseudo-label",
-                    elem_id="explore-map",
-                    visible=False,
-                )
+                plot = scatter("explore-map", visible=False)
                 with gr.Row(equal_height=True):
-                    y_min = gr.Textbox(
-                        placeholder="y from (any)", show_label=False, container=False, min_width=70, elem_id="map-ymin"
+                    map_cluster = gr.Dropdown(
+                        label="Show a cluster in the gallery",
+                        choices=[],
+                        value=None,
+                        scale=3,
+                        elem_id="map-cluster",
+                        visible=False,
                     )
-                    y_max = gr.Textbox(
-                        placeholder="y to (any)", show_label=False, container=False, min_width=70, elem_id="map-ymax"
-                    )
-                    band_btn = gr.Button("Show band", size="sm", scale=1, min_width=70, elem_id="map-band")
                     draw_btn = gr.Button("Redraw", size="sm", scale=1, min_width=70, elem_id="map-draw")
-                map_cluster = gr.Dropdown(
-                    label="Show a cluster",
-                    choices=[],
-                    value=None,
-                    show_label=False,
-                    container=False,
-                    elem_id="map-cluster",
-                    visible=False,
-                )
             with gr.Tab("Near-duplicates", id="duplicates", elem_id="explore-tab-dups") as dup_tab:
                 with gr.Row(equal_height=False):
                     threshold = gr.Slider(
@@ -275,8 +229,7 @@ def build(ctx: Ctx) -> dict:
     page_ids = gr.State([])  # ids on the gallery page, in gallery order
     picked = gr.State(None)  # the last image clicked (for "Show similar")
     dup_groups = gr.State([])  # image ids of each near-duplicate group, in table order
-    band = gr.State(None)  # [x0, x1] of the last drag on the map
-    legend = gr.State(None)  # the colours the map's legend lists (class names, "cluster 03")
+    drawn = gr.State(False)  # a map is on screen (bulk actions then draw it again)
 
     # --- rendering -----------------------------------------------------------------------------------------
     def clusters_view(project):
@@ -433,10 +386,10 @@ def build(ctx: Ctx) -> dict:
             gr.Dataframe(value=[], visible=False),
             [],
             "Set the threshold and press **Find groups**." if ready else "",
-            gr.ScatterPlot(value=_map_frame(), visible=False),
+            gr.HTML(scatter_value(None), visible=False),
             "Press **Redraw** to draw the map of the images." if ready else "",
             gr.Dropdown(choices=[], value=None, visible=False),
-            None,
+            False,
             *render(project, NO_VIEW, [], 0, None),
         )
 
@@ -449,7 +402,7 @@ def build(ctx: Ctx) -> dict:
         plot,
         map_note,
         map_cluster,
-        band,
+        drawn,
         *gallery_outs,
     ]
 
@@ -686,7 +639,7 @@ def build(ctx: Ctx) -> dict:
             return gr.skip(), empty_state(NO_PROJECT), gr.skip(), gr.skip()
         if not project.features.sets(feats or "clip"):
             note = empty_state(f"The map needs {feats} features: compute them in step 5.")
-            return gr.ScatterPlot(visible=False), note, gr.Dropdown(visible=False), gr.skip()
+            return gr.HTML(visible=False), note, gr.Dropdown(visible=False), False
         if not app_api.map_ready(project, feats, how):
             root = str(project.root)
 
@@ -700,10 +653,11 @@ def build(ctx: Ctx) -> dict:
             run_in_background(root, "map", work, label=f"map ({how}, {feats})")
             return gr.skip(), f"Computing the {how.upper()} map… it shows here when done.", gr.skip(), gr.skip()
         cols = app_api.map_frame(project, feats, how, colour_by)
-        drawn = f" ({cols['shown']} drawn)" if cols["shown"] < cols["n"] else ""
+        sample = f" ({cols['shown']} drawn)" if cols["shown"] < cols["n"] else ""
         note = (
-            f"{cols['method'].upper()} of {md_escape(cols['features'])}: {cols['n']} images{drawn}. "
-            "**Drag across the map** to show the images of that band (narrow it with y from/to)."
+            f"{cols['method'].upper()} of {md_escape(cols['features'])}: {cols['n']} images{sample}. "
+            "**Drag a box** on the map to show the images inside it; **click a point** for that image and its "
+            "nearest neighbours."
         )
         clusters = cluster_summaries(project, cols["cluster_run"], sort="cluster") if cols["cluster_run"] else []
         pick = gr.Dropdown(
@@ -711,23 +665,14 @@ def build(ctx: Ctx) -> dict:
             value=None,
             visible=bool(clusters),
         )
-        counts = Counter(cols["colour"])
-        shown = sorted(c for c, _ in counts.most_common(LEGEND))
-        return gr.ScatterPlot(value=_map_frame(cols), visible=True, color_title=colour_by), note, pick, shown
+        return gr.HTML(scatter_value(cols, title=colour_by), visible=True), note, pick, True
 
     @guard
-    def redraw_drawn(key, feats, how, colour_by, shown):
+    def redraw_drawn(key, feats, how, colour_by, is_drawn):
         """After a bulk action: draw a map that is on screen again (labels and exclusions change its points)."""
-        if not shown:  # no map drawn yet: nothing to keep up to date
+        if not is_drawn:  # no map drawn yet: nothing to keep up to date
             return (gr.skip(),) * 4
         return draw_map(key, feats, how, colour_by)
-
-    @guard
-    def fix_legend(shown):
-        """Rebuild the chart once its new data is in. Gradio 6.31's plot swaps the data of a drawn chart but
-        keeps the colour domain it was built with; a changed ``colors_in_legend`` makes it build the chart
-        again, from the data it now holds (done in a second step, so the data is surely there)."""
-        return gr.ScatterPlot(colors_in_legend=shown) if shown else gr.skip()
 
     @guard
     def map_cluster_pick(key, feats, number):
@@ -741,31 +686,28 @@ def build(ctx: Ctx) -> dict:
         ids = cluster_members(project, int(number), run_id=run["id"])
         return render(project, _view("cluster", f"Cluster {int(number)}", ids), [], 0, None)
 
-    def _band_view(project, feats, how, x_range, lo, hi):
-        lo, hi = _number(lo, "y from"), _number(hi, "y to")
-        ids = app_api.map_box(project, feats, how, x_range, (lo, hi))
-        x0, x1 = sorted(float(v) for v in x_range)
-        ys = (
-            ""
-            if lo is None and hi is None
-            else f", y {'' if lo is None else f'{lo:.2f}'}…{'' if hi is None else f'{hi:.2f}'}"
-        )
-        return _view("map", f"Map x {x0:.2f}…{x1:.2f}{ys}", ids)
+    def _box_view(project, feats, how, x0, x1, y0, y1):
+        """The images whose map point lies in the box (None: that side open), as a gallery view."""
+        ids = app_api.map_box(project, feats, how, (x0, x1), (y0, y1))
+
+        def span(lo, hi) -> str:
+            lo, hi = (lo, hi) if lo is None or hi is None else sorted((lo, hi))
+            return f"{'' if lo is None else f'{lo:.2f}'}…{'' if hi is None else f'{hi:.2f}'}"
+
+        return _view("map", f"Map box x {span(x0, x1)}, y {span(y0, y1)}", ids)
 
     @guard
-    def map_select(key, feats, how, lo, hi, evt: gr.SelectData):
-        rng = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else None
-        if rng is None:
-            return (gr.skip(),) * (len(gallery_outs) + 1)
+    def map_select(key, feats, how, evt: gr.EventData):
+        """A drag on the map (``{"box": [x0, x1, y0, y1]}``) or a click on a point (``{"image_id": id}``)."""
+        data = getattr(evt, "_data", None) or {}
         project = ctx.open(key)
-        return (*render(project, _band_view(project, feats, how, rng, lo, hi), [], 0, None), list(rng))
-
-    @guard
-    def band_show(key, feats, how, lo, hi, rng):
-        project = ctx.open(key)
-        if not rng:
-            raise gr.Error("Drag across the map first to pick an x band.")
-        return (*render(project, _band_view(project, feats, how, rng, lo, hi), [], 0, None), list(rng))
+        if data.get("image_id") is not None:
+            return similar(key, feats, int(data["image_id"]), [])
+        box = data.get("box")
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            return (gr.skip(),) * len(gallery_outs)
+        x0, x1, y0, y1 = (float(v) for v in box)
+        return render(project, _box_view(project, feats, how, x0, x1, y0, y1), [], 0, None)
 
     @guard
     def box_api(key, feats, how, text):
@@ -777,11 +719,9 @@ def build(ctx: Ctx) -> dict:
             raise gr.Error("Give the box as x0,x1 or x0,x1,y0,y1.") from None
         if len(vals) not in (2, 4):
             raise gr.Error("Give the box as x0,x1 or x0,x1,y0,y1.")
-        lo, hi = (vals[2], vals[3]) if len(vals) == 4 else (None, None)
-        inf = float("inf")
-        rng = [-inf if vals[0] is None else vals[0], inf if vals[1] is None else vals[1]]
+        x0, x1, y0, y1 = vals if len(vals) == 4 else (*vals, None, None)
         project = ctx.open(key)
-        return (*render(project, _band_view(project, feats, how, rng, lo, hi), [], 0, None), rng)
+        return render(project, _box_view(project, feats, how, x0, x1, y0, y1), [], 0, None)
 
     @guard
     def finished(key, marker):
@@ -822,13 +762,11 @@ def build(ctx: Ctx) -> dict:
 
     acted = [*stats_outs, *gallery_outs]
     map_in = [ctx.project, features, method, colour]
-    map_outs = [plot, map_note, map_cluster, legend]
+    map_outs = [plot, map_note, map_cluster, drawn]
 
     def then_redraw(event) -> None:
         """Keep a drawn map true after ``event`` changed labels or exclusions (no Redraw press needed)."""
-        event.then(redraw_drawn, [*map_in, legend], map_outs, api_visibility="private").then(
-            fix_legend, [legend], [plot], api_visibility="private"
-        )
+        event.then(redraw_drawn, [*map_in, drawn], map_outs, api_visibility="private")
 
     then_redraw(label_btn.click(label, [*nav, target], acted, api_name="explore_label"))
     then_redraw(accept_btn.click(accept, nav, acted, api_name="explore_accept"))
@@ -857,23 +795,14 @@ def build(ctx: Ctx) -> dict:
         (colour.input, None),
         (method.input, None),
     ):
-        event(draw_map, map_in, map_outs, api_name=api, api_visibility="public" if api else "private").then(
-            fix_legend, [legend], [plot], api_visibility="private"
-        )
-    plot.select(
-        map_select, [ctx.project, features, method, y_min, y_max], [*gallery_outs, band], api_visibility="private"
-    )
-    band_btn.click(
-        band_show, [ctx.project, features, method, y_min, y_max, band], [*gallery_outs, band], api_visibility="private"
-    )
+        event(draw_map, map_in, map_outs, api_name=api, api_visibility="public" if api else "private")
+    plot.select(map_select, [ctx.project, features, method], gallery_outs, api_visibility="private")
     map_cluster.input(
         map_cluster_pick, [ctx.project, features, map_cluster], gallery_outs, api_name="explore_map_cluster"
     )
     box_box = gr.Textbox(visible=False)
-    box_box.submit(box_api, [ctx.project, features, method, box_box], [*gallery_outs, band], api_name="explore_map_box")
+    box_box.submit(box_api, [ctx.project, features, method, box_box], gallery_outs, api_name="explore_map_box")
 
     ctx.finished.change(finished, [ctx.project, ctx.finished], refresh_outs, api_visibility="private")
-    ctx.finished.change(
-        map_finished, [ctx.project, ctx.finished, *map_in[1:]], map_outs, api_visibility="private"
-    ).then(fix_legend, [legend], [plot], api_visibility="private")
+    ctx.finished.change(map_finished, [ctx.project, ctx.finished, *map_in[1:]], map_outs, api_visibility="private")
     return {"refresh": refresh, "outputs": refresh_outs, "api_name": "explore_view"}

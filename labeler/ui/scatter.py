@@ -1,0 +1,267 @@
+"""The Explore map: a 2-D scatter plot on a ``<canvas>`` in a gr.HTML, with box selection and point clicks.
+
+Gradio 6.31's gr.ScatterPlot brushes an x interval only and keeps the colour domain it was first drawn with,
+so the map draws itself: :func:`scatter_value` turns :func:`labeler.app_api.map_frame` columns into the
+component's value, and :data:`SCATTER_JS` draws it (axes, points coloured by the legend, a tooltip for the point
+under the mouse). A drag fires the component's ``select`` event with ``{"box": [x0, x1, y0, y1]}`` in map
+coordinates; a click on a point fires it with ``{"image_id": id}``. Nothing is sent while the mouse only moves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import gradio as gr
+
+#: Colours of the legend's entries, most frequent first (Tableau 20 order, the light shades last).
+PALETTE = [
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#1f77b4",
+    "#17becf",
+    "#bcbd22",
+    "#8c564b",
+    "#e377c2",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#ff7f0e",
+    "#393b79",
+    "#637939",
+]
+#: Points whose colour has no legend entry: "not labeled", "no cluster", the rare classes past the legend.
+MUTED = "#b8bcc4"
+#: Texts of "no value" colours (drawn muted, listed last).
+NONE_TEXTS = ("no pseudo-label", "not labeled by you", "unlabeled", "no cluster")
+
+#: Room around the plot area, in CSS pixels (axis labels left and below); points fill the area with a 4 % margin.
+PAD = {"l": 46, "r": 12, "t": 10, "b": 24}
+MARGIN = 0.04
+
+TEMPLATE = """
+<div class="lb-scatter">
+  <div class="lb-scatter-plot">
+    <canvas class="lb-scatter-canvas" tabindex="0" aria-label="map of the images"></canvas>
+    <div class="lb-scatter-tip" hidden></div>
+  </div>
+  <div class="lb-scatter-legend"></div>
+</div>
+"""
+
+CSS = """
+.lb-scatter-plot { position: relative; height: 320px; }
+.lb-scatter-canvas { width: 100%; height: 100%; display: block; cursor: crosshair; outline: none; }
+.lb-scatter-tip { position: absolute; pointer-events: none; background: rgba(20, 20, 30, 0.85); color: #fff;
+  font-size: 12px; padding: 2px 6px; border-radius: 4px; white-space: nowrap; }
+.lb-scatter-legend { display: flex; flex-wrap: wrap; gap: 2px 12px; font-size: 12px; padding: 4px 8px; }
+.lb-scatter-legend b { margin-right: 4px; }
+.lb-scatter-legend span { display: inline-flex; align-items: center; gap: 4px; }
+.lb-scatter-legend i { width: 10px; height: 10px; border-radius: 50%; display: inline-block; }
+"""
+
+SCATTER_JS = r"""
+const PAD = __PAD__, MARGIN = __MARGIN__;
+const st = {drag: null, box: null, hover: -1, sc: null};
+const q = (s) => element.querySelector(s);
+
+function data() {
+  const v = props.value || {};
+  const x = v.x || [], y = v.y || [], names = v.colour || [];
+  const colours = {};
+  for (const e of (v.legend || [])) colours[e.name] = e.color;
+  return {v, x, y, names, colours, muted: v.muted || '#b8bcc4'};
+}
+
+function scales(d, w, h) {
+  let x0 = Math.min(...d.x), x1 = Math.max(...d.x), y0 = Math.min(...d.y), y1 = Math.max(...d.y);
+  if (!isFinite(x0)) { x0 = -1; x1 = 1; y0 = -1; y1 = 1; }
+  if (x1 - x0 < 1e-9) { x0 -= 1; x1 += 1; }
+  if (y1 - y0 < 1e-9) { y0 -= 1; y1 += 1; }
+  const mx = (x1 - x0) * MARGIN, my = (y1 - y0) * MARGIN;
+  x0 -= mx; x1 += mx; y0 -= my; y1 += my;
+  const W = w - PAD.l - PAD.r, H = h - PAD.t - PAD.b;
+  return {
+    x0, x1, y0, y1,
+    fx: (x) => PAD.l + (x - x0) / (x1 - x0) * W,
+    fy: (y) => PAD.t + (1 - (y - y0) / (y1 - y0)) * H,
+    ix: (px) => x0 + (px - PAD.l) / W * (x1 - x0),
+    iy: (py) => y0 + (1 - (py - PAD.t) / H) * (y1 - y0),
+  };
+}
+
+function ticks(a, b) {
+  const step0 = (b - a) / 5, mag = Math.pow(10, Math.floor(Math.log10(step0)));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= step0) || step0;
+  const out = [];
+  for (let t = Math.ceil(a / step) * step; t <= b + 1e-12; t += step) out.push(Math.abs(t) < step / 1e6 ? 0 : t);
+  return out;
+}
+
+function legend(d) {
+  const box = q('.lb-scatter-legend');
+  box.replaceChildren();
+  if (!d.x.length) return;
+  const title = document.createElement('b');
+  title.textContent = d.v.title || '';
+  box.appendChild(title);
+  for (const e of (d.v.legend || [])) {
+    const item = document.createElement('span');
+    const dot = document.createElement('i');
+    dot.style.background = e.color;
+    item.append(dot, document.createTextNode(`${e.name} (${e.n})`));
+    box.appendChild(item);
+  }
+}
+
+function draw() {
+  const c = q('.lb-scatter-canvas');
+  if (!c) return;
+  const d = data();
+  const dpr = window.devicePixelRatio || 1, w = c.clientWidth, h = c.clientHeight;
+  if (!w || !h) return;
+  c.width = Math.round(w * dpr); c.height = Math.round(h * dpr);
+  const g = c.getContext('2d');
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  const s = st.sc = scales(d, w, h);
+  g.font = '11px sans-serif'; g.fillStyle = '#666'; g.strokeStyle = '#e5e7eb'; g.lineWidth = 1;
+  g.textAlign = 'center'; g.textBaseline = 'top';
+  for (const t of ticks(s.x0, s.x1)) {
+    const px = Math.round(s.fx(t)) + 0.5;
+    g.beginPath(); g.moveTo(px, PAD.t); g.lineTo(px, h - PAD.b); g.stroke();
+    g.fillText(+t.toPrecision(3), px, h - PAD.b + 4);
+  }
+  g.textAlign = 'right'; g.textBaseline = 'middle';
+  for (const t of ticks(s.y0, s.y1)) {
+    const py = Math.round(s.fy(t)) + 0.5;
+    g.beginPath(); g.moveTo(PAD.l, py); g.lineTo(w - PAD.r, py); g.stroke();
+    g.fillText(+t.toPrecision(3), PAD.l - 4, py);
+  }
+  g.strokeStyle = '#9ca3af'; g.strokeRect(PAD.l + 0.5, PAD.t + 0.5, w - PAD.l - PAD.r, h - PAD.t - PAD.b);
+  g.globalAlpha = 0.8;
+  for (const muted of [true, false]) {  // muted points underneath
+    for (let i = 0; i < d.x.length; i++) {
+      const col = d.colours[d.names[i]];
+      if ((col === undefined || col === d.muted) !== muted) continue;
+      g.fillStyle = col || d.muted;
+      g.beginPath(); g.arc(s.fx(d.x[i]), s.fy(d.y[i]), i === st.hover ? 5 : 3, 0, 2 * Math.PI); g.fill();
+    }
+  }
+  g.globalAlpha = 1;
+  const kept = st.box && {a: [s.fx(st.box[0]), s.fy(st.box[2])], b: [s.fx(st.box[1]), s.fy(st.box[3])]};
+  const b = st.drag || kept;
+  if (b) {
+    g.fillStyle = 'rgba(59, 130, 246, 0.12)'; g.strokeStyle = '#3b82f6';
+    const x = Math.min(b.a[0], b.b[0]), y = Math.min(b.a[1], b.b[1]);
+    g.fillRect(x, y, Math.abs(b.b[0] - b.a[0]), Math.abs(b.b[1] - b.a[1]));
+    g.strokeRect(x, y, Math.abs(b.b[0] - b.a[0]), Math.abs(b.b[1] - b.a[1]));
+  }
+}
+
+function at(e, clamp) {
+  const r = q('.lb-scatter-canvas').getBoundingClientRect();
+  const p = [e.clientX - r.left, e.clientY - r.top];
+  if (!clamp) return p;  // a box stays inside the plot area
+  return [Math.min(Math.max(p[0], PAD.l), r.width - PAD.r), Math.min(Math.max(p[1], PAD.t), r.height - PAD.b)];
+}
+
+function nearest(p) {
+  const d = data(), s = st.sc;
+  if (!s) return -1;
+  let best = -1, bd = 36;  // within 6 px
+  for (let i = 0; i < d.x.length; i++) {
+    const dx = s.fx(d.x[i]) - p[0], dy = s.fy(d.y[i]) - p[1], dd = dx * dx + dy * dy;
+    if (dd < bd) { bd = dd; best = i; }
+  }
+  return best;
+}
+
+function tip(i, p) {
+  const t = q('.lb-scatter-tip'), d = data();
+  if (i < 0) { t.hidden = true; return; }
+  const extra = d.names[i] !== d.v.label[i] ? ` · ${d.names[i]}` : '';
+  t.textContent = `image ${d.v.image_id[i]} · ${d.v.label[i]}${extra}`;
+  t.style.left = `${p[0] + 12}px`; t.style.top = `${p[1] + 8}px`; t.hidden = false;
+}
+
+element.addEventListener('mousedown', (e) => {
+  if (!e.target.classList.contains('lb-scatter-canvas') || e.button !== 0) return;
+  const p = at(e, true);
+  st.drag = {a: p, b: p};
+  e.preventDefault();
+});
+element.addEventListener('mousemove', (e) => {
+  if (!e.target.classList.contains('lb-scatter-canvas') && !st.drag) return;
+  const p = at(e, !!st.drag);
+  if (st.drag) { st.drag.b = p; q('.lb-scatter-tip').hidden = true; draw(); return; }
+  const i = nearest(p);
+  if (i !== st.hover) { st.hover = i; draw(); }
+  tip(i, p);
+});
+element.addEventListener('mouseleave', () => { st.hover = -1; q('.lb-scatter-tip').hidden = true; draw(); });
+window.addEventListener('mouseup', (e) => {
+  if (!st.drag) return;
+  const {a, b} = st.drag, s = st.sc;
+  st.drag = null;
+  if (Math.abs(b[0] - a[0]) < 4 && Math.abs(b[1] - a[1]) < 4) {  // a click: the point under it, if any
+    const i = nearest(a);
+    draw();
+    if (i >= 0) trigger('select', {image_id: data().v.image_id[i]});
+    return;
+  }
+  const x0 = s.ix(Math.min(a[0], b[0])), x1 = s.ix(Math.max(a[0], b[0]));
+  const y0 = s.iy(Math.max(a[1], b[1])), y1 = s.iy(Math.min(a[1], b[1]));
+  st.box = [x0, x1, y0, y1];
+  draw();
+  trigger('select', {box: st.box});
+});
+new ResizeObserver(() => draw()).observe(element);
+watch('value', () => { st.box = null; st.hover = -1; legend(data()); draw(); });
+legend(data());
+draw();
+""".replace("__PAD__", json.dumps(PAD)).replace("__MARGIN__", str(MARGIN))
+
+
+def scatter(elem_id: str, visible: bool = True) -> gr.HTML:
+    """The map component (empty until :func:`scatter_value` gives it points)."""
+    return gr.HTML(
+        scatter_value(None),
+        html_template=TEMPLATE,
+        css_template=CSS,
+        js_on_load=SCATTER_JS,
+        elem_id=elem_id,
+        visible=visible,
+    )
+
+
+def scatter_value(cols: dict | None, title: str = "", legend_size: int = len(PALETTE)) -> dict:
+    """The component's value for :func:`labeler.app_api.map_frame` columns.
+
+    Returns ``{"x", "y", "colour", "image_id", "label"}`` (one entry per point), ``legend``
+    (``[{"name", "color", "n"}]``: the ``legend_size`` most frequent colours, then the "no value" ones, muted),
+    ``muted`` (the colour of points with no legend entry) and ``title``.
+    """
+    cols = cols or {}
+    names = [str(c) for c in cols.get("colour", [])]
+    counts = Counter(names)
+    named = [(c, n) for c, n in counts.most_common() if c not in NONE_TEXTS][: min(legend_size, len(PALETTE))]
+    legend = [{"name": c, "color": PALETTE[k], "n": n} for k, (c, n) in enumerate(sorted(named))]
+    legend += [{"name": c, "color": MUTED, "n": counts[c]} for c in NONE_TEXTS if c in counts]
+    return {
+        "x": list(cols.get("x", [])),
+        "y": list(cols.get("y", [])),
+        "colour": names,
+        "image_id": [int(i) for i in cols.get("image_id", [])],
+        "label": [str(v) for v in cols.get("label", [])],
+        "legend": legend,
+        "muted": MUTED,
+        "title": title,
+    }
