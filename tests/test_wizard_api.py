@@ -77,3 +77,26 @@ def test_library_errors_are_worded_for_the_wizard(project):
     )
     for same in ("see `python -m labeler export P --format csv`", "a--b and x-y stay"):
         assert ui_wording(same) == same
+
+
+def test_map_legend_colours_the_most_frequent_and_mutes_the_rest():
+    pytest.importorskip("gradio")
+    from labeler.ui.scatter import MUTED, PALETTE, scatter_value
+
+    names = ["unlabeled"] * 3 + [f"c{k:02d}" for k in range(24, -1, -1) for _ in range(25 - k)]  # c00 most frequent
+    n = len(names)
+    cols = {"x": [0.0] * n, "y": [1.0] * n, "colour": names, "image_id": list(range(n)), "label": names}
+    v = scatter_value(cols, title="final label", legend_size=20)
+    assert v["title"] == "final label" and len(v["x"]) == len(v["colour"]) == n
+    legend = v["legend"]
+    coloured = [e for e in legend if e["color"] != MUTED]
+    assert [e["name"] for e in coloured] == [f"c{k:02d}" for k in range(20)]  # the 20 most frequent, sorted
+    assert [e["color"] for e in coloured] == PALETTE[:20]
+    assert [e["n"] for e in coloured] == [25 - k for k in range(20)]
+    assert legend[-2:] == [
+        {"name": "5 more", "color": MUTED, "n": sum(25 - k for k in range(20, 25))},
+        {"name": "unlabeled", "color": MUTED, "n": 3},
+    ]
+    assert sum(e["n"] for e in legend) == n
+    empty = scatter_value(None)
+    assert empty["x"] == [] and empty["legend"] == []

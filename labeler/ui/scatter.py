@@ -246,14 +246,18 @@ def scatter_value(cols: dict | None, title: str = "", legend_size: int = len(PAL
     """The component's value for :func:`labeler.app_api.map_frame` columns.
 
     Returns ``{"x", "y", "colour", "image_id", "label"}`` (one entry per point), ``legend``
-    (``[{"name", "color", "n"}]``: the ``legend_size`` most frequent colours, then the "no value" ones, muted),
+    (``[{"name", "color", "n"}]``: the ``legend_size`` most frequent colours by name, then "K more" for the
+    rest and the "no value" ones, both muted),
     ``muted`` (the colour of points with no legend entry) and ``title``.
     """
     cols = cols or {}
     names = [str(c) for c in cols.get("colour", [])]
     counts = Counter(names)
-    named = [(c, n) for c, n in counts.most_common() if c not in NONE_TEXTS][: min(legend_size, len(PALETTE))]
+    every = [(c, n) for c, n in counts.most_common() if c not in NONE_TEXTS]
+    named, rest = every[: min(legend_size, len(PALETTE))], every[min(legend_size, len(PALETTE)) :]
     legend = [{"name": c, "color": PALETTE[k], "n": n} for k, (c, n) in enumerate(sorted(named))]
+    if rest:  # drawn muted, counted in one entry
+        legend.append({"name": f"{len(rest)} more", "color": MUTED, "n": sum(n for _, n in rest)})
     legend += [{"name": c, "color": MUTED, "n": counts[c]} for c in NONE_TEXTS if c in counts]
     return {
         "x": list(cols.get("x", [])),
