@@ -669,6 +669,15 @@ def map_box(
     return points_in_box(np.asarray(m["xy"]), m["image_ids"], x0, x1, y0, y1)
 
 
+def map_lasso(project: Project, features: str = "clip", method: str | None = None, polygon=()) -> list[int]:
+    """Ids of the images whose map point lies inside ``polygon`` ((P, 2) map coordinates, P ≥ 3): every point,
+    not only the drawn sample (:func:`labeler.projection.points_in_polygon`)."""
+    from .projection import feature_map, points_in_polygon
+
+    m = feature_map(project, features, map_method(method))
+    return points_in_polygon(np.asarray(m["xy"]), m["image_ids"], polygon)
+
+
 def explore_counts(project: Project) -> dict:
     """What the Explore step shows above its views: ``{"total", "reviewed", "human", "excluded", "classes"}``;
     ``classes``: ``[{"class", "images", "reviewed"}]`` per project class (final labels; reviewed = decided by a

@@ -102,6 +102,29 @@ def points_in_box(
     return ids[inside].astype(int).tolist()
 
 
+def points_in_polygon(xy: np.ndarray, image_ids: list[int] | np.ndarray, polygon) -> list[int]:
+    """Image ids whose point (N, 2) lies inside ``polygon`` (P, 2), P ≥ 3 vertices, closed implicitly.
+
+    Even-odd rule (a ray to the right crosses the boundary an odd number of times), so a lasso that crosses
+    itself leaves out the part it wraps twice; points exactly on an edge may go either way.
+    """
+    pts = np.asarray(xy, dtype=np.float64)
+    ids = np.asarray(image_ids)
+    poly = np.asarray(polygon, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) != len(ids):
+        raise InvalidInputError(f"xy must be (N, 2) for N = {len(ids)} image ids, got {pts.shape}")
+    if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3 or not np.isfinite(poly).all():
+        raise InvalidInputError(f"a lasso needs at least 3 finite (x, y) vertices, got shape {poly.shape}")
+    x, y = pts[:, 0:1], pts[:, 1:2]  # (N, 1) against the P edges
+    ax, ay = poly[:, 0], poly[:, 1]
+    bx, by = np.roll(ax, -1), np.roll(ay, -1)
+    straddles = (ay > y) != (by > y)  # (N, P): the edge spans the point's height
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross_x = ax + (y - ay) * (bx - ax) / (by - ay)
+    inside = (straddles & (x < cross_x)).sum(axis=1) % 2 == 1
+    return ids[inside].astype(int).tolist()
+
+
 def _map_file(project: Project, key: str, method: str):
     from .index import index_dir
 

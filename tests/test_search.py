@@ -133,6 +133,27 @@ def test_map_pca_separates_planted_clusters_and_carries_colourings(project):
             projection.project_2d(feats, "umap")
 
 
+def test_points_in_polygon_takes_a_lasso_not_its_bounding_box():
+    """An L-shaped lasso around a planted blob: the blob, not the points in the L's empty corner nor outside."""
+    rng = np.random.default_rng(0)
+    blob = rng.uniform(0.1, 0.9, size=(40, 2))  # inside the unit square, the L's lower-left arm
+    corner = rng.uniform(2.1, 2.9, size=(15, 2))  # inside the L's bounding box, outside the L
+    arm = np.column_stack([rng.uniform(2.1, 2.9, 10), rng.uniform(0.1, 0.9, 10)])  # the L's lower-right arm
+    far = rng.uniform(5, 6, size=(5, 2))
+    xy = np.vstack([blob, corner, arm, far])
+    ids = np.arange(100, 100 + len(xy))
+    lasso = [(0, 0), (3, 0), (3, 1), (1, 1), (1, 3), (0, 3)]  # an L: the corner (1..3, 1..3) is outside
+    got = projection.points_in_polygon(xy, ids, lasso)
+    assert got == [*range(100, 140), *range(155, 165)]
+    assert projection.points_in_polygon(xy, ids, lasso[::-1]) == got  # either direction
+    box = projection.points_in_box(xy, ids, 0, 3, 0, 3)
+    assert len(box) == 65  # the bounding box would take the corner too
+    with pytest.raises(InvalidInputError, match="at least 3"):
+        projection.points_in_polygon(xy, ids, [(0, 0), (1, 1)])
+    with pytest.raises(InvalidInputError, match="xy must be"):
+        projection.points_in_polygon(xy[:5], ids, lasso)
+
+
 def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """Run one command through the CLI's front door (labeler.cli.main)."""
     from labeler import cli

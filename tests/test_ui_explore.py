@@ -265,6 +265,17 @@ def test_api_search_similar_queue_duplicates_map(client, app):
     y_cut = (ys[4] + ys[5]) / 2
     gallery, info, *_ = client.predict("clip", "pca", f"{xs[0] - 1},{x_cut},,{y_cut}", api_name="/explore_map_box")
     assert "5 images" in info and len(_value(gallery)) == 5
+    # a lasso: a rectangle drawn as one gives the same ten; a triangle below the diagonal y = x, its points
+    big = 1_000.0
+    square = f"{-big},{-big}; {x_cut},{-big}; {x_cut},{big}; {-big},{big}"
+    gallery, info, *_ = client.predict("clip", "pca", square, api_name="/explore_map_lasso")
+    assert "Map lasso (4 corners)" in info and "10 images" in info and len(_value(gallery)) == 10
+    below = sum(1 for x, y in zip(points["x"], points["y"], strict=True) if y < x)
+    assert 0 < below < 24
+    triangle = f"{-big},{-big}; {big},{big}; {big},{-big}"
+    gallery, info, *_ = client.predict("clip", "pca", triangle, api_name="/explore_map_lasso")
+    assert f"{below} images" in info and len(_value(gallery)) == below
+    assert "3 corners or more" in _error(client, "clip", "pca", "0,0; 1,1", api_name="/explore_map_lasso")
     plot, _, pick = client.predict("clip", "pca", "cluster", api_name="/explore_map")
     clusters = _value(plot)["colour"]
     assert set(clusters) == {"cluster 0", "cluster 1", "cluster 2"}
@@ -338,6 +349,15 @@ def _pixel(xs, ys, box: dict, x: float, y: float) -> tuple[float, float]:
     x0, x1, y0, y1 = xs.min() - mx, xs.max() + mx, ys.min() - my, ys.max() + my
     w, h = box["width"] - PAD["l"] - PAD["r"], box["height"] - PAD["t"] - PAD["b"]
     return box["x"] + PAD["l"] + (x - x0) / (x1 - x0) * w, box["y"] + PAD["t"] + (1 - (y - y0) / (y1 - y0)) * h
+
+
+def _trace(page, box: dict, path: list[tuple[float, float]]) -> None:
+    """Press, move through ``path`` (fractions of ``box``) and release: a lasso outline."""
+    page.mouse.move(box["x"] + box["width"] * path[0][0], box["y"] + box["height"] * path[0][1])
+    page.mouse.down()
+    for fx, fy in path[1:]:
+        page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=4)
+    page.mouse.up()
 
 
 def _drive(page, expect, server, project_dir: Path) -> None:
@@ -420,6 +440,22 @@ def _drive(page, expect, server, project_dir: Path) -> None:
     expect(page.locator("#explore-map .lb-scatter-tip")).to_contain_text(f"image {ids[k]} ")
     page.mouse.click(px, py)
     expect(shown).to_contain_text(f"Image {ids[k]} and its", timeout=slow)
+    # lasso mode: a loop around every point, then a small one around the rightmost point
+    page.locator("#explore-map button", has_text="Lasso").click()
+    expect(page.locator("#explore-map button", has_text="Lasso")).to_have_attribute("aria-pressed", "true")
+    _trace(page, box, [(0.01, 0.01), (0.99, 0.01), (0.99, 0.99), (0.01, 0.99), (0.01, 0.02)])
+    expect(shown).to_contain_text("Map lasso", timeout=slow)
+    expect(shown).to_contain_text("40 images")
+    on_page = np.array([_pixel(xs, ys, box, x, y) for x, y in zip(xs, ys, strict=True)])
+    dist = np.hypot(on_page[:, 0] - px, on_page[:, 1] - py)
+    r = next(r for r in range(8, 60) if not ((dist > r - 3) & (dist < r + 3)).any())  # no point near the outline
+    near = int((dist < r).sum())
+    assert near >= 1
+    loop = [(px + r * np.cos(a), py + r * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 16)]
+    _trace(page, box, [((x - box["x"]) / box["width"], (y - box["y"]) / box["height"]) for x, y in loop])
+    expect(shown).to_contain_text(re.compile(rf"Map lasso \(\d+ corners\): {near} images?"), timeout=slow)
+    _shot(page, "6-map-lasso")
+    page.locator("#explore-map button", has_text="Box").click()
     page.locator("#map-colour label", has_text="cluster").click()  # colour by cluster, then show one of them
     expect(legend).to_contain_text("cluster 3", timeout=slow)
     page.locator("#map-cluster input").click()

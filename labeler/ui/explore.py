@@ -197,6 +197,7 @@ def build(ctx: Ctx) -> dict:
                 height=380,
                 allow_preview=False,
                 object_fit="cover",
+                fit_columns=False,  # a few images keep their size (gradio would stretch them over the row)
                 show_label=False,
                 elem_id="explore-gallery",
                 buttons=[],
@@ -307,7 +308,7 @@ def build(ctx: Ctx) -> dict:
                 else "Click thumbnails to select some; with none selected the buttons act on all of them."
             )
             note = f" ({v['params']['note'].rstrip('.')})" if v["params"].get("note") else ""
-            text = f"**{v['title']}: {len(ids)} images**{where}{note}. {sel}"
+            text = f"**{v['title']}: {len(ids)} image{'' if len(ids) == 1 else 's'}**{where}{note}. {sel}"
         if pick is not None and pick in shown_ids:
             text += f" **Show similar** finds the images most like image {pick}, the last one clicked."
         ids_scope, what = scope(v, chosen)
@@ -656,8 +657,8 @@ def build(ctx: Ctx) -> dict:
         sample = f" ({cols['shown']} drawn)" if cols["shown"] < cols["n"] else ""
         note = (
             f"{cols['method'].upper()} of {md_escape(cols['features'])}: {cols['n']} images{sample}. "
-            "**Drag a box** on the map to show the images inside it; **click a point** for that image and its "
-            "nearest neighbours."
+            "**Drag a box** (or a lasso) on the map to show the images inside it; **click a point** for that "
+            "image and its nearest neighbours."
         )
         clusters = cluster_summaries(project, cols["cluster_run"], sort="cluster") if cols["cluster_run"] else []
         pick = gr.Dropdown(
@@ -696,13 +697,21 @@ def build(ctx: Ctx) -> dict:
 
         return _view("map", f"Map box x {span(x0, x1)}, y {span(y0, y1)}", ids)
 
+    def _lasso_view(project, feats, how, polygon):
+        """The images whose map point lies inside the lasso outline, as a gallery view."""
+        ids = app_api.map_lasso(project, feats, how, polygon)
+        return _view("map", f"Map lasso ({len(polygon)} corners)", ids)
+
     @guard
     def map_select(key, feats, how, evt: gr.EventData):
-        """A drag on the map (``{"box": [x0, x1, y0, y1]}``) or a click on a point (``{"image_id": id}``)."""
+        """A drag on the map (``{"box": [x0, x1, y0, y1]}`` or ``{"lasso": [[x, y], ...]}``) or a click on a
+        point (``{"image_id": id}``)."""
         data = getattr(evt, "_data", None) or {}
         project = ctx.open(key)
         if data.get("image_id") is not None:
             return similar(key, feats, int(data["image_id"]), [])
+        if data.get("lasso") is not None:
+            return render(project, _lasso_view(project, feats, how, data["lasso"]), [], 0, None)
         box = data.get("box")
         if not isinstance(box, (list, tuple)) or len(box) != 4:
             return (gr.skip(),) * len(gallery_outs)
@@ -722,6 +731,18 @@ def build(ctx: Ctx) -> dict:
         x0, x1, y0, y1 = vals if len(vals) == 4 else (*vals, None, None)
         project = ctx.open(key)
         return render(project, _box_view(project, feats, how, x0, x1, y0, y1), [], 0, None)
+
+    @guard
+    def lasso_api(key, feats, how, text):
+        """Show the images inside a lasso given as "x,y; x,y; x,y; ..." (3 corners or more) — for scripts."""
+        try:
+            polygon = [[float(v) for v in corner.split(",")] for corner in str(text or "").split(";") if corner.strip()]
+        except ValueError:
+            raise gr.Error('Give the lasso as "x,y; x,y; x,y" (3 corners or more).') from None
+        if len(polygon) < 3 or any(len(c) != 2 for c in polygon):
+            raise gr.Error('Give the lasso as "x,y; x,y; x,y" (3 corners or more).')
+        project = ctx.open(key)
+        return render(project, _lasso_view(project, feats, how, polygon), [], 0, None)
 
     @guard
     def finished(key, marker):
@@ -802,6 +823,8 @@ def build(ctx: Ctx) -> dict:
     )
     box_box = gr.Textbox(visible=False)
     box_box.submit(box_api, [ctx.project, features, method, box_box], gallery_outs, api_name="explore_map_box")
+    lasso_box = gr.Textbox(visible=False)
+    lasso_box.submit(lasso_api, [ctx.project, features, method, lasso_box], gallery_outs, api_name="explore_map_lasso")
 
     ctx.finished.change(finished, [ctx.project, ctx.finished], refresh_outs, api_visibility="private")
     ctx.finished.change(map_finished, [ctx.project, ctx.finished, *map_in[1:]], map_outs, api_visibility="private")

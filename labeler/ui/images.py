@@ -62,6 +62,7 @@ def build(ctx: Ctx) -> dict:
                 height=380,
                 allow_preview=True,
                 object_fit="cover",
+                fit_columns=False,  # a few images keep their size (gradio would stretch them over the row)
                 elem_id="images-gallery",
                 buttons=[],
             )

@@ -226,6 +226,7 @@ def build(ctx: Ctx) -> dict:
                 height=400,
                 allow_preview=False,
                 object_fit="cover",
+                fit_columns=False,  # a few images keep their size (gradio would stretch them over the row)
                 show_label=False,
                 elem_id="review-gallery",
                 buttons=[],

@@ -3,8 +3,9 @@
 Gradio 6.31's gr.ScatterPlot brushes an x interval only and keeps the colour domain it was first drawn with,
 so the map draws itself: :func:`scatter_value` turns :func:`labeler.app_api.map_frame` columns into the
 component's value, and :data:`SCATTER_JS` draws it (axes, points coloured by the legend, a tooltip for the point
-under the mouse). A drag fires the component's ``select`` event with ``{"box": [x0, x1, y0, y1]}`` in map
-coordinates; a click on a point fires it with ``{"image_id": id}``. Nothing is sent while the mouse only moves.
+under the mouse). In box mode a drag fires the component's ``select`` event with ``{"box": [x0, x1, y0, y1]}``
+in map coordinates, in lasso mode with ``{"lasso": [[x, y], ...]}`` (the outline drawn, at least 3 vertices);
+a click on a point fires it with ``{"image_id": id}``. Nothing is sent while the mouse only moves.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ MARGIN = 0.04
 
 TEMPLATE = """
 <div class="lb-scatter">
+  <div class="lb-scatter-modes" role="group" aria-label="how a drag selects">
+    <button type="button" data-mode="box" aria-pressed="true">▭ Box</button>
+    <button type="button" data-mode="lasso" aria-pressed="false">◌ Lasso</button>
+  </div>
   <div class="lb-scatter-plot">
     <canvas class="lb-scatter-canvas" tabindex="0" aria-label="map of the images"></canvas>
     <div class="lb-scatter-tip" hidden></div>
@@ -61,6 +66,10 @@ CSS = """
 .lb-scatter-canvas { width: 100%; height: 100%; display: block; cursor: crosshair; outline: none; }
 .lb-scatter-tip { position: absolute; pointer-events: none; background: rgba(20, 20, 30, 0.85); color: #fff;
   font-size: 12px; padding: 2px 6px; border-radius: 4px; white-space: nowrap; }
+.lb-scatter-modes { display: flex; gap: 4px; padding: 0 0 4px 0; }
+.lb-scatter-modes button { font-size: 12px; padding: 1px 8px; border: 1px solid #d1d5db; border-radius: 4px;
+  background: transparent; color: inherit; cursor: pointer; }
+.lb-scatter-modes button[aria-pressed="true"] { background: #3b82f6; border-color: #3b82f6; color: #fff; }
 .lb-scatter-legend { display: flex; flex-wrap: wrap; gap: 2px 12px; font-size: 12px; padding: 4px 8px; }
 .lb-scatter-legend b { margin-right: 4px; }
 .lb-scatter-legend span { display: inline-flex; align-items: center; gap: 4px; }
@@ -69,7 +78,7 @@ CSS = """
 
 SCATTER_JS = r"""
 const PAD = __PAD__, MARGIN = __MARGIN__;
-const st = {drag: null, box: null, hover: -1, sc: null};
+const st = {drag: null, box: null, lasso: null, hover: -1, sc: null, mode: 'box'};
 const q = (s) => element.querySelector(s);
 
 function data() {
@@ -156,8 +165,15 @@ function draw() {
     }
   }
   g.globalAlpha = 1;
+  g.fillStyle = 'rgba(59, 130, 246, 0.12)'; g.strokeStyle = '#3b82f6';
+  const line = st.drag && st.drag.path ? st.drag.path : st.lasso && st.lasso.map((p) => [s.fx(p[0]), s.fy(p[1])]);
+  if (line && line.length > 1) {
+    g.beginPath(); g.moveTo(line[0][0], line[0][1]);
+    for (const p of line.slice(1)) g.lineTo(p[0], p[1]);
+    g.closePath(); g.fill(); g.stroke();
+  }
   const kept = st.box && {a: [s.fx(st.box[0]), s.fy(st.box[2])], b: [s.fx(st.box[1]), s.fy(st.box[3])]};
-  const b = st.drag || kept;
+  const b = (st.drag && !st.drag.path && st.drag) || kept;
   if (b) {
     g.fillStyle = 'rgba(59, 130, 246, 0.12)'; g.strokeStyle = '#3b82f6';
     const x = Math.min(b.a[0], b.b[0]), y = Math.min(b.a[1], b.b[1]);
@@ -192,16 +208,27 @@ function tip(i, p) {
   t.style.left = `${p[0] + 12}px`; t.style.top = `${p[1] + 8}px`; t.hidden = false;
 }
 
+element.addEventListener('click', (e) => {
+  const btn = e.target.closest('.lb-scatter-modes button');
+  if (!btn) return;
+  st.mode = btn.dataset.mode;
+  for (const b of element.querySelectorAll('.lb-scatter-modes button')) b.setAttribute('aria-pressed', b === btn);
+});
 element.addEventListener('mousedown', (e) => {
   if (!e.target.classList.contains('lb-scatter-canvas') || e.button !== 0) return;
   const p = at(e, true);
-  st.drag = {a: p, b: p};
+  st.drag = {a: p, b: p, path: st.mode === 'lasso' ? [p] : null};
   e.preventDefault();
 });
 element.addEventListener('mousemove', (e) => {
   if (!e.target.classList.contains('lb-scatter-canvas') && !st.drag) return;
   const p = at(e, !!st.drag);
-  if (st.drag) { st.drag.b = p; q('.lb-scatter-tip').hidden = true; draw(); return; }
+  if (st.drag) {
+    st.drag.b = p;
+    const path = st.drag.path, last = path && path[path.length - 1];
+    if (last && Math.hypot(p[0] - last[0], p[1] - last[1]) >= 3) path.push(p);  // an outline, not every pixel
+    q('.lb-scatter-tip').hidden = true; draw(); return;
+  }
   const i = nearest(p);
   if (i !== st.hover) { st.hover = i; draw(); }
   tip(i, p);
@@ -209,22 +236,35 @@ element.addEventListener('mousemove', (e) => {
 element.addEventListener('mouseleave', () => { st.hover = -1; q('.lb-scatter-tip').hidden = true; draw(); });
 window.addEventListener('mouseup', (e) => {
   if (!st.drag) return;
-  const {a, b} = st.drag, s = st.sc;
+  const {a, b, path} = st.drag, s = st.sc;
   st.drag = null;
+  if (path) {
+    const xs = path.map((p) => p[0]), ys = path.map((p) => p[1]);
+    const big = Math.max(...xs) - Math.min(...xs) >= 4 || Math.max(...ys) - Math.min(...ys) >= 4;
+    if (path.length >= 3 && big) {
+      st.box = null;
+      st.lasso = path.map((p) => [s.ix(p[0]), s.iy(p[1])]);
+      draw();
+      trigger('select', {lasso: st.lasso});
+      return;
+    }
+  }
   if (Math.abs(b[0] - a[0]) < 4 && Math.abs(b[1] - a[1]) < 4) {  // a click: the point under it, if any
     const i = nearest(a);
     draw();
     if (i >= 0) trigger('select', {image_id: data().v.image_id[i]});
     return;
   }
+  if (path) { draw(); return; }  // a lasso too small to hold anything
   const x0 = s.ix(Math.min(a[0], b[0])), x1 = s.ix(Math.max(a[0], b[0]));
   const y0 = s.iy(Math.max(a[1], b[1])), y1 = s.iy(Math.min(a[1], b[1]));
   st.box = [x0, x1, y0, y1];
+  st.lasso = null;
   draw();
   trigger('select', {box: st.box});
 });
 new ResizeObserver(() => draw()).observe(element);
-watch('value', () => { st.box = null; st.hover = -1; legend(data()); draw(); });
+watch('value', () => { st.box = null; st.lasso = null; st.hover = -1; legend(data()); draw(); });
 legend(data());
 draw();
 """.replace("__PAD__", json.dumps(PAD)).replace("__MARGIN__", str(MARGIN))
