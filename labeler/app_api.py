@@ -606,7 +606,7 @@ def map_frame(
     Returns
     -------
     dict
-        ``{"x", "y", "colour", "image_id", "label"}`` (lists, one entry per drawn point; ``colour`` the
+        ``{"x", "y", "colour", "image_id", "sha256", "label"}`` (lists, one entry per drawn point; ``colour`` the
         ``colour_by`` value as text: a class, "not labeled" or "cluster 03"), and ``method``, ``features``,
         ``n`` (points in the map), ``shown`` (points drawn), ``cluster_run``.
     """
@@ -630,11 +630,14 @@ def map_frame(
         return f"cluster {int(v):0{width}d}" if field_name == "cluster" else str(v)
 
     xy = np.asarray(m["xy"], dtype=np.float64)
+    drawn_ids = [int(m["image_ids"][i]) for i in pick]
+    sha = dict(project.db.execute("select id, sha256 from images").fetchall())
     return {
         "x": [round(float(v), 5) for v in xy[pick, 0]],
         "y": [round(float(v), 5) for v in xy[pick, 1]],
         "colour": [text(values[i]) for i in pick],
-        "image_id": [int(m["image_ids"][i]) for i in pick],
+        "image_id": drawn_ids,
+        "sha256": [sha.get(i, "") for i in drawn_ids],
         "label": [m["final"][i] or "unlabeled" for i in pick],
         "method": m["method"],
         "features": m["features"],

@@ -10,6 +10,7 @@ images in Debian's chromium (skipped without it or the images) and leaves a scre
 from __future__ import annotations
 
 import re
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +256,15 @@ def test_api_search_similar_queue_duplicates_map(client, app):
     legend = {e["name"]: e for e in points["legend"]}
     assert sum(e["n"] for e in legend.values()) == 24 and set(points["colour"]) == set(legend)
     assert len({e["color"] for e in legend.values()}) == len(legend)  # one colour per class
+    p = _project(projects["gen"])
+    sha = {im["id"]: im["sha256"] for im in p.images()}
+    p.close()
+    assert points["sha256"] == [sha[i] for i in points["image_id"]]
+    # the tooltip's thumbnail: the server really serves it at the URL the page builds
+    first = points["sha256"][0]
+    url = f"{server.url.rstrip('/')}/{points['thumb_base']}{first[:2]}/{first}.jpg"
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        assert resp.status == 200 and resp.read(3) == b"\xff\xd8\xff"  # a JPEG
     order = sorted(range(24), key=lambda i: points["x"][i])
     xs = [points["x"][i] for i in order]
     x_cut = (xs[9] + xs[10]) / 2  # between two points: the drawn coordinates are rounded
@@ -437,7 +447,14 @@ def _drive(page, expect, server, project_dir: Path) -> None:
     box = settled_box(canvas)
     px, py = _pixel(xs, ys, box, xs[k], ys[k])
     page.mouse.move(px, py)
-    expect(page.locator("#explore-map .lb-scatter-tip")).to_contain_text(f"image {ids[k]} ")
+    tip = page.locator("#explore-map .lb-scatter-tip")
+    expect(tip).to_contain_text(f"image {ids[k]} ")
+    page.wait_for_function(  # with the image's thumbnail, loaded
+        "() => { const i = document.querySelector('#explore-map .lb-scatter-tip img');"
+        " return !!i && i.complete && i.naturalWidth > 0; }",
+        timeout=slow,
+    )
+    _shot(page, "6-map-hover")
     page.mouse.click(px, py)
     expect(shown).to_contain_text(f"Image {ids[k]} and its", timeout=slow)
     # lasso mode: a loop around every point, then a small one around the rightmost point

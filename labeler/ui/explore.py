@@ -124,7 +124,7 @@ def build(ctx: Ctx) -> dict:
                     )
                 map_note = gr.Markdown(elem_id="map-note")
                 plot = scatter("explore-map", visible=False)
-                with gr.Row(equal_height=True):
+                with gr.Row(equal_height=False):
                     map_cluster = gr.Dropdown(
                         label="Show a cluster in the gallery",
                         choices=[],
@@ -666,7 +666,8 @@ def build(ctx: Ctx) -> dict:
             value=None,
             visible=bool(clusters),
         )
-        return gr.HTML(scatter_value(cols, title=colour_by), visible=True), note, pick, True
+        value = scatter_value(cols, title=colour_by, thumbs=project.thumbs_dir)
+        return gr.HTML(value, visible=True), note, pick, True
 
     @guard
     def redraw_drawn(key, feats, how, colour_by, is_drawn):

@@ -2,16 +2,19 @@
 
 Gradio 6.31's gr.ScatterPlot brushes an x interval only and keeps the colour domain it was first drawn with,
 so the map draws itself: :func:`scatter_value` turns :func:`labeler.app_api.map_frame` columns into the
-component's value, and :data:`SCATTER_JS` draws it (axes, points coloured by the legend, a tooltip for the point
-under the mouse). In box mode a drag fires the component's ``select`` event with ``{"box": [x0, x1, y0, y1]}``
-in map coordinates, in lasso mode with ``{"lasso": [[x, y], ...]}`` (the outline drawn, at least 3 vertices);
-a click on a point fires it with ``{"image_id": id}``. Nothing is sent while the mouse only moves.
+component's value, and :data:`SCATTER_JS` draws it (axes, points coloured by the legend, a tooltip with the
+thumbnail of the point under the mouse). In box mode a drag fires the component's ``select`` event with
+``{"box": [x0, x1, y0, y1]}`` in map coordinates, in lasso mode with ``{"lasso": [[x, y], ...]}`` (the outline
+drawn, at least 3 vertices); a click on a point fires it with ``{"image_id": id}``. Nothing is sent while
+the mouse only moves.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
 
@@ -65,7 +68,9 @@ CSS = """
 .lb-scatter-plot { position: relative; height: 320px; }
 .lb-scatter-canvas { width: 100%; height: 100%; display: block; cursor: crosshair; outline: none; }
 .lb-scatter-tip { position: absolute; pointer-events: none; background: rgba(20, 20, 30, 0.85); color: #fff;
-  font-size: 12px; padding: 2px 6px; border-radius: 4px; white-space: nowrap; }
+  font-size: 12px; padding: 4px 6px; border-radius: 4px; white-space: nowrap; z-index: 5; }
+.lb-scatter-tip img { display: block; width: 96px; height: 96px; object-fit: cover; border-radius: 3px;
+  margin-bottom: 3px; }
 .lb-scatter-modes { display: flex; gap: 4px; padding: 0 0 4px 0; }
 .lb-scatter-modes button { font-size: 12px; padding: 1px 8px; border: 1px solid #d1d5db; border-radius: 4px;
   background: transparent; color: inherit; cursor: pointer; }
@@ -203,9 +208,24 @@ function nearest(p) {
 function tip(i, p) {
   const t = q('.lb-scatter-tip'), d = data();
   if (i < 0) { t.hidden = true; return; }
-  const extra = d.names[i] !== d.v.label[i] ? ` · ${d.names[i]}` : '';
-  t.textContent = `image ${d.v.image_id[i]} · ${d.v.label[i]}${extra}`;
-  t.style.left = `${p[0] + 12}px`; t.style.top = `${p[1] + 8}px`; t.hidden = false;
+  if (t.dataset.index !== String(i)) {  // rebuild only when the point changes (the image loads once)
+    t.dataset.index = String(i);
+    t.replaceChildren();
+    const sha = (d.v.sha256 || [])[i];
+    if (d.v.thumb_base && sha) {
+      const img = document.createElement('img');
+      img.alt = `image ${d.v.image_id[i]}`;
+      img.src = `${d.v.thumb_base}${sha.slice(0, 2)}/${sha}.jpg`;
+      t.appendChild(img);
+    }
+    const extra = d.names[i] !== d.v.label[i] ? ` · ${d.names[i]}` : '';
+    t.appendChild(document.createTextNode(`image ${d.v.image_id[i]} · ${d.v.label[i]}${extra}`));
+  }
+  t.hidden = false;  // shown before it is measured (a hidden box has no size)
+  const c = q('.lb-scatter-canvas'), w = Math.max(t.offsetWidth, 110), h = Math.max(t.offsetHeight, 120);
+  const right = p[0] + 12 + w > c.clientWidth, low = p[1] + 8 + h > c.clientHeight;
+  t.style.left = `${right ? p[0] - 12 - w : p[0] + 12}px`;
+  t.style.top = `${low ? p[1] - 8 - h : p[1] + 8}px`;
 }
 
 element.addEventListener('click', (e) => {
@@ -264,7 +284,11 @@ window.addEventListener('mouseup', (e) => {
   trigger('select', {box: st.box});
 });
 new ResizeObserver(() => draw()).observe(element);
-watch('value', () => { st.box = null; st.lasso = null; st.hover = -1; legend(data()); draw(); });
+watch('value', () => {
+  st.box = null; st.lasso = null; st.hover = -1;
+  q('.lb-scatter-tip').dataset.index = '';
+  legend(data()); draw();
+});
 legend(data());
 draw();
 """.replace("__PAD__", json.dumps(PAD)).replace("__MARGIN__", str(MARGIN))
@@ -282,10 +306,14 @@ def scatter(elem_id: str, visible: bool = True) -> gr.HTML:
     )
 
 
-def scatter_value(cols: dict | None, title: str = "", legend_size: int = len(PALETTE)) -> dict:
+def scatter_value(
+    cols: dict | None, title: str = "", legend_size: int = len(PALETTE), thumbs: str | Path | None = None
+) -> dict:
     """The component's value for :func:`labeler.app_api.map_frame` columns.
 
-    Returns ``{"x", "y", "colour", "image_id", "label"}`` (one entry per point), ``legend``
+    ``thumbs``: the project's thumbnail folder (``<sha[:2]>/<sha>.jpg`` files; gradio must be allowed to serve
+    it): the tooltip then shows the image. Returns ``{"x", "y", "colour", "image_id", "sha256", "label"}``
+    (one entry per point), ``thumb_base`` (the folder's URL relative to the page, "" without ``thumbs``), ``legend``
     (``[{"name", "color", "n"}]``: the ``legend_size`` most frequent colours by name, then "K more" for the
     rest and the "no value" ones, both muted),
     ``muted`` (the colour of points with no legend entry) and ``title``.
@@ -304,7 +332,9 @@ def scatter_value(cols: dict | None, title: str = "", legend_size: int = len(PAL
         "y": list(cols.get("y", [])),
         "colour": names,
         "image_id": [int(i) for i in cols.get("image_id", [])],
+        "sha256": [str(v) for v in cols.get("sha256", [])],
         "label": [str(v) for v in cols.get("label", [])],
+        "thumb_base": f"gradio_api/file={quote(Path(thumbs).resolve().as_posix(), safe='/:')}/" if thumbs else "",
         "legend": legend,
         "muted": MUTED,
         "title": title,
