@@ -284,6 +284,20 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_undo(args: argparse.Namespace) -> int:
+    from .history import history, undo
+
+    project = _open(args)
+    if args.list:
+        entries = history(project, limit=args.limit)
+        text = "\n".join(f"{e['id']:>4}  {e['action']}" for e in entries)
+        _emit(args, {"history": entries}, text or "nothing to undo")
+        return 0
+    done = undo(project)
+    _emit(args, {"undone": done}, f"undid: {done['action']}" if done else "nothing to undo")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from .methods import list_methods
 
@@ -511,6 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _project_arg(p)
     p.add_argument("run", type=int, help="run id (see `runs`)")
+
+    p = _sub(
+        subs,
+        "undo",
+        cmd_undo,
+        "undo the newest label or exclusion change (from the CLI, the app or the library)",
+        f"{PROG} undo pets\n{PROG} undo pets --list",
+    )
+    _project_arg(p)
+    p.add_argument("--list", action="store_true", help="list the changes that can be undone, newest first")
+    p.add_argument("--limit", type=int, default=20, help="with --list: how many (default 20)")
+    _json_arg(p)
 
     p = _sub(subs, "methods", cmd_methods, "list labeling methods", f"{PROG} methods")
     _json_arg(p)

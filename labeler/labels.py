@@ -34,6 +34,7 @@ import sqlite_utils
 from store import now
 
 from .errors import InvalidInputError, NotReadyError
+from .history import record, snapshot
 from .jobs import get_run
 from .project import Project
 
@@ -288,12 +289,14 @@ def set_human_labels(project: Project, image_ids: int | Iterable[int], classes: 
         raise InvalidInputError(f"{len(missing)} image ids do not exist, e.g. {sorted(missing)[:5]}")
     value = json.dumps(names, ensure_ascii=False)
     t = now()
+    before = snapshot(project, ids)
     with project.db.conn:
         project.db.conn.executemany(
             "insert or replace into labels (image_id, classes, source, score, run_id, time) "
             "values (?, ?, 'human', null, null, ?)",
             [(i, value, t) for i in ids],
         )
+    record(project, f"label {len(ids)} image{'' if len(ids) == 1 else 's'} as {', '.join(names)}", before)
     return len(ids)
 
 
@@ -362,12 +365,14 @@ def accept_pseudo_labels(
             classes = _pseudo_classes(names, class_idx, labels_json)
             if classes:
                 rows.append((image_id, json.dumps(classes, ensure_ascii=False), score, run["id"], t))
+    before = snapshot(project, [r[0] for r in rows])
     with project.db.conn:
         project.db.conn.executemany(
             "insert or replace into labels (image_id, classes, source, score, run_id, time) "
             "values (?, ?, 'accepted', ?, ?, ?)",
             rows,
         )
+    record(project, f"accept {len(rows)} pseudo-label{'' if len(rows) == 1 else 's'}", before)
     return len(rows)
 
 
@@ -383,16 +388,25 @@ def clear_labels(
     if bad or not sources:
         raise InvalidInputError(f"sources must be among {list(LABEL_SOURCES)}, not {sources}")
     smarks = ",".join("?" * len(sources))
+    if image_ids is None:
+        touched = [r[0] for r in project.db.execute(f"select image_id from labels where source in ({smarks})", sources)]
+    else:
+        touched = []
+        for chunk in _chunks(_id_list(image_ids)):
+            marks = ",".join("?" * len(chunk))
+            touched += [
+                r[0]
+                for r in project.db.execute(
+                    f"select image_id from labels where source in ({smarks}) and image_id in ({marks})", sources + chunk
+                )
+            ]
+    before = snapshot(project, touched)
     deleted = 0
     with project.db.conn:
-        if image_ids is None:
-            deleted = project.db.execute(f"delete from labels where source in ({smarks})", sources).rowcount
-        else:
-            for chunk in _chunks(_id_list(image_ids)):
-                marks = ",".join("?" * len(chunk))
-                deleted += project.db.execute(
-                    f"delete from labels where source in ({smarks}) and image_id in ({marks})", sources + chunk
-                ).rowcount
+        for chunk in _chunks(touched):
+            marks = ",".join("?" * len(chunk))
+            deleted += project.db.execute(f"delete from labels where image_id in ({marks})", chunk).rowcount
+    record(project, f"clear {deleted} label{'' if deleted == 1 else 's'} ({', '.join(sources)})", before)
     return deleted
 
 

@@ -208,6 +208,12 @@ class Project:
         with self.db.conn:
             self.db["meta"].insert({"key": key, "value": json.dumps(value)}, replace=True)
 
+    def bump_images_version(self) -> None:
+        """Say that image statuses changed (indexes and caches keyed on the ok images read it); call it inside
+        the transaction that changed them."""
+        version = self.get_meta("images_version", 0) or 0
+        self.db["meta"].insert({"key": "images_version", "value": str(int(version) + 1)}, replace=True)
+
     @property
     def multi_label(self) -> bool:
         return bool(self.get_meta("multi_label", False))

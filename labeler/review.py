@@ -331,21 +331,28 @@ def accept_images(
     return accept_pseudo_labels(project, _ids(image_ids), run_id=run_id, min_score=min_score)
 
 
-def _set_status(project: Project, image_ids: list[int], old: str, new: str) -> int:
+def _set_status(project: Project, image_ids: list[int], old: str, new: str, action: str) -> int:
+    from .history import record, snapshot
     from .labels import _chunks, _existing_ids
 
     missing = set(image_ids) - _existing_ids(project, image_ids)
     if missing:
         raise InvalidInputError(f"{len(missing)} image ids do not exist, e.g. {sorted(missing)[:5]}")
+    touched = []
+    for chunk in _chunks(image_ids):
+        marks = ",".join("?" * len(chunk))
+        sql = f"select id from images where status = ? and id in ({marks})"
+        touched += [r[0] for r in project.db.execute(sql, [old, *chunk])]
+    before = snapshot(project, touched)
     changed = 0
     with project.db.conn:
-        for chunk in _chunks(image_ids):
+        for chunk in _chunks(touched):
             marks = ",".join("?" * len(chunk))
             changed += project.db.execute(
                 f"update images set status = ? where status = ? and id in ({marks})", [new, old, *chunk]
             ).rowcount
-        version = project.get_meta("images_version", 0) or 0
-        project.db["meta"].insert({"key": "images_version", "value": str(int(version) + 1)}, replace=True)
+        project.bump_images_version()
+    record(project, f"{action} {changed} image{'' if changed == 1 else 's'}", before)
     return changed
 
 
@@ -355,12 +362,12 @@ def exclude_images(project: Project, image_ids: int | Iterable[int]) -> int:
     Their labels and predictions are kept, so :func:`include_images` restores them as they were.
     Returns the number of images excluded.
     """
-    return _set_status(project, _ids(image_ids), "ok", "excluded")
+    return _set_status(project, _ids(image_ids), "ok", "excluded", "exclude")
 
 
 def include_images(project: Project, image_ids: int | Iterable[int]) -> int:
     """Undo :func:`exclude_images` for these images. Returns the number brought back."""
-    return _set_status(project, _ids(image_ids), "excluded", "ok")
+    return _set_status(project, _ids(image_ids), "excluded", "ok", "include")
 
 
 def excluded_images(project: Project) -> list[int]:

@@ -204,8 +204,23 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     db["clusters"].create_index(["run_id", "cluster"], if_not_exists=True)
 
 
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """The undo log of label and exclusion changes (:mod:`labeler.history`)."""
+    db["undo_log"].create(
+        if_not_exists=True,
+        columns={
+            "id": int,
+            "time": float,
+            "action": str,  # what was done, in words ("label 12 images as cat")
+            "n": int,  # images it changed
+            "snapshot": str,  # JSON: the labels rows and statuses of those images before the change
+        },
+        pk="id",
+    )
+
+
 #: One migration per schema version; ``MIGRATIONS[i]`` brings version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2, _migrate_3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

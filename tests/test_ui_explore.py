@@ -216,6 +216,16 @@ def test_api_cluster_label_exclude_include(client, app):
     assert len(_value(gallery)) == len(two) and "Excluded images" in info
     status, table, counts, gallery, *_ = client.predict(api_name="/explore_include")
     assert "excluded" not in counts and not _value(gallery)  # the excluded view is empty now
+
+    # undo, newest first: the include (the two are excluded again), the exclude, then the cluster's label
+    status, table, counts, *_ = client.predict(api_name="/explore_undo")
+    assert f"{len(two)} excluded" in counts
+    client.predict(api_name="/explore_undo")
+    status, table, counts, *_ = client.predict(api_name="/explore_undo")
+    assert "24 images**, 0 reviewed" in counts and not re.search(r"\(\d+ reviewed\)", counts)
+    assert not [it for it in final_labels(p, members) if it.source == "human"]
+    client.predict(str(first), api_name="/explore_open_cluster")  # label it again: the next tests expect it
+    client.predict("ship", api_name="/explore_label")
     p.close()
 
 

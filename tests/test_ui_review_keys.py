@@ -139,9 +139,16 @@ def test_shift_click_ranges_and_keyboard_shortcuts(setup):
         expect(page.locator("#review-gallery .caption-label", has_text=re.compile(r"\?$"))).to_have_count(1)
         assert len(_labels(proj)) == 8  # nothing else changed
 
+        # `z` undoes the newest label change (the `3` relabel; an unsure mark is not a label): those three
+        # images lose their human label, the accepted five stay
+        page.keyboard.press("z")
+        assert wait_until(lambda: len(_labels(proj)) == 5 or None, "the undo") is True
+        assert {s for s, _ in _labels(proj).values()} == {"accepted"}
+        expect(info).to_contain_text("35 images")
+
         # keys typed into a field do nothing
         page.locator("#review-threshold input[type=number]").first.focus()
         page.keyboard.press("a")
         page.wait_for_timeout(500)
-        assert len(_labels(proj)) == 8
+        assert len(_labels(proj)) == 5
         assert not errors, errors

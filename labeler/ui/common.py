@@ -161,6 +161,18 @@ def thumb_caption(it: dict, chosen: set[int]) -> str:
     return f"{mark}{label}{conf}{src}{flag}"
 
 
+def undo_last(project: Project) -> dict | None:
+    """Undo the project's newest label or exclusion change (:func:`labeler.history.undo`) and say what in a toast."""
+    from ..history import undo
+
+    done = undo(project)
+    if done is None:
+        gr.Info("Nothing to undo.", duration=4)
+    else:
+        gr.Info(f"Undid: {done['action']}.", duration=5)
+    return done
+
+
 def gallery_items(project: Project, items: list[dict], caption: Callable[[dict], str]) -> list[tuple[str, str]]:
     """``(thumbnail path, caption)`` pairs for gr.Gallery — cached thumbnails only, never full images."""
     from ..app_api import thumbnail_for

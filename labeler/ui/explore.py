@@ -31,7 +31,18 @@ from ..project import Project
 from ..projection import feature_map, umap_available
 from ..review import ORDERINGS, accept_images, exclude_images, include_images, label_images, review_queue
 from ..search import similar_images, text_search
-from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct, thumb_caption
+from .common import (
+    NO_PROJECT,
+    Ctx,
+    empty_state,
+    error_text,
+    finished_task,
+    guard,
+    md_escape,
+    pct,
+    thumb_caption,
+    undo_last,
+)
 from .scatter import scatter, scatter_value
 
 PAGE = 48
@@ -223,6 +234,7 @@ def build(ctx: Ctx) -> dict:
                 accept_btn = gr.Button("Accept pseudo-labels", size="sm", elem_id="explore-accept")
                 exclude_btn = gr.Button("Exclude", size="sm", elem_id="explore-exclude")
                 include_btn = gr.Button("Include again", size="sm", elem_id="explore-include", visible=False)
+                undo_btn = gr.Button("↶ Undo", size="sm", elem_id="explore-undo")
 
     view = gr.State(NO_VIEW)  # {"kind", "title", "ids", "params"}: ids only
     selection = gr.State([])  # selected image ids
@@ -552,6 +564,12 @@ def build(ctx: Ctx) -> dict:
         return _after(project, v, page_no, f"Excluded {n} image(s): they leave labels, counts, search and exports.")
 
     @guard
+    def undo(key, v, chosen, page_no):
+        project = ctx.open(key)
+        undo_last(project)
+        return (*stats(project), *render(project, redo(project, v), [], page_no, None))
+
+    @guard
     def include(key, v, chosen, page_no):
         project = ctx.open(key)
         n = include_images(project, _targets(v, chosen))
@@ -794,6 +812,7 @@ def build(ctx: Ctx) -> dict:
     then_redraw(accept_btn.click(accept, nav, acted, api_name="explore_accept"))
     then_redraw(exclude_btn.click(exclude, nav, acted, api_name="explore_exclude"))
     then_redraw(include_btn.click(include, nav, acted, api_name="explore_include"))
+    then_redraw(undo_btn.click(undo, nav, acted, api_name="explore_undo"))
 
     dup_outs = [dup_table, dup_groups, dup_note]
     dup_btn.click(find_dups, [ctx.project, features, threshold], dup_outs, api_name="explore_duplicates")

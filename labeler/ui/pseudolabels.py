@@ -4,8 +4,8 @@ Review: a gallery per class (or the "needs review" queue) sorted by confidence, 
 click thumbnails to select them, then accept, relabel or mark them unsure. Counts per class,
 a confidence histogram, and — where images sit in class-named folders — accuracy and a
 confusion matrix. Shift-click selects every thumbnail between the last clicked one and this one.
-Keys: ``a`` accept, ``u`` unsure, ``n``/``p`` next/previous page, ``1``–``9`` relabel the selection to
-that class.
+Keys: ``a`` accept, ``u`` unsure, ``n``/``p`` next/previous page, ``z`` undo the last change, ``1``–``9``
+relabel the selection to that class.
 """
 
 from __future__ import annotations
@@ -26,7 +26,18 @@ from ..methods import get_method
 from ..models import list_models, load_clip, load_dino
 from ..project import Project
 from ..prompts import TEMPLATE_SETS
-from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct, thumb_caption
+from .common import (
+    NO_PROJECT,
+    Ctx,
+    empty_state,
+    error_text,
+    finished_task,
+    guard,
+    md_escape,
+    pct,
+    thumb_caption,
+    undo_last,
+)
 
 PAGE = 36
 MAX_CONFUSION = 30
@@ -237,6 +248,7 @@ def build(ctx: Ctx) -> dict:
                 all_btn = gr.Button("Select page", size="sm", elem_id="review-select-page")
                 none_btn = gr.Button("Clear selection", size="sm", elem_id="review-clear")
                 bulk_btn = gr.Button("Accept all ≥ threshold", size="sm", elem_id="review-bulk")
+                undo_btn = gr.Button("↶ Undo (z)", size="sm", elem_id="review-undo")
             digit_btns = [
                 gr.Button(str(k), visible="hidden", elem_id=f"review-digit-{k}") for k in range(1, DIGITS + 1)
             ]
@@ -497,6 +509,12 @@ def build(ctx: Ctx) -> dict:
         return render(project, view_value, thr, page_no, [])
 
     @guard
+    def undo(key, view_value, thr, page_no):
+        project = ctx.open(key)
+        undo_last(project)
+        return render(project, view_value, thr, page_no, [])
+
+    @guard
     def bulk(key, view_value, thr, page_no):
         project = ctx.open(key)
         if active_run(project) is None:
@@ -588,6 +606,7 @@ def build(ctx: Ctx) -> dict:
     relabel_btn.click(relabel, [*nav, selection, target], outs, api_name="review_relabel")
     unsure_btn.click(unsure, [*nav, selection], outs, api_name="review_unsure")
     bulk_btn.click(bulk, nav, outs, api_name="review_accept_above")
+    undo_btn.click(undo, nav, outs, api_name="review_undo")
     for k, btn in enumerate(digit_btns, start=1):
         btn.click(relabel_digit(k), [*nav, selection], outs, api_visibility="private")
     return {"refresh": refresh, "outputs": [*outs, clip, setup_box], "api_name": "review_refresh"}
@@ -606,7 +625,7 @@ document.addEventListener('keydown', (e) => {
   if (e.ctrlKey || e.metaKey || e.altKey || tag === 'input' || tag === 'textarea' || (t && t.isContentEditable)) return;
   const gal = document.getElementById('review-gallery');
   if (!gal || gal.offsetParent === null) return;  // only while the review step is on screen
-  const ids = {a: 'review-accept', u: 'review-unsure', n: 'review-next', p: 'review-prev'};
+  const ids = {a: 'review-accept', u: 'review-unsure', n: 'review-next', p: 'review-prev', z: 'review-undo'};
   let id = ids[e.key];
   if (!id && /^[1-9]$/.test(e.key)) id = 'review-digit-' + e.key;
   const el = id && document.getElementById(id);

@@ -1,0 +1,107 @@
+"""Undo for label and exclusion changes: every bulk change keeps the state it replaced, newest first.
+
+>>> set_human_labels(project, [3, 4], "cat")     # doctest: +SKIP  (recorded: "label 2 images as cat")
+>>> undo(project)                                 # doctest: +SKIP  ({"action": "label 2 images as cat", "n": 2, ...})
+
+What is recorded: human labels (:func:`labeler.labels.set_human_labels`), accepted pseudo-labels
+(:func:`labeler.labels.accept_pseudo_labels`) and exclusions (:func:`labeler.review.exclude_images` /
+``include_images``) — from the CLI, the wizard or the library alike. Each entry of the ``undo_log`` table holds
+the ``labels`` rows and ``images.status`` of the images the change touched, as they were before it;
+:func:`undo` puts them back and drops the entry. The newest :data:`KEEP` entries are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .project import Project
+
+#: Undo entries kept per project (older ones are dropped).
+KEEP = 50
+_CHUNK = 500
+
+
+def _chunks(ids: Sequence[int]):
+    for i in range(0, len(ids), _CHUNK):
+        yield list(ids[i : i + _CHUNK])
+
+
+def snapshot(project: Project, image_ids: Sequence[int]) -> dict:
+    """The labels rows and statuses of ``image_ids`` now: what :func:`record` keeps to undo a change.
+
+    Returns ``{"ids": [...], "labels": [[image_id, classes, source, score, run_id, time], ...],
+    "status": {image_id: status}}`` (an image without a label has no ``labels`` row).
+    """
+    ids = sorted({int(i) for i in image_ids})
+    labels, status = [], {}
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        labels += [
+            list(r)
+            for r in project.db.execute(
+                f"select image_id, classes, source, score, run_id, time from labels where image_id in ({marks})", chunk
+            )
+        ]
+        status.update(project.db.execute(f"select id, status from images where id in ({marks})", chunk).fetchall())
+    return {"ids": ids, "labels": labels, "status": {str(k): v for k, v in status.items()}}
+
+
+def record(project: Project, action: str, before: dict) -> int | None:
+    """Add an undo entry: ``before`` (a :func:`snapshot` taken before the change) under the name ``action``.
+
+    Returns the entry's id (None when the change touched no image). Only the newest :data:`KEEP` stay.
+    """
+    if not before["ids"]:
+        return None
+    from store import now
+
+    with project.db.conn:
+        cur = project.db.execute(
+            "insert into undo_log (time, action, n, snapshot) values (?, ?, ?, ?)",
+            [now(), action, len(before["ids"]), json.dumps(before)],
+        )
+        entry = cur.lastrowid
+        project.db.execute(
+            "delete from undo_log where id not in (select id from undo_log order by id desc limit ?)", [KEEP]
+        )
+    return int(entry)
+
+
+def history(project: Project, limit: int = 10) -> list[dict]:
+    """The newest undo entries first: ``[{"id", "time", "action", "n"}]``."""
+    rows = project.db.execute("select id, time, action, n from undo_log order by id desc limit ?", [int(limit)])
+    return [{"id": r[0], "time": r[1], "action": r[2], "n": r[3]} for r in rows]
+
+
+def undo(project: Project) -> dict | None:
+    """Undo the newest recorded change: its images get back their labels and statuses from before it.
+
+    Returns ``{"id", "action", "n", "time"}`` of the entry undone, or None when there is nothing to undo.
+    Changes made since to the same images by hand are undone too only by undoing those first (newest first).
+    """
+    row = project.db.execute("select id, time, action, n, snapshot from undo_log order by id desc limit 1").fetchone()
+    if row is None:
+        return None
+    entry_id, t, action, n, raw = row
+    snap = json.loads(raw)
+    ids = [int(i) for i in snap["ids"]]
+    with project.db.conn:
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            project.db.execute(f"delete from labels where image_id in ({marks})", chunk)
+        project.db.conn.executemany(
+            "insert into labels (image_id, classes, source, score, run_id, time) values (?, ?, ?, ?, ?, ?)",
+            [tuple(r) for r in snap["labels"]],
+        )
+        changed = 0
+        for image_id, status in snap["status"].items():
+            changed += project.db.execute(
+                "update images set status = ? where id = ? and status != ?", [status, int(image_id), status]
+            ).rowcount
+        if changed:
+            project.bump_images_version()
+        project.db.execute("delete from undo_log where id = ?", [entry_id])
+    return {"id": int(entry_id), "action": action, "n": int(n), "time": t}
