@@ -29,14 +29,15 @@ def _chunks(ids: Sequence[int]):
         yield list(ids[i : i + _CHUNK])
 
 
-def snapshot(project: Project, image_ids: Sequence[int]) -> dict:
-    """The labels rows and statuses of ``image_ids`` now: what :func:`record` keeps to undo a change.
+def snapshot(project: Project, image_ids: Sequence[int], status: bool = True) -> dict:
+    """The labels rows (and with ``status`` the statuses) of ``image_ids`` now: what :func:`record` keeps.
 
     Returns ``{"ids": [...], "labels": [[image_id, classes, source, score, run_id, time], ...],
-    "status": {image_id: status}}`` (an image without a label has no ``labels`` row).
+    "status": {image_id: status}}`` (an image without a label has no ``labels`` row; ``status`` is empty
+    when not asked for — a label change leaves statuses alone, and a million-image "accept all" stays small).
     """
     ids = sorted({int(i) for i in image_ids})
-    labels, status = [], {}
+    labels, statuses = [], {}
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
         labels += [
@@ -45,8 +46,10 @@ def snapshot(project: Project, image_ids: Sequence[int]) -> dict:
                 f"select image_id, classes, source, score, run_id, time from labels where image_id in ({marks})", chunk
             )
         ]
-        status.update(project.db.execute(f"select id, status from images where id in ({marks})", chunk).fetchall())
-    return {"ids": ids, "labels": labels, "status": {str(k): v for k, v in status.items()}}
+        if status:
+            sql = f"select id, status from images where id in ({marks})"
+            statuses.update(project.db.execute(sql, chunk).fetchall())
+    return {"ids": ids, "labels": labels, "status": {str(k): v for k, v in statuses.items()}}
 
 
 def record(project: Project, action: str, before: dict) -> int | None:
@@ -97,7 +100,7 @@ def undo(project: Project) -> dict | None:
             [tuple(r) for r in snap["labels"]],
         )
         changed = 0
-        for image_id, status in snap["status"].items():
+        for image_id, status in snap.get("status", {}).items():
             changed += project.db.execute(
                 "update images set status = ? where id = ? and status != ?", [status, int(image_id), status]
             ).rowcount

@@ -289,7 +289,7 @@ def set_human_labels(project: Project, image_ids: int | Iterable[int], classes: 
         raise InvalidInputError(f"{len(missing)} image ids do not exist, e.g. {sorted(missing)[:5]}")
     value = json.dumps(names, ensure_ascii=False)
     t = now()
-    before = snapshot(project, ids)
+    before = snapshot(project, ids, status=False)
     with project.db.conn:
         project.db.conn.executemany(
             "insert or replace into labels (image_id, classes, source, score, run_id, time) "
@@ -365,7 +365,7 @@ def accept_pseudo_labels(
             classes = _pseudo_classes(names, class_idx, labels_json)
             if classes:
                 rows.append((image_id, json.dumps(classes, ensure_ascii=False), score, run["id"], t))
-    before = snapshot(project, [r[0] for r in rows])
+    before = snapshot(project, [r[0] for r in rows], status=False)
     with project.db.conn:
         project.db.conn.executemany(
             "insert or replace into labels (image_id, classes, source, score, run_id, time) "
@@ -400,7 +400,7 @@ def clear_labels(
                     f"select image_id from labels where source in ({smarks}) and image_id in ({marks})", sources + chunk
                 )
             ]
-    before = snapshot(project, touched)
+    before = snapshot(project, touched, status=False)
     deleted = 0
     with project.db.conn:
         for chunk in _chunks(touched):
