@@ -630,8 +630,10 @@ def map_frame(
         return f"cluster {int(v):0{width}d}" if field_name == "cluster" else str(v)
 
     xy = np.asarray(m["xy"], dtype=np.float64)
+    from .labels import _in_chunks
+
     drawn_ids = [int(m["image_ids"][i]) for i in pick]
-    sha = dict(project.db.execute("select id, sha256 from images").fetchall())
+    sha = dict(_in_chunks(project, "select id, sha256 from images where id in ({ids})", drawn_ids))
     return {
         "x": [round(float(v), 5) for v in xy[pick, 0]],
         "y": [round(float(v), 5) for v in xy[pick, 1]],

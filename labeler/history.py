@@ -4,10 +4,11 @@
 >>> undo(project)                                 # doctest: +SKIP  ({"action": "label 2 images as cat", "n": 2, ...})
 
 What is recorded: human labels (:func:`labeler.labels.set_human_labels`), accepted pseudo-labels
-(:func:`labeler.labels.accept_pseudo_labels`) and exclusions (:func:`labeler.review.exclude_images` /
-``include_images``) — from the CLI, the wizard or the library alike. Each entry of the ``undo_log`` table holds
-the ``labels`` rows and ``images.status`` of the images the change touched, as they were before it;
-:func:`undo` puts them back and drops the entry. The newest :data:`KEEP` entries are kept.
+(:func:`labeler.labels.accept_pseudo_labels`), cleared labels (:func:`labeler.labels.clear_labels`) and
+exclusions (:func:`labeler.review.exclude_images` / ``include_images``) — from the CLI, the wizard or the
+library alike. Each entry of the ``undo_log`` table holds the ``labels`` rows (and, for exclusions, the
+``images.status``) of the images the change touched, as they were before it; :func:`undo` puts them back and
+drops the entry. The newest :data:`KEEP` entries are kept.
 """
 
 from __future__ import annotations
@@ -21,35 +22,25 @@ if TYPE_CHECKING:
 
 #: Undo entries kept per project (older ones are dropped).
 KEEP = 50
-_CHUNK = 500
 
 
-def _chunks(ids: Sequence[int]):
-    for i in range(0, len(ids), _CHUNK):
-        yield list(ids[i : i + _CHUNK])
+def counted(n: int, word: str) -> str:
+    """``"1 image"``, ``"3 images"``: how an action names what it touched."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def snapshot(project: Project, image_ids: Sequence[int], status: bool = True) -> dict:
-    """The labels rows (and with ``status`` the statuses) of ``image_ids`` now: what :func:`record` keeps.
+def snapshot(project: Project, image_ids: Sequence[int]) -> dict:
+    """The labels rows of ``image_ids`` now: what :func:`record` keeps before a label change.
 
-    Returns ``{"ids": [...], "labels": [[image_id, classes, source, score, run_id, time], ...],
-    "status": {image_id: status}}`` (an image without a label has no ``labels`` row; ``status`` is empty
-    when not asked for — a label change leaves statuses alone, and a million-image "accept all" stays small).
+    Returns ``{"ids": [...], "labels": [[image_id, classes, source, score, run_id, time], ...]}`` (an image
+    without a label has no row). A status change records ``{"ids": [...], "status": {image_id: status}}``
+    instead: its labels do not change.
     """
+    from .labels import _in_chunks
+
     ids = sorted({int(i) for i in image_ids})
-    labels, statuses = [], {}
-    for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))
-        labels += [
-            list(r)
-            for r in project.db.execute(
-                f"select image_id, classes, source, score, run_id, time from labels where image_id in ({marks})", chunk
-            )
-        ]
-        if status:
-            sql = f"select id, status from images where id in ({marks})"
-            statuses.update(project.db.execute(sql, chunk).fetchall())
-    return {"ids": ids, "labels": labels, "status": {str(k): v for k, v in statuses.items()}}
+    sql = "select image_id, classes, source, score, run_id, time from labels where image_id in ({ids})"
+    return {"ids": ids, "labels": [list(r) for r in _in_chunks(project, sql, ids)]}
 
 
 def record(project: Project, action: str, before: dict) -> int | None:
@@ -88,23 +79,23 @@ def undo(project: Project) -> dict | None:
     row = project.db.execute("select id, time, action, n, snapshot from undo_log order by id desc limit 1").fetchone()
     if row is None:
         return None
+    from .labels import _in_chunks
+
     entry_id, t, action, n, raw = row
     snap = json.loads(raw)
-    ids = [int(i) for i in snap["ids"]]
     with project.db.conn:
-        for chunk in _chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            project.db.execute(f"delete from labels where image_id in ({marks})", chunk)
-        project.db.conn.executemany(
-            "insert into labels (image_id, classes, source, score, run_id, time) values (?, ?, ?, ?, ?, ?)",
-            [tuple(r) for r in snap["labels"]],
-        )
-        changed = 0
-        for image_id, status in snap.get("status", {}).items():
-            changed += project.db.execute(
-                "update images set status = ? where id = ? and status != ?", [status, int(image_id), status]
-            ).rowcount
-        if changed:
+        if "labels" in snap:  # a label change
+            _in_chunks(project, "delete from labels where image_id in ({ids})", [int(i) for i in snap["ids"]])
+            project.db.conn.executemany(
+                "insert into labels (image_id, classes, source, score, run_id, time) values (?, ?, ?, ?, ?, ?)",
+                [tuple(r) for r in snap["labels"]],
+            )
+        by_status: dict[str, list[int]] = {}
+        for image_id, status in snap.get("status", {}).items():  # a status change
+            by_status.setdefault(status, []).append(int(image_id))
+        for status, ids in by_status.items():
+            _in_chunks(project, "update images set status = ? where id in ({ids})", ids, [status])
+        if by_status:
             project.bump_images_version()
         project.db.execute("delete from undo_log where id = ?", [entry_id])
     return {"id": int(entry_id), "action": action, "n": int(n), "time": t}

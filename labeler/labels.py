@@ -34,7 +34,7 @@ import sqlite_utils
 from store import now
 
 from .errors import InvalidInputError, NotReadyError
-from .history import record, snapshot
+from .history import counted, record, snapshot
 from .jobs import get_run
 from .project import Project
 
@@ -237,12 +237,17 @@ def _chunks(ids: Sequence[int], size: int = _CHUNK) -> Iterator[list[int]]:
         yield list(ids[start : start + size])
 
 
-def _existing_ids(project: Project, ids: Sequence[int]) -> set[int]:
-    found: set[int] = set()
+def _in_chunks(project: Project, sql: str, ids: Sequence[int], args: Sequence = ()) -> list[tuple]:
+    """Run ``sql`` once per chunk of ``ids`` (SQLite caps bound variables) and return all its rows (none for a
+    write): ``sql`` says ``in ({ids})`` where the chunk's placeholders go; ``args`` are bound before them."""
+    rows: list[tuple] = []
     for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))
-        found.update(r[0] for r in project.db.execute(f"select id from images where id in ({marks})", chunk))
-    return found
+        rows += project.db.execute(sql.replace("{ids}", ",".join("?" * len(chunk))), [*args, *chunk]).fetchall()
+    return rows
+
+
+def _existing_ids(project: Project, ids: Sequence[int]) -> set[int]:
+    return {r[0] for r in _in_chunks(project, "select id from images where id in ({ids})", ids)}
 
 
 def _id_list(image_ids: int | Iterable[int]) -> list[int]:
@@ -289,14 +294,14 @@ def set_human_labels(project: Project, image_ids: int | Iterable[int], classes: 
         raise InvalidInputError(f"{len(missing)} image ids do not exist, e.g. {sorted(missing)[:5]}")
     value = json.dumps(names, ensure_ascii=False)
     t = now()
-    before = snapshot(project, ids, status=False)
+    before = snapshot(project, ids)
     with project.db.conn:
         project.db.conn.executemany(
             "insert or replace into labels (image_id, classes, source, score, run_id, time) "
             "values (?, ?, 'human', null, null, ?)",
             [(i, value, t) for i in ids],
         )
-    record(project, f"label {len(ids)} image{'' if len(ids) == 1 else 's'} as {', '.join(names)}", before)
+    record(project, f"label {counted(len(ids), 'image')} as {', '.join(names)}", before)
     return len(ids)
 
 
@@ -365,14 +370,14 @@ def accept_pseudo_labels(
             classes = _pseudo_classes(names, class_idx, labels_json)
             if classes:
                 rows.append((image_id, json.dumps(classes, ensure_ascii=False), score, run["id"], t))
-    before = snapshot(project, [r[0] for r in rows], status=False)
+    before = snapshot(project, [r[0] for r in rows])
     with project.db.conn:
         project.db.conn.executemany(
             "insert or replace into labels (image_id, classes, source, score, run_id, time) "
             "values (?, ?, 'accepted', ?, ?, ?)",
             rows,
         )
-    record(project, f"accept {len(rows)} pseudo-label{'' if len(rows) == 1 else 's'}", before)
+    record(project, f"accept {counted(len(rows), 'pseudo-label')}", before)
     return len(rows)
 
 
@@ -387,26 +392,18 @@ def clear_labels(
     bad = [s for s in sources if s not in LABEL_SOURCES]
     if bad or not sources:
         raise InvalidInputError(f"sources must be among {list(LABEL_SOURCES)}, not {sources}")
-    smarks = ",".join("?" * len(sources))
+    sql = f"select image_id from labels where source in ({','.join('?' * len(sources))})"
     if image_ids is None:
-        touched = [r[0] for r in project.db.execute(f"select image_id from labels where source in ({smarks})", sources)]
+        touched = [r[0] for r in project.db.execute(sql, sources)]
     else:
-        touched = []
-        for chunk in _chunks(_id_list(image_ids)):
-            marks = ",".join("?" * len(chunk))
-            touched += [
-                r[0]
-                for r in project.db.execute(
-                    f"select image_id from labels where source in ({smarks}) and image_id in ({marks})", sources + chunk
-                )
-            ]
-    before = snapshot(project, touched, status=False)
+        touched = [r[0] for r in _in_chunks(project, sql + " and image_id in ({ids})", _id_list(image_ids), sources)]
+    before = snapshot(project, touched)
     deleted = 0
     with project.db.conn:
         for chunk in _chunks(touched):
             marks = ",".join("?" * len(chunk))
             deleted += project.db.execute(f"delete from labels where image_id in ({marks})", chunk).rowcount
-    record(project, f"clear {deleted} label{'' if deleted == 1 else 's'} ({', '.join(sources)})", before)
+    record(project, f"clear {counted(deleted, 'label')} ({', '.join(sources)})", before)
     return deleted
 
 

@@ -332,18 +332,15 @@ def accept_images(
 
 
 def _set_status(project: Project, image_ids: list[int], old: str, new: str, action: str) -> int:
-    from .history import record, snapshot
-    from .labels import _chunks, _existing_ids
+    from .history import counted, record
+    from .labels import _chunks, _in_chunks
 
-    missing = set(image_ids) - _existing_ids(project, image_ids)
+    found = dict(_in_chunks(project, "select id, status from images where id in ({ids})", image_ids))
+    missing = set(image_ids) - set(found)
     if missing:
         raise InvalidInputError(f"{len(missing)} image ids do not exist, e.g. {sorted(missing)[:5]}")
-    touched = []
-    for chunk in _chunks(image_ids):
-        marks = ",".join("?" * len(chunk))
-        sql = f"select id from images where status = ? and id in ({marks})"
-        touched += [r[0] for r in project.db.execute(sql, [old, *chunk])]
-    before = snapshot(project, touched)
+    touched = sorted(i for i, status in found.items() if status == old)
+    before = {"ids": touched, "status": {str(i): old for i in touched}}  # labels do not change
     changed = 0
     with project.db.conn:
         for chunk in _chunks(touched):
@@ -352,7 +349,7 @@ def _set_status(project: Project, image_ids: list[int], old: str, new: str, acti
                 f"update images set status = ? where status = ? and id in ({marks})", [new, old, *chunk]
             ).rowcount
         project.bump_images_version()
-    record(project, f"{action} {changed} image{'' if changed == 1 else 's'}", before)
+    record(project, f"{action} {counted(changed, 'image')}", before)
     return changed
 
 

@@ -61,13 +61,17 @@ def pick(page, elem_id: str, value: str, shown: str | None = None) -> None:
     expect(box).to_have_value(shown)  # retried: the box takes the option's text a frame after the click
 
 
-def open_project(page, name: str) -> None:
-    """Pick ``name`` in the Project step's list and open it."""
-    box = page.locator("#project-pick input").first
-    box.click()
-    box.fill(name)
-    page.locator(f'li[role="option"][aria-label="{name}"]').first.click()
+def open_project(page, name: str, url: str | None = None) -> None:
+    """Pick ``name`` in the Project step's list and open it (first loading the app at ``url``, when given),
+    then wait until the header shows it."""
+    from playwright.sync_api import expect
+
+    if url is not None:
+        page.goto(url)
+        page.wait_for_selector("#lb-wizard")
+    pick(page, "project-pick", name)
     page.click("#project-open")
+    expect(page.locator("#lb-project")).to_contain_text(name)
 
 
 def shot(page, name: str) -> None:

@@ -133,11 +133,17 @@ def server(tmp_path_factory):
     srv.stop()
 
 
+def api_client(server: AppServer, downloads: Path, project: str | None = None):
+    """A gradio_client on ``server`` (downloads into ``downloads``), with ``project`` opened when given."""
+    c = gradio_client.Client(server.url, verbose=False, analytics_enabled=False, download_files=str(downloads))
+    if project is not None:
+        c.predict(project, api_name="/project_open")
+    return c
+
+
 @pytest.fixture(scope="module")
 def client(server, tmp_path_factory):
-    return gradio_client.Client(
-        server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("downloads"))
-    )
+    return api_client(server, tmp_path_factory.mktemp("downloads"))
 
 
 def call_error(client, *args, api_name: str) -> str:

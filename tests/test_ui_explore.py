@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .browser import chromium, drag, needs_chromium, new_page, pick, settled_box, shot
+from .browser import chromium, drag, needs_chromium, new_page, open_project, pick, settled_box, shot
 from .conftest import CIFAR, CIFAR_CLASSES, cifar_subset
 from .explore_helpers import label_run, make_project, one_faiss_thread, planted, probs_for  # noqa: F401
-from .test_ui_api import AppServer, make_images, wait_for_run
+from .test_ui_api import AppServer, api_client, make_images, wait_for_run
 
-gradio_client = pytest.importorskip("gradio_client")
+pytest.importorskip("gradio_client")  # the API tests drive the server with it
 
 GEN_CLASSES = ["cat", "dog", "ship"]
 UI_CLASSES = CIFAR_CLASSES[:4]
@@ -147,11 +147,7 @@ def app(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(app, tmp_path_factory):
     server, projects = app
-    c = gradio_client.Client(
-        server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("dl"))
-    )
-    c.predict(str(projects["gen"]), api_name="/project_open")
-    return c
+    return api_client(server, tmp_path_factory.mktemp("dl"), str(projects["gen"]))
 
 
 def _value(update):
@@ -382,10 +378,7 @@ def _trace(page, box: dict, path: list[tuple[float, float]]) -> None:
 
 def _drive(page, expect, server, project_dir: Path) -> None:
     slow = 60_000
-    page.goto(server.url)
-    page.wait_for_selector("#lb-wizard")
-    pick(page, "project-pick", "cifar")
-    page.click("#project-open")
+    open_project(page, "cifar", server.url)
     expect(page.locator("#lb-project")).to_contain_text("40 images")
 
     # Clusters: k-means in the background, then the table

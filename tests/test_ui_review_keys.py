@@ -83,10 +83,7 @@ def test_shift_click_ranges_and_keyboard_shortcuts(setup):
     assert len(queue) == 40  # tiny-random: every pseudo-label is below 0.5
     with chromium() as browser:
         page, errors = new_page(browser)
-        page.goto(server.url)
-        page.wait_for_selector("#lb-wizard")
-        open_project(page, "cifar")
-        expect(page.locator("#lb-project")).to_contain_text("cifar")
+        open_project(page, "cifar", server.url)
         page.click("#step-4-button")
         thumbs = page.locator("#review-gallery button.thumbnail-item")
         info = page.locator("#review-page")

@@ -19,9 +19,9 @@ import pytest
 
 from .browser import CHROMIUM, chromium, needs_chromium, new_page, open_project, shot
 from .conftest import CIFAR, cifar_subset, wait_until
-from .test_ui_api import AppServer
+from .test_ui_api import AppServer, api_client
 
-gradio_client = pytest.importorskip("gradio_client")
+pytest.importorskip("gradio_client")  # the API tests drive the server with it
 
 pytestmark = pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR}")
 
@@ -71,11 +71,7 @@ def setup(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(setup, tmp_path_factory):
     server, _ = setup
-    c = gradio_client.Client(
-        server.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("dl"))
-    )
-    c.predict("cifar", api_name="/project_open")
-    return c
+    return api_client(server, tmp_path_factory.mktemp("dl"), "cifar")
 
 
 def _curve_points(curve) -> list[dict]:
@@ -207,10 +203,7 @@ def test_train_step_in_the_browser(setup, client):
     server, proj = setup
     with chromium() as browser:
         page, errors = new_page(browser)
-        page.goto(server.url)
-        page.wait_for_selector("#lb-wizard")
-        open_project(page, "cifar")
-        expect(page.locator("#lb-project")).to_contain_text("cifar")
+        open_project(page, "cifar", server.url)
         page.click("#step-5-button")
         expect(page.locator("#train-device")).to_contain_text("Device: cpu")
         disabled = page.locator("#train-methods .lb-disabled")
@@ -298,9 +291,7 @@ def _confirm_in_the_browser(server):
     expect = sync_api.expect
     with chromium() as browser:
         page, _ = new_page(browser)
-        page.goto(server.url)
-        page.wait_for_selector("#lb-wizard")
-        open_project(page, "many")
+        open_project(page, "many", server.url)
         expect(page.locator("#lb-project")).to_contain_text("50 classes")
         page.click("#step-3-button")
         backend = page.locator("#desc-backend input").first
