@@ -392,7 +392,10 @@ def import_archive(
         # --- per-project lock for archive import: another change acquires it here (held until the rename) ---
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.importing-", dir=target.parent))
         try:
-            _unpack(zf, infos, names, work, cap, shown)
+            try:
+                _unpack(zf, infos, names, work, cap, shown)
+            except (OSError, zipfile.BadZipFile, EOFError) as exc:  # two names for one file, a corrupt entry...
+                raise InvalidInputError(f"{shown} cannot be unpacked ({exc}): nothing was imported") from None
             _check_db(work / store.DB_FILENAME, shown)
             _repoint(work, target, manifest)
             if target.exists():

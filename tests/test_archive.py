@@ -433,3 +433,15 @@ def test_cli_archive_round_trip_json(full_project, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["archive", "export", str(project.root), "-o", str(tmp_path / "n.zip"), "--no-images"]) == 0
     assert "image files left out" in capsys.readouterr().out
+
+
+def test_two_names_for_one_file_refused_cleanly(tmp_path):
+    archive = tmp_path / "dup.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(MANIFEST, json.dumps({"format": "labeler-project", "version": 1, "name": "d", "root": "/x"}))
+        zf.writestr("labeler.db", b"")
+        zf.writestr("files/a.png", b"1")
+        zf.writestr("files/./a.png", b"2")
+    with pytest.raises(InvalidInputError, match="cannot be unpacked"):
+        import_archive(archive, name="dup")
+    assert _leftovers(tmp_path / "data") == []
