@@ -561,11 +561,12 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arg(p)
     p.add_argument("--quiet", action="store_true")
 
-    from . import cli_describe, cli_explore, cli_train
+    from . import cli_archive, cli_describe, cli_explore, cli_train
 
     cli_describe.register(subs)
     cli_train.register(subs)
     cli_explore.register(subs)
+    cli_archive.register(subs)
 
     p = _sub(subs, "serve", cmd_serve, "start the browser app", f"{PROG} serve --port 7860")
     p.add_argument("--host", default=os.environ.get("LABELER_HOST", "127.0.0.1"))

@@ -31,6 +31,10 @@ the path written) or :func:`export_report` (also returns counts). Built in:
     report). The output folder must be missing or empty, or a previous
     imagefolder export: Labeler writes a manifest ``labeler-export.json`` first,
     and re-exporting into that folder deletes only the files that manifest lists.
+    An image file is copied (or linked) only if it is a regular file whose real path is not under
+    ``/proc``, ``/sys`` or ``/dev``; a copy must also still have the sha256 recorded at import (read once,
+    hashed while copied). Anything else counts as missing — so a tampered database cannot make the
+    export read files that are not the project's images.
 
 ``jsonl``
     One JSON object per ok image: ``path``, ``sha256``, ``classes``, ``score``,
@@ -40,11 +44,12 @@ the path written) or :func:`export_report` (also returns counts). Built in:
 from __future__ import annotations
 
 import csv
+import hashlib
 import inspect
 import json
 import os
 import re
-import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -372,7 +377,7 @@ def export_imagefolder(project: Project, out: Path, *, link: bool = False) -> Ex
     for folder in folders.values():
         if (out / folder).is_dir():  # files someone left there stay; don't clash with them
             used[folder] = {p.name.casefold() for p in (out / folder).iterdir()}
-    plan: list[tuple[str, str]] = []  # (source path, "folder/name")
+    plan: list[tuple[str, str, str]] = []  # (source path, sha256, "folder/name")
     for it in items:
         base = safe_name(Path(it.rel_path or it.path).name)
         for cls in it.classes:
@@ -380,9 +385,9 @@ def export_imagefolder(project: Project, out: Path, *, link: bool = False) -> Ex
             names = used.setdefault(folder, set())
             name = _unique_file_name(base, it.sha256, names)
             names.add(name.casefold())
-            plan.append((it.path, f"{folder}/{name}"))
+            plan.append((it.path, it.sha256, f"{folder}/{name}"))
     report = _counts(items, "imagefolder", out)
-    used_folders = sorted({rel.split("/", 1)[0] for _, rel in plan})
+    used_folders = sorted({rel.split("/", 1)[0] for _, _, rel in plan})
     manifest = {
         "labeler_export": "imagefolder",
         "version": 1,
@@ -392,26 +397,31 @@ def export_imagefolder(project: Project, out: Path, *, link: bool = False) -> Ex
         "complete": False,
         "classes": {c: f for c, f in folders.items() if f in set(used_folders)},
         "folders": used_folders,
-        "files": [rel for _, rel in plan],
+        "files": [rel for _, _, rel in plan],
     }
     _write_json(out / MANIFEST_NAME, manifest)
     missing: list[str] = []
     for folder in used_folders:
         (out / folder).mkdir(exist_ok=True)
-    for src, rel in plan:
+    for src, sha, rel in plan:
         target = out / rel
-        if not os.path.isfile(src):
+        real = _readable_image(src)
+        if real is None:
             missing.append(src)
             continue
         if link:
+            if not _copy_checked(real, None, sha):  # check the bytes only
+                missing.append(src)
+                continue
             try:
-                os.symlink(os.path.abspath(src), target)
+                os.symlink(real, target)
             except OSError as exc:
                 raise InvalidInputError(
                     f"cannot create a symlink in {out} ({exc}); export with link=False to copy the files"
                 ) from exc
-        else:
-            shutil.copy2(src, target)
+        elif not _copy_checked(real, target, sha):
+            missing.append(src)
+            continue
         report.n_files += 1
     report.n_missing = len(missing)
     manifest.update(
@@ -428,6 +438,58 @@ def export_imagefolder(project: Project, out: Path, *, link: bool = False) -> Ex
     _write_json(out / MANIFEST_NAME, manifest)
     report.extra = {"classes": manifest["classes"], "missing": missing[:100]}
     return report
+
+
+_FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
+
+
+def _readable_image(path: str) -> str | None:
+    """The real path of an image file an export may read: a regular file, not under /proc, /sys or /dev."""
+    if not path or "\x00" in path:
+        return None
+    real = os.path.realpath(path)
+    for root in _FORBIDDEN_ROOTS:
+        if real == root or real.startswith(root + os.sep) or os.path.abspath(path).startswith(root + os.sep):
+            return None
+    try:
+        return real if stat.S_ISREG(os.lstat(real).st_mode) else None
+    except OSError:
+        return None
+
+
+def _copy_checked(real: str, target: Path | None, sha256: str) -> bool:
+    """Copy ``real`` to ``target`` (no link followed) if its bytes still have ``sha256``; else False, nothing left.
+
+    ``target`` None: only check the bytes.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(real, flags)
+    except OSError:
+        return False
+    h = hashlib.sha256()
+    tmp = Path(os.devnull) if target is None else target.with_name(f".{target.name}.part")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        with open(tmp, "wb") as dst:
+            while chunk := os.read(fd, 1 << 20):
+                h.update(chunk)
+                if target is not None:
+                    dst.write(chunk)
+        if h.hexdigest() != sha256:
+            return False
+        if target is not None:
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.replace(tmp, target)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        if target is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, data: dict) -> None:

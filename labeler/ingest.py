@@ -24,6 +24,7 @@ import hashlib
 import os
 import re
 import shutil
+import struct
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -43,6 +44,18 @@ from .project import Project
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 #: Zip entries larger than this once uncompressed are refused (zip-bomb guard).
 ZIP_MAX_ENTRY_BYTES = 512 * 1024 * 1024
+#: Environment variable: the most bytes one import (or one project-archive import) may write.
+MAX_IMPORT_BYTES_ENV = "LABELER_MAX_IMPORT_BYTES"
+#: Default cap on what one import writes into the project (zip contents, copied uploads).
+DEFAULT_MAX_IMPORT_BYTES = 20 * 10**9
+#: The default in uploads-only mode (a shared server such as a Hugging Face Space).
+UPLOADS_ONLY_MAX_IMPORT_BYTES = 2 * 10**9
+#: Free disk space an import always leaves.
+DISK_RESERVE_BYTES = 256 * 1024**2
+#: Bytes after the end of the image data that are always allowed (trailing metadata and the like).
+PAD_SLACK_BYTES = 1024**2
+#: Beyond that slack, trailing bytes may be up to this many times the image data (motion photos append a video).
+PAD_RATIO = 4
 #: Longest side of a thumbnail, in pixels.
 THUMB_SIZE = 128
 THUMB_QUALITY = 85
@@ -94,6 +107,270 @@ class ImportReport:
     def to_dict(self) -> dict:
         """Plain JSON-ready dict of the report."""
         return asdict(self)
+
+
+# --- size limits ------------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_bytes(text: str) -> int:
+    """``"20000000"``, ``"500MB"``, ``"2G"``, ``"1.5GB"`` → bytes (decimal units); ValueError if unreadable."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def max_import_bytes(uploads_only: bool = False) -> int:
+    """The most bytes one import may write into a project: ``$LABELER_MAX_IMPORT_BYTES`` when set.
+
+    Parameters
+    ----------
+    uploads_only : bool
+        The app runs in uploads-only mode (a shared server such as a Space): the default is
+        :data:`UPLOADS_ONLY_MAX_IMPORT_BYTES` (2 GB) instead of :data:`DEFAULT_MAX_IMPORT_BYTES` (20 GB).
+
+    Raises
+    ------
+    InvalidInputError
+        The environment variable is set to something that is not a positive size.
+    """
+    text = os.environ.get(MAX_IMPORT_BYTES_ENV, "").strip()
+    if not text:
+        return UPLOADS_ONLY_MAX_IMPORT_BYTES if uploads_only else DEFAULT_MAX_IMPORT_BYTES
+    try:
+        value = parse_bytes(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InvalidInputError(
+            f"{MAX_IMPORT_BYTES_ENV}={text!r} is not a size: give a number of bytes, e.g. 20000000000 or 20GB"
+        )
+    return value
+
+
+def fmt_bytes(n: float) -> str:
+    """A byte count for messages: ``1.9 GB``, ``480.0 MB``, ``12.0 kB``, ``300 bytes``."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def over_cap_message(what: str, total: int, cap: int) -> str:
+    """Why ``what`` is refused: the import would write ``total`` bytes, over ``cap`` (names the env var)."""
+    return (
+        f"{what}: this import would write {fmt_bytes(total)} into the project, more than the {fmt_bytes(cap)} "
+        f"allowed for one import (set {MAX_IMPORT_BYTES_ENV} to change the limit)"
+    )
+
+
+def check_free_disk(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """Raise InvalidInputError if writing ``needed`` bytes under ``folder`` would leave too little disk free.
+
+    ``what`` (a file name) starts the message; :data:`DISK_RESERVE_BYTES` are always kept free.
+    """
+    message = _disk_short(folder, needed)
+    if message:
+        raise InvalidInputError(f"{what}: {message}; free some space and try again")
+
+
+def _disk_short(folder: str | os.PathLike, needed: int) -> str | None:
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed + DISK_RESERVE_BYTES <= free:
+        return None
+    return (
+        f"not enough free disk space: needs {fmt_bytes(needed)}, {fmt_bytes(free)} free on {probe} "
+        f"({fmt_bytes(DISK_RESERVE_BYTES)} are always kept free)"
+    )
+
+
+class _Budget:
+    """Bytes one import may still write into the project."""
+
+    def __init__(self, cap: int):
+        self.cap = int(cap)
+        self.used = 0
+
+    @property
+    def left(self) -> int:
+        return max(0, self.cap - self.used)
+
+
+# --- padded images ------------------------------------------------------------------
+
+
+class _Stream:
+    """Forward-only buffered reads with an absolute offset; works on zip entry streams as well as files."""
+
+    def __init__(self, fp):
+        self.fp, self.buf, self.i, self.base = fp, b"", 0, 0
+
+    @property
+    def pos(self) -> int:
+        return self.base + self.i
+
+    def fill(self, n: int) -> bool:
+        """Make ``n`` bytes available at the current position; False at the end of the data."""
+        while len(self.buf) - self.i < n:
+            more = self.fp.read(max(_CHUNK, n))
+            if not more:
+                return False
+            self.base += self.i
+            self.buf, self.i = self.buf[self.i :] + more, 0
+        return True
+
+    def exact(self, n: int) -> bytes:
+        if not self.fill(n):
+            raise EOFError
+        data = self.buf[self.i : self.i + n]
+        self.i += n
+        return data
+
+    def skip(self, n: int) -> None:
+        avail = len(self.buf) - self.i
+        if n <= avail:
+            self.i += n
+            return
+        n -= avail
+        self.base, self.buf, self.i = self.base + len(self.buf), b"", 0
+        while n > 0:
+            chunk = self.fp.read(min(n, _CHUNK))
+            if not chunk:
+                raise EOFError
+            self.base += len(chunk)
+            n -= len(chunk)
+
+    def next_jpeg_marker(self) -> bool:
+        """Skip entropy-coded data up to the next real marker (not a stuffed ``FF00`` or a restart marker)."""
+        while True:
+            j = self.buf.find(b"\xff", self.i)
+            if j < 0:
+                self.base, self.buf, self.i = self.base + len(self.buf), b"", 0
+                if not self.fill(2):
+                    return False
+                continue
+            self.i = j
+            if not self.fill(2):
+                return False
+            nxt = self.buf[self.i + 1]
+            if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+                self.i += 2
+            elif nxt == 0xFF:
+                self.i += 1
+            else:
+                return True
+
+
+def _png_end(s: _Stream) -> int | None:
+    s.skip(8)
+    while True:
+        length, kind = struct.unpack(">I4s", s.exact(8))
+        s.skip(length + 4)  # data and CRC
+        if kind == b"IEND":
+            return s.pos
+
+
+def _jpeg_end(s: _Stream) -> int | None:
+    s.skip(2)  # SOI
+    while True:
+        if s.exact(1) != b"\xff":
+            return None
+        m = s.exact(1)[0]
+        while m == 0xFF:  # fill bytes
+            m = s.exact(1)[0]
+        if m == 0xD9:  # EOI
+            return s.pos
+        if m == 0x01 or 0xD0 <= m <= 0xD7:
+            continue
+        (length,) = struct.unpack(">H", s.exact(2))
+        if length < 2:
+            return None
+        s.skip(length - 2)
+        if m == 0xDA and not s.next_jpeg_marker():  # SOS: a scan's entropy-coded data follows
+            return None
+
+
+def _gif_end(s: _Stream) -> int | None:
+    def sub_blocks() -> None:
+        while n := s.exact(1)[0]:
+            s.skip(n)
+
+    flags = s.exact(13)[10]
+    if flags & 0x80:  # global colour table
+        s.skip(3 * 2 ** ((flags & 7) + 1))
+    while True:
+        kind = s.exact(1)[0]
+        if kind == 0x3B:  # trailer
+            return s.pos
+        if kind == 0x21:  # extension
+            s.skip(1)
+            sub_blocks()
+        elif kind == 0x2C:  # image descriptor
+            flags = s.exact(9)[8]
+            if flags & 0x80:
+                s.skip(3 * 2 ** ((flags & 7) + 1))
+            s.skip(1)  # LZW minimum code size
+            sub_blocks()
+        else:
+            return None
+
+
+def image_data_end(fp) -> int | None:
+    """Where the image data of an open file ends (bytes from its start), or None if not known.
+
+    Read forward only (``fp`` may be a zip entry stream): the PNG ``IEND`` chunk, the JPEG ``EOI``
+    marker (scans walked), the GIF trailer, the RIFF size of a WebP, the header size of a BMP. TIFF
+    and anything unrecognised or cut short give None (Pillow judges those when it decodes them).
+    """
+    s = _Stream(fp)
+    try:
+        if not s.fill(12):
+            return None
+        head = s.buf[:12]
+        if head.startswith(b"\x89PNG\r\n\x1a\n"):
+            return _png_end(s)
+        if head.startswith(b"\xff\xd8"):
+            return _jpeg_end(s)
+        if head.startswith((b"GIF87a", b"GIF89a")):
+            return _gif_end(s)
+        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            size = struct.unpack("<I", head[4:8])[0]
+            return 8 + size + (size & 1)
+        if head[:2] == b"BM":
+            size = struct.unpack("<I", head[2:6])[0]
+            return size if size >= 26 else None
+    except (EOFError, struct.error, IndexError):
+        return None
+    return None
+
+
+def padding_reason(fp, size: int) -> str | None:
+    """Why a file of ``size`` bytes is refused as padded (far more bytes than its image data), or None.
+
+    Allowed after the image data: :data:`PAD_SLACK_BYTES`, or :data:`PAD_RATIO` times the image data if
+    that is more (trailing metadata, a motion photo's video).
+    """
+    end = image_data_end(fp)
+    if end is None or end <= 0:
+        return None
+    extra = size - end
+    if extra <= max(PAD_SLACK_BYTES, PAD_RATIO * end):
+        return None
+    return (
+        f"padded image: {fmt_bytes(extra)} of extra bytes after the end of its image data "
+        f"(which ends at byte {end:,} of {size:,}); refused (a possible disk-filling file)"
+    )
+
+
+def _file_padding_reason(path: str, size: int) -> str | None:
+    with open(path, "rb") as fp:
+        return padding_reason(fp, size)
 
 
 # --- decoding -------------------------------------------------------------------
@@ -355,12 +632,14 @@ def _zip_image_members(zf: zipfile.ZipFile) -> Iterator[zipfile.ZipInfo]:
         yield info
 
 
-def _count_zip(path: str) -> int:
+def _count_zip(path: str) -> tuple[int, int]:
+    """(image entries, their bytes once unpacked) of one zip archive."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return sum(1 for _ in _zip_image_members(zf))
+            members = list(_zip_image_members(zf))
+            return len(members), sum(i.file_size for i in members)
     except (OSError, zipfile.BadZipFile, ValueError, RuntimeError):
-        return 1
+        return 1, 0
 
 
 def _sha256_file(path: str) -> str:
@@ -371,11 +650,13 @@ def _sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _iter_zip(project: Project, zip_path: str) -> Iterator[_Candidate | _Skip]:
+def _iter_zip(project: Project, zip_path: str, budget: _Budget) -> Iterator[_Candidate | _Skip]:
     """Extract the safe image entries of one archive, one at a time, into ``files/<stem>-<sha8>/``.
 
     Each entry is streamed to a ``.part`` file while hashed; the consumer moves it
-    into place if the image is added and deletes it otherwise.
+    into place if the image is added and deletes it otherwise. Before an entry is
+    extracted it is checked against the import's byte budget, the free disk and for
+    padding (far more bytes than its image data), so a refused entry writes nothing.
     """
     zip_root = os.path.dirname(zip_path)
     try:
@@ -404,13 +685,28 @@ def _iter_zip(project: Project, zip_path: str) -> Iterator[_Candidate | _Skip]:
             if info.file_size == 0:
                 yield _Skip(shown, zip_path, "empty file")
                 continue
+            if info.file_size > budget.left:
+                yield _Skip(shown, zip_path, over_cap_message(shown, budget.used + info.file_size, budget.cap))
+                continue
+            short = _disk_short(project.files_dir, info.file_size)
+            if short:
+                yield _Skip(shown, zip_path, short)
+                continue
+            padded = _zip_padding_reason(zf, info)
+            if padded:
+                yield _Skip(shown, zip_path, padded)
+                continue
             part = f"{dest}.part"
             try:
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
-                sha = _extract_entry(zf, info, part)
+                sha = _extract_entry(zf, info, part, min(ZIP_MAX_ENTRY_BYTES, budget.left))
             except _TooLarge as exc:
                 _unlink(part)
-                yield _Skip(shown, zip_path, _zip_too_large(exc.size))
+                if exc.size > ZIP_MAX_ENTRY_BYTES:
+                    reason = _zip_too_large(exc.size)
+                else:
+                    reason = over_cap_message(shown, budget.used + exc.size, budget.cap)
+                yield _Skip(shown, zip_path, reason)
                 continue
             except (OSError, zipfile.BadZipFile, ValueError, RuntimeError, EOFError) as exc:
                 _unlink(part)
@@ -447,14 +743,23 @@ def _zip_too_large(size: int) -> str:
     )
 
 
-def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, part: str) -> str:
-    """Stream one entry to ``part`` (never more than ZIP_MAX_ENTRY_BYTES) and return its sha256."""
+def _zip_padding_reason(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
+    """:func:`padding_reason` of a zip entry, read from the archive (nothing is written)."""
+    try:
+        with zf.open(info) as fp:
+            return padding_reason(fp, info.file_size)
+    except Exception:  # unreadable here: extraction reports why
+        return None
+
+
+def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, part: str, limit: int = ZIP_MAX_ENTRY_BYTES) -> str:
+    """Stream one entry to ``part`` (never more than ``limit`` bytes) and return its sha256."""
     h = hashlib.sha256()
     written = 0
     with zf.open(info) as src, open(part, "wb") as dst:
         while chunk := src.read(_CHUNK):
             written += len(chunk)
-            if written > ZIP_MAX_ENTRY_BYTES:
+            if written > limit:
                 raise _TooLarge(written)
             h.update(chunk)
             dst.write(chunk)
@@ -468,14 +773,14 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _iter_source(project: Project, source: str, prune_real: set[str]) -> Iterator[_Candidate | _Skip]:
+def _iter_source(project: Project, source: str, prune_real: set[str], budget: _Budget) -> Iterator[_Candidate | _Skip]:
     """Candidates and skips of one (absolute, existing) source."""
     files_real = os.path.realpath(project.files_dir) + os.sep
     if os.path.isdir(source):
         for path, rel in _walk(source, prune_real):
             ext = os.path.splitext(path)[1].lower()
             if ext == ".zip":
-                yield from _iter_zip(project, path)
+                yield from _iter_zip(project, path, budget)
             elif ext in IMAGE_EXTENSIONS:
                 yield _Candidate(
                     path, path, source, rel, source, in_files_dir=os.path.realpath(path).startswith(files_real)
@@ -484,7 +789,7 @@ def _iter_source(project: Project, source: str, prune_real: set[str]) -> Iterato
     root = os.path.dirname(source)
     ext = os.path.splitext(source)[1].lower()
     if ext == ".zip":
-        yield from _iter_zip(project, source)
+        yield from _iter_zip(project, source, budget)
     elif ext in IMAGE_EXTENSIONS:
         yield _Candidate(
             source,
@@ -498,19 +803,32 @@ def _iter_source(project: Project, source: str, prune_real: set[str]) -> Iterato
         yield _Skip(source, root, f"not an image file: extension {ext or '(none)'!r} is not one of {_EXT_LIST}")
 
 
-def _count_source(source: str, prune_real: set[str], job: Job) -> int:
+def _count_source(source: str, prune_real: set[str], job: Job, copy: bool, files_real: str) -> tuple[int, int]:
+    """(files to look at, bytes the import would write into the project) of one source."""
+
+    def copied(path: str) -> int:
+        if not copy or os.path.realpath(path).startswith(files_real):
+            return 0
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return 0
+
     if not os.path.isdir(source):
-        return _count_zip(source) if source.lower().endswith(".zip") else 1
-    n = 0
+        if source.lower().endswith(".zip"):
+            return _count_zip(source)
+        return 1, copied(source) if is_image_name(source) else 0
+    n = nbytes = 0
     for i, (path, _rel) in enumerate(_walk(source, prune_real)):
         if i % 10_000 == 9_999:
             job.check_cancel()
         ext = os.path.splitext(path)[1].lower()
         if ext == ".zip":
-            n += _count_zip(path)
+            k, b = _count_zip(path)
+            n, nbytes = n + k, nbytes + b
         elif ext in IMAGE_EXTENSIONS:
-            n += 1
-    return n
+            n, nbytes = n + 1, nbytes + copied(path)
+    return n, nbytes
 
 
 # --- the import -------------------------------------------------------------------
@@ -577,6 +895,7 @@ def import_sources(
     on_progress: ProgressCallback | None = None,
     copy: bool = False,
     batch_size: int = 256,
+    max_bytes: int | None = None,
 ) -> ImportReport:
     """Import image files from folders, single files and zip archives into ``project``.
 
@@ -596,6 +915,8 @@ def import_sources(
         Folders, image files (jpg, jpeg, png, webp, bmp, gif, tif, tiff in any
         case) and ``.zip`` archives. Zip contents are extracted into
         ``project.files_dir``; unsafe entry paths and entries over 512 MB are refused.
+        An image file with far more bytes than its image data (padded, e.g. an 8×8 PNG
+        followed by 480 MB of zeros) is skipped with the reason "padded image".
     on_progress : callable, optional
         ``on_progress(done, total, message)`` called once per batch.
     copy : bool
@@ -603,6 +924,10 @@ def import_sources(
         instead of referencing them where they are.
     batch_size : int
         Files handled between commits and progress reports.
+    max_bytes : int, optional
+        The most bytes this import may write into the project (zip contents and copied files;
+        images imported by reference cost nothing). Default: :func:`max_import_bytes` (20 GB, or
+        ``$LABELER_MAX_IMPORT_BYTES``). Files past it are skipped with a reason naming the limit.
 
     Returns
     -------
@@ -612,7 +937,8 @@ def import_sources(
     Raises
     ------
     InvalidInputError
-        When no source is given or a source does not exist (before any work is done).
+        When no source is given or a source does not exist (before any work is done); when the
+        sources would write more than ``max_bytes`` or than the free disk allows (before any file is written).
     JobCancelled
         When the job was cancelled; committed batches are kept.
     """
@@ -628,13 +954,25 @@ def import_sources(
             raise InvalidInputError(
                 f"import source {os.fspath(given)!r} does not exist ({path}): check the path and try again"
             )
+    cap = max_import_bytes() if max_bytes is None else int(max_bytes)
+    if cap <= 0:
+        raise InvalidInputError(f"max_bytes must be more than 0, not {max_bytes}")
+    budget = _Budget(cap)
     # Never import the project's own files (thumbnails!) when a parent folder is given.
     prune_real = {os.path.realpath(project.root)}
+    files_real = os.path.realpath(project.files_dir) + os.sep
 
     report = ImportReport()
     with Job.start(project, "import", params={"sources": abs_sources, "copy": copy}, on_progress=on_progress) as job:
         report.run_id = job.id
-        total = sum(_count_source(s, prune_real, job) for s in abs_sources)
+        counted = [_count_source(s, prune_real, job, copy, files_real) for s in abs_sources]
+        total = sum(n for n, _ in counted)
+        planned = sum(b for _, b in counted)
+        if planned > cap:  # refused before anything is written
+            biggest = max(zip(abs_sources, counted, strict=True), key=lambda sc: sc[1][1])[0]
+            raise InvalidInputError(over_cap_message(biggest, planned, cap))
+        if planned:
+            check_free_disk(project.files_dir, planned, abs_sources[0] if len(abs_sources) == 1 else "this import")
         job.progress(0, total, f"importing {total} files", force=True)
         rows: list[dict] = []
         skips: list[_Skip] = []
@@ -648,13 +986,13 @@ def import_sources(
             job.progress(done, max(total, done), _message(report))
 
         for source in abs_sources:
-            for item in _iter_source(project, source, prune_real):
+            for item in _iter_source(project, source, prune_real, budget):
                 if isinstance(item, _Skip):
                     skips.append(item)
                     report.skipped.append({"path": item.shown, "reason": item.reason})
                 else:
                     try:
-                        outcome = _import_one(project, item, pending, copy)
+                        outcome = _import_one(project, item, pending, copy, budget)
                     finally:
                         if item.final is not None:
                             _unlink(item.read_path)  # a zip entry's .part file, if not moved into place
@@ -682,12 +1020,18 @@ def _message(report: ImportReport) -> str:
     return f"{report.added} added, {report.duplicates} duplicates, {len(report.skipped)} skipped{restored}"
 
 
-def _import_one(project: Project, cand: _Candidate, pending: set[str], copy: bool) -> dict | _Skip | None:
+def _import_one(
+    project: Project, cand: _Candidate, pending: set[str], copy: bool, budget: _Budget
+) -> dict | _Skip | None:
     """Hash, dedupe, validate and thumbnail one file. Returns its images row, a skip, or None for a duplicate."""
     try:
         size = os.path.getsize(cand.read_path)
         if size == 0:
             return _Skip(cand.shown, cand.skip_root, "empty file")
+        if cand.final is None:  # zip entries were checked before they were extracted
+            padded = _file_padding_reason(cand.read_path, size)
+            if padded:
+                return _Skip(cand.shown, cand.skip_root, padded)
         sha = cand.sha or _sha256_file(cand.read_path)
     except OSError as exc:
         return _Skip(cand.shown, cand.skip_root, f"cannot read file: {exc.strerror or _short(exc)}")
@@ -699,6 +1043,13 @@ def _import_one(project: Project, cand: _Candidate, pending: set[str], copy: boo
     except BadImageError as exc:
         return _Skip(cand.shown, cand.skip_root, exc.reason)
     width, height = rgb.size
+    copying = cand.final is None and copy and not cand.in_files_dir
+    if copying:
+        if size > budget.left:
+            return _Skip(cand.shown, cand.skip_root, over_cap_message(cand.shown, budget.used + size, budget.cap))
+        short = _disk_short(project.files_dir, size)
+        if short:
+            return _Skip(cand.shown, cand.skip_root, short)
     _write_thumbnail(rgb, thumbnail_path(project, sha))
     del rgb
     path, root, rel_path = cand.read_path, cand.root, cand.rel_path
@@ -706,8 +1057,10 @@ def _import_one(project: Project, cand: _Candidate, pending: set[str], copy: boo
         if cand.final is not None:
             os.replace(cand.read_path, cand.final)
             path = cand.final
-        elif copy and not cand.in_files_dir:
+            budget.used += size
+        elif copying:
             path, root, rel_path = _copy_into_project(project, cand, sha)
+            budget.used += size
     except OSError as exc:
         return _Skip(cand.shown, cand.skip_root, f"cannot store the file in the project: {exc.strerror or _short(exc)}")
     return {

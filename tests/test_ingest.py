@@ -539,3 +539,115 @@ def test_cifar_subset_import(project, tmp_path):
     assert all((r["width"], r["height"], r["format"]) == (32, 32, "JPEG") for r in rows)
     assert all(r["rel_path"] == f"{r['folder_label']}/{Path(r['path']).name}" for r in rows)
     assert all(thumbnail_path(project, r["sha256"]).exists() for r in rows)
+
+
+# --- size limits and padded images ------------------------------------------------------
+
+
+def _padded_png(seed: int, pad: int) -> bytes:
+    """An 8×8 PNG followed by ``pad`` zero bytes (the disk-filling upload of issue 10)."""
+    return image_bytes(seed, (8, 8), "PNG") + b"\0" * pad
+
+
+def _project_bytes(project) -> int:
+    return sum(f.stat().st_size for f in project.root.rglob("*") if f.is_file())
+
+
+def test_padded_png_in_a_zip_is_skipped_without_being_extracted(project, tmp_path):
+    pad = 3 * 1024 * 1024  # a few MB, over the 1 MiB slack
+    zpath = tmp_path / "padded.zip"
+    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for k in range(4):
+            zf.writestr(f"img{k}.png", _padded_png(k, pad))
+        zf.writestr("ok.png", image_bytes(9, (8, 8), "PNG"))
+    assert zpath.stat().st_size < 200_000
+    before = _project_bytes(project)
+    report = import_sources(project, [zpath])
+    assert report.added == 1 and len(report.skipped) == 4
+    assert all(s["reason"].startswith("padded image") for s in report.skipped)
+    assert all("padded image" in r for r in skipped_reasons(project).values())
+    assert _project_bytes(project) - before < 1_000_000  # nothing big landed on disk, not even for a moment
+    assert not list(project.files_dir.rglob("*.part"))
+
+
+def test_padded_file_skipped_and_modest_trailing_data_allowed(project, tmp_path):
+    padded = tmp_path / "src" / "padded.png"
+    padded.parent.mkdir()
+    padded.write_bytes(_padded_png(1, 2 * 1024 * 1024))
+    trailer = tmp_path / "src" / "trailer.jpg"
+    trailer.write_bytes(image_bytes(2, (16, 12), "JPEG") + b"metadata" * 1000)  # 8 kB after EOI: fine
+    report = import_sources(project, [tmp_path / "src"], copy=True)
+    assert report.added == 1
+    assert [s["reason"][:12] for s in report.skipped] == ["padded image"]
+    assert not (project.files_dir / "uploads" / "padded.png").exists()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP"])
+def test_image_data_end_finds_the_end_of_each_format(fmt):
+    data = image_bytes(3, (40, 30), fmt)
+    assert ingest.image_data_end(io.BytesIO(data)) == len(data)
+    assert ingest.image_data_end(io.BytesIO(data + b"\0" * 5000)) == len(data)
+    assert ingest.padding_reason(io.BytesIO(data + b"\0" * (2 * 1024 * 1024)), len(data) + 2 * 1024 * 1024)
+
+
+def test_progressive_jpeg_end(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+        buf, "JPEG", progressive=True
+    )
+    assert ingest.image_data_end(io.BytesIO(buf.getvalue())) == len(buf.getvalue())
+
+
+def test_zip_over_the_import_cap_is_refused_before_writing(project, tmp_path, monkeypatch):
+    zpath = make_zip(tmp_path / "many.zip", {f"a{k}.png": image_bytes(k, (64, 64), "PNG") for k in range(6)})
+    with zipfile.ZipFile(zpath) as zf:
+        unpacked = sum(i.file_size for i in zf.infolist())
+    monkeypatch.setenv(ingest.MAX_IMPORT_BYTES_ENV, str(unpacked - 1))
+    before = _project_bytes(project)
+    with pytest.raises(InvalidInputError, match=ingest.MAX_IMPORT_BYTES_ENV) as exc:
+        import_sources(project, [zpath])
+    assert "many.zip" in str(exc.value) and "allowed for one import" in str(exc.value)
+    assert project.image_count() == 0 and not list(project.files_dir.rglob("*.png"))
+    assert _project_bytes(project) - before < 100_000
+    monkeypatch.setenv(ingest.MAX_IMPORT_BYTES_ENV, str(unpacked))
+    assert import_sources(project, [zpath]).added == 6
+
+
+def test_byte_budget_skips_files_past_the_cap(project, tmp_path):
+    """The budget also holds while importing (files that grow after they were counted, zips in folders)."""
+    budget = ingest._Budget(10)
+    zpath = make_zip(tmp_path / "z.zip", {"a.png": image_bytes(1, (8, 8), "PNG")})
+    items = list(ingest._iter_zip(project, str(zpath), budget))
+    assert isinstance(items[0], ingest._Skip) and ingest.MAX_IMPORT_BYTES_ENV in items[0].reason
+    assert not list(project.files_dir.rglob("*.png*"))
+
+
+def test_copy_import_counts_against_the_cap(project, tmp_path):
+    src = tmp_path / "up"
+    for k in range(3):
+        make_image(src / f"{k}.png", k, (32, 32), fmt="PNG")
+    total = sum(p.stat().st_size for p in src.iterdir())
+    with pytest.raises(InvalidInputError, match="allowed for one import"):
+        import_sources(project, [src], copy=True, max_bytes=total - 1)
+    assert import_sources(project, [src], copy=False, max_bytes=total - 1).added == 3  # by reference: free
+
+
+def test_max_import_bytes_env(monkeypatch):
+    monkeypatch.delenv(ingest.MAX_IMPORT_BYTES_ENV, raising=False)
+    assert ingest.max_import_bytes() == ingest.DEFAULT_MAX_IMPORT_BYTES
+    assert ingest.max_import_bytes(uploads_only=True) == ingest.UPLOADS_ONLY_MAX_IMPORT_BYTES
+    monkeypatch.setenv(ingest.MAX_IMPORT_BYTES_ENV, "1.5GB")
+    assert ingest.max_import_bytes(uploads_only=True) == 1_500_000_000
+    monkeypatch.setenv(ingest.MAX_IMPORT_BYTES_ENV, "lots")
+    with pytest.raises(InvalidInputError, match="LABELER_MAX_IMPORT_BYTES='lots' is not a size"):
+        ingest.max_import_bytes()
+
+
+def test_free_disk_check(tmp_path, monkeypatch):
+    import shutil as _shutil
+
+    usage = _shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(ingest.shutil, "disk_usage", lambda p: usage._replace(free=10**6))
+    with pytest.raises(InvalidInputError, match="not enough free disk space") as exc:
+        ingest.check_free_disk(tmp_path, 10, "big.zip")
+    assert str(exc.value).startswith("big.zip")

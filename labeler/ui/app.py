@@ -196,10 +196,13 @@ def launch_options(demo: gr.Blocks) -> dict:
     ctx: Ctx = demo.labeler_ctx
     for p in _existing_projects():
         ctx.allow(p)
+    from ..ingest import max_import_bytes
+
     return {
         "css": CSS,
         "head": pseudolabels.SHORTCUTS_JS,
         "allowed_paths": ctx.allowed,
+        "max_file_size": max_import_bytes(uploads_only=not ctx.local_mode),  # one upload; LABELER_MAX_IMPORT_BYTES
         "theme": gr.themes.Soft(primary_hue="blue"),
     }
 

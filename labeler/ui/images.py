@@ -7,7 +7,8 @@ import os
 import gradio as gr
 
 from .. import app_api
-from ..ingest import IMAGE_EXTENSIONS, import_sources
+from ..errors import InvalidInputError
+from ..ingest import IMAGE_EXTENSIONS, import_sources, max_import_bytes, over_cap_message
 from ..jobs import run_in_background
 from ..project import Project
 from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape
@@ -18,11 +19,17 @@ PAGE = 48
 def _start_import(ctx: Ctx, key: str, sources: list[str], copy: bool, what: str) -> str:
     project = ctx.open(key)
     root = str(project.root)
+    cap = max_import_bytes(uploads_only=not ctx.local_mode)  # LABELER_MAX_IMPORT_BYTES; 2 GB on a Space
+    if copy:  # uploads: refuse at once what could never fit (zip contents are checked by the import itself)
+        sizes = {p: os.path.getsize(p) for p in sources if os.path.isfile(p)}
+        if sum(sizes.values()) > cap:
+            biggest = max(sizes, key=sizes.get)
+            raise InvalidInputError(over_cap_message(os.path.basename(biggest), sum(sizes.values()), cap))
 
     def work():
         p = Project(root)
         try:
-            return import_sources(p, sources, copy=copy).to_dict()
+            return import_sources(p, sources, copy=copy, max_bytes=cap).to_dict()
         finally:
             p.close()
 

@@ -16,6 +16,7 @@ import gradio as gr
 from .. import app_api
 from ..archive import export_archive, import_archive
 from ..errors import InvalidInputError
+from ..ingest import max_import_bytes
 from ..jobs import background_tasks, run_in_background
 from ..project import Project, parse_class_list, resolve_project_path
 from .common import Ctx, empty_state, error_text, finished_task, guard, md_escape
@@ -201,7 +202,8 @@ def build(ctx: Ctx) -> dict:
         def work():
             p = Project(root)
             try:
-                return str(export_archive(p))
+                # In uploads-only mode (a Space) nothing outside the project folder is ever read.
+                return str(export_archive(p, outside=ctx.local_mode))
             finally:
                 p.close()
 
@@ -230,7 +232,11 @@ def build(ctx: Ctx) -> dict:
         if not upload_path:
             raise gr.Error("Choose a project archive (.zip made by 'Export') first.")
         path = upload_path if isinstance(upload_path, str) else getattr(upload_path, "name", upload_path)
-        project = import_archive(path, root=ctx.home(visitor) if ctx.isolate else None)
+        project = import_archive(
+            path,
+            root=ctx.home(visitor) if ctx.isolate else None,
+            max_bytes=max_import_bytes(uploads_only=not ctx.local_mode),
+        )
         ctx.allow(project)
         key = str(project.root)
         gr.Info(f"Imported project {project.name}: {project.image_count()} images.")
