@@ -89,7 +89,7 @@ def lock_project(project: Project, kind: str) -> bool:
     """Take the project's writer lock for a ``kind`` job (re-entrant in one thread).
 
     Returns True when this call took it (release it with :func:`unlock_project`), False when this thread
-    held it already.
+    held it already (then do not release it: its outermost holder does).
 
     Raises
     ------
@@ -103,7 +103,7 @@ def lock_project(project: Project, kind: str) -> bool:
 
 
 def unlock_project(project: Project) -> None:
-    """Release one level of the writer lock taken by :func:`lock_project` in this thread."""
+    """Release the writer lock that :func:`lock_project` took (returned True) in this thread."""
     project_lock(project.root).release()
 
 

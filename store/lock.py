@@ -83,7 +83,8 @@ class ProjectLock:
     def acquire(self, kind: str, timeout: float = ACQUIRE_TIMEOUT_S) -> bool:
         """Take the lock for a ``kind`` job; re-entrant within one thread.
 
-        Returns True when this call took it afresh (the outermost holder), False when re-entered.
+        Returns True when this call took it (the outermost holder: it calls :meth:`release`), False when this
+        thread held it already (nothing to release: the outermost holder's release frees it).
 
         Raises
         ------
@@ -91,7 +92,6 @@ class ProjectLock:
             Another thread or process holds it.
         """
         if self._lock.is_locked:  # per thread: this thread holds it already
-            self._lock.acquire()
             return False
         try:
             self._lock.acquire(timeout=timeout)
@@ -107,15 +107,14 @@ class ProjectLock:
             self._write_holder({**info, "run_id": int(run_id)})
 
     def release(self) -> None:
-        """Release one level; the outermost release frees the lock and clears the holder file."""
+        """Free the lock taken by :meth:`acquire` (returned True) in this thread, and clear the holder file."""
         if not self._lock.is_locked:
             return
-        if self._lock.lock_counter == 1:
-            try:
-                self.holder_path.unlink(missing_ok=True)
-            except OSError:
-                pass
-        self._lock.release()
+        try:
+            self.holder_path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        self._lock.release(force=True)
 
     def is_free(self) -> bool:
         """True when no thread or process holds the lock (probed by taking and releasing it at once)."""

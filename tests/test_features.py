@@ -280,6 +280,7 @@ def test_two_concurrent_feature_processes_leave_a_consistent_project(tmp_path):
 
 def test_a_second_writer_job_is_refused_with_a_clear_message(tmp_path, clip):
     from labeler.jobs import Job, ProjectBusyError
+    from store.lock import project_lock
 
     project, _ = _make_project(tmp_path, 6)
     holding, release = threading.Event(), threading.Event()
@@ -301,6 +302,7 @@ def test_a_second_writer_job_is_refused_with_a_clear_message(tmp_path, clip):
         release.set()
         t.join()
     assert compute_features(project, clip)["computed"] == 6  # the lock was released with that job
+    assert project_lock(project.root).is_free()  # ... and by this one
     assert not [r for r in list_runs(project) if r["status"] == "running"]
 
 
