@@ -168,7 +168,7 @@ class Job:
             if locked:
                 unlock_project(project)
             raise
-        if locked:
+        if kind in WRITING_KINDS:  # also when re-entered (compute_features takes the lock before its job)
             project_lock(project.root).set_run(run_id)
         return cls(project, run_id, on_progress, locked=locked)
 
@@ -205,7 +205,7 @@ class Job:
             if locked:
                 unlock_project(project)
             raise
-        if locked:
+        if row["kind"] in WRITING_KINDS:
             project_lock(project.root).set_run(run_id)
         return cls(project, run_id, on_progress, locked=locked)
 

@@ -296,6 +296,9 @@ def test_a_second_writer_job_is_refused_with_a_clear_message(tmp_path, clip):
         assert holding.wait(60)
         with pytest.raises(ProjectBusyError, match=rf"import is already running on proj \(pid {os.getpid()}, started"):
             compute_features(project, clip)
+        assert f"labeler cancel {project.root} " in str(
+            pytest.raises(ProjectBusyError, compute_features, project, clip).value
+        )
         assert "wait for it or cancel it" in str(pytest.raises(ProjectBusyError, Job.start, project, "label").value)
         Job.start(project, "cluster").finish("done")  # kinds that write no shared state are not locked
     finally:
