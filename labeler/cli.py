@@ -215,6 +215,7 @@ def status_dict(project) -> dict:
             {"key": s["key"], "kind": s["kind"], "dim": s["dim"], "count": project.features.count(s["id"])}
             for s in project.features.sets()
         ],
+        "feature_repairs": project.feature_repairs(),
         "active_run": active["id"] if active else None,
         "runs": [
             {k: r.get(k) for k in ("id", "kind", "method", "status", "progress", "message", "error")}
@@ -235,6 +236,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{lab['unlabeled']} unlabeled",
     ]
     lines += [f"features {s['key']}: {s['count']} vectors (dim {s['dim']})" for s in data["feature_sets"]]
+    lines += [
+        f"features {r['key']}: repaired on open — dropped {r['past_end']} rows past the end of the vector file "
+        f"and {r['zeroed']} zeroed vectors; run `labeler features` to recompute those images"
+        for r in data["feature_repairs"]
+    ]
     lines += [
         f"run {r['id']}: {r['kind']} {r['method'] or ''} {r['status']} {100 * (r['progress'] or 0):.0f}%"
         + (f" — {r['error']}" if r["error"] else "")

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import InvalidInputError, NotReadyError
 from .ingest import load_rgb
-from .jobs import Job, ProgressCallback
+from .jobs import Job, ProgressCallback, lock_project, unlock_project
 
 if TYPE_CHECKING:
     from .models import Encoder
@@ -113,9 +113,22 @@ def compute_features(
     ------
     JobCancelled
         When the run was cancelled (``request_cancel`` or ``on_progress`` raising it); rerunning resumes.
+    ProjectBusyError
+        Another job writes the project (another process, or another thread of this one).
     """
     if batch_size < 1:
         raise InvalidInputError(f"batch size must be at least 1, got {batch_size}")
+    # The writer lock before reading what is missing: a run refused or started after another one never
+    # encodes images the other one stored meanwhile (the job below re-enters the lock).
+    locked = lock_project(project, "features")
+    try:
+        return _compute(project, model, batch_size, num_workers, on_progress)
+    finally:
+        if locked:
+            unlock_project(project)
+
+
+def _compute(project, model, batch_size: int, num_workers: int | None, on_progress) -> dict:
     store = project.features
     set_id = store.ensure_set(
         model.key,
@@ -154,6 +167,7 @@ def compute_features(
         job.progress(0, total, f"{total} images to encode, {result['cached']} cached", force=True)
         if todo:
             _run(project, model, job, set_id, todo, batch_size, workers, result)
+        project.clear_feature_repair(model.key)  # rows a repair dropped were recomputed with the rest
         result["seconds"] = round(time.perf_counter() - t0, 3)
         result["images_per_s"] = round(result["computed"] / result["seconds"], 2) if result["computed"] else None
         job.update_metrics(**{k: v for k, v in result.items() if k not in ("failures", "key")})
@@ -179,8 +193,7 @@ def _run(project, model, job: Job, set_id: int, todo: list[dict], batch_size: in
         good = [i for i, flag in zip(idx, ok, strict=True) if flag]
         if good:
             vectors = model.encode_images(x).cpu().numpy()
-            project.features.append(set_id, [todo[i]["sha256"] for i in good], vectors)
-            result["computed"] += len(good)
+            result["computed"] += project.features.append(set_id, [todo[i]["sha256"] for i in good], vectors)
         bad = [(i, err) for i, flag, err in zip(idx, ok, errors, strict=True) if not flag]
         if bad:
             _record_failures(project, [(todo[i], err) for i, err in bad], result)

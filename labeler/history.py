@@ -50,9 +50,9 @@ def record(project: Project, action: str, before: dict) -> int | None:
     """
     if not before["ids"]:
         return None
-    from store import now
+    from store import now, transaction
 
-    with project.db.conn:
+    with transaction(project.db):  # a savepoint of the caller's transaction, which also made the change
         cur = project.db.execute(
             "insert into undo_log (time, action, n, snapshot) values (?, ?, ?, ?)",
             [now(), action, len(before["ids"]), json.dumps(before)],
@@ -75,15 +75,21 @@ def undo(project: Project) -> dict | None:
 
     Returns ``{"id", "action", "n", "time"}`` of the entry undone, or None when there is nothing to undo.
     Changes made since to the same images by hand are undone too only by undoing those first (newest first).
+    The newest entry is read and applied inside one write transaction: a label change or another undo in
+    another process or thread lands wholly before or wholly after it.
     """
-    row = project.db.execute("select id, time, action, n, snapshot from undo_log order by id desc limit 1").fetchone()
-    if row is None:
-        return None
+    from store import transaction
+
     from .labels import _in_chunks
 
-    entry_id, t, action, n, raw = row
-    snap = json.loads(raw)
-    with project.db.conn:
+    with transaction(project.db):
+        row = project.db.execute(
+            "select id, time, action, n, snapshot from undo_log order by id desc limit 1"
+        ).fetchone()
+        if row is None:
+            return None
+        entry_id, t, action, n, raw = row
+        snap = json.loads(raw)
         if "labels" in snap:  # a label change
             _in_chunks(project, "delete from labels where image_id in ({ids})", [int(i) for i in snap["ids"]])
             project.db.conn.executemany(

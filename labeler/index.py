@@ -515,19 +515,22 @@ def clear_cache() -> None:
 
 
 def _row_map(project: Project, set_id: int) -> tuple[list[str], np.ndarray]:
-    """The set's sha256 per row (row order) and each row's image id (-1 where the image is not ok)."""
+    """The set's sha256 per row (row order) and each row's image id (-1 where the image is not ok).
+
+    Rows no image uses (gaps left where a repair dropped rows, see ``FeatureStore.repair``) have sha256 ""
+    and image -1: they stay in the index as zero vectors that no search returns.
+    """
     rows = project.db.execute(
         "select r.row, r.sha256, case when i.status = 'ok' then i.id else -1 end from feature_rows r "
         "left join images i on i.sha256 = r.sha256 where r.feature_set_id = ? order by r.row",
         [set_id],
     ).fetchall()
-    if rows and rows[-1][0] != len(rows) - 1:
-        raise InvalidInputError(
-            f"feature set {set_id}: the row map has gaps ({len(rows)} rows, last row {rows[-1][0]}); recompute the "
-            "features (delete the set's folder under features/ and run `python -m labeler features` again)"
-        )
-    shas = [r[1] for r in rows]
-    row_image = np.fromiter((r[2] if r[2] is not None else -1 for r in rows), dtype=np.int64, count=len(rows))
+    n = rows[-1][0] + 1 if rows else 0
+    shas = [""] * n
+    row_image = np.full(n, -1, dtype=np.int64)
+    for row, sha, image in rows:
+        shas[row] = sha
+        row_image[row] = image if image is not None else -1
     return shas, row_image
 
 
@@ -619,7 +622,7 @@ def get_index(
     fset = resolve_set(project, features)
     set_id = int(fset["id"])
     cache_key = (str(project.root.resolve()), set_id)
-    count = project.features.count(set_id)
+    count = project.features.extent(set_id)
     if count == 0:
         raise NotReadyError(f"feature set {fset['key']} has no vectors yet: run `python -m labeler features` first")
     images_sig = _images_signature(project)

@@ -5,6 +5,23 @@ batches (set from any thread or process with :func:`request_cancel`), and ends
 as ``done``, ``failed`` or ``cancelled``. Work is committed batch by batch by
 the job body, so a killed job loses at most one batch and a rerun resumes.
 
+One writer at a time
+--------------------
+A job of a :data:`WRITING_KINDS` kind holds the project's writer lock (:mod:`store.lock`,
+``<project>/labeler.lock``) from :meth:`Job.start` to its end. A second such job on the same project —
+from another process, or another thread of this one (the app runs jobs in threads) — is refused at
+once with :class:`ProjectBusyError` ("features is already running on P (pid N, started …); wait for
+it or cancel it"). A job started inside another one in the same thread (``train`` labeling at its
+end) re-enters the lock. Refusing, not waiting: a CLI never hangs silently behind the app, and the
+app shows the message in its jobs panel.
+
+Liveness
+--------
+Each row records the ``pid`` and ``host`` of its process. A ``running`` row whose process is gone
+(same host, pid no longer alive) reads as ``interrupted`` at once, so rerunning ``train`` right after
+a kill resumes it. Rows from other hosts (or older rows without a pid) keep the heartbeat rule: no
+heartbeat for :data:`STALE_AFTER_S` seconds means interrupted.
+
 Example
 -------
 >>> with Job.start(project, "features", params={"model": key}) as job:   # doctest: +SKIP
@@ -15,15 +32,18 @@ Example
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from store import now
+from store.lock import LockBusy, hostname, pid_alive, project_lock
 
-from .errors import JobCancelled
+from .errors import JobCancelled, LabelerError
 
 if TYPE_CHECKING:
     from .project import Project
@@ -34,18 +54,72 @@ ProgressCallback = Callable[[int, int, str], None]
 #: A running job whose heartbeat is older than this (seconds) was killed.
 STALE_AFTER_S = 120.0
 
+#: Job kinds that write the project and so hold its writer lock (``cluster`` only adds its own rows).
+WRITING_KINDS = frozenset({"import", "features", "label", "train", "describe", "caption", "archive"})
+
 _local_cancel: dict[tuple[str, int], threading.Event] = {}
+#: (real path of the project, run id) of every Job of this process that has not finished yet.
+_live: set[tuple[str, int]] = set()
+
+
+class ProjectBusyError(LabelerError):
+    """Another job writes the project right now (see :func:`lock_project`)."""
+
+
+def _busy_message(project: Project, kind: str, holder: dict) -> str:
+    name = project.root.name
+    what = holder.get("kind") or "another job"
+    where = []
+    if holder.get("pid"):
+        host = holder.get("host")
+        where.append(f"pid {holder['pid']}" + (f" on {host}" if host and host != hostname() else ""))
+    if holder.get("started_at"):
+        started = datetime.datetime.fromtimestamp(float(holder["started_at"])).strftime("%Y-%m-%d %H:%M:%S")
+        where.append(f"started {started}")
+    run = holder.get("run_id")
+    cancel = f"`python -m labeler cancel {project.root} {run}`" if run else "the jobs panel or `labeler cancel`"
+    return (
+        f"{what} is already running on {name}"
+        + (f" ({', '.join(where)})" if where else "")
+        + f"; wait for it or cancel it ({cancel}), then start {kind} again"
+    )
+
+
+def lock_project(project: Project, kind: str) -> bool:
+    """Take the project's writer lock for a ``kind`` job (re-entrant in one thread).
+
+    Returns True when this call took it (release it with :func:`unlock_project`), False when this thread
+    held it already (then do not release it: its outermost holder does).
+
+    Raises
+    ------
+    ProjectBusyError
+        Another job (another process, or another thread of this one) holds it.
+    """
+    try:
+        return project_lock(project.root).acquire(kind)
+    except LockBusy as exc:
+        raise ProjectBusyError(_busy_message(project, kind, exc.holder)) from None
+
+
+def unlock_project(project: Project) -> None:
+    """Release the writer lock that :func:`lock_project` took (returned True) in this thread."""
+    project_lock(project.root).release()
 
 
 class Job:
     """Handle on one ``runs`` row while its work runs."""
 
-    def __init__(self, project: Project, run_id: int, on_progress: ProgressCallback | None = None):
+    def __init__(
+        self, project: Project, run_id: int, on_progress: ProgressCallback | None = None, locked: bool = False
+    ):
         self.project = project
         self.id = int(run_id)
         self.on_progress = on_progress
         self._last_write = 0.0
+        self._locked = locked  # this handle releases one level of the writer lock when it finishes
         self._event = _local_cancel.setdefault((str(project.root), self.id), threading.Event())
+        _live.add((os.path.realpath(project.root), self.id))
 
     @classmethod
     def start(
@@ -56,29 +130,84 @@ class Job:
         params: dict | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> Job:
-        """Insert a new ``running`` row and return its handle."""
-        t = now()
-        with project.db.conn:
-            run_id = (
-                project.db["runs"]
-                .insert(
-                    {
-                        "kind": kind,
-                        "method": method,
-                        "params": json.dumps(params or {}, default=str),
-                        "status": "running",
-                        "progress": 0.0,
-                        "message": "",
-                        "metrics": "{}",
-                        "cancel_requested": 0,
-                        "created_at": t,
-                        "started_at": t,
-                        "heartbeat": t,
-                    }
+        """Insert a new ``running`` row and return its handle.
+
+        A :data:`WRITING_KINDS` job first takes the project's writer lock (held until the job ends).
+
+        Raises
+        ------
+        ProjectBusyError
+            Another writing job runs on this project.
+        """
+        locked = lock_project(project, kind) if kind in WRITING_KINDS else False
+        try:
+            t = now()
+            with project.db.conn:
+                run_id = (
+                    project.db["runs"]
+                    .insert(
+                        {
+                            "kind": kind,
+                            "method": method,
+                            "params": json.dumps(params or {}, default=str),
+                            "status": "running",
+                            "progress": 0.0,
+                            "message": "",
+                            "metrics": "{}",
+                            "cancel_requested": 0,
+                            "created_at": t,
+                            "started_at": t,
+                            "heartbeat": t,
+                            "pid": os.getpid(),
+                            "host": hostname(),
+                        }
+                    )
+                    .last_pk
                 )
-                .last_pk
-            )
-        return cls(project, run_id, on_progress)
+        except BaseException:
+            if locked:
+                unlock_project(project)
+            raise
+        if kind in WRITING_KINDS:  # also when re-entered (compute_features takes the lock before its job)
+            project_lock(project.root).set_run(run_id)
+        return cls(project, run_id, on_progress, locked=locked)
+
+    @classmethod
+    def reopen(
+        cls, project: Project, run_id: int, fields: dict | None = None, on_progress: ProgressCallback | None = None
+    ) -> Job:
+        """Set an interrupted or cancelled row ``running`` again (for resuming it) and return its handle.
+
+        Takes the writer lock first when the row's kind writes; refuses (:class:`ProjectBusyError`) like
+        :meth:`start`, and also when the row is running in a live process after all.
+        """
+        row = get_run(project, run_id)
+        locked = lock_project(project, row["kind"]) if row["kind"] in WRITING_KINDS else False
+        try:
+            if get_run(project, run_id)["status"] == "running":
+                raise ProjectBusyError(
+                    f"run {run_id} ({row['kind']}) is still running in another process; wait for it or cancel it "
+                    f"(`python -m labeler cancel {project.root} {run_id}`)"
+                )
+            update = {
+                "status": "running",
+                "cancel_requested": 0,
+                "error": None,
+                "finished_at": None,
+                "heartbeat": now(),
+                "pid": os.getpid(),
+                "host": hostname(),
+                **(fields or {}),
+            }
+            with project.db.conn:
+                project.db["runs"].update(int(run_id), update)
+        except BaseException:
+            if locked:
+                unlock_project(project)
+            raise
+        if row["kind"] in WRITING_KINDS:
+            project_lock(project.root).set_run(run_id)
+        return cls(project, run_id, on_progress, locked=locked)
 
     # --- during the work ----------------------------------------------------------
     def cancelled(self) -> bool:
@@ -119,12 +248,19 @@ class Job:
 
     # --- ending ---------------------------------------------------------------------
     def finish(self, status: str, error: str | None = None) -> None:
-        with self.project.db.conn:
-            fields = {"status": status, "finished_at": now(), "heartbeat": now(), "error": error}
-            if status == "done":
-                fields["progress"] = 1.0
-            self.project.db["runs"].update(self.id, fields)
-        _local_cancel.pop((str(self.project.root), self.id), None)
+        """Record the outcome and release the writer lock (if this job took it)."""
+        try:
+            with self.project.db.conn:
+                fields = {"status": status, "finished_at": now(), "heartbeat": now(), "error": error}
+                if status == "done":
+                    fields["progress"] = 1.0
+                self.project.db["runs"].update(self.id, fields)
+        finally:
+            _local_cancel.pop((str(self.project.root), self.id), None)
+            _live.discard((os.path.realpath(self.project.root), self.id))
+            if self._locked:
+                self._locked = False
+                unlock_project(self.project)
 
     def __enter__(self) -> Job:
         return self
@@ -150,9 +286,9 @@ def request_cancel(project: Project, run_id: int) -> None:
 
 def get_run(project: Project, run_id: int) -> dict:
     """A ``runs`` row with ``params`` and ``metrics`` decoded and ``status`` = ``interrupted``
-    for a running row whose heartbeat stopped (its process was killed)."""
+    for a running row whose process is gone (see :func:`is_interrupted`)."""
     row = dict(project.db["runs"].get(int(run_id)))
-    return _decode(row)
+    return _decode(project, row)
 
 
 def list_runs(project: Project, kind: str | None = None, status: str | None = None) -> list[dict]:
@@ -165,13 +301,34 @@ def list_runs(project: Project, kind: str | None = None, status: str | None = No
         where.append("status = ?")
         args.append(status)
     rows = project.db["runs"].rows_where(" and ".join(where) or None, args or None, order_by="id desc")
-    return [_decode(dict(r)) for r in rows]
+    return [_decode(project, dict(r)) for r in rows]
 
 
-def _decode(row: dict) -> dict:
+def is_interrupted(project: Project, row: dict) -> bool:
+    """True when a ``running`` row's process is gone.
+
+    On this host, with a recorded pid: this process has no live :class:`Job` for it (when the pid is ours),
+    or the pid is not alive, or — the pid reused by an unrelated process — its heartbeat is stale and the
+    writer lock is free. Else (another host, or a row older than the ``pid`` column): no heartbeat for
+    :data:`STALE_AFTER_S` seconds.
+    """
+    if row.get("status") != "running":
+        return False
+    pid, host = row.get("pid"), row.get("host")
+    stale = (row.get("heartbeat") or 0) < now() - STALE_AFTER_S
+    if not pid or host != hostname():
+        return stale
+    if int(pid) == os.getpid():
+        return (os.path.realpath(project.root), int(row["id"])) not in _live
+    if not pid_alive(int(pid)):
+        return True
+    return stale and row.get("kind") in WRITING_KINDS and project_lock(project.root).is_free()
+
+
+def _decode(project: Project, row: dict) -> dict:
     row["params"] = json.loads(row.get("params") or "{}")
     row["metrics"] = json.loads(row.get("metrics") or "{}")
-    if row["status"] == "running" and (row.get("heartbeat") or 0) < now() - STALE_AFTER_S:
+    if is_interrupted(project, row):
         row["status"] = "interrupted"
     return row
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import sqlite_utils
 
-from store import now
+from store import now, transaction
 
 from .errors import InvalidInputError, NotReadyError
 from .history import counted, record, snapshot
@@ -294,14 +294,14 @@ def set_human_labels(project: Project, image_ids: int | Iterable[int], classes: 
         raise InvalidInputError(f"{len(missing)} image ids do not exist, e.g. {sorted(missing)[:5]}")
     value = json.dumps(names, ensure_ascii=False)
     t = now()
-    before = snapshot(project, ids)
-    with project.db.conn:
+    with transaction(project.db):  # snapshot, write and undo entry together: undo never sees half of it
+        before = snapshot(project, ids)
         project.db.conn.executemany(
             "insert or replace into labels (image_id, classes, source, score, run_id, time) "
             "values (?, ?, 'human', null, null, ?)",
             [(i, value, t) for i in ids],
         )
-    record(project, f"label {counted(len(ids), 'image')} as {', '.join(names)}", before)
+        record(project, f"label {counted(len(ids), 'image')} as {', '.join(names)}", before)
     return len(ids)
 
 
@@ -355,29 +355,31 @@ def accept_pseudo_labels(
     if min_score is not None:
         sql += " and p.score >= ?"
         args.append(float(min_score))
-    if image_ids is None:
-        batches = [project.db.execute(sql, args).fetchall()]
-    else:
-        ids = _id_list(image_ids)
-        batches = []
-        for chunk in _chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            batches.append(project.db.execute(f"{sql} and p.image_id in ({marks})", args + chunk).fetchall())
     t = now()
-    rows = []
-    for batch in batches:
-        for image_id, class_idx, score, labels_json in batch:
-            classes = _pseudo_classes(names, class_idx, labels_json)
-            if classes:
-                rows.append((image_id, json.dumps(classes, ensure_ascii=False), score, run["id"], t))
-    before = snapshot(project, [r[0] for r in rows])
-    with project.db.conn:
+    # One transaction from the read of the human labels to the undo entry: a human label written meanwhile
+    # by another process is never overwritten, and undo sees all of it or none.
+    with transaction(project.db):
+        if image_ids is None:
+            batches = [project.db.execute(sql, args).fetchall()]
+        else:
+            ids = _id_list(image_ids)
+            batches = []
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                batches.append(project.db.execute(f"{sql} and p.image_id in ({marks})", args + chunk).fetchall())
+        rows = []
+        for batch in batches:
+            for image_id, class_idx, score, labels_json in batch:
+                classes = _pseudo_classes(names, class_idx, labels_json)
+                if classes:
+                    rows.append((image_id, json.dumps(classes, ensure_ascii=False), score, run["id"], t))
+        before = snapshot(project, [r[0] for r in rows])
         project.db.conn.executemany(
             "insert or replace into labels (image_id, classes, source, score, run_id, time) "
             "values (?, ?, 'accepted', ?, ?, ?)",
             rows,
         )
-    record(project, f"accept {counted(len(rows), 'pseudo-label')}", before)
+        record(project, f"accept {counted(len(rows), 'pseudo-label')}", before)
     return len(rows)
 
 
@@ -393,17 +395,19 @@ def clear_labels(
     if bad or not sources:
         raise InvalidInputError(f"sources must be among {list(LABEL_SOURCES)}, not {sources}")
     sql = f"select image_id from labels where source in ({','.join('?' * len(sources))})"
-    if image_ids is None:
-        touched = [r[0] for r in project.db.execute(sql, sources)]
-    else:
-        touched = [r[0] for r in _in_chunks(project, sql + " and image_id in ({ids})", _id_list(image_ids), sources)]
-    before = snapshot(project, touched)
     deleted = 0
-    with project.db.conn:
+    with transaction(project.db):  # read, snapshot, delete and undo entry together
+        if image_ids is None:
+            touched = [r[0] for r in project.db.execute(sql, sources)]
+        else:
+            touched = [
+                r[0] for r in _in_chunks(project, sql + " and image_id in ({ids})", _id_list(image_ids), sources)
+            ]
+        before = snapshot(project, touched)
         for chunk in _chunks(touched):
             marks = ",".join("?" * len(chunk))
             deleted += project.db.execute(f"delete from labels where image_id in ({marks})", chunk).rowcount
-    record(project, f"clear {counted(deleted, 'label')} ({', '.join(sources)})", before)
+        record(project, f"clear {counted(deleted, 'label')} ({', '.join(sources)})", before)
     return deleted
 
 

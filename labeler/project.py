@@ -20,6 +20,11 @@ from .errors import InvalidInputError, ProjectExistsError, ProjectNotFoundError
 MAX_CLASSES = 10_000
 MAX_CLASS_NAME_LENGTH = 200
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
+#: Project meta key: what the feature-file repairs on open dropped (``labeler status`` shows it).
+FEATURE_REPAIRS_KEY = "feature_repairs"
+# Projects (real paths) whose feature sets this process has checked on open already.
+_checked: set[str] = set()
+_checked_lock = threading.Lock()
 
 
 def data_dir() -> Path:
@@ -103,6 +108,7 @@ class Project:
             )
         self._local = threading.local()
         _ = self.db  # open (and migrate) now, so errors surface here
+        self._check_features()
 
     # --- lifecycle --------------------------------------------------------------
     @classmethod
@@ -170,6 +176,41 @@ class Project:
     def features(self) -> store.FeatureStore:
         """The project's feature sets, on this thread's connection."""
         return store.FeatureStore(self.db, self.root / "features")
+
+    def _check_features(self) -> None:
+        """Once per process: drop feature rows the vector files cannot back (``FeatureStore.repair``) and
+        remember what was dropped under the meta key ``feature_repairs`` (cleared by the next complete
+        ``features`` run of that set)."""
+        key = os.path.realpath(self.root)
+        with _checked_lock:
+            if key in _checked:
+                return
+            _checked.add(key)
+        reports = self.features.repair_all()
+        if reports:
+            t = store.now()
+            kept = [r for r in self.get_meta(FEATURE_REPAIRS_KEY, []) or [] if isinstance(r, dict)]
+            by_key = {r.get("key"): r for r in kept}
+            for r in reports:
+                old = by_key.get(r["key"], {})
+                by_key[r["key"]] = {
+                    "key": r["key"],
+                    "past_end": int(old.get("past_end", 0)) + r["past_end"],
+                    "zeroed": int(old.get("zeroed", 0)) + r["zeroed"],
+                    "time": t,
+                }
+            self.set_meta(FEATURE_REPAIRS_KEY, list(by_key.values()))
+
+    def feature_repairs(self) -> list[dict]:
+        """Feature sets repaired on open whose dropped rows are not recomputed yet:
+        ``[{"key", "past_end", "zeroed", "time"}]``."""
+        return [r for r in self.get_meta(FEATURE_REPAIRS_KEY, []) or [] if isinstance(r, dict)]
+
+    def clear_feature_repair(self, key: str) -> None:
+        """Forget the repair record of one feature set (its dropped rows were recomputed)."""
+        kept = [r for r in self.feature_repairs() if r.get("key") != key]
+        if len(kept) != len(self.feature_repairs()):
+            self.set_meta(FEATURE_REPAIRS_KEY, kept or None)
 
     # --- folders ------------------------------------------------------------------
     @property

@@ -332,24 +332,26 @@ def accept_images(
 
 
 def _set_status(project: Project, image_ids: list[int], old: str, new: str, action: str) -> int:
+    from store import transaction
+
     from .history import counted, record
     from .labels import _chunks, _in_chunks
 
-    found = dict(_in_chunks(project, "select id, status from images where id in ({ids})", image_ids))
-    missing = set(image_ids) - set(found)
-    if missing:
-        raise InvalidInputError(f"{len(missing)} image ids do not exist, e.g. {sorted(missing)[:5]}")
-    touched = sorted(i for i, status in found.items() if status == old)
-    before = {"ids": touched, "status": {str(i): old for i in touched}}  # labels do not change
     changed = 0
-    with project.db.conn:
+    with transaction(project.db):  # read, change and undo entry together
+        found = dict(_in_chunks(project, "select id, status from images where id in ({ids})", image_ids))
+        missing = set(image_ids) - set(found)
+        if missing:
+            raise InvalidInputError(f"{len(missing)} image ids do not exist, e.g. {sorted(missing)[:5]}")
+        touched = sorted(i for i, status in found.items() if status == old)
+        before = {"ids": touched, "status": {str(i): old for i in touched}}  # labels do not change
         for chunk in _chunks(touched):
             marks = ",".join("?" * len(chunk))
             changed += project.db.execute(
                 f"update images set status = ? where status = ? and id in ({marks})", [new, old, *chunk]
             ).rowcount
         project.bump_images_version()
-    record(project, f"{action} {counted(changed, 'image')}", before)
+        record(project, f"{action} {counted(changed, 'image')}", before)
     return changed
 
 

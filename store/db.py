@@ -8,9 +8,11 @@ function per version step, applied in order inside a transaction.
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import sqlite_utils
@@ -219,8 +221,24 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_5(db: sqlite_utils.Database) -> None:
+    """Which process runs a job: ``runs.pid`` and ``runs.host`` (a running row whose process is gone is
+    interrupted at once, see :mod:`labeler.jobs`). Older rows keep NULL and the heartbeat rule."""
+    columns = db["runs"].columns_dict
+    if "pid" not in columns:
+        db["runs"].add_column("pid", int)
+    if "host" not in columns:
+        db["runs"].add_column("host", str)
+
+
 #: One migration per schema version; ``MIGRATIONS[i]`` brings version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migrate_1,
+    _migrate_2,
+    _migrate_3,
+    _migrate_4,
+    _migrate_5,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -250,6 +268,37 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     db = sqlite_utils.Database(conn)
     migrate(db, path)
     return db
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """One write transaction: ``BEGIN IMMEDIATE`` (the write lock is taken before the first read, so what
+    is read inside stays true until the commit), committed at the end, rolled back on an exception.
+
+    Nested inside another transaction it becomes a savepoint of it (the outermost one commits). Inside,
+    ``db.execute`` does not auto-commit; do not use ``with db.conn:`` in it (that would commit early).
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        name = f"labeler_{secrets.token_hex(8)}"
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield db
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                conn.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        conn.execute(f"RELEASE SAVEPOINT {name}")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

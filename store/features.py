@@ -4,7 +4,10 @@ Each feature set (one model key, e.g. ``clip:ViT-B-32:laion2b_s34b_b79k``) owns
 one growable matrix ``features/<slug>/vectors.npy`` of shape (capacity, D) and a
 row map in the ``feature_rows`` table. Vectors are written and flushed first and
 their rows committed after, so a job killed between the two loses only the
-uncommitted batch: the next run overwrites those rows.
+uncommitted batch: the next run overwrites those rows. Writers (:meth:`FeatureStore.append`)
+hold the set's vector-file lock (:func:`store.lock.vectors_lock`) and allocate rows inside
+their write transaction, so concurrent writers in any process never share or drop rows;
+:meth:`FeatureStore.repair` drops rows the file cannot back (past its end, or zeroed).
 """
 
 from __future__ import annotations
@@ -72,24 +75,27 @@ class FeatureStore:
 
         Raises ValueError when a set with this key exists with another dimension.
         """
+        from .db import transaction
+
         row = self.get_set(key)
-        if row is not None:
-            if int(row["dim"]) != int(dim):
-                raise ValueError(f"feature set {key!r} has dimension {row['dim']}, the model gives {dim}")
-            return int(row["id"])
-        with self.db.conn:
-            self.db["feature_sets"].insert(
-                {
-                    "key": key,
-                    "kind": kind,
-                    "model": model,
-                    "pretrained": pretrained,
-                    "dim": int(dim),
-                    "params": json.dumps(params or {}),
-                    "created_at": now(),
-                }
-            )
-        return int(self.get_set(key)["id"])
+        if row is None:
+            with transaction(self.db):  # two processes creating the same set: the second finds the first's
+                self.db["feature_sets"].insert(
+                    {
+                        "key": key,
+                        "kind": kind,
+                        "model": model,
+                        "pretrained": pretrained,
+                        "dim": int(dim),
+                        "params": json.dumps(params or {}),
+                        "created_at": now(),
+                    },
+                    ignore=True,
+                )
+            row = self.get_set(key)
+        if int(row["dim"]) != int(dim):
+            raise ValueError(f"feature set {key!r} has dimension {row['dim']}, the model gives {dim}")
+        return int(row["id"])
 
     def _file(self, key: str) -> Path:
         return self.root / slug(key) / "vectors.npy"
@@ -119,8 +125,26 @@ class FeatureStore:
         rows = self.rows_for(set_id, shas)
         return [s for s, r in zip(shas, rows, strict=True) if r < 0]
 
-    def append(self, set_id: int, shas: Sequence[str], vectors: np.ndarray) -> None:
-        """Store vectors (N, D) for ``shas`` (N,), flushed to disk, then commit their rows."""
+    def extent(self, set_id: int) -> int:
+        """One past the highest committed row (0 when empty): the rows of the matrix in use, gaps included.
+
+        Rows dropped by :meth:`repair` leave gaps (rows are never renumbered: a crash half-way through a
+        renumbering would silently pair images with other images' vectors), so this may exceed :meth:`count`.
+        """
+        row = self.db.execute("select max(row) from feature_rows where feature_set_id = ?", [set_id]).fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def append(self, set_id: int, shas: Sequence[str], vectors: np.ndarray) -> int:
+        """Store vectors (N, D) for ``shas`` (N,), flushed to disk, then commit their rows.
+
+        Safe against other writers, in this process or others: under the set's vector-file lock and one
+        write transaction, sha256s the set already has (or that repeat in ``shas``) are skipped, new rows are
+        allocated after the highest committed one, the vectors are written and flushed, then the rows are
+        inserted and committed. Returns the number of vectors added.
+        """
+        from .db import transaction
+        from .lock import vectors_lock
+
         row = self.db["feature_sets"].get(set_id)
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[0] != len(shas) or vectors.shape[1] != row["dim"]:
@@ -128,21 +152,32 @@ class FeatureStore:
         if not np.isfinite(vectors).all():
             raise ValueError("feature vectors contain NaN or inf")
         if len(shas) == 0:
-            return
-        start = self.count(set_id)
+            return 0
         path = self._file(row["key"])
-        mm = self._open_for_write(path, start + len(shas), row["dim"], start)
-        mm[start : start + len(shas)] = vectors.astype(np.float16)
-        mm.flush()
-        del mm
-        with self.db.conn:
-            self.db["feature_rows"].insert_all(
-                ({"feature_set_id": set_id, "sha256": s, "row": start + i} for i, s in enumerate(shas)),
-                replace=True,
+        with vectors_lock(path), transaction(self.db):
+            present = self.rows_for(set_id, shas) >= 0
+            keep, seen = [], set()
+            for i, sha in enumerate(shas):
+                if not present[i] and sha not in seen:
+                    seen.add(sha)
+                    keep.append(i)
+            if not keep:
+                return 0
+            start = self.extent(set_id)
+            mm = self._open_for_write(path, start + len(keep), row["dim"], start)
+            mm[start : start + len(keep)] = vectors[keep].astype(np.float16)
+            mm.flush()
+            del mm
+            self.db.conn.executemany(
+                "insert into feature_rows (feature_set_id, sha256, row) values (?, ?, ?)",
+                [(set_id, shas[i], start + k) for k, i in enumerate(keep)],
             )
+        return len(keep)
 
     @staticmethod
     def _open_for_write(path: Path, needed: int, dim: int, used: int) -> np.memmap:
+        """The vector file opened for writing, grown (copied into a bigger file, then renamed over it) when it
+        has fewer than ``needed`` rows. Call with the set's vector-file lock held."""
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             mm = np.load(path, mmap_mode="r+")
@@ -154,20 +189,103 @@ class FeatureStore:
         tmp = path.with_suffix(".tmp.npy")
         grown = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(capacity, dim))
         if mm is not None and used:
-            grown[:used] = mm[:used]
+            keep = min(used, mm.shape[0])
+            grown[:keep] = mm[:keep]
         grown.flush()
         del grown, mm
         os.replace(tmp, path)
         return np.load(path, mmap_mode="r+")
 
     def matrix(self, set_id: int) -> np.ndarray:
-        """Memory-mapped read-only view of all committed vectors, shape (count, D), float16."""
+        """Memory-mapped read-only view of the rows in use, shape (:meth:`extent`, D), float16.
+
+        Rows of no image (gaps left by :meth:`repair`) hold zeros.
+        """
         row = self.db["feature_sets"].get(set_id)
-        n = self.count(set_id)
+        n = self.extent(set_id)
         path = self._file(row["key"])
         if n == 0 or not path.exists():
             return np.zeros((0, row["dim"]), dtype=np.float16)
-        return np.load(path, mmap_mode="r")[:n]
+        mat = np.load(path, mmap_mode="r")
+        if mat.shape[0] < n:  # grown (renamed over) between the two reads: the new file has them
+            mat = np.load(path, mmap_mode="r")
+        return mat[:n]
+
+    # --- consistency --------------------------------------------------------------------------------
+    def check(self, set_id: int, chunk: int = 65536) -> dict:
+        """Rows of the set that the vector file cannot back.
+
+        Returns
+        -------
+        dict
+            ``{"past_end": [sha256...], "zeroed": [sha256...]}``: rows at or past the end of the file (or
+            every row, if the file is missing or unreadable) and rows whose vector is all zeros (never a real
+            feature: its batch was lost).
+        """
+        row = self.db["feature_sets"].get(set_id)
+        pairs = self.db.execute(
+            "select row, sha256 from feature_rows where feature_set_id = ? order by row", [set_id]
+        ).fetchall()
+        out: dict[str, list[str]] = {"past_end": [], "zeroed": []}
+        if not pairs:
+            return out
+        try:
+            mat = np.load(self._file(row["key"]), mmap_mode="r")
+            if mat.ndim != 2 or mat.shape[1] != int(row["dim"]):
+                raise ValueError(f"shape {mat.shape}")
+        except (OSError, ValueError):
+            out["past_end"] = [p[1] for p in pairs]
+            return out
+        rows = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
+        inside = rows < mat.shape[0]
+        out["past_end"] = [pairs[i][1] for i in np.flatnonzero(~inside)]
+        idx = np.flatnonzero(inside)
+        for s in range(0, len(idx), chunk):
+            part = idx[s : s + chunk]
+            block = np.asarray(mat[rows[part]])
+            zero = ~block.any(axis=1)
+            out["zeroed"] += [pairs[i][1] for i in part[zero]]
+        return out
+
+    def repair(self, set_id: int) -> dict | None:
+        """Drop the rows :meth:`check` finds, so the next ``features`` run recomputes exactly those images.
+
+        Checks without locks first (the common case: nothing wrong); only then takes the set's vector-file
+        lock (skipping the repair if a writer holds it) and checks again inside a write transaction.
+
+        Returns
+        -------
+        dict or None
+            ``{"key", "past_end", "zeroed"}`` (counts of rows dropped), or None when nothing was wrong.
+        """
+        from filelock import Timeout
+
+        from .db import transaction
+        from .lock import vectors_lock
+
+        found = self.check(set_id)
+        if not found["past_end"] and not found["zeroed"]:
+            return None
+        key = self.db["feature_sets"].get(set_id)["key"]
+        try:
+            with vectors_lock(self._file(key), timeout=0), transaction(self.db):
+                found = self.check(set_id)
+                bad = found["past_end"] + found["zeroed"]
+                for s in range(0, len(bad), 900):
+                    part = bad[s : s + 900]
+                    marks = ",".join("?" * len(part))
+                    self.db.execute(
+                        f"delete from feature_rows where feature_set_id = ? and sha256 in ({marks})", [set_id, *part]
+                    )
+        except Timeout:
+            return None  # a writer is at work; the next open checks again
+        if not found["past_end"] and not found["zeroed"]:
+            return None
+        return {"key": key, "past_end": len(found["past_end"]), "zeroed": len(found["zeroed"])}
+
+    def repair_all(self) -> list[dict]:
+        """:meth:`repair` every set; the reports of those that needed it."""
+        return [r for s in self.sets() if (r := self.repair(int(s["id"]))) is not None]
 
     def ok_rows(self, set_id: int) -> tuple[list[int], np.ndarray]:
         """Every ``ok`` image that has a vector in this set: image ids in id order and their rows (N,) int64."""

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +22,7 @@ from labeler.jobs import get_run, list_runs, request_cancel
 from labeler.models import load_clip, load_dino
 from labeler.project import Project
 
-from .conftest import cifar_subset
+from .conftest import REPO, cifar_subset
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +230,143 @@ def test_real_cifar_images(tmp_path, clip, dino):
         assert len({row.tobytes() for row in X}) == 40  # all different
         rows = {r["id"]: Path(r["path"]) for r in project.images()}
         np.testing.assert_allclose(X[:5], _direct(model, [rows[i] for i in ids[:5]]), atol=2e-3)
+
+
+# --- one writer at a time, repair -------------------------------------------------------------------------
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "labeler", *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=600, **kw
+    )
+
+
+def _assert_consistent(project: Project, n_images: int) -> None:
+    """Every row inside its file, one row per image, no zeroed vectors, every image has a vector."""
+    shas = [im["sha256"] for im in project.images()]
+    assert len(shas) == n_images
+    for s in project.features.sets():
+        sid = int(s["id"])
+        rows = project.features.rows_for(sid, shas)
+        assert (rows >= 0).all(), f"{s['key']}: {(rows < 0).sum()} images without a vector"
+        assert project.features.count(sid) == n_images
+        assert len(set(rows.tolist())) == n_images
+        assert project.features.check(sid) == {"past_end": [], "zeroed": []}
+        assert project.features.extent(sid) <= np.load(project.features._file(s["key"]), mmap_mode="r").shape[0]
+
+
+def test_two_concurrent_feature_processes_leave_a_consistent_project(tmp_path):
+    n = 400
+    project, _ = _make_project(tmp_path, n)
+    cmd = [sys.executable, "-m", "labeler", "features", str(project.root), "--clip", "tiny-random"]
+    cmd += ["--dino", "tiny-random", "--batch-size", "16", "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    procs = [
+        subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        # Each either ran (alone, or after the other released the lock) or was refused with the message.
+        assert p.returncode == 0 or (p.returncode == 2 and "already running on proj" in err), (out, err)
+    assert any(p.returncode == 0 for p in procs)
+    project = Project(project.root)
+    _assert_consistent(project, n)
+    third = _cli("features", str(project.root), "--clip", "tiny-random", "--dino", "tiny-random", "--json", "--quiet")
+    assert third.returncode == 0, third.stderr
+    assert [s["computed"] for s in json.loads(third.stdout)["feature_sets"]] == [0, 0]
+    label = _cli("label", str(project.root), "--quiet")
+    assert label.returncode == 0, label.stderr
+
+
+def test_a_second_writer_job_is_refused_with_a_clear_message(tmp_path, clip):
+    from labeler.jobs import Job, ProjectBusyError
+    from store.lock import project_lock
+
+    project, _ = _make_project(tmp_path, 6)
+    holding, release = threading.Event(), threading.Event()
+
+    def other_thread_job() -> None:  # like the app: a job in a worker thread of this process
+        with Job.start(Project(project.root), "import"):
+            holding.set()
+            release.wait(60)
+
+    t = threading.Thread(target=other_thread_job)
+    t.start()
+    try:
+        assert holding.wait(60)
+        with pytest.raises(ProjectBusyError, match=rf"import is already running on proj \(pid {os.getpid()}, started"):
+            compute_features(project, clip)
+        assert f"labeler cancel {project.root} " in str(
+            pytest.raises(ProjectBusyError, compute_features, project, clip).value
+        )
+        assert "wait for it or cancel it" in str(pytest.raises(ProjectBusyError, Job.start, project, "label").value)
+        Job.start(project, "cluster").finish("done")  # kinds that write no shared state are not locked
+    finally:
+        release.set()
+        t.join()
+    assert compute_features(project, clip)["computed"] == 6  # the lock was released with that job
+    assert project_lock(project.root).is_free()  # ... and by this one
+    assert not [r for r in list_runs(project) if r["status"] == "running"]
+
+
+def test_two_threads_feature_jobs_do_not_corrupt_the_store(tmp_path, clip):
+    from labeler.jobs import ProjectBusyError
+
+    project, _ = _make_project(tmp_path, 40)
+    outcomes: list = []
+    start = threading.Barrier(2)
+
+    def job() -> None:
+        p = Project(project.root)
+        start.wait()
+        try:
+            outcomes.append(compute_features(p, clip, batch_size=4)["computed"])
+        except ProjectBusyError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outcomes) == 2 and 40 in outcomes  # one did the work; the other was refused or found it done
+    other = next(o for o in outcomes if o != 40) if outcomes.count(40) == 1 else 0
+    assert other == 0 or "features is already running" in other
+    _assert_consistent(project, 40)
+
+
+def test_rows_past_the_file_and_zeroed_vectors_are_repaired_on_open_and_status_says_so(tmp_path, clip):
+    from labeler import project as project_mod
+
+    project, _ = _make_project(tmp_path, 12)
+    compute_features(project, clip)
+    fset = latest_set(project, "clip")
+    path = project.features._file(fset["key"])
+    capacity = np.load(path, mmap_mode="r").shape[0]
+    shas = [im["sha256"] for im in project.images()]
+    with project.db.conn:  # a row past the end of the file (its vector was lost when the file was replaced)
+        project.db.execute("update feature_rows set row = ? where sha256 = ?", [capacity + 5, shas[3]])
+    mm = np.load(path, mmap_mode="r+")  # and a committed row whose vector never reached the file
+    mm[int(project.features.rows_for(int(fset["id"]), [shas[7]])[0])] = 0
+    mm.flush()
+    del mm
+    project.close()
+    project_mod._checked.discard(os.path.realpath(project.root))  # a new process opening it
+
+    status = _cli("status", str(project.root), "--json")
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert [(r["key"], r["past_end"], r["zeroed"]) for r in data["feature_repairs"]] == [(fset["key"], 1, 1)]
+    text = _cli("status", str(project.root)).stdout
+    assert "repaired on open — dropped 1 rows past the end of the vector file and 1 zeroed vectors" in text
+
+    project = Project(project.root)
+    assert project.features.missing(int(fset["id"]), shas) == [shas[3], shas[7]]
+    res = compute_features(project, clip)
+    assert res["computed"] == 2 and res["cached"] == 10
+    _assert_consistent(project, 12)
+    np.testing.assert_allclose(
+        project.features.load(int(fset["id"]), shas[3:4]), _direct(clip, [Path(project.images()[3]["path"])]), atol=2e-3
+    )
+    assert project.feature_repairs() == []
+    assert "repaired" not in _cli("status", str(project.root)).stdout

@@ -102,3 +102,58 @@ def test_cli_undo_lists_and_undoes(labeled, capsys):
     assert project.db.execute("select status from images where id = ?", [ids[5]]).fetchone()[0] == "ok"
     assert cli.main(["undo", root]) == 0 and capsys.readouterr().out.strip() == "undid: label 3 images as car"
     assert project.db.execute("select count(*) from labels").fetchone()[0] == 0
+
+
+_WRITER = """
+import sys
+from labeler.labels import accept_pseudo_labels, clear_labels, set_human_labels
+from labeler.project import Project
+from labeler.review import exclude_images, include_images
+
+p = Project(sys.argv[1])
+ids = [int(i) for i in sys.argv[2].split(",")]
+print("ready", flush=True)
+for k in range(int(sys.argv[3])):
+    if k % 3:
+        set_human_labels(p, ids[k % 4 : k % 4 + 6], "dog")
+    else:
+        accept_pseudo_labels(p, ids[k % 4 : k % 4 + 6])
+    if k % 7 == 0:
+        clear_labels(p, ids[:3])
+    if k % 11 == 0:
+        exclude_images(p, ids[10:])
+        include_images(p, ids[10:])
+"""
+
+
+def test_undo_under_a_concurrent_label_writer_never_raises(labeled):
+    """Label changes in another process while this one undoes them: every change and every undo is whole."""
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    project, ids = labeled
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(project.root), ",".join(map(str, ids)), "1500"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        undone = 0
+        for _ in range(100_000):  # bounded: the writer's 1500 changes end long before
+            if writer.poll() is not None:
+                break
+            undone += history.undo(project) is not None
+    finally:
+        out, err = writer.communicate(timeout=600)
+    assert writer.returncode == 0, err
+    assert undone > 0
+    # Every change left a whole entry (undo keeps the newest KEEP), and undoing them all never fails.
+    assert len(history.history(project, limit=1000)) <= history.KEEP
+    while history.undo(project) is not None:
+        pass
+    assert {r[0] for r in project.db.execute("select source from labels")} <= {"human", "accepted"}

@@ -360,3 +360,96 @@ def test_cli_train_end_to_end_in_a_subprocess(proj):
         timeout=600,
     )
     assert again.returncode == 2 and "already finished" in again.stderr
+
+
+# --- liveness: a killed train is resumed at once ------------------------------------------------------------
+@pytest.fixture
+def synthetic_project(tmp_path):
+    """16 random PNGs in 4 class folders, tiny CLIP + DINO features, a zero-shot run (no CIFAR needed)."""
+    from PIL import Image
+
+    from labeler.cli import main
+
+    src = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        folder = src / CLASSES[i % 4]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    root = tmp_path / "proj"
+    assert main(["init", str(root), "--classes", ",".join(CLASSES)]) == 0
+    assert main(["import", str(root), str(src), "--quiet"]) == 0
+    assert main(["features", str(root), "--clip", "tiny-random", "--dino", "tiny-random", "--quiet"]) == 0
+    assert main(["label", str(root), "--quiet"]) == 0
+    return Project(root)
+
+
+def test_train_killed_after_an_epoch_is_resumed_by_an_immediate_rerun(synthetic_project):
+    import signal
+
+    from labeler.methods import get_method
+    from labeler.train import train
+
+    from .conftest import wait_until
+
+    proj = synthetic_project
+    options = {"epochs": 500, "batch_size": 8, "tokens": 4, "patience": 1000}
+    cmd = [sys.executable, "-m", "labeler", "train", str(proj.root), "--method", "nola", "--no-label", "--quiet"]
+    cmd += [x for k, v in options.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    child = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def checkpointed():
+            runs = list_runs(proj, kind="train")
+            if child.poll() is not None:
+                raise AssertionError(f"train ended before it was killed: {child.communicate()}")
+            return runs and (proj.runs_dir / str(runs[0]["id"]) / "checkpoint.pt").exists() and runs[0]
+
+        run = wait_until(checkpointed, "the first checkpoint", timeout=300)
+        assert run["status"] == "running"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+    killed = get_run(proj, run["id"])
+    assert killed["status"] == "interrupted"  # at once: its pid is gone (no 120 s wait)
+    assert killed["pid"] == child.pid
+    done_epochs = len(killed["metrics"].get("epochs", []))
+    assert done_epochs >= 1
+
+    def stop_after_one_more_epoch(done, total, message):
+        if message.startswith("epoch ") and " done" in message:
+            request_cancel(proj, run["id"])
+
+    with pytest.raises(JobCancelled):
+        train(proj, "nola", get_method("nola").params_from(options), on_progress=stop_after_one_more_epoch)
+    runs = list_runs(proj, kind="train")
+    assert [r["id"] for r in runs] == [run["id"]]  # the same run, not a new one from epoch 0
+    resumed = runs[0]
+    assert resumed["metrics"]["resumed_from_epoch"] >= done_epochs >= 1
+    assert resumed["status"] == "cancelled" and resumed["pid"] == os.getpid()
+
+
+def test_running_rows_read_interrupted_when_their_process_is_gone(project):
+    from labeler.jobs import Job
+    from store.lock import hostname
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    job = Job.start(project, "cluster")
+
+    def row(**fields):
+        with project.db.conn:
+            project.db["runs"].update(job.id, {"status": "running", **fields})
+        return get_run(project, job.id)["status"]
+
+    assert row() == "running"  # a live Job of this process
+    assert row(pid=gone.pid) == "interrupted"  # same host, pid gone: at once, whatever the heartbeat
+    assert row(pid=gone.pid, host="elsewhere") == "running"  # another host: the heartbeat rule
+    assert row(heartbeat=0) == "interrupted"
+    assert row(pid=None, host=None, heartbeat=0) == "interrupted"  # rows older than the pid column
+    job.finish("done")
+    assert row(pid=os.getpid(), host=hostname(), heartbeat=1e12) == "interrupted"  # ours, but no live Job

@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from store import now
-
 from ..errors import InvalidInputError, NotReadyError
 from ..jobs import Job, ProgressCallback, get_run, list_runs
 from .params import RUNTIME_FIELDS
@@ -78,19 +76,7 @@ def train_run(project: Project, run_id: int) -> dict:
 
 
 def _reopen(project: Project, run_id: int, params: dict, on_progress: ProgressCallback | None) -> Job:
-    with project.db.conn:
-        project.db["runs"].update(
-            run_id,
-            {
-                "status": "running",
-                "cancel_requested": 0,
-                "error": None,
-                "finished_at": None,
-                "heartbeat": now(),
-                "params": json.dumps(params, default=str),
-            },
-        )
-    return Job(project, run_id, on_progress)
+    return Job.reopen(project, run_id, {"params": json.dumps(params, default=str)}, on_progress)
 
 
 def train(
@@ -138,8 +124,8 @@ def train(
             )
         if resumed["status"] == "running":
             raise InvalidInputError(
-                f"run {resumed['id']} is still running (its heartbeat is recent): cancel it first "
-                f"(`cancel PROJECT {resumed['id']}`) or wait two minutes if its process was killed"
+                f"run {resumed['id']} is still running (in a live process, or another machine's with a recent "
+                f"heartbeat): cancel it first (`cancel PROJECT {resumed['id']}`) or wait for it"
             )
         if not (run_dir(project, resumed["id"]) / SETUP).exists():
             raise NotReadyError(f"run {resumed['id']} stopped before its setup was saved: start a new run instead")
@@ -161,13 +147,12 @@ def train(
 
     if resumed is not None:
         job = _reopen(project, resumed["id"], params, on_progress)
-        setup = load(run_dir(project, job.id) / SETUP)
     else:
         job = Job.start(project, "train", method=method.name, params=params, on_progress=on_progress)
-        setup = None
-    with job:
+    with job:  # from here on the job ends (and releases the project's writer lock) whatever happens
         folder = run_dir(project, job.id)
         folder.mkdir(parents=True, exist_ok=True)
+        setup = load(folder / SETUP) if resumed is not None else None
         if setup is None:
             setup = method.setup(project, params, job)
             atomic_save(setup, folder / SETUP)
