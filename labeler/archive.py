@@ -54,10 +54,13 @@ import time
 import zipfile
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 import store
 
 from .errors import InvalidInputError, ProjectExistsError
 from .ingest import check_free_disk, max_import_bytes, over_cap_message
+from .jobs import ProjectBusyError
 from .project import Project, data_dir, resolve_project_path
 
 MANIFEST = "labeler-project.json"
@@ -70,6 +73,9 @@ ARCHIVED_DIR = "files/archived"
 #: Where an imported image whose path was refused points (no file there: it is marked missing).
 MISSING_DIR = "files/missing"
 MAX_ENTRIES = 2_000_000
+#: Lock file in the data dir that archive imports into it take in turn, and how long one waits for it.
+IMPORT_LOCK = ".archive-import.lock"
+ARCHIVE_LOCK_TIMEOUT_S = 600.0
 #: Real paths an export never reads, whatever the database says.
 FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
@@ -389,9 +395,18 @@ def import_archive(
             raise InvalidInputError(over_cap_message(shown, total, cap) + ": nothing was imported")
         target.parent.mkdir(parents=True, exist_ok=True)
         check_free_disk(target.parent, total, shown)
-        # --- per-project lock for archive import: another change acquires it here (held until the rename) ---
+        # Imports into one data dir take turns (two into one name: the second then finds the folder taken).
+        name_lock = FileLock(str(target.parent / IMPORT_LOCK), timeout=ARCHIVE_LOCK_TIMEOUT_S)
+        try:
+            name_lock.acquire()
+        except Timeout:
+            raise ProjectBusyError(
+                f"another project import into {target.parent} is still running: wait for it to finish and try again"
+            ) from None
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.importing-", dir=target.parent))
         try:
+            if target.exists():
+                raise ProjectExistsError(f"a project or folder named {target.name!r} already exists: pick another name")
             try:
                 _unpack(zf, infos, names, work, cap, shown)
             except (OSError, zipfile.BadZipFile, EOFError) as exc:  # two names for one file, a corrupt entry...
@@ -404,6 +419,8 @@ def import_archive(
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
+        finally:
+            name_lock.release()
     project = Project(target)
     project.set_meta("name", target.name)
     return project

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labeler.archive import MANIFEST, export_archive, import_archive, read_manifest
+from labeler.archive import IMPORT_LOCK, MANIFEST, export_archive, import_archive, read_manifest
 from labeler.errors import InvalidInputError, ProjectExistsError
 from labeler.project import Project
 
@@ -346,7 +346,8 @@ def test_bad_sha256_refused(full_project, tmp_path):
 
 
 def _leftovers(home):
-    return sorted(p.name for p in home.iterdir()) if home.exists() else []
+    """What a data dir holds, less the archive import lock file (kept: unlinking a lock others may wait on races)."""
+    return sorted(p.name for p in home.iterdir() if p.name != IMPORT_LOCK) if home.exists() else []
 
 
 def test_schema_too_new_leaves_nothing(full_project, tmp_path):
@@ -445,3 +446,24 @@ def test_two_names_for_one_file_refused_cleanly(tmp_path):
     with pytest.raises(InvalidInputError, match="cannot be unpacked"):
         import_archive(archive, name="dup")
     assert _leftovers(tmp_path / "data") == []
+
+
+def test_two_imports_into_one_name_do_not_race(full_project, tmp_path, monkeypatch):
+    """Imports into one data dir take turns: one that waits too long is refused, leaving nothing."""
+    from filelock import FileLock
+
+    import labeler.archive as archive_mod
+    from labeler.jobs import ProjectBusyError
+
+    project, *_ = full_project
+    path = export_archive(project, tmp_path / "p.zip")
+    home = project.root.parent
+    monkeypatch.setattr(archive_mod, "ARCHIVE_LOCK_TIMEOUT_S", 0.2)
+    other = FileLock(str(home / IMPORT_LOCK))
+    with other:
+        with pytest.raises(ProjectBusyError, match="another project import"):
+            import_archive(path, name="copy")
+    assert not (home / "copy").exists() and not any(".importing-" in n for n in _leftovers(home))
+    assert import_archive(path, name="copy").root == home / "copy"
+    with pytest.raises(ProjectExistsError):
+        import_archive(path, name="copy")
