@@ -212,8 +212,11 @@ class FeatureStore:
         return mat[:n]
 
     # --- consistency --------------------------------------------------------------------------------
-    def check(self, set_id: int, chunk: int = 65536) -> dict:
+    def check(self, set_id: int, chunk: int = 65536, from_row: int = 0) -> dict:
         """Rows of the set that the vector file cannot back.
+
+        ``from_row``: read the vectors of rows at or past it only (rows below it were checked before and a
+        committed vector never changes); every row is still compared with the file's length.
 
         Returns
         -------
@@ -239,7 +242,7 @@ class FeatureStore:
         rows = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
         inside = rows < mat.shape[0]
         out["past_end"] = [pairs[i][1] for i in np.flatnonzero(~inside)]
-        idx = np.flatnonzero(inside)
+        idx = np.flatnonzero(inside & (rows >= from_row))
         for s in range(0, len(idx), chunk):
             part = idx[s : s + chunk]
             block = np.asarray(mat[rows[part]])
@@ -263,13 +266,15 @@ class FeatureStore:
         from .db import transaction
         from .lock import vectors_lock
 
-        found = self.check(set_id)
-        if not found["past_end"] and not found["zeroed"]:
-            return None
         key = self.db["feature_sets"].get(set_id)["key"]
+        checked = self._checked_upto(set_id)
+        found = self.check(set_id, from_row=checked)
+        if not found["past_end"] and not found["zeroed"]:
+            self._set_checked_upto(set_id, self.extent(set_id))
+            return None
         try:
             with vectors_lock(self._file(key), timeout=0), transaction(self.db):
-                found = self.check(set_id)
+                found = self.check(set_id, from_row=checked)
                 bad = found["past_end"] + found["zeroed"]
                 for s in range(0, len(bad), 900):
                     part = bad[s : s + 900]
@@ -279,9 +284,35 @@ class FeatureStore:
                     )
         except Timeout:
             return None  # a writer is at work; the next open checks again
+        self._set_checked_upto(set_id, self.extent(set_id))
         if not found["past_end"] and not found["zeroed"]:
             return None
         return {"key": key, "past_end": len(found["past_end"]), "zeroed": len(found["zeroed"])}
+
+    # Rows below this mark had their vectors read by a check and found good: an open reads only newer ones
+    # (at a million images the whole file is a gigabyte). A file shorter than the mark is checked in full.
+    def _checked_upto(self, set_id: int) -> int:
+        got = self.db.execute("select value from meta where key = ?", [f"features_checked:{set_id}"]).fetchone()
+        try:
+            mark = int(json.loads(got[0])) if got else 0
+        except (TypeError, ValueError):
+            return 0
+        path = self._file(self.db["feature_sets"].get(set_id)["key"])
+        try:
+            rows_in_file = int(np.load(path, mmap_mode="r").shape[0])
+        except (OSError, ValueError):
+            return 0
+        return mark if 0 <= mark <= rows_in_file else 0
+
+    def _set_checked_upto(self, set_id: int, mark: int) -> None:
+        from .db import transaction
+
+        if mark == self._checked_upto(set_id):
+            return
+        with transaction(self.db):
+            self.db.execute(
+                "insert or replace into meta (key, value) values (?, ?)", [f"features_checked:{set_id}", str(mark)]
+            )
 
     def repair_all(self) -> list[dict]:
         """:meth:`repair` every set; the reports of those that needed it."""

@@ -128,6 +128,30 @@ def test_repair_drops_rows_past_the_file_and_zeroed_vectors(fs):
     assert feats.check(set_id) == {"past_end": [], "zeroed": []} and feats.count(set_id) == 10
 
 
+def test_repair_reads_only_rows_newer_than_its_last_clean_check(fs):
+    """An open reads the vectors of rows added since the last clean check (a million images' file is a GB)."""
+    feats, set_id = fs
+    feats.append(set_id, _shas("w", 6), _vecs(6, 0))
+    assert feats.repair(set_id) is None  # clean: rows 0-5 are marked checked
+    feats.append(set_id, _shas("n", 3), _vecs(3, 1))
+    mm = np.load(feats._file("clip:test"), mmap_mode="r+")
+    mm[1] = 0  # below the mark: not read again (a committed vector never changes)
+    mm[7] = 0  # a new row: read and dropped
+    mm.flush()
+    del mm
+    assert feats.repair(set_id) == {"key": "clip:test", "past_end": 0, "zeroed": 1}
+    assert feats.missing(set_id, _shas("n", 3)) == ["n0001"]
+    # A vector file shorter than the mark (replaced, truncated) is read in full again.
+    path = feats._file("clip:test")
+    short = np.lib.format.open_memmap(path.with_suffix(".x.npy"), mode="w+", dtype=np.float16, shape=(4, 8))
+    short[:] = np.load(path, mmap_mode="r")[:4]
+    short.flush()
+    del short
+    path.with_suffix(".x.npy").replace(path)
+    report = feats.repair(set_id)
+    assert report["zeroed"] == 1 and report["past_end"] == 4  # w0001 (row 1), and rows 4, 5, 6, 8
+
+
 def test_repair_of_a_missing_vector_file_drops_every_row(fs):
     feats, set_id = fs
     feats.append(set_id, _shas("m", 3), _vecs(3, 0))
