@@ -38,6 +38,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from store import now
@@ -66,8 +67,9 @@ class ProjectBusyError(LabelerError):
     """Another job writes the project right now (see :func:`lock_project`)."""
 
 
-def _busy_message(project: Project, kind: str, holder: dict) -> str:
-    name = project.root.name
+def _busy_message(root: str | os.PathLike, kind: str, holder: dict) -> str:
+    root = os.fspath(root)
+    name = os.path.basename(os.path.normpath(root))
     what = holder.get("kind") or "another job"
     where = []
     if holder.get("pid"):
@@ -77,7 +79,7 @@ def _busy_message(project: Project, kind: str, holder: dict) -> str:
         started = datetime.datetime.fromtimestamp(float(holder["started_at"])).strftime("%Y-%m-%d %H:%M:%S")
         where.append(f"started {started}")
     run = holder.get("run_id")
-    cancel = f"`python -m labeler cancel {project.root} {run}`" if run else "the jobs panel or `labeler cancel`"
+    cancel = f"`python -m labeler cancel {root} {run}`" if run else "the jobs panel or `labeler cancel`"
     return (
         f"{what} is already running on {name}"
         + (f" ({', '.join(where)})" if where else "")
@@ -99,7 +101,7 @@ def lock_project(project: Project, kind: str) -> bool:
     try:
         return project_lock(project.root).acquire(kind)
     except LockBusy as exc:
-        raise ProjectBusyError(_busy_message(project, kind, exc.holder)) from None
+        raise ProjectBusyError(_busy_message(project.root, kind, exc.holder)) from None
 
 
 def unlock_project(project: Project) -> None:
@@ -404,6 +406,11 @@ def run_in_background(
                         f"a {kind} job is already running in this project ({t.label or kind}): "
                         "wait for it to finish or cancel it in the jobs panel"
                     )
+        # Another writer (a CLI in another shell, or another task here) holds the project: say so now,
+        # rather than start a task that fails at once.
+        lock = project_lock(root)
+        if kind in WRITING_KINDS and (Path(root) / "labeler.db").exists() and not lock.is_free():
+            raise ProjectBusyError(_busy_message(root, kind, lock.holder()))
         task = BackgroundTask(max(_tasks, default=0) + 1, root, kind, label or kind)
         _tasks[task.id] = task
         finished = [t.id for t in _tasks.values() if not t.running]

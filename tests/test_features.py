@@ -301,6 +301,14 @@ def test_a_second_writer_job_is_refused_with_a_clear_message(tmp_path, clip):
         )
         assert "wait for it or cancel it" in str(pytest.raises(ProjectBusyError, Job.start, project, "label").value)
         Job.start(project, "cluster").finish("done")  # kinds that write no shared state are not locked
+        # The app's background tasks say so up front instead of starting a task that fails at once.
+        from labeler.jobs import background_tasks, run_in_background
+
+        before = len(background_tasks(str(project.root)))
+        with pytest.raises(ProjectBusyError, match="import is already running on proj"):
+            run_in_background(str(project.root), "features", lambda: None)
+        assert len(background_tasks(str(project.root))) == before
+        run_in_background(str(project.root), "cluster", lambda: None).wait(30)
     finally:
         release.set()
         t.join()
