@@ -281,10 +281,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    import sqlite_utils
+
     from .jobs import get_run, request_cancel
 
     project = _open(args)
-    run = get_run(project, args.run)
+    try:
+        run = get_run(project, args.run)
+    except sqlite_utils.db.NotFoundError:
+        raise InvalidInputError(
+            f"project {project.name!r} has no run {args.run}: list its runs with `{PROG} runs {args.project}`"
+        ) from None
     request_cancel(project, args.run)
     print(f"asked run {args.run} ({run['kind']}, {run['status']}) to stop after its current batch")
     return 0
@@ -580,8 +587,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_text(exc: BaseException) -> str | None:
+    """The one-line ``error: ...`` for an exception a user can act on, or None for a bug (keeps its traceback)."""
+    import sqlite_utils
+
+    from store.db import SchemaTooNewError
+
+    if isinstance(exc, LabelerError):
+        return str(exc)
+    if isinstance(exc, SchemaTooNewError):
+        return str(exc)  # names the database and says to upgrade
+    if isinstance(exc, FloatingPointError):  # a non-finite loss in training; the message says what to change
+        return f"{exc}" if str(exc) else "a computation gave NaN or infinity: lower the learning rate (--lr)"
+    if isinstance(exc, sqlite_utils.db.NotFoundError):
+        return "a run, image or class the command refers to does not exist: check the id (see `runs` and `status`)"
+    if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return f"{exc.strerror or exc}{where}: check the path, its permissions and the free disk space"
+    return None
+
+
+def _stdout_closed() -> int:
+    """stdout's reader went away (``| head``): stop quietly, as Python's docs advise ("Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the flush at exit must not fail again
+    except (OSError, ValueError):  # no real file descriptor (tests capture stdout)
+        pass
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
+    """Run one command; returns the exit code (0 ok, also when the reader of stdout closed it early; 2 an error
+    the user can act on, printed as one ``error: ...`` line; 130 interrupted).
+
+    ``LABELER_DEBUG=1`` re-raises errors with their traceback.
+    """
     from .project import data_dir
 
     parser = build_parser()
@@ -591,10 +632,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
-    except LabelerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
         print("interrupted: finished batches are saved; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        text = _error_text(exc)
+        if text is None or os.environ.get("LABELER_DEBUG"):
+            raise
+        print(f"error: {text}", file=sys.stderr)
+        return 2

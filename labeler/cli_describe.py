@@ -22,6 +22,7 @@ def _backend(args: argparse.Namespace):
         "device": args.device,
         "max_workers": args.workers,
         "timeout": args.timeout,
+        "max_retries": args.retries,
         "path": getattr(args, "file", None),
     }
     return get_backend(args.backend, **options)
@@ -41,14 +42,12 @@ def _confirm(args: argparse.Namespace, preview: dict, what: str) -> bool:
 
 def cmd_describe(args: argparse.Namespace) -> int:
     from .describe import generate_descriptions
+    from .project import parse_class_list
 
     project = _open(args)
+    classes = parse_class_list(args.classes) if args.classes else None
     backend = _backend(args)
-    options = {
-        "classes": [c.strip() for c in args.classes.split(",")] if args.classes else None,
-        "domain": args.domain,
-        "refresh": args.refresh,
-    }
+    options = {"classes": classes, "domain": args.domain, "refresh": args.refresh}
     if args.samples is not None:
         options["samples_per_prompt"] = args.samples
     if args.max_per_class is not None:
@@ -60,7 +59,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
             return 0
         progress = _progress(args, "describe", "request")
         try:
-            res = generate_descriptions(project, backend, on_progress=progress, **options)
+            res = generate_descriptions(project, backend, on_progress=progress, deadline=args.deadline, **options)
         finally:
             progress and progress.close()
     finally:
@@ -69,8 +68,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
         f"run {res['run_id']}: {res['sent']} requests sent, {res['cached']} from cache; "
         f"{res['added']} descriptions added, {res['removed']} replaced, {res['kept']} kept"
     )
-    if res.get("empty_classes"):
-        text += f"\nno usable description for: {', '.join(res['empty_classes'])}"
+    if res.get("warning"):
+        print(f"warning: {res['warning']}", file=sys.stderr)
     _emit(args, res, text)
     return 0
 
@@ -104,11 +103,13 @@ def cmd_caption(args: argparse.Namespace) -> int:
             return 0
         progress = _progress(args, "caption", "request")
         try:
-            res = caption_images(project, backend, on_progress=progress, **options)
+            res = caption_images(project, backend, on_progress=progress, deadline=args.deadline, **options)
         finally:
             progress and progress.close()
     finally:
         backend.close()
+    if res.get("warning"):
+        print(f"warning: {res['warning']}", file=sys.stderr)
     _emit(args, res, "\n".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, (dict, list))))
     return 0
 
@@ -169,7 +170,18 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", help="API key (default $OPENAI_API_KEY)")
     p.add_argument("--device", help="transformers backend: auto, cpu, cuda")
     p.add_argument("--workers", type=int, help="concurrent requests (openai)")
-    p.add_argument("--timeout", type=float, help="seconds per request (openai)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="openai: seconds one try of a request may take in all (connect + the whole answer, however slowly it "
+        "arrives; default 120)",
+    )
+    p.add_argument("--retries", type=int, help="openai: retries of a request after 429/5xx/timeouts (default 4)")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        help="stop the whole job after this many seconds, keeping the answers so far (a rerun continues); exits 2",
+    )
     p.add_argument("--refresh", action="store_true", help="ignore cached answers and ask again")
     p.add_argument("--dry-run", action="store_true", help="only count the requests it would send")
     p.add_argument("--yes", action="store_true", help=f"send more than {CONFIRM_ABOVE} new requests without asking")

@@ -39,6 +39,13 @@ the path written) or :func:`export_report` (also returns counts). Built in:
 ``jsonl``
     One JSON object per ok image: ``path``, ``sha256``, ``classes``, ``score``,
     ``source``, ``run_id``, ``width``, ``height`` (UTF-8, no BOM).
+
+``model``
+    The trained model of a ``train`` run (option ``run``; default the active run's, else the
+    newest finished one) as one ``torch.save`` file: prompts + LayerNorms + head, the base model
+    name and the classes (see :mod:`labeler.train.student`). Registered here with the others, so
+    it is there whatever was imported first; the training code (and torch) is imported only
+    when it runs.
 """
 
 from __future__ import annotations
@@ -56,7 +63,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InvalidInputError
+from store import now
+
+from .errors import InvalidInputError, NotReadyError
 from .labels import FinalLabel, final_labels
 from .project import Project
 
@@ -502,6 +511,52 @@ def _write_json(path: Path, data: dict) -> None:
         _commit(handle, tmp, path, ok)
 
 
+# --- model ---------------------------------------------------------------------------------------------------------
+
+
+def _pick_train_run(project: Project, run: int | None) -> dict:
+    from .jobs import list_runs
+    from .labels import active_run
+    from .train.loop import BEST
+    from .train.runner import run_dir, train_run
+
+    if run is not None:
+        return train_run(project, run)
+    active = active_run(project)
+    if active and active["params"].get("train_run") is not None:
+        return train_run(project, active["params"]["train_run"])
+    for candidate in list_runs(project, kind="train"):
+        if candidate["status"] == "done" and (run_dir(project, candidate["id"]) / BEST).is_file():
+            return candidate
+    raise NotReadyError("no trained model in this project: train one first (`python -m labeler train PROJECT`)")
+
+
+@register_exporter("model", suffix=".pt")
+def export_trained_model(project: Project, out: Path, *, run: int | None = None) -> ExportReport:
+    """The trained model (prompts + LayerNorms + head, base model name, classes) as one torch file."""
+    from .train.loop import BEST, atomic_save  # training code (torch): only when a model is exported
+    from .train.runner import run_dir
+    from .train.student import read_model_file
+
+    chosen = _pick_train_run(project, run)
+    src = run_dir(project, chosen["id"]) / BEST
+    if not src.is_file():
+        raise NotReadyError(f"run {chosen['id']} has no trained model yet (no epoch finished)")
+    data = read_model_file(src)
+    if out.exists() and out.is_dir():
+        raise InvalidInputError(f"{out} is a folder; give a file name such as model.pt")
+    data.update({"project": project.name, "exported_at": now(), "train_status": chosen["status"]})
+    atomic_save(data, out)
+    extra = {
+        "train_run": chosen["id"],
+        "method": data.get("method"),
+        "base": data.get("base"),
+        "classes": len(data.get("classes", [])),
+        "epoch": data.get("epoch"),
+    }
+    return ExportReport("model", out, n_files=1, extra=extra)
+
+
 def formats() -> list[str]:
     """The registered format names."""
     return sorted(EXPORTERS)
@@ -513,6 +568,7 @@ __all__ = [
     "Exporter",
     "export",
     "export_report",
+    "export_trained_model",
     "formats",
     "read_csv",
     "register_exporter",

@@ -19,12 +19,69 @@ from .errors import InvalidInputError, ProjectExistsError, ProjectNotFoundError
 
 MAX_CLASSES = 10_000
 MAX_CLASS_NAME_LENGTH = 200
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
 #: Project meta key: what the feature-file repairs on open dropped (``labeler status`` shows it).
 FEATURE_REPAIRS_KEY = "feature_repairs"
 # Projects (real paths) whose feature sets this process has checked on open already.
 _checked: set[str] = set()
 _checked_lock = threading.Lock()
+MAX_PROJECT_NAME_LENGTH = 100
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+#: Names Windows reserves for devices (with any extension): a folder named so cannot be created or copied there.
+_RESERVED_NAMES = frozenset(
+    ["con", "prn", "aux", "nul"] + [f"com{i}" for i in range(1, 10)] + [f"lpt{i}" for i in range(1, 10)]
+)
+_MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux and macOS
+_MAX_PATH_BYTES = 4000  # under PATH_MAX (4096), leaving room for the files inside the project
+
+
+def _is_reserved(name: str) -> bool:
+    return name in (".", "..") or name.split(".", 1)[0].strip().casefold() in _RESERVED_NAMES
+
+
+def validate_project_name(name: str) -> str:
+    """Check a project *name* (not a path) and return it stripped; raise InvalidInputError naming the problem.
+
+    A name is 1–100 characters of letters, digits, ``.``, ``_``, ``-`` and spaces, starting with a
+    letter or digit and not ending in ``.`` or a space; no path separators; not a name Windows
+    reserves (``con``, ``nul``, ``com1``, ...) or ``.``/``..``.
+    """
+    text = str(name).strip()
+    if not text:
+        raise InvalidInputError("the project name is empty: give a name like 'pets'")
+    if "\x00" in text or any(ord(ch) < 32 for ch in text):
+        raise InvalidInputError(f"project name {text!r} contains control characters (e.g. NUL): type a plain name")
+    if "/" in text or "\\" in text or os.sep in text:
+        raise InvalidInputError(
+            f"{text!r} is not a project name: it contains a path separator; give a plain name like 'pets' "
+            "(or, on the command line, a folder path to put the project elsewhere)"
+        )
+    if text in (".", ".."):
+        raise InvalidInputError(f"{text!r} is not a project name: give a name like 'pets'")
+    if len(text) > MAX_PROJECT_NAME_LENGTH:
+        raise InvalidInputError(
+            f"project name {text[:30]!r}... is {len(text)} characters long: use at most {MAX_PROJECT_NAME_LENGTH}"
+        )
+    if _is_reserved(text):
+        raise InvalidInputError(f"project name {text!r} is reserved on Windows (like con, nul, com1): pick another")
+    if not _NAME_RE.match(text) or text.endswith((".", " ")):
+        raise InvalidInputError(
+            f"project name {text!r} is not valid: use letters, digits, '.', '_', '-' or spaces, starting with a "
+            "letter or digit and not ending in '.' or a space (or give a folder path)"
+        )
+    return text
+
+
+def _check_path_text(text: str) -> None:
+    if "\x00" in text:
+        raise InvalidInputError(f"the project path {text!r} contains a NUL character: type the path again")
+    if len(os.fsencode(text)) > _MAX_PATH_BYTES:
+        raise InvalidInputError(f"the project path is {len(text)} characters long: use a shorter path")
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > _MAX_COMPONENT_BYTES:
+            raise InvalidInputError(
+                f"the folder name {part[:30]!r}... in the project path is {len(part)} characters long: folder names "
+                f"can have at most {_MAX_COMPONENT_BYTES} bytes; use a shorter name"
+            )
 
 
 def data_dir() -> Path:
@@ -37,25 +94,51 @@ def resolve_project_path(name_or_path: str | os.PathLike) -> Path:
     """Map a project name (under :func:`data_dir`) or a path to its folder.
 
     Anything with a path separator, starting with ``.`` or ``~``, or naming an
-    existing folder is a path; anything else is a name under the data dir.
+    existing folder is a path; anything else is a name under the data dir
+    (checked by :func:`validate_project_name`).
+
+    Raises
+    ------
+    InvalidInputError
+        An empty or invalid name, a NUL character, or a path or folder name too long for the file system.
     """
     text = os.fspath(name_or_path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
     if not text.strip():
         raise InvalidInputError("project name is empty: give a name like 'pets' or a folder path")
-    if os.sep in text or "/" in text or text.startswith((".", "~")) or Path(text).is_dir():
+    pathlike = os.sep in text or "/" in text or text.startswith((".", "~"))
+    if not pathlike and "\x00" not in text and len(os.fsencode(text)) > _MAX_COMPONENT_BYTES:
+        validate_project_name(text)  # says the name is too long
+    _check_path_text(text)
+    if pathlike or Path(text).is_dir():
         return Path(text).expanduser().resolve()
-    if not _NAME_RE.match(text):
-        raise InvalidInputError(
-            f"project name {text!r} is not valid: use letters, digits, '.', '_', '-' or spaces "
-            "(at most 100 characters), or give a folder path"
-        )
-    return data_dir() / text
+    return data_dir() / validate_project_name(text)
 
 
 def parse_class_list(text: str) -> list[str]:
-    """Split user text into class names: one per line if there are newlines, else comma-separated."""
-    parts = text.splitlines() if "\n" in text.strip() else text.split(",")
-    return [p.strip() for p in parts if p.strip()]
+    """Split user text into class names: one per line if there are newlines, else comma-separated.
+
+    Blank lines are skipped; an empty name between commas (``"a,,b"``, ``"a,b,"``) is refused,
+    naming its position, rather than silently dropped.
+
+    Raises
+    ------
+    InvalidInputError
+        An empty comma-separated name.
+    """
+    if "\n" in text.strip():
+        return [p.strip() for p in text.splitlines() if p.strip()]
+    parts = [p.strip() for p in text.split(",")]
+    if not any(parts):
+        return []
+    for pos, part in enumerate(parts, start=1):
+        if not part:
+            raise InvalidInputError(
+                f"class name {pos} of {len(parts)} in {text.strip()!r} is empty (two commas in a row, or a comma at "
+                "the start or end): remove the extra comma"
+            )
+    return parts
 
 
 def validate_class_names(names: Iterable[str]) -> list[str]:
@@ -114,7 +197,17 @@ class Project:
     @classmethod
     def create(cls, name_or_path: str | os.PathLike, classes: Sequence[str] = (), multi_label: bool = False) -> Project:
         """Create a new project folder (classes may be set now or later)."""
-        root = resolve_project_path(name_or_path)
+        given = os.fsdecode(os.fspath(name_or_path))
+        root = resolve_project_path(given)
+        last = given.strip().replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1]
+        if last in ("", ".", "..", "~"):
+            raise InvalidInputError(
+                f"{given!r} would turn an existing folder into the project: give a new folder name, e.g. ./pets"
+            )
+        if _is_reserved(root.name):
+            raise InvalidInputError(
+                f"the folder name {root.name!r} is reserved on Windows (like con, nul, com1): pick another name"
+            )
         if (root / store.DB_FILENAME).exists():
             raise ProjectExistsError(f"a project already exists at {root}: open it, or pick another name")
         names = validate_class_names(classes) if classes else []

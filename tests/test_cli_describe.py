@@ -11,7 +11,8 @@ from labeler.jobs import get_run
 from labeler.project import Project
 
 from .conftest import SHARED_DATA, cifar_subset
-from .test_describe_openai import server  # noqa: F401  (fixture: a real OpenAI-compatible HTTP server)
+from .test_describe import add_images
+from .test_describe_openai import DripServer, server  # noqa: F401  (fixture: a real OpenAI-compatible HTTP server)
 
 GPT35 = SHARED_DATA / "descriptions" / "cifar10-gpt35.json"
 
@@ -122,3 +123,64 @@ def test_describe_errors_are_clear(small, capsys):
     )
     err = capsys.readouterr().err
     assert "127.0.0.1:9" in err and "Traceback" not in err
+
+
+# --- deadlines and unusable answers (no CIFAR needed) --------------------------------------------------------------
+
+
+def openai_argv(command, project, url, *extra):
+    return [command, str(project.root), "--backend", "openai", "--model", "m", "--base-url", url, "--quiet", *extra]
+
+
+def error_line(err: str) -> str:
+    """The one ``error: ...`` line (after the request count that describe/caption print first)."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("describe:", "caption:"))]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_describe_timeout_is_a_total_deadline_against_a_drip_feed(project, capsys):
+    with DripServer("headers") as drip:
+        capsys.readouterr()
+        argv = openai_argv("describe", project, drip.url, "--timeout", "1", "--retries", "0", "--classes", "cat")
+        assert main([*argv, "--samples", "1", "--workers", "1"]) == 2
+        assert "did not answer within 1 s" in error_line(capsys.readouterr().err)
+        assert drip.finished == 0  # the call returned before the server's 30 s drip was over
+        assert drip.cut.wait(10)  # and it closed the connection
+
+
+def test_describe_refusals_exit_non_zero_and_a_later_good_server_is_asked(project, server, capsys):  # noqa: F811
+    server.mode = "refuse"
+    capsys.readouterr()
+    assert main(openai_argv("describe", project, server.url, "--samples", "1")) == 2
+    line = error_line(capsys.readouterr().err)
+    assert "18 answers were refusals or empty: nothing stored for cat, dog, car; try another model" in line
+    server.mode = "normal"
+    first = server.requests
+    res = run_json(capsys, *openai_argv("describe", project, server.url, "--samples", "1"))
+    assert res["sent"] == 18 and server.requests == first + 18 and res["added"] > 0
+
+
+def test_caption_refusals_exit_non_zero(project, server, tmp_path, capsys):  # noqa: F811
+    add_images(project, tmp_path / "imgs", 2)
+    server.mode = "null"
+    capsys.readouterr()
+    assert main(openai_argv("caption", project, server.url)) == 2
+    assert "all 2 answers were refusals or empty" in error_line(capsys.readouterr().err)
+    server.mode = "normal"
+    assert run_json(capsys, *openai_argv("caption", project, server.url))["captions"] == 2
+
+
+def test_describe_deadline_stops_cleanly_and_says_how_far(project, server, capsys):  # noqa: F811
+    server.hang_after = 2
+    capsys.readouterr()
+    argv = openai_argv("describe", project, server.url, "--samples", "1", "--classes", "cat", "--workers", "1")
+    assert main([*argv, "--deadline", "1", "--timeout", "60"]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert "stopped at the 1 s deadline after 2 of 6 answers" in line and "rerun the same command" in line
+    server.hang_after = None
+    server.release.set()
+    res = run_json(capsys, *argv)
+    assert res["cached"] == 2 and res["sent"] == 4
+    assert main([*argv, "--deadline", "0"]) == 2
+    assert "positive number of seconds" in error_line(capsys.readouterr().err)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from labeler.describe import (
     Backend,
+    BackendError,
     Request,
     Response,
     add_description,
@@ -20,7 +21,9 @@ from labeler.describe import (
     captions_by_image,
     class_texts,
     class_texts_report,
+    count_cached,
     delete_description,
+    description_requests,
     edit_description,
     export_descriptions,
     generate_descriptions,
@@ -213,9 +216,25 @@ def test_user_edits_additions_and_disables_survive_regeneration(project):
 def test_empty_answers_keep_existing_rows(project):
     generate_descriptions(project, "template", classes=["dog"], max_per_class=5)
     refusing = ScriptedBackend(lambda r: "I'm sorry, but I cannot help with that.")
-    result = generate_descriptions(project, refusing, classes=["dog"], samples_per_prompt=1)
-    assert result["empty_classes"] == ["dog"]
-    assert len(list_descriptions(project, "dog")) == 5
+    with pytest.raises(BackendError, match=r"6 answers were refusals or empty: nothing stored for dog.*another model"):
+        generate_descriptions(project, refusing, classes=["dog"], samples_per_prompt=1)
+    assert len(list_descriptions(project, "dog")) == 5  # the rows already there stay
+    assert list_runs(project, kind="describe")[0]["status"] == "failed"
+    assert count_cached(project, refusing, description_requests(refusing, ["dog"], samples_per_prompt=1)) == 0
+
+
+def test_some_refusals_are_reported_not_cached_and_asked_again(project):
+    flaky = ScriptedBackend(
+        lambda r: "" if r.meta["class_name"] == "dog" else f"A {r.meta['class_name']} has soft fur."
+    )
+    result = generate_descriptions(project, flaky, classes=["cat", "dog"], samples_per_prompt=1)
+    assert result["unusable"] == 6 and result["empty_classes"] == ["dog"]
+    assert result["warning"] == "6 answers were refusals or empty: nothing stored for dog; try another model or prompt"
+    assert list_descriptions(project, "cat") and not list_descriptions(project, "dog")
+    good = ScriptedBackend()  # same name and model: the cache key is the same
+    again = generate_descriptions(project, good, classes=["cat", "dog"], samples_per_prompt=1)
+    assert again["cached"] == 6 and again["sent"] == 6 and good.calls == 6  # only dog's answers are asked again
+    assert list_descriptions(project, "dog") and again["warning"] == ""
 
 
 def test_cancel_then_resume_sends_only_the_rest(project):

@@ -133,6 +133,9 @@ def test_random_causal_lm_plumbing_and_cache(project, tiny):
         return real(**kw)
 
     tiny["lm"].generate = counting
+    # A random model writes no real sentence, and unusable answers are neither stored nor cached; this test is
+    # about batching and the cache, so here every answer counts as one sentence.
+    backend.sentences_from = lambda text: [text]
     try:
         result = generate_descriptions(project, backend, classes=["cat", "dog"], samples_per_prompt=1, max_tokens=6)
         assert result["requests"] == 12 and result["sent"] == 12
@@ -195,7 +198,9 @@ def test_random_vision_model_captions_and_groups(project, tiny, tmp_path):
         assert len(calls) == 6
     finally:
         del tiny["vlm"].generate
-    # a vision model also answers text-only description requests
+    # a vision model also answers text-only description requests (a random one writes no real sentence: count
+    # every answer as one, since unusable answers would fail the job)
+    backend.sentences_from = lambda text: [text]
     assert generate_descriptions(project, backend, classes=["dog"], samples_per_prompt=1, max_tokens=3)["sent"] == 6
 
 

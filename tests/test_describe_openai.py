@@ -20,10 +20,13 @@ from labeler.describe import (
     Request,
     caption_images,
     captions_by_image,
+    count_cached,
+    description_requests,
     generate_descriptions,
     get_backend,
     list_descriptions,
 )
+from labeler.describe.base import DeadlineExceeded
 from labeler.errors import InvalidInputError, ModelUnavailableError
 from labeler.jobs import list_runs
 
@@ -34,7 +37,10 @@ class FakeServer:
     """State of the fake OpenAI server: what it answers, and what it saw."""
 
     def __init__(self):
-        self.mode = "normal"  # normal | garbage | timeout | missing_model | no_images | unauthorized | error500
+        # normal | garbage | timeout | missing_model | no_images | unauthorized | error500 | refuse | null
+        self.mode = "normal"
+        self.hang_after: int | None = None  # requests after this many wait for `release` (at most 30 s)
+        self.release = threading.Event()
         self.fail_first = 0  # answer 429 to this many requests first
         self.retry_after = "0.05"
         self.delay = 0.0  # seconds before answering (timeout mode: longer than the client waits)
@@ -102,6 +108,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if s.delay:
                 time.sleep(s.delay)
+            if s.hang_after is not None and number > s.hang_after:
+                s.release.wait(30)
             if self.path != "/v1/chat/completions":
                 return self._send(404, {"detail": "Not Found"})
             if number <= s.fail_first:
@@ -119,8 +127,13 @@ class Handler(BaseHTTPRequestHandler):
             if s.mode == "error500":
                 return self._send(500, {"error": {"message": "CUDA error: device-side assert"}})
             n = int(body.get("n", 1))
+            content = {"refuse": "I'm sorry, but I can't help with that.", "null": None}.get(s.mode, "")
             choices = [
-                {"index": i, "message": {"role": "assistant", "content": s.answer(body)}, "finish_reason": "stop"}
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": content if content != "" else s.answer(body)},
+                    "finish_reason": "stop",
+                }
                 for i in range(n)
             ]
             return self._send(200, {"id": f"c{number}", "object": "chat.completion", "choices": choices})
@@ -139,9 +152,70 @@ def server():
     thread.start()
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
     yield state
+    state.release.set()
     httpd.shutdown()
     httpd.server_close()
     thread.join(5)
+
+
+class DripServer:
+    """A server that answers every connection with one byte every ``interval`` s — of the status line and
+    headers (``part="headers"``) or, after complete headers, of the body — for at most ``limit`` bytes.
+
+    ``cut`` is set when a client closes its connection mid-drip; ``finished`` counts drips that ran to
+    their end (the server then closes the connection itself).
+    """
+
+    def __init__(self, part: str = "headers", interval: float = 0.2, limit: int = 150):
+        self.part, self.interval, self.limit = part, interval, limit
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.connections = 0
+        self.finished = 0
+        self.cut = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> DripServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                conn.recv(65536)  # the request (its start is enough)
+                if self.part == "body":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+                    payload = b" " * self.limit
+                else:
+                    payload = (b"HTTP/1.1 200 OK\r\nX-Drip: " + b"a" * self.limit)[: self.limit]
+                for i in range(len(payload)):
+                    if self._stop.is_set():
+                        return
+                    conn.sendall(payload[i : i + 1])
+                    time.sleep(self.interval)
+            except OSError:
+                self.cut.set()
+                return
+            self.finished += 1
 
 
 def backend_for(server: FakeServer, **options) -> OpenAIBackend:
@@ -334,3 +408,66 @@ def test_text_only_model_gets_a_clear_image_error(project, server, tmp_path):
     assert list_runs(project, kind="caption")[0]["status"] == "failed"
     # the same model still writes descriptions
     assert generate_descriptions(project, backend, classes=["cat"], samples_per_prompt=1)["added"] > 0
+
+
+# --- total deadlines, refusals -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_timeout_is_a_total_deadline_even_if_bytes_keep_dripping(part):
+    """One byte every 0.2 s for 30 s: httpx's per-read timeout never fires; --timeout 1 must still end the try."""
+    with DripServer(part) as drip:
+        backend = get_backend("openai", model="m", base_url=drip.url, timeout=1.0, max_retries=0)
+        try:
+            with pytest.raises(BackendError, match=r"did not answer within 1 s, 1 tries"):
+                backend.complete([Request(prompt="x")])
+            assert drip.connections == 1 and drip.finished == 0  # returned while the drip was still going
+            assert drip.cut.wait(10)  # ... and closed the connection: the server's next byte failed
+        finally:
+            backend.close()
+
+
+@pytest.mark.parametrize("mode", ["refuse", "null"])
+def test_refusals_and_null_answers_are_not_cached(project, server, mode):
+    server.mode = mode
+    backend = backend_for(server, max_workers=2)
+    with pytest.raises(BackendError, match=r"6 answers were refusals or empty: nothing stored for cat"):
+        generate_descriptions(project, backend, classes=["cat"], samples_per_prompt=1)
+    assert server.requests == 6 and list_descriptions(project) == []
+    assert count_cached(project, backend, description_requests(backend, ["cat"], samples_per_prompt=1)) == 0
+    server.mode = "normal"  # a good server (or model) later: it is asked, and the answers are stored
+    result = generate_descriptions(project, backend, classes=["cat"], samples_per_prompt=1)
+    assert result["sent"] == 6 and result["cached"] == 0 and server.requests == 12
+    assert list_descriptions(project, "cat") and result["warning"] == ""
+    backend.close()
+
+
+def test_refused_captions_are_not_stored_or_cached(project, server, tmp_path):
+    add_images(project, tmp_path / "imgs", 3)
+    server.mode = "refuse"
+    backend = backend_for(server)
+    with pytest.raises(BackendError, match=r"all 3 answers were refusals or empty: nothing stored or cached"):
+        caption_images(project, backend)
+    assert captions_by_image(project) == {} and list_runs(project, kind="caption")[0]["status"] == "failed"
+    server.mode = "normal"
+    result = caption_images(project, backend)
+    assert result["sent"] == 3 and result["captions"] == 3 and server.requests == 6
+    assert len(captions_by_image(project)) == 3
+    backend.close()
+
+
+def test_job_deadline_stops_keeps_the_answers_so_far_and_resumes(project, server):
+    server.hang_after = 3  # the first three answers come back, then the server stops answering
+    backend = backend_for(server, max_workers=3, timeout=60.0)
+    with pytest.raises(DeadlineExceeded, match=r"stopped at the 1.5 s deadline after 3 of 18 answers.*rerun"):
+        generate_descriptions(project, backend, samples_per_prompt=1, deadline=1.5)
+    run = list_runs(project, kind="describe")[0]
+    assert run["status"] == "cancelled" and "deadline" in run["error"]
+    reqs = description_requests(backend, project.classes, samples_per_prompt=1)
+    assert count_cached(project, backend, reqs) == 3  # what arrived before the deadline is kept
+    server.hang_after = None
+    server.release.set()
+    result = generate_descriptions(project, backend, samples_per_prompt=1)
+    assert result["cached"] == 3 and result["sent"] == 15
+    assert all(list_descriptions(project, c) for c in project.classes)
+    backend.close()

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from ..errors import InvalidInputError, LabelerError
+from ..errors import InvalidInputError, JobCancelled, LabelerError
 
 #: An image in a request: a PIL image, a file path, or a callable that builds one when it is needed.
 ImageLike = Image.Image | str | os.PathLike | Callable[[], Image.Image]
@@ -28,6 +28,19 @@ ImageLike = Image.Image | str | os.PathLike | Callable[[], Image.Image]
 
 class BackendError(LabelerError):
     """A description/caption backend failed (unreachable, refused, answered garbage); the message says what to do."""
+
+
+class DeadlineExceeded(JobCancelled):
+    """A describe/caption job ran past its overall deadline and stopped; the answers so far are kept.
+
+    Attributes
+    ----------
+    partial : list of Response or None
+        Set by :meth:`Backend.complete` when it stops mid-batch: the answers that did arrive
+        (None where a request got none), in request order.
+    """
+
+    partial: list | None = None
 
 
 @dataclass
@@ -111,6 +124,10 @@ class Backend:
         cache is written and cancel is checked between batches.
     model : str
         The model name, part of the cache key.
+    deadline : float or None
+        While a job with a deadline runs, the :func:`time.monotonic` time it ends (set by
+        :func:`labeler.describe.cache.run_requests`); backends that can stop mid-request (``openai``)
+        cut requests there and raise :class:`DeadlineExceeded`, others are stopped between batches.
     """
 
     name: ClassVar[str] = ""
@@ -121,6 +138,7 @@ class Backend:
     sampling: bool = True
     batch_size: int = 8
     model: str = ""
+    deadline: float | None = None
 
     def complete(self, requests: Sequence[Request]) -> list[Response]:
         """Answer each request (in order). Raises :class:`BackendError` or another LabelerError."""

@@ -19,8 +19,8 @@ import numpy as np
 from store import now
 
 from ..errors import InvalidInputError, NotReadyError
-from .base import Backend, Request, get_backend, tile_grid
-from .cache import count_cached, run_requests
+from .base import Backend, BackendError, DeadlineExceeded, Request, get_backend, tile_grid
+from .cache import check_deadline, count_cached, run_requests
 from .parse import clean_caption
 from .prompts import CAPTION_PROMPT, CAPTION_PROMPT_NO_CLASS, GROUP_PROMPT, GROUP_PROMPT_NO_CLASS, fill_class
 
@@ -135,8 +135,12 @@ def caption_images(
     refresh: bool = False,
     on_progress: ProgressCallback | None = None,
     dry_run: bool = False,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Caption the project's images with a vision backend (a ``caption`` job).
+
+    Answers with nothing usable (refusals, empty or ``null`` content) are neither stored nor
+    cached, so a rerun asks again; they are counted in ``empty``.
 
     Parameters
     ----------
@@ -171,13 +175,25 @@ def caption_images(
     on_progress : callable(done, total, message), optional
     dry_run : bool
         Only count: ``{"requests", "cached", "new", "images", "groups"}``, no calls, no writes.
+    deadline : float, optional
+        Seconds the whole job may take. When they pass it stops (cutting the requests in flight),
+        stores the captions that arrived and raises :class:`~labeler.describe.base.DeadlineExceeded`
+        saying how far it got; rerunning continues from the cache.
 
     Returns
     -------
     dict
         ``run_id``, ``requests``, ``cached``, ``sent``, ``captions`` (per-image captions written),
         ``groups`` (group captions written), ``empty`` (answers with nothing usable, e.g. refusals:
-        nothing written), ``missing_files`` (images skipped because their file is gone).
+        nothing written or cached), ``missing_files`` (images skipped because their file is gone),
+        ``warning`` (what to do about empty answers, or ``""``).
+
+    Raises
+    ------
+    BackendError
+        Every answer was a refusal or empty: nothing was stored or cached.
+    DeadlineExceeded
+        The deadline passed (the captions that arrived are stored).
     """
     from ..jobs import Job
 
@@ -187,6 +203,7 @@ def caption_images(
             f"the {backend.name} backend cannot caption images: pick openai (with a vision model), transformers "
             "(with an image-text-to-text model) or template"
         )
+    check_deadline(deadline)
     if not per_image and not groups:
         raise InvalidInputError("nothing to do: ask for per-image captions, group captions, or both")
     if int(group_size) < 1:
@@ -246,10 +263,21 @@ def caption_images(
         "requests": len(reqs),
     }
     with Job.start(project, "caption", method=backend.name, params=params, on_progress=on_progress) as job:
-        responses, stats = run_requests(project, backend, reqs, job=job, refresh=refresh, message="captioning images")
+        responses, stats = run_requests(
+            project,
+            backend,
+            reqs,
+            job=job,
+            refresh=refresh,
+            message="captioning images",
+            usable=lambda text: bool(clean_caption(text)),
+            deadline=deadline,
+        )
         t = now()
         out_rows, empty, written = [], 0, {"caption": 0, "group": 0}
         for r, resp in zip(reqs, responses, strict=True):
+            if resp is None:  # not answered before the deadline
+                continue
             text = clean_caption(resp.texts[0] if resp.texts else "")
             if not text:
                 empty += 1
@@ -283,8 +311,26 @@ def caption_images(
             "groups": written["group"],
             "empty": empty,
             "missing_files": missing,
+            "warning": (
+                f"{empty} answer{'s were' if empty != 1 else ' was'} refusals or empty: nothing stored for "
+                f"{'them' if empty != 1 else 'it'} (not cached: a rerun asks again); try another model or prompt"
+                if empty
+                else ""
+            ),
         }
         job.update_metrics(**{k: v for k, v in result.items() if k != "run_id"})
+        if stats["unanswered"]:
+            raise DeadlineExceeded(
+                f"stopped at the {float(deadline):g} s deadline after {stats['cached'] + stats['sent']} of "
+                f"{stats['requests']} answers ({stats['cached']} from cache); {written['caption']} captions and "
+                f"{written['group']} group captions stored. The answers so far are cached: rerun the same command "
+                "(with a longer --deadline, or none) to finish" + (f". Also: {result['warning']}" if empty else "")
+            )
+        if reqs and empty == len(reqs):
+            raise BackendError(
+                f"all {empty} answers were refusals or empty: nothing stored or cached (a rerun asks again); try "
+                "another model (a vision model: gpt-4o-mini, llava, qwen2.5vl) or another --prompt"
+            )
     return result
 
 

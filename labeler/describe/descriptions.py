@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from store import now
 
 from ..errors import InvalidInputError
-from .base import Backend, Request, get_backend
-from .cache import count_cached, run_requests
+from .base import Backend, BackendError, DeadlineExceeded, Request, get_backend
+from .cache import check_deadline, count_cached, run_requests
 from .offline import FileBackend, write_descriptions_file
 from .parse import clean_imported, normalize_key
 from .prompts import DESCRIBE_SYSTEM, question_prompts
@@ -170,6 +170,24 @@ def _interleave(per_answer: Sequence[Sequence[tuple[str, str | None]]], limit: i
     return out
 
 
+def _names(names: Sequence[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def unusable_message(backend: Backend, unusable: int, empty: Sequence[str]) -> str:
+    """What to tell the user about answers that gave nothing usable (``""`` when there were none)."""
+    if not unusable and not empty:
+        return ""
+    if isinstance(backend, FileBackend):
+        return f"{backend.path} has no usable description for: {_names(empty)}" if empty else ""
+    text = f"{unusable} answer{'s were' if unusable != 1 else ' was'} refusals or empty"
+    if empty:
+        text += f": nothing stored for {_names(empty)}"
+    else:
+        text += " (not cached: a rerun asks again)"
+    return text + "; try another model or prompt"
+
+
 # --- generation --------------------------------------------------------------------------------------------------
 
 
@@ -229,6 +247,7 @@ def generate_descriptions(
     refresh: bool = False,
     on_progress: ProgressCallback | None = None,
     dry_run: bool = False,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Write class descriptions with a backend, CuPL/NoLA style (a ``describe`` job).
 
@@ -240,7 +259,9 @@ def generate_descriptions(
 
     Answers are cached (``llm_cache``), so a rerun — or a resumed, cancelled run — sends only
     what is missing. Regeneration replaces untouched sentences only; the user's additions,
-    edits and disables stay (see the module doc).
+    edits and disables stay (see the module doc). Answers with no usable sentence (refusals,
+    empty or ``null`` content) are not cached, so a rerun asks again; they are counted in
+    ``unusable`` and the classes left without a sentence in ``empty_classes``.
 
     Parameters
     ----------
@@ -266,18 +287,32 @@ def generate_descriptions(
     on_progress : callable(done, total, message), optional
     dry_run : bool
         Only count: return ``{"requests", "cached", "new"}`` without calling the backend or writing.
+    deadline : float, optional
+        Seconds the whole job may take. When they pass it stops (cutting the requests in flight),
+        writes the descriptions of the classes whose answers all arrived, and raises
+        :class:`~labeler.describe.base.DeadlineExceeded` saying how far it got; the answers so far
+        are cached, so rerunning continues from there.
 
     Returns
     -------
     dict
-        ``run_id``, ``requests``, ``cached``, ``sent``, ``added``, ``removed``, ``kept``, per-class
-        counts in ``classes``, and ``empty_classes`` (no usable sentence came back; their rows were kept).
+        ``run_id``, ``requests``, ``cached``, ``sent``, ``unusable`` (answers with no usable sentence),
+        ``added``, ``removed``, ``kept``, per-class counts in ``classes``, ``empty_classes`` (no usable
+        sentence came back; their rows were kept) and ``warning`` (what to do about them, or ``""``).
+
+    Raises
+    ------
+    BackendError
+        No answer had a usable sentence (all refusals or empty): nothing was stored or cached.
+    DeadlineExceeded
+        The deadline passed (what was finished is kept).
     """
     from ..jobs import Job
 
     backend = get_backend(backend)
     if int(samples_per_prompt) < 1 or int(sentences_per_answer) < 1 or int(max_per_class) < 1:
         raise InvalidInputError("samples_per_prompt, sentences_per_answer and max_per_class must be at least 1")
+    check_deadline(deadline)
     chosen = _class_rows(project, classes)
     names = [c for c, _ in chosen]
     reqs = description_requests(
@@ -314,9 +349,22 @@ def generate_descriptions(
         "requests": len(reqs),
     }
     with Job.start(project, "describe", method=backend.name, params=params, on_progress=on_progress) as job:
-        responses, stats = run_requests(project, backend, reqs, job=job, refresh=refresh, message="describing classes")
+        responses, stats = run_requests(
+            project,
+            backend,
+            reqs,
+            job=job,
+            refresh=refresh,
+            message="describing classes",
+            usable=lambda text: bool(backend.sentences_from(text)),
+            deadline=deadline,
+        )
         per_class: dict[str, list[list[tuple[str, str | None]]]] = {c: [] for c in names}
+        unanswered: set[str] = set()
         for r, resp in zip(reqs, responses, strict=True):
+            if resp is None:
+                unanswered.add(r.meta["class_name"])
+                continue
             if backend.sampling:
                 prompt = r.prompt
             else:
@@ -326,6 +374,8 @@ def generate_descriptions(
         result: dict[str, Any] = {"run_id": job.id, **stats, "added": 0, "removed": 0, "kept": 0, "classes": {}}
         empty = []
         for name, cid in chosen:
+            if name in unanswered:  # stopped at the deadline: this class's rows stay as they are
+                continue
             sentences = _interleave(per_class[name], int(max_per_class))
             if not sentences:
                 empty.append(name)
@@ -336,7 +386,22 @@ def generate_descriptions(
             for k in ("added", "removed", "kept"):
                 result[k] += counts[k]
         result["empty_classes"] = empty
+        result["warning"] = unusable_message(backend, stats["unusable"], empty)
         job.update_metrics(**{k: v for k, v in result.items() if k not in ("run_id",)})
+        if unanswered:
+            done = len(chosen) - len(unanswered)
+            raise DeadlineExceeded(
+                f"stopped at the {float(deadline):g} s deadline after {stats['cached'] + stats['sent']} of "
+                f"{stats['requests']} answers ({stats['cached']} from cache); descriptions written for {done} of "
+                f"{len(chosen)} classes, not yet for {_names(sorted(unanswered, key=names.index))}. The answers so far "
+                "are cached: rerun the same command (with a longer --deadline, or none) to finish"
+                + (f". Also: {result['warning']}" if result["warning"] else "")
+            )
+        if reqs and len(empty) == len(chosen):
+            raise BackendError(
+                (result["warning"] or f"no usable description came back for {_names(empty)}")
+                + " (nothing was stored or cached, so a rerun asks again)"
+            )
     return result
 
 

@@ -9,10 +9,19 @@ Requests run on a bounded thread pool (``max_workers``); 429, 5xx, dropped
 connections and timeouts are retried with exponential backoff and jitter
 (``Retry-After`` honoured); everything else becomes a :class:`~labeler.errors.LabelerError`
 whose message says what to fix.
+
+``timeout`` is a *total* limit per try — connecting, sending and reading the whole
+answer — however slowly the bytes arrive: httpx's own timeouts restart with every
+byte read (so a server dripping one byte a second would never time out), so each
+try runs on an :class:`httpx.AsyncClient` in one background event loop and is cut
+by :func:`asyncio.wait_for`, which closes its connection. A job deadline
+(:attr:`Backend.deadline`) cuts tries and retry waits the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import email.utils
 import os
 import random
@@ -25,7 +34,7 @@ from typing import Any
 import httpx
 
 from ..errors import InvalidInputError, ModelUnavailableError
-from .base import Backend, BackendError, Request, Response, image_data_url, register_backend
+from .base import Backend, BackendError, DeadlineExceeded, Request, Response, image_data_url, register_backend
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -72,6 +81,30 @@ def _content_text(content: Any) -> str:
     return str(content)
 
 
+class _Stopped(BackendError):
+    """This request was stopped because another one failed (or the job was interrupted)."""
+
+
+class _EventLoopThread:
+    """An asyncio event loop running in a daemon thread, for the backend's async HTTP client."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="labeler-llm-io", daemon=True)
+        self.thread.start()
+
+    def submit(self, coro) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
 @register_backend
 class OpenAIBackend(Backend):
     """An OpenAI-compatible chat-completions endpoint (OpenAI, Ollama, vLLM, LM Studio, ...).
@@ -86,7 +119,8 @@ class OpenAIBackend(Backend):
     api_key : str, optional
         Default ``$OPENAI_API_KEY``; local servers need none.
     timeout : float
-        Seconds to wait for one answer.
+        Seconds one try may take in all (connect + send + the whole answer, however slowly it
+        arrives); a try cut by it is retried like other timeouts.
     max_workers : int
         Requests in flight at once.
     max_retries : int
@@ -150,14 +184,14 @@ class OpenAIBackend(Backend):
         self.image_max_side = int(image_max_side)
         self.extra_body = dict(extra_body or {})
         self.batch_size = self.max_workers * 4
+        if self.timeout <= 0:
+            raise InvalidInputError(f"timeout must be more than 0 seconds, got {timeout}")
         self._ever_ok = False
         self._stop = threading.Event()
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
-            headers=headers,
-            limits=httpx.Limits(max_connections=max(10, self.max_workers), max_keepalive_connections=self.max_workers),
-        )
+        self._lock = threading.Lock()
+        self._inflight: set[concurrent.futures.Future] = set()
+        self._io: _EventLoopThread | None = None  # started with the first request
+        self._client: httpx.AsyncClient | None = None
 
     @property
     def url(self) -> str:
@@ -167,21 +201,92 @@ class OpenAIBackend(Backend):
         return {"backend": self.name, "model": self.model, "base_url": self.base_url}
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            io, client = self._io, self._client
+            self._io = self._client = None
+        if io is None:
+            return
+        if client is not None:
+            try:
+                io.submit(client.aclose()).result(10)
+            except Exception:  # closing must not hide the error that ended the job
+                pass
+        io.close()
+
+    # --- transport --------------------------------------------------------------------------------------------------
+    def _start_io(self) -> tuple[_EventLoopThread, httpx.AsyncClient]:
+        with self._lock:
+            if self._io is None or self._client is None:
+                headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+                self._io = _EventLoopThread()
+                self._client = httpx.AsyncClient(
+                    timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+                    headers=headers,
+                    limits=httpx.Limits(
+                        max_connections=max(10, self.max_workers), max_keepalive_connections=self.max_workers
+                    ),
+                )
+            return self._io, self._client
+
+    def _send(self, body: dict[str, Any], limit: float) -> httpx.Response:
+        """POST one try, cut after ``limit`` seconds in all (raises TimeoutError then)."""
+        io, client = self._start_io()
+
+        async def post() -> httpx.Response:
+            return await asyncio.wait_for(client.post(self.url, json=body), limit)
+
+        fut = io.submit(post())
+        with self._lock:
+            self._inflight.add(fut)
+        try:
+            return fut.result(limit + 10)  # wait_for ends it by ``limit``; the margin is for closing the socket
+        except concurrent.futures.CancelledError:
+            raise _Stopped("stopped because another request failed") from None
+        except BaseException:  # TimeoutError, an httpx error, or Ctrl-C while waiting: make sure the try ends
+            fut.cancel()
+            raise
+        finally:
+            with self._lock:
+                self._inflight.discard(fut)
+
+    def _stop_all(self) -> None:
+        """Stop retries and cut the tries in flight (their connections close)."""
+        self._stop.set()
+        with self._lock:
+            inflight = list(self._inflight)
+        for fut in inflight:
+            fut.cancel()
+
+    def _deadline_error(self) -> DeadlineExceeded:
+        return DeadlineExceeded("the job's deadline passed while waiting for the model")
 
     # --- requests -------------------------------------------------------------------------------------------------
     def complete(self, requests: Sequence[Request]) -> list[Response]:
+        """Answer each request; raises BackendError, or :class:`DeadlineExceeded` with the answers that
+        did arrive in ``partial`` when the job's deadline cuts the batch."""
         if not requests:
             return []
         self._stop.clear()
         if len(requests) == 1 or self.max_workers == 1:
-            return [self._one(r) for r in requests]
+            out: list[Response | None] = [None] * len(requests)
+            try:
+                for i, r in enumerate(requests):
+                    out[i] = self._one(r)
+            except DeadlineExceeded as exc:
+                exc.partial = out
+                raise
+            return [r for r in out if r is not None]
         pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(requests)), thread_name_prefix="labeler-llm")
         futures = [pool.submit(self._one, r) for r in requests]
         try:
             return [f.result() for f in futures]
-        except BaseException:
-            self._stop.set()  # the others stop retrying
+        except BaseException as exc:
+            self._stop_all()  # the others stop retrying and their tries are cut
+            pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(exc, DeadlineExceeded):
+                exc.partial = [
+                    f.result() if f.done() and not f.cancelled() and f.exception() is None else None for f in futures
+                ]
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -249,10 +354,17 @@ class OpenAIBackend(Backend):
         attempt = 0
         while True:
             if self._stop.is_set():
-                raise BackendError("stopped because another request failed")
+                raise _Stopped("stopped because another request failed")
+            deadline = self.deadline
+            limit = self.timeout
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._deadline_error()
+                limit = min(limit, left)
             resp: httpx.Response | None = None
             try:
-                resp = self._client.post(self.url, json=body)
+                resp = self._send(body, limit)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if not self._ever_ok or attempt >= self.max_retries:
                     raise BackendError(
@@ -260,12 +372,14 @@ class OpenAIBackend(Backend):
                         f"{exc}): start the server (e.g. `ollama serve`, or vLLM / LM Studio) or fix --base-url / "
                         "OPENAI_BASE_URL"
                     ) from None
-            except httpx.TimeoutException:
+            except (httpx.TimeoutException, TimeoutError):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise self._deadline_error() from None
                 if attempt >= self.max_retries:
                     raise BackendError(
-                        f"{self.url} did not answer within {self.timeout:g} s, {attempt + 1} tries: the model may be "
-                        "loading or too slow for this load; raise --timeout or lower --workers, then rerun (answers "
-                        "so far are cached)"
+                        f"{self.url} did not answer within {self.timeout:g} s, {attempt + 1} tries (--timeout limits "
+                        "each try in all, however slowly the answer arrives): the model may be loading or too slow "
+                        "for this load; raise --timeout or lower --workers, then rerun (answers so far are cached)"
                     ) from None
             except httpx.HTTPError as exc:  # dropped connection, protocol error
                 if attempt >= self.max_retries:
@@ -293,9 +407,11 @@ class OpenAIBackend(Backend):
                         f"{attempt + 1} tries: lower --workers or wait, then rerun (answers so far are cached)"
                     )
             delay = self._delay(attempt, resp)
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise self._deadline_error()
             attempt += 1
             if self._stop.wait(delay):
-                raise BackendError("stopped because another request failed")
+                raise _Stopped("stopped because another request failed")
 
     def _http_error(self, resp: httpx.Response, has_images: bool) -> Exception:
         status, msg = resp.status_code, _error_message(resp)
