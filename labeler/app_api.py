@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidInputError, NotReadyError
-from .project import Project, data_dir, list_projects, resolve_project_path
+from .project import Project, data_dir, list_projects, resolve_project_path, validate_project_name
 
 #: Project meta key holding the ids a reviewer marked "unsure" (kept until they get a label).
 UNSURE_KEY = "review_unsure"
@@ -78,11 +78,9 @@ def rename_project(project: Project, new_name: str, root: str | os.PathLike | No
     InvalidInputError
         The new name is not valid, is taken, or the project does not live in the data dir.
     """
-    new_name = (new_name or "").strip()
-    if not new_name:
+    if not (new_name or "").strip():
         raise InvalidInputError("type the new project name first")
-    if any(sep in new_name for sep in ("/", os.sep)) or new_name.startswith((".", "~")):
-        raise InvalidInputError(f"{new_name!r} is not a project name: use letters, digits, '.', '_', '-' or spaces")
+    new_name = validate_project_name(new_name)
     home = Path(root) if root is not None else data_dir()
     new_root = home / new_name if root is not None else resolve_project_path(new_name)
     old_root = project.root.resolve()

@@ -61,7 +61,7 @@ import store
 from .errors import InvalidInputError, ProjectExistsError
 from .ingest import check_free_disk, max_import_bytes, over_cap_message
 from .jobs import ProjectBusyError
-from .project import Project, data_dir, resolve_project_path
+from .project import Project, data_dir, resolve_project_path, validate_project_name
 
 MANIFEST = "labeler-project.json"
 FORMAT = "labeler-project"
@@ -375,9 +375,7 @@ def import_archive(
         base = re.sub(r"[^A-Za-z0-9._ -]", "_", base).strip(" ._-")[:90] or "imported"
         target = home / _free_name(base, home)
     else:
-        if root is not None and (os.sep in str(name) or "/" in str(name) or str(name).startswith((".", "~"))):
-            raise InvalidInputError(f"{name!r} is not a project name: use letters, digits, '.', '_', '-' or spaces")
-        target = home / str(name) if root is not None else resolve_project_path(name)
+        target = home / validate_project_name(name) if root is not None else resolve_project_path(name)
         if target.exists():
             raise ProjectExistsError(f"a project or folder named {target.name!r} already exists: pick another name")
     shown = Path(archive).name

@@ -195,7 +195,7 @@ def test_api_lists_every_step(client):
 
 def test_project_step_errors_and_lifecycle(client, server):
     assert "Type a project name" in call_error(client, "", False, "", api_name="/project_create")
-    assert "not valid" in call_error(client, "bad/..name?", False, "", api_name="/project_create")
+    assert "is not a project name" in call_error(client, "bad/..name?", False, "", api_name="/project_create")
     assert "listed twice" in call_error(client, "dupes", False, "a, b, A", api_name="/project_create")
     table, _, status = client.predict("scratch", False, "x, y", api_name="/project_create")
     assert [row[0] for row in table["data"]] == ["scratch"]

@@ -234,7 +234,9 @@ def build(ctx: Ctx) -> dict:
         if task.status == "done":
             r = task.result or {}
             msg = f"Done: {r.get('added', 0)} added, {r.get('removed', 0)} replaced, {r.get('kept', 0)} kept."
-            if r.get("empty_classes"):
+            if r.get("warning"):  # refusals or empty answers: not stored, not cached (asked again next time)
+                msg += f" {md_escape(r['warning'])}"
+            elif r.get("empty_classes"):
                 msg += f" No usable sentence for: {md_escape(', '.join(r['empty_classes'][:10]))}."
         else:
             msg = f"Generation {task.status}: {error_text(task.error)}"

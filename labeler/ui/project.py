@@ -18,7 +18,7 @@ from ..archive import export_archive, import_archive
 from ..errors import InvalidInputError
 from ..ingest import max_import_bytes
 from ..jobs import background_tasks, run_in_background
-from ..project import Project, parse_class_list, resolve_project_path
+from ..project import Project, parse_class_list, resolve_project_path, validate_project_name
 from .common import Ctx, empty_state, error_text, finished_task, guard, md_escape
 
 HEADERS = ["project", "images", "classes", "labels", "review"]
@@ -140,13 +140,9 @@ def build(ctx: Ctx) -> dict:
         visitor = _visitor(visitor)
         if not (name_text or "").strip():
             raise gr.Error("Type a project name first (e.g. 'pets').")
-        if any(c in name_text for c in "/\\") or name_text.strip().startswith((".", "~")):
-            raise gr.Error(
-                f"Project name {name_text.strip()!r} is not valid: use letters, digits, '.', '_', '-' or "
-                f"spaces (projects live in {ctx.data_dir})."
-            )
+        name = validate_project_name(name_text)  # a name, never a path: projects live in the data dir
         names = parse_class_list(classes_text or "")
-        where = ctx.home(visitor) / name_text.strip() if ctx.isolate else name_text.strip()
+        where = ctx.home(visitor) / name if ctx.isolate else name
         project = Project.create(where, names, multi_label=bool(multi_label))
         ctx.allow(project)
         key = str(project.root)
