@@ -1,4 +1,9 @@
-"""Shared test setup: offline, a temporary data dir per test, tiny data helpers."""
+"""Shared test setup: offline, a temporary data dir per test, tiny data helpers.
+
+Test images are generated (:mod:`tests.synth`, via :func:`class_folders`), so a fresh clone runs every
+end-to-end test with nothing beside it. ``../shared/data`` (real CIFAR-10 images, real LLM descriptions) is
+used only by a few extras (:func:`cifar_subset`, :func:`cifar_dir`), which skip where it is absent.
+"""
 
 from __future__ import annotations
 
@@ -29,16 +34,31 @@ def _data_dir(tmp_path, monkeypatch):
     return tmp_path / "data"
 
 
+def class_folders(dst: Path, per_class: int, classes: list[str] | None = None, seed: int = 0) -> Path:
+    """Write ``per_class`` generated images of each class as ``dst/<class>/NNNN.jpg`` and return dst.
+
+    32×32 RGB JPEGs like CIFAR-10's, the same bytes on every machine (:func:`tests.synth.image_folder`);
+    ``classes`` defaults to the CIFAR-10 names. Nothing to download, nothing skipped.
+    """
+    from .synth import image_folder
+
+    return image_folder(dst, per_class, classes or CIFAR_CLASSES, seed=seed)
+
+
 @pytest.fixture
 def cifar_dir() -> Path:
-    """../shared/data/cifar10-test (skips the test where it is absent)."""
+    """../shared/data/cifar10-test (skips the test where it is absent: for real-image extras only)."""
     if not CIFAR.is_dir():
         pytest.skip(f"CIFAR-10 test images not found at {CIFAR}")
     return CIFAR
 
 
 def cifar_subset(dst: Path, per_class: int, classes: list[str] | None = None) -> Path:
-    """Copy ``per_class`` images of each class into ``dst/<class>/`` (symlinks) and return dst."""
+    """Link ``per_class`` real CIFAR images of each class into ``dst/<class>/`` and return dst.
+
+    Skips the test where ../shared/data is absent: use it only for extras on real images; plumbing tests
+    use :func:`class_folders`.
+    """
     if not CIFAR.is_dir():
         pytest.skip(f"CIFAR-10 test images not found at {CIFAR}")
     for cls in classes or CIFAR_CLASSES:

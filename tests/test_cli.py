@@ -1,4 +1,4 @@
-"""The CLI end to end, in subprocesses, with tiny random models on a 200-image CIFAR subset."""
+"""The CLI end to end, in subprocesses, with tiny random models on 200 generated images (CIFAR-10 layout)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from .conftest import CIFAR_CLASSES, REPO, cifar_subset
+from .conftest import CIFAR_CLASSES, REPO, class_folders
 
 
 def labeler(*args, check=True, env=None):
@@ -27,8 +27,8 @@ def labeler(*args, check=True, env=None):
     return proc
 
 
-def test_end_to_end_on_cifar_subset(tmp_path):
-    src = cifar_subset(tmp_path / "imgs", per_class=20)
+def test_end_to_end_on_ten_class_folders(tmp_path):
+    src = class_folders(tmp_path / "imgs", per_class=20)
     (src / "cat" / "broken.jpg").write_text("this is not a jpeg")
     (src / "dog" / "empty.png").write_bytes(b"")
     proj = tmp_path / "proj"
@@ -74,7 +74,7 @@ def test_end_to_end_on_cifar_subset(tmp_path):
 
 
 def test_one_shot_run(tmp_path):
-    src = cifar_subset(tmp_path / "imgs", per_class=3, classes=["cat", "dog"])
+    src = class_folders(tmp_path / "imgs", per_class=3, classes=["cat", "dog"])
     out = tmp_path / "labels.csv"
     labeler(
         "run", src, "--classes", "cat,dog", "--clip", "tiny-random", "-o", out, "--quiet", "--project", tmp_path / "p"

@@ -10,11 +10,21 @@ from labeler.cli import main
 from labeler.jobs import get_run
 from labeler.project import Project
 
-from .conftest import SHARED_DATA, cifar_subset
+from .conftest import class_folders
 from .test_describe import add_images
 from .test_describe_openai import DripServer, server  # noqa: F401  (fixture: a real OpenAI-compatible HTTP server)
 
-GPT35 = SHARED_DATA / "descriptions" / "cifar10-gpt35.json"
+FEATURES = ["pointed ears", "soft fur", "a long tail", "bright eyes", "whiskers", "a wet nose", "four paws"]
+PLACES = ["on a sofa", "in the grass", "by a window", "in the snow"]
+
+
+def descriptions_file(path) -> object:
+    """A CuPL/NoLA-style JSON (class -> sentences) like cifar10-gpt35.json: 28 per class for cat and dog, a few
+    for a class the project does not have."""
+    data = {cls: [f"A photo of a {cls} with {f} {p}." for f in FEATURES for p in PLACES] for cls in ("cat", "dog")}
+    data["truck"] = ["A truck on a road.", "A red truck with a trailer."]
+    path.write_text(json.dumps(data, indent=1))
+    return path
 
 
 def run_json(capsys, *argv) -> dict:
@@ -25,8 +35,8 @@ def run_json(capsys, *argv) -> dict:
 
 @pytest.fixture
 def small(tmp_path):
-    """A project with 6 CIFAR images, tiny-random CLIP features and a zero-shot run."""
-    src = cifar_subset(tmp_path / "imgs", per_class=3, classes=["cat", "dog"])
+    """A project with 6 generated images, tiny-random CLIP features and a zero-shot run."""
+    src = class_folders(tmp_path / "imgs", per_class=3, classes=["cat", "dog"])
     proj = tmp_path / "p"
     assert main(["init", str(proj), "--classes", "cat,dog"]) == 0
     assert main(["import", str(proj), str(src), "--quiet"]) == 0
@@ -56,9 +66,7 @@ def test_dry_run_sends_nothing(small, server, capsys):  # noqa: F811
 
 
 def test_edit_disable_add_export_import_and_label_with_descriptions(small, tmp_path, capsys):
-    if not GPT35.exists():
-        pytest.skip("shared descriptions file absent")
-    imported = run_json(capsys, "descriptions", small, "import", GPT35)
+    imported = run_json(capsys, "descriptions", small, "import", descriptions_file(tmp_path / "gpt.json"))
     assert "cat" in json.dumps(imported)
     rows = run_json(capsys, "descriptions", small, "list")["descriptions"]
     assert {r["class"] for r in rows} == {"cat", "dog"} and len(rows) > 40

@@ -1,4 +1,7 @@
-"""Feature computation: cache, resume, batch-size invariance, unreadable files, real CIFAR images."""
+"""Feature computation: cache, resume, batch-size invariance, unreadable files, class folders (generated; CIFAR).
+
+The CIFAR case is an extra: it uses ../shared/data where present and skips elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from labeler.jobs import get_run, list_runs, request_cancel
 from labeler.models import load_clip, load_dino
 from labeler.project import Project
 
-from .conftest import REPO, cifar_subset
+from .conftest import REPO, cifar_subset, class_folders
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +219,9 @@ def test_default_workers():
     assert default_num_workers(100_000) >= 0
 
 
-def test_real_cifar_images(tmp_path, clip, dino):
-    src = cifar_subset(tmp_path / "cifar", per_class=4)
+@pytest.mark.parametrize("source", ["generated", "cifar"])
+def test_class_folder_images(tmp_path, clip, dino, source):
+    src = (class_folders if source == "generated" else cifar_subset)(tmp_path / source, per_class=4)
     project = Project.create(tmp_path / "proj", ["a", "b"])
     files = sorted(p for p in src.rglob("*.jpg"))
     _add_files(project, files)

@@ -17,7 +17,7 @@ from labeler.errors import InvalidInputError, JobCancelled
 from labeler.ingest import BadImageError, ensure_thumbnail, import_sources, load_rgb, thumbnail_path
 from labeler.jobs import get_run, list_runs, request_cancel
 
-from .conftest import CIFAR_CLASSES, cifar_subset
+from .conftest import CIFAR_CLASSES, cifar_subset, class_folders
 
 # --- helpers ------------------------------------------------------------------------
 
@@ -525,11 +525,12 @@ def test_request_cancel_stops_import(project, tmp_path):
     assert (report.added, report.duplicates) == (4, 6)
 
 
-# --- real data ---------------------------------------------------------------------------------
+# --- class folders: generated, and real CIFAR where present -----------------------------------------------------------
 
 
-def test_cifar_subset_import(project, tmp_path):
-    src = cifar_subset(tmp_path / "cifar", 5)
+@pytest.mark.parametrize("source", ["generated", "cifar"])
+def test_class_folder_import(project, tmp_path, source):
+    src = (class_folders if source == "generated" else cifar_subset)(tmp_path / source, 5)
     report = import_sources(project, [src], batch_size=16)
     assert report.skipped == []
     assert report.added + report.duplicates == 50

@@ -1,4 +1,4 @@
-"""Training infrastructure and the prompt-tuned student on tiny random models and 20 CIFAR images."""
+"""Training infrastructure and the prompt-tuned student on tiny random models and 20 generated images."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from labeler.errors import InvalidInputError, JobCancelled, NotReadyError
 from labeler.jobs import get_run, list_runs, request_cancel
 from labeler.project import Project
 
-from .conftest import REPO, cifar_subset
+from .conftest import REPO, class_folders
 
 CLASSES = ["cat", "dog", "ship", "truck"]
 LN_NAMES = ["ln_pre", "ln_post"] + [f"transformer.resblocks.{i}.ln_{j}" for i in (0, 1) for j in (1, 2)]
@@ -25,11 +25,11 @@ LN_NAMES = ["ln_pre", "ln_post"] + [f"transformer.resblocks.{i}.ln_{j}" for i in
 
 @pytest.fixture(scope="module")
 def base_project(tmp_path_factory):
-    """20 CIFAR images (5 per class), tiny CLIP + DINO features, a zero-shot run. Copied per test."""
+    """20 generated images (5 per class), tiny CLIP + DINO features, a zero-shot run. Copied per test."""
     from labeler.cli import main
 
     root = tmp_path_factory.mktemp("train")
-    src = cifar_subset(root / "imgs", per_class=5, classes=CLASSES)
+    src = class_folders(root / "imgs", per_class=5, classes=CLASSES)
     proj = root / "proj"
     assert main(["init", str(proj), "--classes", ",".join(CLASSES)]) == 0
     assert main(["import", str(proj), str(src), "--quiet"]) == 0
@@ -51,11 +51,13 @@ def _tiny_clip():
     return load_clip("tiny-random", device="cpu")
 
 
-def _batch(n=8):
+def _batch(tmp, n=8):
     from labeler.ingest import load_rgb
 
     clip = _tiny_clip()
-    paths = sorted(p for c in CLASSES for p in (cifar_subset.__globals__["CIFAR"] / c).iterdir())[: 4 * n : 4]
+    per_class = -(-n // len(CLASSES))
+    src = class_folders(tmp / "imgs", per_class=per_class, classes=CLASSES)
+    paths = [src / c / f"{i:04d}.jpg" for i in range(per_class) for c in CLASSES]  # cat, dog, ship, truck, cat…
     return clip, torch.stack([clip.preprocess(load_rgb(p)) for p in paths[:n]])
 
 
@@ -86,10 +88,10 @@ def test_trainable_set_is_exactly_prompts_layernorms_and_head():
     assert student.head.bias is None
 
 
-def test_without_prompts_the_student_is_clip_and_prompts_change_it():
+def test_without_prompts_the_student_is_clip_and_prompts_change_it(tmp_path):
     from labeler.train.prompt import student_from_clip
 
-    clip, x = _batch(4)
+    clip, x = _batch(tmp_path, 4)
     reference = clip.model.visual(x).detach()
     T = torch.nn.functional.normalize(torch.randn(3, clip.dim), dim=-1)
     plain = student_from_clip(_tiny_clip(), 3, 0, head_init=T)
@@ -102,10 +104,10 @@ def test_without_prompts_the_student_is_clip_and_prompts_change_it():
         torch.testing.assert_close(prompted.features(x, prompts=False), reference, rtol=1e-5, atol=1e-5)
 
 
-def test_loss_decreases_on_a_fixed_tiny_batch():
+def test_loss_decreases_on_a_fixed_tiny_batch(tmp_path):
     from labeler.train.prompt import student_from_clip
 
-    clip, x = _batch(8)
+    clip, x = _batch(tmp_path, 8)
     student = student_from_clip(clip, 4, 4)
     target = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
     opt = torch.optim.AdamW([p for _, p in student.named_trainable()], lr=0.004, weight_decay=0.01)

@@ -1,9 +1,9 @@
-"""The whole wizard in a real browser: Debian's chromium driven by Playwright, tiny models, 50 CIFAR images.
+"""The whole wizard in a real browser: Debian's chromium driven by Playwright, tiny models, 50 generated images.
 
 Create a project, import a folder, take the classes from the folder names, generate template
 descriptions, compute features, run zero-shot, select five thumbnails and accept them, relabel one
 image, export the CSV, download it and check its rows. A screenshot of every step goes to
-``tests/artifacts/`` (git-ignored). Skips where /usr/bin/chromium or the CIFAR images are missing;
+``tests/artifacts/`` (git-ignored). Skips where /usr/bin/chromium is missing;
 never runs ``playwright install``.
 """
 
@@ -16,18 +16,15 @@ from pathlib import Path
 import pytest
 
 from .browser import chromium, needs_chromium, new_page, pick, shot
-from .conftest import CIFAR, CIFAR_CLASSES, cifar_subset
+from .conftest import CIFAR_CLASSES, class_folders
 from .test_ui_api import AppServer
 
-pytestmark = [
-    needs_chromium,
-    pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR}"),
-]
+pytestmark = needs_chromium
 
 
 def test_wizard_in_the_browser(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
-    images = cifar_subset(tmp_path / "cifar", 5)
+    images = class_folders(tmp_path / "cifar", 5)
     server = AppServer(tmp_path / "data", tmp_path)
     try:
         with chromium() as browser:

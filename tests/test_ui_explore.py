@@ -2,8 +2,8 @@
 
 Projects are built through the library before the app starts (tiny-random CLIP + DINO features and a
 zero-shot run; fast), then ``python app.py`` serves them on a free 127.0.0.1 port (see
-:class:`tests.test_ui_api.AppServer`). The API tests use generated images; the browser test uses 40 CIFAR
-images in Debian's chromium (skipped without it or the images) and leaves a screenshot of each state in
+:class:`tests.test_ui_api.AppServer`). The API tests use generated coloured squares; the browser test uses 40 generated
+class images (:mod:`tests.synth`) in Debian's chromium (skipped without it) and leaves a screenshot of each state in
 ``tests/artifacts/ui-7-explore-*.png``.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from .browser import chromium, drag, needs_chromium, new_page, open_project, pick, settled_box, shot
-from .conftest import CIFAR, CIFAR_CLASSES, cifar_subset
+from .conftest import CIFAR_CLASSES, class_folders
 from .explore_helpers import label_run, make_project, one_faiss_thread, planted, probs_for  # noqa: F401
 from .test_ui_api import AppServer, api_client, make_images, wait_for_run
 
@@ -133,12 +133,13 @@ def _build(root: Path, images: Path, classes: list[str]) -> Path:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    """A data dir with the "gen" project (24 generated images) and, where CIFAR is here, "cifar" (40 images)."""
+    """A data dir with the "gen" project (24 coloured squares) and "cifar" (40 generated class images)."""
     tmp = tmp_path_factory.mktemp("ui_explore")
     data = tmp / "data"
-    projects = {"gen": _build(data / "gen", make_images(tmp / "gen-images", per_class=8), GEN_CLASSES)}
-    if CIFAR.is_dir():
-        projects["cifar"] = _build(data / "cifar", cifar_subset(tmp / "cifar", 10, UI_CLASSES), UI_CLASSES)
+    projects = {
+        "gen": _build(data / "gen", make_images(tmp / "gen-images", per_class=8), GEN_CLASSES),
+        "cifar": _build(data / "cifar", class_folders(tmp / "cifar", 10, UI_CLASSES), UI_CLASSES),
+    }
     server = AppServer(data, tmp)
     yield server, projects
     server.stop()
@@ -326,7 +327,6 @@ def _shot(page, name: str) -> None:
 
 
 @needs_chromium
-@pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR}")
 def test_explore_in_the_browser(app):
     sync_api = pytest.importorskip("playwright.sync_api")
     server, projects = app

@@ -1,11 +1,11 @@
 """Review speed in a real browser: shift-click range selection and the keyboard shortcuts of the review gallery.
 
 Debian's chromium driven by Playwright against ``python app.py`` (free 127.0.0.1 port, own data dir and gradio
-cache). The project — 40 CIFAR images in 10 classes, tiny-random CLIP features, a zero-shot run — is made with
+cache). The project — 40 generated images in 10 classes, tiny-random CLIP features, a zero-shot run — is made with
 the library before the server starts. The test presses ``n``/``p`` (pages), shift-clicks ranges (forwards and
 backwards), presses ``a`` (accept), a digit (relabel to that class) and ``u`` (unsure), and after each checks
 through the library that exactly the expected images changed. Screenshot: ``tests/artifacts/ui-5-review-keys.png``.
-Skips without /usr/bin/chromium or the CIFAR folder; never runs ``playwright install``.
+Skips without /usr/bin/chromium; never runs ``playwright install``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,10 @@ from pathlib import Path
 import pytest
 
 from .browser import chromium, needs_chromium, new_page, open_project, shot
-from .conftest import CIFAR, CIFAR_CLASSES, cifar_subset, wait_until
+from .conftest import CIFAR_CLASSES, class_folders, wait_until
 from .test_ui_api import AppServer
 
-pytestmark = [
-    needs_chromium,
-    pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR}"),
-]
+pytestmark = needs_chromium
 
 
 def _queue(proj: Path) -> list[int]:
@@ -64,7 +61,7 @@ def _unsure(proj: Path) -> set[int]:
 def setup(tmp_path):
     from labeler.cli import main
 
-    src = cifar_subset(tmp_path / "imgs", per_class=4)
+    src = class_folders(tmp_path / "imgs", per_class=4)
     proj = tmp_path / "data" / "cifar"
     assert main(["init", str(proj), "--classes", ",".join(CIFAR_CLASSES)]) == 0
     assert main(["import", str(proj), str(src), "--quiet"]) == 0

@@ -8,9 +8,12 @@ Skips without /usr/bin/chromium.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from .browser import chromium, needs_chromium, shot
+from .conftest import wait_until
 from .test_ui_api import AppServer
 
 pytestmark = needs_chromium
@@ -31,22 +34,24 @@ def test_visitors_are_isolated_and_a_project_travels_as_an_archive(space, tmp_pa
     with chromium() as browser:
         a = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True).new_page()
         a.goto(space.url)
-        expect(a.locator("#project-status")).to_contain_text("No project open")
+        expect(a.locator("#project-status")).to_contain_text("No project open", timeout=30_000)  # a busy machine
         expect(a.locator("#images-folder")).to_have_count(0)  # uploads only
         a.locator("#project-name").locator("textarea, input").first.fill("alpha")
         a.locator("#project-classes").locator("textarea, input").first.fill("cat, dog")
         a.click("#project-create")
-        expect(a.locator("#lb-project")).to_contain_text("alpha")
+        expect(a.locator("#lb-project")).to_contain_text("alpha", timeout=30_000)
         (folder_a,) = [p for p in visitors.iterdir() if (p / "alpha").is_dir()]
         assert len(folder_a.name) == 32
 
-        # B, another browser: its own (empty) list; A's project cannot be opened by its path
+        # B, another browser: its page load gives it a visitor id and its own (empty) folder of projects. That
+        # happens in the background after the page shows: wait for the folder, never for a fixed time.
         b = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
         b.goto(space.url)
-        expect(b.locator("#project-status")).to_contain_text("No project open")
-        b.wait_for_timeout(500)
+        expect(b.locator("#project-status")).to_contain_text("No project open", timeout=30_000)
+        others = wait_until(lambda: [p for p in visitors.iterdir() if p != folder_a], "B's visitor folder", 60)
+        assert len(others) == 1 and list(others[0].iterdir()) == []
+        folder_b = others[0]
         expect(b.locator("#project-table")).not_to_contain_text("alpha")
-        assert len([p for p in visitors.iterdir()]) == 2
 
         # A exports the project as one .zip and downloads it
         a.click("#step-0-button")
@@ -61,13 +66,14 @@ def test_visitors_are_isolated_and_a_project_travels_as_an_archive(space, tmp_pa
 
         # B imports it: a copy in B's own folder, opened
         b.locator("#project-archive-upload input[type=file]").set_input_files(str(archive))
-        expect(b.locator("#project-archive-upload")).to_contain_text("alpha.zip", timeout=30_000)  # uploaded
+        # uploaded: the file's row (name, size) replaces the progress bar; gradio splits "alpha" and ".zip"
+        uploaded = b.locator("#project-archive-upload .file-preview")
+        expect(uploaded).to_contain_text(re.compile(r"alpha\s*\.zip"), timeout=30_000)
         b.click("#project-import")
         expect(b.locator("#lb-project")).to_contain_text("alpha", timeout=30_000)
-        expect(b.locator("#lb-project")).to_contain_text("2 classes")
-        (folder_b,) = [p for p in visitors.iterdir() if p != folder_a]
+        expect(b.locator("#lb-project")).to_contain_text("2 classes", timeout=30_000)
         assert (folder_b / "alpha" / "labeler.db").exists()
-        expect(b.locator("#project-table")).to_contain_text("alpha")
+        expect(b.locator("#project-table")).to_contain_text("alpha", timeout=30_000)
 
         # A reloads: still A's project, reopened; B's copy is not listed twice
         a.reload()
@@ -78,8 +84,10 @@ def test_visitors_are_isolated_and_a_project_travels_as_an_archive(space, tmp_pa
     # an API client (it never loads the page) gets a folder of its own on its first project
     gradio_client = pytest.importorskip("gradio_client")
     client = gradio_client.Client(space.url, verbose=False, analytics_enabled=False)
+    before = set(visitors.iterdir())
     table, _, status = client.predict("gamma", False, "x, y", api_name="/project_create")
     assert [row[0] for row in table["data"]] == ["gamma"] and "Open: gamma" in status
-    assert len(list(visitors.iterdir())) == 3
+    (folder_c,) = set(visitors.iterdir()) - before
+    assert [p.name for p in folder_c.iterdir()] == ["gamma"]
     with pytest.raises(Exception, match="another visitor|not in the list of choices"):  # refused either way
         client.predict(str(folder_a / "alpha"), api_name="/project_open")

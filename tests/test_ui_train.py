@@ -1,12 +1,12 @@
 """The Train step against the launched app: start, watch, cancel and resume a NoLA run; then the step in a browser.
 
 One server (``python app.py`` on a free 127.0.0.1 port, own data dir and gradio cache) for the module. The
-project — 16 CIFAR images in 4 classes, tiny-random CLIP and DINO features, a zero-shot run — is made with
+project — 16 generated images in 4 classes, tiny-random CLIP and DINO features, a zero-shot run — is made with
 the library before the server starts. Through gradio_client: start NoLA with a tiny schedule, see the run's
 progress and its loss/agreement curve, cancel it (status ``cancelled``), resume it from its checkpoint until
 it finishes, and check that a new label run (method ``nola``) labels every image. In chromium (Playwright):
 the device line, the planned methods greyed out with their reason, the method list, and the curve — with a
-screenshot in ``tests/artifacts/``. Skips without the CIFAR folder (and, for the browser part, chromium).
+screenshot in ``tests/artifacts/``. The browser part skips without chromium.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from pathlib import Path
 import pytest
 
 from .browser import CHROMIUM, chromium, needs_chromium, new_page, open_project, shot
-from .conftest import CIFAR, cifar_subset, wait_until
+from .conftest import class_folders, wait_until
 from .test_ui_api import AppServer, api_client
 
 pytest.importorskip("gradio_client")  # the API tests drive the server with it
-
-pytestmark = pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR}")
 
 CLASSES = ["cat", "dog", "ship", "truck"]
 #: A schedule long enough to cancel mid-run (8 steps of 2 images an epoch, ~0.4 s) yet done in seconds.
@@ -56,7 +54,7 @@ def setup(tmp_path_factory):
     from labeler.cli import main
 
     tmp = tmp_path_factory.mktemp("ui_train")
-    src = cifar_subset(tmp / "imgs", per_class=4, classes=CLASSES)
+    src = class_folders(tmp / "imgs", per_class=4, classes=CLASSES)
     proj = tmp / "data" / "cifar"
     quiet = ["--quiet"]
     assert main(["init", str(proj), "--classes", ",".join(CLASSES)]) == 0
