@@ -100,3 +100,17 @@ def test_map_legend_colours_the_most_frequent_and_mutes_the_rest():
     assert sum(e["n"] for e in legend) == n
     empty = scatter_value(None)
     assert empty["x"] == [] and empty["legend"] == []
+
+
+def test_page_load_keeps_the_visitor_id_a_click_already_made():
+    """A Create clicked before the page's load handler ran made a visitor id (its project lives there): the load
+    handler keeps it and stores it in the browser instead of replacing it with a second one."""
+    from labeler.ui.app import _visitor_id
+
+    made = app_api.new_visitor_id()
+    assert _visitor_id("", made) == (made, made)
+    kept = app_api.new_visitor_id()
+    vid, store = _visitor_id(kept, made)  # the browser's own id wins
+    assert vid == kept and store is not kept
+    vid, store = _visitor_id("", "")
+    assert len(vid) == 32 and store == vid and vid != made

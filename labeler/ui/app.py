@@ -95,14 +95,21 @@ def _restore(ctx: Ctx, saved: str, visitor: str = ""):
     return saved
 
 
-def _visitor_id(saved: str):
-    """This browser's visitor id: the one it kept, or a new one (stored back in the browser)."""
+def _is_visitor_id(vid: str) -> bool:
+    return len(vid) == 32 and all(c in "0123456789abcdef" for c in vid)
+
+
+def _visitor_id(saved: str, current: str = ""):
+    """This browser's visitor id: the one it kept, else the one this session already has (a click that beat
+    the page's load handler made one, and its project lives there), else a new one (stored in the browser)."""
     from ..app_api import new_visitor_id
 
     vid = str(saved or "")
-    if len(vid) == 32 and all(c in "0123456789abcdef" for c in vid):
+    if _is_visitor_id(vid):
         return vid, gr.skip()
-    vid = new_visitor_id()
+    vid = str(current or "")
+    if not _is_visitor_id(vid):
+        vid = new_visitor_id()
     return vid, vid
 
 
@@ -181,7 +188,7 @@ def build_demo(
         if ctx.isolate:  # a Space: first this browser's visitor id (its own folder of projects), then the rest
             kept = gr.BrowserState("", storage_key="labeler-visitor")
             ctx.visitor.change(lambda vid: vid, [ctx.visitor], [kept], api_visibility="private")
-            demo.load(_visitor_id, [kept], [ctx.visitor, kept], api_visibility="private").then(
+            demo.load(_visitor_id, [kept, ctx.visitor], [ctx.visitor, kept], api_visibility="private").then(
                 first["refresh"], first_inputs, first["outputs"], api_visibility="private"
             ).then(restore, [last, ctx.visitor], [ctx.project], api_visibility="private")
         else:
