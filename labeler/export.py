@@ -68,6 +68,7 @@ from store import now
 from .errors import InvalidInputError, NotReadyError
 from .labels import FinalLabel, final_labels
 from .project import Project
+from .registry import Registry
 
 MANIFEST_NAME = "labeler-export.json"
 #: Text cells starting with one of these are prefixed with ``'`` in CSV files.
@@ -103,28 +104,41 @@ class Exporter:
         return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-#: Exporters by format name.
-EXPORTERS: dict[str, Exporter] = {}
+#: Exporters by format name (each an :class:`Exporter`). See :class:`labeler.registry.Registry`.
+EXPORTERS: Registry[Exporter] = Registry("export format", summary=lambda e: e.description)
 
 
-def register_exporter(name: str, suffix: str = "", description: str = ""):
-    """Decorator: register ``func(project, out: Path, *, option=...) -> ExportReport`` as format ``name``."""
+def register_exporter(name: str, suffix: str = "", description: str = "", *, replace: bool = False):
+    """Decorator: register ``func(project, out: Path, *, option=...) -> ExportReport`` as format ``name``.
+
+    ``suffix`` is the default file suffix (``""`` for a folder); ``description`` defaults to the first
+    line of the function's docstring.
+
+    Raises
+    ------
+    InvalidInputError
+        Another exporter already has that name and ``replace`` is False.
+    """
 
     def deco(func: Callable[..., ExportReport]) -> Callable[..., ExportReport]:
         doc = description or ((func.__doc__ or "").strip().splitlines() or [""])[0]
-        EXPORTERS[name] = Exporter(name, func, suffix, doc)
+        if name in EXPORTERS and EXPORTERS.get(name).func is func:
+            return func  # the same function again (e.g. a module imported twice): nothing changes
+        EXPORTERS.register(name, Exporter(name, func, suffix, doc), replace=replace)
         return func
 
     return deco
 
 
 def get_exporter(format: str) -> Exporter:
-    try:
-        return EXPORTERS[format]
-    except (KeyError, TypeError):
-        raise InvalidInputError(
-            f"unknown export format {format!r}: choose one of {', '.join(sorted(EXPORTERS))}"
-        ) from None
+    """The exporter registered as ``format``.
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown format; the message lists the registered ones.
+    """
+    return EXPORTERS.get(format)
 
 
 def default_output(project: Project, format: str) -> Path:
@@ -558,8 +572,16 @@ def export_trained_model(project: Project, out: Path, *, run: int | None = None)
 
 
 def formats() -> list[str]:
-    """The registered format names."""
-    return sorted(EXPORTERS)
+    """The registered format names, sorted."""
+    return EXPORTERS.names()
+
+
+def list_exporters() -> list[dict]:
+    """Every export format, ``{"name", "summary", "suffix", "options"}`` by name (what ``--help`` and the UI show)."""
+    return [
+        {"name": e.name, "summary": e.summary, "suffix": e.obj.suffix, "options": e.obj.options}
+        for e in EXPORTERS.list()
+    ]
 
 
 __all__ = [
@@ -570,6 +592,8 @@ __all__ = [
     "export_report",
     "export_trained_model",
     "formats",
+    "get_exporter",
+    "list_exporters",
     "read_csv",
     "register_exporter",
     "safe_name",

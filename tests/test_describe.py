@@ -117,7 +117,7 @@ def test_registry_lists_and_builds_backends(tmp_path):
     try:
         assert isinstance(get_backend("echo-test"), Echo)
     finally:
-        BACKENDS.pop("echo-test")
+        BACKENDS.unregister("echo-test")
 
 
 # --- generation and regeneration ---------------------------------------------------------------------------------

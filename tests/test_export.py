@@ -311,6 +311,6 @@ def test_registry_and_errors(project, tmp_path):
 
     try:
         assert export(project, "paths", tmp_path / "p.txt").read_text() == "a.png"
-        assert EXPORTERS["paths"].description == "Just the paths."
+        assert EXPORTERS.get("paths").description == "Just the paths."
     finally:
-        EXPORTERS.pop("paths")
+        EXPORTERS.unregister("paths")

@@ -13,13 +13,14 @@ Backends (one front door for text and vision requests, :func:`get_backend`):
 >>> generate_descriptions(project, backend, domain="satellite photo")
 >>> texts = class_texts(project, "both")                           # what zero-shot embeds per class
 
+New backends: subclass :class:`Backend` and pass the class to :func:`register_backend`.
+
 Every model answer is cached in the project's ``llm_cache`` table, so rerunning (or resuming) a job
 sends no request twice.
 """
 
 from __future__ import annotations
 
-from . import hf, offline, openai_compat  # noqa: F401  (register the backends)
 from .base import (
     BACKENDS,
     Backend,
@@ -54,6 +55,11 @@ from .hf import TransformersBackend
 from .offline import FileBackend, TemplateBackend, read_descriptions_file, template_sentences, write_descriptions_file
 from .openai_compat import OpenAIBackend
 from .parse import clean_caption, is_refusal, is_wrong_language, normalize_key, parse_sentences
+
+# The built-in backends, registered here so that any import of labeler.describe sees all of them.
+for _cls in (TemplateBackend, FileBackend, OpenAIBackend, TransformersBackend):
+    register_backend(_cls)
+del _cls
 
 __all__ = [
     "BACKENDS",

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from ..errors import InvalidInputError, JobCancelled, LabelerError
+from ..registry import Registry
 
 #: An image in a request: a PIL image, a file path, or a callable that builds one when it is needed.
 ImageLike = Image.Image | str | os.PathLike | Callable[[], Image.Image]
@@ -163,15 +164,22 @@ class Backend:
 
 # --- registry -----------------------------------------------------------------------------------------------------
 
-BACKENDS: dict[str, type[Backend]] = {}
+#: Backends by name (classes; :func:`get_backend` builds one). The built-ins are registered by
+#: :mod:`labeler.describe` when it is imported. See :class:`labeler.registry.Registry`.
+BACKENDS: Registry[type[Backend]] = Registry("description backend")
 
 
-def register_backend(cls: type[Backend]) -> type[Backend]:
-    """Class decorator: make a backend available to :func:`get_backend` by its ``name``."""
+def register_backend(cls: type[Backend], *, replace: bool = False) -> type[Backend]:
+    """Make a backend class available to :func:`get_backend` by its ``name`` (usable as a class decorator).
+
+    Raises
+    ------
+    InvalidInputError
+        The class has no ``name``, or another backend has it and ``replace`` is False.
+    """
     if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    BACKENDS[cls.name] = cls
-    return cls
+        raise InvalidInputError(f"backend class {cls.__name__} has no name: set its `name` class attribute")
+    return BACKENDS.register(cls.name, cls, replace=replace)
 
 
 def _options_of(cls: type[Backend]) -> list[str]:
@@ -196,9 +204,7 @@ def get_backend(name: str | Backend, **options: Any) -> Backend:
     """
     if isinstance(name, Backend):
         return name
-    if name not in BACKENDS:
-        raise InvalidInputError(f"unknown description backend {name!r}; choose one of {', '.join(sorted(BACKENDS))}")
-    cls = BACKENDS[name]
+    cls = BACKENDS.get(name)
     options = {k: v for k, v in options.items() if v is not None}
     known = _options_of(cls)
     unknown = sorted(set(options) - set(known))
@@ -213,12 +219,12 @@ def list_backends() -> list[dict[str, Any]]:
     """Every registered backend: ``{"name", "summary", "supports_images", "options"}`` by name."""
     return [
         {
-            "name": n,
-            "summary": cls.summary,
-            "supports_images": bool(cls.supports_images),
-            "options": _options_of(cls),
+            "name": e.name,
+            "summary": e.summary,
+            "supports_images": bool(e.obj.supports_images),
+            "options": _options_of(e.obj),
         }
-        for n, cls in sorted(BACKENDS.items())
+        for e in BACKENDS.list()
     ]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError, ModelUnavailableError
-from .base import Backend, BackendError, Request, Response, load_image, register_backend
+from .base import Backend, BackendError, Request, Response, load_image
 
 _TEXT_EXAMPLE = "Qwen/Qwen2.5-0.5B-Instruct"
 _VISION_EXAMPLE = "HuggingFaceTB/SmolVLM-256M-Instruct"
@@ -58,7 +58,6 @@ def _is_vision_config(config: Any) -> bool:
     )
 
 
-@register_backend
 class TransformersBackend(Backend):
     """A local Hugging Face model.
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import InvalidInputError
-from .base import Backend, Request, Response, register_backend
+from .base import Backend, Request, Response
 from .parse import clean_imported
 from .prompts import with_article
 
@@ -50,7 +50,6 @@ def template_sentences(class_name: str, count: int = 50, domain: str | None = No
     return unique[: max(1, count)]
 
 
-@register_backend
 class TemplateBackend(Backend):
     """Built-in templates: offline, instant, always available (the fallback).
 
@@ -186,7 +185,6 @@ def write_descriptions_file(path: str | os.PathLike, descriptions: Mapping[str, 
     return path
 
 
-@register_backend
 class FileBackend(Backend):
     """Descriptions read from a JSON or CSV file (see :func:`read_descriptions_file`); no model, no captions."""
 

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from ..errors import InvalidInputError, ModelUnavailableError
-from .base import Backend, BackendError, DeadlineExceeded, Request, Response, image_data_url, register_backend
+from .base import Backend, BackendError, DeadlineExceeded, Request, Response, image_data_url
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -105,7 +105,6 @@ class _EventLoopThread:
             self.loop.close()
 
 
-@register_backend
 class OpenAIBackend(Backend):
     """An OpenAI-compatible chat-completions endpoint (OpenAI, Ollama, vLLM, LM Studio, ...).
 

@@ -1,4 +1,7 @@
-"""What every labeling method is: a params dataclass and ``run(project, params, on_progress)``."""
+"""What every labeling method is (a params dataclass and ``run(project, params, on_progress)``), and their registry.
+
+The built-in methods are registered by :mod:`labeler.methods` itself when it is imported.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import InvalidInputError
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from ..jobs import ProgressCallback
@@ -42,3 +46,34 @@ class Method:
 
     def run(self, project: Project, params: Any, on_progress: ProgressCallback | None = None) -> RunResult:
         raise NotImplementedError
+
+
+#: Methods by name (classes; :func:`get_method` makes an instance). See :class:`labeler.registry.Registry`.
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(cls: type[Method], *, replace: bool = False) -> type[Method]:
+    """Make a method class available by its ``name`` (usable as a class decorator).
+
+    Raises
+    ------
+    InvalidInputError
+        Another method already has that name and ``replace`` is False.
+    """
+    return METHODS.register(cls.name, cls, replace=replace)
+
+
+def get_method(name: str) -> Method:
+    """An instance of the method registered as ``name``.
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown or planned method; the message lists the methods available now.
+    """
+    return METHODS.get(name)()
+
+
+def list_methods() -> list[dict[str, Any]]:
+    """Every method, ``{"name", "available", "summary"}``; planned ones carry the reason as summary."""
+    return [{"name": e.name, "available": e.available, "summary": e.summary} for e in METHODS.list()]

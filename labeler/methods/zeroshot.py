@@ -187,8 +187,3 @@ class ZeroShot(Method):
             job.update_metrics(**metrics)
         set_active_run(project, job.id)
         return RunResult(job.id, metrics)
-
-
-from . import register_method  # noqa: E402
-
-register_method(ZeroShot)

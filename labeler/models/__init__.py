@@ -15,14 +15,19 @@ import torch
 
 from ..errors import InvalidInputError
 from .base import Encoder
-from .clip import DEFAULT_CLIP, ClipModel, load_clip
-from .dino import DEFAULT_DINO, DinoModel, load_dino
-from .registry import KINDS, register_model, registered
+from .clip import DEFAULT_CLIP, ClipModel, load_clip, tiny_random_clip
+from .dino import DEFAULT_DINO, DinoModel, load_dino, tiny_random_dino
+from .registry import KINDS, MODELS, register_model, registered
+
+# The built-in builders, registered here so that any import of labeler.models sees them.
+register_model("clip", "tiny-random")(tiny_random_clip)
+register_model("dino", "tiny-random")(tiny_random_dino)
 
 __all__ = [
     "ClipModel",
     "DinoModel",
     "Encoder",
+    "MODELS",
     "list_models",
     "load_clip",
     "load_dino",

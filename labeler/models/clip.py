@@ -16,7 +16,7 @@ from ..device import resolve_device
 from ..errors import InvalidInputError, ModelUnavailableError
 from ._hub import hf_cache_dir, hub_mode
 from .base import Encoder, check_precision, seeded
-from .registry import get_builder, register_model
+from .registry import get_builder
 
 DEFAULT_CLIP = "ViT-B-32"
 DEFAULT_TAGS = {"ViT-B-32": "laion2b_s34b_b79k"}
@@ -223,8 +223,7 @@ def _dtype(model: torch.nn.Module) -> torch.dtype:
     return next(model.visual.parameters()).dtype
 
 
-@register_model("clip", "tiny-random")
-def _tiny_random(pretrained: str | None, device: torch.device, precision: str) -> ClipModel:
+def tiny_random_clip(pretrained: str | None, device: torch.device, precision: str) -> ClipModel:
     """A 2-layer, 64-wide ViT/text CLIP on 32x32 inputs, random init under a fixed seed (tests, demos, CI).
 
     With ``pretrained`` set to a checkpoint file, that file is loaded into the same architecture.

@@ -14,7 +14,7 @@ from ..device import resolve_device
 from ..errors import ModelUnavailableError
 from ._hub import hf_cache_dir, hub_mode
 from .base import PRECISIONS, Encoder, check_precision, seeded
-from .registry import get_builder, register_model
+from .registry import get_builder
 
 DEFAULT_DINO = "facebook/dinov2-small"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -143,8 +143,7 @@ def _wrap(model, key: str, name: str, device: torch.device, precision: str, proc
     )
 
 
-@register_model("dino", "tiny-random")
-def _tiny_random(pretrained: str | None, device: torch.device, precision: str) -> DinoModel:
+def tiny_random_dino(pretrained: str | None, device: torch.device, precision: str) -> DinoModel:
     """A 2-layer, 32-wide DINOv2 on 32x32 inputs, random init under a fixed seed (tests, demos, CI)."""
     from transformers import Dinov2Config, Dinov2Model
 

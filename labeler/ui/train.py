@@ -47,8 +47,7 @@ def _trainable() -> list[dict]:
     for m in list_methods():
         if m["name"] in NOT_TRAINED_HERE:
             continue
-        cls = METHODS.get(m["name"])
-        if m["available"] and base is not None and cls is not None and not issubclass(cls, base):
+        if m["available"] and base is not None and not issubclass(METHODS.get(m["name"]), base):
             continue
         out.append(m)
     return out
