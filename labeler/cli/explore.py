@@ -131,9 +131,12 @@ def register(subs) -> None:
     subs : argparse._SubParsersAction
         From ``parser.add_subparsers`` in :func:`labeler.cli.build_parser`.
     """
-    from ..review import DEFAULT_NEIGHBOURS, ORDERINGS
-    from ..search import DUPLICATE_THRESHOLD
+    _add_neighbour_commands(subs)
+    _add_review_commands(subs)
 
+
+def _add_neighbour_commands(subs) -> None:
+    """``cluster``, ``similar`` and ``search``."""
     p = sub(
         subs,
         "cluster",
@@ -178,6 +181,12 @@ def register(subs) -> None:
     p.add_argument("--features", default="clip", help="CLIP feature-set key (default: the newest CLIP set)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     json_arg(p)
+
+
+def _add_review_commands(subs) -> None:
+    """``duplicates`` and ``queue``."""
+    from ..review import DEFAULT_NEIGHBOURS, ORDERINGS
+    from ..search import DUPLICATE_THRESHOLD
 
     p = sub(
         subs,

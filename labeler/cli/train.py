@@ -40,55 +40,35 @@ def _label_lines(run_id: int, metrics: dict) -> list[str]:
     return lines + _comparison_lines(metrics.get("comparison"))
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _train_params(args: argparse.Namespace):
+    """The method (default nola) and its params from the command line, for a new train run."""
     from ..methods import get_method
-    from ..train.apply import relabel
-    from ..train.runner import train
 
-    project = open_project(args)
-    if args.resume is not None and args.fresh:
-        raise InvalidInputError("--resume and --fresh exclude each other")
-    bar = progress(args, "train", "step")
-    try:
-        if args.resume is not None:
-            overrides = {
-                "device": None if args.device == "auto" else args.device,
-                "precision": args.precision,
-                "workers": args.workers,
-            }
-            res = train(project, args.method, None, resume=args.resume, overrides=overrides, on_progress=bar)
-        else:
-            method = get_method(args.method or "nola")
-            if not hasattr(method, "load_predictor"):
-                raise InvalidInputError(
-                    f"method {method.name!r} does not train; choose one of {', '.join(TRAINING_METHODS)}"
-                )
-            options = {
-                "epochs": args.epochs,
-                "batch_size": args.batch_size,
-                "lr": args.lr,
-                "tokens": args.tokens,
-                "seed": args.seed,
-                "device": args.device,
-                "precision": args.precision,
-                "workers": args.workers,
-                "patience": args.patience,
-                "descriptions": args.descriptions,
-            }
-            if args.templates:
-                options["templates"] = args.templates.split("|") if "{" in args.templates else args.templates
-            params = method.params_from(options)
-            res = train(project, method, params, resume=None if args.fresh else "auto", on_progress=bar)
-        label_result = None if args.no_label else relabel(project, res.run_id, device=args.device, on_progress=bar)
-    finally:
-        bar and bar.close()
-    result_train = {"train_run_id": res.run_id, "resumed": res.resumed}
-    from ..jobs import get_run
+    method = get_method(args.method or "nola")
+    if not hasattr(method, "load_predictor"):
+        raise InvalidInputError(f"method {method.name!r} does not train; choose one of {', '.join(TRAINING_METHODS)}")
+    options = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "tokens": args.tokens,
+        "seed": args.seed,
+        "device": args.device,
+        "precision": args.precision,
+        "workers": args.workers,
+        "patience": args.patience,
+        "descriptions": args.descriptions,
+    }
+    if args.templates:
+        options["templates"] = args.templates.split("|") if "{" in args.templates else args.templates
+    return method, method.params_from(options)
 
-    run = get_run(project, result_train["train_run_id"])
+
+def _train_lines(run: dict, resumed: bool) -> list[str]:
+    """What ``train`` prints about a finished train run: the summary, setup notes, one line per epoch."""
     m = run["metrics"]
     lines = [
-        f"train run {run['id']} ({run['method']}){' resumed' if result_train['resumed'] else ''}: "
+        f"train run {run['id']} ({run['method']}){' resumed' if resumed else ''}: "
         f"{m.get('epochs_run', 0)} epochs on {m.get('device')} ({m.get('amp')}), best epoch "
         f"{m.get('best_epoch')} by {m.get('selection')}"
         + (f" ({m['best_score']:.3f})" if isinstance(m.get("best_score"), float) else "")
@@ -106,12 +86,40 @@ def cmd_train(args: argparse.Namespace) -> int:
             + (f", val accuracy {_pct(e.get('val_accuracy'))}" if e.get("val_accuracy") is not None else "")
             + (" *" if e.get("selected") else "")
         )
+    return lines
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..jobs import get_run
+    from ..train.apply import relabel
+    from ..train.runner import train
+
+    project = open_project(args)
+    if args.resume is not None and args.fresh:
+        raise InvalidInputError("--resume and --fresh exclude each other")
+    bar = progress(args, "train", "step")
+    try:
+        if args.resume is not None:
+            overrides = {
+                "device": None if args.device == "auto" else args.device,
+                "precision": args.precision,
+                "workers": args.workers,
+            }
+            res = train(project, args.method, None, resume=args.resume, overrides=overrides, on_progress=bar)
+        else:
+            method, params = _train_params(args)
+            res = train(project, method, params, resume=None if args.fresh else "auto", on_progress=bar)
+        label_result = None if args.no_label else relabel(project, res.run_id, device=args.device, on_progress=bar)
+    finally:
+        bar and bar.close()
+    run = get_run(project, res.run_id)
+    lines = _train_lines(run, res.resumed)
     data = {
         "train_run_id": run["id"],
         "method": run["method"],
         "params": run["params"],
-        "metrics": m,
-        "resumed": result_train["resumed"],
+        "metrics": run["metrics"],
+        "resumed": res.resumed,
     }
     if label_result is not None:
         lines += _label_lines(label_result.run_id, label_result.metrics)
