@@ -34,7 +34,7 @@ from .base import (
     register_backend,
     tile_grid,
 )
-from .cache import cache_key, clear_cache, count_cached, run_requests
+from .cache import CONFIRM_ABOVE, cache_key, clear_cache, count_cached, run_requests
 from .captions import caption_images, caption_requests, captions_by_image, list_captions, make_groups
 from .descriptions import (
     DESCRIPTION_MODES,
@@ -63,6 +63,7 @@ del _cls
 
 __all__ = [
     "BACKENDS",
+    "CONFIRM_ABOVE",
     "DESCRIPTION_MODES",
     "Backend",
     "BackendError",

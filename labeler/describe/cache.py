@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from ..project import Project
 
 
+#: Above this many new (uncached) requests, a job waits for a confirmation before it sends them: the CLI's
+#: ``describe`` and ``caption`` ask for ``--yes``, the app's Descriptions step for a second click.
+CONFIRM_ABOVE = 500
+
+
 def cache_key(backend: Backend, request: Request) -> str | None:
     """The request's cache key, or None when it cannot be cached (uncacheable backend, images without subject)."""
     if not backend.cacheable or (request.images and not request.subject):

@@ -3,7 +3,7 @@ edit / disable / add per class, import and export. Optional: zero-shot works fro
 
 Before a model backend is asked anything, the step counts the requests it would send (the library's dry
 run: ``generate_descriptions(..., dry_run=True)``, answers already cached not counted as new) and says so;
-above :data:`labeler.cli_describe.CONFIRM_ABOVE` new requests it waits for a second click on
+above :data:`labeler.describe.CONFIRM_ABOVE` new requests it waits for a second click on
 "Send N requests" (the CLI's ``--yes``).
 """
 
@@ -13,8 +13,8 @@ import time
 
 import gradio as gr
 
-from ..cli_describe import CONFIRM_ABOVE
 from ..describe import (
+    CONFIRM_ABOVE,
     add_description,
     delete_description,
     edit_description,

@@ -11,14 +11,14 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from .cli import PROG, _emit, _json_arg, _open, _project_arg, _sub
+from ._common import PROG, emit, json_arg, open_project, project_arg, sub
 
 
 def cmd_archive_export(args: argparse.Namespace) -> int:
-    from .archive import export_archive, read_manifest
-    from .ingest import fmt_bytes
+    from ..archive import export_archive, read_manifest
+    from ..ingest import fmt_bytes
 
-    project = _open(args)
+    project = open_project(args)
     path = export_archive(project, args.output, images=not args.no_images)
     manifest = read_manifest(path)
     size = path.stat().st_size
@@ -41,12 +41,12 @@ def cmd_archive_export(args: argparse.Namespace) -> int:
             f"  {data['missing_external']} images outside the project folder were not archived (file gone, "
             "changed since import, or not a regular file)"
         )
-    _emit(args, data, "\n".join(lines))
+    emit(args, data, "\n".join(lines))
     return 0
 
 
 def cmd_archive_import(args: argparse.Namespace) -> int:
-    from .archive import import_archive
+    from ..archive import import_archive
 
     project = import_archive(Path(args.archive).expanduser(), name=args.name)
     data = {
@@ -62,7 +62,7 @@ def cmd_archive_import(args: argparse.Namespace) -> int:
         + (f", {data['images_missing']} missing" if data["images_missing"] else "")
         + f", {len(data['classes'])} classes"
     )
-    _emit(args, data, text)
+    emit(args, data, text)
     return 0
 
 
@@ -83,23 +83,23 @@ def register(subs) -> None:
     group.set_defaults(func=lambda args: (group.print_help(), 2)[1])
     actions = group.add_subparsers(dest="archive_command", metavar="ACTION")
 
-    p = _sub(
+    p = sub(
         actions,
         "export",
         cmd_archive_export,
         "write the project as one .zip (images outside the project folder are copied in)",
         f"{PROG} archive export pets -o pets.zip\n{PROG} archive export pets -o backups/ --no-images --json",
     )
-    _project_arg(p)
+    project_arg(p)
     p.add_argument(
         "-o", "--output", help="the .zip to write, or a folder for it (default: the project's exports/ folder)"
     )
     p.add_argument(
         "--no-images", action="store_true", help="leave the image files out (labels, features, thumbnails only)"
     )
-    _json_arg(p)
+    json_arg(p)
 
-    p = _sub(
+    p = sub(
         actions,
         "import",
         cmd_archive_import,
@@ -110,4 +110,4 @@ def register(subs) -> None:
     p.add_argument(
         "--name", help="the new project's name or folder (default: the archived name, with -2, -3… if taken)"
     )
-    _json_arg(p)
+    json_arg(p)

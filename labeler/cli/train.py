@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import PROG, _emit, _json_arg, _open, _progress, _project_arg, _sub
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
+from ._common import PROG, emit, json_arg, open_project, progress, project_arg, sub
 
 TRAINING_METHODS = ("nola", "lafter")
 
@@ -40,55 +40,35 @@ def _label_lines(run_id: int, metrics: dict) -> list[str]:
     return lines + _comparison_lines(metrics.get("comparison"))
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .methods import get_method
-    from .train.apply import relabel
-    from .train.runner import train
+def _train_params(args: argparse.Namespace):
+    """The method (default nola) and its params from the command line, for a new train run."""
+    from ..methods import get_method
 
-    project = _open(args)
-    if args.resume is not None and args.fresh:
-        raise InvalidInputError("--resume and --fresh exclude each other")
-    progress = _progress(args, "train", "step")
-    try:
-        if args.resume is not None:
-            overrides = {
-                "device": None if args.device == "auto" else args.device,
-                "precision": args.precision,
-                "workers": args.workers,
-            }
-            res = train(project, args.method, None, resume=args.resume, overrides=overrides, on_progress=progress)
-        else:
-            method = get_method(args.method or "nola")
-            if not hasattr(method, "load_predictor"):
-                raise InvalidInputError(
-                    f"method {method.name!r} does not train; choose one of {', '.join(TRAINING_METHODS)}"
-                )
-            options = {
-                "epochs": args.epochs,
-                "batch_size": args.batch_size,
-                "lr": args.lr,
-                "tokens": args.tokens,
-                "seed": args.seed,
-                "device": args.device,
-                "precision": args.precision,
-                "workers": args.workers,
-                "patience": args.patience,
-                "descriptions": args.descriptions,
-            }
-            if args.templates:
-                options["templates"] = args.templates.split("|") if "{" in args.templates else args.templates
-            params = method.params_from(options)
-            res = train(project, method, params, resume=None if args.fresh else "auto", on_progress=progress)
-        label_result = None if args.no_label else relabel(project, res.run_id, device=args.device, on_progress=progress)
-    finally:
-        progress and progress.close()
-    result_train = {"train_run_id": res.run_id, "resumed": res.resumed}
-    from .jobs import get_run
+    method = get_method(args.method or "nola")
+    if not hasattr(method, "load_predictor"):
+        raise InvalidInputError(f"method {method.name!r} does not train; choose one of {', '.join(TRAINING_METHODS)}")
+    options = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "tokens": args.tokens,
+        "seed": args.seed,
+        "device": args.device,
+        "precision": args.precision,
+        "workers": args.workers,
+        "patience": args.patience,
+        "descriptions": args.descriptions,
+    }
+    if args.templates:
+        options["templates"] = args.templates.split("|") if "{" in args.templates else args.templates
+    return method, method.params_from(options)
 
-    run = get_run(project, result_train["train_run_id"])
+
+def _train_lines(run: dict, resumed: bool) -> list[str]:
+    """What ``train`` prints about a finished train run: the summary, setup notes, one line per epoch."""
     m = run["metrics"]
     lines = [
-        f"train run {run['id']} ({run['method']}){' resumed' if result_train['resumed'] else ''}: "
+        f"train run {run['id']} ({run['method']}){' resumed' if resumed else ''}: "
         f"{m.get('epochs_run', 0)} epochs on {m.get('device')} ({m.get('amp')}), best epoch "
         f"{m.get('best_epoch')} by {m.get('selection')}"
         + (f" ({m['best_score']:.3f})" if isinstance(m.get("best_score"), float) else "")
@@ -106,38 +86,66 @@ def cmd_train(args: argparse.Namespace) -> int:
             + (f", val accuracy {_pct(e.get('val_accuracy'))}" if e.get("val_accuracy") is not None else "")
             + (" *" if e.get("selected") else "")
         )
+    return lines
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..jobs import get_run
+    from ..train.apply import relabel
+    from ..train.runner import train
+
+    project = open_project(args)
+    if args.resume is not None and args.fresh:
+        raise InvalidInputError("--resume and --fresh exclude each other")
+    bar = progress(args, "train", "step")
+    try:
+        if args.resume is not None:
+            overrides = {
+                "device": None if args.device == "auto" else args.device,
+                "precision": args.precision,
+                "workers": args.workers,
+            }
+            res = train(project, args.method, None, resume=args.resume, overrides=overrides, on_progress=bar)
+        else:
+            method, params = _train_params(args)
+            res = train(project, method, params, resume=None if args.fresh else "auto", on_progress=bar)
+        label_result = None if args.no_label else relabel(project, res.run_id, device=args.device, on_progress=bar)
+    finally:
+        bar and bar.close()
+    run = get_run(project, res.run_id)
+    lines = _train_lines(run, res.resumed)
     data = {
         "train_run_id": run["id"],
         "method": run["method"],
         "params": run["params"],
-        "metrics": m,
-        "resumed": result_train["resumed"],
+        "metrics": run["metrics"],
+        "resumed": res.resumed,
     }
     if label_result is not None:
         lines += _label_lines(label_result.run_id, label_result.metrics)
         data["label_run_id"] = label_result.run_id
         data["label"] = label_result.metrics
-    _emit(args, data, "\n".join(lines))
+    emit(args, data, "\n".join(lines))
     return 0
 
 
 def cmd_label_run(args: argparse.Namespace) -> int:
     """``label PROJECT --run RUN``: relabel every image with the trained model of a train run."""
-    from .train.apply import relabel
+    from ..train.apply import relabel
 
-    project = _open(args)
-    progress = _progress(args, f"label (run {args.run})")
+    project = open_project(args)
+    bar = progress(args, f"label (run {args.run})")
     try:
-        result = relabel(project, args.run, device=args.device, on_progress=progress)
+        result = relabel(project, args.run, device=args.device, on_progress=bar)
     finally:
-        progress and progress.close()
-    _emit(args, {"run_id": result.run_id, **result.metrics}, "\n".join(_label_lines(result.run_id, result.metrics)))
+        bar and bar.close()
+    emit(args, {"run_id": result.run_id, **result.metrics}, "\n".join(_label_lines(result.run_id, result.metrics)))
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from .train.apply import apply_model
-    from .train.student import read_model_file
+    from ..train.apply import apply_model
+    from ..train.student import read_model_file
 
     classes = read_model_file(args.model)["classes"]
     probs = apply_model(args.model, args.images, device=args.device, batch_size=args.batch_size)
@@ -146,13 +154,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
         for p, row in zip(args.images, probs, strict=True)
     ]
     text = "\n".join(f"{r['path']}\t{r['label']}\t{r['score']:.4f}" for r in rows)
-    _emit(args, {"classes": classes, "predictions": rows}, text)
+    emit(args, {"classes": classes, "predictions": rows}, text)
     return 0
 
 
 def register(subs) -> None:
     """Add ``train`` and ``apply`` to the CLI."""
-    p = _sub(
+    p = sub(
         subs,
         "train",
         cmd_train,
@@ -160,7 +168,7 @@ def register(subs) -> None:
         f"{PROG} train pets --method nola\n{PROG} train pets --method nola --epochs 10 --batch-size 64\n"
         f"{PROG} train pets --method lafter --device cuda\n{PROG} train pets --resume 7   # continue run 7",
     )
-    _project_arg(p)
+    project_arg(p)
     p.add_argument("--method", choices=TRAINING_METHODS, help="nola (default: CLIP + DINO) or lafter (CLIP only)")
     p.add_argument("--epochs", type=int, help="epochs (default 50 on a GPU, 3 on CPU)")
     p.add_argument("--batch-size", type=int, help="images per step (default 512 on a GPU, 16 on CPU)")
@@ -185,9 +193,9 @@ def register(subs) -> None:
     p.add_argument("--no-label", action="store_true", help="train only; relabel later with `label --run RUN`")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _json_arg(p)
+    json_arg(p)
 
-    p = _sub(
+    p = sub(
         subs,
         "apply",
         cmd_apply,
@@ -198,6 +206,6 @@ def register(subs) -> None:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
-    _json_arg(p)
+    json_arg(p)
     # The "model" exporter (export --format model) registers on import.
-    from .train import export_model  # noqa: F401
+    from ..train import export_model  # noqa: F401

@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import PROG, _emit, _json_arg, _open, _progress, _project_arg, _sub
-from .errors import InvalidInputError
-
-#: Above this many new requests, ``describe`` and ``caption`` ask for --yes first.
-CONFIRM_ABOVE = 500
+from ..describe import CONFIRM_ABOVE
+from ..errors import InvalidInputError
+from ._common import PROG, emit, json_arg, open_project, progress, project_arg, sub
 
 
 def _backend(args: argparse.Namespace):
-    from .describe import get_backend
+    from ..describe import get_backend
 
     options = {
         "model": args.model,
@@ -41,10 +39,10 @@ def _confirm(args: argparse.Namespace, preview: dict, what: str) -> bool:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from .describe import generate_descriptions
-    from .project import parse_class_list
+    from ..describe import generate_descriptions
+    from ..project import parse_class_list
 
-    project = _open(args)
+    project = open_project(args)
     classes = parse_class_list(args.classes) if args.classes else None
     backend = _backend(args)
     options = {"classes": classes, "domain": args.domain, "refresh": args.refresh}
@@ -55,13 +53,13 @@ def cmd_describe(args: argparse.Namespace) -> int:
     try:
         preview = generate_descriptions(project, backend, dry_run=True, **options)
         if not _confirm(args, preview, "describe"):
-            _emit(args, preview, "dry run: nothing sent")
+            emit(args, preview, "dry run: nothing sent")
             return 0
-        progress = _progress(args, "describe", "request")
+        bar = progress(args, "describe", "request")
         try:
-            res = generate_descriptions(project, backend, on_progress=progress, deadline=args.deadline, **options)
+            res = generate_descriptions(project, backend, on_progress=bar, deadline=args.deadline, **options)
         finally:
-            progress and progress.close()
+            bar and bar.close()
     finally:
         backend.close()
     text = (
@@ -70,15 +68,15 @@ def cmd_describe(args: argparse.Namespace) -> int:
     )
     if res.get("warning"):
         print(f"warning: {res['warning']}", file=sys.stderr)
-    _emit(args, res, text)
+    emit(args, res, text)
     return 0
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from .describe import caption_images
-    from .labels import active_run, read_predictions
+    from ..describe import caption_images
+    from ..labels import active_run, read_predictions
 
-    project = _open(args)
+    project = open_project(args)
     class_of = None
     run = active_run(project)
     if run is not None:
@@ -99,32 +97,32 @@ def cmd_caption(args: argparse.Namespace) -> int:
     try:
         preview = caption_images(project, backend, dry_run=True, **options)
         if not _confirm(args, preview, "caption"):
-            _emit(args, preview, "dry run: nothing sent")
+            emit(args, preview, "dry run: nothing sent")
             return 0
-        progress = _progress(args, "caption", "request")
+        bar = progress(args, "caption", "request")
         try:
-            res = caption_images(project, backend, on_progress=progress, deadline=args.deadline, **options)
+            res = caption_images(project, backend, on_progress=bar, deadline=args.deadline, **options)
         finally:
-            progress and progress.close()
+            bar and bar.close()
     finally:
         backend.close()
     if res.get("warning"):
         print(f"warning: {res['warning']}", file=sys.stderr)
-    _emit(args, res, "\n".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, (dict, list))))
+    emit(args, res, "\n".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, (dict, list))))
     return 0
 
 
 def cmd_descriptions(args: argparse.Namespace) -> int:
-    from . import describe as d
+    from .. import describe as d
 
-    project = _open(args)
+    project = open_project(args)
     action = args.action
     if action == "list":
         rows = d.list_descriptions(project, class_name=args.cls, enabled_only=args.enabled)
         text = "\n".join(
             f"{r['id']:>6} {'on ' if r['enabled'] else 'off'} {r['source']:<8} [{r['class']}] {r['text']}" for r in rows
         )
-        _emit(args, {"descriptions": rows}, text or "no descriptions yet: run `python -m labeler describe PROJECT`")
+        emit(args, {"descriptions": rows}, text or "no descriptions yet: run `python -m labeler describe PROJECT`")
         return 0
     if action in ("export", "import"):
         if not args.args:
@@ -133,7 +131,7 @@ def cmd_descriptions(args: argparse.Namespace) -> int:
             res = d.export_descriptions(project, args.args[0], enabled_only=not args.all)
         else:
             res = d.import_descriptions(project, args.args[0], replace=args.replace)
-        _emit(args, res, "\n".join(f"{k}: {v}" for k, v in res.items()))
+        emit(args, res, "\n".join(f"{k}: {v}" for k, v in res.items()))
         return 0
     if action == "add":
         if len(args.args) != 2:
@@ -186,12 +184,12 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="only count the requests it would send")
     p.add_argument("--yes", action="store_true", help=f"send more than {CONFIRM_ABOVE} new requests without asking")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _json_arg(p)
+    json_arg(p)
 
 
 def register(subs) -> None:
     """Add ``describe``, ``caption`` and ``descriptions`` to the CLI's subparsers."""
-    p = _sub(
+    p = sub(
         subs,
         "describe",
         cmd_describe,
@@ -200,7 +198,7 @@ def register(subs) -> None:
         f"{PROG} describe pets --backend file --file cifar10-gpt35.json\n"
         f"{PROG} describe pets --backend template --domain 'satellite photo'",
     )
-    _project_arg(p)
+    project_arg(p)
     _backend_args(p)
     p.add_argument("--file", help="file backend: JSON {class: [sentences]} or CSV class,description")
     p.add_argument("--classes", help="only these classes (comma-separated)")
@@ -208,21 +206,21 @@ def register(subs) -> None:
     p.add_argument("--samples", type=int, help="answers per question form")
     p.add_argument("--max-per-class", type=int, help="keep at most this many sentences per class")
 
-    p = _sub(
+    p = sub(
         subs,
         "caption",
         cmd_caption,
         "caption images (one each) and/or groups of ~4 with a vision model",
         f"{PROG} caption pets --backend openai --model llava --base-url http://localhost:11434/v1 --groups",
     )
-    _project_arg(p)
+    project_arg(p)
     _backend_args(p)
     p.add_argument("--groups", action="store_true", help="also describe groups of images sharing a pseudo-label")
     p.add_argument("--groups-only", action="store_true", help="only group descriptions (about 0.25 calls per image)")
     p.add_argument("--group-size", type=int, default=4)
     p.add_argument("--prompt", help="per-image prompt; {c} is the image's zero-shot class")
 
-    p = _sub(
+    p = sub(
         subs,
         "descriptions",
         cmd_descriptions,
@@ -231,11 +229,11 @@ def register(subs) -> None:
         f"{PROG} descriptions pets import cifar10-gpt35.json\n{PROG} descriptions pets disable 12\n"
         f"{PROG} descriptions pets edit 12 'a small furry pet with pointed ears'",
     )
-    _project_arg(p)
+    project_arg(p)
     p.add_argument("action", choices=["list", "export", "import", "add", "edit", "enable", "disable", "delete"])
     p.add_argument("args", nargs="*", help="FILE for export/import; CLASS TEXT for add; ID [TEXT] otherwise")
     p.add_argument("--class", dest="cls", help="list: only this class")
     p.add_argument("--enabled", action="store_true", help="list: only enabled descriptions")
     p.add_argument("--all", action="store_true", help="export: include disabled descriptions")
     p.add_argument("--replace", action="store_true", help="import: replace the class's non-user descriptions")
-    _json_arg(p)
+    json_arg(p)

@@ -7,9 +7,8 @@ Each command calls one library function and prints text, or one JSON object with
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
-from .cli import PROG, _emit, _json_arg, _open, _project_arg, _sub
+from ._common import PROG, emit, json_arg, open_project, project_arg, sub
 
 
 def _features_arg(p: argparse.ArgumentParser, default: str | None = "clip", what: str = "") -> None:
@@ -33,9 +32,9 @@ def _hit_lines(hits: list[dict]) -> list[str]:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from .clusters import cluster_run, cluster_summaries
+    from ..clusters import cluster_run, cluster_summaries
 
-    project = _open(args)
+    project = open_project(args)
     res = cluster_run(project, k=args.k, features=args.features)
     if args.sort != "purity":
         res["clusters"] = cluster_summaries(project, res["run_id"], sort=args.sort)
@@ -50,18 +49,18 @@ def cmd_cluster(args: argparse.Namespace) -> int:
             f"{_fmt(c['mean_confidence'], 2):>5}  {c['majority'] or '-'}"
             + (f"  ({c['n_human']} human)" if c["n_human"] else "")
         )
-    _emit(args, res, "\n".join(lines))
+    emit(args, res, "\n".join(lines))
     return 0
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    from .search import resolve_image, similar_images
+    from ..search import resolve_image, similar_images
 
-    project = _open(args)
+    project = open_project(args)
     query = resolve_image(project, args.image)
     hits = similar_images(project, query["id"], k=args.k, features=args.features)
     text = "\n".join([f"most similar to {query['rel_path']} (id {query['id']}):", *_hit_lines(hits)])
-    _emit(
+    emit(
         args,
         {
             "query": {"image_id": query["id"], "sha256": query["sha256"], "rel_path": query["rel_path"]},
@@ -74,20 +73,18 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .search import text_search
+    from ..search import text_search
 
-    project = _open(args)
+    project = open_project(args)
     hits = text_search(project, args.text, k=args.k, features=args.features, device=args.device)
-    _emit(
-        args, {"query": args.text, "results": hits}, "\n".join([f"images matching {args.text!r}:", *_hit_lines(hits)])
-    )
+    emit(args, {"query": args.text, "results": hits}, "\n".join([f"images matching {args.text!r}:", *_hit_lines(hits)]))
     return 0
 
 
 def cmd_duplicates(args: argparse.Namespace) -> int:
-    from .search import near_duplicates
+    from ..search import near_duplicates
 
-    project = _open(args)
+    project = open_project(args)
     groups = near_duplicates(project, threshold=args.threshold, features=args.features)
     lines = [f"{len(groups)} groups of near-duplicates (cosine similarity >= {args.threshold}):"]
     for n, g in enumerate(groups[: args.limit]):
@@ -97,14 +94,14 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         lines += [f"  {im['rel_path']}  id {im['image_id']}" for im in g["images"]]
     if len(groups) > args.limit:
         lines.append(f"... and {len(groups) - args.limit} more groups (--limit, or --json for all)")
-    _emit(args, {"threshold": args.threshold, "groups": groups}, "\n".join(lines))
+    emit(args, {"threshold": args.threshold, "groups": groups}, "\n".join(lines))
     return 0
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from .review import review_queue
+    from ..review import review_queue
 
-    project = _open(args)
+    project = open_project(args)
     q = review_queue(
         project,
         by=args.by,
@@ -122,24 +119,24 @@ def cmd_queue(args: argparse.Namespace) -> int:
             f"{it['score']:.4f}  {it['rel_path']}  [{it['label'] or 'unlabeled'}] conf "
             f"{it['confidence']:.3f} margin {it['margin']:.3f}{extra}  id {it['image_id']}"
         )
-    _emit(args, q.to_dict(), "\n".join(lines))
+    emit(args, q.to_dict(), "\n".join(lines))
     return 0
 
 
-def register(subs, sub_factory: Callable | None = None) -> None:
+def register(subs) -> None:
     """Add ``cluster``, ``similar``, ``search``, ``duplicates`` and ``queue`` to the CLI's subparsers.
 
     Parameters
     ----------
     subs : argparse._SubParsersAction
         From ``parser.add_subparsers`` in :func:`labeler.cli.build_parser`.
-    sub_factory : callable, optional
-        ``(subs, name, func, help, example) -> ArgumentParser``; default :func:`labeler.cli._sub`.
     """
-    from .review import DEFAULT_NEIGHBOURS, ORDERINGS
-    from .search import DUPLICATE_THRESHOLD
+    _add_neighbour_commands(subs)
+    _add_review_commands(subs)
 
-    sub = sub_factory or _sub
+
+def _add_neighbour_commands(subs) -> None:
+    """``cluster``, ``similar`` and ``search``."""
     p = sub(
         subs,
         "cluster",
@@ -147,7 +144,7 @@ def register(subs, sub_factory: Callable | None = None) -> None:
         "k-means clusters of the images, with majority label and purity",
         f"{PROG} cluster pets --k 20\n{PROG} cluster pets --k 8 --features dino --json",
     )
-    _project_arg(p)
+    project_arg(p)
     p.add_argument("--k", type=int, default=None, help="number of clusters (default: 2 x classes, at most 200)")
     _features_arg(p)
     p.add_argument(
@@ -156,7 +153,7 @@ def register(subs, sub_factory: Callable | None = None) -> None:
         choices=["purity", "size", "confidence", "cluster"],
         help="purity (default): least pure first, to find confused clusters",
     )
-    _json_arg(p)
+    json_arg(p)
 
     p = sub(
         subs,
@@ -165,11 +162,11 @@ def register(subs, sub_factory: Callable | None = None) -> None:
         "images most similar to one image",
         f"{PROG} similar pets photos/cat1.jpg --k 12\n{PROG} similar pets 3fa2c1d9 --features dino --json",
     )
-    _project_arg(p)
+    project_arg(p)
     p.add_argument("image", help="an imported image: its path, sha256 (or first 6+ hex digits) or id")
     p.add_argument("--k", type=int, default=12, help="how many (default 12)")
     _features_arg(p)
-    _json_arg(p)
+    json_arg(p)
 
     p = sub(
         subs,
@@ -178,12 +175,18 @@ def register(subs, sub_factory: Callable | None = None) -> None:
         "images matching a text, through the CLIP text encoder",
         f'{PROG} search pets "a red car at night" --k 20',
     )
-    _project_arg(p)
+    project_arg(p)
     p.add_argument("text", help="what to look for, in words")
     p.add_argument("--k", type=int, default=12, help="how many (default 12)")
     p.add_argument("--features", default="clip", help="CLIP feature-set key (default: the newest CLIP set)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
-    _json_arg(p)
+    json_arg(p)
+
+
+def _add_review_commands(subs) -> None:
+    """``duplicates`` and ``queue``."""
+    from ..review import DEFAULT_NEIGHBOURS, ORDERINGS
+    from ..search import DUPLICATE_THRESHOLD
 
     p = sub(
         subs,
@@ -192,7 +195,7 @@ def register(subs, sub_factory: Callable | None = None) -> None:
         "groups of near-duplicate images",
         f"{PROG} duplicates pets --threshold 0.97",
     )
-    _project_arg(p)
+    project_arg(p)
     p.add_argument(
         "--threshold",
         type=float,
@@ -201,7 +204,7 @@ def register(subs, sub_factory: Callable | None = None) -> None:
     )
     _features_arg(p)
     p.add_argument("--limit", type=int, default=50, help="groups printed as text (default 50)")
-    _json_arg(p)
+    json_arg(p)
 
     p = sub(
         subs,
@@ -210,7 +213,7 @@ def register(subs, sub_factory: Callable | None = None) -> None:
         "review queue: the likely mislabeled images first",
         f"{PROG} queue pets --by margin --limit 50\n{PROG} queue pets --by disagreement --json",
     )
-    _project_arg(p)
+    project_arg(p)
     p.add_argument(
         "--by",
         default="margin",
@@ -227,4 +230,4 @@ def register(subs, sub_factory: Callable | None = None) -> None:
         default=DEFAULT_NEIGHBOURS,
         help=f"disagreement: neighbours in the vote (default {DEFAULT_NEIGHBOURS})",
     )
-    _json_arg(p)
+    json_arg(p)
