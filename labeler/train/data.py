@@ -101,8 +101,8 @@ def split_rows(
         short = int((counts < min_per_class).sum())
         reason = (
             f"no validation set: {short} of {num_classes} classes have fewer than {min_per_class} human labels "
-            "(accepted pseudo-labels are not ground truth); model selection uses held-out teacher agreement (the last epoch when "
-            "there are too few images to hold some out)"
+            "(accepted pseudo-labels are not ground truth); model selection uses held-out teacher agreement "
+            "(the last epoch when there are too few images to hold some out)"
         )
     unlabeled = np.flatnonzero(verified < 0)
     n_hold = min(max_holdout, int(round(holdout * len(unlabeled))))
