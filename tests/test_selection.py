@@ -166,3 +166,15 @@ def test_validation_uses_human_labels_only():
     assert len(s["val"]) == 6 and human[s["val"]].all()
     s = split_rows(verified, 2, human=human, val_split=0.0)
     assert s["optimistic"] and human[s["val"]].all() and len(s["val"]) == 12
+
+
+def test_selection_state_survives_a_resume(project):
+    script = [_diverse(0.4, 0), _diverse(0.6, 1), _diverse(0.6, 1), _diverse(0.9, 2)]
+    first = ScriptedTask(script)
+    summary, _ = _run(project, first, 2)  # checkpoint after epoch 2 (read back with weights_only=True)
+    assert summary["best_epoch"] == 1
+    again = ScriptedTask(script)
+    again.calls = first.calls  # the resumed run sees what the next epoch would
+    summary, metrics = _run(project, again, 3)
+    assert summary["resumed_from_epoch"] == 2 and summary["best_epoch"] == 3 and summary["untrained"]["epoch"] == 0
+    assert [e for e, _ in again.saved] == [3] and [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
