@@ -274,7 +274,7 @@ def test_an_untrained_pick_is_what_best_pt_and_relabeling_use(proj, monkeypatch)
     from labeler.train import relabel, train
     from labeler.train.student import TrainedModel
 
-    monkeypatch.setattr(loop, "explain_choice", lambda history, min_delta=0.0: (0, "forced"))
+    monkeypatch.setattr(loop, "choose_epoch", lambda history, min_delta=0.0: 0)
     res = train(proj, "nola", {"epochs": 2, "batch_size": 8, "tokens": 4, "device": "cpu"})
     assert res.metrics["best_epoch"] == 0
     m, params, setup, task = _task(proj, "nola")  # the same seed: the untrained student of that run
@@ -296,11 +296,11 @@ def test_cli_says_when_the_untrained_model_was_kept(proj, monkeypatch, capsys):
     import labeler.train.loop as loop
     from labeler.cli import main
 
-    monkeypatch.setattr(loop, "explain_choice", lambda history, min_delta=0.0: (0, "forced for the test"))
+    monkeypatch.setattr(loop, "choose_epoch", lambda history, min_delta=0.0: 0)
     args = ["train", str(proj.root), "--epochs", "1", "--batch-size", "8", "--tokens", "4", "--no-label", "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "best epoch 0 (the untrained model)" in out and "selection: forced for the test" in out
+    assert "best epoch 0 (the untrained model)" in out and "selection: the untrained model (epoch 0) scored" in out
     assert "warning: no trained epoch beat the untrained model" in out
 
 

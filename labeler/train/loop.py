@@ -11,10 +11,13 @@ predictions model selection looks at); :func:`run_training` drives it inside a :
   prediction churn on that slice since the previous epoch, validation accuracy when verified labels
   serve as a validation set; then ``checkpoint.pt`` (trainable state, optimizer, scheduler, scaler,
   epoch, RNG states, history) is written atomically under ``runs/<run id>/``.
-* **model selection** — the score is validation accuracy when there is a validation set, else held-out
-  teacher agreement; each improvement writes ``best.pt`` (the exportable model). Training stops early
-  when the score has not improved for ``patience`` epochs *and* churn is at most ``churn_tol`` (the
-  predictions have settled). Without either signal every epoch is "best" (fixed schedule, last epoch).
+* **model selection** (:mod:`labeler.train.selection`) — the untrained model is scored first (epoch 0);
+  the score is validation accuracy (human labels) when there is a validation set, else held-out teacher
+  agreement. :func:`~labeler.train.selection.choose_epoch` keeps a later epoch only when it beats the kept
+  one by more than the binomial noise and is not degenerate (collapsed to few classes) while a healthy one
+  exists; when the kept epoch changes to the current one, ``best.pt`` (the exportable model) is written —
+  for epoch 0, the untrained model. Training stops early ``patience`` epochs after the kept one once churn
+  is at most ``churn_tol`` (the predictions have settled). Without either signal the last epoch is kept.
 * **resume** — with a checkpoint, the loop restores everything and continues with the next epoch, with
   the same shuffling and augmentation random numbers an uninterrupted run would have used.
 """
@@ -33,7 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
-from .selection import epoch_scores, explain_choice
+from .selection import choice_reason, choose_epoch, epoch_scores
 
 if TYPE_CHECKING:
     from ..jobs import Job
@@ -47,6 +50,8 @@ class TrainTask:
     """What :func:`run_training` needs from a method. Subclass and fill in the ``NotImplementedError`` parts."""
 
     device: torch.device
+    #: Number of classes (for the class-entropy checks); None: inferred from the predictions.
+    num_classes: int | None = None
     #: Set by the loop while it evaluates: call ``tick(message)`` after each batch (heartbeat + cancel check).
     tick = None
 
@@ -343,7 +348,8 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
 
     def choose(epoch: int) -> bool:
         """Re-run the selection over every scored epoch; write best.pt when ``epoch`` became the kept one."""
-        idx, reason = explain_choice(sel["scores"], min_delta)
+        idx = choose_epoch(sel["scores"], min_delta)
+        reason = choice_reason(sel["scores"], idx, min_delta)
         pick = sel["scores"][idx]
         changed = pick["epoch"] != sel["best_epoch"]
         sel.update(

@@ -125,21 +125,14 @@ def _score(entry: dict) -> float | None:
     return None if value is None else float(value)
 
 
-def explain_choice(history: Sequence[dict], min_delta: float = 0.0) -> tuple[int, str]:
-    """:func:`choose_epoch` with the reason, in words, for the run summary."""
-    if not history:
-        raise ValueError("there is no epoch to choose from")
-    last = len(history) - 1
+def choice_reason(history: Sequence[dict], chosen: int, min_delta: float = 0.0) -> str:
+    """Why :func:`choose_epoch` kept ``history[chosen]``, in words (for the run summary)."""
     scored = [i for i, h in enumerate(history) if _score(h) is not None]
     if not scored:
-        return last, "no held-out or validation images to score: the last epoch (fixed schedule)"
+        return "no held-out or validation images to score: the last epoch (fixed schedule)"
     healthy = [i for i in scored if not history[i].get("degenerate")]
     pool = healthy or scored
-    best = pool[0]
-    for i in pool[1:]:
-        need = noise_margin(_score(history[best]), int(history[best].get("n") or 0), min_delta)
-        if _score(history[i]) > _score(history[best]) + need:
-            best = i
+    best = chosen
     what = "the untrained model (epoch 0)" if best == 0 else f"epoch {best}"
     parts = [f"{what} scored {_score(history[best]):.3f}"]
     later = [i for i in pool if i > best]
@@ -155,7 +148,13 @@ def explain_choice(history: Sequence[dict], min_delta: float = 0.0) -> tuple[int
         parts.append(f"collapsed epochs left out: {', '.join(str(i) for i in skipped)}")
     elif not healthy:
         parts.append("every epoch's predictions collapsed to few classes; kept the best of them anyway")
-    return best, "; ".join(parts)
+    return "; ".join(parts)
+
+
+def explain_choice(history: Sequence[dict], min_delta: float = 0.0) -> tuple[int, str]:
+    """(:func:`choose_epoch`, :func:`choice_reason`)."""
+    chosen = choose_epoch(history, min_delta)
+    return chosen, choice_reason(history, chosen, min_delta)
 
 
 def choose_epoch(history: Sequence[dict], min_delta: float = 0.0) -> int:
@@ -177,4 +176,15 @@ def choose_epoch(history: Sequence[dict], min_delta: float = 0.0) -> int:
         beats it by more than :func:`noise_margin`; degenerate epochs are skipped while any epoch is not
         degenerate. Without any score, the last epoch.
     """
-    return explain_choice(history, min_delta)[0]
+    if not history:
+        raise ValueError("there is no epoch to choose from")
+    scored = [i for i, h in enumerate(history) if _score(h) is not None]
+    if not scored:
+        return len(history) - 1
+    pool = [i for i in scored if not history[i].get("degenerate")] or scored
+    best = pool[0]
+    for i in pool[1:]:
+        need = noise_margin(_score(history[best]), int(history[best].get("n") or 0), min_delta)
+        if _score(history[i]) > _score(history[best]) + need:
+            best = i
+    return best
