@@ -67,18 +67,29 @@ def _train_params(args: argparse.Namespace):
 def _train_lines(run: dict, resumed: bool) -> list[str]:
     """What ``train`` prints about a finished train run: the summary, setup notes, one line per epoch."""
     m = run["metrics"]
+    best = m.get("best_epoch")
     lines = [
         f"train run {run['id']} ({run['method']}){' resumed' if resumed else ''}: "
         f"{m.get('epochs_run', 0)} epochs on {m.get('device')} ({m.get('amp')}), best epoch "
-        f"{m.get('best_epoch')} by {m.get('selection')}"
+        f"{'0 (the untrained model)' if best == 0 else best} by {m.get('selection')}"
         + (f" ({m['best_score']:.3f})" if isinstance(m.get("best_score"), float) else "")
         + (", stopped early" if m.get("stopped_early") else "")
     ]
     setup = m.get("setup", {})
+    if m.get("selection_reason"):
+        lines.append(f"  selection: {m['selection_reason']}")
     if setup.get("val_reason"):
         lines.append(f"  note: {setup['val_reason']}")
     for note in setup.get("notes", []):
         lines.append(f"  note: {note}")
+    for warning in [*setup.get("warnings", []), *m.get("warnings", [])]:
+        lines.append(f"  warning: {warning}")
+    untrained = m.get("untrained") or {}
+    if untrained.get("score") is not None:
+        lines.append(
+            f"  epoch   0 (untrained): {untrained.get('metric')} {_pct(untrained['score'])}"
+            + (" *" if best == 0 else "")
+        )
     for e in m.get("epochs", []):
         lines.append(
             f"  epoch {e['epoch']:>3}: loss {e['loss']:.4f}, train agreement {_pct(e.get('train_agreement'))}, "

@@ -106,6 +106,7 @@ class LaFTer(PromptTuningMethod):
         return values
 
     def prepare_teacher(self, project, params: dict, ctx) -> dict:
+        from .nola import teacher_warning
         from .zeroshot import zero_shot_probs
 
         ctx.progress("training the text classifier")
@@ -122,10 +123,14 @@ class LaFTer(PromptTuningMethod):
         zs = zero_shot_probs(ctx.clip_features, ctx.text_classifier, ctx.logit_scale).argmax(1)
         texts = np.concatenate([e / np.linalg.norm(e, axis=1, keepdims=True) for e in ctx.text_embeddings])
         text_y = np.concatenate([np.full(len(e), c) for c, e in enumerate(ctx.text_embeddings)])
+        warning = teacher_warning(initial, zs, len(ctx.classes))
+        if warning:
+            ctx.warn(warning)
         return {
             "head": weight,
             "head_init": weight,
             "report": {
+                "teacher_degenerate": warning is not None,
                 "text_classifier_train_accuracy": float(((texts @ weight.T).argmax(1) == text_y).mean()),
                 "teacher_vs_zeroshot_agreement": float((initial == zs).mean()),
                 "teacher_counts": dict(

@@ -155,6 +155,21 @@ def select_top_k(
     return indices, labels
 
 
+def teacher_warning(teacher: np.ndarray, zero_shot: np.ndarray, num_classes: int) -> str | None:
+    """A warning when the teacher's labels collapsed relative to zero-shot's top-1 (else None)."""
+    from ..train.selection import class_entropy, is_degenerate
+
+    if not is_degenerate(teacher, num_classes, reference=zero_shot):
+        return None
+    used = int((np.bincount(np.asarray(teacher, dtype=np.int64), minlength=num_classes) > 0).sum())
+    return (
+        f"the teacher looks degenerate: its labels use {used} of {num_classes} classes (class entropy "
+        f"{class_entropy(teacher, num_classes):.2f} vs {class_entropy(zero_shot, num_classes):.2f} for zero-shot); "
+        "the trained model will learn that collapse. Check the class texts (and, for NoLA, that the DINO features "
+        "separate the classes), or label a few images per class by hand"
+    )
+
+
 def _check_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
         raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -298,14 +313,20 @@ class NoLA(PromptTuningMethod):
         pos = {i: r for r, i in enumerate(dino_ids)}
         dino = dino_feats[[pos[i] for i in ctx.image_ids]]
         probs = zero_shot_probs(ctx.clip_features, ctx.text_classifier, ctx.logit_scale)
-        idx, lab = select_top_k(probs, params["k"], allow_empty=True)
-        # Verified labels override pseudo-labels and are always in the selection; validation rows stay out.
-        sel = {int(i): int(c) for i, c in zip(idx, lab, strict=True)}
-        for j in np.flatnonzero(ctx.verified >= 0):
-            sel[int(j)] = int(ctx.verified[j])
+        # The alignment set never sees the held-out images (they score the student against this teacher) nor,
+        # unless optimistic, the validation images: pseudo-labels are picked among the other rows.
+        allowed = np.ones(len(probs), dtype=bool)
+        allowed[np.asarray(ctx.rows["holdout"], dtype=np.int64)] = False
         if not ctx.rows["optimistic"]:
-            for j in ctx.rows["val"]:
-                sel.pop(int(j), None)
+            allowed[np.asarray(ctx.rows["val"], dtype=np.int64)] = False
+        pool = np.flatnonzero(allowed)
+        k = params["k"] if params["k"] is None else min(int(params["k"]), len(pool))
+        idx, lab = select_top_k(probs[pool], k, allow_empty=True)
+        idx = pool[idx]
+        # Verified labels override pseudo-labels and are always in the selection (except validation rows).
+        sel = {int(i): int(c) for i, c in zip(idx, lab, strict=True)}
+        for j in np.flatnonzero((ctx.verified >= 0) & allowed):
+            sel[int(j)] = int(ctx.verified[j])
         sel_idx = np.fromiter(sel.keys(), dtype=np.int64, count=len(sel))
         sel_lab = np.fromiter(sel.values(), dtype=np.int64, count=len(sel))
         counts = np.bincount(sel_lab, minlength=len(ctx.classes))
@@ -328,15 +349,21 @@ class NoLA(PromptTuningMethod):
             seed=params["seed"],
         )
         teacher = align.predict_proba(dino).argmax(1).astype(np.int64)
+        zs = probs.argmax(1)
+        warning = teacher_warning(teacher, zs, len(ctx.classes))
+        if warning:
+            ctx.warn(warning)
         return {
             "labels": teacher,
             "report": {
-                "k": int(params["k"] or default_k(len(probs), len(ctx.classes))),
+                "k": int(k or default_k(len(pool), len(ctx.classes))),
+                "alignment_excludes": {"holdout": int(len(ctx.rows["holdout"])), "val": int((~allowed).sum())},
+                "teacher_degenerate": warning is not None,
                 "selected": int(len(sel_idx)),
                 "selected_per_class": dict(zip(ctx.classes, counts.tolist(), strict=True)),
                 "classes_without_pseudo_labels": empty,
                 "alignment_final_loss": align.history[-1] if align.history else None,
-                "teacher_vs_zeroshot_agreement": float((teacher == probs.argmax(1)).mean()),
+                "teacher_vs_zeroshot_agreement": float((teacher == zs).mean()),
                 "teacher_counts": dict(
                     zip(ctx.classes, np.bincount(teacher, minlength=len(ctx.classes)).tolist(), strict=True)
                 ),

@@ -48,13 +48,18 @@ class SetupContext:
     text_classifier: np.ndarray  # T (C, D)
     logit_scale: float
     verified: np.ndarray  # (N,) class index of human/accepted labels, -1 where none
-    rows: dict  # train / holdout / val row arrays (labeler.train.data.split_rows)
+    rows: dict  # train / holdout / val row arrays (labeler.train.data.split_rows); val: human labels only
     params: dict
     progress: Callable[[str], None]
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def warn(self, text: str) -> None:
+        """Something that makes the trained model untrustworthy (shown as a warning by the CLI and the app)."""
+        self.warnings.append(text)
 
 
 class PromptTuningMethod(TrainableMethod):
@@ -150,8 +155,14 @@ class PromptTuningMethod(TrainableMethod):
         ids = [ids[r] for r in rows_kept]
         feats = feats[rows_kept]
         verified = verified_labels(project, ids, classes)
+        human = verified_labels(project, ids, classes, sources=("human",)) >= 0  # validation: ground truth only
         rows = split_rows(
-            verified, len(classes), holdout=params["holdout"], val_split=params["val_split"], seed=params["seed"]
+            verified,
+            len(classes),
+            holdout=params["holdout"],
+            val_split=params["val_split"],
+            seed=params["seed"],
+            human=human,
         )
         if len(rows["train"]) == 0:
             raise NotReadyError("no image is left to train on after the held-out and validation splits")
@@ -180,6 +191,7 @@ class PromptTuningMethod(TrainableMethod):
             "texts_per_class": text_report["texts_per_class"],
             **teacher.get("report", {}),
             "notes": ctx.notes,
+            "warnings": ctx.warnings,
         }
         setup = {
             "image_ids": torch.tensor(ids, dtype=torch.long),

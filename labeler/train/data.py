@@ -2,10 +2,11 @@
 
 * **verified labels** — ``human`` and ``accepted`` labels (:mod:`labeler.labels`). They override the
   teacher's pseudo-labels in the training set and join every pseudo-label selection.
-* **validation set** — only when every class has at least ``min_per_class`` (5) verified labels: per
-  class a seeded ``val_split`` fraction (default half, at least one) of them is kept out of training and
-  scored every epoch, so the accuracy reported is not measured on training images. ``val_split = 0``
-  keeps them all in training and validates on them anyway (flagged ``optimistic``).
+* **validation set** — *human* labels only: an accepted label is an earlier model's output, not ground
+  truth. Only when every class has at least ``min_per_class`` (5) human labels: per class a seeded
+  ``val_split`` fraction (default half, at least one) of them is kept out of training and scored every
+  epoch, so the accuracy reported is not measured on training images. ``val_split = 0`` keeps them all
+  in training and validates on them anyway (flagged ``optimistic``).
 * **held-out slice** — a seeded ``holdout`` fraction (10 %, at most 500) of the images without a verified
   label, never trained on, where the student's agreement with the teacher and the churn of its
   predictions between epochs are measured (the label-free model-selection signals).
@@ -26,16 +27,19 @@ MIN_VERIFIED_PER_CLASS = 5
 MAX_HOLDOUT = 500
 
 
-def verified_labels(project: Project, image_ids, classes: list[str]) -> np.ndarray:
-    """Per image id: the class index (into ``classes``) of its human/accepted label, -1 where none.
+def verified_labels(
+    project: Project, image_ids, classes: list[str], sources: tuple[str, ...] = ("human", "accepted")
+) -> np.ndarray:
+    """Per image id: the class index (into ``classes``) of its label of one of ``sources``, -1 where none.
 
     Multi-class labels count by their primary (first) class; labels naming a class not in ``classes`` are ignored.
     """
     index = {c: i for i, c in enumerate(classes)}
     pos = {int(i): r for r, i in enumerate(image_ids)}
     out = np.full(len(pos), -1, dtype=np.int64)
+    marks = ",".join("?" * len(sources))
     for image_id, names in project.db.execute(
-        "select image_id, classes from labels where source in ('human', 'accepted')"
+        f"select image_id, classes from labels where source in ({marks})", list(sources)
     ):
         r = pos.get(int(image_id))
         if r is None:
@@ -58,8 +62,12 @@ def split_rows(
     seed: int = 0,
     min_per_class: int = MIN_VERIFIED_PER_CLASS,
     max_holdout: int = MAX_HOLDOUT,
+    human: np.ndarray | None = None,
 ) -> dict:
     """Split rows 0..N-1 into training, held-out and validation rows.
+
+    ``human`` (bool, N): which verified rows are human labels, the only ones validation may use (None:
+    all of them). Accepted rows still train.
 
     Returns
     -------
@@ -71,27 +79,30 @@ def split_rows(
     verified = np.asarray(verified, dtype=np.int64)
     n = len(verified)
     rng = np.random.default_rng(seed)
-    counts = np.bincount(verified[verified >= 0], minlength=num_classes)
+    truth = verified.copy()
+    if human is not None:
+        truth[~np.asarray(human, dtype=bool)] = -1
+    counts = np.bincount(truth[truth >= 0], minlength=num_classes)
     val = np.zeros(0, dtype=np.int64)
     optimistic = False
     reason = None
     if counts.size and counts.min() >= min_per_class:
         if val_split <= 0:
-            val = np.flatnonzero(verified >= 0)
+            val = np.flatnonzero(truth >= 0)
             optimistic = True
         else:
             parts = []
             for c in range(num_classes):
-                rows = rng.permutation(np.flatnonzero(verified == c))
+                rows = rng.permutation(np.flatnonzero(truth == c))
                 take = min(len(rows), max(1, math.ceil(val_split * len(rows))))
                 parts.append(rows[:take])
             val = np.sort(np.concatenate(parts)).astype(np.int64)
     else:
         short = int((counts < min_per_class).sum())
         reason = (
-            f"no validation set: {short} of {num_classes} classes have fewer than {min_per_class} verified "
-            "(human or accepted) labels; model selection uses held-out teacher agreement (the last epoch when "
-            "there are too few images to hold some out)"
+            f"no validation set: {short} of {num_classes} classes have fewer than {min_per_class} human labels "
+            "(accepted pseudo-labels are not ground truth); model selection uses held-out teacher agreement "
+            "(the last epoch when there are too few images to hold some out)"
         )
     unlabeled = np.flatnonzero(verified < 0)
     n_hold = min(max_holdout, int(round(holdout * len(unlabeled))))

@@ -11,10 +11,13 @@ predictions model selection looks at); :func:`run_training` drives it inside a :
   prediction churn on that slice since the previous epoch, validation accuracy when verified labels
   serve as a validation set; then ``checkpoint.pt`` (trainable state, optimizer, scheduler, scaler,
   epoch, RNG states, history) is written atomically under ``runs/<run id>/``.
-* **model selection** — the score is validation accuracy when there is a validation set, else held-out
-  teacher agreement; each improvement writes ``best.pt`` (the exportable model). Training stops early
-  when the score has not improved for ``patience`` epochs *and* churn is at most ``churn_tol`` (the
-  predictions have settled). Without either signal every epoch is "best" (fixed schedule, last epoch).
+* **model selection** (:mod:`labeler.train.selection`) — the untrained model is scored first (epoch 0);
+  the score is validation accuracy (human labels) when there is a validation set, else held-out teacher
+  agreement. :func:`~labeler.train.selection.choose_epoch` keeps a later epoch only when it beats the kept
+  one by more than the binomial noise and is not degenerate (collapsed to few classes) while a healthy one
+  exists; when the kept epoch changes to the current one, ``best.pt`` (the exportable model) is written —
+  for epoch 0, the untrained model. Training stops early ``patience`` epochs after the kept one once churn
+  is at most ``churn_tol`` (the predictions have settled). Without either signal the last epoch is kept.
 * **resume** — with a checkpoint, the loop restores everything and continues with the next epoch, with
   the same shuffling and augmentation random numbers an uninterrupted run would have used.
 """
@@ -33,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from .selection import choice_reason, choose_epoch, epoch_scores
 
 if TYPE_CHECKING:
     from ..jobs import Job
@@ -46,6 +50,8 @@ class TrainTask:
     """What :func:`run_training` needs from a method. Subclass and fill in the ``NotImplementedError`` parts."""
 
     device: torch.device
+    #: Number of classes (for the class-entropy checks); None: inferred from the predictions.
+    num_classes: int | None = None
     #: Set by the loop while it evaluates: call ``tick(message)`` after each batch (heartbeat + cancel check).
     tick = None
 
@@ -176,6 +182,100 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 # --- the loop ------------------------------------------------------------------------------------------
+def _evaluate(task: TrainTask, sel: dict, n_classes: int | None) -> dict:
+    """Held-out and validation scores of the model as it is now (updates the previous predictions).
+
+    The first scored model (epoch 0, the untrained one) sets the reference class distribution that later
+    epochs' collapse is judged against.
+    """
+    out: dict[str, Any] = {}
+    hold = task.holdout()
+    if hold is not None:
+        student, teacher = (np.asarray(a, dtype=np.int64).reshape(-1) for a in hold)
+        c = n_classes or int(max(student.max(initial=0), teacher.max(initial=0))) + 1
+        if sel.get("reference") is None and len(student):
+            sel["reference"] = [int(v) for v in student]
+        sc = epoch_scores(student, teacher, c, previous=sel.get("prev_holdout"), reference=sel.get("reference"))
+        sel["prev_holdout"] = [int(v) for v in student]
+        out.update(
+            teacher_agreement=sc["agreement"],
+            churn=sc["churn"],
+            holdout_n=sc["n"],
+            class_entropy=sc["class_entropy"],
+            teacher_entropy=sc["teacher_entropy"],
+            degenerate=sc["degenerate"],
+            teacher_degenerate=sc["teacher_degenerate"],
+        )
+    val = task.validation()
+    if val is not None:
+        student, truth = (np.asarray(a, dtype=np.int64).reshape(-1) for a in val)
+        c = n_classes or int(max(student.max(initial=0), truth.max(initial=0))) + 1
+        vs = epoch_scores(student, truth, c, reference=truth)
+        out.update(val_accuracy=vs["agreement"], val_n=vs["n"])
+        if hold is None:
+            out.update(class_entropy=vs["class_entropy"], degenerate=vs["degenerate"])
+    return out
+
+
+def _score_entry(epoch: int, row: dict) -> dict:
+    """What :func:`~labeler.train.selection.choose_epoch` reads for one epoch."""
+    if row.get("val_accuracy") is not None:
+        key, n = "val_accuracy", row.get("val_n")
+    elif row.get("teacher_agreement") is not None:
+        key, n = "teacher_agreement", row.get("holdout_n")
+    else:
+        key, n = None, 0
+    return {
+        "epoch": epoch,
+        "metric": key,
+        "score": row.get(key) if key else None,
+        "n": int(n or 0),
+        "degenerate": bool(row.get("degenerate")),
+        "teacher_degenerate": bool(row.get("teacher_degenerate")),
+        "class_entropy": row.get("class_entropy"),
+        "teacher_entropy": row.get("teacher_entropy"),
+    }
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def selection_warnings(scores: list[dict], chosen: int) -> list[str]:
+    """Warnings for the run summary: a degenerate teacher, collapsed epochs, a collapsed or untrained pick."""
+    out = []
+    ref = next((s.get("class_entropy") for s in scores if s["epoch"] == 0), None)
+    teacher_bad = [s for s in scores if s.get("teacher_degenerate")]
+    if teacher_bad:
+        epochs = ", ".join(str(s["epoch"]) for s in teacher_bad)
+        out.append(
+            f"the teacher looks degenerate (epochs {epochs}): its labels on the held-out images concentrate on a "
+            f"few classes (class entropy {_fmt(teacher_bad[-1].get('teacher_entropy'))} vs {_fmt(ref)} for the "
+            "untrained model); NoLA: the DINO features may not separate these classes; LaFTer: the teacher shares "
+            "the student's LayerNorms and collapsed with it. Review a sample of the labels before trusting them"
+        )
+    collapsed = [s for s in scores if s.get("degenerate") and s is not scores[chosen]]
+    if collapsed:
+        both = [s["epoch"] for s in collapsed if s.get("teacher_degenerate")]
+        out.append(
+            f"epochs {', '.join(str(s['epoch']) for s in collapsed)} collapsed (the student predicts few classes"
+            + (f"; in {', '.join(map(str, both))} the teacher too, so their agreement means nothing" if both else "")
+            + ") and were not selected"
+        )
+    pick = scores[chosen]
+    if pick.get("degenerate"):
+        out.append(
+            f"the chosen model (epoch {pick['epoch']}) looks degenerate: every scored epoch collapsed to few "
+            f"classes (class entropy {_fmt(pick.get('class_entropy'))}); do not trust its labels"
+        )
+    if pick["epoch"] == 0 and len(scores) > 1 and pick.get("score") is not None:
+        out.append(
+            "no trained epoch beat the untrained model by more than the noise: the model kept (best.pt, and the "
+            "labels made with it) is the untrained one (≈ zero-shot)"
+        )
+    return out
+
+
 def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict:
     """Train ``task`` for ``params["epochs"]`` epochs (or until early stopping), resuming from a checkpoint.
 
@@ -193,9 +293,11 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
     Returns
     -------
     dict
-        The summary also merged into the run's metrics: ``epochs_run``, ``best_epoch``, ``best_score``,
-        ``selection`` (the metric that chose the epoch: val_accuracy | teacher_agreement | last_epoch),
-        ``stopped_early``, ``resumed_from_epoch``, ``amp``, ``device``.
+        The summary also merged into the run's metrics: ``epochs_run``, ``best_epoch`` (0: the untrained
+        model), ``best_score``, ``selection`` (the metric that chose the epoch: val_accuracy |
+        teacher_agreement | last_epoch), ``selection_reason`` (why, in words), ``warnings`` (list of str: a
+        degenerate teacher or chosen model, collapsed epochs, no gain over the untrained model),
+        ``untrained`` (epoch 0's scores), ``stopped_early``, ``resumed_from_epoch``, ``amp``, ``device``.
     """
     epochs = int(params["epochs"])
     amp = resolve_amp(params.get("precision", "auto"), task.device)
@@ -206,6 +308,7 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
     patience = int(params.get("patience", 5))
     min_delta = float(params.get("min_delta", 1e-3))
     churn_tol = float(params.get("churn_tol", 0.02))
+    n_classes = getattr(task, "num_classes", None)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT
@@ -216,6 +319,10 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
         "bad_epochs": 0,
         "stopped_early": False,
         "prev_holdout": None,
+        "reference": None,
+        "scores": [],
+        "reason": None,
+        "warnings": [],
     }
     start = 0
     resumed_from = None
@@ -228,7 +335,9 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
             scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         history = list(ckpt["history"])
-        sel = dict(ckpt["selection"])
+        sel = {**sel, **dict(ckpt["selection"])}
+        if not sel["scores"]:  # a checkpoint from before epoch-0 scoring: its epochs, without epoch 0
+            sel["scores"] = [_score_entry(int(r["epoch"]), r) for r in history]
         start = resumed_from = int(ckpt["epoch"])
     else:
         seed_everything(int(params.get("seed", 0)))
@@ -236,6 +345,43 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
     amp_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
     job.update_metrics(amp=amp_name, device=str(task.device), resumed_from_epoch=resumed_from, epochs_planned=epochs)
     total = epochs * steps
+
+    def choose(epoch: int) -> bool:
+        """Re-run the selection over every scored epoch; write best.pt when ``epoch`` became the kept one."""
+        idx = choose_epoch(sel["scores"], min_delta)
+        reason = choice_reason(sel["scores"], idx, min_delta)
+        pick = sel["scores"][idx]
+        changed = pick["epoch"] != sel["best_epoch"]
+        sel.update(
+            best_epoch=pick["epoch"],
+            best_score=pick["score"],
+            selection=pick["metric"] or "last_epoch",
+            reason=reason,
+            warnings=selection_warnings(sel["scores"], idx),
+        )
+        sel["bad_epochs"] = epoch - pick["epoch"]
+        if changed and pick["epoch"] == epoch:
+            task.save_model(
+                run_dir / BEST,
+                {
+                    "train_run": job.id,
+                    "epoch": epoch,
+                    "score": pick["score"],
+                    "selection": sel["selection"],
+                    "selection_reason": reason,
+                },
+            )
+        return pick["epoch"] == epoch
+
+    if resumed_from is None:
+        # Epoch 0: the untrained model is a candidate (and the reference a collapse is judged against).
+        task.tick = lambda msg: job.progress(0, total, msg)
+        untrained = _evaluate(task, sel, n_classes)
+        task.tick = None
+        sel["scores"].append(_score_entry(0, untrained))
+        choose(0)
+        job.update_metrics(untrained=sel["scores"][0])
+
     for epoch in range(start, epochs):
         if sel["stopped_early"]:
             break
@@ -278,35 +424,10 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
             "images_per_s": round(n_sum / seconds, 2) if seconds > 0 else None,
         }
         task.tick = lambda msg, _done=(epoch + 1) * steps: job.progress(min(_done, total - 1), total, msg)
-        hold = task.holdout()
-        if hold is not None:
-            student, teacher = hold
-            row["teacher_agreement"] = float((student == teacher).mean()) if len(student) else None
-            prev = sel.get("prev_holdout")
-            row["churn"] = float((np.asarray(prev) != student).mean()) if prev is not None and len(student) else None
-            sel["prev_holdout"] = [int(v) for v in student]
-        val = task.validation()
+        row.update(_evaluate(task, sel, n_classes))
         task.tick = None
-        if val is not None:
-            student, truth = val
-            row["val_accuracy"] = float((student == truth).mean()) if len(truth) else None
-            row["val_n"] = int(len(truth))
-        score_key = (
-            "val_accuracy"
-            if row.get("val_accuracy") is not None
-            else ("teacher_agreement" if row.get("teacher_agreement") is not None else None)
-        )
-        score = row.get(score_key) if score_key else None
-        improved = score is None or sel["best_score"] is None or score > sel["best_score"] + min_delta
-        if improved:
-            sel.update(best_epoch=epoch + 1, best_score=score, bad_epochs=0, selection=score_key or "last_epoch")
-            task.save_model(
-                run_dir / BEST,
-                {"train_run": job.id, "epoch": epoch + 1, "score": score, "selection": score_key or "last_epoch"},
-            )
-        else:
-            sel["bad_epochs"] += 1
-        row["selected"] = improved
+        sel["scores"].append(_score_entry(epoch + 1, row))
+        row["selected"] = choose(epoch + 1)
         churn = row.get("churn")
         if sel["bad_epochs"] >= patience and (churn is None or churn <= churn_tol) and epoch + 1 < epochs:
             sel["stopped_early"] = True
@@ -331,6 +452,8 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
             best_epoch=sel["best_epoch"],
             best_score=sel["best_score"],
             selection=sel.get("selection"),
+            selection_reason=sel.get("reason"),
+            warnings=sel.get("warnings", []),
             stopped_early=sel["stopped_early"],
         )
         job.progress((epoch + 1) * steps, total, f"epoch {epoch + 1}/{epochs} done, loss {row['loss']:.4f}", force=True)
@@ -339,6 +462,9 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
         "best_epoch": sel["best_epoch"],
         "best_score": sel["best_score"],
         "selection": sel.get("selection", "last_epoch"),
+        "selection_reason": sel.get("reason"),
+        "warnings": list(sel.get("warnings", [])),
+        "untrained": next((s for s in sel["scores"] if s["epoch"] == 0), None),
         "stopped_early": bool(sel["stopped_early"]),
         "resumed_from_epoch": resumed_from,
         "amp": amp_name,

@@ -28,7 +28,7 @@ class TrainParams:
     precision: str = "auto"  # auto: bf16 autocast on a GPU (fp16 + GradScaler where no bf16), fp32 on CPU
     workers: int | None = None  # image decoding workers; None: by image count and device
     patience: int = 5  # epochs without improvement (and with settled predictions) before stopping early
-    min_delta: float = 0.001  # improvement that counts
+    min_delta: float = 0.001  # floor under the noise margin an improvement must exceed (labeler.train.selection)
     churn_tol: float = 0.02  # "settled": at most this fraction of held-out predictions changed in the epoch
     holdout: float = 0.1  # fraction of unlabeled images held out to watch student–teacher agreement
     val_split: float = 0.5  # with >= 5 verified labels per class: fraction per class kept out for validation

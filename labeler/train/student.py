@@ -99,6 +99,7 @@ class PromptTuningTask(TrainTask):
         model_info: dict,
     ):
         self.student = student
+        self.num_classes = int(student.num_classes)
         self.paths = list(paths)
         self.train_rows = np.asarray(rows["train"], dtype=np.int64)
         self.holdout_rows = np.asarray(rows["holdout"], dtype=np.int64)

@@ -128,8 +128,12 @@ def _outcome_md(project: Project, run: dict | None) -> str:
             if run["status"] != "done"
             else ""
         )
-    lines = [
+    metrics = run.get("metrics") or {}
+    warnings = [*(metrics.get("setup") or {}).get("warnings", []), *metrics.get("warnings", [])]
+    lines = [f"⚠️ **Warning:** {md_escape(w)}" for w in warnings]
+    lines += [
         f"**Run {run['id']}'s labels** (label run {out['label_run']}): {out['n']} images labeled by the trained model"
+        + (" (the untrained model: no trained epoch did better)" if metrics.get("best_epoch") == 0 else "")
         + (f", {out['failed']} unreadable" if out["failed"] else "")
         + (" — **the active labels** (step 5 reviews them, step 8 exports them)." if out["active"] else ".")
     ]
