@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..train import export_model as _export_model  # noqa: F401  (registers the "model" exporter)
 from .prompt_tuning import PromptTuningMethod, PromptTuningParams
 
 

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..train import export_model as _export_model  # noqa: F401  (registers the "model" exporter)
 from .prompt_tuning import PromptTuningMethod, PromptTuningParams
 from .zeroshot import text_classifier
 
