@@ -462,7 +462,9 @@ def explore_items(project: Project, image_ids) -> list[dict]:
         are the final label (human > accepted > pseudo) of ok images, None for excluded ones;
         ``confidence`` the active run's top-1 probability.
     """
-    from .labels import _chunks, active_run, final_labels
+    from store import in_chunks
+
+    from .labels import active_run, final_labels
 
     ids = list(dict.fromkeys(int(i) for i in image_ids or []))
     if not ids:
@@ -470,8 +472,7 @@ def explore_items(project: Project, image_ids) -> list[dict]:
     run = active_run(project)
     rows: dict[int, tuple] = {}
     conf: dict[int, float] = {}
-    for chunk in _chunks(sorted(ids)):  # only these images: a gallery page costs the same in any project
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(sorted(ids)):  # only these images: a gallery page costs the same in any project
         for r in project.db.execute(f"select id, sha256, path, status from images where id in ({marks})", chunk):
             rows[int(r[0])] = r
         if run is not None:
@@ -628,10 +629,12 @@ def map_frame(
         return f"cluster {int(v):0{width}d}" if field_name == "cluster" else str(v)
 
     xy = np.asarray(m["xy"], dtype=np.float64)
-    from .labels import _in_chunks
+    from store import in_chunks
 
     drawn_ids = [int(m["image_ids"][i]) for i in pick]
-    sha = dict(_in_chunks(project, "select id, sha256 from images where id in ({ids})", drawn_ids))
+    sha: dict[int, str] = {}
+    for chunk, marks in in_chunks(drawn_ids):
+        sha.update(project.db.execute(f"select id, sha256 from images where id in ({marks})", chunk))
     return {
         "x": [round(float(v), 5) for v in xy[pick, 0]],
         "y": [round(float(v), 5) for v in xy[pick, 1]],

@@ -250,7 +250,7 @@ def cluster_summaries(
         "final_share", "n_human", "n_accepted"}``; ``majority`` is the most frequent pseudo-label and
         ``majority_share`` its fraction of the cluster (its purity), None when there is no labeling run.
     """
-    from .labels import final_labels
+    from .labels import final_labels, pseudo_top1
 
     if sort not in SORTS:
         raise InvalidInputError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
@@ -264,7 +264,7 @@ def cluster_summaries(
     for image_id, cl in members:
         by_cluster.setdefault(int(cl), []).append(int(image_id))
     final = {it.image_id: it for it in final_labels(project, run_id=label_run_id)}
-    pseudo = _pseudo_top1(project, label_run_id)
+    pseudo = pseudo_top1(project, label_run_id)
     out = []
     for cl, ids in by_cluster.items():
         p = Counter(pseudo[i][0] for i in ids if i in pseudo)
@@ -292,19 +292,3 @@ def cluster_summaries(
         "cluster": lambda s: s["cluster"],
     }
     return sorted(out, key=keys[sort])
-
-
-def _pseudo_top1(project: Project, label_run_id: int | None) -> dict[int, tuple[str | None, float]]:
-    """Image id → (top-1 pseudo class name of the labeling run, its score); empty without a run."""
-    from .labels import _label_run, active_run
-
-    run = _label_run(project, label_run_id) if label_run_id is not None else active_run(project)
-    if run is None:
-        return {}
-    names = run["params"]["classes"]
-    return {
-        int(i): (names[c] if 0 <= c < len(names) else None, float(s))
-        for i, c, s in project.db.execute(
-            "select image_id, class_idx, score from predictions where run_id = ?", [run["id"]]
-        )
-    }

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import InvalidInputError, NotReadyError
-from .labels import _label_run, active_run, final_labels
+from .labels import active_run, final_labels, get_label_run
 from .project import Project
 
 #: Above this many classes ``evaluate`` leaves out the (C, C) confusion matrix (it reports ``None``).
@@ -157,7 +157,7 @@ def evaluate(project: Project, run_id: int | None = None) -> dict:
             hit.append(int(t) in pred)
             sources.append(it.source)
     else:
-        run = _label_run(project, run_id, require_done=False)
+        run = get_label_run(project, run_id, require_done=False)
         used_run = run["id"]
         classes = list(run["params"]["classes"])
         multi = bool(run["params"].get("multi_label", False))

@@ -532,7 +532,7 @@ def _pick_train_run(project: Project, run: int | None) -> dict:
     from .jobs import list_runs
     from .labels import active_run
     from .train.loop import BEST
-    from .train.runner import run_dir, train_run
+    from .train.runs import run_dir, train_run
 
     if run is not None:
         return train_run(project, run)
@@ -549,7 +549,7 @@ def _pick_train_run(project: Project, run: int | None) -> dict:
 def export_trained_model(project: Project, out: Path, *, run: int | None = None) -> ExportReport:
     """The trained model (prompts + LayerNorms + head, base model name, classes) as one torch file."""
     from .train.loop import BEST, atomic_save  # training code (torch): only when a model is exported
-    from .train.runner import run_dir
+    from .train.runs import run_dir
     from .train.student import read_model_file
 
     chosen = _pick_train_run(project, run)

@@ -36,11 +36,14 @@ def snapshot(project: Project, image_ids: Sequence[int]) -> dict:
     without a label has no row). A status change records ``{"ids": [...], "status": {image_id: status}}``
     instead: its labels do not change.
     """
-    from .labels import _in_chunks
+    from store import in_chunks
 
     ids = sorted({int(i) for i in image_ids})
-    sql = "select image_id, classes, source, score, run_id, time from labels where image_id in ({ids})"
-    return {"ids": ids, "labels": [list(r) for r in _in_chunks(project, sql, ids)]}
+    rows: list[list] = []
+    for chunk, marks in in_chunks(ids):
+        sql = f"select image_id, classes, source, score, run_id, time from labels where image_id in ({marks})"
+        rows += [list(r) for r in project.db.execute(sql, chunk)]
+    return {"ids": ids, "labels": rows}
 
 
 def record(project: Project, action: str, before: dict) -> int | None:
@@ -78,9 +81,7 @@ def undo(project: Project) -> dict | None:
     The newest entry is read and applied inside one write transaction: a label change or another undo in
     another process or thread lands wholly before or wholly after it.
     """
-    from store import transaction
-
-    from .labels import _in_chunks
+    from store import in_chunks, transaction
 
     with transaction(project.db):
         row = project.db.execute(
@@ -91,7 +92,8 @@ def undo(project: Project) -> dict | None:
         entry_id, t, action, n, raw = row
         snap = json.loads(raw)
         if "labels" in snap:  # a label change
-            _in_chunks(project, "delete from labels where image_id in ({ids})", [int(i) for i in snap["ids"]])
+            for chunk, marks in in_chunks(int(i) for i in snap["ids"]):
+                project.db.execute(f"delete from labels where image_id in ({marks})", chunk)
             project.db.conn.executemany(
                 "insert into labels (image_id, classes, source, score, run_id, time) values (?, ?, ?, ?, ?, ?)",
                 [tuple(r) for r in snap["labels"]],
@@ -100,7 +102,8 @@ def undo(project: Project) -> dict | None:
         for image_id, status in snap.get("status", {}).items():  # a status change
             by_status.setdefault(status, []).append(int(image_id))
         for status, ids in by_status.items():
-            _in_chunks(project, "update images set status = ? where id in ({ids})", ids, [status])
+            for chunk, marks in in_chunks(ids):
+                project.db.execute(f"update images set status = ? where id in ({marks})", [status, *chunk])
         if by_status:
             project.bump_images_version()
         project.db.execute("delete from undo_log where id = ?", [entry_id])

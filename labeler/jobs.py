@@ -38,6 +38,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,14 @@ WRITING_KINDS = frozenset({"import", "features", "label", "train", "describe", "
 _local_cancel: dict[tuple[str, int], threading.Event] = {}
 #: (real path of the project, run id) of every Job of this process that has not finished yet.
 _live: set[tuple[str, int]] = set()
+
+
+@dataclass
+class RunResult:
+    """Outcome of a method run: the ``runs`` row id and its metrics."""
+
+    run_id: int
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 class ProjectBusyError(LabelerError):

@@ -25,13 +25,13 @@ top-1 class for pseudo and accepted labels, the first class given for human ones
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import sqlite_utils
 
-from store import now, transaction
+from store import in_chunks, now, transaction
 
 from .errors import InvalidInputError, NotReadyError
 from .history import counted, record, snapshot
@@ -44,8 +44,6 @@ LABEL_SOURCES = ("human", "accepted")
 SOURCES = ("human", "accepted", "pseudo")
 #: Project meta key holding the id of the run whose predictions are the pseudo-labels.
 ACTIVE_RUN_KEY = "active_run"
-
-_CHUNK = 500  # ids per ``IN (...)`` query (SQLite's variable limit is 32766; stay small)
 
 
 @dataclass(slots=True)
@@ -75,8 +73,15 @@ class FinalLabel:
 
 
 # --- runs ------------------------------------------------------------------------------------------------
-def _label_run(project: Project, run_id: int, require_done: bool = True) -> dict:
-    """The decoded ``runs`` row of a label run; InvalidInputError if it is not one."""
+def get_label_run(project: Project, run_id: int, require_done: bool = True) -> dict:
+    """The decoded ``runs`` row of a label run (``require_done``: a finished one).
+
+    Raises
+    ------
+    InvalidInputError
+        There is no such run, it is not a labeling run, it is not done (with ``require_done``), or it
+        has no class list.
+    """
     try:
         run = get_run(project, int(run_id))
     except (sqlite_utils.db.NotFoundError, TypeError, ValueError):
@@ -101,7 +106,7 @@ def active_run(project: Project) -> dict | None:
     chosen = project.get_meta(ACTIVE_RUN_KEY)
     if chosen is not None:
         try:
-            return _label_run(project, chosen)
+            return get_label_run(project, chosen)
         except InvalidInputError:
             pass  # deleted, failed or rerun since: fall back to the newest
     row = project.db.execute(
@@ -121,7 +126,7 @@ def set_active_run(project: Project, run_id: int | None) -> dict | None:
     if run_id is None:
         project.set_meta(ACTIVE_RUN_KEY, None)
         return active_run(project)
-    run = _label_run(project, run_id)
+    run = get_label_run(project, run_id)
     project.set_meta(ACTIVE_RUN_KEY, run["id"])
     return run
 
@@ -231,23 +236,29 @@ def read_predictions(project: Project, run_id: int) -> tuple[np.ndarray, np.ndar
     return ids, probs, list(classes)
 
 
+def pseudo_top1(project: Project, run_id: int | None = None) -> dict[int, tuple[str | None, float]]:
+    """Image id → (top-1 class name of a labeling run, its score); empty when there is no run.
+
+    ``run_id`` defaults to the active run. A class index outside the run's class list gives None.
+    """
+    run = get_label_run(project, run_id) if run_id is not None else active_run(project)
+    if run is None:
+        return {}
+    names = run["params"]["classes"]
+    return {
+        int(i): (names[c] if 0 <= c < len(names) else None, float(s))
+        for i, c, s in project.db.execute(
+            "select image_id, class_idx, score from predictions where run_id = ?", [run["id"]]
+        )
+    }
+
+
 # --- human decisions -----------------------------------------------------------------------------------
-def _chunks(ids: Sequence[int], size: int = _CHUNK) -> Iterator[list[int]]:
-    for start in range(0, len(ids), size):
-        yield list(ids[start : start + size])
-
-
-def _in_chunks(project: Project, sql: str, ids: Sequence[int], args: Sequence = ()) -> list[tuple]:
-    """Run ``sql`` once per chunk of ``ids`` (SQLite caps bound variables) and return all its rows (none for a
-    write): ``sql`` says ``in ({ids})`` where the chunk's placeholders go; ``args`` are bound before them."""
-    rows: list[tuple] = []
-    for chunk in _chunks(ids):
-        rows += project.db.execute(sql.replace("{ids}", ",".join("?" * len(chunk))), [*args, *chunk]).fetchall()
-    return rows
-
-
 def _existing_ids(project: Project, ids: Sequence[int]) -> set[int]:
-    return {r[0] for r in _in_chunks(project, "select id from images where id in ({ids})", ids)}
+    found: set[int] = set()
+    for chunk, marks in in_chunks(ids):
+        found.update(r[0] for r in project.db.execute(f"select id from images where id in ({marks})", chunk))
+    return found
 
 
 def _id_list(image_ids: int | Iterable[int]) -> list[int]:
@@ -342,7 +353,7 @@ def accept_pseudo_labels(
     ``image_ids`` to every ok image with a prediction; ``min_score`` keeps only
     predictions whose top-1 score is at least that.
     """
-    run = _label_run(project, run_id) if run_id is not None else active_run(project)
+    run = get_label_run(project, run_id) if run_id is not None else active_run(project)
     if run is None:
         raise NotReadyError("there is no finished labeling run to accept labels from: run labeling first")
     names = _run_name_map(run, project.classes)
@@ -364,8 +375,7 @@ def accept_pseudo_labels(
         else:
             ids = _id_list(image_ids)
             batches = []
-            for chunk in _chunks(ids):
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(ids):
                 batches.append(project.db.execute(f"{sql} and p.image_id in ({marks})", args + chunk).fetchall())
         rows = []
         for batch in batches:
@@ -400,12 +410,11 @@ def clear_labels(
         if image_ids is None:
             touched = [r[0] for r in project.db.execute(sql, sources)]
         else:
-            touched = [
-                r[0] for r in _in_chunks(project, sql + " and image_id in ({ids})", _id_list(image_ids), sources)
-            ]
+            touched = []
+            for chunk, marks in in_chunks(_id_list(image_ids)):
+                touched += [r[0] for r in project.db.execute(f"{sql} and image_id in ({marks})", [*sources, *chunk])]
         before = snapshot(project, touched)
-        for chunk in _chunks(touched):
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(touched):
             deleted += project.db.execute(f"delete from labels where image_id in ({marks})", chunk).rowcount
         record(project, f"clear {counted(deleted, 'label')} ({', '.join(sources)})", before)
     return deleted
@@ -431,7 +440,7 @@ def final_labels(
     Pseudo-labels come from the active run, or from ``run_id`` if given. One
     query over all images (joins, no per-image queries).
     """
-    run = _label_run(project, run_id) if run_id is not None else active_run(project)
+    run = get_label_run(project, run_id) if run_id is not None else active_run(project)
     current = project.classes
     keep = set(current)
     names = _run_name_map(run, current) if run is not None else []
@@ -441,8 +450,7 @@ def final_labels(
     else:
         ids = sorted(set(_id_list(image_ids)))
         rows = []
-        for chunk in _chunks(ids):
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(ids):
             rows.extend(project.db.execute(_FINAL_SQL + f" and i.id in ({marks}) order by i.id", [rid, *chunk]))
     # Few distinct label values repeat over many images: decode each once (copies keep items independent).
     stored: dict[str, list[str]] = {}

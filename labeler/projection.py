@@ -155,7 +155,7 @@ def feature_map(project: Project, features: str = "clip", method: str = "auto", 
     """
     from .clusters import latest_cluster_run
     from .index import resolve_set
-    from .labels import final_labels
+    from .labels import final_labels, pseudo_top1
 
     if method not in METHODS:
         raise InvalidInputError(f"map method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -172,9 +172,7 @@ def feature_map(project: Project, features: str = "clip", method: str = "auto", 
         np.savez(tmp, image_ids=np.asarray(image_ids, dtype=np.int64), xy=xy, seed=seed)
         tmp.replace(cache)
     final = {it.image_id: it for it in final_labels(project, image_ids)}
-    from .clusters import _pseudo_top1
-
-    pseudo = _pseudo_top1(project, None)
+    pseudo = pseudo_top1(project)
     crun = latest_cluster_run(project, fset["key"])
     clusters: dict[int, int] = {}
     if crun is not None:

@@ -203,13 +203,13 @@ def review_queue(
         "entropy", "sha256", "path", "rel_path"}`` plus ``knn_label`` and ``knn_share`` for
         ``disagreement``; ``score`` is what the queue is sorted by.
     """
-    from .labels import _label_run, active_run, final_labels
+    from .labels import active_run, final_labels, get_label_run
 
     if by not in ORDERINGS:
         raise InvalidInputError(f"--by must be one of {', '.join(ORDERINGS)}, got {by!r}")
     if not isinstance(limit, (int, np.integer)) or not 1 <= int(limit) <= 100_000:
         raise InvalidInputError(f"limit must be between 1 and 100000, got {limit!r}")
-    run = _label_run(project, run_id) if run_id is not None else active_run(project)
+    run = get_label_run(project, run_id) if run_id is not None else active_run(project)
     if run is None:
         raise NotReadyError("there is no finished labeling run: run `python -m labeler label PROJECT` first")
     classes = list(run["params"]["classes"])
@@ -332,21 +332,21 @@ def accept_images(
 
 
 def _set_status(project: Project, image_ids: list[int], old: str, new: str, action: str) -> int:
-    from store import transaction
+    from store import in_chunks, transaction
 
     from .history import counted, record
-    from .labels import _chunks, _in_chunks
 
     changed = 0
     with transaction(project.db):  # read, change and undo entry together
-        found = dict(_in_chunks(project, "select id, status from images where id in ({ids})", image_ids))
+        found: dict[int, str] = {}
+        for chunk, marks in in_chunks(image_ids):
+            found.update(project.db.execute(f"select id, status from images where id in ({marks})", chunk))
         missing = set(image_ids) - set(found)
         if missing:
             raise InvalidInputError(f"{len(missing)} image ids do not exist, e.g. {sorted(missing)[:5]}")
         touched = sorted(i for i, status in found.items() if status == old)
         before = {"ids": touched, "status": {str(i): old for i in touched}}  # labels do not change
-        for chunk in _chunks(touched):
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(touched):
             changed += project.db.execute(
                 f"update images set status = ? where status = ? and id in ({marks})", [new, old, *chunk]
             ).rowcount

@@ -2,5 +2,16 @@
 
 from .db import DB_FILENAME, SCHEMA_VERSION, connect, now, schema_version, transaction
 from .features import FeatureStore
+from .sql import CHUNK, in_chunks
 
-__all__ = ["DB_FILENAME", "SCHEMA_VERSION", "FeatureStore", "connect", "now", "schema_version", "transaction"]
+__all__ = [
+    "CHUNK",
+    "DB_FILENAME",
+    "SCHEMA_VERSION",
+    "FeatureStore",
+    "connect",
+    "in_chunks",
+    "now",
+    "schema_version",
+    "transaction",
+]

@@ -23,6 +23,7 @@ import numpy as np
 import sqlite_utils
 
 from .db import now
+from .sql import in_chunks
 
 _MIN_CAPACITY = 1024
 
@@ -111,11 +112,10 @@ class FeatureStore:
         """Row index of each sha256 in the set's matrix, -1 where it has none. Shape (len(shas),)."""
         out = np.full(len(shas), -1, dtype=np.int64)
         pos = {s: i for i, s in enumerate(shas)}
-        for chunk_start in range(0, len(shas), 900):
-            chunk = list(shas[chunk_start : chunk_start + 900])
-            q = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(shas):
             for sha, row in self.db.execute(
-                f"select sha256, row from feature_rows where feature_set_id = ? and sha256 in ({q})", [set_id, *chunk]
+                f"select sha256, row from feature_rows where feature_set_id = ? and sha256 in ({marks})",
+                [set_id, *chunk],
             ):
                 out[pos[sha]] = row
         return out
@@ -276,9 +276,7 @@ class FeatureStore:
             with vectors_lock(self._file(key), timeout=0), transaction(self.db):
                 found = self.check(set_id, from_row=checked)
                 bad = found["past_end"] + found["zeroed"]
-                for s in range(0, len(bad), 900):
-                    part = bad[s : s + 900]
-                    marks = ",".join("?" * len(part))
+                for part, marks in in_chunks(bad):
                     self.db.execute(
                         f"delete from feature_rows where feature_set_id = ? and sha256 in ({marks})", [set_id, *part]
                     )

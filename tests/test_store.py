@@ -212,3 +212,33 @@ def test_project_lock_is_reentrant_per_thread_and_exclusive_across_threads_and_p
     assert not lock.is_free() and lock.held_here
     lock.release()  # the outermost holder's release frees it (the re-entry took nothing)
     assert not lock.held_here and lock.is_free() and lock.holder() == {}
+
+
+def test_in_chunks_splits_below_the_variable_limit_and_binds_every_value(tmp_path):
+    from store import CHUNK, in_chunks
+
+    assert CHUNK < 999  # the oldest SQLite's limit on bound variables per statement
+    values = iter(range(2 * CHUNK + 5))  # any iterable, read once
+    parts = list(in_chunks(values))
+    assert [len(chunk) for chunk, _ in parts] == [CHUNK, CHUNK, 5]
+    assert [v for chunk, _ in parts for v in chunk] == list(range(2 * CHUNK + 5))
+    assert all(marks == ",".join("?" * len(chunk)) for chunk, marks in parts)
+    assert list(in_chunks([])) == []  # never an empty "in ()"
+
+    db = store.connect(tmp_path / store.DB_FILENAME)
+    db.execute("create table t (id integer primary key)")
+    db.conn.executemany("insert into t values (?)", [(i,) for i in range(3 * CHUNK)])
+    wanted = list(range(1, 3 * CHUNK, 2))  # more ids than one statement may bind
+    found = []
+    for chunk, marks in in_chunks(wanted):
+        found += [r[0] for r in db.execute(f"select id from t where id > ? and id in ({marks})", [0, *chunk])]
+    assert sorted(found) == wanted
+
+
+def test_rows_for_more_shas_than_one_query_binds(fs):
+    feats, set_id = fs
+    shas = _shas("many-", store.CHUNK + 50)
+    feats.append(set_id, shas[::2], _vecs(len(shas[::2]), 5))
+    rows = feats.rows_for(set_id, shas)
+    assert (rows[::2] >= 0).all() and (rows[1::2] == -1).all()
+    assert sorted(rows[::2].tolist()) == list(range(len(shas[::2])))

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from store import now
+from store import in_chunks, now
 
 from ..errors import InvalidInputError
 from .base import Backend, DeadlineExceeded, Request, Response
@@ -58,9 +58,7 @@ def cached_responses(project: Project, keys: Sequence[str | None]) -> dict[str, 
     """``key → texts`` for the keys found in ``llm_cache``."""
     wanted = sorted({k for k in keys if k})
     found: dict[str, list[str]] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(wanted):
         for key, response in project.db.execute(f"select key, response from llm_cache where key in ({marks})", chunk):
             try:
                 texts = json.loads(response)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from store import now
+from store import in_chunks, now
 
 from ..errors import InvalidInputError
 from .base import Backend, BackendError, DeadlineExceeded, Request, get_backend
@@ -124,9 +124,8 @@ def _store_class_sentences(
     with db.conn:
         if replace:
             gone = [r["id"] for k, r in existing.items() if k not in new]
-            for start in range(0, len(gone), 500):
-                chunk = gone[start : start + 500]
-                db.execute(f"delete from descriptions where id in ({','.join('?' * len(chunk))})", chunk)
+            for chunk, marks in in_chunks(gone):
+                db.execute(f"delete from descriptions where id in ({marks})", chunk)
             counts["removed"] = len(gone)
         to_insert = []
         for key, (text, prompt) in new.items():

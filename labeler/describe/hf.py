@@ -26,7 +26,7 @@ _VISION_EXAMPLE = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 def _hub_context():
     try:
-        from ..models._hub import hub_mode
+        from ..models import hub_mode
     except ImportError:
         return contextlib.nullcontext()
     return hub_mode()

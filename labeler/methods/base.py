@@ -6,23 +6,15 @@ The built-in methods are registered by :mod:`labeler.methods` itself when it is 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import InvalidInputError
+from ..jobs import RunResult
 from ..registry import Registry
 
 if TYPE_CHECKING:
     from ..jobs import ProgressCallback
     from ..project import Project
-
-
-@dataclass
-class RunResult:
-    """Outcome of a method run: the ``runs`` row id and its metrics."""
-
-    run_id: int
-    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 class Method:

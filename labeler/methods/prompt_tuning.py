@@ -248,7 +248,7 @@ class PromptTuningMethod(TrainableMethod):
 
     def load_predictor(self, project: Project, run: dict, device: str = "auto"):
         from ..train.loop import BEST
-        from ..train.runner import run_dir
+        from ..train.runs import run_dir
         from ..train.student import TrainedModel
 
         path = run_dir(project, run["id"]) / BEST

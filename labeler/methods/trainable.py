@@ -60,16 +60,14 @@ class TrainableMethod(Method):
         Returns the label run (``run_id``) with ``metrics["train_run_id"]`` and ``metrics["train"]``;
         with ``relabel=False`` the train run itself.
         """
-        from ..train.apply import relabel as relabel_images
-        from ..train.runner import train
+        from ..train.runs import relabel_with, train_method, train_run
 
-        result = train(project, self, params, resume=resume, on_progress=on_progress)
+        result = train_method(project, self, params, resume=resume, on_progress=on_progress)
         if not relabel:
             return RunResult(result.run_id, {"train_run_id": result.run_id, **result.metrics})
-        from ..jobs import get_run
-
-        device = get_run(project, result.run_id)["params"].get("device") or "auto"
-        labeled = relabel_images(project, result.run_id, device=device, on_progress=on_progress)
+        run = train_run(project, result.run_id)
+        device = run["params"].get("device") or "auto"
+        labeled = relabel_with(project, self, run, device=device, on_progress=on_progress)
         train_summary = {k: v for k, v in result.metrics.items() if k != "epochs"}
         return RunResult(
             labeled.run_id,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidInputError
+from ._hub import hf_cache_dir, hub_mode, hub_offline
 from .base import Encoder
 from .clip import DEFAULT_CLIP, ClipModel, load_clip, tiny_random_clip
 from .dino import DEFAULT_DINO, DinoModel, load_dino, tiny_random_dino
@@ -28,6 +29,9 @@ __all__ = [
     "DinoModel",
     "Encoder",
     "MODELS",
+    "hf_cache_dir",
+    "hub_mode",
+    "hub_offline",
     "list_models",
     "load_clip",
     "load_dino",

@@ -1,7 +1,9 @@
 """Training infrastructure shared by the training methods (NoLA, LaFTer; later LatteCLIP and CDUL).
 
 * :mod:`~labeler.train.runner` — :func:`train`: a ``train`` job (a ``runs`` row + ``runs/<id>/``),
-  new or resumed (``resume="auto"`` continues an interrupted run with the same params).
+  new or resumed (``resume="auto"`` continues an interrupted run with the same params), by method name.
+* :mod:`~labeler.train.runs` — the same for a method object (what a method's own ``run`` calls),
+  relabeling with a trained model, :func:`compare_runs`, the run folder.
 * :mod:`~labeler.train.loop` — :class:`TrainTask` (what a method provides) and :func:`run_training`
   (epochs, AMP on GPU, per-epoch metrics and checkpoints, cancel between steps, label-free model
   selection and early stopping).
@@ -23,16 +25,16 @@ from . import export_model  # noqa: F401  (registers the "model" exporter)
 
 _LAZY = {
     "train": "runner",
-    "TrainResult": "runner",
-    "find_resumable": "runner",
-    "run_dir": "runner",
+    "TrainResult": "runs",
+    "find_resumable": "runs",
+    "run_dir": "runs",
     "TrainTask": "loop",
     "run_training": "loop",
     "TrainParams": "params",
     "PromptedCLIP": "prompt",
     "TrainedModel": "student",
     "relabel": "apply",
-    "compare_runs": "apply",
+    "compare_runs": "runs",
     "apply_model": "apply",
 }
 
