@@ -218,5 +218,3 @@ def register(subs) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     json_arg(p)
-    # The "model" exporter (export --format model) registers on import.
-    from ..train import export_model  # noqa: F401

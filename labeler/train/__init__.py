@@ -12,16 +12,14 @@
 * :mod:`~labeler.train.views` — weak and strong views, the decoding DataLoader.
 * :mod:`~labeler.train.student` — the prompt-tuning task, its teachers, the model file, :class:`TrainedModel`.
 * :mod:`~labeler.train.apply` — :func:`relabel` (``label --run``), :func:`compare_runs`, :func:`apply_model`.
-* :mod:`~labeler.train.export_model` — the ``model`` exporter (registered on import of this package).
 
-Only the exporter is imported eagerly (torch stays unimported until training or applying a model).
+Nothing is imported eagerly (torch stays unimported until training or applying a model); the ``model``
+exporter lives with the other exporters in :mod:`labeler.export`.
 """
 
 from __future__ import annotations
 
 import importlib
-
-from . import export_model  # noqa: F401  (registers the "model" exporter)
 
 _LAZY = {
     "train": "runner",
