@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from ..describe import CONFIRM_ABOVE
@@ -38,6 +39,26 @@ def _confirm(args: argparse.Namespace, preview: dict, what: str) -> bool:
     return True
 
 
+def _preview_then_run(args: argparse.Namespace, backend, job, what: str, unit: str, options: dict) -> dict | None:
+    """Count the requests (dry run), confirm a large run, then run ``job`` with a progress bar; None: not sent.
+
+    ``job``: :func:`~labeler.describe.generate_descriptions` or :func:`~labeler.describe.caption_images`,
+    called with the project bound; the backend is closed at the end either way.
+    """
+    try:
+        preview = job(backend, dry_run=True, **options)
+        if not _confirm(args, preview, what):
+            emit(args, preview, "dry run: nothing sent")
+            return None
+        bar = progress(args, what, unit)
+        try:
+            return job(backend, on_progress=bar, deadline=args.deadline, **options)
+        finally:
+            bar and bar.close()
+    finally:
+        backend.close()
+
+
 def cmd_describe(args: argparse.Namespace) -> int:
     from ..describe import generate_descriptions
     from ..project import parse_class_list
@@ -50,18 +71,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
         options["samples_per_prompt"] = args.samples
     if args.max_per_class is not None:
         options["max_per_class"] = args.max_per_class
-    try:
-        preview = generate_descriptions(project, backend, dry_run=True, **options)
-        if not _confirm(args, preview, "describe"):
-            emit(args, preview, "dry run: nothing sent")
-            return 0
-        bar = progress(args, "describe", "request")
-        try:
-            res = generate_descriptions(project, backend, on_progress=bar, deadline=args.deadline, **options)
-        finally:
-            bar and bar.close()
-    finally:
-        backend.close()
+    res = _preview_then_run(
+        args, backend, functools.partial(generate_descriptions, project), "describe", "request", options
+    )
+    if res is None:
+        return 0
     text = (
         f"run {res['run_id']}: {res['sent']} requests sent, {res['cached']} from cache; "
         f"{res['added']} descriptions added, {res['removed']} replaced, {res['kept']} kept"
@@ -94,18 +108,9 @@ def cmd_caption(args: argparse.Namespace) -> int:
     }
     if args.prompt:
         options["per_image_prompt"] = args.prompt
-    try:
-        preview = caption_images(project, backend, dry_run=True, **options)
-        if not _confirm(args, preview, "caption"):
-            emit(args, preview, "dry run: nothing sent")
-            return 0
-        bar = progress(args, "caption", "request")
-        try:
-            res = caption_images(project, backend, on_progress=bar, deadline=args.deadline, **options)
-        finally:
-            bar and bar.close()
-    finally:
-        backend.close()
+    res = _preview_then_run(args, backend, functools.partial(caption_images, project), "caption", "request", options)
+    if res is None:
+        return 0
     if res.get("warning"):
         print(f"warning: {res['warning']}", file=sys.stderr)
     emit(args, res, "\n".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, (dict, list))))
