@@ -38,6 +38,7 @@ import numpy as np
 from store import in_chunks, now, transaction
 
 from .errors import InvalidInputError, NotReadyError
+from .history import counted
 from .labels import canonical_classes, final_labels, get_label_run
 from .project import Project
 
@@ -504,17 +505,20 @@ def audit_report(project: Project, run_id: int | None = None, z: float = Z95) ->
     warnings: list[str] = []
     dropped = progress["sampled"] - len(items)
     if dropped:
-        warnings.append(f"{dropped} audit images are no longer ok (excluded or missing) and are left out")
+        warnings.append(f"{counted(dropped, 'audit image')} no longer ok (excluded or missing), left out")
     if progress["skipped"]:
         warnings.append(
-            f"{progress['skipped']} audit images were skipped: if they are harder than most, the estimate is optimistic"
+            f"{counted(progress['skipped'], 'audit image')} skipped: if they are harder than most, the estimate is "
+            "optimistic"
         )
     if run is not None:
         preds = _run_predictions(project, run, [it["image_id"] for it in checked])
         predicted = [preds.get(it["image_id"], []) for it in checked]
         missing = sum(1 for it in checked if it["image_id"] not in preds)
         if missing:
-            warnings.append(f"run {run['id']} has no prediction for {missing} checked audit images (counted as wrong)")
+            warnings.append(
+                f"run {run['id']} has no prediction for {counted(missing, 'checked audit image')} (counted as wrong)"
+            )
         what = f"run {run['id']} ({run.get('method') or run['kind']})"
     else:
         predicted = [it["classes"] for it in checked]
@@ -522,7 +526,7 @@ def audit_report(project: Project, run_id: int | None = None, z: float = Z95) ->
         late = _labeled_after_draw(project, [it["image_id"] for it in checked])
         if late:
             warnings.append(
-                f"{late} checked audit images were labeled by hand after they were drawn: for them the estimate "
+                f"{counted(late, 'checked audit image')} labeled by hand after being drawn: there the estimate "
                 "measures your own labels"
             )
     weights = None
