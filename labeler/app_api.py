@@ -313,6 +313,7 @@ def export_for_download(project: Project, fmt: str, preview_rows: int = 10) -> d
         "n_labeled": rep.n_labeled,
         "n_unlabeled": rep.n_unlabeled,
         "n_missing": rep.n_missing,
+        "audit": rep.extra.get("audit"),  # the audited accuracy beside the export (labeler.audit), if any
     }
     if fmt == "csv":
         rows = read_csv(rep.path)[:preview_rows]

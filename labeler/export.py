@@ -46,6 +46,11 @@ the path written) or :func:`export_report` (also returns counts). Built in:
     name and the classes (see :mod:`labeler.train.student`). Registered here with the others, so
     it is there whatever was imported first; the training code (and torch) is imported only
     when it runs.
+
+*Audited accuracy*: when the project has a checked audit sample (:mod:`labeler.audit`), a ``csv`` or
+``jsonl`` export gets ``<export>.audit.json`` beside it — the :func:`labeler.audit.audit_report` of the final
+labels (accuracy, 95 % Wilson interval, per class). A separate file, so CSV and JSONL readers see the
+export unchanged.
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ MANIFEST_NAME = "labeler-export.json"
 #: Text cells starting with one of these are prefixed with ``'`` in CSV files.
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")
 CSV_COLUMNS = ["path", "sha256", "label", "score", "source", "run_id"]
+#: Formats that get the audited accuracy (:mod:`labeler.audit`) beside them as ``<export>.audit.json``.
+AUDITED_FORMATS = ("csv", "jsonl")
 
 
 @dataclass
@@ -151,7 +158,9 @@ def default_output(project: Project, format: str) -> Path:
 def export_report(project: Project, format: str, out: str | os.PathLike | None = None, **options) -> ExportReport:
     """Export the final labels in ``format`` to ``out`` (default: under the project's ``exports/``).
 
-    A file format given an existing folder as ``out`` writes a timestamped file inside it.
+    A file format given an existing folder as ``out`` writes a timestamped file inside it. When the project
+    has a checked audit sample, CSV and JSONL exports get the audited accuracy beside them in
+    ``<export>.audit.json`` (:func:`labeler.audit.write_sidecar`; its path in ``report.extra["audit"]``).
     """
     exporter = get_exporter(format)
     unknown = sorted(set(options) - set(exporter.options))
@@ -165,7 +174,14 @@ def export_report(project: Project, format: str, out: str | os.PathLike | None =
         if exporter.suffix and path.is_dir():
             path = path / default_output(project, format).name
     path.parent.mkdir(parents=True, exist_ok=True)
-    return exporter.func(project, path, **options)
+    report = exporter.func(project, path, **options)
+    if format in AUDITED_FORMATS:
+        from .audit import write_sidecar
+
+        sidecar = write_sidecar(project, report.path)
+        if sidecar is not None:
+            report.extra["audit"] = sidecar
+    return report
 
 
 def export(project: Project, format: str, out: str | os.PathLike | None = None, **options) -> Path:

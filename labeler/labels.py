@@ -291,6 +291,12 @@ def _canonical_classes(project: Project, classes: str | Sequence[str]) -> list[s
     return out
 
 
+def canonical_classes(project: Project, classes: str | Sequence[str]) -> list[str]:
+    """Check user class names against the project's classes (exact, then ignoring case); returns the project's
+    spelling. One name, or for multi-label projects a list (the first is the primary class)."""
+    return _canonical_classes(project, classes)
+
+
 def set_human_labels(project: Project, image_ids: int | Iterable[int], classes: str | Sequence[str]) -> int:
     """Label images by hand (replacing any earlier label of theirs). Returns the number of images labeled.
 

@@ -231,6 +231,27 @@ def _migrate_5(db: sqlite_utils.Database) -> None:
         db["runs"].add_column("host", str)
 
 
+def _migrate_6(db: sqlite_utils.Database) -> None:
+    """The audit sample (:mod:`labeler.audit`): images drawn at random for a person to check, and their truth."""
+    db["audit"].create(
+        if_not_exists=True,
+        columns={
+            "image_id": int,
+            "position": int,  # order of the sample (checked in this order)
+            "seed": int,  # the seed it was drawn with
+            "stratum": str,  # stratified samples: the image's primary final label when drawn ("" unlabeled)
+            "drawn_at": float,
+            "verdict": str,  # confirm | correct | skip; null: not checked yet
+            "truth": str,  # JSON list of the true class names (null when skipped or unchecked)
+            "label_at_check": str,  # JSON list: the final label the person saw when checking
+            "checked_at": float,
+        },
+        pk="image_id",  # no foreign key to images (like captions): removing images must not trip over it
+        not_null={"position", "seed"},
+    )
+    db["audit"].create_index(["position"], unique=True, if_not_exists=True)
+
+
 #: One migration per schema version; ``MIGRATIONS[i]`` brings version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
@@ -238,6 +259,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_3,
     _migrate_4,
     _migrate_5,
+    _migrate_6,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

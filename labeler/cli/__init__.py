@@ -2,8 +2,8 @@
 
 One module per command group, each with a ``register(subs)`` that adds its commands: :mod:`.project` (init,
 import, export, status, serve), :mod:`.features` (features, label), :mod:`.runs` (eval, runs, cancel, undo,
-methods), :mod:`.run`, :mod:`.describe`, :mod:`.train`, :mod:`.explore`, :mod:`.archive`; what they share is in
-:mod:`._common`.
+methods), :mod:`.run`, :mod:`.describe`, :mod:`.train`, :mod:`.audit`, :mod:`.explore`, :mod:`.archive`; what
+they share is in :mod:`._common`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import textwrap
 from collections.abc import Sequence
 
 from ..errors import LabelerError
-from . import archive, describe, explore, features, project, run, runs, train
+from . import archive, audit, describe, explore, features, project, run, runs, train
 from ._common import PROG
 
 __all__ = ["PROG", "build_parser", "main"]
@@ -29,6 +29,7 @@ GROUPS = (
     run.register,
     describe.register,  # describe, caption, descriptions
     train.register,  # train, apply
+    audit.register,  # audit
     explore.register,  # cluster, similar, search, duplicates, queue
     archive.register,
     project.register_serve,

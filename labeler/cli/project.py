@@ -35,6 +35,7 @@ def export_text(rep, format: str) -> str:
         f"wrote {format} export of {rep.n_images} images ({rep.n_labeled} labeled, {rep.n_unlabeled} unlabeled"
         + (f", {rep.n_missing} files missing" if rep.n_missing else "")
         + f") to {rep.path}"
+        + (f"\naudited accuracy beside it: {rep.extra['audit']}" if rep.extra.get("audit") else "")
     )
 
 

@@ -135,7 +135,7 @@ class PromptTuningMethod(TrainableMethod):
         from ..describe import class_texts_report
         from ..device import resolve_device
         from ..features import feature_matrix
-        from ..train.data import split_rows, verified_labels
+        from ..train.data import split_rows, verified_labels, without_audit
         from .zeroshot import encode_class_texts, text_classifier
 
         classes = params["classes"]
@@ -145,7 +145,8 @@ class PromptTuningMethod(TrainableMethod):
         embeddings = encode_class_texts(clip, texts)
         classifier = text_classifier(embeddings)
         ids, feats = feature_matrix(project, params["features"])
-        keep = set(self.select_images(project, params, ids))
+        selected = set(self.select_images(project, params, ids))
+        keep = set(without_audit(project, selected))  # the audit sample is a test set: never trained on
         rows_kept = [r for r, i in enumerate(ids) if i in keep]
         if len(rows_kept) < 2:
             raise NotReadyError(
@@ -186,6 +187,7 @@ class PromptTuningMethod(TrainableMethod):
             "val": int(len(rows["val"])),
             "val_optimistic": bool(rows["optimistic"]),
             "verified": rows["verified"],
+            "audit_excluded": len(selected) - len(keep),
             "val_reason": rows["val_reason"],
             "texts": text_report["message"],
             "texts_per_class": text_report["texts_per_class"],

@@ -10,6 +10,10 @@
 * **held-out slice** — a seeded ``holdout`` fraction (10 %, at most 500) of the images without a verified
   label, never trained on, where the student's agreement with the teacher and the churn of its
   predictions between epochs are measured (the label-free model-selection signals).
+* **audit images** — the images of the audit sample (:mod:`labeler.audit`) are an unbiased test set: they
+  are in none of the above. :func:`without_audit` drops them from the images a run trains on (so also from
+  NoLA's alignment set and the held-out slice), and :func:`verified_labels` ignores their labels. A
+  person's audit verdict lives in the ``audit`` table and never becomes training data.
 """
 
 from __future__ import annotations
@@ -27,22 +31,34 @@ MIN_VERIFIED_PER_CLASS = 5
 MAX_HOLDOUT = 500
 
 
+def without_audit(project: Project, image_ids) -> list[int]:
+    """``image_ids`` without the images of the audit sample (checked or not), in their order."""
+    from ..audit import sampled_ids
+
+    audited = sampled_ids(project)
+    return [int(i) for i in image_ids if int(i) not in audited]
+
+
 def verified_labels(
     project: Project, image_ids, classes: list[str], sources: tuple[str, ...] = ("human", "accepted")
 ) -> np.ndarray:
     """Per image id: the class index (into ``classes``) of its label of one of ``sources``, -1 where none.
 
-    Multi-class labels count by their primary (first) class; labels naming a class not in ``classes`` are ignored.
+    Multi-class labels count by their primary (first) class; labels naming a class not in ``classes`` are ignored,
+    and so are the labels of audit images (:mod:`labeler.audit`: a test set, never training data).
     """
+    from ..audit import sampled_ids
+
     index = {c: i for i, c in enumerate(classes)}
     pos = {int(i): r for r, i in enumerate(image_ids)}
     out = np.full(len(pos), -1, dtype=np.int64)
     marks = ",".join("?" * len(sources))
+    audited = sampled_ids(project)
     for image_id, names in project.db.execute(
         f"select image_id, classes from labels where source in ({marks})", list(sources)
     ):
         r = pos.get(int(image_id))
-        if r is None:
+        if r is None or int(image_id) in audited:
             continue
         try:
             first = (json.loads(names) or [None])[0]

@@ -3,7 +3,8 @@
 ``build_demo(data_dir, local_mode)`` builds it (not launched); ``launch(host, port)`` serves it
 (``python app.py`` and ``python -m labeler serve`` call it). One module per step —
 :mod:`.project`, :mod:`.images`, :mod:`.classes`, :mod:`.descriptions`, :mod:`.pseudolabels`,
-:mod:`.train`, :mod:`.explore`, :mod:`.export` — plus the jobs panel (:mod:`.jobs`). Each step's
+:mod:`.train`, :mod:`.explore`, :mod:`.export` — plus the jobs panel (:mod:`.jobs`) and the panels shown as tabs
+inside a step (:data:`PANELS`: the Audit panel, :mod:`.audit`, in step 6). Each step's
 ``build(ctx)`` lays out its components, wires its events (with ``api_name``s, so gradio_client can
 drive every step) and returns its ``refresh(project_key)``; this module wires refreshes to step
 selection, "Next" buttons and project changes.
@@ -21,7 +22,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 
 from ..project import data_dir as default_data_dir  # noqa: E402
-from . import classes, descriptions, explore, export, images, jobs, project, pseudolabels, train  # noqa: E402
+from . import audit, classes, descriptions, explore, export, images, jobs, project, pseudolabels, train  # noqa: E402
 from .common import Ctx, guard, md_escape  # noqa: E402
 
 STEPS = [
@@ -34,6 +35,8 @@ STEPS = [
     ("7 · Explore", explore),
     ("8 · Export", export),
 ]
+#: Panels shown as tabs inside a step, after the step's own content (a module like a step's, see above).
+PANELS = {train: [("Audit", audit)]}
 
 CSS = """
 .gradio-container { max-width: 1400px !important; }
@@ -149,11 +152,21 @@ def build_demo(
             header = gr.Markdown(_header_text(ctx, ""), elem_id="lb-project")
         jobs.build(ctx)
         built = []
+        panels = []  # (step, tab, handles) of the panels inside steps
         with gr.Tabs(selected=0, elem_id="lb-wizard") as tabs:
             ctx.tabs = tabs
             for index, (label, module) in enumerate(STEPS):
                 with gr.Tab(label, id=index, elem_id=f"step-{index}") as step:
-                    handles = module.build(ctx)
+                    extra = PANELS.get(module, [])
+                    if extra:
+                        with gr.Tabs(elem_id=f"step-{index}-panels"):
+                            with gr.Tab(label.split(" · ")[1], id="main", elem_id=f"step-{index}-main"):
+                                handles = module.build(ctx)
+                            for name, panel in extra:
+                                with gr.Tab(name, id=name.lower(), elem_id=f"panel-{name.lower()}") as tab:
+                                    panels.append((step, tab, panel.build(ctx)))
+                    else:
+                        handles = module.build(ctx)
                     nxt = None
                     if index + 1 < len(STEPS):
                         nxt = gr.Button(
@@ -172,6 +185,12 @@ def build_demo(
                 nxt.click(lambda i=index: gr.Tabs(selected=i + 1), None, tabs, api_visibility="private").then(
                     target["refresh"], target.get("inputs", [ctx.project]), target["outputs"], api_visibility="private"
                 )
+            ctx.project.change(handles["refresh"], inputs, handles["outputs"], api_visibility="private")
+
+        for step, tab, handles in panels:
+            inputs = handles.get("inputs", [ctx.project])
+            tab.select(handles["refresh"], inputs, handles["outputs"], api_name=handles["api_name"])
+            step.select(handles["refresh"], inputs, handles["outputs"], api_visibility="private")
             ctx.project.change(handles["refresh"], inputs, handles["outputs"], api_visibility="private")
 
         header_fn = guard(lambda key: _header_text(ctx, key))
@@ -206,8 +225,8 @@ def launch_options(demo: gr.Blocks) -> dict:
     from ..ingest import max_import_bytes
 
     return {
-        "css": CSS,
-        "head": pseudolabels.SHORTCUTS_JS,
+        "css": CSS + audit.CSS,
+        "head": pseudolabels.SHORTCUTS_JS + audit.SHORTCUTS_JS,
         "allowed_paths": ctx.allowed,
         "max_file_size": max_import_bytes(uploads_only=not ctx.local_mode),  # one upload; LABELER_MAX_IMPORT_BYTES
         "theme": gr.themes.Soft(primary_hue="blue"),

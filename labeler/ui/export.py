@@ -72,6 +72,8 @@ def build(ctx: Ctx) -> dict:
             f"Wrote **{name}**: {res['n_images']} images ({res['n_labeled']} labeled, {res['n_unlabeled']} "
             "unlabeled)" + (f", {res['n_missing']} source files missing" if res.get("n_missing") else "") + "."
         )
+        if res.get("audit"):
+            msg += f" The audited accuracy is beside it in **{res['audit'].rsplit('/', 1)[-1]}**."
         rows = [[_short(h, v) for h, v in zip(res["headers"], row, strict=False)] for row in res["rows"]]
         return (
             gr.DownloadButton(f"Download {name}", value=res["path"], visible=True),

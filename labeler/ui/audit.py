@@ -1,0 +1,295 @@
+"""The Audit panel (a tab of step 6 · Train): check a random sample by hand, read the audited accuracy.
+
+Draw a seeded sample (uniform, or stratified by the current label) with :func:`labeler.audit.draw_sample`;
+the panel shows one image at a time, large, with its current final label: **Correct (y)** confirms it,
+picking the true class (the list, or keys 1–9) corrects it, **Skip (s)** leaves it out. After each check the
+estimate updates: the accuracy of the final labels with its 95 % Wilson interval, per class as a small
+interval plot (precision: of the images labeled as the class, how many are), and every labeling run side by
+side (did training help?). Audit images are never trained on; a check is not a label
+(:mod:`labeler.audit`).
+"""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from .. import audit
+from .common import NO_PROJECT, Ctx, empty_state, guard, md_escape
+
+DIGITS = 9
+RUN_HEADERS = ["labels", "checked", "accuracy", "95% interval"]
+IMAGE_SIDE = 720
+
+
+def _image(path: str | None):
+    """The image at display size (PIL), or None when it cannot be read."""
+    from ..ingest import load_rgb
+
+    if not path:
+        return None
+    try:
+        img = load_rgb(path)
+    except Exception:  # a missing or broken file: the panel says so, the check can still be skipped
+        return None
+    scale = IMAGE_SIDE / max(img.size)
+    if scale < 1:
+        img.thumbnail((IMAGE_SIDE, IMAGE_SIDE))
+    elif scale > 1.5:  # a small image is shown large, its pixels kept sharp
+        from PIL import Image
+
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.NEAREST)
+    return img
+
+
+def _bar(est: dict, width: int = 180) -> str:
+    """One interval as a tiny plot on [0, 1]: the interval as a bar, the estimate as a tick."""
+    if est.get("accuracy") is None:
+        return '<span class="lb-note">–</span>'
+    lo, hi, p = est["low"], est["high"], est["accuracy"]
+    return (
+        f'<span class="lb-ci" style="width:{width}px" title="{p:.3f} ({lo:.3f}–{hi:.3f})">'
+        f'<span class="lb-ci-range" style="left:{100 * lo:.1f}%;width:{100 * (hi - lo):.1f}%"></span>'
+        f'<span class="lb-ci-tick" style="left:{100 * p:.1f}%"></span></span>'
+    )
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def estimate_html(rep: dict) -> str:
+    """The overall estimate and the per-class interval plot (HTML)."""
+    o = rep["overall"]
+    if o["accuracy"] is None:
+        head = "<b>Estimated accuracy:</b> nothing checked yet."
+    else:
+        head = (
+            f"<b>Estimated accuracy of the final labels: {_pct(o['accuracy'])}</b> "
+            f"(95&nbsp;% interval {_pct(o['low'])}–{_pct(o['high'])}, {o['n']} checked) {_bar(o, 220)}"
+        )
+    rows = []
+    for c, m in rep["per_class"].items():
+        prec, rec = m["precision"], m["recall"]
+        few = ' <span class="lb-note">(few)</span>' if m["few"] else ""
+        interval = "–" if prec["accuracy"] is None else f"{_pct(prec['low'])}–{_pct(prec['high'])}"
+        rows.append(
+            f"<tr><th class='lb-rowhead'>{html.escape(c)}</th><td>{_bar(prec)}</td>"
+            f"<td>{_pct(prec['accuracy'])}</td><td>{interval}</td><td>{prec['n']}{few}</td>"
+            f"<td>{_pct(rec['accuracy'])} of {rec['n']}</td></tr>"
+        )
+    table = (
+        "<table class='lb-ci-table'><tr><th>labeled as</th><th>0 — 100 %</th><th>right</th><th>95 % interval</th>"
+        f"<th>n</th><th>found</th></tr>{''.join(rows)}</table>"
+        "<div class='lb-note'>right: of the images labeled as the class, how many are (precision); found: of the "
+        "images that truly are, how many got the label (recall).</div>"
+        if rows
+        else ""
+    )
+    warn = "".join(f"<div class='lb-note'>⚠ {html.escape(w)}</div>" for w in rep["warnings"])
+    return f"<div id='audit-estimate-body'><div>{head}</div>{table}{warn}</div>"
+
+
+def run_rows(project) -> list[list]:
+    """The final labels and every labeling run: checked, accuracy, interval (for the runs table)."""
+    return [
+        [r["labels"], r["used"], _pct(r["accuracy"]), f"{_pct(r['low'])}–{_pct(r['high'])}"]
+        for r in audit.compare_runs(project)
+    ]
+
+
+def build(ctx: Ctx) -> dict:
+    gr.Markdown(
+        "Check a **random sample** by hand to learn how good the labels are, with error bars. Audit images are "
+        "kept out of training (an unbiased test set); your checks are not labels.",
+        elem_classes=["lb-note"],
+    )
+    with gr.Row(equal_height=True):
+        size = gr.Number(value=100, precision=0, minimum=1, label="Sample size", scale=1, elem_id="audit-size")
+        stratify = gr.Checkbox(value=False, label="Stratify by current label", scale=1, elem_id="audit-stratify")
+        seed = gr.Number(value=0, precision=0, label="Seed", scale=1, elem_id="audit-seed")
+        draw_btn = gr.Button("Draw sample", variant="primary", scale=1, elem_id="audit-draw")
+    progress = gr.Markdown(elem_id="audit-progress")
+    current = gr.State(None)  # the image id on screen
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=420):
+            image = gr.Image(
+                type="pil",
+                interactive=False,
+                show_label=False,
+                height=460,
+                elem_id="audit-image",
+                buttons=[],
+            )
+        with gr.Column(scale=2, min_width=300):
+            label = gr.Markdown(elem_id="audit-label")
+            confirm_btn = gr.Button("✓ Correct (y)", variant="primary", elem_id="audit-confirm")
+            truth = gr.Radio([], label="…or the true class is (keys 1–9)", elem_id="audit-truth")
+            with gr.Row():
+                correct_btn = gr.Button("Set true class", elem_id="audit-correct")
+                skip_btn = gr.Button("Skip (s)", elem_id="audit-skip")
+            digit_btns = [gr.Button(str(k), visible="hidden", elem_id=f"audit-digit-{k}") for k in range(1, DIGITS + 1)]
+            estimate = gr.HTML(elem_id="audit-estimate")
+    runs = gr.Dataframe(
+        headers=RUN_HEADERS,
+        interactive=False,
+        label="Audited accuracy per labeling run (did training help?)",
+        elem_id="audit-runs",
+        visible=False,
+    )
+
+    outs = [progress, image, label, current, truth, estimate, runs]
+
+    def view(project, note: str = ""):
+        if project is None:
+            return (
+                empty_state(NO_PROJECT),
+                None,
+                "",
+                None,
+                gr.Radio(choices=[], value=None),
+                "",
+                gr.Dataframe(visible=False),
+            )
+        classes = project.classes
+        choices = [(f"{k} · {c}" if k <= DIGITS else c, c) for k, c in enumerate(classes, start=1)]
+        if audit.design(project) is None:
+            return (
+                empty_state(
+                    "No audit sample yet: choose a size (100 gives about ±8 % at 80 % accuracy) and press "
+                    "<b>Draw sample</b>."
+                ),
+                None,
+                "",
+                None,
+                gr.Radio(choices=choices, value=None),
+                "",
+                gr.Dataframe(visible=False),
+            )
+        p = audit.audit_progress(project)
+        nxt = audit.audit_items(project, unchecked=True, limit=1)
+        text = (
+            f"**{p['checked']} of {p['sampled']} checked**"
+            + (f" ({p['skipped']} skipped)" if p["skipped"] else "")
+            + f" · {audit.design(project)['mode']} sample, seed {audit.design(project)['seed']}"
+        )
+        if note:
+            text += f"  \n{note}"
+        rep = audit.audit_report(project)
+        rows = run_rows(project)
+        runs_update = gr.Dataframe(value=rows, headers=RUN_HEADERS, visible=True)
+        if not nxt:
+            return (
+                text
+                + "  \n"
+                + empty_state("Every image of the sample is checked. Draw a larger sample to narrow the interval."),
+                None,
+                "",
+                None,
+                gr.Radio(choices=choices, value=None),
+                estimate_html(rep),
+                runs_update,
+            )
+        it = nxt[0]
+        shown = ", ".join(it["classes"]) or "unlabeled"
+        where = {"human": "your label", "accepted": "accepted pseudo-label", "pseudo": "pseudo-label"}
+        lab = (
+            f"### {md_escape(shown)}\n"
+            f"<span class='lb-note'>image {it['image_id']} · {md_escape(it['rel_path'] or '')} · "
+            f"{where.get(it['source'] or '', 'no label')}"
+            + (f" · {100 * it['score']:.0f}%" if it["score"] is not None and it["source"] != "human" else "")
+            + "</span>"
+        )
+        img = _image(it["path"])
+        if img is None:
+            lab += "  \n" + empty_state("This image cannot be read: skip it.")
+        return (
+            text,
+            img,
+            lab,
+            it["image_id"],
+            gr.Radio(choices=choices, value=None),
+            estimate_html(rep),
+            runs_update,
+        )
+
+    @guard
+    def refresh(key):
+        return view(ctx.open(key, required=False))
+
+    @guard
+    def draw(key, n, strat, s):
+        project = ctx.open(key)
+        if n is None or int(n) < 1:
+            raise gr.Error("Give a sample size of at least 1.")
+        res = audit.draw_sample(project, int(n), stratify=bool(strat), seed=None if s is None else int(s))
+        return view(project, f"Drew {res['added']} new images.")
+
+    def _check(key, image_id, verdict, classes=None):
+        project = ctx.open(key)
+        if image_id is None:
+            raise gr.Error("There is no image to check: draw a sample first.")
+        audit.record_verdict(project, int(image_id), verdict, classes)
+        return view(project)
+
+    @guard
+    def confirm(key, image_id):
+        return _check(key, image_id, "confirm")
+
+    @guard
+    def correct(key, image_id, cls):
+        if not cls:
+            raise gr.Error("Pick the true class first.")
+        return _check(key, image_id, "correct", cls)
+
+    @guard
+    def skip(key, image_id):
+        return _check(key, image_id, "skip")
+
+    def correct_digit(k):
+        @guard
+        def handler(key, image_id):
+            project = ctx.open(key)
+            classes = project.classes
+            if k > len(classes):
+                return (gr.skip(),) * len(outs)
+            return _check(key, image_id, "correct", classes[k - 1])
+
+        return handler
+
+    draw_btn.click(draw, [ctx.project, size, stratify, seed], outs, api_name="audit_draw")
+    confirm_btn.click(confirm, [ctx.project, current], outs, api_name="audit_confirm")
+    correct_btn.click(correct, [ctx.project, current, truth], outs, api_name="audit_correct")
+    skip_btn.click(skip, [ctx.project, current], outs, api_name="audit_skip")
+    for k, btn in enumerate(digit_btns, start=1):
+        btn.click(correct_digit(k), [ctx.project, current], outs, api_visibility="private")
+    return {"refresh": refresh, "outputs": outs, "api_name": "audit_view"}
+
+
+#: The panel's keys (installed with the page head; ignored while typing, and while the panel is hidden).
+SHORTCUTS_JS = """
+<script>
+document.addEventListener('keydown', (e) => {
+  const t = e.target; const tag = (t && t.tagName || '').toLowerCase();
+  if (e.ctrlKey || e.metaKey || e.altKey || tag === 'input' || tag === 'textarea' || (t && t.isContentEditable)) return;
+  const panel = document.getElementById('audit-image');
+  if (!panel || panel.offsetParent === null) return;  // only while the audit panel is on screen
+  let id = {y: 'audit-confirm', s: 'audit-skip'}[e.key];
+  if (!id && /^[1-9]$/.test(e.key)) id = 'audit-digit-' + e.key;
+  const el = id && document.getElementById(id);
+  if (el) { e.preventDefault(); el.click(); }
+});
+</script>
+"""
+
+#: The interval plot's styles (added to the app's CSS).
+CSS = """
+.lb-ci { position: relative; display: inline-block; height: 10px; vertical-align: middle;
+         background: var(--neutral-200); border-radius: 5px; }
+.lb-ci-range { position: absolute; top: 0; height: 100%; background: var(--color-accent); opacity: 0.55;
+               border-radius: 5px; }
+.lb-ci-tick { position: absolute; top: -3px; width: 2px; height: 16px; background: var(--body-text-color); }
+.lb-ci-table { border-collapse: collapse; font-size: 0.85rem; margin-top: 0.4rem; }
+.lb-ci-table th, .lb-ci-table td { padding: 2px 6px; text-align: left; }
+"""
