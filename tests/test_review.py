@@ -103,7 +103,7 @@ def test_queue_needs_a_run_and_valid_options(project):
         review.review_queue(project)
     ids = make_project(project, planted(3, 8, 30)[1])
     label_run(project, ids, HAND[np.arange(30) % 5])
-    with pytest.raises(InvalidInputError, match="--by must be"):
+    with pytest.raises(InvalidInputError, match="'by' must be"):
         review.review_queue(project, by="random")
     with pytest.raises(InvalidInputError, match="limit"):
         review.review_queue(project, limit=0)
