@@ -66,6 +66,7 @@ from pathlib import Path
 from store import now
 
 from .errors import Hint, InvalidInputError, NotReadyError
+from .frontdoor import make_callable
 from .labels import FinalLabel, final_labels
 from .project import Project
 from .registry import Registry
@@ -598,3 +599,6 @@ __all__ = [
     "register_exporter",
     "safe_name",
 ]
+
+
+make_callable(__name__)  # labeler.export(...) is export(...): the front door's name for it
