@@ -59,8 +59,9 @@ def _labeled_project(project, flip_cluster=2):
 
 def test_cluster_run_stores_assignments_and_summaries_find_the_confused_cluster(project):
     ids, y, pseudo, _ = _labeled_project(project)
-    with pytest.raises(NotReadyError, match="labeler cluster"):
+    with pytest.raises(NotReadyError, match="no clusters yet") as info:
         clusters.cluster_summaries(project)
+    assert info.value.hint.step == "cluster"
     res = clusters.cluster_run(project, k=3, features="clip", seed=0)
     assert res["k"] == 3 and res["n"] == 180
     assign = clusters.assignments(project, res["run_id"])

@@ -202,9 +202,9 @@ def test_the_readme_library_example_runs(tmp_path):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Use it as a library", 1)[1]
     code = section.split("```python", 1)[1].split("```", 1)[0]
-    imports = [line for line in code.splitlines() if "import" in line]
+    imports = [line for line in code.splitlines() if line.startswith(("import ", "from "))]
     assert imports and all(line.startswith("from labeler import ") for line in imports), imports
-    images = class_folders(tmp_path / "pets", 2, ["cat", "dog"])
+    images = class_folders(tmp_path / "photos", 2, ["cat", "dog"])
     code = code.replace('load_clip("ViT-B-32", "laion2b_s34b_b79k")', 'load_clip("tiny-random")')
     code = code.replace('"~/Pictures/pets"', repr(str(images)))
     assert 'load_clip("tiny-random")' in code and str(images) in code
