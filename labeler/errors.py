@@ -67,17 +67,6 @@ class LabelerError(Exception):
         super().__init__(message, *args)
         self.hint = hint
 
-    def __reduce__(self):  # pickling keeps the hint (exceptions pickle their args only)
-        return (_rebuild, (type(self), self.args, self.hint, self.__dict__))
-
-
-def _rebuild(cls, args, hint, state):
-    exc = cls.__new__(cls)
-    exc.args = args
-    exc.__dict__.update(state)
-    exc.hint = hint
-    return exc
-
 
 class InvalidInputError(LabelerError, ValueError):
     """A file, field or argument is not valid."""
