@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InvalidInputError, NotReadyError
+from .errors import Hint, InvalidInputError, NotReadyError
 
 if TYPE_CHECKING:
     from .jobs import ProgressCallback
@@ -144,12 +144,12 @@ def cluster_run(
 
     fset, image_ids, x = ok_features(project, features)
     if not image_ids:
-        raise NotReadyError(f"no ok image has {fset['kind']} features yet: run `python -m labeler features` first")
+        raise NotReadyError(f"no ok image has {fset['kind']} features yet", hint=Hint("features"))
     n = len(image_ids)
     if k is None:
         k = default_k(len(project.classes), n)
     elif not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= n:
-        raise InvalidInputError(f"--k must be between 1 and the number of images with features ({n}), got {k}")
+        raise InvalidInputError(f"'k' must be between 1 and the number of images with features ({n}), got {k}")
     params = {"k": int(k), "features": fset["key"], "kind": fset["kind"], "niter": niter, "seed": seed, "n": n}
     t0 = time.perf_counter()
     with Job.start(project, "cluster", method="kmeans", params=params, on_progress=on_progress) as job:
@@ -192,12 +192,12 @@ def _cluster_run_id(project: Project, run_id: int | None) -> int:
     if run_id is None:
         run = latest_cluster_run(project)
         if run is None:
-            raise NotReadyError("no clusters yet: run `python -m labeler cluster PROJECT --k K` first")
+            raise NotReadyError("no clusters yet", hint=Hint("cluster"))
         return int(run["id"])
     try:
         run = get_run(project, int(run_id))
     except Exception:
-        raise InvalidInputError(f"there is no run {run_id!r}: list runs with `python -m labeler runs`") from None
+        raise InvalidInputError(f"there is no run {run_id!r}", hint=Hint("runs")) from None
     if run["kind"] != "cluster":
         raise InvalidInputError(f"run {run['id']} is a {run['kind']!r} run, not a clustering run")
     return int(run["id"])

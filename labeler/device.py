@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InvalidInputError
+from .errors import Hint, InvalidInputError
 
 _HINT = "use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
 
@@ -46,7 +46,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise InvalidInputError(
                 f"device {device!r} was asked for, but no CUDA GPU is available to torch "
-                "(torch.cuda.is_available() is False): use --device cpu or --device auto"
+                "(torch.cuda.is_available() is False): use the CPU or auto",
+                hint=Hint(option="device", value="cpu"),
             )
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:
@@ -57,7 +58,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if dev.type == "mps":
         if not _mps_available():
             raise InvalidInputError(
-                f"device {device!r} was asked for, but Apple MPS is not available here: use --device cpu or auto"
+                f"device {device!r} was asked for, but Apple MPS is not available here: use the CPU or auto",
+                hint=Hint(option="device", value="cpu"),
             )
         return dev
     raise InvalidInputError(f"device type {dev.type!r} is not supported: {_HINT}")

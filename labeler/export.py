@@ -70,7 +70,8 @@ from pathlib import Path
 
 from store import now
 
-from .errors import InvalidInputError, NotReadyError
+from .errors import Hint, InvalidInputError, NotReadyError
+from .frontdoor import make_callable
 from .labels import FinalLabel, final_labels
 from .project import Project
 from .registry import Registry
@@ -558,7 +559,7 @@ def _pick_train_run(project: Project, run: int | None) -> dict:
     for candidate in list_runs(project, kind="train"):
         if candidate["status"] == "done" and (run_dir(project, candidate["id"]) / BEST).is_file():
             return candidate
-    raise NotReadyError("no trained model in this project: train one first (`python -m labeler train PROJECT`)")
+    raise NotReadyError("no trained model in this project", hint=Hint("train"))
 
 
 @register_exporter("model", suffix=".pt")
@@ -614,3 +615,6 @@ __all__ = [
     "register_exporter",
     "safe_name",
 ]
+
+
+make_callable(__name__)  # labeler.export(...) is export(...): the front door's name for it

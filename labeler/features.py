@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import InvalidInputError, NotReadyError
+from .errors import Hint, InvalidInputError, NotReadyError
 from .ingest import load_rgb
 from .jobs import Job, ProgressCallback, lock_project, unlock_project
 
@@ -245,11 +245,9 @@ def feature_matrix(project: Project, key_or_kind: str) -> tuple[list[int], np.nd
     if key_or_kind in ("clip", "dino"):
         row = latest_set(project, key_or_kind)
         if row is None:
-            raise NotReadyError(
-                f"no {key_or_kind} features yet: run `labeler features` with a {key_or_kind} model first"
-            )
+            raise NotReadyError(f"no {key_or_kind} features yet", hint=Hint("features", option=key_or_kind))
     else:
         row = project.features.get_set(key_or_kind)
         if row is None:
-            raise NotReadyError(f"no features for model {key_or_kind!r} yet: run `labeler features` with it first")
+            raise NotReadyError(f"no features for model {key_or_kind!r} yet", hint=Hint("features"))
     return project.features.ok_vectors(int(row["id"]))

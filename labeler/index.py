@@ -37,7 +37,7 @@ import numpy as np
 
 from store.features import slug
 
-from .errors import InvalidInputError, NotReadyError
+from .errors import Hint, InvalidInputError, NotReadyError
 
 if TYPE_CHECKING:
     import faiss
@@ -263,9 +263,7 @@ def resolve_set(project: Project, features: str) -> dict:
     if features in ("clip", "dino"):
         row = project.features.latest(features)
         if row is None:
-            raise NotReadyError(
-                f"no {features} features in this project: run `python -m labeler features PROJECT --{features} MODEL`"
-            )
+            raise NotReadyError(f"no {features} features in this project", hint=Hint("features", option=features))
         return row
     row = project.features.get_set(features)
     if row is None:
@@ -471,8 +469,8 @@ class FeatureIndex:
         if (rows < 0).any():
             bad = int(ids[int(np.argmax(rows < 0))])
             raise InvalidInputError(
-                f"image {bad} has no {self.kind} features in {self.key} (or is not ok): "
-                "run `python -m labeler features` for it"
+                f"image {bad} has no {self.kind} features in {self.key} (or is not ok)",
+                hint=Hint("features"),
             )
         if not len(rows):
             return np.zeros((0, self.dim), np.float32)
@@ -624,7 +622,7 @@ def get_index(
     cache_key = (str(project.root.resolve()), set_id)
     count = project.features.extent(set_id)
     if count == 0:
-        raise NotReadyError(f"feature set {fset['key']} has no vectors yet: run `python -m labeler features` first")
+        raise NotReadyError(f"feature set {fset['key']} has no vectors yet", hint=Hint("features"))
     images_sig = _images_signature(project)
     with _CACHE_LOCK:
         cached = None if rebuild else _CACHE.get(cache_key)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from store import now
 from store.lock import LockBusy, hostname, pid_alive, project_lock
 
-from .errors import JobCancelled, LabelerError
+from .errors import Hint, JobCancelled, LabelerError
 
 if TYPE_CHECKING:
     from .project import Project
@@ -88,12 +88,18 @@ def _busy_message(root: str | os.PathLike, kind: str, holder: dict) -> str:
         started = datetime.datetime.fromtimestamp(float(holder["started_at"])).strftime("%Y-%m-%d %H:%M:%S")
         where.append(f"started {started}")
     run = holder.get("run_id")
-    cancel = f"`python -m labeler cancel {root} {run}`" if run else "the jobs panel or `labeler cancel`"
     return (
         f"{what} is already running on {name}"
         + (f" ({', '.join(where)})" if where else "")
-        + f"; wait for it or cancel it ({cancel}), then start {kind} again"
+        + "; wait for it or cancel it"
+        + (f" (run {run})" if run else "")
+        + f", then start {kind} again"
     )
+
+
+def _cancel_hint(holder: dict) -> Hint:
+    """Cancel the lock holder's run (the runs list when the holder has none)."""
+    return Hint("cancel", value=str(holder["run_id"])) if holder.get("run_id") else Hint("runs")
 
 
 def lock_project(project: Project, kind: str) -> bool:
@@ -110,7 +116,7 @@ def lock_project(project: Project, kind: str) -> bool:
     try:
         return project_lock(project.root).acquire(kind)
     except LockBusy as exc:
-        raise ProjectBusyError(_busy_message(project.root, kind, exc.holder)) from None
+        raise ProjectBusyError(_busy_message(project.root, kind, exc.holder), hint=_cancel_hint(exc.holder)) from None
 
 
 def unlock_project(project: Project) -> None:
@@ -197,8 +203,8 @@ class Job:
         try:
             if get_run(project, run_id)["status"] == "running":
                 raise ProjectBusyError(
-                    f"run {run_id} ({row['kind']}) is still running in another process; wait for it or cancel it "
-                    f"(`python -m labeler cancel {project.root} {run_id}`)"
+                    f"run {run_id} ({row['kind']}) is still running in another process; wait for it or cancel it",
+                    hint=Hint("cancel", value=str(run_id)),
                 )
             update = {
                 "status": "running",
@@ -363,6 +369,7 @@ class BackgroundTask:
         self.status = "running"  # running | done | failed | cancelled
         self.result: Any = None
         self.error: str | None = None
+        self.hint = None  # the error's Hint, when it has one (each front end words it)
         self.started_at = now()
         self.finished_at: float | None = None
         self.thread: threading.Thread | None = None
@@ -419,7 +426,7 @@ def run_in_background(
         # rather than start a task that fails at once.
         lock = project_lock(root)
         if kind in WRITING_KINDS and (Path(root) / "labeler.db").exists() and not lock.is_free():
-            raise ProjectBusyError(_busy_message(root, kind, lock.holder()))
+            raise ProjectBusyError(_busy_message(root, kind, holder := lock.holder()), hint=_cancel_hint(holder))
         task = BackgroundTask(max(_tasks, default=0) + 1, root, kind, label or kind)
         _tasks[task.id] = task
         finished = [t.id for t in _tasks.values() if not t.running]
@@ -432,8 +439,9 @@ def run_in_background(
             task.status = "done"
         except (JobCancelled, KeyboardInterrupt) as exc:
             task.status, task.error = "cancelled", str(exc) or "cancelled"
+            task.hint = getattr(exc, "hint", None)
         except LabelerError as exc:
-            task.status, task.error = "failed", str(exc)
+            task.status, task.error, task.hint = "failed", str(exc), exc.hint
         except Exception as exc:  # the app must outlive any failure of the work
             import logging
 

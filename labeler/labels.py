@@ -33,7 +33,7 @@ import sqlite_utils
 
 from store import in_chunks, now, transaction
 
-from .errors import InvalidInputError, NotReadyError
+from .errors import Hint, InvalidInputError, NotReadyError
 from .history import counted, record, snapshot
 from .jobs import get_run
 from .project import Project
@@ -85,7 +85,7 @@ def get_label_run(project: Project, run_id: int, require_done: bool = True) -> d
     try:
         run = get_run(project, int(run_id))
     except (sqlite_utils.db.NotFoundError, TypeError, ValueError):
-        raise InvalidInputError(f"there is no run {run_id!r}: list runs with `python -m labeler runs`") from None
+        raise InvalidInputError(f"there is no run {run_id!r}", hint=Hint("runs")) from None
     if run["kind"] != "label":
         raise InvalidInputError(f"run {run['id']} is a {run['kind']!r} run, not a labeling run")
     if require_done and run["status"] != "done":

@@ -15,7 +15,7 @@ import sqlite_utils
 
 import store
 
-from .errors import InvalidInputError, ProjectExistsError, ProjectNotFoundError
+from .errors import Hint, InvalidInputError, ProjectExistsError, ProjectNotFoundError
 
 MAX_CLASSES = 10_000
 MAX_CLASS_NAME_LENGTH = 200
@@ -167,7 +167,9 @@ def validate_class_names(names: Iterable[str]) -> list[str]:
         seen[key] = name
         out.append(name)
     if not out:
-        raise InvalidInputError("no class names given: pass e.g. --classes 'cat,dog,car' or --classes-file FILE")
+        raise InvalidInputError(
+            "no class names given: give at least two, e.g. 'cat,dog,car'", hint=Hint(option="classes")
+        )
     if len(out) > MAX_CLASSES:
         raise InvalidInputError(f"{len(out)} classes is too many; Labeler supports up to {MAX_CLASSES}")
     if len(out) < 2:
@@ -185,10 +187,7 @@ class Project:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         if not (self.root / store.DB_FILENAME).exists():
-            raise ProjectNotFoundError(
-                f"no Labeler project at {self.root}: create one with `python -m labeler init {self.root.name} "
-                "--classes 'a,b,c'`"
-            )
+            raise ProjectNotFoundError(f"no Labeler project at {self.root}", hint=Hint("init"))
         self._local = threading.local()
         _ = self.db  # open (and migrate) now, so errors surface here
         self._check_features()

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InvalidInputError, NotReadyError
+from .errors import Hint, InvalidInputError, NotReadyError
 
 if TYPE_CHECKING:
     from .project import Project
@@ -206,12 +206,12 @@ def review_queue(
     from .labels import active_run, final_labels, get_label_run
 
     if by not in ORDERINGS:
-        raise InvalidInputError(f"--by must be one of {', '.join(ORDERINGS)}, got {by!r}")
+        raise InvalidInputError(f"'by' must be one of {', '.join(ORDERINGS)}, got {by!r}")
     if not isinstance(limit, (int, np.integer)) or not 1 <= int(limit) <= 100_000:
         raise InvalidInputError(f"limit must be between 1 and 100000, got {limit!r}")
     run = get_label_run(project, run_id) if run_id is not None else active_run(project)
     if run is None:
-        raise NotReadyError("there is no finished labeling run: run `python -m labeler label PROJECT` first")
+        raise NotReadyError("there is no finished labeling run", hint=Hint("label"))
     classes = list(run["params"]["classes"])
     ids, probs = _ok_predictions(project, run)
     if len(ids) == 0:

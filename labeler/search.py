@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InvalidInputError, NotReadyError
+from .errors import Hint, InvalidInputError, NotReadyError
 
 if TYPE_CHECKING:
     from .project import Project
@@ -131,9 +131,7 @@ def similar_images(project: Project, image: int | str, k: int = 12, features: st
         raise InvalidInputError(f"image {row['rel_path']} is {row['status']}: include it again to search from it")
     index = get_index(project, features)
     if not index.has_image(row["id"]):
-        raise NotReadyError(
-            f"image {row['rel_path']} has no {index.kind} features yet: run `python -m labeler features` first"
-        )
+        raise NotReadyError(f"image {row['rel_path']} has no {index.kind} features yet", hint=Hint("features"))
     scores, ids = index.search_images([row["id"]], k)
     keep = ids[0] >= 0
     return describe(project, ids[0][keep].tolist(), scores[0][keep].tolist())
@@ -160,7 +158,8 @@ def encode_text(project: Project, text: str, features: str = "clip", device: str
     fset = resolve_set(project, features)
     if fset["kind"] != "clip":
         raise InvalidInputError(
-            f"text search needs CLIP features, and {fset['key']} is {fset['kind']}: use --features clip"
+            f"text search needs CLIP features, and {fset['key']} is {fset['kind']}: search the CLIP features",
+            hint=Hint(option="features", value="clip"),
         )
     model = _text_encoder(fset, device)
     emb = model.encode_texts([text.strip()])

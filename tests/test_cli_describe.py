@@ -185,7 +185,7 @@ def test_describe_deadline_stops_cleanly_and_says_how_far(project, server, capsy
     argv = openai_argv("describe", project, server.url, "--samples", "1", "--classes", "cat", "--workers", "1")
     assert main([*argv, "--deadline", "1", "--timeout", "60"]) == 2
     line = error_line(capsys.readouterr().err)
-    assert "stopped at the 1 s deadline after 2 of 6 answers" in line and "rerun the same command" in line
+    assert "stopped at the 1 s deadline after 2 of 6 answers" in line and "rerun the same step" in line
     server.hang_after = None
     server.release.set()
     res = run_json(capsys, *argv)

@@ -59,8 +59,9 @@ def _labeled_project(project, flip_cluster=2):
 
 def test_cluster_run_stores_assignments_and_summaries_find_the_confused_cluster(project):
     ids, y, pseudo, _ = _labeled_project(project)
-    with pytest.raises(NotReadyError, match="labeler cluster"):
+    with pytest.raises(NotReadyError, match="no clusters yet") as info:
         clusters.cluster_summaries(project)
+    assert info.value.hint.step == "cluster"
     res = clusters.cluster_run(project, k=3, features="clip", seed=0)
     assert res["k"] == 3 and res["n"] == 180
     assign = clusters.assignments(project, res["run_id"])
@@ -83,7 +84,7 @@ def test_cluster_run_stores_assignments_and_summaries_find_the_confused_cluster(
     res2 = clusters.cluster_run(project, k=5)
     assert clusters.latest_cluster_run(project)["id"] == res2["run_id"]
     assert len(set(clusters.assignments(project, res["run_id"]).values())) == 3
-    with pytest.raises(InvalidInputError, match="--k must be"):
+    with pytest.raises(InvalidInputError, match="'k' must be"):
         clusters.cluster_run(project, k=1000)
     with pytest.raises(InvalidInputError, match="no cluster 9"):
         clusters.cluster_members(project, 9, res["run_id"])

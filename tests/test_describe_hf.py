@@ -226,13 +226,13 @@ def test_load_from_local_folders(project, tiny, tmp_path):
 
 def test_missing_model_offline_says_how_to_fix():
     backend = get_backend("transformers", model="labeler-test/definitely-not-a-model", device="cpu")
-    fix = r"'labeler-test/definitely-not-a-model'.*hf download.*--model /path/to/local/folder"
+    fix = r"'labeler-test/definitely-not-a-model'.*hf download.*a local folder holding config.json"
     with pytest.raises(ModelUnavailableError, match=fix):
         backend.complete([Request(prompt="x")])
 
 
 def test_device_and_option_errors(tiny):
-    with pytest.raises(InvalidInputError, match="needs --model"):
+    with pytest.raises(InvalidInputError, match="needs a model"):
         get_backend("transformers")
     with pytest.raises(InvalidInputError, match="tokenizer="):
         TransformersBackend(model=tiny["lm"])

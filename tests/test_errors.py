@@ -155,7 +155,7 @@ def test_model_exporter_is_registered_by_the_export_module_alone(tmp_path):
         "try:\n"
         "    export(project, 'model', sys.argv[2])\n"
         "except NotReadyError as exc:\n"
-        "    print('exporter ran:', exc)\n"
+        "    print('exporter ran:', exc, exc.hint)\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "P"), str(tmp_path / "m.pt")],
@@ -165,4 +165,4 @@ def test_model_exporter_is_registered_by_the_export_module_alone(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "exporter ran: no trained model in this project: train one first" in proc.stdout
+    assert "exporter ran: no trained model in this project Hint(step='train'" in proc.stdout

@@ -141,8 +141,9 @@ def test_excluded_images_are_not_returned_without_rebuild(project):
 
 
 def test_errors_say_what_to_do(project):
-    with pytest.raises(NotReadyError, match="labeler features"):
+    with pytest.raises(NotReadyError, match="no clip features") as info:
         lindex.get_index(project, "clip")
+    assert info.value.hint.step == "features"
     with pytest.raises(NotReadyError, match="no feature set"):
         lindex.get_index(project, "clip:nope")
     make_project(project, planted(2, 8, 20)[1])

@@ -123,8 +123,8 @@ def test_loading_tiny_model_leaves_global_rng_alone():
 @pytest.mark.parametrize(
     "name, pretrained, mentions",
     [
-        ("ViT-B-32", "laion2b_s34b_b79k", ["ViT-B-32", "laion2b_s34b_b79k", "--pretrained /path/to/"]),
-        ("ViT-B-32", "auto", ["ViT-B-32", "laion2b_s34b_b79k", "--pretrained /path/to/"]),
+        ("ViT-B-32", "laion2b_s34b_b79k", ["ViT-B-32", "laion2b_s34b_b79k", "pretrained /path/to/"]),
+        ("ViT-B-32", "auto", ["ViT-B-32", "laion2b_s34b_b79k", "pretrained /path/to/"]),
         ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None, ["laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "folder"]),
     ],
 )

@@ -192,7 +192,7 @@ def _exporter_case(name: str, tmp_path) -> None:
     try:  # an empty project: a label exporter writes an empty export, the model exporter asks for training
         report = export_report(project, name, tmp_path / f"out{exporter.suffix}")
     except NotReadyError as exc:
-        assert "first" in str(exc)
+        assert exc.hint is not None and exc.hint.step == "train"
     else:
         assert isinstance(report, ExportReport) and report.path.exists() and report.n_images == 0
 

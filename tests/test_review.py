@@ -99,11 +99,12 @@ def test_disagreement_falls_back_to_clip_and_says_so(project):
 
 
 def test_queue_needs_a_run_and_valid_options(project):
-    with pytest.raises(NotReadyError, match="labeler label"):
+    with pytest.raises(NotReadyError, match="no finished labeling run") as info:
         review.review_queue(project)
+    assert info.value.hint.step == "label"
     ids = make_project(project, planted(3, 8, 30)[1])
     label_run(project, ids, HAND[np.arange(30) % 5])
-    with pytest.raises(InvalidInputError, match="--by must be"):
+    with pytest.raises(InvalidInputError, match="'by' must be"):
         review.review_queue(project, by="random")
     with pytest.raises(InvalidInputError, match="limit"):
         review.review_queue(project, limit=0)

@@ -199,8 +199,9 @@ def test_cli_commands_print_text_and_json(project, capsys, monkeypatch):
 
 
 def test_search_needs_features(project):
-    with pytest.raises(NotReadyError, match="labeler features"):
+    with pytest.raises(NotReadyError, match="no clip features") as info:
         search.near_duplicates(project)
+    assert info.value.hint.step == "features"
 
 
 def test_text_search_uses_the_feature_sets_own_clip_model(project):

@@ -44,17 +44,15 @@ def test_wait_for_new_run(project):
 
 
 def test_library_errors_are_worded_for_the_wizard(project):
-    """The library's messages name CLI commands; the wizard shows its own steps and buttons instead."""
+    """A library error's hint (not CLI text) becomes the wizard's step and button."""
     gr = pytest.importorskip("gradio")
+    from labeler.errors import Hint
     from labeler.review import review_queue
-    from labeler.ui.common import guard, ui_wording
+    from labeler.ui.common import guard
 
     with pytest.raises(NotReadyError) as info:
         review_queue(project)
-    raw = str(info.value)
-    assert "`python -m labeler label PROJECT`" in raw
-    worded = raw.replace("`python -m labeler label PROJECT`", "“Run zero-shot” (step 5, ②)")
-    assert ui_wording(raw) == worded
+    assert str(info.value) == "there is no finished labeling run" and info.value.hint == Hint("label")
 
     handler = guard(lambda: review_queue(project, by="nonsense"))  # what a step's event handler raises
     with pytest.raises(gr.Error) as shown:
@@ -63,20 +61,7 @@ def test_library_errors_are_worded_for_the_wizard(project):
     handler = guard(lambda: review_queue(project))
     with pytest.raises(gr.Error) as shown:
         handler()
-    assert shown.value.message == worded
-
-    # flags outside `code` become option names; a command the wizard has no step for stays as written
-    assert ui_wording("lower the learning rate (--lr) or use --precision fp32") == (
-        "lower the learning rate ('lr') or use 'precision' fp32"
-    )
-    assert ui_wording("relabel with it (`label --run 3`) or train anew") == (
-        "relabel with it (`label --run 3`) or train anew"
-    )
-    assert ui_wording("run `labeler features` with a clip model first") == (
-        "run “Compute features” (step 5, ①) with a clip model first"
-    )
-    for same in ("see `python -m labeler export P --format csv`", "a--b and x-y stay"):
-        assert ui_wording(same) == same
+    assert shown.value.message == "there is no finished labeling run: run “Run zero-shot” (step 5, ②) first"
 
 
 def test_map_legend_colours_the_most_frequent_and_mutes_the_rest():

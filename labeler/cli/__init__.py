@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from ..errors import LabelerError
 from . import archive, audit, describe, explore, features, project, run, runs, train
-from ._common import PROG
+from ._common import PROG, error_text
 
 __all__ = ["PROG", "build_parser", "main"]
 
@@ -66,7 +66,7 @@ def _error_text(exc: BaseException) -> str | None:
     from store.db import SchemaTooNewError
 
     if isinstance(exc, LabelerError):
-        return str(exc)
+        return str(exc)  # main() appends the hint
     if isinstance(exc, SchemaTooNewError):
         return str(exc)  # names the database and says to upgrade
     if isinstance(exc, FloatingPointError):  # a non-finite loss in training; the message says what to change
@@ -116,5 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = _error_text(exc)
         if text is None or os.environ.get("LABELER_DEBUG"):
             raise
+        if isinstance(exc, LabelerError):
+            text = error_text(text, exc.hint, getattr(args, "project", None))
         print(f"error: {text}", file=sys.stderr)
         return 2

@@ -10,9 +10,54 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import InvalidInputError
+from ..errors import Hint, InvalidInputError
 
 PROG = "python -m labeler"
+
+#: How the CLI does each step of a :class:`~labeler.errors.Hint`: ``{p}`` is the project argument, ``{opt}``
+#: the hint's option as a flag (`` --clip MODEL``), ``{v}`` its value. The app's table is ``ui.common.STEP_IN_UI``.
+STEP_COMMANDS = {
+    "init": "create one with `{prog} init {p} --classes 'a,b,c'`",
+    "classes": "set them with `{prog} init {p} --classes 'a,b,c'`",
+    "import": "import images first (`{prog} import {p} FOLDER`)",
+    "features": "run `{prog} features {p}{opt}` first",
+    "label": "run `{prog} label {p}{opt}` first",
+    "describe": "run `{prog} describe {p}{opt}` first",
+    "descriptions": "list them with `{prog} descriptions {p} list`",
+    "cluster": "run `{prog} cluster {p}{opt}` first",
+    "train": "train one first (`{prog} train {p}{opt}`)",
+    "runs": "list runs with `{prog} runs {p}`",
+    "cancel": "cancel it with `{prog} cancel {p} {v}`",
+}
+
+#: What a flag takes when a hint gives no value.
+FLAG_PLACEHOLDERS = {"clip": "MODEL", "dino": "MODEL", "model": "MODEL", "k": "K", "classes": "'a,b,c'"}
+
+
+def flag(option: str, value: str | None = None) -> str:
+    """An option as the CLI spells it: ``batch_size`` → ``--batch-size`` (with ``value`` or a placeholder)."""
+    text = "--" + option.replace("_", "-")
+    shown = value if value is not None else FLAG_PLACEHOLDERS.get(option)
+    return f"{text} {shown}" if shown is not None else text
+
+
+def hint_text(hint: Hint, project: str | None = None) -> str:
+    """A hint as a command line: ``run `python -m labeler features pets --clip MODEL` first``, or, for an
+    option alone, the flag in backticks (``--precision fp32``)."""
+    if hint.step is None:
+        return f"`{flag(hint.option, hint.value)}`"
+    opt = f" {flag(hint.option, hint.value)}" if hint.option else ""
+    return STEP_COMMANDS[hint.step].format(prog=PROG, p=project or "PROJECT", opt=opt, v=hint.value or "RUN")
+
+
+def error_text(message: str, hint: Hint | None, project: str | None = None) -> str:
+    """A library message with its hint, as the CLI prints it after ``error: ``: a step joins with ``: ``,
+    an option alone follows in parentheses."""
+    if hint is None:
+        return message
+    if hint.step is None:
+        return f"{message} ({hint_text(hint, project)})"
+    return f"{message}: {hint_text(hint, project)}"
 
 
 class TqdmProgress:

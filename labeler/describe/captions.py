@@ -18,7 +18,7 @@ import numpy as np
 
 from store import now
 
-from ..errors import InvalidInputError, NotReadyError
+from ..errors import Hint, InvalidInputError, NotReadyError
 from .base import Backend, BackendError, DeadlineExceeded, Request, get_backend, tile_grid
 from .cache import check_deadline, count_cached, run_requests
 from .parse import clean_caption
@@ -210,8 +210,8 @@ def caption_images(
         raise InvalidInputError(f"group_size must be at least 1, got {group_size}")
     if groups and not class_of:
         raise NotReadyError(
-            "group captions need each image's pseudo-label: run zero-shot labeling first "
-            "(`python -m labeler label PROJECT --method zeroshot`), then caption with --groups"
+            "group captions need each image's pseudo-label (label with zero-shot, then caption the groups)",
+            hint=Hint("label", option="method", value="zeroshot"),
         )
     class_of = {int(k): str(v) for k, v in (class_of or {}).items()}
     rows = project.images()
@@ -221,7 +221,7 @@ def caption_images(
     present = [r for r in rows if os.path.exists(r["path"])]
     missing = len(rows) - len(present)
     if not present:
-        raise NotReadyError("no images to caption: import images first (`python -m labeler import PROJECT FOLDER`)")
+        raise NotReadyError("no images to caption", hint=Hint("import"))
     reqs = caption_requests(
         present,
         per_image=per_image,
@@ -323,13 +323,15 @@ def caption_images(
             raise DeadlineExceeded(
                 f"stopped at the {float(deadline):g} s deadline after {stats['cached'] + stats['sent']} of "
                 f"{stats['requests']} answers ({stats['cached']} from cache); {written['caption']} captions and "
-                f"{written['group']} group captions stored. The answers so far are cached: rerun the same command "
-                "(with a longer --deadline, or none) to finish" + (f". Also: {result['warning']}" if empty else "")
+                f"{written['group']} group captions stored. The answers so far are cached: rerun the same step "
+                "(with a longer deadline, or none) to finish" + (f". Also: {result['warning']}" if empty else ""),
+                hint=Hint(option="deadline"),
             )
         if reqs and empty == len(reqs):
             raise BackendError(
                 f"all {empty} answers were refusals or empty: nothing stored or cached (a rerun asks again); try "
-                "another model (a vision model: gpt-4o-mini, llava, qwen2.5vl) or another --prompt"
+                "another model (a vision model: gpt-4o-mini, llava, qwen2.5vl) or another prompt",
+                hint=Hint(option="prompt"),
             )
     return result
 

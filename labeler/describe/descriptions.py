@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from store import in_chunks, now
 
-from ..errors import InvalidInputError
+from ..errors import Hint, InvalidInputError
 from .base import Backend, BackendError, DeadlineExceeded, Request, get_backend
 from .cache import check_deadline, count_cached, run_requests
 from .offline import FileBackend, write_descriptions_file
@@ -43,7 +43,7 @@ def _class_rows(project: Project, classes: Sequence[str] | None) -> list[tuple[s
     ids = project.class_ids()
     order = project.classes
     if not order:
-        raise InvalidInputError("the project has no classes yet: set them with `labeler init PROJECT --classes ...`")
+        raise InvalidInputError("the project has no classes yet", hint=Hint("classes"))
     if classes is None:
         return [(c, ids[c]) for c in order]
     folded = {c.casefold(): c for c in order}
@@ -63,9 +63,7 @@ def _class_id(project: Project, class_name: str) -> int:
 def _row(project: Project, description_id: int) -> dict:
     row = project.db.execute("select * from descriptions where id = ?", [int(description_id)]).fetchone()
     if row is None:
-        raise InvalidInputError(
-            f"no description with id {description_id}: list them with `python -m labeler descriptions PROJECT list`"
-        )
+        raise InvalidInputError(f"no description with id {description_id}", hint=Hint("descriptions"))
     cols = [d[0] for d in project.db.execute("select * from descriptions limit 0").description]
     return dict(zip(cols, row, strict=True))
 
@@ -393,7 +391,7 @@ def generate_descriptions(
                 f"stopped at the {float(deadline):g} s deadline after {stats['cached'] + stats['sent']} of "
                 f"{stats['requests']} answers ({stats['cached']} from cache); descriptions written for {done} of "
                 f"{len(chosen)} classes, not yet for {_names(sorted(unanswered, key=names.index))}. The answers so far "
-                "are cached: rerun the same command (with a longer --deadline, or none) to finish"
+                "are cached: rerun the same step (with a longer deadline, or none) to finish"
                 + (f". Also: {result['warning']}" if result["warning"] else "")
             )
         if reqs and len(empty) == len(chosen):
@@ -620,10 +618,10 @@ def class_texts_report(
     if mode == "llm" and fallback:
         message = (
             f"{len(fallback)} class(es) have no enabled descriptions and use prompt templates instead: "
-            f"{', '.join(fallback[:10])}{' ...' if len(fallback) > 10 else ''} (run `python -m labeler describe`)"
+            f"{', '.join(fallback[:10])}{' ...' if len(fallback) > 10 else ''} (generate descriptions for them)"
         )
     elif mode == "both" and not any(counts.values()):
-        message = "no class has enabled descriptions: only prompt templates are used (run `python -m labeler describe`)"
+        message = "no class has enabled descriptions: only prompt templates are used (generate descriptions first)"
     report = {
         "descriptions": mode,
         "descriptions_per_class": counts,

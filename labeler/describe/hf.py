@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError, ModelUnavailableError
+from ..errors import Hint, InvalidInputError, ModelUnavailableError
 from .base import Backend, BackendError, Request, Response, load_image
 
 _TEXT_EXAMPLE = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -43,8 +43,9 @@ def _unavailable(model_id: str, what: str, exc: Exception) -> ModelUnavailableEr
     return ModelUnavailableError(
         f"cannot load {what} {model_id!r}: it is not in the Hugging Face cache and cannot be downloaded "
         f"({type(exc).__name__}: {detail[:200]}). Download it once with `hf download {model_id}` on a machine "
-        "with internet (or unset HF_HUB_OFFLINE), or pass --model /path/to/local/folder holding config.json and the "
-        "weights"
+        "with internet (or unset HF_HUB_OFFLINE), or give a local folder holding config.json and the weights as "
+        "the model",
+        hint=Hint(option="model"),
     )
 
 
@@ -103,8 +104,9 @@ class TransformersBackend(Backend):
     ):
         if model is None or (isinstance(model, str) and not model.strip()):
             raise InvalidInputError(
-                f"the transformers backend needs --model: a Hugging Face id (e.g. {_TEXT_EXAMPLE} for descriptions, "
-                f"{_VISION_EXAMPLE} for captions) or a local folder"
+                f"the transformers backend needs a model: a Hugging Face id (e.g. {_TEXT_EXAMPLE} for descriptions, "
+                f"{_VISION_EXAMPLE} for captions) or a local folder",
+                hint=Hint(option="model"),
             )
         if dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise InvalidInputError(f"dtype {dtype!r} is not one of auto, float32, float16, bfloat16")
@@ -193,7 +195,8 @@ class TransformersBackend(Backend):
         if image_idx and self._kind != "vlm":
             raise ModelUnavailableError(
                 f"model {self.model!r} is a text-only language model and cannot take images: for captions pick an "
-                f"image-text-to-text model with --model, e.g. {_VISION_EXAMPLE}"
+                f"image-text-to-text model, e.g. {_VISION_EXAMPLE}",
+                hint=Hint(option="model"),
             )
         try:
             for idx in self._batches(requests, text_idx):
@@ -204,8 +207,9 @@ class TransformersBackend(Backend):
         except RuntimeError as exc:
             if "out of memory" in str(exc).lower():
                 raise BackendError(
-                    f"out of memory on {self.device} running {self.model!r}: lower --batch-size, pick a smaller "
-                    "model, or use --device cpu"
+                    f"out of memory on {self.device} running {self.model!r}: lower the batch size, pick a smaller "
+                    "model, or use the CPU",
+                    hint=Hint(option="batch_size"),
                 ) from None
             raise
         return [r for r in out if r is not None]

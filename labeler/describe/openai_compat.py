@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import InvalidInputError, ModelUnavailableError
+from ..errors import Hint, InvalidInputError, ModelUnavailableError
 from .base import Backend, BackendError, DeadlineExceeded, Request, Response, image_data_url
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -155,8 +155,9 @@ class OpenAIBackend(Backend):
         self.model = model or os.environ.get("OPENAI_MODEL", "")
         if not self.model:
             raise InvalidInputError(
-                "the openai backend needs a model: pass --model (e.g. gpt-4o-mini for OpenAI, llama3.2 for Ollama) "
-                "or set OPENAI_MODEL"
+                "the openai backend needs a model (e.g. gpt-4o-mini for OpenAI, llama3.2 for Ollama): give one "
+                "or set OPENAI_MODEL",
+                hint=Hint(option="model"),
             )
         base = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).strip().rstrip("/")
         for suffix in ("/chat/completions", "/completions"):
@@ -170,8 +171,9 @@ class OpenAIBackend(Backend):
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
         if not self.api_key and base == DEFAULT_BASE_URL:
             raise InvalidInputError(
-                "the OpenAI API needs a key: set OPENAI_API_KEY or pass --api-key; for a local server "
-                "(Ollama, vLLM, LM Studio) pass --base-url, e.g. http://localhost:11434/v1"
+                "the OpenAI API needs a key: set OPENAI_API_KEY or give an API key; for a local server "
+                "(Ollama, vLLM, LM Studio) give its base URL instead, e.g. http://localhost:11434/v1",
+                hint=Hint(option="api_key"),
             )
         if int(max_workers) < 1:
             raise InvalidInputError(f"max_workers must be at least 1, got {max_workers}")
@@ -368,17 +370,19 @@ class OpenAIBackend(Backend):
                 if not self._ever_ok or attempt >= self.max_retries:
                     raise BackendError(
                         f"cannot reach the OpenAI-compatible endpoint at {self.base_url} ({type(exc).__name__}: "
-                        f"{exc}): start the server (e.g. `ollama serve`, or vLLM / LM Studio) or fix --base-url / "
-                        "OPENAI_BASE_URL"
+                        f"{exc}): start the server (e.g. `ollama serve`, or vLLM / LM Studio) or fix the base URL / "
+                        "OPENAI_BASE_URL",
+                        hint=Hint(option="base_url"),
                     ) from None
             except (httpx.TimeoutException, TimeoutError):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise self._deadline_error() from None
                 if attempt >= self.max_retries:
                     raise BackendError(
-                        f"{self.url} did not answer within {self.timeout:g} s, {attempt + 1} tries (--timeout limits "
+                        f"{self.url} did not answer within {self.timeout:g} s, {attempt + 1} tries (the timeout limits "
                         "each try in all, however slowly the answer arrives): the model may be loading or too slow "
-                        "for this load; raise --timeout or lower --workers, then rerun (answers so far are cached)"
+                        "for this load; raise the timeout or lower the workers, then rerun (answers so far are cached)",
+                        hint=Hint(option="timeout"),
                     ) from None
             except httpx.HTTPError as exc:  # dropped connection, protocol error
                 if attempt >= self.max_retries:
@@ -403,7 +407,8 @@ class OpenAIBackend(Backend):
                     what = "rate limited" if resp.status_code == 429 else "server error"
                     raise BackendError(
                         f"{self.url} kept answering HTTP {resp.status_code} ({what}: {_error_message(resp)}) after "
-                        f"{attempt + 1} tries: lower --workers or wait, then rerun (answers so far are cached)"
+                        f"{attempt + 1} tries: lower the workers or wait, then rerun (answers so far are cached)",
+                        hint=Hint(option="workers"),
                     )
             delay = self._delay(attempt, resp)
             if deadline is not None and time.monotonic() + delay >= deadline:
@@ -418,23 +423,27 @@ class OpenAIBackend(Backend):
         model_missing = "model" in low and any(w in low for w in ("not found", "does not exist", "unknown", "no such"))
         if status in (401, 403):
             return BackendError(
-                f"{self.base_url} refused the request (HTTP {status}: {msg}): set OPENAI_API_KEY or pass --api-key "
-                "with a valid key"
+                f"{self.base_url} refused the request (HTTP {status}: {msg}): set OPENAI_API_KEY or give a valid "
+                "API key",
+                hint=Hint(option="api_key"),
             )
         if model_missing or (status == 404 and self.model.lower() in low):
             hint = f"`ollama pull {self.model}` for Ollama, or " if ":11434" in self.base_url else ""
             return ModelUnavailableError(
                 f"model {self.model!r} is not available at {self.base_url} (HTTP {status}: {msg}): check the name "
-                f"({hint}list the served models at {self.base_url}/models) and pass it with --model"
+                f"({hint}list the served models at {self.base_url}/models) and give it as the model",
+                hint=Hint(option="model"),
             )
         if has_images and status in (400, 415, 422, 500, 501) and any(w in low for w in _IMAGE_WORDS):
             return ModelUnavailableError(
                 f"model {self.model!r} at {self.base_url} cannot take images (HTTP {status}: {msg}): pick a vision "
-                "model with --model, e.g. gpt-4o-mini, llava, llama3.2-vision or qwen2.5vl"
+                "model, e.g. gpt-4o-mini, llava, llama3.2-vision or qwen2.5vl",
+                hint=Hint(option="model"),
             )
         if status == 404:
             return BackendError(
-                f"{self.url} answered 404 Not Found ({msg}): check --base-url; OpenAI-compatible servers serve "
-                "/v1/chat/completions, so the base URL usually ends in /v1"
+                f"{self.url} answered 404 Not Found ({msg}): check the base URL; OpenAI-compatible servers serve "
+                "/v1/chat/completions, so the base URL usually ends in /v1",
+                hint=Hint(option="base_url"),
             )
         return BackendError(f"{self.url} answered HTTP {status}: {msg}")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import Hint, InvalidInputError
 from .prompt_tuning import PromptTuningMethod, PromptTuningParams
 from .zeroshot import text_classifier
 
@@ -282,8 +282,8 @@ class NoLA(PromptTuningMethod):
             fset = latest_set(project, "dino")
             if fset is None:
                 raise NotReadyError(
-                    "NoLA needs DINO features: run `python -m labeler features PROJECT --dino facebook/dinov2-small` "
-                    "(or --dino tiny-random for a test) first"
+                    "NoLA needs DINO features (facebook/dinov2-small, or tiny-random for a test)",
+                    hint=Hint("features", option="dino", value="facebook/dinov2-small"),
                 )
         values["dino_features"] = fset["key"]
         if values.get("k") is not None:

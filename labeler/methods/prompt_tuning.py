@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import InvalidInputError, NotReadyError
+from ..errors import Hint, InvalidInputError, NotReadyError
 from ..prompts import DEFAULT_TEMPLATES
 from ..train.params import TrainParams, resolve_training
 from .trainable import TrainableMethod
@@ -95,7 +95,7 @@ class PromptTuningMethod(TrainableMethod):
             raise InvalidInputError(f"{self.name} takes {self.Params.__name__}, got {type(params).__name__}")
         classes = project.classes
         if len(classes) < 2:
-            raise NotReadyError("the project needs at least two classes: set them with `labeler init --classes`")
+            raise NotReadyError("the project needs at least two classes", hint=Hint("classes"))
         if project.multi_label:
             raise InvalidInputError(
                 f"{self.name} trains a single-label classifier; this project is multi-label (use zeroshot for now)"
@@ -110,7 +110,7 @@ class PromptTuningMethod(TrainableMethod):
         fset = project.features.get_set(values["features"]) if values.get("features") else latest_set(project, "clip")
         if fset is None or fset["kind"] != "clip":
             what = f"CLIP feature set {values['features']!r}" if values.get("features") else "CLIP features"
-            raise NotReadyError(f"no {what} in this project: run `python -m labeler features PROJECT --clip ...` first")
+            raise NotReadyError(f"no {what} in this project", hint=Hint("features", option="clip"))
         values["features"] = fset["key"]
         values["base"] = {"model": fset["model"], "pretrained": fset["pretrained"] or None, "key": fset["key"]}
         values["classes"] = list(classes)
@@ -150,8 +150,8 @@ class PromptTuningMethod(TrainableMethod):
         rows_kept = [r for r, i in enumerate(ids) if i in keep]
         if len(rows_kept) < 2:
             raise NotReadyError(
-                f"{self.name} needs at least 2 images with features to train on, found {len(rows_kept)}: "
-                "import images and run `python -m labeler features` first"
+                f"{self.name} needs at least 2 images with features to train on, found {len(rows_kept)}",
+                hint=Hint("features"),
             )
         ids = [ids[r] for r in rows_kept]
         feats = feats[rows_kept]

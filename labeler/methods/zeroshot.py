@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import InvalidInputError, NotReadyError
+from ..errors import Hint, InvalidInputError, NotReadyError
 from ..prompts import DEFAULT_TEMPLATES
 from .base import Method, RunResult
 
@@ -146,14 +146,16 @@ class ZeroShot(Method):
         params = params or ZeroShotParams()
         classes = project.classes
         if len(classes) < 2:
-            raise NotReadyError("the project needs at least two classes: set them with `labeler init --classes`")
+            raise NotReadyError("the project needs at least two classes", hint=Hint("classes"))
         fset = project.features.get_set(params.features) if params.features else latest_set(project, "clip")
         if fset is None or fset["kind"] != "clip":
             what = f"CLIP feature set {params.features!r}" if params.features else "CLIP features"
-            raise NotReadyError(f"no {what} in this project: run `python -m labeler features PROJECT --clip ...` first")
+            raise NotReadyError(f"no {what} in this project", hint=Hint("features", option="clip"))
         image_ids, feats = feature_matrix(project, fset["key"])
         if len(image_ids) == 0:
-            raise NotReadyError("no image has CLIP features yet: import images, then run `labeler features`")
+            raise NotReadyError(
+                "no image has CLIP features yet (import images, then compute features)", hint=Hint("features")
+            )
         texts, report = class_texts_report(project, params.descriptions, params.templates, classes)
         run_params = {
             **asdict(params),

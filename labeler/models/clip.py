@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import resolve_device
-from ..errors import InvalidInputError, ModelUnavailableError
+from ..errors import Hint, InvalidInputError, ModelUnavailableError
 from ._hub import hf_cache_dir, hub_mode
 from .base import Encoder, check_precision, seeded
 from .registry import get_builder
@@ -91,9 +91,9 @@ def _unavailable_tag_message(name: str, tag: str, hub: str, offline: bool) -> st
     )
     return (
         f"CLIP weights {name} / {tag} {why}. Either download them once with network access (they come from "
-        f"{where}), set HF_HOME to a cache that holds them, or point at local files: --model {name} "
-        f"--pretrained /path/to/open_clip_pytorch_model.bin (a checkpoint file for {name}), "
-        "or --model /path/to/folder holding open_clip_config.json and the weights"
+        f"{where}), set HF_HOME to a cache that holds them, or point at local files: model {name} with "
+        f"pretrained /path/to/open_clip_pytorch_model.bin (a checkpoint file for {name}), "
+        "or model /path/to/folder holding open_clip_config.json and the weights"
     )
 
 
@@ -110,15 +110,16 @@ def _resolve(name: str, pretrained: str | None) -> tuple[str, str | None, str, d
         if not (folder / "open_clip_config.json").is_file():
             raise ModelUnavailableError(
                 f"{folder} is not an open_clip model folder: it has no open_clip_config.json (with 'model_cfg'); "
-                "give a checkpoint file with --pretrained and an architecture name with --model instead"
+                "give a checkpoint file as the pretrained weights and an architecture name as the model instead",
+                hint=Hint(option="pretrained"),
             )
         spec = f"local-dir:{folder}"
         return spec, None, f"clip:{spec}", {"source": "local-dir"}
     if oc.get_model_config(arch) is None:
         known = ", ".join(oc.list_models()[:12])
         raise ModelUnavailableError(
-            f"unknown CLIP model {name!r}: give an open_clip architecture (e.g. {known}, ... — see "
-            "`labeler models`), an hf-hub:org/repo id, or a local open_clip model folder"
+            f"unknown CLIP model {name!r}: give an open_clip architecture (e.g. {known}, ...), an "
+            "hf-hub:org/repo id, or a local open_clip model folder"
         )
     if pretrained is None or str(pretrained).strip().lower() in ("", "none"):
         return arch, None, f"clip:{arch}:none", {"source": "random"}
@@ -180,7 +181,7 @@ def _build(name: str, pretrained: str | None, device: torch.device, precision: s
                 f"CLIP model {spec} could not be loaded"
                 + (" (offline: it is not in the Hugging Face cache " + hf_cache_dir() + ")" if offline else "")
                 + ": download it once with network access, set HF_HOME to a cache that holds it, or save it to a "
-                "folder with open_clip_config.json + open_clip_model.safetensors and pass --model /path/to/folder"
+                "folder with open_clip_config.json + open_clip_model.safetensors and give that folder as the model"
             )
         elif info["source"] == "file":
             msg = (
@@ -188,7 +189,10 @@ def _build(name: str, pretrained: str | None, device: torch.device, precision: s
             )
         else:
             msg = f"cannot load CLIP model {spec}"
-        raise ModelUnavailableError(f"{msg.rstrip('.')}. Cause: {type(e).__name__}: {e}") from e
+        raise ModelUnavailableError(
+            f"{msg.rstrip('.')}. Cause: {type(e).__name__}: {e}",
+            hint=Hint(option="pretrained") if info["source"] in ("tag", "file") else Hint(option="clip"),
+        ) from e
     model.eval()
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
@@ -303,7 +307,8 @@ def _default_tag(name: str) -> str | None:
     tags = list_pretrained_tags_by_model(name.replace("/", "-"))
     if not tags:
         raise ModelUnavailableError(
-            f"CLIP architecture {name!r} has no known pretrained tag: pass --pretrained /path/to/checkpoint "
-            "or --pretrained none for random init"
+            f"CLIP architecture {name!r} has no known pretrained tag: give a checkpoint file as the pretrained "
+            "weights, or none for random init",
+            hint=Hint(option="pretrained"),
         )
     return tags[0]

@@ -247,7 +247,7 @@ def load_dino(
                         else ""
                     )
                     + ". Download it once with network access, set HF_HOME to a Hugging Face cache that holds it, "
-                    "or pass a local folder saved with save_pretrained (e.g. --model /path/to/dinov2-small)"
+                    "or give a local folder saved with save_pretrained as the model (e.g. /path/to/dinov2-small)"
                 )
             raise ModelUnavailableError(f"{msg}. Cause: {type(e).__name__}: {e}") from e
     if not hasattr(model.config, "hidden_size"):

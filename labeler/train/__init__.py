@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import importlib
 
+from ..frontdoor import make_callable
+
 _LAZY = {
     "train": "runner",
     "TrainResult": "runs",
@@ -44,3 +46,4 @@ def __getattr__(name: str):
 
 
 __all__ = sorted(_LAZY)
+make_callable(__name__)  # labeler.train(...) is labeler.train.runner.train(...): the front door's name for it

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import Hint, InvalidInputError
 from .selection import choice_reason, choose_epoch, epoch_scores
 
 if TYPE_CHECKING:
@@ -119,7 +119,10 @@ def resolve_amp(precision: str, device: torch.device) -> torch.dtype | None:
         raise InvalidInputError(f"precision {precision!r} is not one of auto, fp32, bf16, fp16")
     if device.type != "cuda":
         if p == "fp16":
-            raise InvalidInputError("fp16 training needs a CUDA GPU; use --precision fp32 (or auto)")
+            raise InvalidInputError(
+                "fp16 training needs a CUDA GPU; use fp32 precision (or auto)",
+                hint=Hint(option="precision", value="fp32"),
+            )
         return torch.bfloat16 if p == "bf16" else None
     if p == "fp32":
         return None
@@ -402,8 +405,7 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(
-                    f"the loss became {value} in epoch {epoch + 1}: lower the learning rate (--lr) or use "
-                    "--precision fp32"
+                    f"the loss became {value} in epoch {epoch + 1}: lower the learning rate ('lr') or train in fp32"
                 )
             loss_sum += value * n
             n_sum += n

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlite_utils
 
-from ..errors import InvalidInputError, NotReadyError
+from ..errors import Hint, InvalidInputError, NotReadyError
 from ..jobs import Job, ProgressCallback, RunResult, get_run, list_runs
 from .params import RUNTIME_FIELDS
 
@@ -75,7 +75,7 @@ def train_run(project: Project, run_id: int) -> dict:
     try:
         run = get_run(project, int(run_id))
     except (sqlite_utils.db.NotFoundError, TypeError, ValueError):
-        raise InvalidInputError(f"there is no run {run_id!r}: list runs with `python -m labeler runs`") from None
+        raise InvalidInputError(f"there is no run {run_id!r}", hint=Hint("runs")) from None
     if run["kind"] != "train":
         raise InvalidInputError(f"run {run['id']} is a {run['kind']!r} run, not a training run")
     return run
@@ -117,7 +117,7 @@ def train_method(
             raise InvalidInputError(f"run {resumed['id']} trained {resumed['method']!r}, not {method.name!r}")
         if resumed["status"] == "done":
             raise InvalidInputError(
-                f"run {resumed['id']} already finished; relabel with it (`label --run {resumed['id']}`) or train anew"
+                f"run {resumed['id']} already finished: relabel the images with its model or train anew"
             )
         if resumed["status"] == "running":
             raise InvalidInputError(

@@ -9,14 +9,13 @@ from __future__ import annotations
 import functools
 import html
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 
-from ..errors import LabelerError
+from ..errors import Hint, LabelerError
 from ..project import Project
 
 log = logging.getLogger("labeler.ui")
@@ -78,41 +77,69 @@ class Ctx:
             project = Project(key)
         except LabelerError as exc:
             if required:
-                raise gr.Error(f"{exc}. Open another project in step 1.") from None
+                raise gr.Error(f"{ui_error(str(exc), exc.hint)}. Open another project in step 1.") from None
             return None
         self.allow(project)
         return project
 
 
-#: What a CLI command named in a library message is in the wizard (messages are written for the CLI).
-CLI_IN_UI = {
-    "init": "step 1 (Project) and step 3 (Classes)",
-    "import": "step 2 (Images)",
-    "features": "“Compute features” (step 5, ①)",
-    "label": "“Run zero-shot” (step 5, ②)",
-    "describe": "“Generate descriptions” (step 4)",
-    "descriptions": "step 4 (Descriptions)",
-    "cluster": "“Cluster images” (step 7, Explore)",
-    "train": "“Start” in step 6 (Train)",
-    "runs": "the Job history panel",
+#: Where the wizard does each step of a :class:`~labeler.errors.Hint` (the CLI's table is
+#: ``cli._common.STEP_COMMANDS``); ``{with}`` is the hint's option and value (`` with “CLIP model” set to X``).
+STEP_IN_UI = {
+    "init": "create one in step 1 (Project)",
+    "classes": "set them in step 3 (Classes)",
+    "import": "add images in step 2 (Images) first",
+    "features": "run “Compute features” (step 5, ①){with} first",
+    "label": "run “Run zero-shot” (step 5, ②){with} first",
+    "describe": "run “Generate descriptions” (step 4){with} first",
+    "descriptions": "see step 4 (Descriptions)",
+    "cluster": "run “Cluster images” (step 7, Explore){with} first",
+    "train": "train one first with “Start” in step 6 (Train){with}",
+    "runs": "see the Job history panel",
+    "cancel": "cancel it in the jobs panel",
 }
-_CLI_COMMAND = re.compile(r"`(?:python -m )?labeler (\w+)[^`]*`")
-_CLI_FLAG = re.compile(r"(?<![\w`-])--([a-z][a-z0-9-]*)")
+
+#: An option's field in the wizard, by the option's library name (others show as 'name').
+OPTION_IN_UI = {
+    "clip": "“CLIP model”",
+    "dino": "“DINO (optional)”",
+    "model": "“Model”",
+    "base_url": "“Endpoint base URL”",
+    "api_key": "“API key”",
+    "device": "“Device”",
+    "method": "“Method”",
+}
 
 
-def ui_wording(message: str) -> str:
-    """A library message as the wizard says it: `python -m labeler features ...` becomes “Compute features”
-    (step 5, ①), a flag ``--batch-size`` the option 'batch_size'. Commands with no wizard step stay as they are."""
-    text = _CLI_COMMAND.sub(lambda m: CLI_IN_UI.get(m.group(1), m.group(0)), str(message))
-    parts = text.split("`")  # flags inside `code` that stayed (a command without a step) keep their form
-    for i in range(0, len(parts), 2):
-        parts[i] = _CLI_FLAG.sub(lambda m: f"'{m.group(1).replace('-', '_')}'", parts[i])
-    return "`".join(parts)
+def option_text(option: str, value: str | None = None) -> str:
+    """An option as the wizard names it: its field (“CLIP model”), or 'batch_size' in the step's options."""
+    name = OPTION_IN_UI.get(option, f"'{option}'")
+    return f"{name} set to {value}" if value is not None else name
 
 
-def error_text(message) -> str:
-    """A library or task error, in the wizard's words, safe inside Markdown/HTML."""
-    return md_escape(ui_wording(message or ""))
+def hint_text(hint: Hint) -> str:
+    """A hint as the wizard says it: its step and button (“Compute features” (step 5, ①)), or the option."""
+    if hint.step is None:
+        return option_text(hint.option, hint.value)
+    # the step's form shows the option's field; a hint names it only when it says what to set it to
+    with_ = f" with {option_text(hint.option, hint.value)}" if hint.option and hint.value is not None else ""
+    return STEP_IN_UI[hint.step].format(**{"with": with_})
+
+
+def error_text(message, hint: Hint | None = None) -> str:
+    """A library or task error with its hint, in the wizard's words, safe inside Markdown/HTML."""
+    return md_escape(ui_error(message, hint))
+
+
+def ui_error(message, hint: Hint | None = None) -> str:
+    """A library message with its hint as the wizard says it (a step joins with ``: ``, an option alone
+    follows in parentheses)."""
+    text = str(message or "")
+    if hint is None:
+        return text
+    if hint.step is None:
+        return f"{text} ({hint_text(hint)})"
+    return f"{text}: {hint_text(hint)}"
 
 
 def guard(func: Callable) -> Callable:
@@ -125,7 +152,7 @@ def guard(func: Callable) -> Callable:
         except gr.Error:
             raise
         except LabelerError as exc:
-            raise gr.Error(ui_wording(str(exc))) from None
+            raise gr.Error(ui_error(str(exc), exc.hint)) from None
         except Exception as exc:
             log.exception("UI handler %s failed", getattr(func, "__name__", func))
             raise gr.Error(

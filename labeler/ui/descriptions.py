@@ -239,7 +239,7 @@ def build(ctx: Ctx) -> dict:
             elif r.get("empty_classes"):
                 msg += f" No usable sentence for: {md_escape(', '.join(r['empty_classes'][:10]))}."
         else:
-            msg = f"Generation {task.status}: {error_text(task.error)}"
+            msg = f"Generation {task.status}: {error_text(task.error, task.hint)}"
         return (*refresh(key, class_name), msg)
 
     @guard

@@ -770,7 +770,7 @@ def build(ctx: Ctx) -> dict:
             return (gr.skip(),) * len(refresh_outs)
         out = list(refresh(key))
         if task.status != "done":
-            out[0] = f"**{task.label} {task.status}:** {error_text(task.error)}"
+            out[0] = f"**{task.label} {task.status}:** {error_text(task.error, task.hint)}"
         return tuple(out)
 
     @guard
@@ -779,7 +779,12 @@ def build(ctx: Ctx) -> dict:
         if task is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         if task.status != "done":
-            return gr.skip(), f"**{task.label} {task.status}:** {error_text(task.error)}", gr.skip(), gr.skip()
+            return (
+                gr.skip(),
+                f"**{task.label} {task.status}:** {error_text(task.error, task.hint)}",
+                gr.skip(),
+                gr.skip(),
+            )
         return draw_map(key, feats, how, colour_by)
 
     nav = [ctx.project, view, selection, page]

@@ -137,7 +137,7 @@ def build(ctx: Ctx) -> dict:
             return (
                 gr.skip(),
                 gr.skip(),
-                f"**Export {task.status}:** {error_text(task.error)}",
+                f"**Export {task.status}:** {error_text(task.error, task.hint)}",
                 gr.skip(),
                 gr.skip(),
             )

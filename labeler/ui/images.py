@@ -173,7 +173,7 @@ def build(ctx: Ctx) -> dict:
                 f"{len(r.get('skipped', []))} skipped."
             )
         else:
-            msg = f"Import {task.status}: {error_text(task.error)}"
+            msg = f"Import {task.status}: {error_text(task.error, task.hint)}"
         return (*view(key, 0), msg)
 
     ctx.finished.change(finished, [ctx.project, ctx.finished], [*outs, status], api_visibility="private")

@@ -17,7 +17,7 @@ import time
 import gradio as gr
 
 from ..jobs import background_tasks, list_runs, request_cancel
-from .common import BASELINE, Ctx, guard, ui_wording
+from .common import BASELINE, Ctx, guard, ui_error
 
 HEADERS = ["run", "kind", "method", "status", "progress", "message"]
 RECENT = 8
@@ -82,7 +82,7 @@ def build(ctx: Ctx) -> dict:
             if t.status == "failed" and t.finished_at and time.time() - t.finished_at < 600:
                 lines.append(
                     f"<div class='lb-job lb-failed'><b>{html.escape(t.label)} failed:</b> "
-                    f"{html.escape(ui_wording(t.error or ''))}</div>"
+                    f"{html.escape(ui_error(t.error, t.hint))}</div>"
                 )
         if not lines:
             lines = [
@@ -96,7 +96,7 @@ def build(ctx: Ctx) -> dict:
                 r["method"] or "",
                 r["status"],
                 f"{100 * (r['progress'] or 0):.0f}%",
-                ui_wording(r["error"] or r["message"] or ""),
+                r["error"] or r["message"] or "",
             ]
             for r in runs[:RECENT]
         ]

@@ -19,7 +19,7 @@ from ..errors import InvalidInputError
 from ..ingest import max_import_bytes
 from ..jobs import background_tasks, run_in_background
 from ..project import Project, parse_class_list, resolve_project_path, validate_project_name
-from .common import Ctx, empty_state, error_text, finished_task, guard, md_escape
+from .common import Ctx, empty_state, error_text, finished_task, guard, md_escape, ui_error
 
 HEADERS = ["project", "images", "classes", "labels", "review"]
 
@@ -156,7 +156,7 @@ def build(ctx: Ctx) -> dict:
         try:
             root = resolve_project_path(choice)
         except InvalidInputError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(ui_error(str(exc), exc.hint)) from None
         if ctx.isolate and not Path(str(choice)).is_absolute():
             root = ctx.home(visitor) / str(choice)
         _mine(str(root), visitor)
@@ -214,7 +214,7 @@ def build(ctx: Ctx) -> dict:
         if task is None:
             return gr.skip(), gr.skip()
         if task.status != "done":
-            return f"**Export {task.status}:** {error_text(task.error)}", gr.File(visible=False)
+            return f"**Export {task.status}:** {error_text(task.error, task.hint)}", gr.File(visible=False)
         size = Path(task.result).stat().st_size
         shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{max(1, round(size / 1e3))} kB"
         return (

@@ -337,7 +337,11 @@ def build(ctx: Ctx) -> dict:
             acc_text = f"**Accuracy vs. folder names: {pct(res['accuracy'])}** on {res['n']} images ({by_src})."
             conf_html = _confusion_html(res)
         except NotReadyError as exc:
-            acc_text = f"<span class='lb-note'>Accuracy: {md_escape(exc)}</span>" if active_run(project) else ""
+            acc_text = (
+                f"<span class='lb-note'>Accuracy: {error_text(str(exc), exc.hint)}</span>"
+                if active_run(project)
+                else ""
+            )
             conf_html = ""
         multi = project.multi_label
         target_update = gr.Dropdown(
@@ -577,7 +581,7 @@ def build(ctx: Ctx) -> dict:
             return (gr.skip(),) * len(outs)
         out = list(render(ctx.open(key), view_value, thr, page_no, chosen))
         if task.status != "done":
-            note = f"**{task.label} {task.status}:** {error_text(task.error)}"
+            note = f"**{task.label} {task.status}:** {error_text(task.error, task.hint)}"
             out[0 if task.kind == "features" else 1] = note
         return tuple(out)
 

@@ -363,7 +363,7 @@ def build(ctx: Ctx) -> dict:
             return (gr.skip(),) * len(outs)
         out = list(view(ctx.open(key), run_id))
         if task.status == "failed":  # a cancelled run keeps the view's text: it says to press Resume
-            out[1] = f"**Training failed:** {error_text(task.error)}"
+            out[1] = f"**Training failed:** {error_text(task.error, task.hint)}"
         return tuple(out)
 
     method.change(pick_method, [method], [params], api_visibility="private")
