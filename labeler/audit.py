@@ -37,7 +37,7 @@ import numpy as np
 
 from store import in_chunks, now, transaction
 
-from .errors import InvalidInputError, NotReadyError
+from .errors import Hint, InvalidInputError, NotReadyError
 from .history import counted
 from .labels import canonical_classes, final_labels, get_label_run
 from .project import Project
@@ -248,26 +248,29 @@ def draw_sample(project: Project, n: int, *, stratify: bool = False, seed: int |
     """
     n = int(n)
     if n < 1:
-        raise InvalidInputError(f"the audit sample size must be at least 1, got {n}: pass e.g. --sample 100")
+        raise InvalidInputError(
+            f"the audit sample size must be at least 1, got {n}", hint=Hint(option="sample", value="100")
+        )
     mode = "stratified" if stratify else "uniform"
     current = design(project)
     if current is not None:
         if seed is not None and int(seed) != int(current["seed"]):
             raise InvalidInputError(
-                f"the audit sample was drawn with seed {current['seed']}, not {seed}: leave --seed out to extend it, "
-                "or start a new audit with `labeler audit PROJECT --reset` (its checks are lost)"
+                f"the audit sample was drawn with seed {current['seed']}, not {seed}: leave the seed out to extend it",
+                hint=Hint(step="audit_reset"),
             )
         if mode != current["mode"]:
             raise InvalidInputError(
                 f"the audit sample is {current['mode']}, not {mode}: "
-                + ("add --stratify" if current["mode"] == "stratified" else "leave out --stratify")
-                + " to extend it, or start a new audit with `labeler audit PROJECT --reset`"
+                + ("ask for a stratified one" if current["mode"] == "stratified" else "leave stratify off")
+                + " to extend it",
+                hint=Hint(step="audit_reset"),
             )
         seed = int(current["seed"])
     seed = 0 if seed is None else int(seed)
     rows = project.db.execute("select id, sha256 from images where status = 'ok' order by id").fetchall()
     if not rows:
-        raise NotReadyError("there are no images to audit: import some first (`labeler import PROJECT FOLDER`)")
+        raise NotReadyError("there are no images to audit", hint=Hint(step="import"))
     ids = np.array([r[0] for r in rows], dtype=np.int64)
     keys = sample_keys(seed, [r[1] for r in rows])
     with transaction(project.db):
@@ -280,8 +283,8 @@ def draw_sample(project: Project, n: int, *, stratify: bool = False, seed: int |
             if current is not None and current.get("digest") != digest:
                 raise NotReadyError(
                     "the final labels (or the images) changed since the stratified audit sample was drawn, so its "
-                    "strata no longer match: check the images drawn already, or start a new audit with "
-                    "`labeler audit PROJECT --reset`"
+                    "strata no longer match: check the images drawn already",
+                    hint=Hint(step="audit_reset"),
                 )
             sizes: dict[str, int] = {}
             fresh_rows: dict[str, list[int]] = {}
@@ -416,23 +419,24 @@ def record_verdict(project: Project, image_id: int, verdict: str, classes: str |
     image_id = int(image_id)
     row = project.db.execute(_ITEM_SQL + " where image_id = ?", [image_id]).fetchone()
     if row is None:
-        raise InvalidInputError(
-            f"image {image_id} is not in the audit sample: list the images to check with `labeler audit PROJECT`"
-        )
+        raise InvalidInputError(f"image {image_id} is not in the audit sample", hint=Hint(step="audit"))
     labels = final_labels(project, [image_id])
     if not labels:
         raise InvalidInputError(f"image {image_id} is not an ok image any more (excluded or missing): skip it")
     seen = list(labels[0].classes)
     if verdict == "correct":
         if classes is None or (not isinstance(classes, str) and not list(classes)):
-            raise InvalidInputError("give the true class to correct an audit image (e.g. --check 12 dog)")
+            raise InvalidInputError(
+                "give the true class to correct an audit image", hint=Hint(option="check", value="IMAGE CLASS")
+            )
         truth = canonical_classes(project, classes)
     else:
         if classes is not None:
             raise InvalidInputError(f"{verdict} takes no class: use correct to give the true class")
         if verdict == "confirm" and not seen:
             raise InvalidInputError(
-                f"image {image_id} has no label to confirm: give its true class instead (e.g. --check {image_id} CLASS)"
+                f"image {image_id} has no label to confirm: give its true class instead",
+                hint=Hint(option="check", value=f"{image_id} CLASS"),
             )
         truth = seen if verdict == "confirm" else None
     with transaction(project.db):
@@ -497,7 +501,7 @@ def audit_report(project: Project, run_id: int | None = None, z: float = Z95) ->
     """
     plan = design(project)
     if plan is None:
-        raise NotReadyError("there is no audit sample yet: draw one with `labeler audit PROJECT --sample 100`")
+        raise NotReadyError("there is no audit sample yet", hint=Hint(step="audit", option="sample", value="100"))
     run = get_label_run(project, run_id) if run_id is not None else None
     items = audit_items(project)
     progress = audit_progress(project)

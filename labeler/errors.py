@@ -23,6 +23,8 @@ STEPS = (
     "train",
     "runs",
     "cancel",
+    "audit",
+    "audit_reset",
 )
 
 

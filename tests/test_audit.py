@@ -105,7 +105,7 @@ def test_sample_is_seeded_reproducible_prefix_consistent_and_uniform(project):
     assert sorted(it["image_id"] for it in audit.audit_items(project)) != sorted(grown)
     with pytest.raises(InvalidInputError, match="seed 8"):
         audit.draw_sample(project, 120, seed=9)
-    with pytest.raises(InvalidInputError, match="--stratify"):
+    with pytest.raises(InvalidInputError, match="stratify off"):
         audit.draw_sample(project, 120, stratify=True)
     # uniform: over many seeds, every image is drawn about equally often (1/3 of the time)
     sha = [r[0] for r in project.db.execute("select sha256 from images order by id")]
@@ -131,13 +131,13 @@ def test_stratified_sample_covers_every_class_and_refuses_changed_labels(project
     from labeler.labels import set_human_labels
 
     set_human_labels(project, ids[0], "dog")  # labels changed: the strata no longer match
-    with pytest.raises(NotReadyError, match="--reset"):
+    with pytest.raises(NotReadyError, match="strata no longer match"):
         audit.draw_sample(project, 40, stratify=True)
 
 
 def test_report_on_a_planted_case_and_for_a_run(project):
     ids, truth, run = _planted(project, n=100, right=0.8)
-    with pytest.raises(NotReadyError, match="--sample"):
+    with pytest.raises(NotReadyError, match="no audit sample yet"):
         audit.audit_report(project)
     audit.draw_sample(project, 100)
     rep = audit.audit_report(project)

@@ -28,6 +28,8 @@ STEP_COMMANDS = {
     "train": "train one first (`{prog} train {p}{opt}`)",
     "runs": "list runs with `{prog} runs {p}`",
     "cancel": "cancel it with `{prog} cancel {p} {v}`",
+    "audit": "see the audit sample with `{prog} audit {p}{opt}`",
+    "audit_reset": "or start a new audit with `{prog} audit {p} --reset` (its checks are lost)",
 }
 
 #: What a flag takes when a hint gives no value.

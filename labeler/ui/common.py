@@ -97,6 +97,8 @@ STEP_IN_UI = {
     "train": "train one first with “Start” in step 6 (Train){with}",
     "runs": "see the Job history panel",
     "cancel": "cancel it in the jobs panel",
+    "audit": "draw or check the sample in the Audit panel (step 6, Train → Audit){with}",
+    "audit_reset": "or draw a new sample with another seed in the Audit panel (step 6, Train → Audit)",
 }
 
 #: An option's field in the wizard, by the option's library name (others show as 'name').
