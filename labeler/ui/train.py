@@ -26,6 +26,7 @@ from ..errors import InvalidInputError
 from ..jobs import background_tasks, list_runs, request_cancel, run_in_background
 from ..methods import METHODS, get_method, list_methods
 from ..project import Project
+from ..train.recipes import RECIPE_NAMES as RECIPES
 from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct
 
 #: Methods that need no training run and live in step 5.
@@ -132,7 +133,9 @@ def _outcome_md(project: Project, run: dict | None) -> str:
     warnings = [*(metrics.get("setup") or {}).get("warnings", []), *metrics.get("warnings", [])]
     lines = [f"⚠️ **Warning:** {md_escape(w)}" for w in warnings]
     lines += [
-        f"**Run {run['id']}'s labels** (label run {out['label_run']}): {out['n']} images labeled by the trained model"
+        f"**Run {run['id']}'s labels** (label run {out['label_run']}, recipe "
+        f"{md_escape(str((run.get('params') or {}).get('recipe', 'labeler')))}): {out['n']} images labeled by the "
+        "trained model"
         + (" (the untrained model: no trained epoch did better)" if metrics.get("best_epoch") == 0 else "")
         + (f", {out['failed']} unreadable" if out["failed"] else "")
         + (" — **the active labels** (step 5 reviews them, step 8 exports them)." if out["active"] else ".")
@@ -174,6 +177,15 @@ def build(ctx: Ctx) -> dict:
                 interactive=bool(ready),
                 info="only methods that are implemented can be picked",
             )
+            recipe = gr.Dropdown(
+                list(RECIPES),
+                value="labeler",
+                label="Recipe",
+                elem_id="train-recipe",
+                interactive=bool(ready),
+                info="labeler: our settings · paper: the official code's (docs/methods.md lists every difference); "
+                'sets the options\' "recipe", options given there override it',
+            )
             params = gr.Code(
                 _defaults(first), language="json", label="Options (JSON)", lines=8, max_lines=16, elem_id="train-params"
             )
@@ -199,7 +211,12 @@ def build(ctx: Ctx) -> dict:
 
     def run_choices(project):
         return [
-            (f"run {r['id']} · {r['method']} · {r['status']} {pct(r['progress'])}", r["id"]) for r in _run_rows(project)
+            (
+                f"run {r['id']} · {r['method']} · recipe {(r.get('params') or {}).get('recipe', 'labeler')} · "
+                f"{r['status']} {pct(r['progress'])}",
+                r["id"],
+            )
+            for r in _run_rows(project)
         ]
 
     def curve_df(project, run_id):
@@ -259,7 +276,18 @@ def build(ctx: Ctx) -> dict:
 
     @guard
     def pick_method(name):
-        return _defaults(name)
+        return _defaults(name), "labeler"
+
+    @guard
+    def pick_recipe(name, text):
+        """Write the picked recipe into the options (left alone while they are not a JSON object)."""
+        try:
+            values = json.loads(text or "{}")
+        except ValueError:
+            return gr.skip()
+        if not isinstance(values, dict):
+            return gr.skip()
+        return json.dumps({**values, "recipe": name}, indent=2)
 
     def _params(name, text):
         method = get_method(name)
@@ -366,7 +394,8 @@ def build(ctx: Ctx) -> dict:
             out[1] = f"**Training failed:** {error_text(task.error)}"
         return tuple(out)
 
-    method.change(pick_method, [method], [params], api_visibility="private")
+    method.change(pick_method, [method], [params, recipe], api_visibility="private")
+    recipe.input(pick_recipe, [recipe, params], [params], api_visibility="private")
     start_btn.click(start, [ctx.project, method, params], outs, api_name="train_start")
     cancel_btn.click(cancel, [ctx.project, run_pick], outs, api_name="train_cancel")
     resume_btn.click(resume, [ctx.project, method, run_pick], outs, api_name="train_resume")
