@@ -133,13 +133,17 @@ def _outcome_md(project: Project, run: dict | None) -> str:
     warnings = [*(metrics.get("setup") or {}).get("warnings", []), *metrics.get("warnings", [])]
     lines = [f"⚠️ **Warning:** {md_escape(w)}" for w in warnings]
     lines += [
-        f"**Run {run['id']}'s labels** (label run {out['label_run']}, recipe "
-        f"{md_escape(str((run.get('params') or {}).get('recipe', 'labeler')))}): {out['n']} images labeled by the "
-        "trained model"
+        f"**Run {run['id']}'s labels** (label run {out['label_run']}): {out['n']} images labeled by the trained model"
         + (" (the untrained model: no trained epoch did better)" if metrics.get("best_epoch") == 0 else "")
         + (f", {out['failed']} unreadable" if out["failed"] else "")
         + (" — **the active labels** (step 5 reviews them, step 8 exports them)." if out["active"] else ".")
     ]
+    recipe = str((run.get("params") or {}).get("recipe", "labeler"))
+    lines.append(
+        f"Recipe: **{md_escape(recipe)}** ("
+        + ("the official code's settings" if recipe == "paper" else "Labeler's settings")
+        + "; docs/methods.md lists the differences)."
+    )
     comp = out["comparison"]
     if comp:
         before = f"run {comp['old_run']}" + (f" ({md_escape(out['old_method'])})" if out["old_method"] else "")
@@ -211,12 +215,7 @@ def build(ctx: Ctx) -> dict:
 
     def run_choices(project):
         return [
-            (
-                f"run {r['id']} · {r['method']} · recipe {(r.get('params') or {}).get('recipe', 'labeler')} · "
-                f"{r['status']} {pct(r['progress'])}",
-                r["id"],
-            )
-            for r in _run_rows(project)
+            (f"run {r['id']} · {r['method']} · {r['status']} {pct(r['progress'])}", r["id"]) for r in _run_rows(project)
         ]
 
     def curve_df(project, run_id):
