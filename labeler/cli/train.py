@@ -48,6 +48,7 @@ def _train_params(args: argparse.Namespace):
     if not hasattr(method, "load_predictor"):
         raise InvalidInputError(f"method {method.name!r} does not train; choose one of {', '.join(TRAINING_METHODS)}")
     options = {
+        "recipe": args.recipe,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
@@ -69,7 +70,8 @@ def _train_lines(run: dict, resumed: bool) -> list[str]:
     m = run["metrics"]
     best = m.get("best_epoch")
     lines = [
-        f"train run {run['id']} ({run['method']}){' resumed' if resumed else ''}: "
+        f"train run {run['id']} ({run['method']}, recipe {run['params'].get('recipe', 'labeler')})"
+        f"{' resumed' if resumed else ''}: "
         f"{m.get('epochs_run', 0)} epochs on {m.get('device')} ({m.get('amp')}), best epoch "
         f"{'0 (the untrained model)' if best == 0 else best} by {m.get('selection')}"
         + (f" ({m['best_score']:.3f})" if isinstance(m.get("best_score"), float) else "")
@@ -177,12 +179,22 @@ def register(subs) -> None:
         cmd_train,
         "train a labeling model (NoLA, LaFTer), then relabel every image with it (a new, active run)",
         f"{PROG} train pets --method nola\n{PROG} train pets --method nola --epochs 10 --batch-size 64\n"
+        f"{PROG} train pets --method lafter --recipe paper   # the official LaFTer settings\n"
         f"{PROG} train pets --method lafter --device cuda\n{PROG} train pets --resume 7   # continue run 7",
     )
     project_arg(p)
     p.add_argument("--method", choices=TRAINING_METHODS, help="nola (default: CLIP + DINO) or lafter (CLIP only)")
-    p.add_argument("--epochs", type=int, help="epochs (default 50 on a GPU, 3 on CPU)")
-    p.add_argument("--batch-size", type=int, help="images per step (default 512 on a GPU, 16 on CPU)")
+    p.add_argument(
+        "--recipe",
+        choices=["labeler", "paper"],
+        help="labeler (default): our settings; paper: the official code's (constant lr, its batch, epochs, "
+        "augmentations, text head, DINO v1 ViT-B/16 teacher for NoLA); explicit options below override either. "
+        "Every difference: docs/methods.md",
+    )
+    p.add_argument("--epochs", type=int, help="epochs (labeler: 50 on a GPU, 3 on CPU; paper: 50)")
+    p.add_argument(
+        "--batch-size", type=int, help="images per step (labeler: 512 on a GPU, 16 on CPU; paper: nola 512, lafter 50)"
+    )
     p.add_argument("--lr", type=float, help="AdamW learning rate (default: nola 0.004, lafter 0.0005)")
     p.add_argument("--tokens", type=int, help="prompt tokens (default: nola 16, lafter 50)")
     p.add_argument("--seed", type=int)

@@ -9,6 +9,9 @@
    target. The student's head starts from the text-trained head (as in the official code); 50 prompt
    tokens, lr 5e-4.
 
+The text head's lr and steps, the batch size, schedule and strong view come from the run's recipe
+(:mod:`labeler.train.recipes`: ``labeler`` ours, ``paper`` the official code's).
+
 No DINO anywhere.
 """
 
@@ -86,8 +89,8 @@ def train_text_classifier(
 class LaFTerParams(PromptTuningParams):
     """Options of the ``lafter`` method (training options: :class:`~PromptTuningParams`)."""
 
-    text_steps: int = 300  # full-batch AdamW steps of the text classifier
-    text_lr: float = 1e-3
+    text_steps: int | None = None  # full-batch AdamW steps of the text classifier; None: the recipe's (300 / 400)
+    text_lr: float | None = None  # None: the recipe's (labeler 1e-3, paper 5e-4)
     text_noise: float = 0.1  # std of the Gaussian noise added to the text embeddings
 
 

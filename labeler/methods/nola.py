@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import Hint, InvalidInputError
+from ..train.recipes import FEATURE_SET
 from .prompt_tuning import PromptTuningMethod, PromptTuningParams
 from .zeroshot import text_classifier
 
@@ -249,11 +250,19 @@ def fit_alignment(
     )
 
 
+#: What the teacher's backbone sees: ``dino`` (its own preprocessing) or ``clip`` (CLIP's weak view).
+TEACHER_VIEWS = ("dino", "clip")
+
+
 @dataclass
 class NoLAParams(PromptTuningParams):
     """Options of the ``nola`` method (training options: :class:`labeler.methods.prompt_tuning.PromptTuningParams`)."""
 
     dino_features: str | None = None  # DINO feature-set key; the newest DINO set when None
+    # The teacher's backbone: "features" (the cached DINO feature set above) or a DINO model run on every training
+    # image at setup (paper: facebook/dino-vitb16); None: the recipe's. Given dino_features, "features".
+    teacher_backbone: str | None = None
+    teacher_view: str | None = None  # dino (its own preprocessing) | clip (CLIP's weak view); None: the recipe's
     k: int | None = None  # pseudo-labels per class for the alignment module; max(16, N/(5C)) when None
     align_hidden: int = 256
     align_epochs: int = 50
@@ -270,10 +279,40 @@ class NoLA(PromptTuningMethod):
     default_tokens = 16
     default_lr = 0.004
 
+    def resolve(self, project, params):
+        import dataclasses
+
+        if isinstance(params, NoLAParams) and params.dino_features and params.teacher_backbone is None:
+            # An explicit DINO feature set wins over the recipe's teacher (whose input it then has to be).
+            view = params.teacher_view or "dino"
+            params = dataclasses.replace(params, teacher_backbone=FEATURE_SET, teacher_view=view)
+        return super().resolve(project, params)
+
     def resolve_extra(self, project, values: dict) -> dict:
         from ..errors import NotReadyError
         from ..features import latest_set
 
+        for name in ("align_hidden", "align_epochs", "align_batch_size"):
+            _check_int(name, values[name])
+        if values.get("k") is not None:
+            _check_int("k", values["k"])
+        values["teacher_backbone"] = values.get("teacher_backbone") or FEATURE_SET
+        values["teacher_view"] = values.get("teacher_view") or "dino"
+        if values["teacher_view"] not in TEACHER_VIEWS:
+            raise InvalidInputError(
+                f"teacher_view must be one of {', '.join(TEACHER_VIEWS)}, got {values['teacher_view']!r}"
+            )
+        if values["teacher_backbone"] != FEATURE_SET:
+            from ..models.dino import check_dino_available
+
+            check_dino_available(values["teacher_backbone"])  # offline and not cached: fails here, not in the job
+            values["dino_features"] = None
+            return values
+        if values["teacher_view"] != "dino":
+            raise InvalidInputError(
+                "teacher_view 'clip' needs a DINO model to run (teacher_backbone, e.g. facebook/dino-vitb16): "
+                "the cached DINO features were computed with DINO's own preprocessing"
+            )
         if values.get("dino_features"):
             fset = project.features.get_set(values["dino_features"])
             if fset is None or fset["kind"] != "dino":
@@ -286,16 +325,14 @@ class NoLA(PromptTuningMethod):
                     hint=Hint("features", option="dino", value="facebook/dinov2-small"),
                 )
         values["dino_features"] = fset["key"]
-        if values.get("k") is not None:
-            _check_int("k", values["k"])
-        for name in ("align_hidden", "align_epochs", "align_batch_size"):
-            _check_int(name, values[name])
         return values
 
     def select_images(self, project, params: dict, image_ids: list[int]) -> list[int]:
-        """Images with both CLIP and DINO features (the teacher needs DINO's)."""
+        """Images with both CLIP and DINO features (the teacher needs DINO's); all when DINO runs at setup."""
         from ..features import feature_matrix
 
+        if params.get("teacher_backbone", FEATURE_SET) != FEATURE_SET:
+            return image_ids
         dino_ids, _ = feature_matrix(project, params["dino_features"])
         have = set(dino_ids)
         return [i for i in image_ids if i in have]
@@ -303,15 +340,20 @@ class NoLA(PromptTuningMethod):
     def prepare_teacher(self, project, params: dict, ctx) -> dict:
         """Steps 2–4: zero-shot scores, top-k selection (+ verified labels), alignment module → teacher labels.
 
-        The teacher's weak view is DINO's own resize + center crop, i.e. exactly the cached DINO features, so
-        its hard labels are computed once here instead of running DINO in every training step.
+        The teacher's weak view is fixed (no augmentation), so its hard labels are computed once here instead
+        of running DINO in every training step: from the cached DINO features (``teacher_backbone`` =
+        ``features``: DINO's own resize + center crop), or by running ``teacher_backbone`` on every image's
+        ``teacher_view`` (``clip``: CLIP's weak view and normalisation, as the official code feeds DINO).
         """
         from ..features import feature_matrix
         from .zeroshot import zero_shot_probs
 
-        dino_ids, dino_feats = feature_matrix(project, params["dino_features"])
-        pos = {i: r for r, i in enumerate(dino_ids)}
-        dino = dino_feats[[pos[i] for i in ctx.image_ids]]
+        if params.get("teacher_backbone", FEATURE_SET) == FEATURE_SET:
+            dino_ids, dino_feats = feature_matrix(project, params["dino_features"])
+            pos = {i: r for r, i in enumerate(dino_ids)}
+            dino = dino_feats[[pos[i] for i in ctx.image_ids]]
+        else:
+            dino = self._teacher_features(project, params, ctx)
         probs = zero_shot_probs(ctx.clip_features, ctx.text_classifier, ctx.logit_scale)
         # The alignment set never sees the held-out images (they score the student against this teacher) nor,
         # unless optimistic, the validation images: pseudo-labels are picked among the other rows.
@@ -356,6 +398,11 @@ class NoLA(PromptTuningMethod):
         return {
             "labels": teacher,
             "report": {
+                "teacher": {
+                    "backbone": params.get("teacher_backbone", FEATURE_SET),
+                    "view": params.get("teacher_view", "dino"),
+                    "features": params.get("dino_features"),
+                },
                 "k": int(k or default_k(len(pool), len(ctx.classes))),
                 "alignment_excludes": {"holdout": int(len(ctx.rows["holdout"])), "val": int((~allowed).sum())},
                 "teacher_degenerate": warning is not None,
@@ -369,3 +416,30 @@ class NoLA(PromptTuningMethod):
                 ),
             },
         }
+
+    def _teacher_features(self, project, params: dict, ctx) -> np.ndarray:
+        """CLS features (after the final LayerNorm, not normalised, as the official code's ``Taal``) of the DINO
+        model ``teacher_backbone`` on every image's ``teacher_view``; unreadable images get zeros."""
+        import torch
+
+        from ..device import resolve_device
+        from ..models import load_dino
+        from ..train.views import image_loader
+
+        device = resolve_device(params["device"])
+        ctx.progress(f"loading the teacher backbone {params['teacher_backbone']}")
+        dino = load_dino(params["teacher_backbone"], device=device, precision="fp32")
+        view = self._clip(params, device).preprocess if params["teacher_view"] == "clip" else dino.preprocess
+        path_of = dict(project.db.execute("select id, path from images").fetchall())
+        paths = [path_of.get(i, "") for i in ctx.image_ids]
+        out = np.zeros((len(paths), dino.dim), dtype=np.float32)
+        loader = image_loader(paths, view, 64, num_workers=params.get("workers"), device=device)
+        done = 0
+        with torch.inference_mode():
+            for rows, views, failed in loader:
+                if len(rows):
+                    hidden = dino.model(pixel_values=views[0].to(device)).last_hidden_state[:, 0]
+                    out[rows.numpy()] = hidden.float().cpu().numpy()
+                done += len(rows) + len(failed)
+                ctx.progress(f"teacher features: {done} of {len(paths)} images ({params['teacher_backbone']})")
+        return out

@@ -30,8 +30,11 @@ if TYPE_CHECKING:
 class PromptTuningParams(TrainParams):
     """Options of prompt-tuning methods (plus :class:`labeler.train.params.TrainParams`)."""
 
+    recipe: str = "labeler"  # labeler (ours) | paper (the official code's settings): fills every option left None
     features: str | None = None  # CLIP feature-set key: its model is the student; the newest CLIP set when None
-    tokens: int | None = None  # prompt tokens; None: the method's default (NoLA 16, LaFTer 50)
+    tokens: int | None = None  # prompt tokens; None: the recipe's (NoLA 16, LaFTer 50)
+    strong_view: str | None = None  # labeler | nola | lafter (labeler.train.views.STRONG_VIEWS); None: the recipe's
+    prompt_init: str | None = None  # patch (true patch size) | patch16 (the official bound); None: the recipe's
     templates: str | list[str] = DEFAULT_TEMPLATES  # prompt templates for the class texts
     descriptions: str = "both"  # none | llm | both: LLM descriptions in the class texts (see zero-shot)
     label_smoothing: float = 0.1
@@ -90,6 +93,9 @@ class PromptTuningMethod(TrainableMethod):
     def resolve(self, project: Project, params: Any) -> dict:
         from ..device import resolve_device
         from ..features import latest_set
+        from ..train.prompt import PROMPT_INITS
+        from ..train.recipes import apply_recipe
+        from ..train.views import STRONG_VIEWS
 
         if not isinstance(params, self.Params):
             raise InvalidInputError(f"{self.name} takes {self.Params.__name__}, got {type(params).__name__}")
@@ -101,10 +107,21 @@ class PromptTuningMethod(TrainableMethod):
                 f"{self.name} trains a single-label classifier; this project is multi-label (use zeroshot for now)"
             )
         device = resolve_device(params.device)
-        values = resolve_training(asdict(params), device.type, self.default_lr)
+        values = apply_recipe(asdict(params), self.name, device.type)
+        values = resolve_training(values, device.type, self.default_lr)
         values["tokens"] = int(values["tokens"]) if values.get("tokens") is not None else self.default_tokens
         if values["tokens"] < 0:
             raise InvalidInputError(f"tokens must be 0 or more, got {values['tokens']}")
+        values["strong_view"] = values.get("strong_view") or "labeler"
+        if values["strong_view"] not in STRONG_VIEWS:
+            raise InvalidInputError(
+                f"strong_view must be one of {', '.join(STRONG_VIEWS)}, got {values['strong_view']!r}"
+            )
+        values["prompt_init"] = values.get("prompt_init") or "patch"
+        if values["prompt_init"] not in PROMPT_INITS:
+            raise InvalidInputError(
+                f"prompt_init must be one of {', '.join(PROMPT_INITS)}, got {values['prompt_init']!r}"
+            )
         if not 0 <= float(values["label_smoothing"]) < 1:
             raise InvalidInputError(f"label_smoothing must be in [0, 1), got {values['label_smoothing']}")
         fset = project.features.get_set(values["features"]) if values.get("features") else latest_set(project, "clip")
@@ -220,7 +237,12 @@ class PromptTuningMethod(TrainableMethod):
         teacher_state = setup["teacher"]
         head_init = teacher_state.get("head_init", setup["text_classifier"])
         student = student_from_clip(
-            clip, len(params["classes"]), params["tokens"], head_init=head_init, seed=params["seed"]
+            clip,
+            len(params["classes"]),
+            params["tokens"],
+            head_init=head_init,
+            seed=params["seed"],
+            prompt_init=params.get("prompt_init", "patch"),
         ).to(device)
         if "labels" in teacher_state:
             teacher = FixedTeacher(teacher_state["labels"])
@@ -234,6 +256,7 @@ class PromptTuningMethod(TrainableMethod):
             "base": params["base"],
             "classes": list(params["classes"]),
             "image_size": clip.image_size,
+            "recipe": params.get("recipe", "labeler"),
         }
         return PromptTuningTask(
             student,
@@ -242,7 +265,7 @@ class PromptTuningMethod(TrainableMethod):
             setup["verified"].numpy(),
             teacher,
             clip.preprocess,
-            strong_transform(clip.model.visual.preprocess_cfg),
+            strong_transform(clip.model.visual.preprocess_cfg, params.get("strong_view", "labeler")),
             params,
             device,
             info,

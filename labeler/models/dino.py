@@ -1,4 +1,5 @@
-"""DINOv2 (and other transformers vision backbones) as image encoders: hub ids and local folders."""
+"""DINOv2, DINO v1 (``facebook/dino-vitb16``, a ``ViTModel``) and other transformers vision backbones as image
+encoders: hub ids and local folders."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ _RESAMPLE = {
 @dataclass(eq=False, repr=False)
 class DinoModel(Encoder):
     """A DINO-style backbone. Features are the CLS token after the final layernorm (``pooler_output``
-    of ``Dinov2Model``, equal to ``last_hidden_state[:, 0]``).
+    of ``Dinov2Model``, equal to ``last_hidden_state[:, 0]``; for a ``ViTModel`` such as DINO v1, whose
+    ``pooler_output`` is an extra dense + tanh layer DINO never trained, ``last_hidden_state[:, 0]``).
 
     Attributes
     ----------
@@ -45,6 +47,8 @@ class DinoModel(Encoder):
 
     def _image_features(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values=x)
+        if getattr(self.model.config, "model_type", None) == "vit":
+            return out.last_hidden_state[:, 0]
         pooled = getattr(out, "pooler_output", None)
         return pooled if pooled is not None else out.last_hidden_state[:, 0]
 
@@ -193,6 +197,24 @@ def _default_processor(image_size: int) -> dict:
     crop = min(224, image_size)
     resize = round(crop * 256 / 224) if crop == 224 else crop
     return {"size": {"shortest_edge": resize}, "crop_size": {"height": crop, "width": crop}, "resample": 3}
+
+
+def check_dino_available(name: str) -> None:
+    """Raise ModelUnavailableError at once when ``name`` cannot be loaded (a hub id not cached while offline, a
+    missing folder), with :func:`load_dino`'s message; registered names, folders and cached or downloadable ids
+    pass without loading anything."""
+    name = (name or DEFAULT_DINO).strip()
+    if get_builder("dino", name) is not None or Path(name).expanduser().is_dir():
+        return
+    if not (name.startswith((".", "~", os.sep)) or name.count("/") > 1):
+        with hub_mode() as offline:
+            if not offline:
+                return
+            from huggingface_hub import try_to_load_from_cache
+
+            if isinstance(try_to_load_from_cache(name, "config.json"), str):
+                return
+    load_dino(name, device="cpu")  # not loadable: fails at once (offline, nothing fetched) with the usual message
 
 
 def load_dino(

@@ -3,9 +3,10 @@
 A method describes one run as a :class:`TrainTask` (its trainable module, batches, loss and the
 predictions model selection looks at); :func:`run_training` drives it inside a :class:`labeler.jobs.Job`:
 
-* **steps** — ``autocast`` (bf16, or fp16 with a GradScaler) on a GPU, fp32 elsewhere; AdamW with a cosine
-  schedule per step; after each step ``job.progress`` reports and raises ``JobCancelled`` when a cancel
-  was asked for (the partial epoch is dropped; the last checkpoint stays).
+* **steps** — ``autocast`` (bf16, or fp16 with a GradScaler) on a GPU, fp32 elsewhere; AdamW with the
+  run's ``schedule`` (:func:`make_scheduler`: ``cosine`` per step, ours; ``constant``, the official codes');
+  after each step ``job.progress`` reports and raises ``JobCancelled`` when a cancel was asked for (the
+  partial epoch is dropped; the last checkpoint stays).
 * **every epoch** — metrics appended to the run's ``metrics["epochs"]``: loss, agreement with the
   targets on the training batches, student–teacher agreement on a held-out slice of unlabeled images,
   prediction churn on that slice since the previous epoch, validation accuracy when verified labels
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import Hint, InvalidInputError
+from .params import SCHEDULES
 from .selection import choice_reason, choose_epoch, epoch_scores
 
 if TYPE_CHECKING:
@@ -131,6 +133,18 @@ def resolve_amp(precision: str, device: torch.device) -> torch.dtype | None:
     if p == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int):
+    """The per-step LR scheduler: ``cosine`` (annealed to 0 over ``total_steps``) or ``constant``.
+
+    ``constant`` is what NoLA's and LaFTer's code do (a ``MultiStepLR`` without milestones never changes the lr).
+    """
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(total_steps)))
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    raise InvalidInputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
 
 
 def seed_everything(seed: int) -> None:
@@ -288,8 +302,8 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
         The ``train`` run; gets progress, per-epoch metrics and the cancel checks.
     task : TrainTask
     params : dict
-        The run's resolved params; uses ``epochs``, ``lr``, ``weight_decay``, ``seed``, ``precision``,
-        ``patience``, ``min_delta``, ``churn_tol``.
+        The run's resolved params; uses ``epochs``, ``lr``, ``schedule`` (default cosine), ``weight_decay``,
+        ``seed``, ``precision``, ``patience``, ``min_delta``, ``churn_tol``.
     run_dir : Path
         ``runs/<run id>/``: ``checkpoint.pt`` and ``best.pt`` are written there.
 
@@ -306,7 +320,7 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
     amp = resolve_amp(params.get("precision", "auto"), task.device)
     optimizer = task.optimizer(float(params["lr"]), float(params.get("weight_decay", 0.01)))
     steps = max(1, task.steps_per_epoch())
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps))
+    scheduler = make_scheduler(optimizer, str(params.get("schedule") or "cosine"), epochs * steps)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     patience = int(params.get("patience", 5))
     min_delta = float(params.get("min_delta", 1e-3))

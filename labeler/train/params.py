@@ -10,6 +10,9 @@ from ..errors import InvalidInputError
 #: and overridable when resuming.
 RUNTIME_FIELDS = ("device", "precision", "workers")
 
+#: Learning-rate schedules (``schedule``): cosine per step (ours) or constant (the official codes').
+SCHEDULES = ("cosine", "constant")
+
 #: Defaults that depend on the device: (GPU, CPU).
 GPU_EPOCHS, CPU_EPOCHS = 50, 3
 GPU_BATCH, CPU_BATCH = 512, 16
@@ -22,6 +25,7 @@ class TrainParams:
     epochs: int | None = None  # None: 50 on a GPU (the papers' schedule), 3 on CPU
     batch_size: int | None = None  # None: 512 on a GPU, 16 on CPU
     lr: float | None = None  # None: the method's default
+    schedule: str | None = None  # cosine | constant; None: the recipe's (else cosine)
     weight_decay: float = 0.01  # AdamW; never on biases
     seed: int = 0
     device: str = "auto"
@@ -42,6 +46,11 @@ def resolve_training(values: dict, device_type: str, default_lr: float) -> dict:
     batch = out.get("batch_size")
     out["batch_size"] = int(batch) if batch is not None else (GPU_BATCH if gpu else CPU_BATCH)
     out["lr"] = float(out["lr"]) if out.get("lr") is not None else float(default_lr)
+    out["schedule"] = str(out.get("schedule") or "cosine")
+    if out["schedule"] not in SCHEDULES:
+        raise InvalidInputError(
+            f"training option schedule must be one of {', '.join(SCHEDULES)}, got {out['schedule']!r}"
+        )
     checks = [
         ("epochs", out["epochs"] >= 1, "at least 1"),
         ("batch_size", out["batch_size"] >= 1, "at least 1"),

@@ -8,7 +8,8 @@ LaFTer code (whose ``embeddings_patch`` ends with ``ln_pre``), the prompts join 
 are dropped again before pooling, so ``avg`` pooling never averages them. With ``num_tokens=0`` the
 features equal ``visual(x)`` exactly (a test checks it).
 
-Trainable: the prompt tokens (VPT's uniform init, ``val = sqrt(6 / (3·patch_h·patch_w + width))``),
+Trainable: the prompt tokens (VPT's uniform init, ``val = sqrt(6 / (3·patch_h·patch_w + width))``, with the
+tower's true patch size, or 16×16 whatever the model as the official codes hard-code: ``prompt_init``),
 every LayerNorm of the vision tower, and the head ``Linear(D, C, bias=False)`` initialised from the
 text classifier T. Everything else has ``requires_grad=False``. The head reads the projected image
 features as they are (not L2-normalised), like the official code; run without prompts, the untrained
@@ -42,6 +43,21 @@ def vpt_init_value(patch_size: tuple[int, int], width: int) -> float:
     return math.sqrt(6.0 / float(3 * int(patch_size[0]) * int(patch_size[1]) + int(width)))
 
 
+#: How the prompt init bound picks its patch size: the tower's own, or 16×16 as the official codes hard-code.
+PROMPT_INITS = ("patch", "patch16")
+
+
+def prompt_init_bound(rule: str, patch_size: tuple[int, int], width: int) -> float:
+    """The uniform init bound of the prompts under ``rule`` (:data:`PROMPT_INITS`).
+
+    ``patch``: VPT's formula with the model's true patch size (0.0395 on ViT-B/32); ``patch16``: with 16×16
+    whatever the model, as NoLA's and LaFTer's code (0.0625 on ViT-B/32, the same as ``patch`` on a B/16).
+    """
+    if rule not in PROMPT_INITS:
+        raise InvalidInputError(f"prompt_init must be one of {', '.join(PROMPT_INITS)}, got {rule!r}")
+    return vpt_init_value((16, 16) if rule == "patch16" else patch_size, width)
+
+
 class PromptedCLIP(nn.Module):
     """CLIP's vision tower with VPT-shallow prompts and a linear head (the NoLA / LaFTer student).
 
@@ -56,6 +72,8 @@ class PromptedCLIP(nn.Module):
         Initial head weights (the text classifier T).
     seed : int
         Seed of the prompt init.
+    prompt_init : str
+        ``patch`` (the true patch size) or ``patch16`` (the official codes' bound): :func:`prompt_init_bound`.
     """
 
     def __init__(
@@ -65,6 +83,7 @@ class PromptedCLIP(nn.Module):
         num_tokens: int = 16,
         head_init: torch.Tensor | None = None,
         seed: int = 0,
+        prompt_init: str = "patch",
     ):
         super().__init__()
         check_vit(visual)
@@ -79,7 +98,8 @@ class PromptedCLIP(nn.Module):
         dtype = visual.class_embedding.dtype
         device = visual.class_embedding.device
         self.prompts = nn.Parameter(torch.zeros(1, self.num_tokens, width, dtype=dtype, device=device))
-        val = vpt_init_value(patch, width)
+        val = prompt_init_bound(prompt_init, patch, width)
+        self.init_bound = val
         gen = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             init = torch.rand(1, self.num_tokens, width, generator=gen) * 2 * val - val
@@ -135,10 +155,12 @@ class PromptedCLIP(nn.Module):
         return self.head(self.features(x))
 
 
-def student_from_clip(clip_model, num_classes: int, num_tokens: int, head_init=None, seed: int = 0) -> PromptedCLIP:
+def student_from_clip(
+    clip_model, num_classes: int, num_tokens: int, head_init=None, seed: int = 0, prompt_init: str = "patch"
+) -> PromptedCLIP:
     """A :class:`PromptedCLIP` on a loaded :class:`labeler.models.ClipModel` (fp32 weights), in eval mode."""
     visual = clip_model.model.visual
     if next(visual.parameters()).dtype != torch.float32:
         raise InvalidInputError("prompt tuning needs the CLIP model in fp32 (autocast handles bf16/fp16 on a GPU)")
-    student = PromptedCLIP(visual, num_classes, num_tokens, head_init=head_init, seed=seed)
+    student = PromptedCLIP(visual, num_classes, num_tokens, head_init=head_init, seed=seed, prompt_init=prompt_init)
     return student.eval()

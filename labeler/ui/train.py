@@ -26,6 +26,7 @@ from ..errors import InvalidInputError
 from ..jobs import background_tasks, list_runs, request_cancel, run_in_background
 from ..methods import METHODS, get_method, list_methods
 from ..project import Project
+from ..train.recipes import RECIPE_NAMES as RECIPES
 from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct
 
 #: Methods that need no training run and live in step 5.
@@ -137,6 +138,12 @@ def _outcome_md(project: Project, run: dict | None) -> str:
         + (f", {out['failed']} unreadable" if out["failed"] else "")
         + (" — **the active labels** (step 5 reviews them, step 8 exports them)." if out["active"] else ".")
     ]
+    recipe = str((run.get("params") or {}).get("recipe", "labeler"))
+    lines.append(
+        f"Recipe: **{md_escape(recipe)}** ("
+        + ("the official code's settings" if recipe == "paper" else "Labeler's settings")
+        + "; docs/methods.md lists the differences)."
+    )
     comp = out["comparison"]
     if comp:
         before = f"run {comp['old_run']}" + (f" ({md_escape(out['old_method'])})" if out["old_method"] else "")
@@ -173,6 +180,15 @@ def build(ctx: Ctx) -> dict:
                 elem_id="train-method",
                 interactive=bool(ready),
                 info="only methods that are implemented can be picked",
+            )
+            recipe = gr.Dropdown(
+                list(RECIPES),
+                value="labeler",
+                label="Recipe",
+                elem_id="train-recipe",
+                interactive=bool(ready),
+                info="labeler: our settings · paper: the official code's (docs/methods.md lists every difference); "
+                'sets the options\' "recipe", options given there override it',
             )
             params = gr.Code(
                 _defaults(first), language="json", label="Options (JSON)", lines=8, max_lines=16, elem_id="train-params"
@@ -259,7 +275,18 @@ def build(ctx: Ctx) -> dict:
 
     @guard
     def pick_method(name):
-        return _defaults(name)
+        return _defaults(name), "labeler"
+
+    @guard
+    def pick_recipe(name, text):
+        """Write the picked recipe into the options (left alone while they are not a JSON object)."""
+        try:
+            values = json.loads(text or "{}")
+        except ValueError:
+            return gr.skip()
+        if not isinstance(values, dict):
+            return gr.skip()
+        return json.dumps({**values, "recipe": name}, indent=2)
 
     def _params(name, text):
         method = get_method(name)
@@ -366,7 +393,8 @@ def build(ctx: Ctx) -> dict:
             out[1] = f"**Training failed:** {error_text(task.error, task.hint)}"
         return tuple(out)
 
-    method.change(pick_method, [method], [params], api_visibility="private")
+    method.change(pick_method, [method], [params, recipe], api_visibility="private")
+    recipe.input(pick_recipe, [recipe, params], [params], api_visibility="private")
     start_btn.click(start, [ctx.project, method, params], outs, api_name="train_start")
     cancel_btn.click(cancel, [ctx.project, run_pick], outs, api_name="train_cancel")
     resume_btn.click(resume, [ctx.project, method, run_pick], outs, api_name="train_resume")

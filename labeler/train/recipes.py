@@ -1,0 +1,259 @@
+"""Training recipes: the official codes' settings (``paper``) side by side with ours (``labeler``).
+
+A :class:`Recipe` fills every option a run leaves unset (params that are None); options given explicitly
+(CLI flags, the app's JSON) always win. Each field names where the official code sets it
+(``sources``) and, for ``labeler``, why ours differs (``why``). :func:`recipe_table` renders one
+method's comparison as the Markdown table ``docs/methods.md`` carries (a test keeps the two equal).
+
+Official code read: NoLA — github.com/fazliimam/NoLA (``trainers/NoLA.py``, ``utils/model_utils.py``,
+``utils/misc.py``, ``config.yml``); LaFTer — github.com/jmiemirza/LaFTer (``trainers/LaFTer.py``,
+``LaFTer.py``, ``utils/utils.py``, ``utils/model_utils.py``, ``scripts/LaFTer.sh``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import InvalidInputError
+from .params import CPU_BATCH, CPU_EPOCHS, GPU_BATCH, GPU_EPOCHS
+
+RECIPE_NAMES = ("labeler", "paper")
+DEFAULT_RECIPE = "labeler"
+
+#: Teacher backbone value meaning "the project's cached DINO feature set" (``dino_features``).
+FEATURE_SET = "features"
+
+#: Recipe fields in table order, with the step each one sets (a field a method does not use is None there).
+FIELDS = {
+    "schedule": "LR schedule",
+    "batch_size": "batch size",
+    "epochs": "epochs",
+    "tokens": "prompt tokens",
+    "lr": "learning rate",
+    "strong_view": "strong view",
+    "text_lr": "text head lr",
+    "text_steps": "text head steps",
+    "teacher_backbone": "teacher backbone",
+    "teacher_view": "teacher input",
+    "prompt_init": "prompt init bound",
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Settings one recipe gives a method's run (None: the method does not use the field).
+
+    ``batch_size`` / ``epochs`` None in a recipe that uses them: by device (GPU 512 / 50, CPU 16 / 3).
+    ``sources``: field → official ``file:function`` (and what it sets); ``why``: field → why ours differs.
+    """
+
+    method: str
+    name: str
+    schedule: str
+    batch_size: int | None
+    epochs: int | None
+    tokens: int
+    lr: float
+    strong_view: str  # a name in labeler.train.views.STRONG_VIEWS
+    prompt_init: str  # labeler.train.prompt.PROMPT_INITS: patch | patch16
+    text_lr: float | None = None
+    text_steps: int | None = None
+    teacher_backbone: str | None = None  # FEATURE_SET (the cached DINO set) or a DINO model to run
+    teacher_view: str | None = None  # dino: its own preprocessing (cached set) | clip: CLIP's weak view
+    sources: dict = field(default_factory=dict)
+    why: dict = field(default_factory=dict)
+
+    def values(self, device_type: str) -> dict:
+        """The params this recipe fills on ``device_type`` (``cuda``, ``cpu``, ``mps``), without None fields."""
+        gpu = device_type == "cuda"
+        out = {}
+        for name in FIELDS:
+            value = getattr(self, name)
+            if name == "batch_size" and value is None:
+                value = GPU_BATCH if gpu else CPU_BATCH
+            elif name == "epochs" and value is None:
+                value = GPU_EPOCHS if gpu else CPU_EPOCHS
+            if value is not None:
+                out[name] = value
+        return out
+
+
+_NOLA_SRC = {
+    "schedule": "`trainers/NoLA.py:NoLA.setup_optim` — `MultiStepLR(milestones=None)`: constant",
+    "batch_size": "`config.yml` `DATALOADER.TRAIN_X.BATCH_SIZE`: 512",
+    "epochs": "`config.yml` `OPTIM.MAX_EPOCH`: 50",
+    "tokens": "`utils/misc.py:extend_cfg` `NUM_TOKENS`: 16",
+    "lr": "`config.yml` `OPTIM.LR`: 0.004",
+    "strong_view": "`utils/model_utils.py:get_random_transform`",
+    "teacher_backbone": "`trainers/NoLA.py:Taal.__init__` — `torch.hub` `dino_vitb16` (DINO v1 ViT-B/16)",
+    "teacher_view": "`trainers/NoLA.py:NoLA.forward_backward` — DINO gets `te_transform`, CLIP's view and "
+    "normalisation",
+    "prompt_init": "`trainers/NoLA.py:NoLAUFT.__init__` — `patch_size = (16, 16)` hard-coded",
+}
+
+_LAFTER_SRC = {
+    "schedule": "`utils/utils.py:setup_lafter_training_utils` — `MultiStepLR(args.mile_stones=None)`: constant",
+    "batch_size": "`LaFTer.py` `--batch_size` default: 50",
+    "epochs": "`LaFTer.py` `--epochs` default: 50",
+    "tokens": "`trainers/LaFTer.py:LaFTer.__init__` `num_tokens = 50`",
+    "lr": "`scripts/LaFTer.sh` `--lr 0.0005`",
+    "strong_view": "`utils/model_utils.py:get_random_transform`",
+    "text_lr": "`utils/utils.py:setup_text_training_utils` — AdamW at `args.lr` (0.0005), no schedule step",
+    "text_steps": "`utils/utils.py:setup_txt_epochs` — `text_cls_epochs` per dataset: 400 (500 ImageNet, "
+    "SUN397, Caltech101, ImageNet-R/A/Sketch; 600 OxfordFlowers)",
+    "prompt_init": "`trainers/LaFTer.py:LaFTer.__init__` — `patch_size = (16, 16)` hard-coded",
+}
+
+_BATCH_WHY = "a CPU cannot hold 512 strong views per step: 16 there; 512 keeps a GPU busy"
+_EPOCHS_WHY = "3 on a CPU, where an epoch is slow; early stopping and epoch-0 selection guard the GPU's 50"
+_SCHEDULE_WHY = (
+    "the lr anneals to 0, so the last epochs settle (early stopping waits for settled predictions); "
+    "not measured against the constant lr"
+)
+_INIT_WHY = "VPT's bound for the tower's real patch size (0.0395 on B/32; equal on B/16); the 16 is a B/16 left-over"
+
+RECIPES: dict[tuple[str, str], Recipe] = {
+    ("nola", "paper"): Recipe(
+        method="nola",
+        name="paper",
+        schedule="constant",
+        batch_size=512,
+        epochs=50,
+        tokens=16,
+        lr=0.004,
+        strong_view="nola",
+        prompt_init="patch16",
+        teacher_backbone="facebook/dino-vitb16",
+        teacher_view="clip",
+        sources=_NOLA_SRC,
+    ),
+    ("nola", "labeler"): Recipe(
+        method="nola",
+        name="labeler",
+        schedule="cosine",
+        batch_size=None,
+        epochs=None,
+        tokens=16,
+        lr=0.004,
+        strong_view="labeler",
+        prompt_init="patch",
+        teacher_backbone=FEATURE_SET,
+        teacher_view="dino",
+        sources=_NOLA_SRC,
+        why={
+            "schedule": _SCHEDULE_WHY,
+            "batch_size": _BATCH_WHY,
+            "epochs": _EPOCHS_WHY,
+            "strong_view": "one colour jitter, as SimCLR and LaFTer: the second, always-on jitter distorts every "
+            "image's colours; one strong view for both methods keeps their runs comparable",
+            "teacher_backbone": "the project's DINO features (DINOv2, default `facebook/dinov2-small`): computed "
+            "once and cached, no DINO pass per run, small enough for a CPU",
+            "teacher_view": "DINO's own resize, crop and ImageNet normalisation, as it was trained (the official "
+            "code feeds it CLIP-normalised pixels); exactly the cached features",
+            "prompt_init": _INIT_WHY,
+        },
+    ),
+    ("lafter", "paper"): Recipe(
+        method="lafter",
+        name="paper",
+        schedule="constant",
+        batch_size=50,
+        epochs=50,
+        tokens=50,
+        lr=0.0005,
+        strong_view="lafter",
+        prompt_init="patch16",
+        text_lr=0.0005,
+        text_steps=400,
+        sources=_LAFTER_SRC,
+    ),
+    ("lafter", "labeler"): Recipe(
+        method="lafter",
+        name="labeler",
+        schedule="cosine",
+        batch_size=None,
+        epochs=None,
+        tokens=50,
+        lr=0.0005,
+        strong_view="labeler",
+        prompt_init="patch",
+        text_lr=0.001,
+        text_steps=300,
+        sources=_LAFTER_SRC,
+        why={
+            "schedule": _SCHEDULE_WHY,
+            "batch_size": _BATCH_WHY + "; at the same lr that is ≈ 10× fewer updates than the official 50 — "
+            "use `--recipe paper` or `--batch-size 50` to match",
+            "epochs": _EPOCHS_WHY,
+            "strong_view": "the same strong view as NoLA, so the two methods' runs differ only in the teacher",
+            "text_lr": "a faster, shorter fit of the text head (fewer steps on a CPU); it ends with a ≈ 33 % larger "
+            "norm, i.e. a sharper student at the start",
+            "text_steps": "see the text head lr; one value for every project (the official per-dataset counts "
+            "need the dataset's name)",
+            "prompt_init": _INIT_WHY,
+        },
+    ),
+}
+
+
+def get_recipe(method: str, name: str | None) -> Recipe:
+    """The recipe ``name`` (default ``labeler``) of ``method``; raises InvalidInputError for an unknown one."""
+    name = DEFAULT_RECIPE if name is None else str(name)
+    recipe = RECIPES.get((method, name))
+    if recipe is None:
+        known = sorted(n for m, n in RECIPES if m == method)
+        raise InvalidInputError(
+            f"recipe {name!r} is not one of {', '.join(known) or '(none)'} for {method}: use --recipe "
+            "labeler (ours) or --recipe paper (the official code's settings)"
+        )
+    return recipe
+
+
+def apply_recipe(values: dict, method: str, device_type: str) -> dict:
+    """Fill the unset (None) params in ``values`` from its ``recipe`` (a new dict; explicit values win).
+
+    ``values["recipe"]`` is set to the recipe's name (recorded with the run).
+    """
+    recipe = get_recipe(method, values.get("recipe"))
+    out = dict(values)
+    out["recipe"] = recipe.name
+    for name, value in recipe.values(device_type).items():
+        if name in out and out[name] is None:
+            out[name] = value
+    return out
+
+
+def _fmt(name: str, value) -> str:
+    from .views import STRONG_VIEWS
+
+    if value is None:
+        return {"batch_size": "GPU 512, CPU 16", "epochs": "GPU 50, CPU 3"}.get(name, "—")
+    if name == "strong_view":
+        return f"`{value}`: {STRONG_VIEWS[value]}"
+    if name == "teacher_backbone" and value == FEATURE_SET:
+        return "the project's DINO feature set (DINOv2)"
+    if name == "teacher_view":
+        return {"clip": "CLIP's weak view (CLIP normalisation)", "dino": "DINO's own preprocessing"}[value]
+    if name == "prompt_init":
+        return {"patch": "true patch size", "patch16": "16×16 patch"}[value]
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
+def recipe_table(method: str) -> str:
+    """Markdown table: step | official code | `--recipe paper` | `--recipe labeler` | why we differ."""
+    paper, ours = get_recipe(method, "paper"), get_recipe(method, "labeler")
+    lines = [
+        "| step | official code | `--recipe paper` | `--recipe labeler` (ours) | why we differ |",
+        "|---|---|---|---|---|",
+    ]
+    for name, step in FIELDS.items():
+        a, b = getattr(paper, name), getattr(ours, name)
+        if a is None and b is None:
+            continue
+        same = a == b
+        why = "same" if same else ours.why.get(name, "")
+        if not same and not why:
+            raise InvalidInputError(f"recipe {method}/labeler differs in {name} without saying why")
+        source = paper.sources.get(name) or ours.sources.get(name) or "—"
+        lines.append(f"| {step} | {source} | {_fmt(name, a)} | {_fmt(name, b)} | {why} |")
+    return "\n".join(lines)
