@@ -270,3 +270,33 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     data = json.loads(report.read_text())
     assert data["failed"] == [] and data["resume"]["resumed_from_epoch"] >= 1
     assert set(data["training"]) == {"nola", "lafter"} and "bf16" in data["features"]["clip"]
+
+
+# --- zero-shot over the cached float16 rows -----------------------------------------------------------------------
+def test_zeroshot_scores_the_float16_rows_without_a_full_float32_copy(clip, proj, monkeypatch):
+    from labeler.methods import get_method
+    from labeler.methods.zeroshot import zero_shot_probs
+    from store.features import FeatureStore
+
+    compute_features(proj, clip)
+    ids, X = feature_matrix(proj, clip.key)
+    monkeypatch.setattr(FeatureStore, "ok_vectors", lambda *a: pytest.fail("the whole matrix was converted"))
+    zs = get_method("zeroshot")
+    res = zs.run(proj, zs.params_from({"device": "cpu", "batch_size": 4}))
+    assert res.metrics["n"] == len(ids) == 6
+    W = np.eye(2, X.shape[1], dtype=np.float32)
+    np.testing.assert_allclose(zero_shot_probs(X.astype(np.float16), W), zero_shot_probs(X, W), atol=1e-5)
+
+
+def test_training_auto_runs_bf16_autocast_once_the_probe_passed(clip, proj, monkeypatch):
+    from labeler.methods import get_method
+    from labeler.train import train
+
+    compute_features(proj, clip)
+    monkeypatch.setattr(prec, "cpu_flags", lambda path="/proc/cpuinfo": NATIVE)
+    ok = {"cosine_min": 0.9999, "speedup": 2.0, "ok": True, "images": 6, "torch": torch.__version__}
+    prec._store_probe(proj, clip.key, "bf16", ok)
+    params = get_method("lafter").params_from({"epochs": 1, "batch_size": 4, "tokens": 2, "device": "cpu"})
+    res = train(proj, "lafter", params, resume=None)
+    assert res.metrics["amp"] == "bf16"
+    assert json.loads(proj.db["runs"].get(res.run_id)["params"])["precision"] == "auto"  # decided again on resume
