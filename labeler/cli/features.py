@@ -125,7 +125,7 @@ def register(subs) -> None:
         choices=["auto", "fp32", "bf16", "fp16"],
         help="model weights. auto (default): bf16 on a GPU with bf16 (fp16 on older GPUs); on a CPU with native "
         "bfloat16 (avx512_bf16/amx_bf16) bf16 once a one-time probe shows its features match fp32 (cosine >= "
-        "0.999), else fp32. bf16 is slower than fp32 on CPUs without native bfloat16; fp16 needs a GPU",
+        "0.999) and it is faster, else fp32. bf16 is slower than fp32 on CPUs without native bfloat16; fp16 needs a GPU",
     )
     device_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
