@@ -1,18 +1,29 @@
-"""Benchmark feature computation: bare model forward vs. the full compute_features pipeline.
+"""Benchmark feature computation: fp32 vs ``--precision auto``, and bare model forward vs the full pipeline.
 
-For each model, in one process:
+For each model, in one process, with the same weights:
 
-(a) bare forward: images decoded and preprocessed beforehand, tensors in memory, ``model.encode_images``
-    in batches (measured before each round and after the last; the best is reported);
-(b) pipeline: :func:`labeler.features.compute_features` on a fresh project of N CIFAR-10 images
+(0) what ``--precision auto`` picks here (:func:`labeler.precision.choose_encoder`: bf16 on a CPU with native
+    bfloat16 once its one-time probe passes, bf16/fp16 on a GPU, fp32 elsewhere), the probe's min cosine, and
+    the min cosine between the fp32 and the auto features of every bare-forward image;
+(a) bare forward, fp32 and auto: images decoded and preprocessed beforehand, tensors in memory,
+    ``model.encode_images`` in batches (measured before each round and after the last; the best is
+    reported); ``auto/fp32`` is their ratio (the speed-up of auto);
+(b) pipeline (auto precision): :func:`labeler.features.compute_features` on a fresh project of N images
     (decode + DataLoader + forward + float16 store + per-batch commits), for each --workers value;
+    ``ratio`` = pipeline / bare forward of the same encoder (1.0: decoding and storing cost nothing);
 
 plus peak RSS (``ru_maxrss``) and the RSS growth between N/2 and N images encoded (flat = no leak).
-The last line is the pipeline/bare ratio for ViT-B-32 (random init, 224 px).
+
+Images: the CIFAR-10 test folder under ``../shared/data`` when present, else generated class images
+(tests/synth.py, 64 px JPEGs). Models: CLIP by open_clip name with random init (``--pretrained TAG`` for real
+weights when they are cached), ``tiny-random``; DINO with ``--dino``: ``tiny-random``, ``dinov2-small-random``
+(a random-init model of DINOv2-small's size: 12 layers, 384 wide, patch 14, 224 px) or a hub id / folder.
+The first line says what ran. Ratios are within this process (the machine's speed drifts between runs).
 
 Usage::
 
-    python bench/features.py --images 1000 --models tiny-random,ViT-B-32 --workers 0,1
+    python bench/features.py --images 256 --models tiny-random,ViT-B-32 --dino dinov2-small-random
+    python bench/features.py --images 1000 --models ViT-B-32 --workers 0,1 --precision fp32   # pipeline only
 """
 
 from __future__ import annotations
@@ -35,7 +46,8 @@ import torch  # noqa: E402
 
 from labeler.features import compute_features  # noqa: E402
 from labeler.ingest import load_rgb  # noqa: E402
-from labeler.models import load_clip  # noqa: E402
+from labeler.models import load_clip, load_dino, register_model  # noqa: E402
+from labeler.precision import choose_encoder, cpu_flags, min_cosine, native_bf16  # noqa: E402
 from labeler.project import Project  # noqa: E402
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -51,8 +63,40 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@register_model("dino", "dinov2-small-random")
+def dinov2_small_random(pretrained, device, precision):
+    """Random-init DINOv2 of DINOv2-small's size (the timing of facebook/dinov2-small without its weights)."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    from labeler.models.base import seeded
+    from labeler.models.dino import IMAGENET_MEAN, IMAGENET_STD, _wrap
+
+    config = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, patch_size=14, image_size=224)
+    with seeded():
+        model = Dinov2Model(config)
+    proc = {
+        "size": {"shortest_edge": 256},
+        "crop_size": {"height": 224, "width": 224},
+        "resample": 3,
+        "image_mean": list(IMAGENET_MEAN),
+        "image_std": list(IMAGENET_STD),
+    }
+    return _wrap(model, "dino:dinov2-small-random", "dinov2-small-random", device, precision, proc)
+
+
+def synth_files(dst: Path, n: int, side: int = 64) -> list[Path]:
+    """N generated class images (tests/synth.py), JPEG, ``side`` px."""
+    from tests.synth import CLASSES, image_folder
+
+    per_class = -(-n // len(CLASSES))
+    image_folder(dst, per_class, size=(side, side))
+    return cifar_files(dst, n)
+
+
 def cifar_files(data: Path, n: int) -> list[Path]:
     """N files, round-robin over the class folders."""
+    if not data.is_dir():
+        sys.exit(f"no image folder {data}")
     per_class = [sorted(d.glob("*.jpg")) for d in sorted(data.iterdir()) if d.is_dir()]
     if not per_class or not any(per_class):
         sys.exit(f"no CIFAR images under {data}")
@@ -133,76 +177,124 @@ def pipeline(model, root: Path, files: list[Path], batch_size: int, workers: int
     return {"ips": n / dt, "fwd_share": fwd[0] / dt, "rss_growth": end - marks.get("half", end), "rss_end": end}
 
 
+def load(kind: str, name: str, pretrained: str | None, device: str, precision: str):
+    if kind == "dino":
+        return load_dino(name, device=device, precision=precision)
+    return load_clip(name, pretrained=pretrained, device=device, precision=precision)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", type=int, default=1000, help="images in the project (default 1000)")
-    ap.add_argument("--models", default="tiny-random,ViT-B-32", help="comma-separated CLIP models (random init)")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--images", type=int, default=256, help="images in the pipeline's project (default 256)")
+    ap.add_argument("--models", default="tiny-random,ViT-B-32", help="comma-separated CLIP models ('' for none)")
+    ap.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file for the CLIP models")
+    ap.add_argument("--dino", default="", help="comma-separated DINO models (tiny-random, dinov2-small-random, ...)")
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", default="0", help="comma-separated DataLoader worker counts to compare (default 0)")
-    ap.add_argument("--bare-images", type=int, default=256, help="images for the bare forward (default 256)")
+    ap.add_argument("--bare-images", type=int, default=128, help="images for the bare forward (default 128)")
     ap.add_argument(
         "--rounds", type=int, default=1, help="repeat bare + pipeline; the best of each is kept (noisy machines)"
     )
-    ap.add_argument("--precision", default="fp32", help="fp32 | bf16 (fp16 needs a GPU)")
+    ap.add_argument(
+        "--precision", default="auto", help="auto (default: compare fp32 with what auto picks) | fp32 | bf16 | fp16"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10-test"))
     args = ap.parse_args()
 
-    files = cifar_files(Path(args.data), args.images)
     workers = [int(w) for w in args.workers.split(",")]
-    print(
-        f"{len(files)} CIFAR-10 images, batch {args.batch_size}, {args.precision}, device {args.device}, "
-        f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
-        flush=True,
-    )
-    rows = []
+    jobs = [("clip", m) for m in args.models.split(",") if m] + [("dino", m) for m in args.dino.split(",") if m]
+    flags = cpu_flags()
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            model = load_clip(name, pretrained=None, device=args.device, precision=args.precision)
+        data = Path(args.data)
+        source = f"CIFAR-10 images from {data}" if data.is_dir() else "generated 64 px JPEGs (tests/synth.py)"
+        files = cifar_files(data, args.images) if data.is_dir() else synth_files(Path(tmp) / "imgs", args.images)
+        weights = f"pretrained {args.pretrained}" if args.pretrained else "random init (same seed for fp32 and auto)"
+        print(
+            f"ran: {len(files)} {source}; models {', '.join(f'{k}:{m}' for k, m in jobs)}, {weights}; batch "
+            f"{args.batch_size}, precision {args.precision}, device {args.device}; torch {torch.__version__}, "
+            f"threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {'yes' if native_bf16(flags) else 'no'} "
+            f"({' '.join(sorted(f for f in flags if 'bf16' in f)) or 'no bf16 flag'}), load average "
+            f"{os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
+        rows, comparisons = [], []
+        for kind, name in jobs:
+            pre = args.pretrained if kind == "clip" else None
+            if args.precision == "auto":
+                ref = load(kind, name, pre, args.device, "fp32")
+                probe_project = make_project(Path(tmp) / f"{kind}-{name}-probe", files[:16])
+                model, choice = choose_encoder(probe_project, ref, "auto")
+                probe_project.close()
+            else:
+                ref, model = None, load(kind, name, pre, args.device, args.precision)
+                choice = {"precision": model.precision, "reason": "asked for", "probe": None}
             k = min(args.bare_images, len(files))
             tensors = torch.stack([model.preprocess(load_rgb(str(p))) for p in files[:k]])
+            if ref is not None:
+                cos = min_cosine(
+                    torch.cat([ref.encode_images(tensors[i : i + 64]) for i in range(0, k, 64)]),
+                    torch.cat([model.encode_images(tensors[i : i + 64]) for i in range(0, k, 64)]),
+                )
+                fp32_ips = max(bare_forward(ref, tensors, args.batch_size) for _ in range(max(1, args.rounds)))
             bares: list[float] = []
             results: dict[int, list[dict]] = {w: [] for w in workers}
             for rnd in range(args.rounds):
                 bares.append(bare_forward(model, tensors, args.batch_size))
-                print(f"  {name} round {rnd + 1}: bare {bares[-1]:.1f} img/s", flush=True)
+                print(f"  {kind}:{name} round {rnd + 1}: bare {model.precision} {bares[-1]:.1f} img/s", flush=True)
                 for w in workers:
-                    r = pipeline(model, Path(tmp) / f"{name}-w{w}-r{rnd}", files, args.batch_size, w)
+                    r = pipeline(model, Path(tmp) / f"{kind}-{name}-w{w}-r{rnd}", files, args.batch_size, w)
                     results[w].append(r)
                     print(
-                        f"  {name} round {rnd + 1} workers={w}: pipeline {r['ips']:.1f} img/s, "
+                        f"  {kind}:{name} round {rnd + 1} workers={w}: pipeline {r['ips']:.1f} img/s, "
                         f"forward {100 * r['fwd_share']:.1f}% of it",
                         flush=True,
                     )
             bares.append(bare_forward(model, tensors, args.batch_size))
-            print(f"  {name}: bare after {bares[-1]:.1f} img/s (load average {os.getloadavg()[0]:.2f})", flush=True)
-            del tensors
+            if ref is not None:
+                fp32_ips = max(fp32_ips, bare_forward(ref, tensors, args.batch_size))
+                comparisons.append((f"{kind}:{name}", choice, fp32_ips, max(bares), cos))
+                print(f"  {kind}:{name}: auto = {model.precision} ({choice['reason']})", flush=True)
+            del tensors, ref
             bare = max(bares)
             for w in workers:
                 best = max(results[w], key=lambda r: r["ips"])
                 share = max(r["fwd_share"] for r in results[w])
                 rows.append(
-                    (name, model.image_size, w, bare, best["ips"], best["ips"] / bare, share, best["rss_growth"])
+                    (
+                        f"{kind}:{name}",
+                        model.precision,
+                        model.image_size,
+                        w,
+                        bare,
+                        best["ips"],
+                        best["ips"] / bare,
+                        share,
+                        best["rss_growth"],
+                    )
                 )
     print()
+    if comparisons:
+        print(f"{'model':<28}{'auto':>6}{'fp32 img/s':>12}{'auto img/s':>12}{'auto/fp32':>11}{'min cosine':>12}")
+        for name, choice, fp32_ips, auto_ips, cos in comparisons:
+            print(
+                f"{name:<28}{choice['precision']:>6}{fp32_ips:>12.1f}{auto_ips:>12.1f}{auto_ips / fp32_ips:>11.2f}"
+                f"{cos:>12.5f}"
+            )
+        print("auto/fp32: bare forward of the auto encoder / fp32, same weights; min cosine over the bare images")
+        print()
     print(
-        f"{'model':<14}{'px':>5}{'workers':>9}{'bare img/s':>12}{'pipeline img/s':>16}{'ratio':>8}"
+        f"{'model':<28}{'prec':>6}{'px':>5}{'workers':>9}{'bare img/s':>12}{'pipeline img/s':>16}{'ratio':>8}"
         f"{'fwd share':>11}{'RSS growth N/2..N':>20}"
     )
-    for name, px, w, bare, ips, ratio, share, growth in rows:
-        print(f"{name:<14}{px:>5}{w:>9}{bare:>12.1f}{ips:>16.1f}{ratio:>8.2f}{share:>11.2f}{growth:>17.1f} MB")
+    for name, prec, px, w, bare, ips, ratio, share, growth in rows:
+        print(f"{name:<28}{prec:>6}{px:>5}{w:>9}{bare:>12.1f}{ips:>16.1f}{ratio:>8.2f}{share:>11.2f}{growth:>17.1f} MB")
     print(f"peak RSS {peak_rss_mb():.0f} MB (main process)")
     print(
-        "bare, pipeline: best of the rounds; ratio = pipeline / bare; "
+        "bare, pipeline: best of the rounds; ratio = pipeline / bare of the same encoder; "
         "fwd share = time in the forward / pipeline wall time (steadier when the machine is shared)"
     )
-    vit = [r for r in rows if r[0] == "ViT-B-32"]
-    if vit:
-        best = max(vit, key=lambda r: r[5])
-        print(
-            f"ViT-B-32 pipeline/bare ratio: {best[5]:.2f} (forward share {best[6]:.2f}, workers={best[2]}, "
-            f"{args.precision})"
-        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ run resumes where it stopped and a finished one is never recomputed.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -106,8 +107,9 @@ def compute_features(
     -------
     dict
         ``{"key", "set_id", "run_id", "computed", "cached", "failed", "failures": [{"image_id", "path",
-        "reason"}], "seconds", "images_per_s"}``. ``cached``: images that already had features;
-        ``failed``: images that could not be read (a vanished file is marked ``status='missing'``).
+        "reason"}], "seconds", "images_per_s", "precision"}`` (+ ``precision_check`` when vectors of a new
+        precision joined the set). ``cached``: images that already had features; ``failed``: images that could
+        not be read (a vanished file is marked ``status='missing'``).
 
     Raises
     ------
@@ -115,6 +117,8 @@ def compute_features(
         When the run was cancelled (``request_cancel`` or ``on_progress`` raising it); rerunning resumes.
     ProjectBusyError
         Another job writes the project (another process, or another thread of this one).
+    InvalidInputError
+        The set holds vectors of another precision that this model's features do not match (cosine < 0.999).
     """
     if batch_size < 1:
         raise InvalidInputError(f"batch size must be at least 1, got {batch_size}")
@@ -136,11 +140,12 @@ def _compute(project, model, batch_size: int, num_workers: int | None, on_progre
         model.dim,
         model=model.name,
         pretrained=model.pretrained or "",
-        params={"image_size": model.image_size, "precision": model.precision},
+        params={"image_size": model.image_size, "precision": model.precision, "precisions": [model.precision]},
     )
     images = project.images()
     rows = store.rows_for(set_id, [im["sha256"] for im in images])
     todo = [im for im, r in zip(images, rows, strict=True) if r < 0]
+    mix = _check_precision_mix(project, model, set_id, images, rows) if todo else None
     workers = default_num_workers(len(todo), model.device) if num_workers is None else max(0, int(num_workers))
     params = {
         "key": model.key,
@@ -159,7 +164,10 @@ def _compute(project, model, batch_size: int, num_workers: int | None, on_progre
         "cached": len(images) - len(todo),
         "failed": 0,
         "failures": [],
+        "precision": model.precision,
     }
+    if mix is not None:
+        result["precision_check"] = mix
     t0 = time.perf_counter()
     with Job.start(project, "features", method=model.kind, params=params, on_progress=on_progress) as job:
         result["run_id"] = job.id
@@ -172,6 +180,53 @@ def _compute(project, model, batch_size: int, num_workers: int | None, on_progre
         result["images_per_s"] = round(result["computed"] / result["seconds"], 2) if result["computed"] else None
         job.update_metrics(**{k: v for k, v in result.items() if k not in ("failures", "key")})
     return result
+
+
+def set_precisions(fset: dict) -> list[str]:
+    """The precisions a feature set's vectors were computed in (sets from before they were listed: the one
+    recorded at creation, else fp32)."""
+    params = json.loads(fset.get("params") or "{}") if isinstance(fset.get("params"), str) else fset.get("params")
+    params = params or {}
+    return list(params.get("precisions") or [params.get("precision") or "fp32"])
+
+
+def _check_precision_mix(project, model, set_id: int, images: list[dict], rows: np.ndarray) -> dict | None:
+    """Before vectors of a new precision join a set: check that they match the vectors already there.
+
+    Vectors of two precisions share a set only when, on up to 16 images the set holds, the new precision's
+    features have a cosine of at least 0.999 to the stored ones (see docs/architecture.md, Features); the
+    set's ``params["precisions"]`` then lists both. Returns the check (None when nothing new is mixed in).
+    """
+    from .precision import COSINE_MIN, PROBE_IMAGES, min_cosine
+
+    fset = project.features.get_set(model.key)
+    used = set(set_precisions(fset))
+    if model.precision in used:
+        return None
+    have = [(im, int(r)) for im, r in zip(images, rows, strict=True) if r >= 0]
+    tensors, kept = [], []
+    for im, r in have:
+        if len(tensors) >= PROBE_IMAGES:
+            break
+        try:
+            tensors.append(model.preprocess(load_rgb(im["path"], 2 * model.image_size)))
+            kept.append(r)
+        except Exception:  # noqa: BLE001 - unreadable now: it cannot be compared, the next one can
+            continue
+    check = {"precisions": sorted(used), "new": model.precision, "images": len(kept), "cosine_min": None}
+    if kept:
+        stored = torch.from_numpy(np.asarray(project.features.matrix(set_id)[kept], dtype=np.float32))
+        cos = min_cosine(model.encode_images(torch.stack(tensors)).cpu(), stored)
+        check["cosine_min"] = round(cos, 6)
+        if cos < COSINE_MIN:
+            raise InvalidInputError(
+                f"feature set {model.key!r} holds {'/'.join(sorted(used))} vectors and this model's "
+                f"{model.precision} features differ from them (min cosine {cos:.4f} < {COSINE_MIN} on {len(kept)} "
+                f"images): rerun with --precision {sorted(used)[0]} so the set stays consistent"
+            )
+    params = json.loads(fset.get("params") or "{}")
+    project.features.set_params(set_id, {**params, "precisions": sorted(used | {model.precision})})
+    return check
 
 
 def _run(project, model, job: Job, set_id: int, todo: list[dict], batch_size: int, workers: int, result: dict):

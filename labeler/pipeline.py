@@ -109,6 +109,7 @@ def run_pipeline(
     from .ingest import import_sources
     from .methods import get_method
     from .models import load_encoder
+    from .precision import choose_encoder
 
     folder = Path(source)
     if not folder.exists():
@@ -130,7 +131,7 @@ def run_pipeline(
     result.imported = import_sources(opened, [folder], on_progress=progress("import"))
     done("import", result)
 
-    model = load_encoder("clip", clip, pretrained, device=device)
+    model, _choice = choose_encoder(opened, load_encoder("clip", clip, pretrained, device=device), "auto")
     result.features = [compute_features(opened, model, on_progress=progress("features"))]
     done("features", result)
 

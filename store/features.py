@@ -98,6 +98,13 @@ class FeatureStore:
             raise ValueError(f"feature set {key!r} has dimension {row['dim']}, the model gives {dim}")
         return int(row["id"])
 
+    def set_params(self, set_id: int, params: dict) -> None:
+        """Replace the set's ``params`` (a JSON object: image size, the precisions its vectors were computed in)."""
+        from .db import transaction
+
+        with transaction(self.db):
+            self.db.execute("update feature_sets set params = ? where id = ?", [json.dumps(params), int(set_id)])
+
     def _file(self, key: str) -> Path:
         return self.root / slug(key) / "vectors.npy"
 

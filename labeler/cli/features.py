@@ -29,9 +29,14 @@ def feature_jobs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
 
 def features_text(results: list[dict]) -> str:
     """What ``features`` prints for the results of :func:`labeler.features.compute_features` (also ``run``)."""
-    return "\n".join(
-        f"{r['key']}: computed {r['computed']}, cached {r['cached']}, failed {r['failed']}" for r in results
-    )
+    lines = []
+    for r in results:
+        line = f"{r['key']}: computed {r['computed']}, cached {r['cached']}, failed {r['failed']}"
+        choice = r.get("precision_choice")
+        if choice:
+            line += f" ({r.get('precision', choice['precision'])}: {choice['reason']})"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def label_text(result) -> str:
@@ -45,11 +50,14 @@ def label_text(result) -> str:
 def cmd_features(args: argparse.Namespace) -> int:
     from ..features import compute_features
     from ..models import load_encoder
+    from ..precision import choose_encoder
 
     project = open_project(args)
     results = []
     for kind, name, pretrained in feature_jobs(args):
-        model = load_encoder(kind, name, pretrained, device=args.device, precision=args.precision)
+        loaded = "fp32" if args.precision == "auto" else args.precision
+        model = load_encoder(kind, name, pretrained, device=args.device, precision=loaded)
+        model, choice = choose_encoder(project, model, args.precision)
         bar = progress(args, f"{kind} features")
         try:
             res = compute_features(
@@ -57,7 +65,7 @@ def cmd_features(args: argparse.Namespace) -> int:
             )
         finally:
             bar and bar.close()
-        results.append(res)
+        results.append({**res, "precision_choice": choice})
     emit(args, {"feature_sets": results}, features_text(results))
     return 0
 
@@ -113,10 +121,12 @@ def register(subs) -> None:
     p.add_argument("--workers", type=int, default=None, help="image decoding workers (default: by image count)")
     p.add_argument(
         "--precision",
-        default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="model weights: fp32 (default); bf16 pays off only on a GPU or a CPU with native bfloat16 "
-        "(AVX512-BF16/AMX); fp16 needs a GPU",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="model weights. auto (default): bf16 on a GPU with bf16 (fp16 on older GPUs); on a CPU with native "
+        "bfloat16 (avx512_bf16/amx_bf16) bf16 once a one-time probe shows its features match fp32 (cosine >= "
+        "0.999) and it is faster, else fp32. bf16 is slower than fp32 on CPUs without native bfloat16; "
+        "fp16 needs a GPU",
     )
     device_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -204,7 +204,8 @@ def register(subs) -> None:
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16"],
-        help="auto (default): bf16/fp16 autocast on a GPU, fp32 on CPU",
+        help="auto (default): bf16/fp16 autocast on a GPU; on a CPU with native bfloat16 bf16 autocast once "
+        "`features` probed the CLIP model's bf16 features to match fp32, else fp32",
     )
     p.add_argument("--workers", type=int, help="image decoding workers (default: by image count)")
     p.add_argument("--resume", type=int, metavar="RUN", help="continue this interrupted or cancelled train run")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,11 +29,13 @@ def check_precision(precision: str, device: torch.device) -> str:
     if p == "fp16" and device.type == "cpu":
         raise InvalidInputError("precision fp16 needs a GPU; on CPU use fp32 (or bf16 on CPUs with AVX512-BF16/AMX)")
     if p == "bf16" and device.type == "cpu":
-        capability = str(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")())
-        if "AVX512" not in capability.upper():
+        from ..precision import cpu_flags, native_bf16
+
+        if not native_bf16(cpu_flags()):
+            capability = str(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")())
             warnings.warn(
-                f"bf16 on this CPU ({capability or 'unknown'}) has no native bfloat16 support and is usually "
-                "much slower than fp32; use --precision fp32",
+                f"bf16 on this CPU ({capability or 'unknown'}, no avx512_bf16/amx_bf16 flag) has no native "
+                "bfloat16 support and is usually much slower than fp32; use --precision fp32 (or auto)",
                 stacklevel=3,
             )
     return p
@@ -86,6 +90,20 @@ class Encoder:
     @property
     def dtype(self) -> torch.dtype:
         return PRECISIONS[self.precision]
+
+    def converted(self, precision: str) -> Encoder:
+        """A copy of this encoder with its weights in ``precision`` (this one is left as it is).
+
+        Converting a copy keeps the fp32 weights exact: a bf16 round trip would not give them back.
+        """
+        p = check_precision(precision, self.device)
+        if p == self.precision:
+            return self
+        model = self._convert(copy.deepcopy(self.model), p)
+        return dataclasses.replace(self, model=model.eval(), precision=p)
+
+    def _convert(self, module: torch.nn.Module, precision: str) -> torch.nn.Module:
+        return module.to(dtype=PRECISIONS[precision])
 
     def _image_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -58,6 +58,15 @@ class ClipModel(Encoder):
     def _image_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(x)
 
+    def _convert(self, module: torch.nn.Module, precision: str) -> torch.nn.Module:
+        if precision == "fp32" or self.precision != "fp32":
+            return super()._convert(module, precision)
+        from open_clip.factory import _set_model_device_and_precision
+
+        # open_clip's own low-precision cast (as create_model(precision=...) does): LayerNorms stay fp32.
+        _set_model_device_and_precision(module, self.device, precision)
+        return module
+
     @torch.inference_mode()
     def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """Features of ``texts``: (T, dim), float32, L2-normalised, on ``device``."""

@@ -108,6 +108,7 @@ def train_method(
     JobCancelled
         The run was cancelled (its last finished epoch is checkpointed: resume it).
     """
+    from ..precision import training_precision
     from .loop import SETUP, atomic_save, load, run_training
 
     resumed = None
@@ -151,8 +152,11 @@ def train_method(
             setup = method.setup(project, params, job)
             atomic_save(setup, folder / SETUP)
             job.update_metrics(setup=setup.get("report", {}))
-        task = method.build_task(project, params, setup, job)
-        run_training(job, task, params, folder)
+        # ``auto`` resolved for this machine (bf16 autocast on a native-bf16 CPU whose probe passed); the run's
+        # recorded params keep ``auto``, so a resume elsewhere decides again. The loop records the amp it used.
+        runtime = {**params, "precision": training_precision(project, params)}
+        task = method.build_task(project, runtime, setup, job)
+        run_training(job, task, runtime, folder)
     return TrainResult(job.id, get_run(project, job.id)["metrics"], resumed=resumed is not None)
 
 

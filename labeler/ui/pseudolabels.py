@@ -24,6 +24,7 @@ from ..jobs import run_in_background
 from ..labels import accept_pseudo_labels, active_run, set_human_labels
 from ..methods import get_method
 from ..models import list_models, load_clip, load_dino
+from ..precision import choose_encoder
 from ..project import Project
 from ..prompts import TEMPLATE_SETS
 from .common import (
@@ -541,9 +542,12 @@ def build(ctx: Ctx) -> dict:
         def work():
             p = Project(root)
             try:
-                out = {"clip": compute_features(p, load_clip(name, pretrained, device=device_choice))}
+                # precision auto, as `labeler features` (bf16 where it is native and probed to match fp32)
+                clip_model, _ = choose_encoder(p, load_clip(name, pretrained, device=device_choice))
+                out = {"clip": compute_features(p, clip_model)}
                 if dino_name:
-                    out["dino"] = compute_features(p, load_dino(dino_name, device=device_choice))
+                    dino_model, _ = choose_encoder(p, load_dino(dino_name, device=device_choice))
+                    out["dino"] = compute_features(p, dino_model)
                 return out
             finally:
                 p.close()
