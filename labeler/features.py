@@ -222,7 +222,8 @@ def _check_precision_mix(project, model, set_id: int, images: list[dict], rows: 
             raise InvalidInputError(
                 f"feature set {model.key!r} holds {'/'.join(sorted(used))} vectors and this model's "
                 f"{model.precision} features differ from them (min cosine {cos:.4f} < {COSINE_MIN} on {len(kept)} "
-                f"images): rerun with --precision {sorted(used)[0]} so the set stays consistent"
+                f"images): compute features again in {sorted(used)[0]} so the set stays consistent",
+                hint=Hint("features", option="precision", value=sorted(used)[0]),
             )
     params = json.loads(fset.get("params") or "{}")
     project.features.set_params(set_id, {**params, "precisions": sorted(used | {model.precision})})

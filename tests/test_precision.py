@@ -217,7 +217,7 @@ def test_vectors_of_a_precision_that_differs_are_refused(clip, proj, tmp_path):
     compute_features(proj, clip)
     import_sources(proj, [str(image_folder(tmp_path / "more", 2, classes=["cat", "dog"], seed=1))])
     unstable = _as(clip.converted("bf16"), _Unstable)
-    with pytest.raises(InvalidInputError, match=r"holds fp32 vectors.*--precision fp32"):
+    with pytest.raises(InvalidInputError, match=r"holds fp32 vectors.*compute features again in fp32"):
         compute_features(proj, unstable)
     assert set_precisions(proj.features.get_set(clip.key)) == ["fp32"]
     assert len(feature_matrix(proj, clip.key)[0]) == 6

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import InvalidInputError
+from ..errors import Hint, InvalidInputError
 from .params import CPU_BATCH, CPU_EPOCHS, GPU_BATCH, GPU_EPOCHS
 
 RECIPE_NAMES = ("labeler", "paper")
@@ -203,8 +203,9 @@ def get_recipe(method: str, name: str | None) -> Recipe:
     if recipe is None:
         known = sorted(n for m, n in RECIPES if m == method)
         raise InvalidInputError(
-            f"recipe {name!r} is not one of {', '.join(known) or '(none)'} for {method}: use --recipe "
-            "labeler (ours) or --recipe paper (the official code's settings)"
+            f"recipe {name!r} is not one of {', '.join(known) or '(none)'} for {method}: labeler is ours, paper the "
+            "official code's settings",
+            hint=Hint(option="recipe", value="labeler"),
         )
     return recipe
 
