@@ -124,3 +124,15 @@ def test_every_command_has_help_with_an_example():
     assert {"init", "import", "features", "label", "export", "status", "eval", "run", "serve"} <= set(subs)
     for name, sub in subs.items():
         assert "example" in sub.format_help(), name
+
+
+def test_every_command_help_renders(capsys):
+    """argparse %-formats help strings: a bare '%' in one command's help broke `labeler` with no command."""
+    from labeler.cli import build_parser
+
+    parser = build_parser()
+    parser.format_help()
+    subs = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert "audit" in subs.choices
+    for name, sub in subs.choices.items():
+        assert name in sub.format_help()

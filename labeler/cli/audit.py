@@ -130,7 +130,7 @@ def register(subs) -> None:
         subs,
         "audit",
         cmd_audit,
-        "check a random sample by hand: the estimated accuracy of the labels, with a 95% interval",
+        "check a random sample by hand: the estimated accuracy of the labels, with a 95%% interval",
         f"{PROG} audit pets --sample 100            # draw (or grow to) 100 images, list the next to check\n"
         f"{PROG} audit pets --confirm 12            # image 12's label is right\n"
         f"{PROG} audit pets --check 13 dog          # image 13 is truly a dog\n"
