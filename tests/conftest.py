@@ -90,3 +90,16 @@ def wait_until(cond, what: str, timeout: float = 20.0, logs=None):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}" + (f"; server log:\n{logs()}" if logs else ""))
+
+
+def tiny_project(root: Path, images: Path, classes: list[str], label: bool = False) -> Path:
+    """A project at ``root`` made through the CLI: init with ``classes``, import ``images``, tiny-random CLIP and
+    DINO features, and (``label``) a zero-shot run. Returns ``root``."""
+    from labeler.cli import main
+
+    assert main(["init", str(root), "--classes", ",".join(classes)]) == 0
+    assert main(["import", str(root), str(images), "--quiet"]) == 0
+    assert main(["features", str(root), "--clip", "tiny-random", "--dino", "tiny-random", "--quiet"]) == 0
+    if label:
+        assert main(["label", str(root), "--quiet"]) == 0
+    return root

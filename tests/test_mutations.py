@@ -19,6 +19,8 @@ from labeler.methods import get_method
 from labeler.methods.prompt_tuning import SetupContext
 from labeler.project import Project
 
+from .conftest import tiny_project
+
 CLASSES = ["cat", "dog", "ship", "truck"]
 
 
@@ -34,8 +36,6 @@ def base_project(tmp_path_factory):
     """24 random PNGs in 4 class folders with tiny CLIP + DINO features (no downloads, no CIFAR)."""
     from PIL import Image
 
-    from labeler.cli import main
-
     root = tmp_path_factory.mktemp("mut")
     src = root / "imgs"
     rng = np.random.default_rng(0)
@@ -43,11 +43,7 @@ def base_project(tmp_path_factory):
         folder = src / CLASSES[i % 4]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    proj = root / "proj"
-    assert main(["init", str(proj), "--classes", ",".join(CLASSES)]) == 0
-    assert main(["import", str(proj), str(src), "--quiet"]) == 0
-    assert main(["features", str(proj), "--clip", "tiny-random", "--dino", "tiny-random", "--quiet"]) == 0
-    return proj
+    return tiny_project(root / "proj", src, CLASSES)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from torchvision import transforms as T
 from labeler.errors import InvalidInputError, ModelUnavailableError
 from labeler.project import Project
 
-from .conftest import REPO, class_folders
+from .conftest import REPO, class_folders, tiny_project
 
 CLASSES = ["cat", "dog", "ship", "truck"]
 TINY_VIT = "tiny-random-vit-test"
@@ -28,15 +28,10 @@ TINY_VIT = "tiny-random-vit-test"
 
 @pytest.fixture(scope="module")
 def base_project(tmp_path_factory):
-    from labeler.cli import main
 
     root = tmp_path_factory.mktemp("recipes")
     src = class_folders(root / "imgs", per_class=5, classes=CLASSES)
-    proj = root / "proj"
-    assert main(["init", str(proj), "--classes", ",".join(CLASSES)]) == 0
-    assert main(["import", str(proj), str(src), "--quiet"]) == 0
-    assert main(["features", str(proj), "--clip", "tiny-random", "--dino", "tiny-random", "--quiet"]) == 0
-    return proj
+    return tiny_project(root / "proj", src, CLASSES)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from labeler.errors import InvalidInputError, JobCancelled, NotReadyError
 from labeler.jobs import get_run, list_runs, request_cancel
 from labeler.project import Project
 
-from .conftest import REPO, class_folders
+from .conftest import REPO, class_folders, tiny_project
 
 CLASSES = ["cat", "dog", "ship", "truck"]
 LN_NAMES = ["ln_pre", "ln_post"] + [f"transformer.resblocks.{i}.ln_{j}" for i in (0, 1) for j in (1, 2)]
@@ -371,20 +371,13 @@ def synthetic_project(tmp_path):
     """16 random PNGs in 4 class folders, tiny CLIP + DINO features, a zero-shot run (no CIFAR needed)."""
     from PIL import Image
 
-    from labeler.cli import main
-
     src = tmp_path / "imgs"
     rng = np.random.default_rng(0)
     for i in range(16):
         folder = src / CLASSES[i % 4]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    root = tmp_path / "proj"
-    assert main(["init", str(root), "--classes", ",".join(CLASSES)]) == 0
-    assert main(["import", str(root), str(src), "--quiet"]) == 0
-    assert main(["features", str(root), "--clip", "tiny-random", "--dino", "tiny-random", "--quiet"]) == 0
-    assert main(["label", str(root), "--quiet"]) == 0
-    return Project(root)
+    return Project(tiny_project(tmp_path / "proj", src, CLASSES, label=True))
 
 
 def test_train_killed_after_an_epoch_is_resumed_by_an_immediate_rerun(synthetic_project):
