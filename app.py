@@ -1,7 +1,7 @@
 """Labeler's browser app: ``python app.py [--host H] [--port P] [--data-dir DIR]``.
 
 Also the entry point of the Hugging Face Space. Thin on purpose: the app is
-built by :func:`labeler.ui.app.build_demo`.
+built by :func:`labeler.app.build_demo`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.data_dir:
         os.environ["LABELER_DATA_DIR"] = args.data_dir
-    from labeler.ui.app import launch
+    from labeler.app import launch
 
     launch(host=args.host, port=args.port, local_mode=False if args.uploads_only else None)
 

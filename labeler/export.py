@@ -61,6 +61,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
@@ -601,17 +602,94 @@ def list_exporters() -> list[dict]:
     ]
 
 
+def export_for_download(project: Project, fmt: str, preview_rows: int = 10) -> dict:
+    """Export the final labels in any registered format as one downloadable file, with a preview.
+
+    A format that writes a folder (``imagefolder``) is zipped next to it. The preview is the first
+    ``preview_rows`` rows of a CSV or JSONL file, the first files by class of a folder, or the top-level
+    fields of a JSON file (``model``).
+
+    Returns
+    -------
+    dict
+        ``{"path", "format", "n_images", "n_labeled", "n_unlabeled", "n_missing", "audit", "headers", "rows"}``.
+
+    Raises
+    ------
+    NotReadyError
+        The project has no images.
+    InvalidInputError
+        ``fmt`` is not a registered format (the message lists them).
+    """
+    if project.image_count() == 0:
+        raise NotReadyError("nothing to export: import images first", hint=Hint("import"))
+    fmt = (fmt or "").strip().lower()
+    rep = export_report(project, get_exporter(fmt).name)
+    out = {
+        "format": fmt,
+        "n_images": rep.n_images,
+        "n_labeled": rep.n_labeled,
+        "n_unlabeled": rep.n_unlabeled,
+        "n_missing": rep.n_missing,
+        "audit": rep.extra.get("audit"),  # the audited accuracy beside the export (labeler.audit), if any
+    }
+    path = Path(rep.path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        archive = shutil.make_archive(str(path), "zip", root_dir=path.parent, base_dir=path.name)
+        rows = [[p.parent.name, p.name] for p in files if p.parent != path][:preview_rows]
+        out.update(path=archive, headers=["class folder", "file"], rows=rows)
+    elif path.suffix == ".csv":
+        records = read_csv(path)[:preview_rows]
+        headers = list(records[0].keys()) if records else list(CSV_COLUMNS)
+        out.update(path=str(path), headers=headers, rows=[[r.get(h, "") for h in headers] for r in records])
+    elif path.suffix == ".jsonl":
+        items = []
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if len(items) >= preview_rows:
+                    break
+                if line.strip():
+                    items.append(json.loads(line))
+        headers = list(items[0].keys()) if items else []
+        out.update(path=str(path), headers=headers, rows=[[_cell(d.get(h)) for h in headers] for d in items])
+    else:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else {}
+        except (OSError, ValueError):
+            data = {}
+        fields = list(data.items())[:preview_rows] if isinstance(data, dict) else []
+        out.update(path=str(path), headers=["field", "value"], rows=[[k, _cell(v)] for k, v in fields])
+    return out
+
+
+def _cell(value) -> object:
+    """A preview cell: lists and dicts as JSON text."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+
+
+def recent_exports(project: Project, limit: int = 10) -> list[str]:
+    """Downloadable files in the project's ``exports/`` folder, newest first."""
+    folder = project.exports_dir
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix in (".csv", ".jsonl", ".zip", ".json")]
+    return [str(p) for p in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)[:limit]]
+
+
 __all__ = [
     "EXPORTERS",
     "ExportReport",
     "Exporter",
     "export",
+    "export_for_download",
     "export_report",
     "export_trained_model",
     "formats",
     "get_exporter",
     "list_exporters",
     "read_csv",
+    "recent_exports",
     "register_exporter",
     "safe_name",
 ]

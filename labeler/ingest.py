@@ -1076,3 +1076,20 @@ def _import_one(
         "status": "ok",
         "added_at": now(),
     } | ({"id": existing[0]} if existing is not None else {})
+
+
+def thumbnail_for(project: Project, image_id: int, sha256: str, path: str | None = None) -> str | None:
+    """The cached thumbnail file of an image (made again from the image if it went missing), or None."""
+
+    dest = thumbnail_path(project, sha256)
+    if dest.exists():
+        return str(dest)
+    if path is None:
+        row = project.db.execute("select path from images where id = ?", [int(image_id)]).fetchone()
+        path = row[0] if row else None
+    if path is None:
+        return None
+    try:
+        return str(ensure_thumbnail(project, {"sha256": sha256, "path": path}))
+    except (BadImageError, OSError):
+        return None

@@ -468,3 +468,21 @@ def get_background_task(task_id: int) -> BackgroundTask | None:
     """The task with this id, or None (unknown or forgotten)."""
     with _tasks_lock:
         return _tasks.get(int(task_id))
+
+
+def wait_for_new_run(project: Project, kind: str, after_id: int, still_starting=None, timeout: float = 10.0):
+    """The id of the newest ``kind`` run with id > ``after_id``, waiting up to ``timeout`` s for it to appear.
+
+    ``still_starting``: a callable; the wait stops early once it returns False (the work ended before creating
+    its row). Returns None when no such run appeared.
+    """
+    import time
+
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        newer = [r["id"] for r in list_runs(project, kind=kind) if r["id"] > int(after_id)]
+        if newer:
+            return max(newer)
+        if time.monotonic() >= deadline or (still_starting is not None and not still_starting()):
+            return None
+        time.sleep(0.1)

@@ -425,3 +425,72 @@ def list_projects(root: str | os.PathLike | None = None) -> list[dict]:
         except Exception as exc:  # a broken project must not hide the others
             out.append({"name": child.name, "path": str(child), "error": str(exc)})
     return out
+
+
+def rename_project(project: Project, new_name: str, root: str | os.PathLike | None = None) -> Project:
+    """Rename a project under the data dir (or ``root``): its folder moves and stored paths inside it follow.
+
+    Returns the project opened at its new folder (the old object is closed).
+
+    Raises
+    ------
+    InvalidInputError
+        The new name is not valid, is taken, or the project does not live in the data dir.
+    """
+    if not (new_name or "").strip():
+        raise InvalidInputError("type the new project name first")
+    new_name = validate_project_name(new_name)
+    home = Path(root) if root is not None else data_dir()
+    new_root = home / new_name if root is not None else resolve_project_path(new_name)
+    old_root = project.root.resolve()
+    if new_root.resolve() == old_root:
+        return project
+    if old_root.parent != home.resolve():
+        raise InvalidInputError(f"only projects in the data dir ({home}) can be renamed here; {old_root} is not")
+    if new_root.exists():
+        raise InvalidInputError(f"a project or folder named {new_name!r} already exists: pick another name")
+    from .jobs import list_runs
+
+    if any(r["status"] == "running" for r in list_runs(project, status="running")):
+        raise InvalidInputError("a job is running in this project: wait for it (or cancel it) before renaming")
+    project.close()
+    os.rename(old_root, new_root)
+    renamed = Project(new_root)
+    old_prefix, new_prefix = str(old_root) + os.sep, str(new_root) + os.sep
+    rows = renamed.db.execute("select id, path, root from images").fetchall()
+    updates = []
+    for image_id, path, root in rows:
+        new_path = new_prefix + path[len(old_prefix) :] if path and path.startswith(old_prefix) else path
+        if root and (root == str(old_root) or root.startswith(old_prefix)):
+            new_img_root = str(new_root) + root[len(str(old_root)) :]
+        else:
+            new_img_root = root
+        if (new_path, new_img_root) != (path, root):
+            updates.append((new_path, new_img_root, image_id))
+    with renamed.db.conn:
+        renamed.db.conn.executemany("update images set path = ?, root = ? where id = ?", updates)
+    renamed.set_meta("name", new_root.name)
+    return renamed
+
+
+def set_multi_label(project: Project, multi_label: bool) -> None:
+    """Switch the project between single- and multi-label (runs keep the mode they ran with)."""
+    project.set_meta("multi_label", bool(multi_label))
+
+
+def folder_class_names(project: Project) -> list[str]:
+    """Distinct parent-folder names of the ok images (candidates for the class list), sorted."""
+    rows = project.db.execute(
+        "select distinct folder_label from images where status = 'ok' and folder_label is not null "
+        "and folder_label != '' order by folder_label"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def image_page(project: Project, offset: int = 0, limit: int = 60) -> list[dict]:
+    """One page of ok image rows in id order (``id``, ``sha256``, ``rel_path``, ``folder_label``)."""
+    rows = project.db.execute(
+        "select id, sha256, rel_path, folder_label from images where status = 'ok' order by id limit ? offset ?",
+        [int(limit), max(0, int(offset))],
+    ).fetchall()
+    return [{"id": r[0], "sha256": r[1], "rel_path": r[2], "folder_label": r[3]} for r in rows]

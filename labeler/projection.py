@@ -188,3 +188,126 @@ def feature_map(project: Project, features: str = "clip", method: str = "auto", 
         "cluster": [clusters.get(i) for i in image_ids],
         "cluster_run": crun["id"] if crun else None,
     }
+
+
+#: Maps of more points than this (or UMAP maps) are computed in the background, not in the request.
+MAP_INLINE = 20_000
+
+
+#: Points drawn on the map at most (an even sample; a box selection still covers every point).
+MAP_POINTS = 10_000
+
+
+#: What the map can be coloured by → the :func:`labeler.projection.feature_map` field.
+MAP_COLOURS = {"pseudo-label": "pseudo", "your label": "human", "final label": "final", "cluster": "cluster"}
+
+
+def map_method(method: str | None = None) -> str:
+    """``pca`` or ``umap``: the method asked for, or by default UMAP when it is installed, else PCA."""
+
+    if method in (None, "", "auto"):
+        return "umap" if umap_available() else "pca"
+    if method not in ("pca", "umap"):
+        raise InvalidInputError(f"map method must be pca or umap, got {method!r}")
+    return method
+
+
+def map_ready(project: Project, features: str = "clip", method: str | None = None) -> bool:
+    """True when the map can be drawn at once: it is cached for the current images, or it is a PCA map of at
+    most :data:`MAP_INLINE` points. Otherwise compute it in the background (:func:`labeler.projection.feature_map`)."""
+    from .index import resolve_set
+
+    fset = resolve_set(project, features)
+    ids, _ = project.features.ok_rows(int(fset["id"]))
+    method = map_method(method)
+    if cached_map(project, fset["key"], method, ids) is not None:
+        return True
+    return method == "pca" and len(ids) <= MAP_INLINE
+
+
+def map_frame(
+    project: Project,
+    features: str = "clip",
+    method: str | None = None,
+    colour_by: str = "pseudo-label",
+    max_points: int = MAP_POINTS,
+) -> dict:
+    """The map as columns for a scatter plot, an even sample of at most ``max_points`` points.
+
+    Returns
+    -------
+    dict
+        ``{"x", "y", "colour", "image_id", "sha256", "label"}`` (lists, one entry per drawn point; ``colour`` the
+        ``colour_by`` value as text: a class, "not labeled" or "cluster 03"), and ``method``, ``features``,
+        ``n`` (points in the map), ``shown`` (points drawn), ``cluster_run``.
+    """
+
+    if colour_by not in MAP_COLOURS:
+        raise InvalidInputError(f"colour the map by one of {', '.join(MAP_COLOURS)}, not {colour_by!r}")
+    m = feature_map(project, features, map_method(method))
+    n = len(m["image_ids"])
+    pick = np.arange(n) if n <= max_points else np.linspace(0, n - 1, int(max_points)).round().astype(np.int64)
+    field_name = MAP_COLOURS[colour_by]
+    values = m[field_name]
+    width = len(str(max((c for c in values if c is not None), default=0))) if field_name == "cluster" else 0
+    none_text = {"pseudo": "no pseudo-label", "human": "not labeled by you", "final": "unlabeled"}.get(
+        field_name, "no cluster"
+    )
+
+    def text(v) -> str:
+        if v is None:
+            return none_text
+        return f"cluster {int(v):0{width}d}" if field_name == "cluster" else str(v)
+
+    xy = np.asarray(m["xy"], dtype=np.float64)
+    from store import in_chunks
+
+    drawn_ids = [int(m["image_ids"][i]) for i in pick]
+    sha: dict[int, str] = {}
+    for chunk, marks in in_chunks(drawn_ids):
+        sha.update(project.db.execute(f"select id, sha256 from images where id in ({marks})", chunk))
+    return {
+        "x": [round(float(v), 5) for v in xy[pick, 0]],
+        "y": [round(float(v), 5) for v in xy[pick, 1]],
+        "colour": [text(values[i]) for i in pick],
+        "image_id": drawn_ids,
+        "sha256": [sha.get(i, "") for i in drawn_ids],
+        "label": [m["final"][i] or "unlabeled" for i in pick],
+        "method": m["method"],
+        "features": m["features"],
+        "n": n,
+        "shown": len(pick),
+        "cluster_run": m["cluster_run"],
+    }
+
+
+def map_box(
+    project: Project,
+    features: str = "clip",
+    method: str | None = None,
+    x_range: tuple[float, float] | None = None,
+    y_range: tuple[float | None, float | None] | None = None,
+) -> list[int]:
+    """Ids of the images whose map point lies in the box (every point, not only the drawn sample).
+
+    ``x_range``/``y_range`` are ``(low, high)`` in any order; None (or a None end) leaves that side open.
+    """
+
+    m = feature_map(project, features, map_method(method))
+    inf = float("inf")
+
+    def ends(r) -> tuple[float, float]:
+        lo = -inf if r is None or r[0] is None else float(r[0])
+        hi = inf if r is None or r[1] is None else float(r[1])
+        return lo, hi
+
+    (x0, x1), (y0, y1) = ends(x_range), ends(y_range)
+    return points_in_box(np.asarray(m["xy"]), m["image_ids"], x0, x1, y0, y1)
+
+
+def map_lasso(project: Project, features: str = "clip", method: str | None = None, polygon=()) -> list[int]:
+    """Ids of the images whose map point lies inside ``polygon`` ((P, 2) map coordinates, P ≥ 3): every point,
+    not only the drawn sample (:func:`labeler.projection.points_in_polygon`)."""
+
+    m = feature_map(project, features, map_method(method))
+    return points_in_polygon(np.asarray(m["xy"]), m["image_ids"], polygon)

@@ -372,3 +372,252 @@ def include_images(project: Project, image_ids: int | Iterable[int]) -> int:
 def excluded_images(project: Project) -> list[int]:
     """Ids of the excluded images, ascending."""
     return [r[0] for r in project.db.execute("select id from images where status = 'excluded' order by id")]
+
+
+#: Project meta key holding the ids a reviewer marked "unsure" (kept until they get a label).
+UNSURE_KEY = "review_unsure"
+
+
+#: Review views that are not a class name.
+VIEW_REVIEW = "needs review"
+
+
+VIEW_ALL = "all images"
+
+
+VIEW_UNLABELED = "unlabeled"
+
+
+def unsure_ids(project: Project) -> set[int]:
+    """Images marked unsure that have no human or accepted label since."""
+    marked = {int(i) for i in (project.get_meta(UNSURE_KEY) or [])}
+    if not marked:
+        return set()
+    decided = {r[0] for r in project.db.execute("select image_id from labels")}
+    return marked - decided
+
+
+def mark_unsure(project: Project, image_ids) -> int:
+    """Mark images unsure: their human/accepted labels are cleared and they join the "needs review" queue.
+
+    Returns how many images were marked.
+    """
+    from .labels import clear_labels
+
+    ids = list(dict.fromkeys(int(i) for i in image_ids))
+    if not ids:
+        raise InvalidInputError("no images selected: click thumbnails to select them first")
+    clear_labels(project, ids)
+    marked = {int(i) for i in (project.get_meta(UNSURE_KEY) or [])} | set(ids)
+    project.set_meta(UNSURE_KEY, sorted(marked))
+    return len(ids)
+
+
+def _pseudo_table(project: Project) -> tuple[dict[int, tuple[str, float]], list[str]]:
+    """Active run: image id → (top-1 class, top-1 probability), and the run's classes."""
+    from .labels import active_run, read_predictions
+
+    run = active_run(project)
+    if run is None:
+        return {}, []
+    ids, probs, classes = read_predictions(project, run["id"])
+    if len(ids) == 0:
+        return {}, classes
+    top = probs.argmax(1)
+    conf = probs[np.arange(len(ids)), top]
+    return {int(i): (classes[int(t)], float(c)) for i, t, c in zip(ids, top, conf, strict=True)}, classes
+
+
+def review_items(project: Project, view: str = VIEW_REVIEW, threshold: float = 0.5) -> list[dict]:
+    """Images to review in one view, lowest confidence first.
+
+    Parameters
+    ----------
+    view : str
+        A class name (images whose final label includes it), :data:`VIEW_REVIEW` (no human or
+        accepted label, and top-1 confidence below ``threshold`` or marked unsure),
+        :data:`VIEW_UNLABELED` or :data:`VIEW_ALL`.
+    threshold : float
+        Confidence under which a pseudo-label needs review.
+
+    Returns
+    -------
+    list of dict
+        ``{"id", "sha256", "path", "rel_path", "label", "labels", "source", "pseudo", "confidence", "unsure",
+        "folder_label"}``; ``confidence`` is the active run's top-1 probability (None without a prediction).
+    """
+    from .labels import final_labels
+
+    pseudo, _ = _pseudo_table(project)
+    unsure = unsure_ids(project)
+    classes = project.classes
+    if view not in (VIEW_REVIEW, VIEW_ALL, VIEW_UNLABELED) and view not in classes:
+        raise InvalidInputError(f"{view!r} is not a class or a review view; pick one from the list")
+    out = []
+    for it in final_labels(project):
+        p = pseudo.get(it.image_id)
+        conf = p[1] if p else None
+        item = {
+            "id": it.image_id,
+            "sha256": it.sha256,
+            "path": it.path,
+            "rel_path": it.rel_path,
+            "label": it.label,
+            "labels": list(it.classes),
+            "source": it.source,
+            "pseudo": p[0] if p else None,
+            "confidence": conf,
+            "unsure": it.image_id in unsure,
+            "folder_label": it.folder_label,
+        }
+        if view == VIEW_REVIEW:
+            if it.source in ("human", "accepted"):
+                continue
+            if not (item["unsure"] or conf is None or conf < threshold):
+                continue
+        elif view == VIEW_UNLABELED:
+            if it.classes:
+                continue
+        elif view != VIEW_ALL and view not in it.classes:
+            continue
+        out.append(item)
+    out.sort(key=lambda d: (d["confidence"] if d["confidence"] is not None else -1.0, d["id"]))
+    return out
+
+
+def class_count_rows(project: Project, threshold: float = 0.5) -> list[dict]:
+    """Per class: final-label count, how many of those a person decided, and pseudo-labels under ``threshold``."""
+    from .labels import final_labels
+
+    pseudo, _ = _pseudo_table(project)
+    rows = {c: {"class": c, "images": 0, "reviewed": 0, "low confidence": 0} for c in project.classes}
+    for it in final_labels(project):
+        for c in it.classes:
+            r = rows[c]
+            r["images"] += 1
+            if it.source in ("human", "accepted"):
+                r["reviewed"] += 1
+            elif it.source == "pseudo":
+                p = pseudo.get(it.image_id)
+                if p and p[1] < threshold:
+                    r["low confidence"] += 1
+    return list(rows.values())
+
+
+def confidence_histogram(project: Project, bins: int = 10) -> list[dict]:
+    """Histogram of the active run's top-1 confidences: ``[{"bin": "0.0-0.1", "low", "images"}]`` (empty: no run)."""
+    pseudo, _ = _pseudo_table(project)
+    if not pseudo:
+        return []
+    ok = {r[0] for r in project.db.execute("select id from images where status = 'ok'")}
+    conf = np.array([c for i, (_, c) in pseudo.items() if i in ok], dtype=np.float64)
+    counts, edges = np.histogram(conf, bins=int(bins), range=(0.0, 1.0))
+    return [
+        {"bin": f"{edges[k]:.1f}–{edges[k + 1]:.1f}", "low": float(edges[k]), "images": int(counts[k])}
+        for k in range(len(counts))
+    ]
+
+
+def explore_items(project: Project, image_ids) -> list[dict]:
+    """Gallery items for any images, excluded ones included, in the order given (unknown ids are dropped).
+
+    Returns
+    -------
+    list of dict
+        ``{"id", "sha256", "path", "label", "labels", "source", "confidence", "status"}``; ``label``/``source``
+        are the final label (human > accepted > pseudo) of ok images, None for excluded ones;
+        ``confidence`` the active run's top-1 probability.
+    """
+    from store import in_chunks
+
+    from .labels import active_run, final_labels
+
+    ids = list(dict.fromkeys(int(i) for i in image_ids or []))
+    if not ids:
+        return []
+    run = active_run(project)
+    rows: dict[int, tuple] = {}
+    conf: dict[int, float] = {}
+    for chunk, marks in in_chunks(sorted(ids)):  # only these images: a gallery page costs the same in any project
+        for r in project.db.execute(f"select id, sha256, path, status from images where id in ({marks})", chunk):
+            rows[int(r[0])] = r
+        if run is not None:
+            conf.update(
+                project.db.execute(
+                    f"select image_id, score from predictions where run_id = ? and image_id in ({marks})",
+                    [run["id"], *chunk],
+                ).fetchall()
+            )
+    final = {it.image_id: it for it in final_labels(project, [i for i in ids if i in rows and rows[i][3] == "ok"])}
+    out = []
+    for i in ids:
+        if i not in rows:
+            continue
+        it = final.get(i)
+        out.append(
+            {
+                "id": i,
+                "sha256": rows[i][1],
+                "path": rows[i][2],
+                "label": it.label if it else None,
+                "labels": list(it.classes) if it else [],
+                "source": it.source if it else None,
+                "confidence": None if conf.get(i) is None else float(conf[i]),
+                "status": rows[i][3],
+            }
+        )
+    return out
+
+
+def keep_one(project: Project, image_ids, keep: int | None = None) -> dict:
+    """Exclude every image of a group but one: ``keep`` if given, else the first one a person labeled, else
+    the lowest id. Returns ``{"kept": id, "excluded": n}``."""
+    from .labels import final_labels
+
+    ids = list(dict.fromkeys(int(i) for i in image_ids or []))
+    if len(ids) < 2:
+        raise InvalidInputError("a group needs at least two images to keep one of them")
+    if keep is not None:
+        keep = int(keep)
+        if keep not in ids:
+            raise InvalidInputError(f"image {keep} is not in this group")
+    else:
+        human = [it.image_id for it in final_labels(project, ids) if it.source == "human"]
+        keep = min(human) if human else min(ids)
+    return {"kept": keep, "excluded": exclude_images(project, [i for i in ids if i != keep])}
+
+
+def exclude_duplicates(project: Project, groups: list[list[int]]) -> dict:
+    """:func:`keep_one` for each group (a group's images, as ids). Returns ``{"groups", "excluded"}``."""
+    groups = [g for g in groups or [] if len(g) >= 2]
+    if not groups:
+        raise InvalidInputError("no near-duplicate groups: find them first (or lower the threshold)")
+    excluded = sum(keep_one(project, g)["excluded"] for g in groups)
+    return {"groups": len(groups), "excluded": excluded}
+
+
+def explore_counts(project: Project) -> dict:
+    """What the Explore step shows above its views: ``{"total", "reviewed", "human", "excluded", "classes"}``;
+    ``classes``: ``[{"class", "images", "reviewed"}]`` per project class (final labels; reviewed = decided by a
+    person, human or accepted). One pass over the final labels."""
+    from .labels import final_labels
+
+    rows = {c: {"class": c, "images": 0, "reviewed": 0} for c in project.classes}
+    total = reviewed = human = 0
+    for it in final_labels(project):
+        total += 1
+        decided = it.source in ("human", "accepted")
+        reviewed += decided
+        human += it.source == "human"
+        for c in it.classes:
+            if c in rows:
+                rows[c]["images"] += 1
+                rows[c]["reviewed"] += decided
+    excluded = project.db.execute("select count(*) from images where status = 'excluded'").fetchone()[0]
+    return {
+        "total": total,
+        "reviewed": reviewed,
+        "human": human,
+        "excluded": int(excluded),
+        "classes": list(rows.values()),
+    }

@@ -303,3 +303,31 @@ def near_duplicates(
     for g in groups:
         g["images"] = describe(project, g["images"])
     return groups
+
+
+def duplicate_rows(project: Project, threshold: float = 0.95, features: str = "clip") -> list[dict]:
+    """Near-duplicate groups (:func:`labeler.search.near_duplicates`) as table rows, largest first.
+
+    Returns
+    -------
+    list of dict
+        ``{"group", "size", "max_similarity", "min_similarity", "labels", "images"}``: ``group`` numbers
+        the groups from 1, ``labels`` says which final labels the group holds ("cat ×2, dog"),
+        ``images`` are the image ids, ascending.
+    """
+    from collections import Counter
+
+    out = []
+    for k, g in enumerate(near_duplicates(project, float(threshold), features), start=1):
+        counts = Counter(it["label"] or "unlabeled" for it in g["images"])
+        out.append(
+            {
+                "group": k,
+                "size": len(g["images"]),
+                "max_similarity": g["max_similarity"],
+                "min_similarity": g["min_similarity"],
+                "labels": ", ".join(f"{c} ×{n}" if n > 1 else c for c, n in counts.most_common()),
+                "images": [it["image_id"] for it in g["images"]],
+            }
+        )
+    return out

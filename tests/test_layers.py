@@ -206,10 +206,10 @@ def test_imports_inside_functions_close_no_cycle_either():
 
 
 def test_the_cli_imports_the_app_only_to_launch_it():
-    into_app = [i for i in IMPORTS if _is_cli(i.importer) and i.target.startswith("labeler.ui")]
-    assert into_app, "the CLI launches the app: expected `from .ui.app import launch` somewhere in it"
+    into_app = [i for i in IMPORTS if _is_cli(i.importer) and i.target.startswith("labeler.app")]
+    assert into_app, "the CLI launches the app: expected `from .app import launch` somewhere in it"
     for imp in into_app:
-        assert (imp.target, imp.name, imp.lazy) == ("labeler.ui.app", "launch", True), imp
+        assert (imp.target, imp.name, imp.lazy) == ("labeler.app", "launch", True), imp
 
 
 def test_the_graph_sees_every_kind_of_import():
@@ -218,7 +218,7 @@ def test_the_graph_sees_every_kind_of_import():
     assert ("labeler.labels", "store", "in_chunks", False) in edges  # absolute, module level
     assert ("labeler.labels", "labeler.history", "snapshot", False) in edges  # relative
     assert ("labeler.train.apply", "labeler.methods", "get_method", False) in edges  # two levels up
-    assert ("labeler.cli.project", "labeler.ui.app", "launch", True) in edges  # inside a function
+    assert ("labeler.cli.project", "labeler.app", "launch", True) in edges  # inside a function
     assert not any(i.importer == "labeler.train.runs" and i.target.startswith("labeler.methods") for i in IMPORTS)
     lazy = sum(i.lazy for i in IMPORTS)
     assert 0 < lazy < len(IMPORTS)

@@ -301,7 +301,7 @@ def test_cli_says_when_the_untrained_model_was_kept(proj, monkeypatch, capsys):
 
 
 def test_ui_outcome_shows_warnings():
-    from labeler.ui import train as ui_train
+    from labeler.app.steps import train as ui_train
 
     run = {
         "id": 3,
@@ -309,10 +309,10 @@ def test_ui_outcome_shows_warnings():
         "metrics": {"best_epoch": 0, "warnings": ["the teacher looks degenerate"], "setup": {"warnings": []}},
     }
     out = {"label_run": 4, "n": 10, "failed": 0, "active": True, "comparison": None, "old_method": None}
-    original = ui_train.app_api.train_outcome
+    original = ui_train.train_outcome
     try:
-        ui_train.app_api.train_outcome = lambda project, run_id: out
+        ui_train.train_outcome = lambda project, run_id: out
         md = ui_train._outcome_md(None, run)
     finally:
-        ui_train.app_api.train_outcome = original
+        ui_train.train_outcome = original
     assert "Warning" in md and "the teacher looks degenerate" in md and "untrained model" in md

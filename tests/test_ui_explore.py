@@ -1,4 +1,4 @@
-"""The Explore step (cluster browser): its app_api helpers, its event API through gradio_client, and a real browser.
+"""The Explore step (cluster browser): its core helpers, its event API through gradio_client, and a real browser.
 
 Projects are built through the library before the app starts (tiny-random CLIP + DINO features and a
 zero-shot run; fast), then ``python app.py`` serves them on a free 127.0.0.1 port (see
@@ -27,7 +27,7 @@ GEN_CLASSES = ["cat", "dog", "ship"]
 UI_CLASSES = CIFAR_CLASSES[:4]
 
 
-# --- app_api helpers (no server) ----------------------------------------------------------------------------
+# --- core helpers (no server) ----------------------------------------------------------------------------
 @pytest.fixture
 def synthetic(project):
     """30 images in 3 planted clusters with CLIP features and a label run whose top-1 is the cluster."""
@@ -38,78 +38,85 @@ def synthetic(project):
 
 
 def test_explore_items_keep_order_and_show_excluded(synthetic):
-    from labeler import app_api
-    from labeler.review import exclude_images, label_images
+    from labeler.review import (
+        exclude_images,
+        excluded_images,
+        explore_counts,
+        explore_items,
+        label_images,
+    )
 
     project, ids, _ = synthetic
     label_images(project, ids[2], "dog")
     exclude_images(project, ids[1])
-    items = app_api.explore_items(project, [ids[2], ids[1], ids[0], 99999])
+    items = explore_items(project, [ids[2], ids[1], ids[0], 99999])
     assert [it["id"] for it in items] == [ids[2], ids[1], ids[0]]
     assert items[0]["label"] == "dog" and items[0]["source"] == "human"
     assert items[1]["status"] == "excluded" and items[1]["label"] is None
     assert items[2]["source"] == "pseudo" and 0 < items[2]["confidence"] <= 1
-    assert app_api.excluded_ids(project) == [ids[1]]
-    c = app_api.explore_counts(project)
+    assert excluded_images(project) == [ids[1]]
+    c = explore_counts(project)
     assert c["total"] == 29 and c["excluded"] == 1 and c["human"] == 1
     assert sum(r["images"] for r in c["classes"]) == 29
 
 
 def test_duplicates_keep_one(project):
-    from labeler import app_api
+    from labeler.review import exclude_duplicates, excluded_images, keep_one
+    from labeler.search import duplicate_rows
 
     rng = np.random.default_rng(0)
     base = rng.normal(size=(6, 16))
     feats = np.vstack([base, base[:2] + 1e-3 * rng.normal(size=(2, 16)), base[:1] + 2e-3])  # 0~6~8, 1~7
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     ids = make_project(project, feats.astype(np.float32))
-    rows = app_api.duplicate_rows(project, 0.99)
+    rows = duplicate_rows(project, 0.99)
     assert [sorted(r["images"]) for r in rows] == [sorted([ids[0], ids[6], ids[8]]), sorted([ids[1], ids[7]])]
     assert rows[0]["group"] == 1 and rows[0]["size"] == 3 and rows[0]["labels"] == "unlabeled ×3"
     with pytest.raises(Exception, match="not in this group"):
-        app_api.keep_one(project, rows[0]["images"], keep=ids[1])
+        keep_one(project, rows[0]["images"], keep=ids[1])
     from labeler.review import label_images
 
     label_images(project, ids[8], "cat")  # the image a person labeled is the one kept
-    assert app_api.keep_one(project, rows[0]["images"]) == {"kept": ids[8], "excluded": 2}
-    assert app_api.exclude_duplicates(project, [r["images"] for r in rows]) == {"groups": 2, "excluded": 1}
-    assert sorted(app_api.excluded_ids(project)) == sorted([ids[0], ids[6], ids[7]])
-    assert app_api.duplicate_rows(project, 0.99) == []
+    assert keep_one(project, rows[0]["images"]) == {"kept": ids[8], "excluded": 2}
+    assert exclude_duplicates(project, [r["images"] for r in rows]) == {"groups": 2, "excluded": 1}
+    assert sorted(excluded_images(project)) == sorted([ids[0], ids[6], ids[7]])
+    assert duplicate_rows(project, 0.99) == []
     with pytest.raises(Exception, match="no near-duplicate groups"):
-        app_api.exclude_duplicates(project, [])
+        exclude_duplicates(project, [])
 
 
 def test_map_frame_sample_colours_and_box(synthetic, monkeypatch):
-    from labeler import app_api
+    from labeler import projection
     from labeler.clusters import cluster_run
+    from labeler.projection import map_box, map_frame, map_method, map_ready
 
     project, ids, y = synthetic
-    assert app_api.map_method("pca") == "pca" and app_api.map_ready(project, "clip", "pca")
-    assert not app_api.map_ready(project, "clip", "umap")  # UMAP maps are computed in the background
-    monkeypatch.setattr(app_api, "MAP_INLINE", 10)
-    assert not app_api.map_ready(project, "clip", "pca")  # too many points to project in the request...
-    app_api.map_frame(project, "clip", "pca")
-    assert app_api.map_ready(project, "clip", "pca")  # ...until the map is cached
+    assert map_method("pca") == "pca" and map_ready(project, "clip", "pca")
+    assert not map_ready(project, "clip", "umap")  # UMAP maps are computed in the background
+    monkeypatch.setattr(projection, "MAP_INLINE", 10)
+    assert not map_ready(project, "clip", "pca")  # too many points to project in the request...
+    map_frame(project, "clip", "pca")
+    assert map_ready(project, "clip", "pca")  # ...until the map is cached
     monkeypatch.undo()
-    full = app_api.map_frame(project, "clip", "pca", "pseudo-label")
+    full = map_frame(project, "clip", "pca", "pseudo-label")
     assert full["n"] == full["shown"] == 30 and full["method"] == "pca"
     assert set(full["colour"]) == {"cat", "dog", "car"}
-    assert app_api.map_frame(project, "clip", "pca", "your label")["colour"][0] == "not labeled by you"
-    assert app_api.map_frame(project, "clip", "pca", "cluster")["colour"][0] == "no cluster"
+    assert map_frame(project, "clip", "pca", "your label")["colour"][0] == "not labeled by you"
+    assert map_frame(project, "clip", "pca", "cluster")["colour"][0] == "no cluster"
     cluster_run(project, k=3)
-    assert {c[:8] for c in app_api.map_frame(project, "clip", "pca", "cluster")["colour"]} == {"cluster "}
-    few = app_api.map_frame(project, "clip", "pca", "final label", max_points=7)
+    assert {c[:8] for c in map_frame(project, "clip", "pca", "cluster")["colour"]} == {"cluster "}
+    few = map_frame(project, "clip", "pca", "final label", max_points=7)
     assert few["shown"] == 7 and few["n"] == 30 and few["image_id"][0] == ids[0] and few["image_id"][-1] == ids[-1]
     xs = np.array(full["x"])
     cut = float(np.median(xs))
-    left = app_api.map_box(project, "clip", "pca", (cut, xs.min() - 1))
+    left = map_box(project, "clip", "pca", (cut, xs.min() - 1))
     assert sorted(left) == sorted(i for i, x in zip(full["image_id"], xs, strict=True) if x <= cut)
-    assert sorted(app_api.map_box(project, "clip", "pca")) == sorted(ids)
+    assert sorted(map_box(project, "clip", "pca")) == sorted(ids)
     ys = np.array(full["y"])
-    box = app_api.map_box(project, "clip", "pca", (None, None), (None, float(np.median(ys))))
+    box = map_box(project, "clip", "pca", (None, None), (None, float(np.median(ys))))
     assert 10 <= len(box) <= 20
     with pytest.raises(Exception, match="colour the map"):
-        app_api.map_frame(project, "clip", "pca", "size")
+        map_frame(project, "clip", "pca", "size")
 
 
 # --- the app ------------------------------------------------------------------------------------------------
@@ -346,11 +353,11 @@ def test_explore_in_the_browser(app):
 
 def _map_points(project_dir: Path):
     """The PCA map's points as the server draws them (every point: the test project is small)."""
-    from labeler import app_api
+    from labeler.projection import map_frame
 
     p = _project(project_dir)
     try:
-        cols = app_api.map_frame(p, "clip", "pca")
+        cols = map_frame(p, "clip", "pca")
     finally:
         p.close()
     assert cols["shown"] == cols["n"]
@@ -358,8 +365,8 @@ def _map_points(project_dir: Path):
 
 
 def _pixel(xs, ys, box: dict, x: float, y: float) -> tuple[float, float]:
-    """Where the map draws the point (x, y) on the page: labeler.ui.scatter's padding and margin."""
-    from labeler.ui.scatter import MARGIN, PAD
+    """Where the map draws the point (x, y) on the page: labeler.app.scatter's padding and margin."""
+    from labeler.app.scatter import MARGIN, PAD
 
     mx, my = (xs.max() - xs.min()) * MARGIN, (ys.max() - ys.min()) * MARGIN
     x0, x1, y0, y1 = xs.min() - mx, xs.max() + mx, ys.min() - my, ys.max() + my

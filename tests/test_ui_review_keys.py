@@ -24,8 +24,8 @@ pytestmark = needs_chromium
 
 def _queue(proj: Path) -> list[int]:
     """The "needs review" queue's image ids in gallery order (threshold 0.5), read through the library."""
-    from labeler.app_api import VIEW_REVIEW, review_items
     from labeler.project import Project
+    from labeler.review import VIEW_REVIEW, review_items
 
     p = Project(proj)
     try:
@@ -47,8 +47,8 @@ def _labels(proj: Path) -> dict[int, tuple[str, str | None]]:
 
 
 def _unsure(proj: Path) -> set[int]:
-    from labeler.app_api import unsure_ids
     from labeler.project import Project
+    from labeler.review import unsure_ids
 
     p = Project(proj)
     try:

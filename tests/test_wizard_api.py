@@ -1,54 +1,56 @@
-"""The wizard's helpers in labeler.app_api: shift-click ranges, visitor folders, waiting for a run's row."""
+"""The wizard's helpers: shift-click ranges (app.common), visitor folders (app.space), waiting for a run (jobs)."""
 
 from __future__ import annotations
 
 import pytest
 
-from labeler import app_api
+from labeler.app.common import select_range
+from labeler.app.space import new_visitor_id, owns, visitor_root
 from labeler.errors import InvalidInputError, NotReadyError
+from labeler.jobs import wait_for_new_run
 
 
 def test_select_range_adds_the_span_between_anchor_and_click_in_page_order():
     page = [10, 11, 12, 13, 14]
-    assert app_api.select_range(page, [], 11, 13) == [11, 12, 13]
-    assert app_api.select_range(page, [99], 14, 12) == [99, 12, 13, 14]  # backwards, earlier selection kept
-    assert app_api.select_range(page, [12], 10, 13) == [12, 10, 11, 13]  # no duplicates
-    assert app_api.select_range(page, [], None, 12) == [12]  # no anchor: just the click
-    assert app_api.select_range(page, [], 77, 12) == [12]  # anchor on another page
-    assert app_api.select_range(page, [1], 11, 55) == [1]  # a click off the page changes nothing
+    assert select_range(page, [], 11, 13) == [11, 12, 13]
+    assert select_range(page, [99], 14, 12) == [99, 12, 13, 14]  # backwards, earlier selection kept
+    assert select_range(page, [12], 10, 13) == [12, 10, 11, 13]  # no duplicates
+    assert select_range(page, [], None, 12) == [12]  # no anchor: just the click
+    assert select_range(page, [], 77, 12) == [12]  # anchor on another page
+    assert select_range(page, [1], 11, 55) == [1]  # a click off the page changes nothing
 
 
 def test_visitor_folders_accept_only_random_ids(tmp_path):
-    vid = app_api.new_visitor_id()
-    assert len(vid) == 32 and vid != app_api.new_visitor_id()
-    root = app_api.visitor_root(vid)
+    vid = new_visitor_id()
+    assert len(vid) == 32 and vid != new_visitor_id()
+    root = visitor_root(vid)
     assert root == tmp_path / "data" / "visitors" / vid and root.is_dir()
     for bad in ("", None, "../" + vid[3:], vid.upper(), vid[:-1] + "/", "x" * 32):
         with pytest.raises(InvalidInputError, match="visitor id"):
-            app_api.visitor_root(bad)
+            visitor_root(bad)
     (root / "p").mkdir()
-    assert app_api.owns(root, root / "p")
-    assert not app_api.owns(root, tmp_path / "data" / "p")
-    assert not app_api.owns(root, root / "p" / ".." / ".." / "other" / "p")
+    assert owns(root, root / "p")
+    assert not owns(root, tmp_path / "data" / "p")
+    assert not owns(root, root / "p" / ".." / ".." / "other" / "p")
 
 
 def test_wait_for_new_run(project):
     from labeler.jobs import Job
 
-    assert app_api.wait_for_new_run(project, "train", 0, timeout=0.2) is None
-    assert app_api.wait_for_new_run(project, "train", 0, still_starting=lambda: False, timeout=30) is None
+    assert wait_for_new_run(project, "train", 0, timeout=0.2) is None
+    assert wait_for_new_run(project, "train", 0, still_starting=lambda: False, timeout=30) is None
     job = Job.start(project, "train", method="nola")
-    assert app_api.wait_for_new_run(project, "train", 0) == job.id
-    assert app_api.wait_for_new_run(project, "train", job.id, timeout=0.1) is None
+    assert wait_for_new_run(project, "train", 0) == job.id
+    assert wait_for_new_run(project, "train", job.id, timeout=0.1) is None
     job.finish("done")
 
 
 def test_library_errors_are_worded_for_the_wizard(project):
     """A library error's hint (not CLI text) becomes the wizard's step and button."""
     gr = pytest.importorskip("gradio")
+    from labeler.app.common import guard
     from labeler.errors import Hint
     from labeler.review import review_queue
-    from labeler.ui.common import guard
 
     with pytest.raises(NotReadyError) as info:
         review_queue(project)
@@ -66,7 +68,7 @@ def test_library_errors_are_worded_for_the_wizard(project):
 
 def test_map_legend_colours_the_most_frequent_and_mutes_the_rest():
     pytest.importorskip("gradio")
-    from labeler.ui.scatter import MUTED, PALETTE, scatter_value
+    from labeler.app.scatter import MUTED, PALETTE, scatter_value
 
     names = ["unlabeled"] * 3 + [f"c{k:02d}" for k in range(24, -1, -1) for _ in range(25 - k)]  # c00 most frequent
     n = len(names)
@@ -90,11 +92,11 @@ def test_map_legend_colours_the_most_frequent_and_mutes_the_rest():
 def test_page_load_keeps_the_visitor_id_a_click_already_made():
     """A Create clicked before the page's load handler ran made a visitor id (its project lives there): the load
     handler keeps it and stores it in the browser instead of replacing it with a second one."""
-    from labeler.ui.app import _visitor_id
+    from labeler.app import _visitor_id
 
-    made = app_api.new_visitor_id()
+    made = new_visitor_id()
     assert _visitor_id("", made) == (made, made)
-    kept = app_api.new_visitor_id()
+    kept = new_visitor_id()
     vid, store = _visitor_id(kept, made)  # the browser's own id wins
     assert vid == kept and store is not kept
     vid, store = _visitor_id("", "")

@@ -136,7 +136,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..ui.app import launch
+    from ..app import launch
 
     launch(host=args.host, port=args.port)
     return 0

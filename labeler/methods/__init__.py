@@ -11,7 +11,7 @@ The built-in methods are registered here, when the package is imported, so any i
 
 from __future__ import annotations
 
-from .base import METHODS, Method, RunResult, get_method, list_methods, register_method
+from .base import METHODS, Method, RunResult, get_method, list_methods, method_defaults, register_method
 from .lafter import LaFTer
 from .nola import NoLA
 from .zeroshot import ZeroShot
@@ -28,4 +28,13 @@ for _name, _why in PLANNED.items():
     METHODS.plan(_name, _why)
 del _cls, _name, _why
 
-__all__ = ["METHODS", "PLANNED", "Method", "RunResult", "get_method", "list_methods", "register_method"]
+__all__ = [
+    "METHODS",
+    "PLANNED",
+    "Method",
+    "RunResult",
+    "get_method",
+    "list_methods",
+    "method_defaults",
+    "register_method",
+]

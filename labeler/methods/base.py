@@ -69,3 +69,14 @@ def get_method(name: str) -> Method:
 def list_methods() -> list[dict[str, Any]]:
     """Every method, ``{"name", "available", "summary"}``; planned ones carry the reason as summary."""
     return [{"name": e.name, "available": e.available, "summary": e.summary} for e in METHODS.list()]
+
+
+def method_defaults(name: str) -> dict:
+    """The default options of a method (its params dataclass) as a JSON-ready dict."""
+    method = get_method(name)
+    params = method.Params()
+    out = {}
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        out[f.name] = value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else str(value)
+    return out

@@ -6,12 +6,11 @@ import os
 
 import gradio as gr
 
-from .. import app_api
-from ..errors import InvalidInputError
-from ..ingest import IMAGE_EXTENSIONS, import_sources, max_import_bytes, over_cap_message
-from ..jobs import run_in_background
-from ..project import Project
-from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape
+from ...errors import InvalidInputError
+from ...ingest import IMAGE_EXTENSIONS, import_sources, max_import_bytes, over_cap_message, thumbnail_for
+from ...jobs import run_in_background
+from ...project import Project, folder_class_names, image_page
+from ..common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape
 
 PAGE = 48
 
@@ -104,10 +103,10 @@ def build(ctx: Ctx) -> dict:
             return msg, [], "", skipped_rows, gr.Accordion(label=f"Skipped files ({len(skipped_rows)})"), 0
         pages = max(1, -(-n // PAGE))
         page_no = min(max(0, int(page_no or 0)), pages - 1)
-        rows = app_api.image_page(project, page_no * PAGE, PAGE)
-        items = [(app_api.thumbnail_for(project, r["id"], r["sha256"]), r["rel_path"]) for r in rows]
+        rows = image_page(project, page_no * PAGE, PAGE)
+        items = [(thumbnail_for(project, r["id"], r["sha256"]), r["rel_path"]) for r in rows]
         items = [it for it in items if it[0]]
-        folders = app_api.folder_class_names(project)
+        folders = folder_class_names(project)
         text = (
             f"**{n} images** · {len(skipped_rows)} skipped · {missing} missing"
             + (f" · {len(folders)} folders" if folders else "")

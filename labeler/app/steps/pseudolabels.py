@@ -15,19 +15,28 @@ import html
 import gradio as gr
 import pandas as pd
 
-from .. import app_api
-from ..device import resolve_device
-from ..errors import NotReadyError
-from ..evaluate import evaluate
-from ..features import compute_features
-from ..jobs import run_in_background
-from ..labels import accept_pseudo_labels, active_run, set_human_labels
-from ..methods import get_method
-from ..models import list_models, load_clip, load_dino
-from ..precision import choose_encoder
-from ..project import Project
-from ..prompts import TEMPLATE_SETS
-from .common import (
+from ...device import resolve_device
+from ...errors import NotReadyError
+from ...evaluate import evaluate
+from ...features import compute_features
+from ...ingest import thumbnail_for
+from ...jobs import run_in_background
+from ...labels import accept_pseudo_labels, active_run, set_human_labels
+from ...methods import get_method
+from ...models import list_models, load_clip, load_dino
+from ...precision import choose_encoder
+from ...project import Project
+from ...prompts import TEMPLATE_SETS
+from ...review import (
+    VIEW_ALL,
+    VIEW_REVIEW,
+    VIEW_UNLABELED,
+    class_count_rows,
+    confidence_histogram,
+    mark_unsure,
+    review_items,
+)
+from ..common import (
     NO_PROJECT,
     Ctx,
     empty_state,
@@ -36,6 +45,7 @@ from .common import (
     guard,
     md_escape,
     pct,
+    select_range,
     thumb_caption,
     undo_last,
 )
@@ -50,7 +60,7 @@ def relabel_choices(classes: list[str]) -> list[tuple[str, str]]:
     return [(f"{i} · {c}" if i <= DIGITS else c, c) for i, c in enumerate(classes, start=1)]
 
 
-VIEW_REVIEW, VIEW_ALL, VIEW_UNLABELED = app_api.VIEW_REVIEW, app_api.VIEW_ALL, app_api.VIEW_UNLABELED
+VIEW_REVIEW, VIEW_ALL, VIEW_UNLABELED = VIEW_REVIEW, VIEW_ALL, VIEW_UNLABELED
 
 
 def _model_choices() -> tuple[list[str], list[str], str]:
@@ -287,14 +297,14 @@ def build(ctx: Ctx) -> dict:
         if active_run(project) is None and view_value == VIEW_REVIEW:
             items = []
         else:
-            items = app_api.review_items(project, view_value or VIEW_REVIEW, float(thr))
+            items = review_items(project, view_value or VIEW_REVIEW, float(thr))
         pages = max(1, -(-len(items) // PAGE))
         page_no = min(max(0, int(page_no or 0)), pages - 1)
         shown = items[page_no * PAGE : (page_no + 1) * PAGE]
         pics = []
         ids = []
         for it in shown:
-            thumb = app_api.thumbnail_for(project, it["id"], it["sha256"], it["path"])
+            thumb = thumbnail_for(project, it["id"], it["sha256"], it["path"])
             if thumb:
                 pics.append((thumb, thumb_caption(it, chosen)))
                 ids.append(it["id"])
@@ -324,13 +334,13 @@ def build(ctx: Ctx) -> dict:
 
     def stats(project, thr, view_value):
         classes = project.classes
-        review_n = len(app_api.review_items(project, VIEW_REVIEW, float(thr))) if active_run(project) else 0
-        rows = app_api.class_count_rows(project, float(thr))
+        review_n = len(review_items(project, VIEW_REVIEW, float(thr))) if active_run(project) else 0
+        rows = class_count_rows(project, float(thr))
         choices = [(f"{VIEW_REVIEW} ({review_n})", VIEW_REVIEW), (VIEW_ALL, VIEW_ALL), (VIEW_UNLABELED, VIEW_UNLABELED)]
         choices += [(f"class: {r['class']} ({r['images']})", r["class"]) for r in rows]
         if view_value not in [c[1] for c in choices]:
             view_value = VIEW_REVIEW
-        hist_rows = app_api.confidence_histogram(project)
+        hist_rows = confidence_histogram(project)
         hist_df = gr.BarPlot(value=_hist_frame(hist_rows), visible=bool(hist_rows))
         try:
             res = evaluate(project)
@@ -401,11 +411,7 @@ def build(ctx: Ctx) -> dict:
     def refresh(key):
         project = ctx.open(key, required=False)
         view_value = VIEW_REVIEW
-        if (
-            project is not None
-            and active_run(project) is not None
-            and not app_api.review_items(project, VIEW_REVIEW, 0.5)
-        ):
+        if project is not None and active_run(project) is not None and not review_items(project, VIEW_REVIEW, 0.5):
             view_value = VIEW_ALL  # nothing to review: show everything rather than an empty page
         has_run = project is not None and active_run(project) is not None
         setup = gr.Accordion(
@@ -447,7 +453,7 @@ def build(ctx: Ctx) -> dict:
             return (gr.skip(),) * (len(gallery_outs) + 1)
         image_id = int(ids[idx])
         if shift and last is not None and last in ids:
-            chosen = app_api.select_range(ids, chosen, last, image_id)
+            chosen = select_range(ids, chosen, last, image_id)
         else:
             chosen = [i for i in chosen if i != image_id] if image_id in chosen else [*chosen, image_id]
         return (*show(key, view_value, thr, page_no, chosen), image_id)
@@ -509,7 +515,7 @@ def build(ctx: Ctx) -> dict:
     @guard
     def unsure(key, view_value, thr, page_no, chosen):
         project = ctx.open(key)
-        n = app_api.mark_unsure(project, _need(chosen))
+        n = mark_unsure(project, _need(chosen))
         gr.Info(f"Marked {n} image(s) unsure: they are in the 'needs review' queue.", duration=5)
         return render(project, view_value, thr, page_no, [])
 

@@ -1,7 +1,7 @@
 """The Explore map: a 2-D scatter plot on a ``<canvas>`` in a gr.HTML, with box selection and point clicks.
 
 Gradio 6.31's gr.ScatterPlot brushes an x interval only and keeps the colour domain it was first drawn with,
-so the map draws itself: :func:`scatter_value` turns :func:`labeler.app_api.map_frame` columns into the
+so the map draws itself: :func:`scatter_value` turns :func:`labeler.map_frame` columns into the
 component's value, and :data:`SCATTER_JS` draws it (axes, points coloured by the legend, a tooltip with the
 thumbnail of the point under the mouse). In box mode a drag fires the component's ``select`` event with
 ``{"box": [x0, x1, y0, y1]}`` in map coordinates, in lasso mode with ``{"lasso": [[x, y], ...]}`` (the outline
@@ -309,7 +309,7 @@ def scatter(elem_id: str, visible: bool = True) -> gr.HTML:
 def scatter_value(
     cols: dict | None, title: str = "", legend_size: int = len(PALETTE), thumbs: str | Path | None = None
 ) -> dict:
-    """The component's value for :func:`labeler.app_api.map_frame` columns.
+    """The component's value for :func:`labeler.map_frame` columns.
 
     ``thumbs``: the project's thumbnail folder (``<sha[:2]>/<sha>.jpg`` files; gradio must be allowed to serve
     it): the tooltip then shows the image. Returns ``{"x", "y", "colour", "image_id", "sha256", "label"}``

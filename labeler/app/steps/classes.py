@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import app_api
-from ..labels import active_run
-from ..project import MAX_CLASS_NAME_LENGTH, MAX_CLASSES, parse_class_list, validate_class_names
-from .common import NO_PROJECT, Ctx, empty_state, guard, md_escape
+from ...labels import active_run
+from ...project import (
+    MAX_CLASS_NAME_LENGTH,
+    MAX_CLASSES,
+    folder_class_names,
+    parse_class_list,
+    set_multi_label,
+    validate_class_names,
+)
+from ..common import NO_PROJECT, Ctx, empty_state, guard, md_escape
 
 MODES = ["single-label (one class per image)", "multi-label (any number of classes per image)"]
 
@@ -67,7 +73,7 @@ def build(ctx: Ctx) -> dict:
         old = project.classes
         multi = mode_value == MODES[1]
         if multi != project.multi_label:
-            app_api.set_multi_label(project, multi)
+            set_multi_label(project, multi)
         project.set_classes(names)
         removed = [c for c in old if c not in names]
         if removed:
@@ -81,7 +87,7 @@ def build(ctx: Ctx) -> dict:
     @guard
     def from_folders(key):
         project = ctx.open(key)
-        names = app_api.folder_class_names(project)
+        names = folder_class_names(project)
         if not names:
             raise gr.Error(
                 "The images are not in class-named subfolders (or none are imported yet): type the classes instead."

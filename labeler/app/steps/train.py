@@ -7,7 +7,7 @@ to continue a cancelled or interrupted ``train`` run — :class:`labeler.methods
 in a background thread; its progress and metrics live in its ``runs`` row, so closing the tab does
 not stop it.
 
-The live plot reads :func:`labeler.app_api.run_curve`: the run's ``metrics["epochs"]`` (one row per
+The live plot reads :func:`labeler.run_curve`: the run's ``metrics["epochs"]`` (one row per
 epoch: ``loss``, ``train_agreement``, ``teacher_agreement``, ``val_accuracy``…).
 """
 
@@ -20,14 +20,14 @@ import json
 import gradio as gr
 import pandas as pd
 
-from .. import app_api
-from ..device import resolve_device
-from ..errors import InvalidInputError
-from ..jobs import background_tasks, list_runs, request_cancel, run_in_background
-from ..methods import METHODS, get_method, list_methods
-from ..project import Project
-from ..train.recipes import RECIPE_NAMES as RECIPES
-from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct
+from ...device import resolve_device
+from ...errors import InvalidInputError
+from ...jobs import background_tasks, list_runs, request_cancel, run_in_background, wait_for_new_run
+from ...methods import METHODS, get_method, list_methods, method_defaults
+from ...project import Project
+from ...train.outcome import run_curve, train_outcome
+from ...train.recipes import RECIPE_NAMES as RECIPES
+from ..common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct
 
 #: Methods that need no training run and live in step 5.
 NOT_TRAINED_HERE = {"zeroshot"}
@@ -35,7 +35,7 @@ NOT_TRAINED_HERE = {"zeroshot"}
 
 def _trainable_class():
     try:
-        from ..methods.trainable import TrainableMethod
+        from ...methods.trainable import TrainableMethod
     except ImportError:
         return None
     return TrainableMethod
@@ -107,7 +107,7 @@ def _device_text() -> str:
 
 def _defaults(name: str | None) -> str:
     """A method's default options as JSON text."""
-    return json.dumps(app_api.method_defaults(name), indent=2) if name else ""
+    return json.dumps(method_defaults(name), indent=2) if name else ""
 
 
 def _run_rows(project: Project) -> list[dict]:
@@ -121,7 +121,7 @@ def _outcome_md(project: Project, run: dict | None) -> str:
         return ""
     if run["status"] == "running":
         return "<span class='lb-note'>When the run ends, its model labels every image; the result shows here.</span>"
-    out = app_api.train_outcome(project, run["id"])
+    out = train_outcome(project, run["id"])
     if out is None:
         return (
             f"<span class='lb-note'>Run {run['id']} has not labeled the images (it did not finish): "
@@ -219,7 +219,7 @@ def build(ctx: Ctx) -> dict:
         ]
 
     def curve_df(project, run_id):
-        return _curve_plot(app_api.run_curve(project, run_id) if run_id else [])
+        return _curve_plot(run_curve(project, run_id) if run_id else [])
 
     def view(project, run_id=None):
         if project is None:
@@ -324,7 +324,7 @@ def build(ctx: Ctx) -> dict:
             method.resolve(project, p)  # bad options and missing features fail here, not in the background
         before = max((r["id"] for r in _run_rows(project)), default=0)
         task = _start(project, name, method, p)
-        new_id = app_api.wait_for_new_run(project, "train", before, still_starting=lambda: task.running, timeout=10)
+        new_id = wait_for_new_run(project, "train", before, still_starting=lambda: task.running, timeout=10)
         out = list(view(project, new_id))  # the plot follows the new run
         out[1] = f"Starting **{name}**… progress is in the jobs panel; the plot below follows the run."
         out[4] = gr.Timer(active=True)
@@ -359,7 +359,7 @@ def build(ctx: Ctx) -> dict:
         if _takes_resume(method):
             _start(project, target["method"], method, None, resume=int(target["id"]))
         else:  # a method without checkpoints: start again with the run's options
-            known = set(app_api.method_defaults(target["method"]))
+            known = set(method_defaults(target["method"]))
             try:
                 p = method.params_from({k: v for k, v in target["params"].items() if k in known})
             except InvalidInputError as exc:

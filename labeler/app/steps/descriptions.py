@@ -13,7 +13,7 @@ import time
 
 import gradio as gr
 
-from ..describe import (
+from ...describe import (
     CONFIRM_ABOVE,
     add_description,
     delete_description,
@@ -26,9 +26,9 @@ from ..describe import (
     list_descriptions,
     set_description_enabled,
 )
-from ..jobs import run_in_background
-from ..project import Project
-from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape
+from ...jobs import run_in_background
+from ...project import Project
+from ..common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape
 
 HEADERS = ["id", "on", "source", "text"]
 MODEL_HINTS = {

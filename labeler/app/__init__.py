@@ -22,8 +22,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 
 from ..project import data_dir as default_data_dir  # noqa: E402
-from . import audit, classes, descriptions, explore, export, images, jobs, project, pseudolabels, train  # noqa: E402
+from . import jobs  # noqa: E402
 from .common import Ctx, guard, md_escape  # noqa: E402
+from .steps import audit, classes, descriptions, explore, export, images, project, pseudolabels, train  # noqa: E402
 
 STEPS = [
     ("1 · Project", project),
@@ -105,7 +106,7 @@ def _is_visitor_id(vid: str) -> bool:
 def _visitor_id(saved: str, current: str = ""):
     """This browser's visitor id: the one it kept, else the one this session already has (a click that beat
     the page's load handler made one, and its project lives there), else a new one (stored in the browser)."""
-    from ..app_api import new_visitor_id
+    from .space import new_visitor_id
 
     vid = str(saved or "")
     if _is_visitor_id(vid):

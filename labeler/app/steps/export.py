@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import app_api
-from ..jobs import run_in_background
-from ..labels import label_counts
-from ..project import Project
-from .common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard
+from ...export import export_for_download, recent_exports
+from ...jobs import run_in_background
+from ...labels import label_counts
+from ...project import Project
+from ..common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard
 
 FORMATS = [
     ("CSV (path, label, score, source)", "csv"),
@@ -83,7 +83,7 @@ def build(ctx: Ctx) -> dict:
         )
 
     def _recent(project):
-        files = app_api.recent_exports(project)
+        files = recent_exports(project)
         return gr.File(value=files or None, visible=bool(files))
 
     outs = [summary, download, status, preview, recent]
@@ -112,7 +112,7 @@ def build(ctx: Ctx) -> dict:
             def work():
                 p = Project(root)
                 try:
-                    return app_api.export_for_download(p, "imagefolder")
+                    return export_for_download(p, "imagefolder")
                 finally:
                     p.close()
 
@@ -124,7 +124,7 @@ def build(ctx: Ctx) -> dict:
                 gr.skip(),
                 gr.skip(),
             )
-        res = app_api.export_for_download(project, fmt_value)
+        res = export_for_download(project, fmt_value)
         return (summary_text(project), *done(project, res))
 
     @guard

@@ -9,30 +9,63 @@ folder, and a project outside it is never opened. Export packs the open project 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import gradio as gr
 
-from .. import app_api
-from ..archive import export_archive, import_archive
-from ..errors import InvalidInputError
-from ..ingest import max_import_bytes
-from ..jobs import background_tasks, run_in_background
-from ..project import Project, parse_class_list, resolve_project_path, validate_project_name
-from .common import Ctx, empty_state, error_text, finished_task, guard, md_escape, ui_error
+from ...archive import export_archive, import_archive
+from ...errors import InvalidInputError
+from ...ingest import max_import_bytes
+from ...jobs import background_tasks, run_in_background
+from ...project import (
+    Project,
+    list_projects,
+    parse_class_list,
+    rename_project,
+    resolve_project_path,
+    validate_project_name,
+)
+from ..common import Ctx, empty_state, error_text, finished_task, guard, md_escape, ui_error
+from ..space import new_visitor_id
 
 HEADERS = ["project", "images", "classes", "labels", "review"]
 
 
+def project_rows(root: str | os.PathLike | None = None) -> list[dict]:
+    """Projects under ``root`` (default: the data dir) with counts: ``{"name", "path", "images", "classes",
+    "labels", "labeled"}``."""
+    from ...labels import label_counts
+
+    out = []
+    for p in list_projects(root):
+        row = {
+            "name": p["name"],
+            "path": p["path"],
+            "images": p.get("images", 0),
+            "classes": p.get("classes", 0),
+            "labels": "multi" if p.get("multi_label") else "single",
+            "labeled": "",
+            "error": p.get("error"),
+        }
+        if not p.get("error"):
+            try:
+                project = Project(p["path"])
+                c = label_counts(project)
+                row["labeled"] = f"{c['human'] + c['accepted']} reviewed, {c['pseudo']} pseudo"
+                project.close()
+            except Exception as exc:  # a broken project must not hide the others
+                row["error"] = str(exc)
+        out.append(row)
+    return out
+
+
 def _table(home: Path | None = None) -> list[list]:
-    return [
-        [r["name"], r["images"], r["classes"], r["labels"], r["error"] or r["labeled"]]
-        for r in app_api.project_rows(home)
-    ]
+    return [[r["name"], r["images"], r["classes"], r["labels"], r["error"] or r["labeled"]] for r in project_rows(home)]
 
 
 def _choices(home: Path | None = None) -> list[tuple[str, str]]:
-    return [(r["name"], r["path"]) for r in app_api.project_rows(home) if not r.get("error")]
+    return [(r["name"], r["path"]) for r in project_rows(home) if not r.get("error")]
 
 
 def _status(ctx: Ctx, key: str) -> str:
@@ -129,7 +162,7 @@ def build(ctx: Ctx) -> dict:
             ctx.home(visitor)
             return visitor
         except InvalidInputError:
-            return app_api.new_visitor_id()
+            return new_visitor_id()
 
     def _mine(key, visitor):
         if not ctx.owned(key, visitor):
@@ -171,7 +204,7 @@ def build(ctx: Ctx) -> dict:
     def rename(key, new, visitor=""):
         _mine(key, visitor)
         project = ctx.open(key)
-        renamed = app_api.rename_project(project, new, root=ctx.home(visitor) if ctx.isolate else None)
+        renamed = rename_project(project, new, root=ctx.home(visitor) if ctx.isolate else None)
         ctx.allow(renamed)
         key = str(renamed.root)
         gr.Info(f"Renamed to {renamed.name}.")

@@ -4,10 +4,10 @@ The left column holds the views, each of which fills the one gallery on the righ
 
 * **Clusters** — k-means runs (:func:`labeler.clusters.cluster_run`, in the background) summarised per
   cluster, least pure first; click a row to show the cluster.
-* **Map** — the 2-D projection (:mod:`labeler.projection` through :func:`labeler.app_api.map_frame`: PCA,
+* **Map** — the 2-D projection (:mod:`labeler.projection` through :func:`labeler.map_frame`: PCA,
   or UMAP when installed) coloured by pseudo-label, your label, final label or cluster, drawn by
-  :mod:`labeler.ui.scatter`; drag a box on it to show the images inside, click a point for its neighbours.
-* **Near-duplicates** — groups above a cosine threshold (:func:`labeler.app_api.duplicate_rows`); show a
+  :mod:`labeler.app.scatter`; drag a box on it to show the images inside, click a point for its neighbours.
+* **Near-duplicates** — groups above a cosine threshold (:func:`labeler.duplicate_rows`); show a
   group, keep one image of it (or of every group) and exclude the rest; see the excluded images.
 * **Review queue** — :func:`labeler.review.review_queue`: lowest confidence, smallest margin, highest
   entropy, or the CLIP label against a k-NN vote on DINO features — the likely mistakes first.
@@ -23,15 +23,37 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import app_api
-from ..clusters import cluster_members, cluster_run, cluster_summaries, latest_cluster_run
-from ..jobs import run_in_background
-from ..labels import active_run
-from ..project import Project
-from ..projection import feature_map, umap_available
-from ..review import ORDERINGS, accept_images, exclude_images, include_images, label_images, review_queue
-from ..search import similar_images, text_search
-from .common import (
+from ...clusters import cluster_members, cluster_run, cluster_summaries, latest_cluster_run
+from ...ingest import thumbnail_for
+from ...jobs import run_in_background
+from ...labels import active_run
+from ...project import Project
+from ...projection import (
+    MAP_COLOURS,
+    MAP_INLINE,
+    feature_map,
+    map_box,
+    map_frame,
+    map_lasso,
+    map_method,
+    map_ready,
+    umap_available,
+)
+from ...review import (
+    ORDERINGS,
+    accept_images,
+    exclude_duplicates,
+    exclude_images,
+    excluded_images,
+    explore_counts,
+    explore_items,
+    include_images,
+    keep_one,
+    label_images,
+    review_queue,
+)
+from ...search import duplicate_rows, similar_images, text_search
+from ..common import (
     NO_PROJECT,
     Ctx,
     empty_state,
@@ -43,7 +65,7 @@ from .common import (
     thumb_caption,
     undo_last,
 )
-from .scatter import scatter, scatter_value
+from ..scatter import scatter, scatter_value
 
 PAGE = 48
 HEADERS = ["#", "n", "pseudo", "purity", "conf", "final", "done"]
@@ -78,7 +100,7 @@ def _need_features(project, feats: str | None) -> None:
 
 
 def _counts_text(project) -> str:
-    c = app_api.explore_counts(project)
+    c = explore_counts(project)
     if not c["total"] and not c["excluded"]:
         return ""
     per = " · ".join(
@@ -124,7 +146,7 @@ def build(ctx: Ctx) -> dict:
             with gr.Tab("Map", id="map", elem_id="explore-tab-map") as map_tab:
                 with gr.Row(equal_height=True):
                     colour = gr.Radio(
-                        list(app_api.MAP_COLOURS),
+                        list(MAP_COLOURS),
                         value="pseudo-label",
                         label="Colour by",
                         scale=3,
@@ -292,11 +314,11 @@ def build(ctx: Ctx) -> dict:
         pages = max(1, -(-len(ids) // PAGE))
         page_no = min(max(0, int(page_no or 0)), pages - 1)
         start = page_no * PAGE
-        items = app_api.explore_items(project, ids[start : start + PAGE]) if project is not None else []
+        items = explore_items(project, ids[start : start + PAGE]) if project is not None else []
         chosen_set = set(chosen)
         pics, shown_ids = [], []
         for it in items:
-            thumb = app_api.thumbnail_for(project, it["id"], it["sha256"], it["path"])
+            thumb = thumbnail_for(project, it["id"], it["sha256"], it["path"])
             if thumb:
                 pics.append((thumb, thumb_caption(it, chosen_set)))
                 shown_ids.append(it["id"])
@@ -369,7 +391,7 @@ def build(ctx: Ctx) -> dict:
         if v["kind"] == "queue":
             return queue_view(project, v["params"]["by"], v["params"]["limit"])
         if v["kind"] == "excluded":
-            return _view("excluded", "Excluded images", app_api.excluded_ids(project))
+            return _view("excluded", "Excluded images", excluded_images(project))
         return v
 
     def queue_view(project, by, n) -> dict:
@@ -595,7 +617,7 @@ def build(ctx: Ctx) -> dict:
     def find_dups(key, feats, threshold_value):
         project = ctx.open(key)
         _need_features(project, feats)
-        return dup_outputs(app_api.duplicate_rows(project, float(threshold_value), feats or "clip"), threshold_value)
+        return dup_outputs(duplicate_rows(project, float(threshold_value), feats or "clip"), threshold_value)
 
     @guard
     def first_dups(key, feats, threshold_value, groups):
@@ -605,7 +627,7 @@ def build(ctx: Ctx) -> dict:
             return (gr.skip(),) * 3
         if not project.features.sets(feats or "clip"):
             return gr.skip(), gr.skip(), empty_state(f"Near-duplicates need {feats} features: compute them in step 5.")
-        if project.image_count() > app_api.MAP_INLINE:
+        if project.image_count() > MAP_INLINE:
             return gr.skip(), gr.skip(), empty_state("Set the threshold and press <b>Find groups</b>.")
         return find_dups(key, feats, threshold_value)
 
@@ -632,14 +654,14 @@ def build(ctx: Ctx) -> dict:
         if v["kind"] != "duplicates":
             raise gr.Error("Show a near-duplicate group first (click a row of the table).")
         keep = int(chosen[0]) if chosen and len(chosen) == 1 else None
-        res = app_api.keep_one(project, v["ids"], keep=keep)
+        res = keep_one(project, v["ids"], keep=keep)
         out = _after(project, v, page_no, f"Kept image {res['kept']}; excluded {res['excluded']}.")
         return (*out, *find_dups(key, feats, threshold_value))
 
     @guard
     def keep_every(key, feats, threshold_value, groups, v, page_no):
         project = ctx.open(key)
-        res = app_api.exclude_duplicates(project, groups)
+        res = exclude_duplicates(project, groups)
         out = _after(
             project, v, page_no, f"Kept one image in each of {res['groups']} groups; excluded {res['excluded']}."
         )
@@ -648,7 +670,7 @@ def build(ctx: Ctx) -> dict:
     @guard
     def show_excluded(key):
         project = ctx.open(key)
-        return _show(key, _view("excluded", "Excluded images", app_api.excluded_ids(project)))
+        return _show(key, _view("excluded", "Excluded images", excluded_images(project)))
 
     # map
     @guard
@@ -659,19 +681,19 @@ def build(ctx: Ctx) -> dict:
         if not project.features.sets(feats or "clip"):
             note = empty_state(f"The map needs {feats} features: compute them in step 5.")
             return gr.HTML(visible=False), note, gr.Dropdown(visible=False), False
-        if not app_api.map_ready(project, feats, how):
+        if not map_ready(project, feats, how):
             root = str(project.root)
 
             def work():
                 p = Project(root)
                 try:
-                    return feature_map(p, feats, app_api.map_method(how))
+                    return feature_map(p, feats, map_method(how))
                 finally:
                     p.close()
 
             run_in_background(root, "map", work, label=f"map ({how}, {feats})")
             return gr.skip(), f"Computing the {how.upper()} map… it shows here when done.", gr.skip(), gr.skip()
-        cols = app_api.map_frame(project, feats, how, colour_by)
+        cols = map_frame(project, feats, how, colour_by)
         sample = f" ({cols['shown']} drawn)" if cols["shown"] < cols["n"] else ""
         note = (
             f"{cols['method'].upper()} of {md_escape(cols['features'])}: {cols['n']} images{sample}. "
@@ -708,7 +730,7 @@ def build(ctx: Ctx) -> dict:
 
     def _box_view(project, feats, how, x0, x1, y0, y1):
         """The images whose map point lies in the box (None: that side open), as a gallery view."""
-        ids = app_api.map_box(project, feats, how, (x0, x1), (y0, y1))
+        ids = map_box(project, feats, how, (x0, x1), (y0, y1))
 
         def span(lo, hi) -> str:
             lo, hi = (lo, hi) if lo is None or hi is None else sorted((lo, hi))
@@ -718,7 +740,7 @@ def build(ctx: Ctx) -> dict:
 
     def _lasso_view(project, feats, how, polygon):
         """The images whose map point lies inside the lasso outline, as a gallery view."""
-        ids = app_api.map_lasso(project, feats, how, polygon)
+        ids = map_lasso(project, feats, how, polygon)
         return _view("map", f"Map lasso ({len(polygon)} corners)", ids)
 
     @guard

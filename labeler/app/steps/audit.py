@@ -15,8 +15,8 @@ import html
 
 import gradio as gr
 
-from .. import audit
-from .common import NO_PROJECT, Ctx, empty_state, guard, md_escape
+from ... import audit
+from ..common import NO_PROJECT, Ctx, empty_state, guard, md_escape
 
 DIGITS = 9
 RUN_HEADERS = ["labels", "checked", "accuracy", "95% interval"]
@@ -25,7 +25,7 @@ IMAGE_SIDE = 720
 
 def _image(path: str | None):
     """The image at display size (PIL), or None when it cannot be read."""
-    from ..ingest import load_rgb
+    from ...ingest import load_rgb
 
     if not path:
         return None

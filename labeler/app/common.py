@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import html
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import gradio as gr
 from ..errors import Hint, LabelerError
 from ..project import Project
 
-log = logging.getLogger("labeler.ui")
+log = logging.getLogger("labeler.app")
 
 NO_PROJECT = "**No project open.** Create or open one in step 1 (Project)."
 
@@ -41,7 +42,7 @@ class Ctx:
         """Where this session's projects live: the data dir, or on a Space the visitor's own folder."""
         if not self.isolate:
             return self.data_dir
-        from ..app_api import visitor_root
+        from .space import visitor_root
 
         return visitor_root(visitor)
 
@@ -49,7 +50,7 @@ class Ctx:
         """Whether this session may open the project at ``key`` (always, unless isolated)."""
         if not key or not self.isolate:
             return True
-        from ..app_api import owns
+        from .space import owns
 
         try:
             return owns(self.home(visitor), key)
@@ -165,6 +166,44 @@ def guard(func: Callable) -> Callable:
     return wrapper
 
 
+def bind(handler: Callable, *bound) -> Callable:
+    """``handler`` with its first arguments fixed (usually the step's :class:`Ctx`), for wiring an event.
+
+    Steps keep their handlers at module level, ``handler(ctx, *inputs) -> Outputs``, so tests call them by name;
+    ``build`` wires ``bind(handler, ctx)``. Unlike :func:`functools.partial` the result keeps the handler's name and
+    shows gradio only the remaining parameters (gradio reads the signature: ``gr.Request``, ``gr.Progress``), and a
+    generator handler stays a generator (gradio streams it).
+    """
+    sig = inspect.signature(handler)
+    rest = list(sig.parameters.values())[len(bound) :]
+    if inspect.isgeneratorfunction(inspect.unwrap(handler)):
+
+        @functools.wraps(handler)
+        def call(*args, **kwargs):
+            yield from handler(*bound, *args, **kwargs)
+
+    else:
+
+        @functools.wraps(handler)
+        def call(*args, **kwargs):
+            return handler(*bound, *args, **kwargs)
+
+    del call.__wrapped__  # gradio and inspect must see the bound signature, not the handler's
+    call.__signature__ = sig.replace(parameters=rest)
+    return call
+
+
+def wire(outputs_type: type, **components) -> list:
+    """The output components of an event in the order of ``outputs_type``'s fields (a NamedTuple the handler
+    returns): ``wire(View, gallery=gallery, status=status)``. A missing or extra name is an error at build time,
+    so a handler's outputs and its wiring cannot drift apart."""
+    fields = list(outputs_type._fields)
+    if set(fields) != set(components):
+        missing, extra = sorted(set(fields) - set(components)), sorted(set(components) - set(fields))
+        raise TypeError(f"{outputs_type.__name__}: missing components {missing}, unknown {extra}")
+    return [components[f] for f in fields]
+
+
 def md_escape(text) -> str:
     """Text safe to put inside Markdown/HTML."""
     return html.escape(str(text), quote=False).replace("|", "&#124;").replace("*", "&#42;").replace("_", "&#95;")
@@ -204,7 +243,7 @@ def undo_last(project: Project) -> dict | None:
 
 def gallery_items(project: Project, items: list[dict], caption: Callable[[dict], str]) -> list[tuple[str, str]]:
     """``(thumbnail path, caption)`` pairs for gr.Gallery — cached thumbnails only, never full images."""
-    from ..app_api import thumbnail_for
+    from ..ingest import thumbnail_for
 
     out = []
     for it in items:
@@ -237,3 +276,22 @@ def finished_task(key: str, marker: str | None, kinds: set[str]):
     if task is None or task.project_root != str(key) or task.running:
         return None
     return task
+
+
+def select_range(page_ids, selected, anchor_id, clicked_id) -> list[int]:
+    """Shift-click selection: add every image shown between ``anchor_id`` (the last click) and ``clicked_id``.
+
+    Both ends included, in page order. Without an anchor on the page (first click, or the page changed) only
+    ``clicked_id`` is added. Returns the new selection (earlier selections kept, no duplicates).
+    """
+    ids = [int(i) for i in page_ids or []]
+    chosen = [int(i) for i in selected or []]
+    clicked = int(clicked_id)
+    if clicked not in ids:
+        return chosen
+    if anchor_id is None or int(anchor_id) not in ids:
+        span = [clicked]
+    else:
+        a, b = ids.index(int(anchor_id)), ids.index(clicked)
+        span = ids[min(a, b) : max(a, b) + 1]
+    return list(dict.fromkeys([*chosen, *span]))

@@ -1,1 +1,0 @@
-"""The Gradio app. Only this package (and app.py) imports gradio."""
