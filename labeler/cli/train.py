@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InvalidInputError
+from ..train.params import CPU_BATCH, CPU_EPOCHS, GPU_BATCH, GPU_EPOCHS, TrainParams
 from ._common import PROG, emit, json_arg, open_project, progress, project_arg, sub
 
 TRAINING_METHODS = ("nola", "lafter")
@@ -191,14 +192,22 @@ def register(subs) -> None:
         "augmentations, text head, DINO v1 ViT-B/16 teacher for NoLA); explicit options below override either. "
         "Every difference: docs/methods.md",
     )
-    p.add_argument("--epochs", type=int, help="epochs (labeler: 50 on a GPU, 3 on CPU; paper: 50)")
     p.add_argument(
-        "--batch-size", type=int, help="images per step (labeler: 512 on a GPU, 16 on CPU; paper: nola 512, lafter 50)"
+        "--epochs", type=int, help=f"epochs (labeler: {GPU_EPOCHS} on a GPU, {CPU_EPOCHS} on CPU; paper: 50)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"images per step (labeler: {GPU_BATCH} on a GPU, {CPU_BATCH} on CPU; paper: nola 512, lafter 50)",
     )
     p.add_argument("--lr", type=float, help="AdamW learning rate (default: nola 0.004, lafter 0.0005)")
     p.add_argument("--tokens", type=int, help="prompt tokens (default: nola 16, lafter 50)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--patience", type=int, help="epochs without improvement before stopping early (default 5)")
+    p.add_argument(
+        "--patience",
+        type=int,
+        help=f"epochs without improvement before stopping early (default {TrainParams.patience})",
+    )
     p.add_argument("--templates", help="prompt template set (photo, simple, openai) or '|'-separated templates")
     p.add_argument("--descriptions", choices=["none", "llm", "both"], help="class texts, as for zero-shot")
     p.add_argument(

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import Hint, InvalidInputError
-from .params import SCHEDULES
+from .params import SCHEDULES, TrainParams
 from .selection import choice_reason, choose_epoch, epoch_scores
 
 if TYPE_CHECKING:
@@ -316,57 +316,83 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
         degenerate teacher or chosen model, collapsed epochs, no gain over the untrained model),
         ``untrained`` (epoch 0's scores), ``stopped_early``, ``resumed_from_epoch``, ``amp``, ``device``.
     """
-    epochs = int(params["epochs"])
-    amp = resolve_amp(params.get("precision", "auto"), task.device)
-    optimizer = task.optimizer(float(params["lr"]), float(params.get("weight_decay", 0.01)))
-    steps = max(1, task.steps_per_epoch())
-    scheduler = make_scheduler(optimizer, str(params.get("schedule") or "cosine"), epochs * steps)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    patience = int(params.get("patience", 5))
-    min_delta = float(params.get("min_delta", 1e-3))
-    churn_tol = float(params.get("churn_tol", 0.02))
-    n_classes = getattr(task, "num_classes", None)
+    loop = _Loop(job, task, params, run_dir)
+    if loop.resumed_from is None:
+        loop.score_untrained()
+    for epoch in range(loop.start, loop.epochs):
+        if loop.sel["stopped_early"]:
+            break
+        loop.run_epoch(epoch)
+    summary = loop.summary()
+    job.update_metrics(**summary)
+    return summary
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / CHECKPOINT
-    history: list[dict] = []
-    sel: dict[str, Any] = {
-        "best_epoch": None,
-        "best_score": None,
-        "bad_epochs": 0,
-        "stopped_early": False,
-        "prev_holdout": None,
-        "reference": None,
-        "scores": [],
-        "reason": None,
-        "warnings": [],
-    }
-    start = 0
-    resumed_from = None
-    if ckpt_path.exists():
-        ckpt = load(ckpt_path)
-        task.load_state(ckpt["trainable"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
+
+_DEFAULTS = TrainParams()
+
+
+class _Loop:
+    """One training run's state between epochs: optimiser, schedule, scaler, history and the selection."""
+
+    def __init__(self, job: Job, task: TrainTask, params: dict, run_dir: Path):
+        self.job, self.task, self.params, self.run_dir = job, task, params, run_dir
+        self.epochs = int(params["epochs"])
+        self.amp = resolve_amp(params.get("precision", _DEFAULTS.precision), task.device)
+        self.optimizer = task.optimizer(float(params["lr"]), float(params.get("weight_decay", _DEFAULTS.weight_decay)))
+        self.steps = max(1, task.steps_per_epoch())
+        self.total = self.epochs * self.steps
+        self.scheduler = make_scheduler(self.optimizer, str(params.get("schedule") or "cosine"), self.total)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.patience = int(params.get("patience", _DEFAULTS.patience))
+        self.min_delta = float(params.get("min_delta", _DEFAULTS.min_delta))
+        self.churn_tol = float(params.get("churn_tol", _DEFAULTS.churn_tol))
+        self.n_classes = getattr(task, "num_classes", None)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path = run_dir / CHECKPOINT
+        self.history: list[dict] = []
+        self.sel: dict[str, Any] = {
+            "best_epoch": None,
+            "best_score": None,
+            "bad_epochs": 0,
+            "stopped_early": False,
+            "prev_holdout": None,
+            "reference": None,
+            "scores": [],
+            "reason": None,
+            "warnings": [],
+        }
+        self.start, self.resumed_from = 0, None
+        if self.ckpt_path.exists():
+            self._resume()
+        else:
+            seed_everything(int(params.get("seed", _DEFAULTS.seed)))
+        self.amp_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp]
+        job.update_metrics(
+            amp=self.amp_name,
+            device=str(task.device),
+            resumed_from_epoch=self.resumed_from,
+            epochs_planned=self.epochs,
+        )
+
+    def _resume(self) -> None:
+        ckpt = load(self.ckpt_path)
+        self.task.load_state(ckpt["trainable"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
-        history = list(ckpt["history"])
-        sel = {**sel, **dict(ckpt["selection"])}
-        if not sel["scores"]:  # a checkpoint from before epoch-0 scoring: its epochs, without epoch 0
-            sel["scores"] = [_score_entry(int(r["epoch"]), r) for r in history]
-        start = resumed_from = int(ckpt["epoch"])
-    else:
-        seed_everything(int(params.get("seed", 0)))
+        self.history = list(ckpt["history"])
+        self.sel = {**self.sel, **dict(ckpt["selection"])}
+        if not self.sel["scores"]:  # a checkpoint from before epoch-0 scoring: its epochs, without epoch 0
+            self.sel["scores"] = [_score_entry(int(r["epoch"]), r) for r in self.history]
+        self.start = self.resumed_from = int(ckpt["epoch"])
 
-    amp_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
-    job.update_metrics(amp=amp_name, device=str(task.device), resumed_from_epoch=resumed_from, epochs_planned=epochs)
-    total = epochs * steps
-
-    def choose(epoch: int) -> bool:
+    def choose(self, epoch: int) -> bool:
         """Re-run the selection over every scored epoch; write best.pt when ``epoch`` became the kept one."""
-        idx = choose_epoch(sel["scores"], min_delta)
-        reason = choice_reason(sel["scores"], idx, min_delta)
+        sel = self.sel
+        idx = choose_epoch(sel["scores"], self.min_delta)
+        reason = choice_reason(sel["scores"], idx, self.min_delta)
         pick = sel["scores"][idx]
         changed = pick["epoch"] != sel["best_epoch"]
         sel.update(
@@ -378,93 +404,80 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
         )
         sel["bad_epochs"] = epoch - pick["epoch"]
         if changed and pick["epoch"] == epoch:
-            task.save_model(
-                run_dir / BEST,
-                {
-                    "train_run": job.id,
-                    "epoch": epoch,
-                    "score": pick["score"],
-                    "selection": sel["selection"],
-                    "selection_reason": reason,
-                },
+            meta = {"train_run": self.job.id, "epoch": epoch, "score": pick["score"]}
+            self.task.save_model(
+                self.run_dir / BEST, {**meta, "selection": sel["selection"], "selection_reason": reason}
             )
         return pick["epoch"] == epoch
 
-    if resumed_from is None:
-        # Epoch 0: the untrained model is a candidate (and the reference a collapse is judged against).
-        task.tick = lambda msg: job.progress(0, total, msg)
-        untrained = _evaluate(task, sel, n_classes)
-        task.tick = None
-        sel["scores"].append(_score_entry(0, untrained))
-        choose(0)
-        job.update_metrics(untrained=sel["scores"][0])
+    def score_untrained(self) -> None:
+        """Epoch 0: the untrained model is a candidate (and the reference a collapse is judged against)."""
+        self.task.tick = lambda msg: self.job.progress(0, self.total, msg)
+        untrained = _evaluate(self.task, self.sel, self.n_classes)
+        self.task.tick = None
+        self.sel["scores"].append(_score_entry(0, untrained))
+        self.choose(0)
+        self.job.update_metrics(untrained=self.sel["scores"][0])
 
-    for epoch in range(start, epochs):
-        if sel["stopped_early"]:
-            break
+    def _step(self, batch) -> tuple[float, int, int]:
+        """One optimiser step on ``batch``: (loss, images, student–teacher agreements)."""
+        with torch.autocast(self.task.device.type, dtype=self.amp, enabled=self.amp is not None):
+            loss, n, agree = self.task.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach()), n, agree
+
+    def _train(self, epoch: int) -> dict:
+        """The epoch's optimiser steps; returns its history row (loss, agreement, lr, speed)."""
         t0 = time.perf_counter()
         loss_sum, n_sum, agree_sum, step = 0.0, 0, 0, 0
-        for batch in task.batches(_epoch_generator(params.get("seed", 0), epoch)):
-            with torch.autocast(task.device.type, dtype=amp, enabled=amp is not None):
-                loss, n, agree = task.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            scheduler.step()
-            value = float(loss.detach())
+        for batch in self.task.batches(_epoch_generator(self.params.get("seed", _DEFAULTS.seed), epoch)):
+            value, n, agree = self._step(batch)
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"the loss became {value} in epoch {epoch + 1}: lower the learning rate ('lr') or train in fp32"
                 )
-            loss_sum += value * n
-            n_sum += n
-            agree_sum += agree
-            step += 1
-            job.progress(
-                epoch * steps + min(step, steps),
-                total,
-                f"epoch {epoch + 1}/{epochs} loss {loss_sum / max(1, n_sum):.4f}",
-            )
+            loss_sum, n_sum, agree_sum, step = loss_sum + value * n, n_sum + n, agree_sum + agree, step + 1
+            msg = f"epoch {epoch + 1}/{self.epochs} loss {loss_sum / max(1, n_sum):.4f}"
+            self.job.progress(epoch * self.steps + min(step, self.steps), self.total, msg)
         seconds = time.perf_counter() - t0
-        row: dict[str, Any] = {
+        return {
             "epoch": epoch + 1,
             "loss": loss_sum / max(1, n_sum),
             "train_agreement": agree_sum / max(1, n_sum),
-            "lr": float(optimizer.param_groups[0]["lr"]),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
             "seconds": round(seconds, 3),
             "images_per_s": round(n_sum / seconds, 2) if seconds > 0 else None,
         }
-        task.tick = lambda msg, _done=(epoch + 1) * steps: job.progress(min(_done, total - 1), total, msg)
-        row.update(_evaluate(task, sel, n_classes))
-        task.tick = None
+
+    def run_epoch(self, epoch: int) -> None:
+        """Train one epoch, score it, select, maybe stop early, checkpoint and report."""
+        sel, done = self.sel, (epoch + 1) * self.steps
+        row = self._train(epoch)
+        self.task.tick = lambda msg: self.job.progress(min(done, self.total - 1), self.total, msg)
+        row.update(_evaluate(self.task, sel, self.n_classes))
+        self.task.tick = None
         sel["scores"].append(_score_entry(epoch + 1, row))
-        row["selected"] = choose(epoch + 1)
+        row["selected"] = self.choose(epoch + 1)
         churn = row.get("churn")
-        if sel["bad_epochs"] >= patience and (churn is None or churn <= churn_tol) and epoch + 1 < epochs:
+        if (
+            sel["bad_epochs"] >= self.patience
+            and (churn is None or churn <= self.churn_tol)
+            and epoch + 1 < self.epochs
+        ):
             sel["stopped_early"] = True
             row["stopped_early"] = True
-        history.append(row)
-        atomic_save(
-            {
-                "version": 1,
-                "epoch": epoch + 1,
-                "trainable": task.state(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": rng_state(),
-                "history": history,
-                "selection": sel,
-            },
-            ckpt_path,
-        )
-        job.update_metrics(
-            epochs=history,
+        self.history.append(row)
+        self._checkpoint(epoch + 1)
+        self.job.update_metrics(
+            epochs=self.history,
             best_epoch=sel["best_epoch"],
             best_score=sel["best_score"],
             selection=sel.get("selection"),
@@ -472,19 +485,34 @@ def run_training(job: Job, task: TrainTask, params: dict, run_dir: Path) -> dict
             warnings=sel.get("warnings", []),
             stopped_early=sel["stopped_early"],
         )
-        job.progress((epoch + 1) * steps, total, f"epoch {epoch + 1}/{epochs} done, loss {row['loss']:.4f}", force=True)
-    summary = {
-        "epochs_run": len(history),
-        "best_epoch": sel["best_epoch"],
-        "best_score": sel["best_score"],
-        "selection": sel.get("selection", "last_epoch"),
-        "selection_reason": sel.get("reason"),
-        "warnings": list(sel.get("warnings", [])),
-        "untrained": next((s for s in sel["scores"] if s["epoch"] == 0), None),
-        "stopped_early": bool(sel["stopped_early"]),
-        "resumed_from_epoch": resumed_from,
-        "amp": amp_name,
-        "device": str(task.device),
-    }
-    job.update_metrics(**summary)
-    return summary
+        self.job.progress(done, self.total, f"epoch {epoch + 1}/{self.epochs} done, loss {row['loss']:.4f}", force=True)
+
+    def _checkpoint(self, epoch: int) -> None:
+        state = {
+            "version": 1,
+            "epoch": epoch,
+            "trainable": self.task.state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng_state(),
+            "history": self.history,
+            "selection": self.sel,
+        }
+        atomic_save(state, self.ckpt_path)
+
+    def summary(self) -> dict:
+        sel = self.sel
+        return {
+            "epochs_run": len(self.history),
+            "best_epoch": sel["best_epoch"],
+            "best_score": sel["best_score"],
+            "selection": sel.get("selection", "last_epoch"),
+            "selection_reason": sel.get("reason"),
+            "warnings": list(sel.get("warnings", [])),
+            "untrained": next((s for s in sel["scores"] if s["epoch"] == 0), None),
+            "stopped_early": bool(sel["stopped_early"]),
+            "resumed_from_epoch": self.resumed_from,
+            "amp": self.amp_name,
+            "device": str(self.task.device),
+        }
