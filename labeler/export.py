@@ -4,9 +4,10 @@ Add a format with :func:`register_exporter`; run one with :func:`export` (return
 the path written) or :func:`export_report` (also returns counts). Built in:
 
 ``csv``
-    One row per ok image: ``path`` (relative to its import root), ``sha256``,
-    ``label``, ``score``, ``source``, ``run_id``; multi-label classes are joined
-    with ``;`` (option ``sep``), and ``one_hot=True`` adds a 0/1 column per class.
+    One row per ok image: ``path`` (unique, see *Paths*), ``sha256``, ``label``,
+    ``score``, ``source``, ``run_id``, ``root`` (the image's import root); multi-label
+    classes are joined with ``;`` (option ``sep``), and ``one_hot=True`` adds a 0/1
+    column per class (after ``root``).
 
     *Encoding*: UTF-8 **with a BOM** (option ``bom=False`` to leave it out).
     Excel only detects UTF-8 in a CSV by its BOM (without it non-ASCII class
@@ -38,7 +39,7 @@ the path written) or :func:`export_report` (also returns counts). Built in:
 
 ``jsonl``
     One JSON object per ok image: ``path``, ``sha256``, ``classes``, ``score``,
-    ``source``, ``run_id``, ``width``, ``height`` (UTF-8, no BOM).
+    ``source``, ``run_id``, ``width``, ``height``, ``root`` (UTF-8, no BOM).
 
 ``model``
     The trained model of a ``train`` run (option ``run``; default the active run's, else the
@@ -46,6 +47,23 @@ the path written) or :func:`export_report` (also returns counts). Built in:
     name and the classes (see :mod:`labeler.train.student`). Registered here with the others, so
     it is there whatever was imported first; the training code (and torch) is imported only
     when it runs.
+
+*Paths* (:func:`export_paths`): ``path`` is unique over the project's images and says where the file is.
+Every image was imported under a root — a folder given to import, the folder of a single file, the folder a
+zip was unpacked into, or ``files/uploads`` for copies — recorded in ``import_roots`` with an id. When all the
+roots are outside the project folder (or all inside its ``files/``) and share a folder other than the
+filesystem root, ``path`` is relative to that common folder: importing ``imgs/cat`` and ``imgs/dog`` gives
+``cat/0000.jpg`` and ``dog/0000.jpg`` (with a single root: the path below it, as before); the report's
+``extra["path_base"]`` names the folder (``extra["paths"] == "common"``). Otherwise — the user's folders beside
+Labeler's own copies, whose common folder is only where the project happens to live, or roots with nothing
+but ``/`` in common — ``path`` is ``<root id>/<path below the root>`` (``1/airplane/0000.jpg``,
+``2/cat-0100.jpg``; ``extra["paths"] == "root_id"``). Either way ``root`` + the path below it is the file. A
+path that is still taken (a file replaced after import and imported again) gets a sha256 prefix before its
+file name, as ImageFolder names do. All images' roots count (excluded and missing ones too), so excluding or
+including images never changes another image's path; importing from a new root can.
+
+    path,sha256,label,score,source,run_id,root
+    cat/0000.jpg,9f2c…,cat,0.93,pseudo,4,/data/imgs/cat
 
 *Audited accuracy*: when the project has a checked audit sample (:mod:`labeler.audit`), a ``csv`` or
 ``jsonl`` export gets ``<export>.audit.json`` beside it — the :func:`labeler.audit.audit_report` of the final

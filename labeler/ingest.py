@@ -861,10 +861,20 @@ _UPSERT_SKIPPED = (
 
 
 def _root_id(project: Project, root: str, kind: str, source: str, run_id: int, known: dict[str, int]) -> int:
-    """The ``import_roots`` id of ``root`` (recorded now, with its kind and source, if it is new)."""
+    """The ``import_roots`` id of ``root`` (recorded now, with its kind and source, if it is new).
+
+    A root whose images moved with the project (a rename or an archive import rewrites ``images.root``) is
+    found by its images, and its recorded path follows them.
+    """
     if root in known:
         return known[root]
     row = project.db.execute("select id from import_roots where path = ?", [root]).fetchone()
+    if row is None:
+        row = project.db.execute(
+            "select root_id from images where root = ? and root_id is not null limit 1", [root]
+        ).fetchone()
+        if row is not None:
+            project.db.conn.execute("update import_roots set path = ? where id = ?", [root, row[0]])
     if row is None:
         cur = project.db.conn.execute(
             "insert into import_roots (path, kind, source, run_id, created_at) values (?, ?, ?, ?, ?)",

@@ -686,3 +686,14 @@ def test_each_import_root_is_recorded_once_with_its_kind_and_source(project, tmp
     make_image(imgs / "cat" / "0009.jpg", 10)
     import_sources(project, [imgs / "cat"])
     assert [r["images"] for r in import_roots(project)][0] == 3 and len(import_roots(project)) == 5
+
+
+def test_uploads_keep_their_root_id_after_the_project_is_renamed(project, tmp_path):
+    from labeler.ingest import import_roots
+    from labeler.project import rename_project
+
+    import_sources(project, [make_image(tmp_path / "up" / "a.jpg", 1)], copy=True)
+    renamed = rename_project(project, "renamed", root=tmp_path)
+    import_sources(renamed, [make_image(tmp_path / "up" / "b.jpg", 2)], copy=True)
+    roots = import_roots(renamed)
+    assert [(r["id"], r["path"], r["images"]) for r in roots] == [(1, str(renamed.files_dir / "uploads"), 2)]
