@@ -396,3 +396,24 @@ def test_imagefolder_still_dedupes_two_imports_file_names(tmp_path):
     out = export(project, "imagefolder", tmp_path / "folder")
     names = sorted(p.name for p in (out / "cat").iterdir())
     assert len(names) == 6 and "0000.jpg" in names and sum(n.endswith("_0000.jpg") for n in names) == 1
+
+
+def test_the_projects_own_copies_alone_are_relative_to_its_files_folder(tmp_path):
+    import zipfile
+
+    from labeler.export import export_paths
+    from labeler.ingest import import_sources
+
+    from .conftest import class_folders
+
+    imgs = class_folders(tmp_path / "imgs", 1, ["cat", "dog"])
+    project = Project.create(tmp_path / "own", ["cat", "dog"])
+    archive = tmp_path / "pets.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(imgs / "cat" / "0000.jpg", "cat/0000.jpg")
+    import_sources(project, [archive])
+    import_sources(project, [imgs / "dog" / "0000.jpg"], copy=True)
+    plan = export_paths(project)
+    unpacked = next(p.name for p in project.files_dir.iterdir() if p.name.startswith("pets-"))
+    assert (plan.mode, plan.base) == ("common", str(project.files_dir))
+    assert list(plan.paths.values()) == [f"{unpacked}/cat/0000.jpg", "uploads/0000.jpg"]
