@@ -4,9 +4,10 @@ Add a format with :func:`register_exporter`; run one with :func:`export` (return
 the path written) or :func:`export_report` (also returns counts). Built in:
 
 ``csv``
-    One row per ok image: ``path`` (relative to its import root), ``sha256``,
-    ``label``, ``score``, ``source``, ``run_id``; multi-label classes are joined
-    with ``;`` (option ``sep``), and ``one_hot=True`` adds a 0/1 column per class.
+    One row per ok image: ``path`` (unique, see *Paths*), ``sha256``, ``label``,
+    ``score``, ``source``, ``run_id``, ``root`` (the image's import root); multi-label
+    classes are joined with ``;`` (option ``sep``), and ``one_hot=True`` adds a 0/1
+    column per class (after ``root``).
 
     *Encoding*: UTF-8 **with a BOM** (option ``bom=False`` to leave it out).
     Excel only detects UTF-8 in a CSV by its BOM (without it non-ASCII class
@@ -38,7 +39,7 @@ the path written) or :func:`export_report` (also returns counts). Built in:
 
 ``jsonl``
     One JSON object per ok image: ``path``, ``sha256``, ``classes``, ``score``,
-    ``source``, ``run_id``, ``width``, ``height`` (UTF-8, no BOM).
+    ``source``, ``run_id``, ``width``, ``height``, ``root`` (UTF-8, no BOM).
 
 ``model``
     The trained model of a ``train`` run (option ``run``; default the active run's, else the
@@ -46,6 +47,23 @@ the path written) or :func:`export_report` (also returns counts). Built in:
     name and the classes (see :mod:`labeler.train.student`). Registered here with the others, so
     it is there whatever was imported first; the training code (and torch) is imported only
     when it runs.
+
+*Paths* (:func:`export_paths`): ``path`` is unique over the project's images and says where the file is.
+Every image was imported under a root — a folder given to import, the folder of a single file, the folder a
+zip was unpacked into, or ``files/uploads`` for copies — recorded in ``import_roots`` with an id. When all the
+roots are outside the project folder (or all inside its ``files/``) and share a folder other than the
+filesystem root, ``path`` is relative to that common folder: importing ``imgs/cat`` and ``imgs/dog`` gives
+``cat/0000.jpg`` and ``dog/0000.jpg`` (with a single root: the path below it, as before); the report's
+``extra["path_base"]`` names the folder (``extra["paths"] == "common"``). Otherwise — the user's folders beside
+Labeler's own copies, whose common folder is only where the project happens to live, or roots with nothing
+but ``/`` in common — ``path`` is ``<root id>/<path below the root>`` (``1/airplane/0000.jpg``,
+``2/cat-0100.jpg``; ``extra["paths"] == "root_id"``). Either way ``root`` + the path below it is the file. A
+path that is still taken (a file replaced after import and imported again) gets a sha256 prefix before its
+file name, as ImageFolder names do. All images' roots count (excluded and missing ones too), so excluding or
+including images never changes another image's path; importing from a new root can.
+
+    path,sha256,label,score,source,run_id,root
+    cat/0000.jpg,9f2c…,cat,0.93,pseudo,4,/data/imgs/cat
 
 *Audited accuracy*: when the project has a checked audit sample (:mod:`labeler.audit`), a ``csv`` or
 ``jsonl`` export gets ``<export>.audit.json`` beside it — the :func:`labeler.audit.audit_report` of the final
@@ -67,7 +85,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from store import now
 
@@ -80,7 +98,7 @@ from .registry import Registry
 MANIFEST_NAME = "labeler-export.json"
 #: Text cells starting with one of these are prefixed with ``'`` in CSV files.
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")
-CSV_COLUMNS = ["path", "sha256", "label", "score", "source", "run_id"]
+CSV_COLUMNS = ["path", "sha256", "label", "score", "source", "run_id", "root"]
 #: Formats that get the audited accuracy (:mod:`labeler.audit`) beside them as ``<export>.audit.json``.
 AUDITED_FORMATS = ("csv", "jsonl")
 
@@ -215,6 +233,78 @@ def _fmt_score(score: float | None) -> str:
     return "" if score is None else f"{score:.6g}"
 
 
+# --- paths ---------------------------------------------------------------------------------------------
+@dataclass
+class PathPlan:
+    """What :func:`export_paths` returns: the ``path`` every image gets in CSV and JSONL exports.
+
+    ``mode`` is ``common`` (``path`` is relative to ``base``, the common folder of the import roots) or
+    ``root_id`` (``path`` is ``<root id>/<path below that root>``; ``base`` is None). ``paths`` maps image id →
+    path, for every image of the project whatever its status (so ``include`` finds excluded ones by it).
+    """
+
+    mode: str
+    base: str | None
+    paths: dict[int, str] = field(default_factory=dict)
+
+
+def _unique_path(path: str, sha256: str, used: set[str]) -> str:
+    """``path``, or with a sha256 prefix before its file name when another image has that path already."""
+    if path not in used:
+        return path
+    folder, slash, name = path.rpartition("/")
+    for length in (8, 16, 64):
+        candidate = f"{folder}{slash}{sha256[:length]}_{name}"
+        if candidate not in used:
+            return candidate
+    n = 2
+    while f"{folder}{slash}{sha256[:8]}_{n}_{name}" in used:
+        n += 1
+    return f"{folder}{slash}{sha256[:8]}_{n}_{name}"
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def export_paths(project: Project) -> PathPlan:
+    """The unique ``path`` of every image in CSV and JSONL exports (see the module docstring, *Paths*).
+
+    The rule looks at the import roots of all the project's images (ok, excluded and missing alike), so
+    excluding or including images never changes another image's path; importing from a new root can.
+
+    Returns
+    -------
+    PathPlan
+        ``mode`` ``common`` with ``base`` the common folder of the roots, or ``root_id``; ``paths``: image id →
+        path (posix separators), unique over the project.
+    """
+    rows = project.db.execute("select id, root_id, root, rel_path, sha256 from images order by id").fetchall()
+    roots = sorted({os.path.normpath(r[2]) for r in rows if r[2]})
+    files = os.path.realpath(project.files_dir)
+    base: str | None = None
+    if roots and all(r[2] for r in rows) and all(os.path.isabs(r) for r in roots):
+        # Labeler's own copies (uploads, unpacked zips) and the user's folders have no meaningful common folder:
+        # one would be an accident of where the project lives (and change when it is renamed).
+        sides = {_inside(os.path.realpath(r), files) for r in roots}
+        common = os.path.commonpath(roots)
+        if len(sides) == 1 and (len(roots) == 1 or os.path.dirname(common) != common):
+            base = common
+    plan = PathPlan("common" if base is not None else "root_id", base)
+    used: set[str] = set()
+    for image_id, root_id, root, rel_path, sha in rows:
+        rel = PurePosixPath(rel_path or "").as_posix()
+        if base is not None:
+            prefix = Path(os.path.relpath(os.path.normpath(root), base)).as_posix()
+        else:
+            prefix = str(root_id if root_id is not None else 0)
+        path = rel if prefix in ("", ".") else f"{prefix}/{rel}"
+        path = _unique_path(path, sha or "", used)
+        used.add(path)
+        plan.paths[int(image_id)] = path
+    return plan
+
+
 # --- csv -----------------------------------------------------------------------------------------------
 def neutralize(cell: str) -> str:
     """Make a text cell safe to open in a spreadsheet (prefix ``'``; reversed by :func:`restore`)."""
@@ -228,10 +318,11 @@ def restore(cell: str) -> str:
 
 @register_exporter("csv", suffix=".csv")
 def export_csv(project: Project, out: Path, *, one_hot: bool = False, sep: str = ";", bom: bool = True) -> ExportReport:
-    """One row per image: path, sha256, label, score, source, run_id (+ a 0/1 column per class)."""
+    """One row per image: path, sha256, label, score, source, run_id, root (+ a 0/1 column per class)."""
     if not sep:
         raise InvalidInputError("sep must not be empty")
     items = final_labels(project)
+    plan = export_paths(project)
     classes = project.classes
     joined = project.multi_label or any(len(it.classes) > 1 for it in items)
     if joined:
@@ -252,12 +343,13 @@ def export_csv(project: Project, out: Path, *, one_hot: bool = False, sep: str =
         writer.writerow([neutralize(h) for h in header])
         for it in items:
             row = [
-                neutralize(it.rel_path),
+                neutralize(plan.paths.get(it.image_id, it.rel_path)),
                 it.sha256,
                 neutralize(sep.join(it.classes)),
                 _fmt_score(it.score),
                 it.source or "",
                 "" if it.run_id is None else str(it.run_id),
+                neutralize(it.root or ""),
             ]
             if one_hot:
                 have = set(it.classes)
@@ -266,7 +358,12 @@ def export_csv(project: Project, out: Path, *, one_hot: bool = False, sep: str =
         ok = True
     finally:
         _commit(handle, tmp, out, ok)
-    return _counts(items, "csv", out)
+    return _with_paths(_counts(items, "csv", out), plan)
+
+
+def _with_paths(report: ExportReport, plan: PathPlan) -> ExportReport:
+    report.extra.update(paths=plan.mode, path_base=plan.base)
+    return report
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -283,14 +380,15 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
 # --- jsonl ---------------------------------------------------------------------------------------------
 @register_exporter("jsonl", suffix=".jsonl")
 def export_jsonl(project: Project, out: Path) -> ExportReport:
-    """One JSON object per image: path, sha256, classes, score, source, run_id, width, height."""
+    """One JSON object per image: path, sha256, classes, score, source, run_id, width, height, root."""
     items = final_labels(project)
+    plan = export_paths(project)
     handle, tmp = _atomic_text_writer(out, "utf-8")
     ok = False
     try:
         for it in items:
             obj = {
-                "path": it.rel_path,
+                "path": plan.paths.get(it.image_id, it.rel_path),
                 "sha256": it.sha256,
                 "classes": it.classes,
                 "score": it.score,
@@ -298,12 +396,13 @@ def export_jsonl(project: Project, out: Path) -> ExportReport:
                 "run_id": it.run_id,
                 "width": it.width,
                 "height": it.height,
+                "root": it.root,
             }
             handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
         ok = True
     finally:
         _commit(handle, tmp, out, ok)
-    return _counts(items, "jsonl", out)
+    return _with_paths(_counts(items, "jsonl", out), plan)
 
 
 # --- imagefolder ---------------------------------------------------------------------------------------
@@ -682,7 +781,9 @@ __all__ = [
     "ExportReport",
     "Exporter",
     "export",
+    "PathPlan",
     "export_for_download",
+    "export_paths",
     "export_report",
     "export_trained_model",
     "formats",

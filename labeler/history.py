@@ -9,12 +9,18 @@ exclusions (:func:`labeler.review.exclude_images` / ``include_images``) — from
 library alike. Each entry of the ``undo_log`` table holds the ``labels`` rows (and, for exclusions, the
 ``images.status``) of the images the change touched, as they were before it; :func:`undo` puts them back and
 drops the entry. The newest :data:`KEEP` entries are kept.
+
+Several changes that make up one action (adding a class to images that had different labels takes one
+:func:`~labeler.labels.set_human_labels` per label set) become one entry inside :func:`group`, so one
+:func:`undo` takes back all of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,6 +28,13 @@ if TYPE_CHECKING:
 
 #: Undo entries kept per project (older ones are dropped).
 KEEP = 50
+
+#: (connection id, thread id) → the snapshots recorded inside an open :func:`group` on that connection.
+_open_groups: dict[tuple[int, int], list[dict]] = {}
+
+
+def _group_key(project: Project) -> tuple[int, int]:
+    return id(project.db.conn), threading.get_ident()
 
 
 def counted(n: int, word: str) -> str:
@@ -53,6 +66,14 @@ def record(project: Project, action: str, before: dict) -> int | None:
     """
     if not before["ids"]:
         return None
+    pending = _open_groups.get(_group_key(project))
+    if pending is not None:  # inside group(): it writes one entry for all of them
+        pending.append(before)
+        return None
+    return _write(project, action, before)
+
+
+def _write(project: Project, action: str, before: dict) -> int:
     from store import now, transaction
 
     with transaction(project.db):  # a savepoint of the caller's transaction, which also made the change
@@ -65,6 +86,63 @@ def record(project: Project, action: str, before: dict) -> int | None:
             "delete from undo_log where id not in (select id from undo_log order by id desc limit ?)", [KEEP]
         )
     return int(entry)
+
+
+def merge(snapshots: Sequence[dict]) -> dict:
+    """One snapshot of the state before several changes (each a :func:`snapshot` or a status snapshot, oldest
+    first): for each image, what the first change touching it saw. Label ids are kept apart from status ids
+    (``label_ids``), so undoing it restores only the labels that were changed."""
+    label_ids: dict[int, None] = {}
+    label_rows: list[list] = []
+    status: dict[str, str] = {}
+    has_labels = False
+    for snap in snapshots:
+        if "labels" in snap:
+            has_labels = True
+            rows = {int(r[0]): r for r in snap["labels"]}
+            for i in snap.get("label_ids", snap["ids"]):
+                if int(i) not in label_ids:
+                    label_ids[int(i)] = None
+                    if int(i) in rows:
+                        label_rows.append(rows[int(i)])
+        for i, st in snap.get("status", {}).items():
+            status.setdefault(str(i), st)
+    ids = sorted(set(label_ids) | {int(i) for i in status})
+    out: dict = {"ids": ids}
+    if has_labels:
+        out.update(label_ids=sorted(label_ids), labels=label_rows)
+    if status:
+        out["status"] = status
+    return out
+
+
+@contextlib.contextmanager
+def group(project: Project, action: str) -> Iterator[None]:
+    """Make the label and status changes inside one transaction and one undo entry named ``action``.
+
+    >>> with group(project, "add dog to 5 images"):        # doctest: +SKIP
+    ...     set_human_labels(project, [1, 2], ["cat", "dog"])
+    ...     set_human_labels(project, [3, 4, 5], ["dog"])
+
+    Nested inside another group it adds to that one (whose name is kept). Nothing changed: no entry.
+    """
+    from store import transaction
+
+    key = _group_key(project)
+    if key in _open_groups:
+        yield
+        return
+    _open_groups[key] = []
+    try:
+        with transaction(project.db):
+            yield
+            snapshots = _open_groups.pop(key)
+            if snapshots:
+                merged = merge(snapshots)
+                if merged["ids"]:
+                    _write(project, action, merged)
+    finally:
+        _open_groups.pop(key, None)
 
 
 def history(project: Project, limit: int = 10) -> list[dict]:
@@ -91,8 +169,8 @@ def undo(project: Project) -> dict | None:
             return None
         entry_id, t, action, n, raw = row
         snap = json.loads(raw)
-        if "labels" in snap:  # a label change
-            for chunk, marks in in_chunks(int(i) for i in snap["ids"]):
+        if "labels" in snap:  # a label change (a group's entry names the ids whose labels changed)
+            for chunk, marks in in_chunks(int(i) for i in snap.get("label_ids", snap["ids"])):
                 project.db.execute(f"delete from labels where image_id in ({marks})", chunk)
             project.db.conn.executemany(
                 "insert into labels (image_id, classes, source, score, run_id, time) values (?, ?, ?, ?, ?, ?)",

@@ -860,12 +860,71 @@ _UPSERT_SKIPPED = (
 )
 
 
-def _flush(project: Project, rows: list[dict], skips: list[_Skip], ok_paths: list[str], report: ImportReport) -> None:
-    """Commit one batch: insert new image rows, point restored ones at their new file, record skips."""
+def _root_id(project: Project, root: str, kind: str, source: str, run_id: int, known: dict[str, int]) -> int:
+    """The ``import_roots`` id of ``root`` (recorded now, with its kind and source, if it is new).
+
+    A root whose images moved with the project (a rename or an archive import rewrites ``images.root``) is
+    found by its images, and its recorded path follows them.
+    """
+    if root in known:
+        return known[root]
+    row = project.db.execute("select id from import_roots where path = ?", [root]).fetchone()
+    if row is None:
+        row = project.db.execute(
+            "select root_id from images where root = ? and root_id is not null limit 1", [root]
+        ).fetchone()
+        if row is not None:
+            project.db.conn.execute("update import_roots set path = ? where id = ?", [root, row[0]])
+    if row is None:
+        cur = project.db.conn.execute(
+            "insert into import_roots (path, kind, source, run_id, created_at) values (?, ?, ?, ?, ?)",
+            [root, kind, source, run_id, now()],
+        )
+        known[root] = int(cur.lastrowid)
+    else:
+        known[root] = int(row[0])
+    return known[root]
+
+
+def import_roots(project: Project) -> list[dict]:
+    """The project's import roots, oldest first: the folders image ``rel_path`` values are relative to.
+
+    Returns
+    -------
+    list of dict
+        ``{"id", "path", "kind", "source", "run_id", "created_at", "images"}``: ``kind`` is ``folder`` (a folder
+        given to import, or the folder of image files given one by one), ``zip`` (the folder a ``.zip`` was
+        unpacked into; ``source`` is the archive) or ``uploads`` (files copied into the project); None for
+        roots of images imported before roots were recorded. ``images`` counts the images under it (any status).
+    """
+    sql = (
+        "select r.id, r.path, r.kind, r.source, r.run_id, r.created_at, "
+        "(select count(*) from images i where i.root_id = r.id) from import_roots r order by r.id"
+    )
+    keys = ("id", "path", "kind", "source", "run_id", "created_at", "images")
+    return [dict(zip(keys, row, strict=True)) for row in project.db.execute(sql)]
+
+
+def _flush(
+    project: Project,
+    rows: list[dict],
+    skips: list[_Skip],
+    ok_paths: list[str],
+    report: ImportReport,
+    roots: dict[str, tuple[str, str]] | None = None,
+    known: dict[str, int] | None = None,
+) -> None:
+    """Commit one batch: record new import roots, insert new image rows, point restored ones at their new file,
+    record skips. ``roots``: root → (kind, source) of the roots this import found."""
     db = project.db
     restores = [r for r in rows if "id" in r]
     new = [r for r in rows if "id" not in r]
+    roots = roots or {}
+    known = {} if known is None else known
     with db.conn:
+        for r in rows:
+            kind, source = roots.get(r["root"], ("folder", r["root"]))
+            r["root_id"] = _root_id(project, r["root"], kind, source, report.run_id, known)
         if new:
             before = db.conn.total_changes
             # ignore=True: another import may have added the same sha256 meanwhile.
@@ -873,9 +932,9 @@ def _flush(project: Project, rows: list[dict], skips: list[_Skip], ok_paths: lis
             report.added += db.conn.total_changes - before
         for r in restores:
             cur = db.conn.execute(
-                "update images set path = ?, rel_path = ?, root = ?, folder_label = ?, status = 'ok' "
+                "update images set path = ?, rel_path = ?, root = ?, root_id = ?, folder_label = ?, status = 'ok' "
                 "where id = ? and status = 'missing'",
-                [r["path"], r["rel_path"], r["root"], r["folder_label"], r["id"]],
+                [r["path"], r["rel_path"], r["root"], r["root_id"], r["folder_label"], r["id"]],
             )
             report.restored += cur.rowcount
         if skips:
@@ -978,10 +1037,13 @@ def import_sources(
         skips: list[_Skip] = []
         ok_paths: list[str] = []
         pending: set[str] = set()  # sha256 of the rows not committed yet
+        roots: dict[str, tuple[str, str]] = {}  # import root → (kind, source), recorded with the first image
+        known: dict[str, int] = {}  # import root → its import_roots id
+        uploads = str(project.files_dir / UPLOADS_DIRNAME)
         done = 0
 
         def end_batch() -> None:
-            _flush(project, rows, skips, ok_paths, report)
+            _flush(project, rows, skips, ok_paths, report, roots, known)
             pending.clear()
             job.progress(done, max(total, done), _message(report))
 
@@ -1003,13 +1065,20 @@ def import_sources(
                         report.duplicates += 1
                         ok_paths.append(item.shown)
                     else:
+                        if outcome["root"] not in roots:
+                            if outcome["root"] == uploads:
+                                roots[outcome["root"]] = ("uploads", item.root)
+                            elif item.final is not None:
+                                roots[outcome["root"]] = ("zip", item.skip_root)
+                            else:
+                                roots[outcome["root"]] = ("folder", source)
                         rows.append(outcome)
                         pending.add(outcome["sha256"])
                         ok_paths.append(item.shown)
                 done += 1
                 if done % batch_size == 0:
                     end_batch()
-        _flush(project, rows, skips, ok_paths, report)
+        _flush(project, rows, skips, ok_paths, report, roots, known)
         job.update_metrics(added=report.added, duplicates=report.duplicates, skipped=len(report.skipped))
         job.progress(max(total, done), max(total, done), _message(report), force=True)
     return report

@@ -252,6 +252,38 @@ def _migrate_6(db: sqlite_utils.Database) -> None:
     db["audit"].create_index(["position"], unique=True, if_not_exists=True)
 
 
+def _migrate_7(db: sqlite_utils.Database) -> None:
+    """Import roots (:mod:`labeler.ingest`): one row per folder that images' ``rel_path`` is relative to, with a
+    stable id, and ``images.root_id`` pointing at it (exports use it to keep ``path`` unique, see
+    :mod:`labeler.export`). Existing images get one root per distinct ``images.root``, in import order."""
+    db["import_roots"].create(
+        if_not_exists=True,
+        columns={
+            "id": int,
+            "path": str,  # the folder, absolute, as it was when imported (images.root follows later moves)
+            "kind": str,  # folder | zip | uploads; null for roots recorded by this migration
+            "source": str,  # what the import was given: the folder, the image file's folder, the .zip archive
+            "run_id": int,  # the import run that recorded it first (null: this migration)
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"path"},
+    )
+    db["import_roots"].create_index(["path"], unique=True, if_not_exists=True)
+    if "root_id" not in db["images"].columns_dict:
+        db["images"].add_column("root_id", int)
+    db.execute(
+        "insert or ignore into import_roots (path, created_at) "
+        "select root, min(added_at) from images where root is not null and root_id is null "
+        "group by root order by min(id)"
+    )
+    db.execute(
+        "update images set root_id = (select r.id from import_roots r where r.path = images.root) "
+        "where root_id is null and root is not null"
+    )
+    db["images"].create_index(["root_id"], if_not_exists=True)
+
+
 #: One migration per schema version; ``MIGRATIONS[i]`` brings version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
@@ -260,6 +292,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_4,
     _migrate_5,
     _migrate_6,
+    _migrate_7,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -294,7 +294,7 @@ def test_a_version_5_database_gains_the_audit_table(project):
     project.db.conn.commit()
     project.close()
     again = Project(root)
-    assert store.schema_version(again.db) == store.SCHEMA_VERSION == 6
+    assert store.schema_version(again.db) == store.SCHEMA_VERSION >= 6
     assert {"image_id", "position", "seed", "stratum", "verdict", "truth", "checked_at"} <= set(
         again.db["audit"].columns_dict
     )

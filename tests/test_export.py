@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,7 +108,7 @@ def test_csv_round_trip_and_formula_neutralisation(weird, tmp_path):
     # Nothing in the raw file would run as a formula in a spreadsheet.
     with open(out, encoding="utf-8-sig", newline="") as handle:
         raw_rows = list(csv.reader(handle))
-    assert raw_rows[0] == ["path", "sha256", "label", "score", "source", "run_id"]
+    assert raw_rows[0] == ["path", "sha256", "label", "score", "source", "run_id", "root"]
     cells = [c for row in raw_rows for c in row]
     assert not [c for c in cells if c.startswith(TRIGGERS)]
     assert "'=1+1.png" in cells and "'\tx.png" in cells and "''q.png" in cells and "'-2" in cells
@@ -123,6 +124,7 @@ def test_csv_round_trip_and_formula_neutralisation(weird, tmp_path):
                 "score": "" if it.score is None else f"{it.score:.6g}",
                 "source": it.source or "",
                 "run_id": "" if it.run_id is None else str(it.run_id),
+                "root": str(tmp_path / "src"),
             }
         )
     assert rows == expected
@@ -145,9 +147,9 @@ def test_csv_round_trip_and_formula_neutralisation(weird, tmp_path):
     hot = export(project, "csv", tmp_path / "hot.csv", one_hot=True)
     with open(hot, encoding="utf-8-sig", newline="") as handle:
         header = next(csv.reader(handle))
-    assert header[6:] == [("'" + c if c.startswith(TRIGGERS + ("'",)) else c) for c in WEIRD_CLASSES]
+    assert header[7:] == [("'" + c if c.startswith(TRIGGERS + ("'",)) else c) for c in WEIRD_CLASSES]
     hot_rows = read_csv(hot)
-    assert list(hot_rows[0])[6:] == WEIRD_CLASSES
+    assert list(hot_rows[0])[7:] == WEIRD_CLASSES
     assert [r["猫"] for r in hot_rows][:2] == ["1", "0"] and hot_rows[1][WEIRD_CLASSES[1]] == "1"
 
     plain = export(project, "csv", tmp_path / "nobom.csv", bom=False)
@@ -163,7 +165,7 @@ def test_csv_multi_label_join_and_one_hot(tmp_path):
     rows = read_csv(export(project, "csv", tmp_path / "m.csv", one_hot=True))
     assert [r["label"] for r in rows] == ["sea;sky", "sky", "label;sky"]
     # A class named like a fixed column gets a prefix, so no column is lost.
-    assert list(rows[0])[6:] == ["class:sky", "class:sea", "class:label"]
+    assert list(rows[0])[7:] == ["class:sky", "class:sea", "class:label"]
     assert [(r["class:sky"], r["class:sea"], r["class:label"]) for r in rows] == [
         ("1", "1", "0"),
         ("1", "0", "0"),
@@ -194,6 +196,7 @@ def test_jsonl(weird, tmp_path):
         "run_id": None,
         "width": 40,
         "height": 30,
+        "root": str(tmp_path / "src"),
     }
     assert objs[3]["source"] == "pseudo" and objs[3]["run_id"] == run and objs[3]["score"] == pytest.approx(0.75)
     assert objs[-1]["classes"] == [] and objs[-1]["source"] is None and objs[-1]["path"] == "new\nline.png"
@@ -314,3 +317,103 @@ def test_registry_and_errors(project, tmp_path):
         assert EXPORTERS.get("paths").description == "Just the paths."
     finally:
         EXPORTERS.unregister("paths")
+
+
+# --- unique, traceable paths -----------------------------------------------------------------------------
+def _two_imports(tmp_path):
+    """Two imports, ``imgs/cat`` and ``imgs/dog``, each a folder of 0000.jpg, 0001.jpg, 0002.jpg."""
+    from labeler.ingest import import_sources
+
+    from .conftest import class_folders
+
+    imgs = class_folders(tmp_path / "imgs", 3, ["cat", "dog"])
+    project = Project.create(tmp_path / "two", ["cat", "dog", "car"])
+    import_sources(project, [imgs / "cat"])
+    import_sources(project, [imgs / "dog"])
+    return project, imgs
+
+
+def test_two_imports_get_unique_paths_relative_to_their_common_folder_and_their_root(tmp_path):
+    project, imgs = _two_imports(tmp_path)
+    rows = read_csv(export(project, "csv", tmp_path / "two.csv"))
+    assert [r["path"] for r in rows] == [f"{c}/{n:04d}.jpg" for c in ("cat", "dog") for n in range(3)]
+    assert [r["root"] for r in rows] == [str(imgs / "cat")] * 3 + [str(imgs / "dog")] * 3
+    assert list(rows[0]) == ["path", "sha256", "label", "score", "source", "run_id", "root"]
+    # The path, joined to the common folder, is the file.
+    for r in rows:
+        assert hashlib.sha256((imgs / r["path"]).read_bytes()).hexdigest() == r["sha256"]
+    objs = [json.loads(line) for line in export(project, "jsonl", tmp_path / "two.jsonl").read_text().splitlines()]
+    assert [(o["path"], o["root"]) for o in objs] == [(r["path"], r["root"]) for r in rows]
+    report = export_report(project, "csv", tmp_path / "again.csv")
+    assert report.extra["paths"] == "common" and report.extra["path_base"] == str(imgs)
+
+
+def test_uploads_beside_an_import_get_root_id_paths_and_excluding_changes_no_path(tmp_path):
+    from labeler.export import export_paths
+    from labeler.ingest import import_roots, import_sources
+    from labeler.review import exclude_images
+
+    project, imgs = _two_imports(tmp_path)
+    upload = tmp_path / "upload" / "cat-0100.jpg"
+    upload.parent.mkdir()
+    upload.write_bytes((tmp_path / "imgs" / "cat" / "0000.jpg").read_bytes() + b"\0")  # other bytes, same image
+    import_sources(project, [upload], copy=True)
+    roots = import_roots(project)
+    assert [(r["id"], r["kind"], r["images"]) for r in roots] == [(1, "folder", 3), (2, "folder", 3), (3, "uploads", 1)]
+    rows = read_csv(export(project, "csv", tmp_path / "up.csv"))
+    paths = [r["path"] for r in rows]
+    assert paths == [f"{k}/{n:04d}.jpg" for k in (1, 2) for n in range(3)] + ["3/cat-0100.jpg"]
+    assert len(set(paths)) == len(paths)
+    assert rows[-1]["root"] == str(project.files_dir / "uploads")
+    # The part after the root id is the path below the root.
+    for r in rows:
+        below = r["path"].split("/", 1)[1]
+        assert hashlib.sha256((Path(r["root"]) / below).read_bytes()).hexdigest() == r["sha256"]
+    before = export_paths(project).paths
+    exclude_images(project, [7])  # the upload leaves the export, the others keep their paths
+    assert export_paths(project).paths == before
+    assert [r["path"] for r in read_csv(export(project, "csv", tmp_path / "ex.csv"))] == paths[:-1]
+
+
+def test_the_same_path_twice_gets_a_sha256_prefix(tmp_path):
+    from labeler.export import export_paths
+
+    project = Project.create(tmp_path / "p", ["cat", "dog"])
+    src = tmp_path / "src"
+    ids = add_images(project, src, ["a/x.png", "b.png"])
+    # The file was replaced after import and imported again: the same root and rel_path, other bytes.
+    ids += add_images(project, src, ["c.png", "a/x.png"])
+    plan = export_paths(project)
+    sha = project.db.execute("select sha256 from images where id = ?", [ids[3]]).fetchone()[0]
+    assert plan.paths == {ids[0]: "a/x.png", ids[1]: "b.png", ids[2]: "c.png", ids[3]: f"a/{sha[:8]}_x.png"}
+    assert plan.mode == "common" and plan.base == str(src)
+
+
+def test_imagefolder_still_dedupes_two_imports_file_names(tmp_path):
+    project, _ = _two_imports(tmp_path)
+    ids = [r[0] for r in project.db.execute("select id from images order by id")]
+    set_human_labels(project, ids, "cat")
+    out = export(project, "imagefolder", tmp_path / "folder")
+    names = sorted(p.name for p in (out / "cat").iterdir())
+    assert len(names) == 6 and "0000.jpg" in names and sum(n.endswith("_0000.jpg") for n in names) == 1
+
+
+def test_the_projects_own_copies_alone_are_relative_to_its_files_folder(tmp_path):
+    import zipfile
+
+    from labeler.export import export_paths
+    from labeler.ingest import import_sources
+
+    from .conftest import class_folders
+
+    imgs = class_folders(tmp_path / "imgs", 1, ["cat", "dog"])
+    project = Project.create(tmp_path / "own", ["cat", "dog"])
+    archive = tmp_path / "pets.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(imgs / "cat" / "0000.jpg", "cat/0000.jpg")
+    import_sources(project, [archive])
+    import_sources(project, [imgs / "dog" / "0000.jpg"], copy=True)
+    plan = export_paths(project)
+    unpacked = next(p.name for p in project.files_dir.iterdir() if p.name.startswith("pets-"))
+    assert (plan.mode, plan.base) == ("common", str(project.files_dir))
+    assert list(plan.paths.values()) == [f"{unpacked}/cat/0000.jpg", "uploads/0000.jpg"]

@@ -410,6 +410,8 @@ def test_moved_file_marked_missing_is_restored_by_reimport(project, tmp_path):
     assert (report.added, report.duplicates, report.restored) == (0, 0, 1)
     again = project.db["images"].get(row["id"])
     assert again["status"] == "ok" and again["path"] == str(moved / "a.jpg") and again["folder_label"] == "cat"
+    root_path = project.db.execute("select path from import_roots where id = ?", [again["root_id"]]).fetchone()[0]
+    assert root_path == again["root"] == str(tmp_path / "new")  # the import root it was found under
     assert project.image_count("missing") == 0 and project.image_count() == 2
     label = project.db.execute("select classes, source from labels where image_id = ?", [row["id"]]).fetchone()
     assert tuple(label) == ('["dog"]', "human")  # the human label survived the move
@@ -652,3 +654,46 @@ def test_free_disk_check(tmp_path, monkeypatch):
     with pytest.raises(InvalidInputError, match="not enough free disk space") as exc:
         ingest.check_free_disk(tmp_path, 10, "big.zip")
     assert str(exc.value).startswith("big.zip")
+
+
+def test_each_import_root_is_recorded_once_with_its_kind_and_source(project, tmp_path):
+    from labeler.ingest import import_roots
+
+    imgs = class_folders(tmp_path / "imgs", 2, ["cat", "dog"])
+    first = import_sources(project, [imgs / "cat"])
+    import_sources(project, [imgs / "dog", imgs / "cat"])  # cat again: nothing new, no new root
+    archive = make_zip(tmp_path / "more.zip", {"x/b.jpg": image_bytes(7)})
+    import_sources(project, [archive])
+    single = make_image(tmp_path / "loose" / "c.jpg", 8)
+    import_sources(project, [single])
+    make_image(tmp_path / "up" / "d.jpg", 9)
+    import_sources(project, [tmp_path / "up" / "d.jpg"], copy=True)
+    roots = import_roots(project)
+    unpacked = str(project.files_dir / f"more-{sha_of(archive)[:8]}")
+    assert [(r["path"], r["kind"], r["source"], r["images"]) for r in roots] == [
+        (str(imgs / "cat"), "folder", str(imgs / "cat"), 2),
+        (str(imgs / "dog"), "folder", str(imgs / "dog"), 2),
+        (unpacked, "zip", str(archive), 1),
+        (str(tmp_path / "loose"), "folder", str(single), 1),
+        (str(project.files_dir / "uploads"), "uploads", str(tmp_path / "up"), 1),
+    ]
+    assert roots[0]["run_id"] == first.run_id
+    # Every image points at the root its rel_path is relative to.
+    by_id = {r["id"]: r["path"] for r in roots}
+    for row in project.images():
+        assert by_id[row["root_id"]] == row["root"]
+    # Importing the cat folder again after more files arrived adds them under the same root.
+    make_image(imgs / "cat" / "0009.jpg", 10)
+    import_sources(project, [imgs / "cat"])
+    assert [r["images"] for r in import_roots(project)][0] == 3 and len(import_roots(project)) == 5
+
+
+def test_uploads_keep_their_root_id_after_the_project_is_renamed(project, tmp_path):
+    from labeler.ingest import import_roots
+    from labeler.project import rename_project
+
+    import_sources(project, [make_image(tmp_path / "up" / "a.jpg", 1)], copy=True)
+    renamed = rename_project(project, "renamed", root=tmp_path)
+    import_sources(renamed, [make_image(tmp_path / "up" / "b.jpg", 2)], copy=True)
+    roots = import_roots(renamed)
+    assert [(r["id"], r["path"], r["images"]) for r in roots] == [(1, str(renamed.files_dir / "uploads"), 2)]

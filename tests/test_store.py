@@ -242,3 +242,31 @@ def test_rows_for_more_shas_than_one_query_binds(fs):
     rows = feats.rows_for(set_id, shas)
     assert (rows[::2] >= 0).all() and (rows[1::2] == -1).all()
     assert sorted(rows[::2].tolist()) == list(range(len(shas[::2])))
+
+
+def test_a_version_6_database_gains_import_roots_with_its_images_roots(tmp_path):
+    db = store.connect(tmp_path / store.DB_FILENAME)
+    db.execute("drop index idx_images_root_id")
+    db.execute("drop table import_roots")
+    db.execute("alter table images drop column root_id")
+    db.execute("PRAGMA user_version = 6")
+    rows = [("a", "/d/cat", "0000.jpg"), ("b", "/d/dog", "0000.jpg"), ("c", "/d/cat", "0001.jpg"), ("d", None, "x")]
+    for sha, root, rel in rows:
+        db.execute(
+            "insert into images (sha256, path, rel_path, root, status, added_at) values (?, ?, ?, ?, 'ok', 1.0)",
+            [sha, f"/p/{sha}", rel, root],
+        )
+    db.conn.commit()
+    db.conn.close()
+    db = store.connect(tmp_path / store.DB_FILENAME)
+    assert store.schema_version(db) == store.SCHEMA_VERSION == 7
+    assert db.execute("select id, path, kind from import_roots order by id").fetchall() == [
+        (1, "/d/cat", None),
+        (2, "/d/dog", None),
+    ]
+    assert db.execute("select sha256, root_id from images order by id").fetchall() == [
+        ("a", 1),
+        ("b", 2),
+        ("c", 1),
+        ("d", None),
+    ]

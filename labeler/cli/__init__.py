@@ -2,8 +2,8 @@
 
 One module per command group, each with a ``register(subs)`` that adds its commands: :mod:`.project` (init,
 import, export, status, serve), :mod:`.features` (features, label), :mod:`.runs` (eval, runs, cancel, undo,
-methods), :mod:`.run`, :mod:`.describe`, :mod:`.train`, :mod:`.audit`, :mod:`.explore`, :mod:`.archive`; what
-they share is in :mod:`._common`.
+methods), :mod:`.labels` (assign, accept, exclude, include), :mod:`.run`, :mod:`.describe`, :mod:`.train`,
+:mod:`.audit`, :mod:`.explore`, :mod:`.archive`; what they share is in :mod:`._common`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import textwrap
 from collections.abc import Sequence
 
 from ..errors import LabelerError
-from . import archive, audit, describe, explore, features, project, run, runs, train
+from . import archive, audit, describe, explore, features, labels, project, run, runs, train
 from ._common import PROG, error_text
 
 __all__ = ["PROG", "build_parser", "main"]
@@ -26,6 +26,7 @@ GROUPS = (
     features.register,  # features, label
     project.register_export,  # export, status
     runs.register,  # eval, runs, cancel, undo, methods
+    labels.register,  # assign, accept, exclude, include
     run.register,
     describe.register,  # describe, caption, descriptions
     train.register,  # train, apply
