@@ -157,7 +157,8 @@ def test_handlers_view_cluster_select_label_exclude_undo(step):
     assert "No clusters yet" in v.status and "**30 images**, 0 reviewed" in v.counts
     assert {value for _, value in v.target.choices} == {"cat", "dog", "car"} and v.target.multiselect is False
     assert v.view == ex.NO_VIEW and v.selection == [] and v.drawn is False and not v.table.visible
-    assert "Find groups" in v.dup_note and "Redraw" in v.map_note and "Open a cluster" in v.info
+    assert "Find groups" in v.dup_note and "Open a cluster" in v.info
+    assert "Redraw" in v.map_note and "the 30 images (PCA under a second)" in v.map_note  # how long it takes
     with pytest.raises(gr.Error, match="Nothing is shown"):
         ex.label(ctx, key, v.view, v.selection, v.page, "cat")
 
@@ -195,6 +196,17 @@ def test_handlers_view_cluster_select_label_exclude_undo(step):
     assert back.view["ids"] == [] and "excluded" not in back.counts  # the excluded view is read again
     undone = ex.undo(ctx, key, back.view, [], back.page)
     assert "1 excluded" in undone.counts and undone.view["ids"] == [a]
+
+
+def test_map_offers_umap_where_installed_and_says_how_long(monkeypatch):
+    from labeler.projection import umap_available
+
+    assert ex.MAP_METHODS == (["pca", "umap"] if umap_available() else ["pca"])
+    assert ex.map_estimate(40, "pca") == "under a second" and ex.map_estimate(100_000, "pca") == "about 4 s"
+    assert ex.map_estimate(40, "umap") == "about 10 s" and ex.map_estimate(100_000, "umap") == "about 2 min"
+    assert ex.map_seconds(1_000_000, "umap") > ex.map_seconds(100_000, "umap") > ex.map_seconds(100_000, "pca")
+    monkeypatch.setattr(ex, "MAP_METHODS", ["pca", "umap"])
+    assert ex.map_estimates(20_000) == "PCA about 1 s, UMAP about 30 s"
 
 
 def test_handlers_pages_clicks_and_accept(step, monkeypatch):
@@ -266,6 +278,15 @@ def test_handlers_map_select_box_lasso(step):
         "cluster 2"
     )
     assert ex.map_cluster_pick(ctx, key, "clip", None) == ex.skipped(ex.Shown)
+
+    # a map that is not ready (UMAP is never drawn inline) is computed in the background; the note says how long
+    from labeler.jobs import background_tasks
+
+    computing = ex.draw_map(ctx, key, "clip", "umap", "pseudo-label")
+    assert "Computing the UMAP map of 30 images (about 10 s)" in computing.map_note and computing.drawn == gr.skip()
+    task = background_tasks(key)[0]
+    assert task.kind == "map"
+    wait_until(lambda: not task.running, "the map task")  # (it fails where umap-learn is not installed)
 
 
 def test_handlers_duplicates(project):
@@ -663,7 +684,7 @@ def _drive(page, expect, server, project_dir: Path) -> None:
 
     # The map: drag a box around every point, then around the left half; hover a point and click it
     page.click("#explore-tab-map-button")
-    expect(page.locator("#map-note")).to_contain_text("PCA", timeout=slow)
+    expect(page.locator("#map-note")).to_contain_text("PCA of", timeout=slow)  # drawn (not the estimate before)
     canvas = page.locator("#explore-map canvas")
     expect(canvas).to_be_visible()
     legend = page.locator("#explore-map .lb-scatter-legend")

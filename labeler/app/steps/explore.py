@@ -5,7 +5,8 @@ The left column holds the views, each of which fills the one gallery on the righ
 * **Clusters** — k-means runs (:func:`labeler.clusters.cluster_run`, in the background) summarised per
   cluster, least pure first; click a row to show the cluster.
 * **Map** — the 2-D projection (:mod:`labeler.projection` through :func:`labeler.map_frame`: PCA,
-  or UMAP when installed) coloured by pseudo-label, your label, final label or cluster, drawn by
+  or UMAP when installed; the note says roughly how long each takes) coloured by pseudo-label, your label, final
+  label or cluster, drawn by
   :mod:`labeler.app.scatter`; drag a box on it to show the images inside, click a point for its neighbours.
 * **Near-duplicates** — groups above a cosine threshold (:func:`labeler.duplicate_rows`); show a
   group, keep one image of it (or of every group) and exclude the rest; see the excluded images.
@@ -91,7 +92,11 @@ ORDER_NAMES = {
     "disagreement": "CLIP label vs. DINO k-NN vote",
 }
 ORDER_CHOICES = [(ORDER_NAMES.get(o, o), o) for o in ORDERINGS]
-MAP_METHODS = ["pca", "umap"] if umap_available() else ["pca"]
+MAP_METHODS = ["pca", "umap"] if umap_available() else ["pca"]  # UMAP only where umap-learn is installed
+#: How long a map takes, roughly: (seconds to start, seconds per point). PCA: 50,000 × 512 CLIP vectors took 1–9 s
+#: here (one pass, idle to busy CPU); UMAP: umap-learn's MNIST benchmark (70,000 points) ~85 s, plus numba's
+#: compile the first time.
+MAP_COST = {"pca": (0.2, 4e-5), "umap": (10.0, 1.2e-3)}
 NO_VIEW = {"kind": "", "title": "", "ids": [], "params": {}}
 
 
@@ -231,6 +236,28 @@ def joined(outputs_type: type, *parts: tuple, **fields):
 
 
 # --- pure helpers: views, texts ---------------------------------------------------------------------------------
+def map_seconds(n: int, how: str) -> float:
+    """Roughly how long computing the ``how`` map (pca or umap) of ``n`` points takes, in seconds
+    (:data:`MAP_COST`)."""
+    start, per_point = MAP_COST[map_method(how)]
+    return start + per_point * max(0, int(n))
+
+
+def map_estimate(n: int, how: str) -> str:
+    """ "under a second", "about 20 s", "about 3 min": :func:`map_seconds` in words."""
+    secs = map_seconds(n, how)
+    if secs < 1:
+        return "under a second"
+    if secs < 90:
+        return f"about {int(round(secs, -1)) if secs >= 15 else max(1, round(secs))} s"
+    return f"about {round(secs / 60)} min"
+
+
+def map_estimates(n: int) -> str:
+    """How long the map of ``n`` images takes with each method offered: "PCA under a second, UMAP about 10 s"."""
+    return ", ".join(f"{how.upper()} {map_estimate(n, how)}" for how in MAP_METHODS)
+
+
 def _view(kind: str, title: str, ids, **params) -> dict:
     """What the gallery shows: ids (all of the view, in order), a title, and how to read it again."""
     return {"kind": kind, "title": title, "ids": [int(i) for i in ids], "params": params}
@@ -473,6 +500,7 @@ def refresh(ctx: Ctx, key: str) -> View:
     classes = project.classes if project is not None else []
     multi = bool(project and project.multi_label)
     ready = project is not None and bool(project.features.sets())
+    n = project.image_count() if ready else 0
     return joined(
         View,
         stats(project),
@@ -482,7 +510,7 @@ def refresh(ctx: Ctx, key: str) -> View:
         dup_groups=[],
         dup_note="Set the threshold and press **Find groups**." if ready else "",
         plot=gr.HTML(scatter_value(None), visible=False),
-        map_note="Press **Redraw** to draw the map of the images." if ready else "",
+        map_note=f"Press **Redraw** to draw the map of the {n} images ({map_estimates(n)})." if ready else "",
         map_cluster=gr.Dropdown(choices=[], value=None, visible=False),
         drawn=False,
     )
@@ -795,7 +823,8 @@ def draw_map(ctx: Ctx, key: str, feats: str, how: str, colour_by: str) -> MapOut
     if not map_ready(project, feats, how):
         root = str(project.root)
         run_in_background(root, "map", functools.partial(_map_task, root, feats, how), label=f"map ({how}, {feats})")
-        note = f"Computing the {how.upper()} map… it shows here when done."
+        n = project.image_count()
+        note = f"Computing the {how.upper()} map of {n} images ({map_estimate(n, how)})… it shows here when done."
         return MapOut(plot=gr.skip(), map_note=note, map_cluster=gr.skip(), drawn=gr.skip())
     return _drawn_map(project, feats, how, colour_by)
 
