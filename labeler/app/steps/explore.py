@@ -6,8 +6,8 @@ The left column holds the views, each of which fills the one gallery on the righ
   cluster, least pure first; click a row to show the cluster.
 * **Map** — the 2-D projection (:mod:`labeler.projection` through :func:`labeler.map_frame`: PCA,
   or UMAP when installed; the note says roughly how long each takes) coloured by pseudo-label, your label, final
-  label or cluster, drawn by
-  :mod:`labeler.app.scatter`; drag a box on it to show the images inside, click a point for its neighbours.
+  label or cluster, drawn by :mod:`labeler.app.scatter`; drag a box on it to show the images inside, click a point
+  for its neighbours.
 * **Near-duplicates** — groups above a cosine threshold (:func:`labeler.duplicate_rows`); show a
   group, keep one image of it (or of every group) and exclude the rest; see the excluded images.
 * **Review queue** — :func:`labeler.review.review_queue`: lowest confidence, smallest margin, highest
