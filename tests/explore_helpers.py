@@ -81,3 +81,42 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+# --- the Explore step's handlers, called in process -------------------------------------------------------------
+def step_ctx(project):
+    """A :class:`labeler.app.common.Ctx` for calling the step's handlers without a server (plain states)."""
+    import gradio as gr
+
+    from labeler.app.common import Ctx
+
+    return Ctx(data_dir=project.root.parent, local_mode=True, project=gr.State(""), finished=gr.State(""))
+
+
+def fake_thumbs(project, start: int = 0, n: int | None = None) -> None:
+    """A tiny cached JPEG thumbnail for the images with sha256 start.. (the synthetic rows have no image files),
+    so the gallery shows them."""
+    from PIL import Image
+
+    from labeler.ingest import thumbnail_path
+
+    n = project.image_count() if n is None else n
+    for i in range(start, start + n):
+        dest = thumbnail_path(project, sha(i))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4), (i % 256, 0, 0)).save(dest, "JPEG")
+
+
+def records(table, headers: list[str]) -> list[dict]:
+    """A table update's rows as dicts keyed by ``headers`` (the step's column names)."""
+    value = table.value if hasattr(table, "value") else table
+    value = value["value"] if isinstance(value, dict) and "value" in value else value
+    return [dict(zip(headers, row, strict=True)) for row in value["data"]]
+
+
+class Event:
+    """What gradio passes a handler's ``evt`` parameter: a gallery or table click (``index``, ``row_value``) or
+    the map's payload (``_data``)."""
+
+    def __init__(self, index=None, row_value=None, data=None):
+        self.index, self.row_value, self._data = index, row_value, data

@@ -330,16 +330,18 @@ def test_wizard_flow_through_the_api(client, server, tmp_path):
     # --- train and explore ----------------------------------------------------------------------------------
     _, status, *_ = client.predict(api_name="/train_view")
     assert "training run" in status or "No training method" in status
-    status, *_ = client.predict(api_name="/explore_view")
-    assert "No clusters yet" in status
+    from labeler.app.steps.explore import ShownApi, ViewApi
+
+    view = ViewApi._make(client.predict(api_name="/explore_view"))
+    assert "No clusters yet" in view.status
     before = last_run_id(proj)
     client.predict("clip", 3, api_name="/explore_cluster")
     assert wait_for_run(server, proj, "cluster", after=before)["status"] == "done"
-    status, table, *_ = client.predict(api_name="/explore_view")
-    table = table["value"] if "value" in table else table
-    assert "3 clusters" in status and sum(r[1] for r in table["data"]) == 13
-    gallery, text = client.predict("a photo of a ship", api_name="/explore_search")
-    assert "Best matches" in text and len(gallery["value"]) == 13
+    view = ViewApi._make(client.predict(api_name="/explore_view"))
+    table = view.table["value"] if "value" in view.table else view.table
+    assert "3 clusters" in view.status and sum(r[1] for r in table["data"]) == 13
+    found = ShownApi._make(client.predict("a photo of a ship", api_name="/explore_search"))
+    assert "Best matches" in found.info and len(found.gallery["value"]) == 13
 
     # --- export ---------------------------------------------------------------------------------------------
     summary, download, msg, preview, recent = client.predict("csv", api_name="/export_run")

@@ -6,7 +6,8 @@ component's value, and :data:`SCATTER_JS` draws it (axes, points coloured by the
 thumbnail of the point under the mouse). In box mode a drag fires the component's ``select`` event with
 ``{"box": [x0, x1, y0, y1]}`` in map coordinates, in lasso mode with ``{"lasso": [[x, y], ...]}`` (the outline
 drawn, at least 3 vertices); a click on a point fires it with ``{"image_id": id}``. Nothing is sent while
-the mouse only moves.
+the mouse only moves. :func:`map_pick` reads that payload; :func:`parse_box` and :func:`parse_lasso` read the same
+selections typed as text (the step's API for scripts).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 import gradio as gr
@@ -314,19 +316,10 @@ def scatter_value(
     ``thumbs``: the project's thumbnail folder (``<sha[:2]>/<sha>.jpg`` files; gradio must be allowed to serve
     it): the tooltip then shows the image. Returns ``{"x", "y", "colour", "image_id", "sha256", "label"}``
     (one entry per point), ``thumb_base`` (the folder's URL relative to the page, "" without ``thumbs``), ``legend``
-    (``[{"name", "color", "n"}]``: the ``legend_size`` most frequent colours by name, then "K more" for the
-    rest and the "no value" ones, both muted),
-    ``muted`` (the colour of points with no legend entry) and ``title``.
+    (:func:`legend_entries`), ``muted`` (the colour of points with no legend entry) and ``title``.
     """
     cols = cols or {}
     names = [str(c) for c in cols.get("colour", [])]
-    counts = Counter(names)
-    every = [(c, n) for c, n in counts.most_common() if c not in NONE_TEXTS]
-    named, rest = every[: min(legend_size, len(PALETTE))], every[min(legend_size, len(PALETTE)) :]
-    legend = [{"name": c, "color": PALETTE[k], "n": n} for k, (c, n) in enumerate(sorted(named))]
-    if rest:  # drawn muted, counted in one entry
-        legend.append({"name": f"{len(rest)} more", "color": MUTED, "n": sum(n for _, n in rest)})
-    legend += [{"name": c, "color": MUTED, "n": counts[c]} for c in NONE_TEXTS if c in counts]
     return {
         "x": list(cols.get("x", [])),
         "y": list(cols.get("y", [])),
@@ -335,7 +328,72 @@ def scatter_value(
         "sha256": [str(v) for v in cols.get("sha256", [])],
         "label": [str(v) for v in cols.get("label", [])],
         "thumb_base": f"gradio_api/file={quote(Path(thumbs).resolve().as_posix(), safe='/:')}/" if thumbs else "",
-        "legend": legend,
+        "legend": legend_entries(names, legend_size),
         "muted": MUTED,
         "title": title,
     }
+
+
+def legend_entries(names: list[str], legend_size: int = len(PALETTE)) -> list[dict]:
+    """The legend of points coloured ``names`` (N,): ``[{"name", "color", "n"}]``, the ``legend_size`` most frequent
+    names (sorted, one palette colour each), then "K more" for the rest and the "no value" names, both muted."""
+    counts = Counter(names)
+    every = [(c, n) for c, n in counts.most_common() if c not in NONE_TEXTS]
+    size = min(legend_size, len(PALETTE))
+    named, rest = every[:size], every[size:]
+    legend = [{"name": c, "color": PALETTE[k], "n": n} for k, (c, n) in enumerate(sorted(named))]
+    if rest:  # drawn muted, counted in one entry
+        legend.append({"name": f"{len(rest)} more", "color": MUTED, "n": sum(n for _, n in rest)})
+    return legend + [{"name": c, "color": MUTED, "n": counts[c]} for c in NONE_TEXTS if c in counts]
+
+
+class MapPick(NamedTuple):
+    """What one ``select`` event of the map says: at most one of a point clicked, a box dragged, a lasso drawn."""
+
+    image_id: int | None = None
+    box: tuple[float, float, float, float] | None = None  # x0, x1, y0, y1 in map coordinates
+    lasso: list | None = None  # [[x, y], ...] in map coordinates, as drawn
+
+
+def map_pick(data: dict | None) -> MapPick:
+    """The map's ``select`` payload (``{"image_id"}``, ``{"lasso"}`` or ``{"box"}``) as a :class:`MapPick`; an
+    empty one when it holds none of them (or a box that is not four numbers)."""
+    data = data or {}
+    if data.get("image_id") is not None:
+        return MapPick(image_id=int(data["image_id"]))
+    if data.get("lasso") is not None:
+        return MapPick(lasso=data["lasso"])
+    box = data.get("box")
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return MapPick()
+    x0, x1, y0, y1 = (float(v) for v in box)
+    return MapPick(box=(x0, x1, y0, y1))
+
+
+BOX_FORMAT = "Give the box as x0,x1 or x0,x1,y0,y1."
+LASSO_FORMAT = 'Give the lasso as "x,y; x,y; x,y" (3 corners or more).'
+
+
+def parse_box(text: str | None) -> tuple[float | None, float | None, float | None, float | None]:
+    """A box typed as ``"x0,x1[,y0,y1]"`` → ``(x0, x1, y0, y1)``; an empty end (or no y range) is None, open.
+    gr.Error saying the format for anything else."""
+    parts = [p.strip() for p in str(text or "").split(",")]
+    try:
+        vals = [float(p) if p else None for p in parts]
+    except ValueError:
+        raise gr.Error(BOX_FORMAT) from None
+    if len(vals) not in (2, 4):
+        raise gr.Error(BOX_FORMAT)
+    x0, x1, y0, y1 = vals if len(vals) == 4 else (*vals, None, None)
+    return x0, x1, y0, y1
+
+
+def parse_lasso(text: str | None) -> list[list[float]]:
+    """A lasso typed as ``"x,y; x,y; x,y; ..."`` → its corners (P, 2), P ≥ 3; gr.Error saying the format else."""
+    try:
+        polygon = [[float(v) for v in corner.split(",")] for corner in str(text or "").split(";") if corner.strip()]
+    except ValueError:
+        raise gr.Error(LASSO_FORMAT) from None
+    if len(polygon) < 3 or any(len(c) != 2 for c in polygon):
+        raise gr.Error(LASSO_FORMAT)
+    return polygon
