@@ -229,6 +229,41 @@ def test_label_run_writes_a_new_run_and_export_applies_to_new_images(proj, tmp_p
     assert TrainedModel.load(out, "cpu").classes == CLASSES
 
 
+def test_apply_skips_a_bad_file_and_takes_a_folder(proj, tmp_path, capsys):
+    """Issue 12: one unreadable file made ``apply`` fail for all (rc 2); a folder said "Is a directory"."""
+    from labeler.cli import main
+    from labeler.export import export
+    from labeler.train import train
+
+    train(proj, "nola", _params(epochs=1))
+    model = export(proj, "model", tmp_path / "model.pt")
+    good = [im["path"] for im in proj.images()[:2]]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    folder = tmp_path / "new"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(good[0], folder / "a.jpg")
+    shutil.copy(good[1], folder / "sub" / "b.png")
+    (folder / "notes.txt").write_text("not an image")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    assert main(["apply", str(model), good[0], str(bad), good[1], "--device", "cpu", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in out["predictions"]] == good
+    assert [s["path"] for s in out["skipped"]] == [str(bad)] and out["skipped"][0]["reason"]
+
+    assert main(["apply", str(model), str(folder), str(empty), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == [str(folder / "a.jpg"), str(folder / "sub" / "b.png")]
+    assert f"skipped {empty}: a folder with no image files" in captured.err
+    assert "Is a directory" not in captured.err
+
+    assert main(["apply", str(model), str(bad), "--device", "cpu"]) == 2  # nothing could be labeled
+    assert "skipped" in capsys.readouterr().err
+
+
 def test_verified_labels_become_the_validation_set_and_override_the_teacher(proj):
     from labeler.labels import set_human_labels
     from labeler.methods import get_method

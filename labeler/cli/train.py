@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import InvalidInputError
 from ._common import PROG, emit, json_arg, open_project, progress, project_arg, sub
@@ -157,17 +158,26 @@ def cmd_label_run(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from ..train.apply import apply_model
-    from ..train.student import read_model_file
+    """Label image files and folders; a file that cannot be read is skipped and reported, not fatal."""
+    from ..train.apply import apply_to_files
 
-    classes = read_model_file(args.model)["classes"]
-    probs = apply_model(args.model, args.images, device=args.device, batch_size=args.batch_size)
+    res = apply_to_files(args.model, args.images, device=args.device, batch_size=args.batch_size)
     rows = [
-        {"path": str(p), "label": classes[int(row.argmax())], "score": float(row.max())}
-        for p, row in zip(args.images, probs, strict=True)
+        {"path": p, "label": res.classes[int(row.argmax())], "score": float(row.max())}
+        for p, row in zip(res.paths, res.probs, strict=True)
     ]
-    text = "\n".join(f"{r['path']}\t{r['label']}\t{r['score']:.4f}" for r in rows)
-    emit(args, {"classes": classes, "predictions": rows}, text)
+    if args.json:
+        emit(args, {"classes": res.classes, "predictions": rows, "skipped": res.skipped}, "")
+    else:
+        if rows:
+            print("\n".join(f"{r['path']}\t{r['label']}\t{r['score']:.4f}" for r in rows))
+        for s in res.skipped:
+            print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
+        if res.skipped:
+            print(f"labeled {len(rows)} images, skipped {len(res.skipped)} (listed above)", file=sys.stderr)
+    if not rows:
+        print("error: no image could be labeled: give image files or folders of images", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -224,10 +234,15 @@ def register(subs) -> None:
         "apply",
         cmd_apply,
         "label new image files with an exported model (export --format model)",
-        f"{PROG} apply model.pt new/1.jpg new/2.jpg --json",
+        f"{PROG} apply model.pt new/1.jpg new/2.jpg --json\n{PROG} apply model.pt new/   # every image in the folder",
     )
     p.add_argument("model", help="model file written by `export PROJECT --format model -o model.pt`")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument(
+        "images",
+        nargs="+",
+        help="image files, or folders (their image files by extension, recursively); a file that cannot be "
+        "read is skipped and listed (--json: 'skipped'), the others are labeled; exit code 2 if none could be",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     json_arg(p)
