@@ -264,6 +264,55 @@ def test_apply_skips_a_bad_file_and_takes_a_folder(proj, tmp_path, capsys):
     assert "skipped" in capsys.readouterr().err
 
 
+class _Bars:
+    """Stands in for the CLI's tqdm bar: records (desc, unit, message); raises ``stop_at`` on a matching message."""
+
+    def __init__(self, stop_at: str | None = None):
+        self.seen, self.stop_at = [], stop_at
+
+    def __call__(self, desc, unit="img"):
+        bars = self
+
+        class Bar:
+            def __call__(self, done, total, message=""):
+                bars.seen.append((desc, unit, message))
+                if bars.stop_at and message.startswith(bars.stop_at):
+                    raise KeyboardInterrupt
+
+            def close(self):
+                pass
+
+        return Bar()
+
+
+def test_interrupted_fresh_run_says_how_to_resume_it(proj, monkeypatch, capsys):
+    """Issue 12: after ``train --fresh`` a Ctrl-C said "rerun the same command to resume" (that starts anew)."""
+    from labeler.cli import _common, main
+
+    monkeypatch.setattr(_common, "TqdmProgress", _Bars(stop_at="epoch 1/2 done"))
+    argv = ["train", str(proj.root), "--fresh", "--epochs", "2", "--batch-size", "8", "--tokens", "4"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    run = list_runs(proj, kind="train")[0]
+    assert run["status"] == "cancelled"
+    assert "rerun the same command" not in err
+    assert f"--resume {run['id']}" in err
+    assert main(["train", str(proj.root), "--resume", str(run["id"]), "--no-label", "--quiet"]) == 0
+    assert get_run(proj, run["id"])["status"] == "done"
+
+
+def test_progress_bars_count_batches_then_images(proj, monkeypatch):
+    """Issue 12: the bar of the relabel after training counted "step/s" (the training bar's unit)."""
+    from labeler.cli import _common, main
+
+    bars = _Bars()
+    monkeypatch.setattr(_common, "TqdmProgress", bars)
+    assert main(["train", str(proj.root), "--epochs", "1", "--batch-size", "8", "--tokens", "4"]) == 0
+    units = {unit for desc, unit, msg in bars.seen if msg.startswith("labeled ")}
+    assert units == {"img"}
+    assert {unit for desc, unit, msg in bars.seen if msg.startswith("epoch 1/1 done")} == {"batch"}
+
+
 def test_verified_labels_become_the_validation_set_and_override_the_teacher(proj):
     from labeler.labels import set_human_labels
     from labeler.methods import get_method

@@ -103,7 +103,35 @@ def _train_lines(run: dict, resumed: bool) -> list[str]:
     return lines
 
 
+def _stopped_text(project, args: argparse.Namespace) -> str:
+    """How to continue the train run a Ctrl-C or a cancel just stopped (rerunning with ``--fresh`` starts anew)."""
+    from ..jobs import list_runs
+    from ..train.runner import run_dir
+
+    runs = [r for r in list_runs(project, kind="train") if r["status"] in ("cancelled", "interrupted")]
+    if not runs:
+        return "nothing was saved: run the command again"
+    run = runs[0]
+    if not (run_dir(project, run["id"]) / "setup.pt").exists():
+        return f"run {run['id']} stopped before its setup was saved: run the command again to start anew"
+    resume = f"`{PROG} train {args.project} --resume {run['id']}`"
+    if args.fresh:
+        return (
+            f"run {run['id']} keeps its finished epochs: continue it with {resume} (rerunning with --fresh starts anew)"
+        )
+    return f"run {run['id']} keeps its finished epochs: rerun the same command (or {resume}) to continue it"
+
+
+def _relabel_text(args: argparse.Namespace, train_run_id: int) -> str:
+    """What to do after the relabel that follows training stopped (the training itself finished)."""
+    return (
+        f"train run {train_run_id} finished; label the images with its model: "
+        f"`{PROG} label {args.project} --run {train_run_id}`"
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..errors import JobCancelled
     from ..jobs import get_run
     from ..train.apply import relabel
     from ..train.runner import train
@@ -111,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     project = open_project(args)
     if args.resume is not None and args.fresh:
         raise InvalidInputError("--resume and --fresh exclude each other")
-    bar = progress(args, "train", "step")
+    bar = progress(args, "train", "batch")  # a training step is one batch
     try:
         if args.resume is not None:
             overrides = {
@@ -123,9 +151,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             method, params = _train_params(args)
             res = train(project, method, params, resume=None if args.fresh else "auto", on_progress=bar)
-        label_result = None if args.no_label else relabel(project, res.run_id, device=args.device, on_progress=bar)
+    except KeyboardInterrupt:
+        bar and bar.close()
+        print(f"interrupted: {_stopped_text(project, args)}", file=sys.stderr)
+        return 130
+    except JobCancelled as exc:
+        raise JobCancelled(f"{str(exc).split(';')[0]}; {_stopped_text(project, args)}") from None
     finally:
         bar and bar.close()
+    label_result = None
+    if not args.no_label:
+        bar = progress(args, "label (trained model)", "img")
+        try:
+            label_result = relabel(project, res.run_id, device=args.device, on_progress=bar)
+        except KeyboardInterrupt:
+            bar and bar.close()
+            print(f"interrupted: {_relabel_text(args, res.run_id)}", file=sys.stderr)
+            return 130
+        except JobCancelled as exc:
+            raise JobCancelled(f"{str(exc).split(';')[0]}; {_relabel_text(args, res.run_id)}") from None
+        finally:
+            bar and bar.close()
     run = get_run(project, res.run_id)
     lines = _train_lines(run, res.resumed)
     data = {
