@@ -6,7 +6,6 @@ The runs of a project (``runs``, ``cancel``, ``eval``, ``undo``, ``methods``) ar
 from __future__ import annotations
 
 import argparse
-import os
 
 from ..errors import InvalidInputError
 from ._common import PROG, classes_from, emit, json_arg, open_project, progress, project_arg, sub
@@ -138,7 +137,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..app import launch
 
-    launch(host=args.host, port=args.port)
+    launch(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        local_mode=False if args.uploads_only else None,
+    )
     return 0
 
 
@@ -202,7 +206,24 @@ def register_export(subs) -> None:
 
 
 def register_serve(subs) -> None:
-    """Add ``serve`` (the last command in ``--help``)."""
-    p = sub(subs, "serve", cmd_serve, "start the browser app", f"{PROG} serve --port 7860")
-    p.add_argument("--host", default=os.environ.get("LABELER_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("LABELER_PORT", "7860")))
+    """Add ``serve`` (the last command in ``--help``; ``python app.py`` takes the same flags)."""
+    p = sub(
+        subs,
+        "serve",
+        cmd_serve,
+        "start the browser app",
+        f"{PROG} serve --port 7860\n{PROG} serve --host 0.0.0.0 --data-dir /data --uploads-only   # a shared server",
+    )
+    p.add_argument(
+        "--host",
+        help="interface to listen on; default: $LABELER_HOST, else $GRADIO_SERVER_NAME, else 127.0.0.1 "
+        "(0.0.0.0 on a Hugging Face Space)",
+    )
+    p.add_argument("--port", type=int, help="default: $LABELER_PORT, else $GRADIO_SERVER_PORT, else 7860")
+    p.add_argument("--data-dir", help="where projects live (sets LABELER_DATA_DIR)")
+    p.add_argument(
+        "--uploads-only",
+        action="store_true",
+        help="no import from folder paths on this machine, and each browser gets its own projects "
+        "(on by itself on a Hugging Face Space)",
+    )
