@@ -232,11 +232,17 @@ def test_label_run_writes_a_new_run_and_export_applies_to_new_images(proj, tmp_p
 def test_apply_skips_a_bad_file_and_takes_a_folder(proj, tmp_path, capsys):
     """Issue 12: one unreadable file made ``apply`` fail for all (rc 2); a folder said "Is a directory"."""
     from labeler.cli import main
-    from labeler.export import export
     from labeler.train import train
 
-    train(proj, "nola", _params(epochs=1))
-    model = export(proj, "model", tmp_path / "model.pt")
+    run = train(proj, "nola", _params(epochs=1)).run_id
+    model = tmp_path / "model.pt"
+    # issue 12: `export --format model` printed the base model as a Python dict
+    assert main(["export", str(proj.root), "--format", "model", "-o", str(model)]) == 0
+    text = capsys.readouterr().out
+    assert "{" not in text and f"train run {run} to {model}" in text and "on CLIP tiny-random" in text
+    assert main(["export", str(proj.root), "--format", "model", "-o", str(model), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["train_run"] == run and data["base"]["model"] == "tiny-random" and data["path"] == str(model)
     good = [im["path"] for im in proj.images()[:2]]
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg at all")

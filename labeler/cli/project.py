@@ -26,9 +26,14 @@ def export_text(rep, format: str) -> str:
     """What ``export --format FORMAT`` prints for an :class:`labeler.export.ExportReport` (also ``run``)."""
     if rep.format == "model":
         x = rep.extra
+        base = x.get("base") or {}
+        if isinstance(base, dict):
+            name = base.get("model") or "?"
+            base = f"{name} ({base['pretrained']} weights)" if base.get("pretrained") else name
         return (
-            f"wrote the {x.get('method')} model of train run {x.get('train_run')} (epoch {x.get('epoch')}, "
-            f"{x.get('classes')} classes, base {x.get('base')}) to {rep.path}"
+            f"wrote the {x.get('method')} model of train run {x.get('train_run')} to {rep.path}\n"
+            f"  epoch {x.get('epoch')}, {x.get('classes')} classes, on CLIP {base}\n"
+            f"  label new images with it: {PROG} apply {rep.path} IMAGES_OR_FOLDERS"
         )
     return (
         f"wrote {format} export of {rep.n_images} images ({rep.n_labeled} labeled, {rep.n_unlabeled} unlabeled"
@@ -72,7 +77,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         options["link"] = True
     if args.one_hot:
         options["one_hot"] = True
-    print(export_text(export_report(project, args.format, args.output, **options), args.format))
+    rep = export_report(project, args.format, args.output, **options)
+    data = {
+        "format": rep.format,
+        "path": str(rep.path),
+        "n_images": rep.n_images,
+        "n_labeled": rep.n_labeled,
+        "n_unlabeled": rep.n_unlabeled,
+        "n_files": rep.n_files,
+        "n_missing": rep.n_missing,
+        **rep.extra,
+    }
+    emit(args, data, export_text(rep, args.format))
     return 0
 
 
@@ -193,6 +209,7 @@ def register_export(subs) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (csv, jsonl) or folder (imagefolder)")
     p.add_argument("--link", action="store_true", help="imagefolder: symlink instead of copying")
     p.add_argument("--one-hot", action="store_true", help="csv: add one 0/1 column per class")
+    json_arg(p)
 
     p = sub(
         subs,
