@@ -147,16 +147,18 @@ def test_serve_takes_the_readme_flags_and_app_py_the_same(tmp_path, monkeypatch)
 
     calls = []
     monkeypatch.setattr(labeler.app, "launch", lambda **kw: calls.append(kw))
+    monkeypatch.setenv("LABELER_DATA_DIR", "/elsewhere")  # restored after the test
     assert main(["serve", "--data-dir", str(tmp_path), "--uploads-only", "--port", "7001"]) == 0
-    assert calls[-1] == {"host": None, "port": 7001, "data_dir": str(tmp_path), "local_mode": False}
+    assert calls[-1] == {"host": None, "port": 7001, "local_mode": False}
+    assert os.environ["LABELER_DATA_DIR"] == str(tmp_path.resolve())
     assert main(["serve"]) == 0
-    assert calls[-1] == {"host": None, "port": None, "data_dir": None, "local_mode": None}
+    assert calls[-1] == {"host": None, "port": None, "local_mode": None}
 
     spec = importlib.util.spec_from_file_location("labeler_app_script", REPO / "app.py")
     app_py = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app_py)
     assert app_py.main(["--host", "0.0.0.0", "--uploads-only"]) == 0
-    assert calls[-1] == {"host": "0.0.0.0", "port": None, "data_dir": None, "local_mode": False}
+    assert calls[-1] == {"host": "0.0.0.0", "port": None, "local_mode": False}
 
 
 def test_server_address_precedence_flag_labeler_gradio_default():

@@ -6,6 +6,8 @@ The runs of a project (``runs``, ``cancel``, ``eval``, ``undo``, ``methods``) ar
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from ..errors import InvalidInputError
 from ._common import PROG, classes_from, emit, json_arg, open_project, progress, project_arg, sub
@@ -151,14 +153,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.data_dir:  # before the app is imported: parts of it read the data dir when they load
+        os.environ["LABELER_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
     from ..app import launch
 
-    launch(
-        host=args.host,
-        port=args.port,
-        data_dir=args.data_dir,
-        local_mode=False if args.uploads_only else None,
-    )
+    launch(host=args.host, port=args.port, local_mode=False if args.uploads_only else None)
     return 0
 
 
