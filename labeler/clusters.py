@@ -85,7 +85,18 @@ def kmeans(
             raise InvalidInputError("the feature vectors contain NaN or inf")
         if spherical:
             data = as_unit_float32(data)
-    km = faiss.Kmeans(d, k, niter=int(niter), nredo=int(nredo), seed=int(seed), spherical=spherical, verbose=False)
+    # faiss prints "please provide at least 39·k training points" to stderr below 39 points per centroid; our
+    # default k (:func:`default_k`) asks for ~5 per cluster on purpose (small projects), so that is no problem.
+    km = faiss.Kmeans(
+        d,
+        k,
+        niter=int(niter),
+        nredo=int(nredo),
+        seed=int(seed),
+        spherical=spherical,
+        verbose=False,
+        min_points_per_centroid=1,
+    )
     km.train(data)
     # After training, km.index holds the final centroids (IP for spherical, L2 otherwise).
     score, assign = km.index.search(data, 1)

@@ -210,9 +210,28 @@ def export(project: Project, format: str, out: str | os.PathLike | None = None, 
 
 
 # --- helpers -----------------------------------------------------------------------------------------
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux), else by setting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fp:
+            for line in fp:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_text_writer(path: Path, encoding: str):
-    """A temp file next to ``path`` (renamed over it by :func:`_commit`)."""
+    """A temp file next to ``path`` (renamed over it by :func:`_commit`), with the mode a plain ``open`` would
+    give (0666 less the umask; ``mkstemp`` alone makes it 0600)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    except (OSError, AttributeError):  # no fchmod (Windows), or a file system without modes
+        pass
     return open(fd, "w", encoding=encoding, newline=""), Path(tmp)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import string
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -212,10 +213,52 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
+#: Components up to this size get exact pairwise similarities (from the feature vectors) when grouping.
+_EXACT_GROUP_MAX = 2048
+#: A "group" holding more than this share of the images (and at least :data:`_UNIFORM_MIN` of them) means
+#: the features are too alike to tell duplicates apart.
+_UNIFORM_SHARE = 0.5
+_UNIFORM_MIN = 10
+
+
+def _split_component(members: list[int], sim: dict[tuple[int, int], float], threshold: float) -> list[list[int]]:
+    """Split one chained component into groups whose members are ALL pairwise ≥ ``threshold``.
+
+    Greedy: the member with the most links left leads; its linked members join, most similar first, when
+    they are linked to everyone already in the group. ``sim``: ``(a, b)`` with ``a < b`` → similarity.
+    """
+    adj: dict[int, set[int]] = {m: set() for m in members}
+    for (a, b), v in sim.items():
+        if v >= threshold and a in adj and b in adj:
+            adj[a].add(b)
+            adj[b].add(a)
+    left = set(members)
+    out = []
+    while left:
+        leader = min(left, key=lambda m: (-len(adj[m] & left), m))
+        group = [leader]
+        cands = sorted(adj[leader] & left, key=lambda c: (-sim[(min(c, leader), max(c, leader))], c))
+        for c in cands:
+            if all(g in adj[c] for g in group):
+                group.append(c)
+        left.difference_update(group)
+        if len(group) > 1:
+            out.append(sorted(group))
+    return out
+
+
 def duplicate_groups(
-    ids: np.ndarray, neighbour_ids: np.ndarray, neighbour_scores: np.ndarray, threshold: float
+    ids: np.ndarray,
+    neighbour_ids: np.ndarray,
+    neighbour_scores: np.ndarray,
+    threshold: float,
+    similarity: Callable[[list[int]], np.ndarray] | None = None,
 ) -> list[dict]:
-    """Group items linked by a similarity ≥ ``threshold`` (connected components, union-find).
+    """Groups of items that are all pairwise similar by ≥ ``threshold``.
+
+    Items linked (chained) by neighbour pairs ≥ ``threshold`` are candidates (union-find); a chain
+    ``a ~ b ~ c`` with ``a`` not similar to ``c`` is split, so that every pair within a group is ≥ the
+    threshold (greedy, around the best-linked member; see :func:`_split_component`).
 
     Parameters
     ----------
@@ -223,43 +266,62 @@ def duplicate_groups(
         The query items.
     neighbour_ids, neighbour_scores : np.ndarray (N, K)
         Each query's neighbours (-1 for none) and their similarities.
+    similarity : callable, optional
+        ``similarity(members)`` → (M, M) exact similarities among candidate members (used for
+        components up to 2048 items); without it a pair missing from the neighbour lists counts as not
+        similar.
 
     Returns
     -------
     list of dict
         ``{"images": [ids ascending], "max_similarity", "min_similarity", "pairs"}`` per group of
-        2 or more, largest groups first; ``min_similarity`` is the weakest link used.
+        2 or more, largest groups first; ``min_similarity`` is the group's least similar pair,
+        ``pairs`` its number of pairs.
     """
     uf = _UnionFind()
-    links: dict[int, list[float]] = {}
-    pairs: list[tuple[int, int, float]] = []
-    seen: set[tuple[int, int]] = set()
+    sim: dict[tuple[int, int], float] = {}
     for q, nbrs, sims in zip(
         np.asarray(ids).tolist(), np.asarray(neighbour_ids), np.asarray(neighbour_scores), strict=True
     ):
-        for j, s in zip(nbrs.tolist(), sims.tolist(), strict=True):
-            if j < 0 or j == q or s < threshold:
+        for j, v in zip(nbrs.tolist(), sims.tolist(), strict=True):
+            if j < 0 or j == q or v < threshold:
                 continue
             key = (min(q, j), max(q, j))
-            if key in seen:
-                continue
-            seen.add(key)
-            uf.union(q, j)
-            pairs.append((key[0], key[1], float(s)))
-    groups: dict[int, set[int]] = {}
-    for a, b, s in pairs:
-        root = uf.find(a)
-        groups.setdefault(root, set()).update((a, b))
-        links.setdefault(root, []).append(s)
-    out = [
-        {
-            "images": sorted(members),
-            "max_similarity": round(max(links[root]), 6),
-            "min_similarity": round(min(links[root]), 6),
-            "pairs": len(links[root]),
-        }
-        for root, members in groups.items()
-    ]
+            if key not in sim:
+                uf.union(q, j)
+                sim[key] = float(v)
+    components: dict[int, set[int]] = {}
+    for a, b in sim:
+        components.setdefault(uf.find(a), set()).update((a, b))
+    out = []
+    by_root: dict[int, dict[tuple[int, int], float]] = {}
+    for key, v in sim.items():
+        by_root.setdefault(uf.find(key[0]), {})[key] = v
+    for root, member_set in components.items():
+        members = sorted(member_set)
+        local = by_root[root]
+        if len(members) == 2:
+            groups = [members]
+        else:
+            if similarity is not None and len(members) <= _EXACT_GROUP_MAX:
+                mat = np.asarray(similarity(members), dtype=np.float64)
+                local = {
+                    (a, b): float(mat[i, k])
+                    for i, a in enumerate(members)
+                    for k in np.flatnonzero(mat[i, i + 1 :] >= threshold) + i + 1
+                    for b in (members[int(k)],)
+                }
+            groups = _split_component(members, local, threshold)
+        for g in groups:
+            vals = [local[(a, b)] for i, a in enumerate(g) for b in g[i + 1 :]]
+            out.append(
+                {
+                    "images": g,
+                    "max_similarity": round(max(vals), 6),
+                    "min_similarity": round(min(vals), 6),
+                    "pairs": len(vals),
+                }
+            )
     return sorted(out, key=lambda g: (-len(g["images"]), -g["max_similarity"], g["images"][0]))
 
 
@@ -273,8 +335,14 @@ def near_duplicates(
     """Groups of ok images whose features are at least ``threshold`` cosine-similar.
 
     Each image's ``neighbours`` nearest neighbours are searched in the index; pairs above the
-    threshold are joined into groups (so a group larger than ``neighbours`` is still found whole as
-    long as its members chain).
+    threshold are chained into candidates, which are then split so that every pair of images within a
+    group is at least ``threshold`` similar (exact similarities; :func:`duplicate_groups`).
+
+    Raises
+    ------
+    InvalidInputError
+        When one group would hold half the images or more (at least 10): the features are too uniform
+        for near-duplicates to mean anything (e.g. a tiny or untrained model).
 
     Returns
     -------
@@ -299,7 +367,23 @@ def near_duplicates(
         nbr_scores.append(s)
     if not len(ok):
         return []
-    groups = duplicate_groups(all_ids, np.vstack(nbr_ids), np.vstack(nbr_scores), float(threshold))
+    row_of = {int(image_id): int(row) for row, image_id in zip(ok.tolist(), all_ids.tolist(), strict=True)}
+
+    def similarity(members: list[int]) -> np.ndarray:
+        v = np.asarray(mat[[row_of[m] for m in members]], dtype=np.float32)
+        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        return v @ v.T
+
+    groups = duplicate_groups(all_ids, np.vstack(nbr_ids), np.vstack(nbr_scores), float(threshold), similarity)
+    n = len(ok)
+    if groups and len(groups[0]["images"]) >= max(_UNIFORM_MIN, _UNIFORM_SHARE * n):
+        raise InvalidInputError(
+            f"the features look uniform: {len(groups[0]['images'])} of the {n} images are all at least "
+            f"{float(threshold):g} similar to each other, so they cannot be told apart as near-duplicates. "
+            "Features of a tiny or untrained model do this: compute features with a real model, or use a "
+            "higher threshold",
+            hint=Hint(step="features"),
+        )
     for g in groups:
         g["images"] = describe(project, g["images"])
     return groups

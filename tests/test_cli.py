@@ -136,3 +136,42 @@ def test_every_command_help_renders(capsys):
     assert "audit" in subs.choices
     for name, sub in subs.choices.items():
         assert name in sub.format_help()
+
+
+def test_serve_takes_the_readme_flags_and_app_py_the_same(tmp_path, monkeypatch):
+    """Issue 12: ``serve --data-dir/--uploads-only`` were rejected though the README lists them."""
+    import importlib.util
+
+    import labeler.app
+    from labeler.cli import main
+
+    calls = []
+    monkeypatch.setattr(labeler.app, "launch", lambda **kw: calls.append(kw))
+    monkeypatch.setenv("LABELER_DATA_DIR", "/elsewhere")  # restored after the test
+    assert main(["serve", "--data-dir", str(tmp_path), "--uploads-only", "--port", "7001"]) == 0
+    assert calls[-1] == {"host": None, "port": 7001, "local_mode": False}
+    assert os.environ["LABELER_DATA_DIR"] == str(tmp_path.resolve())
+    assert main(["serve"]) == 0
+    assert calls[-1] == {"host": None, "port": None, "local_mode": None}
+
+    spec = importlib.util.spec_from_file_location("labeler_app_script", REPO / "app.py")
+    app_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app_py)
+    assert app_py.main(["--host", "0.0.0.0", "--uploads-only"]) == 0
+    assert calls[-1] == {"host": "0.0.0.0", "port": None, "local_mode": False}
+
+
+def test_server_address_precedence_flag_labeler_gradio_default():
+    """Issue 12: Gradio's GRADIO_SERVER_NAME/PORT (Docker, Spaces) were ignored."""
+    from labeler.app import server_address
+    from labeler.errors import InvalidInputError
+
+    gradio = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7000"}
+    ours = {"LABELER_HOST": "10.0.0.1", "LABELER_PORT": "7100"}
+    assert server_address(environ={}) == ("127.0.0.1", 7860)
+    assert server_address(environ={"SPACE_ID": "u/s"}) == ("0.0.0.0", 7860)
+    assert server_address(environ=gradio) == ("0.0.0.0", 7000)
+    assert server_address(environ={**gradio, **ours}) == ("10.0.0.1", 7100)
+    assert server_address("localhost", 7200, environ={**gradio, **ours}) == ("localhost", 7200)
+    with pytest.raises(InvalidInputError, match="GRADIO_SERVER_PORT must be a port number"):
+        server_address(environ={"GRADIO_SERVER_PORT": "http"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -192,3 +193,29 @@ def test_describe_deadline_stops_cleanly_and_says_how_far(project, server, capsy
     assert res["cached"] == 2 and res["sent"] == 4
     assert main([*argv, "--deadline", "0"]) == 2
     assert "positive number of seconds" in error_line(capsys.readouterr().err)
+
+
+def test_import_says_what_was_dropped_and_why(tmp_path, capsys):
+    """Issue 12: an import said "41 dropped lines" without saying they were duplicates; the CLI said nothing."""
+    proj = tmp_path / "p"
+    assert main(["init", str(proj), "--classes", "cat,dog"]) == 0
+    data = {"cat": ["A cat on a sofa.", "a cat on a SOFA", "A cat on a sofa.", "S.", ""], "dog": ["A dog running."]}
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(data))
+    res = run_json(capsys, "descriptions", proj, "import", path)
+    assert res["dropped"] == 4 and res["dropped_reasons"] == {"duplicate": 2, "fragment": 1, "empty": 1}
+    assert main(["descriptions", str(proj), "import", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "4 lines of the file were not imported: 2 repeated an earlier line" in out
+    assert "1 had fewer than two words" in out and "1 were blank" in out and "0 descriptions added" in out
+
+
+def test_file_and_template_backends_do_not_claim_requests_sent(small, tmp_path, capsys):
+    """Issue 12: the file backend reported "10 requests sent" (it reads a file and sends nothing)."""
+    path = descriptions_file(tmp_path / "d.json")
+    assert main(["describe", str(small), "--backend", "file", "--file", str(path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert not re.search(r"\d+ requests sent", out) and f"read {path} for 2 classes (no requests sent)" in out
+    assert main(["describe", str(small), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert not re.search(r"\d+ requests sent", out) and "built-in templates for 2 classes" in out

@@ -36,6 +36,16 @@ def test_planted_clusters_are_recovered():
     assert _two_way_purity(np.zeros(800, int), y) < 0.5
 
 
+def test_small_projects_cluster_without_raw_faiss_warnings(capfd):
+    """Issue 12: faiss printed "please provide at least 390 training points" (k=10 on 100 images) to stderr."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 16)).astype(np.float32)
+    _, assign, _ = clusters.kmeans(x, clusters.default_k(10, len(x)))
+    err = capfd.readouterr().err
+    assert "training points" not in err and "WARNING" not in err
+    assert len(set(assign.tolist())) > 1
+
+
 def test_default_k_and_validation():
     assert clusters.default_k(10, 10_000) == 20
     assert clusters.default_k(500, 10_000) == clusters.MAX_DEFAULT_K

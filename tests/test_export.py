@@ -180,6 +180,21 @@ def test_csv_multi_label_join_and_one_hot(tmp_path):
     assert read_csv(export(project, "csv", tmp_path / "m3.csv", sep="|"))[0]["label"] == "sky"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes and umask are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_csv_and_jsonl_files_get_the_umask_mode(weird, tmp_path, umask):
+    """Issue 12: exports were written 0600 (the temp file's mode), whatever the umask."""
+    project, _, _ = weird
+    old = os.umask(umask)
+    try:
+        paths = [export(project, "csv", tmp_path / "l.csv"), export(project, "jsonl", tmp_path / "l.jsonl")]
+        paths.append(export(project, "csv", tmp_path / "l.csv"))  # over an existing file, too
+    finally:
+        os.umask(old)
+    for p in paths:
+        assert oct(p.stat().st_mode & 0o777) == oct(0o666 & ~umask)
+
+
 def test_jsonl(weird, tmp_path):
     project, ids, run = weird
     out = export(project, "jsonl", tmp_path / "labels.jsonl")

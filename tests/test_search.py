@@ -106,6 +106,44 @@ def test_near_duplicates_finds_the_planted_groups(project):
     assert pairs == [{"images": [1, 2], "max_similarity": 0.99, "min_similarity": 0.99, "pairs": 1}]
 
 
+def test_duplicate_chains_are_split_and_uniform_features_are_named(project):
+    """Issue 12: union-find chained near-identical features into one "keep one" group of every image."""
+    # the pure part: a ~ b ~ c with a !~ c (the pair 1-3 is not in the neighbour lists, or is given as 0.5)
+    nbr, sims = np.array([[2, -1], [1, 3], [2, -1]]), np.array([[0.96, 0.0], [0.96, 0.97], [0.97, 0.0]])
+    for similarity in (
+        None,
+        lambda m: np.array([[1, 0.96, 0.5], [0.96, 1, 0.97], [0.5, 0.97, 1]])[
+            np.ix_([x - 1 for x in m], [x - 1 for x in m])
+        ],
+    ):
+        groups = search.duplicate_groups(np.array([1, 2, 3]), nbr, sims, 0.95, similarity)
+        assert [g["images"] for g in groups] == [[2, 3]]
+
+    rng = np.random.default_rng(5)
+    feats = unit(rng.normal(size=(200, 64)))
+    a = feats[10]
+    c = unit(a + 0.5 * unit(rng.normal(size=64) - (rng.normal(size=64) @ a) * a))  # cos(a, c) ≈ 0.9
+    assert 0.85 < float(a @ c) < 0.93
+    feats[11], feats[12] = unit(a + c), c  # b: ≥ 0.95 to both a and c
+    for k in (51, 52, 53):  # a real group of four
+        feats[k] = unit(feats[50] + 0.03 * unit(rng.normal(size=64)))
+    ids = make_project(project, feats)
+    got = [sorted(im["image_id"] for im in g["images"]) for g in search.near_duplicates(project, threshold=0.95)]
+    assert [ids[50], ids[51], ids[52], ids[53]] in got
+    assert sorted([ids[10], ids[11], ids[12]]) not in got
+    chain = [g for g in got if ids[11] in g]
+    assert len(chain) == 1 and len(chain[0]) == 2  # b with a or with c, never a with c
+
+
+def test_near_identical_features_say_so_instead_of_one_giant_group(project):
+    rng = np.random.default_rng(6)
+    base = unit(rng.normal(size=64))
+    make_project(project, unit(base + 0.01 * rng.normal(size=(60, 64))))
+    with pytest.raises(InvalidInputError, match="features look uniform: 60 of the 60 images") as info:
+        search.near_duplicates(project, threshold=0.95)
+    assert info.value.hint.step == "features"
+
+
 def test_map_pca_separates_planted_clusters_and_carries_colourings(project):
     _, feats, y = planted(3, 32, 90, noise=0.3, seed=3)
     xy = projection.pca_2d(feats)

@@ -229,6 +229,96 @@ def test_label_run_writes_a_new_run_and_export_applies_to_new_images(proj, tmp_p
     assert TrainedModel.load(out, "cpu").classes == CLASSES
 
 
+def test_apply_skips_a_bad_file_and_takes_a_folder(proj, tmp_path, capsys):
+    """Issue 12: one unreadable file made ``apply`` fail for all (rc 2); a folder said "Is a directory"."""
+    from labeler.cli import main
+    from labeler.train import train
+
+    run = train(proj, "nola", _params(epochs=1)).run_id
+    model = tmp_path / "model.pt"
+    # issue 12: `export --format model` printed the base model as a Python dict
+    assert main(["export", str(proj.root), "--format", "model", "-o", str(model)]) == 0
+    text = capsys.readouterr().out
+    assert "{" not in text and f"train run {run} to {model}" in text and "on CLIP tiny-random" in text
+    assert main(["export", str(proj.root), "--format", "model", "-o", str(model), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["train_run"] == run and data["base"]["model"] == "tiny-random" and data["path"] == str(model)
+    good = [im["path"] for im in proj.images()[:2]]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    folder = tmp_path / "new"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(good[0], folder / "a.jpg")
+    shutil.copy(good[1], folder / "sub" / "b.png")
+    (folder / "notes.txt").write_text("not an image")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    assert main(["apply", str(model), good[0], str(bad), good[1], "--device", "cpu", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in out["predictions"]] == good
+    assert [s["path"] for s in out["skipped"]] == [str(bad)] and out["skipped"][0]["reason"]
+
+    assert main(["apply", str(model), str(folder), str(empty), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == [str(folder / "a.jpg"), str(folder / "sub" / "b.png")]
+    assert f"skipped {empty}: a folder with no image files" in captured.err
+    assert "Is a directory" not in captured.err
+
+    assert main(["apply", str(model), str(bad), "--device", "cpu"]) == 2  # nothing could be labeled
+    assert "skipped" in capsys.readouterr().err
+
+
+class _Bars:
+    """Stands in for the CLI's tqdm bar: records (desc, unit, message); raises ``stop_at`` on a matching message."""
+
+    def __init__(self, stop_at: str | None = None):
+        self.seen, self.stop_at = [], stop_at
+
+    def __call__(self, desc, unit="img"):
+        bars = self
+
+        class Bar:
+            def __call__(self, done, total, message=""):
+                bars.seen.append((desc, unit, message))
+                if bars.stop_at and message.startswith(bars.stop_at):
+                    raise KeyboardInterrupt
+
+            def close(self):
+                pass
+
+        return Bar()
+
+
+def test_interrupted_fresh_run_says_how_to_resume_it(proj, monkeypatch, capsys):
+    """Issue 12: after ``train --fresh`` a Ctrl-C said "rerun the same command to resume" (that starts anew)."""
+    from labeler.cli import _common, main
+
+    monkeypatch.setattr(_common, "TqdmProgress", _Bars(stop_at="epoch 1/2 done"))
+    argv = ["train", str(proj.root), "--fresh", "--epochs", "2", "--batch-size", "8", "--tokens", "4"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    run = list_runs(proj, kind="train")[0]
+    assert run["status"] == "cancelled"
+    assert "rerun the same command" not in err
+    assert f"--resume {run['id']}" in err
+    assert main(["train", str(proj.root), "--resume", str(run["id"]), "--no-label", "--quiet"]) == 0
+    assert get_run(proj, run["id"])["status"] == "done"
+
+
+def test_progress_bars_count_batches_then_images(proj, monkeypatch):
+    """Issue 12: the bar of the relabel after training counted "step/s" (the training bar's unit)."""
+    from labeler.cli import _common, main
+
+    bars = _Bars()
+    monkeypatch.setattr(_common, "TqdmProgress", bars)
+    assert main(["train", str(proj.root), "--epochs", "1", "--batch-size", "8", "--tokens", "4"]) == 0
+    units = {unit for desc, unit, msg in bars.seen if msg.startswith("labeled ")}
+    assert units == {"img"}
+    assert {unit for desc, unit, msg in bars.seen if msg.startswith("epoch 1/1 done")} == {"batch"}
+
+
 def test_verified_labels_become_the_validation_set_and_override_the_teacher(proj):
     from labeler.labels import set_human_labels
     from labeler.methods import get_method

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -245,19 +246,51 @@ def _existing_projects():
                 continue
 
 
+def server_address(
+    host: str | None = None, port: int | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[str, int]:
+    """The ``(host, port)`` to serve on: the argument, else ``LABELER_HOST``/``LABELER_PORT``, else Gradio's
+    ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``, else 127.0.0.1 (0.0.0.0 on a Hugging Face Space) and 7860.
+
+    ``environ`` defaults to ``os.environ``. Raises ``InvalidInputError`` for a port that is not 1–65535.
+    """
+    from ..errors import InvalidInputError
+
+    env = os.environ if environ is None else environ
+    if not host:
+        host = env.get("LABELER_HOST") or env.get("GRADIO_SERVER_NAME") or None
+        host = host or ("0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1")
+    source = "port"
+    if port is None:
+        for name in ("LABELER_PORT", "GRADIO_SERVER_PORT"):
+            if env.get(name, "").strip():
+                source, port = name, env[name].strip()
+                break
+        else:
+            port = 7860
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        port = -1
+    if not 1 <= port <= 65535:
+        raise InvalidInputError(f"{source} must be a port number from 1 to 65535, got {env.get(source, port)!r}")
+    return host, port
+
+
 def launch(
-    host: str = "127.0.0.1",
-    port: int = 7860,
+    host: str | None = None,
+    port: int | None = None,
     data_dir: str | os.PathLike | None = None,
     local_mode: bool | None = None,
     **kwargs,
 ) -> gr.Blocks:
-    """Serve the app on ``host:port`` (never through a public share link).
+    """Serve the app on ``host:port`` (never through a public share link); None: see :func:`server_address`.
 
     ``local_mode`` None: on unless the app runs on a Hugging Face Space (``SPACE_ID`` set) or
     ``LABELER_LOCAL_MODE=0``. Extra keyword arguments go to ``gr.Blocks.launch`` (e.g.
     ``prevent_thread_lock=True`` to return at once; then ``demo.close()`` stops the server).
     """
+    host, port = server_address(host, port)
     if local_mode is None:
         local_mode = os.environ.get("LABELER_LOCAL_MODE", "0" if os.environ.get("SPACE_ID") else "1") != "0"
     demo = build_demo(data_dir, local_mode=local_mode)

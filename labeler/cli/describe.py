@@ -76,10 +76,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     )
     if res is None:
         return 0
-    text = (
-        f"run {res['run_id']}: {res['sent']} requests sent, {res['cached']} from cache; "
-        f"{res['added']} descriptions added, {res['removed']} replaced, {res['kept']} kept"
-    )
+    text = f"run {res['run_id']}: {res['summary']}"
     if res.get("warning"):
         print(f"warning: {res['warning']}", file=sys.stderr)
     emit(args, res, text)
@@ -136,6 +133,8 @@ def cmd_descriptions(args: argparse.Namespace) -> int:
             res = d.export_descriptions(project, args.args[0], enabled_only=not args.all)
         else:
             res = d.import_descriptions(project, args.args[0], replace=args.replace)
+            emit(args, res, f"{res['path']}: {res['summary']}")
+            return 0
         emit(args, res, "\n".join(f"{k}: {v}" for k, v in res.items()))
         return 0
     if action == "add":

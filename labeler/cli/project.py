@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from ..errors import InvalidInputError
 from ._common import PROG, classes_from, emit, json_arg, open_project, progress, project_arg, sub
@@ -27,9 +28,14 @@ def export_text(rep, format: str) -> str:
     """What ``export --format FORMAT`` prints for an :class:`labeler.export.ExportReport` (also ``run``)."""
     if rep.format == "model":
         x = rep.extra
+        base = x.get("base") or {}
+        if isinstance(base, dict):
+            name = base.get("model") or "?"
+            base = f"{name} ({base['pretrained']} weights)" if base.get("pretrained") else name
         return (
-            f"wrote the {x.get('method')} model of train run {x.get('train_run')} (epoch {x.get('epoch')}, "
-            f"{x.get('classes')} classes, base {x.get('base')}) to {rep.path}"
+            f"wrote the {x.get('method')} model of train run {x.get('train_run')} to {rep.path}\n"
+            f"  epoch {x.get('epoch')}, {x.get('classes')} classes, on CLIP {base}\n"
+            f"  label new images with it: {PROG} apply {rep.path} IMAGES_OR_FOLDERS"
         )
     return (
         f"wrote {format} export of {rep.n_images} images ({rep.n_labeled} labeled, {rep.n_unlabeled} unlabeled"
@@ -73,7 +79,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         options["link"] = True
     if args.one_hot:
         options["one_hot"] = True
-    print(export_text(export_report(project, args.format, args.output, **options), args.format))
+    rep = export_report(project, args.format, args.output, **options)
+    data = {
+        "format": rep.format,
+        "path": str(rep.path),
+        "n_images": rep.n_images,
+        "n_labeled": rep.n_labeled,
+        "n_unlabeled": rep.n_unlabeled,
+        "n_files": rep.n_files,
+        "n_missing": rep.n_missing,
+        **rep.extra,
+    }
+    emit(args, data, export_text(rep, args.format))
     return 0
 
 
@@ -136,9 +153,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.data_dir:  # before the app is imported: parts of it read the data dir when they load
+        os.environ["LABELER_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
     from ..app import launch
 
-    launch(host=args.host, port=args.port)
+    launch(host=args.host, port=args.port, local_mode=False if args.uploads_only else None)
     return 0
 
 
@@ -189,6 +208,7 @@ def register_export(subs) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (csv, jsonl) or folder (imagefolder)")
     p.add_argument("--link", action="store_true", help="imagefolder: symlink instead of copying")
     p.add_argument("--one-hot", action="store_true", help="csv: add one 0/1 column per class")
+    json_arg(p)
 
     p = sub(
         subs,
@@ -202,7 +222,24 @@ def register_export(subs) -> None:
 
 
 def register_serve(subs) -> None:
-    """Add ``serve`` (the last command in ``--help``)."""
-    p = sub(subs, "serve", cmd_serve, "start the browser app", f"{PROG} serve --port 7860")
-    p.add_argument("--host", default=os.environ.get("LABELER_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("LABELER_PORT", "7860")))
+    """Add ``serve`` (the last command in ``--help``; ``python app.py`` takes the same flags)."""
+    p = sub(
+        subs,
+        "serve",
+        cmd_serve,
+        "start the browser app",
+        f"{PROG} serve --port 7860\n{PROG} serve --host 0.0.0.0 --data-dir /data --uploads-only   # a shared server",
+    )
+    p.add_argument(
+        "--host",
+        help="interface to listen on; default: $LABELER_HOST, else $GRADIO_SERVER_NAME, else 127.0.0.1 "
+        "(0.0.0.0 on a Hugging Face Space)",
+    )
+    p.add_argument("--port", type=int, help="default: $LABELER_PORT, else $GRADIO_SERVER_PORT, else 7860")
+    p.add_argument("--data-dir", help="where projects live (sets LABELER_DATA_DIR)")
+    p.add_argument(
+        "--uploads-only",
+        action="store_true",
+        help="no import from folder paths on this machine, and each browser gets its own projects "
+        "(on by itself on a Hugging Face Space)",
+    )

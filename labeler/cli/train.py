@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import InvalidInputError
 from ..train.params import CPU_BATCH, CPU_EPOCHS, GPU_BATCH, GPU_EPOCHS, TrainParams
@@ -103,7 +104,35 @@ def _train_lines(run: dict, resumed: bool) -> list[str]:
     return lines
 
 
+def _stopped_text(project, args: argparse.Namespace) -> str:
+    """How to continue the train run a Ctrl-C or a cancel just stopped (rerunning with ``--fresh`` starts anew)."""
+    from ..jobs import list_runs
+    from ..train.runner import run_dir
+
+    runs = [r for r in list_runs(project, kind="train") if r["status"] in ("cancelled", "interrupted")]
+    if not runs:
+        return "nothing was saved: run the command again"
+    run = runs[0]
+    if not (run_dir(project, run["id"]) / "setup.pt").exists():
+        return f"run {run['id']} stopped before its setup was saved: run the command again to start anew"
+    resume = f"`{PROG} train {args.project} --resume {run['id']}`"
+    if args.fresh:
+        return (
+            f"run {run['id']} keeps its finished epochs: continue it with {resume} (rerunning with --fresh starts anew)"
+        )
+    return f"run {run['id']} keeps its finished epochs: rerun the same command (or {resume}) to continue it"
+
+
+def _relabel_text(args: argparse.Namespace, train_run_id: int) -> str:
+    """What to do after the relabel that follows training stopped (the training itself finished)."""
+    return (
+        f"train run {train_run_id} finished; label the images with its model: "
+        f"`{PROG} label {args.project} --run {train_run_id}`"
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..errors import JobCancelled
     from ..jobs import get_run
     from ..train.apply import relabel
     from ..train.runner import train
@@ -111,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     project = open_project(args)
     if args.resume is not None and args.fresh:
         raise InvalidInputError("--resume and --fresh exclude each other")
-    bar = progress(args, "train", "step")
+    bar = progress(args, "train", "batch")  # a training step is one batch
     try:
         if args.resume is not None:
             overrides = {
@@ -123,9 +152,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             method, params = _train_params(args)
             res = train(project, method, params, resume=None if args.fresh else "auto", on_progress=bar)
-        label_result = None if args.no_label else relabel(project, res.run_id, device=args.device, on_progress=bar)
+    except KeyboardInterrupt:
+        bar and bar.close()
+        print(f"interrupted: {_stopped_text(project, args)}", file=sys.stderr)
+        return 130
+    except JobCancelled as exc:
+        raise JobCancelled(f"{str(exc).split(';')[0]}; {_stopped_text(project, args)}") from None
     finally:
         bar and bar.close()
+    label_result = None
+    if not args.no_label:
+        bar = progress(args, "label (trained model)", "img")
+        try:
+            label_result = relabel(project, res.run_id, device=args.device, on_progress=bar)
+        except KeyboardInterrupt:
+            bar and bar.close()
+            print(f"interrupted: {_relabel_text(args, res.run_id)}", file=sys.stderr)
+            return 130
+        except JobCancelled as exc:
+            raise JobCancelled(f"{str(exc).split(';')[0]}; {_relabel_text(args, res.run_id)}") from None
+        finally:
+            bar and bar.close()
     run = get_run(project, res.run_id)
     lines = _train_lines(run, res.resumed)
     data = {
@@ -158,17 +205,26 @@ def cmd_label_run(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from ..train.apply import apply_model
-    from ..train.student import read_model_file
+    """Label image files and folders; a file that cannot be read is skipped and reported, not fatal."""
+    from ..train.apply import apply_to_files
 
-    classes = read_model_file(args.model)["classes"]
-    probs = apply_model(args.model, args.images, device=args.device, batch_size=args.batch_size)
+    res = apply_to_files(args.model, args.images, device=args.device, batch_size=args.batch_size)
     rows = [
-        {"path": str(p), "label": classes[int(row.argmax())], "score": float(row.max())}
-        for p, row in zip(args.images, probs, strict=True)
+        {"path": p, "label": res.classes[int(row.argmax())], "score": float(row.max())}
+        for p, row in zip(res.paths, res.probs, strict=True)
     ]
-    text = "\n".join(f"{r['path']}\t{r['label']}\t{r['score']:.4f}" for r in rows)
-    emit(args, {"classes": classes, "predictions": rows}, text)
+    if args.json:
+        emit(args, {"classes": res.classes, "predictions": rows, "skipped": res.skipped}, "")
+    else:
+        if rows:
+            print("\n".join(f"{r['path']}\t{r['label']}\t{r['score']:.4f}" for r in rows))
+        for s in res.skipped:
+            print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
+        if res.skipped:
+            print(f"labeled {len(rows)} images, skipped {len(res.skipped)} (listed above)", file=sys.stderr)
+    if not rows:
+        print("error: no image could be labeled: give image files or folders of images", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -233,10 +289,15 @@ def register(subs) -> None:
         "apply",
         cmd_apply,
         "label new image files with an exported model (export --format model)",
-        f"{PROG} apply model.pt new/1.jpg new/2.jpg --json",
+        f"{PROG} apply model.pt new/1.jpg new/2.jpg --json\n{PROG} apply model.pt new/   # every image in the folder",
     )
     p.add_argument("model", help="model file written by `export PROJECT --format model -o model.pt`")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument(
+        "images",
+        nargs="+",
+        help="image files, or folders (their image files by extension, recursively); a file that cannot be "
+        "read is skipped and listed (--json: 'skipped'), the others are labeled; exit code 2 if none could be",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     json_arg(p)

@@ -155,6 +155,11 @@ class Backend:
         """What a run records about the backend (never secrets)."""
         return {"backend": self.name, "model": self.model}
 
+    def work_text(self, stats: dict[str, int], n_classes: int) -> str:
+        """What a run did to get its answers, for people: ``stats`` from
+        :func:`~labeler.describe.cache.run_requests`; backends that send nothing say what they did instead."""
+        return f"{stats.get('sent', 0)} requests sent, {stats.get('cached', 0)} from cache"
+
     def close(self) -> None:
         """Release connections or models (optional)."""
 

@@ -384,6 +384,10 @@ def generate_descriptions(
                 result[k] += counts[k]
         result["empty_classes"] = empty
         result["warning"] = unusable_message(backend, stats["unusable"], empty)
+        result["summary"] = (
+            f"{backend.work_text(stats, len(chosen))}; {result['added']} descriptions added, "
+            f"{result['removed']} replaced, {result['kept']} kept"
+        )
         job.update_metrics(**{k: v for k, v in result.items() if k not in ("run_id",)})
         if unanswered:
             done = len(chosen) - len(unanswered)
@@ -518,22 +522,25 @@ def import_descriptions(project: Project, path: str | os.PathLike, replace: bool
     Returns
     -------
     dict
-        ``added``, ``removed``, ``kept``, ``dropped`` (empty/fragment/duplicate lines in the file),
-        ``classes`` (per class counts), ``unknown_classes`` (in the file, not in the project),
-        ``missing_classes`` (in the project, not in the file).
+        ``added``, ``removed``, ``kept``, ``dropped`` (lines of the file not imported) and
+        ``dropped_reasons`` (those per reason: ``duplicate``, ``fragment``, ``empty``; see
+        :func:`~labeler.describe.parse.clean_imported`), ``classes`` (per class counts), ``unknown_classes``
+        (in the file, not in the project), ``missing_classes`` (in the project, not in the file) and
+        ``summary`` (one sentence saying all that; :func:`import_summary`).
     """
     fb = FileBackend(path)
     chosen = _class_rows(project, None)
     folded = {c.casefold() for c, _ in chosen}
     unknown = [c for c in fb.data if c.casefold() not in folded]
     result: dict[str, Any] = {"path": str(path), "added": 0, "removed": 0, "kept": 0, "dropped": 0, "classes": {}}
+    reasons: dict[str, int] = {}
     missing = []
     for name, cid in chosen:
         key = name if name in fb.data else fb._folded.get(name.casefold())
         if key is None:
             missing.append(name)
             continue
-        sentences, dropped = clean_imported(fb.data[key])
+        sentences, dropped = clean_imported(fb.data[key], reasons=reasons)
         result["dropped"] += dropped
         counts = _store_class_sentences(
             project,
@@ -552,9 +559,37 @@ def import_descriptions(project: Project, path: str | os.PathLike, replace: bool
             f"{path} has no descriptions for any class of this project (file classes: "
             f"{', '.join(list(fb.data)[:10]) or 'none'}; project classes: {', '.join(c for c, _ in chosen)})"
         )
+    result["dropped_reasons"] = {k: reasons[k] for k in _DROP_WORDS if reasons.get(k)}
     result["unknown_classes"] = unknown
     result["missing_classes"] = missing
+    result["summary"] = import_summary(result)
     return result
+
+
+#: How :func:`import_summary` names each reason a file's line was not imported.
+_DROP_WORDS = {
+    "duplicate": "repeated an earlier line of the same class",
+    "fragment": "had fewer than two words",
+    "empty": "were blank or had no letters",
+}
+
+
+def import_summary(result: dict[str, Any]) -> str:
+    """One sentence on an :func:`import_descriptions` result: what was added and replaced, what was dropped
+    and why, and the classes the file and the project do not share."""
+    parts = [f"{result.get('added', 0)} descriptions added, {result.get('removed', 0)} replaced"]
+    if result.get("kept"):
+        parts.append(f"{result['kept']} already there")
+    text = ", ".join(parts)
+    reasons = result.get("dropped_reasons") or {}
+    if result.get("dropped"):
+        why = "; ".join(f"{n} {_DROP_WORDS.get(k, k)}" for k, n in reasons.items())
+        text += f". {result['dropped']} lines of the file were not imported" + (f": {why}" if why else "")
+    if result.get("unknown_classes"):
+        text += f". Not in the project (ignored): {', '.join(result['unknown_classes'][:10])}"
+    if result.get("missing_classes"):
+        text += f". Not in the file: {', '.join(result['missing_classes'][:10])}"
+    return text + "."
 
 
 def export_descriptions(project: Project, path: str | os.PathLike, enabled_only: bool = True) -> dict[str, Any]:

@@ -71,6 +71,9 @@ class TemplateBackend(Backend):
     def sentences_from(self, text: str) -> list[str]:
         return [line for line in text.split("\n") if line.strip()]
 
+    def work_text(self, stats: dict[str, int], n_classes: int) -> str:
+        return f"built-in templates for {n_classes} classes (offline, no requests sent)"
+
     def complete(self, requests: Sequence[Request]) -> list[Response]:
         out = []
         for r in requests:
@@ -226,3 +229,6 @@ class FileBackend(Backend):
 
     def info(self) -> dict:
         return {"backend": self.name, "model": self.model, "path": str(self.path)}
+
+    def work_text(self, stats: dict[str, int], n_classes: int) -> str:
+        return f"read {self.path} for {n_classes} classes (no requests sent)"

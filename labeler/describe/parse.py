@@ -341,11 +341,20 @@ def clean_caption(text: str | None, max_chars: int = 400, language: str | None =
     return caption
 
 
-def clean_imported(sentences: Iterable[str], min_words: int = 2) -> tuple[list[str], int]:
+def clean_imported(
+    sentences: Iterable[str], min_words: int = 2, reasons: dict[str, int] | None = None
+) -> tuple[list[str], int]:
     """Light cleaning for imported descriptions: trim, unquote, drop empties, fragments and repeats.
 
     Unlike :func:`parse_sentences` it neither splits nor drops by language, so a file's
     sentences come in as they are written.
+
+    Parameters
+    ----------
+    reasons : dict, optional
+        Counts per reason for a dropped line are added here: ``empty`` (blank or no letters),
+        ``fragment`` (fewer than ``min_words`` words), ``duplicate`` (repeats an earlier line, ignoring
+        case, spacing and quotes).
 
     Returns
     -------
@@ -355,9 +364,17 @@ def clean_imported(sentences: Iterable[str], min_words: int = 2) -> tuple[list[s
     for raw in sentences:
         s = _strip_quotes(" ".join(str(raw).split())) if raw is not None else ""
         key = normalize_key(s)
-        if not s or not any(ch.isalpha() for ch in s) or len(s.split()) < min_words or key in seen:
-            dropped += 1
+        if not s or not any(ch.isalpha() for ch in s):
+            why = "empty"
+        elif len(s.split()) < min_words:
+            why = "fragment"
+        elif key in seen:
+            why = "duplicate"
+        else:
+            seen.add(key)
+            out.append(s)
             continue
-        seen.add(key)
-        out.append(s)
+        dropped += 1
+        if reasons is not None:
+            reasons[why] = reasons.get(why, 0) + 1
     return out, dropped
