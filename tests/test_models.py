@@ -273,3 +273,25 @@ def test_unreachable_hub_fails_fast_without_offline_env(tmp_path, monkeypatch):
         load_dino("facebook/dinov2-small", device="cpu")
     assert time.monotonic() - t0 < 30
     assert hc.HF_HUB_OFFLINE is False  # restored after the load
+
+
+def test_list_models_needs_no_open_clip_import_and_matches_it():
+    """The app lists the models as it starts: from a snapshot of the installed open_clip's lists, no import."""
+    code = (
+        "import json, sys\nfrom labeler.models import list_models\nm = list_models()\n"
+        "print('OUT', json.dumps([m['clip']['pretrained'], m['clip']['architectures'], "
+        "[x for x in ('open_clip', 'torch') if x in sys.modules]]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pretrained, architectures, loaded = json.loads(proc.stdout.split("OUT ", 1)[1])
+    assert loaded == []
+    from importlib.metadata import version
+
+    from labeler.models import _open_clip_snapshot
+    from labeler.models._openclip import open_clip_module
+
+    oc = open_clip_module()
+    if version("open_clip_torch") == _open_clip_snapshot.VERSION:
+        assert pretrained == oc.list_pretrained(as_str=True) and architectures == oc.list_models()

@@ -139,15 +139,35 @@ def list_models() -> dict:
         ``{"clip": {"default", "registered", "architectures", "pretrained": ["ViT-B-32:laion2b_s34b_b79k", ...]},
         "dino": {"default", "registered", "suggested"}}``.
     """
-    from ._openclip import open_clip_module
-
-    oc = open_clip_module()
+    architectures, pretrained = _open_clip_lists()
     return {
         "clip": {
             "default": f"{DEFAULT_CLIP}:laion2b_s34b_b79k",
             "registered": registered("clip"),
-            "architectures": oc.list_models(),
-            "pretrained": oc.list_pretrained(as_str=True),
+            "architectures": architectures,
+            "pretrained": pretrained,
         },
         "dino": {"default": DEFAULT_DINO, "registered": registered("dino"), "suggested": list(DINO_SUGGESTED)},
     }
+
+
+def _open_clip_lists() -> tuple[list[str], list[str]]:
+    """open_clip's architectures and ``arch:tag`` list: from :mod:`._open_clip_snapshot` when the installed open_clip is
+    the version it was taken from and open_clip is not loaded yet (no import), else from open_clip."""
+    import sys
+
+    from . import _open_clip_snapshot as snapshot
+
+    if "open_clip" not in sys.modules:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("open_clip_torch")
+        except PackageNotFoundError:
+            installed = None
+        if installed == snapshot.VERSION:
+            return list(snapshot.ARCHITECTURES), list(snapshot.PRETRAINED)
+    from ._openclip import open_clip_module
+
+    oc = open_clip_module()
+    return oc.list_models(), oc.list_pretrained(as_str=True)
