@@ -140,8 +140,10 @@ def similar_images(project: Project, image: int | str, k: int = 12, features: st
 
 @functools.lru_cache(maxsize=2)
 def _cached_clip(model: str, pretrained: str | None, device: str):
-    from .models import load_clip
+    from .models import TRY_TINY_FEATURES, check_clip_available, load_clip
 
+    # offline and not cached: at once, suggesting features of a model whose text tower runs here
+    check_clip_available(model, pretrained, hint=TRY_TINY_FEATURES)
     return load_clip(model, pretrained, device=device)
 
 

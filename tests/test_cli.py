@@ -112,7 +112,7 @@ def test_real_weights_offline_fail_with_a_way_out(tmp_path):
         "features", tmp_path / "p", "--clip", "ViT-B-32", "--quiet", check=False, env={"HF_HUB_OFFLINE": "1"}
     )
     assert proc.returncode == 2, proc.stderr
-    assert "ViT-B-32" in proc.stderr and "--pretrained" in proc.stderr
+    assert "ViT-B-32" in proc.stderr and "`--clip tiny-random`" in proc.stderr  # a flag `features` has
     assert "Traceback" not in proc.stderr
 
 

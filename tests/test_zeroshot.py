@@ -134,3 +134,72 @@ def test_registry_lists_planned_methods_as_unavailable():
         get_method("latteclip")
     with pytest.raises(InvalidInputError, match="no option"):
         ZeroShot.params_from({"bogus": 1})
+
+
+def test_class_text_embeddings_are_cached_per_feature_set_and_texts(project, monkeypatch):
+    from labeler.methods import zeroshot
+
+    centers, _, feats, y = _planted(C=3, N=60, seed=4)
+    _project_with_features(project, _unit(feats))
+    loads = []
+
+    def fake(fset, device):
+        loads.append(fset["key"])
+        return _FakeClip(dict(zip(project.classes, centers, strict=True)))
+
+    monkeypatch.setattr(zeroshot, "_clip_for_set", fake)
+    method = get_method("zeroshot")
+    first = method.run(project, ZeroShot.params_from({"templates": "photo"}))
+    second = method.run(project, ZeroShot.params_from({"templates": "photo"}))
+    assert loads == ["clip:fake:none"]  # the second run read the cached embeddings: no model loaded
+    assert first.metrics["class_counts"] == second.metrics["class_counts"]
+    method.run(project, ZeroShot.params_from({"templates": "simple"}))  # other texts: encoded (and cached) anew
+    assert loads == ["clip:fake:none", "clip:fake:none"]
+    assert len(list((project.root / zeroshot.TEXT_CACHE_DIR).glob("*.npz"))) == 2
+
+
+def test_probs_match_the_torch_reference():
+    torch = pytest.importorskip("torch")
+    _, texts, feats, _ = _planted(N=50)
+    w = text_classifier(texts)
+    f16 = feats.astype(np.float16)
+    ref = torch.softmax(
+        37.0 * torch.nn.functional.normalize(torch.as_tensor(f16).float(), dim=1) @ torch.as_tensor(w).T, 1
+    )
+    np.testing.assert_allclose(zero_shot_probs(f16, w, 37.0), ref.numpy(), atol=1e-5)
+
+
+def test_template_sets_are_open_clips():
+    pytest.importorskip("open_clip")
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+    from labeler.prompts import TEMPLATE_SETS
+
+    for name, theirs in (("openai", OPENAI_IMAGENET_TEMPLATES), ("simple", SIMPLE_IMAGENET_TEMPLATES)):
+        assert [t("red fox") for t in TEMPLATE_SETS[name]] == [t("red fox") for t in theirs]
+
+
+def test_zero_shot_from_cached_text_embeddings_imports_no_model_code(tmp_path):
+    """``import labeler.methods.zeroshot``, and a ``label`` whose class texts were encoded before, load neither
+    open_clip nor torch (seconds of start-up for a command that scores cached features)."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import REPO, class_folders, tiny_project
+
+    root = tiny_project(tmp_path / "p", class_folders(tmp_path / "imgs", 2, ["cat", "dog"]), ["cat", "dog"], True)
+    code = (
+        "import json, sys\n"
+        "import labeler.methods.zeroshot\n"
+        "seen = [m for m in ('open_clip', 'torch') if m in sys.modules]\n"
+        "from labeler.cli import main\n"
+        f"assert main(['label', {str(root)!r}, '--quiet']) == 0\n"
+        "print('MODULES', json.dumps([seen, [m for m in ('open_clip', 'torch', 'transformers', 'torchvision') "
+        "if m in sys.modules]]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("MODULES"))
+    assert json.loads(line.split(" ", 1)[1]) == [[], []]

@@ -48,13 +48,19 @@ def label_text(result) -> str:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    from ..models import check_encoder_available
+
+    project = open_project(args)
+    jobs = feature_jobs(args)
+    for kind, name, pretrained in jobs:  # every model's weights, before the first one loads (offline: at once)
+        check_encoder_available(kind, name, "auto" if pretrained is None and args.pretrained is None else pretrained)
+
     from ..features import compute_features
     from ..models import load_encoder
     from ..precision import choose_encoder
 
-    project = open_project(args)
     results = []
-    for kind, name, pretrained in feature_jobs(args):
+    for kind, name, pretrained in jobs:
         loaded = "fp32" if args.precision == "auto" else args.precision
         model = load_encoder(kind, name, pretrained, device=args.device, precision=loaded)
         model, choice = choose_encoder(project, model, args.precision)

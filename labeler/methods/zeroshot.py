@@ -3,12 +3,20 @@
 The pure functions (:func:`text_classifier`, :func:`zero_shot_probs`,
 :func:`multilabel_sets`) work on arrays and are what the tests plant answers in;
 :class:`ZeroShot` wires them to a project's cached CLIP features.
+
+Scoring cached features needs no model: the class texts' embeddings are cached in the project
+(:func:`class_text_embeddings`, per feature set and exact texts), so a run whose texts were encoded
+before imports neither torch nor open_clip.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,8 +70,8 @@ def text_classifier(embeddings_per_class: Sequence[np.ndarray | torch.Tensor]) -
 def zero_shot_probs(image_features: np.ndarray, classifier: np.ndarray, logit_scale: float = 100.0) -> np.ndarray:
     """Class probabilities: ``softmax(logit_scale · normalize(f) · Wᵀ)``.
 
-    Computed in torch: ``image_features`` may be the cached float16 rows as they are (the float32 conversion and
-    the normalisation run in torch, which is several times faster than numpy's float16 conversion).
+    ``image_features`` may be the cached float16 rows as they are (converted to float32 here). numpy only: no
+    torch import for a command that scores cached features (numpy ≥ 2 converts float16 as fast as torch).
 
     Parameters
     ----------
@@ -76,16 +84,19 @@ def zero_shot_probs(image_features: np.ndarray, classifier: np.ndarray, logit_sc
     -------
     np.ndarray (N, C), float32, rows sum to 1.
     """
-    import torch
-
-    f = torch.as_tensor(np.asarray(image_features))
-    w = torch.as_tensor(np.asarray(classifier, dtype=np.float32))
+    f = np.asarray(image_features)
+    w = np.asarray(classifier, dtype=np.float32)
     if f.ndim != 2 or w.ndim != 2 or f.shape[1] != w.shape[1]:
         raise InvalidInputError(
             f"image features {tuple(f.shape)} and classifier {tuple(w.shape)} must be (N, D) and (C, D)"
         )
-    f = torch.nn.functional.normalize(f.float(), dim=1, eps=1e-12)
-    return torch.softmax(float(logit_scale) * (f @ w.T), dim=1).numpy()
+    f = f.astype(np.float32, copy=True)
+    f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    logits = (f @ w.T) * np.float32(logit_scale)
+    logits -= logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+    return logits
 
 
 def multilabel_sets(probs: np.ndarray, threshold: float = 0.5) -> list[list[int]]:
@@ -133,6 +144,65 @@ def _clip_for_set(fset: dict, device: str):
     return load_clip(fset["model"], fset["pretrained"] or None, device=device)
 
 
+#: Where a project keeps its class-text embeddings (one ``.npz`` per feature set and exact list of texts).
+TEXT_CACHE_DIR = Path("cache") / "text-embeddings"
+
+
+def text_cache_path(project: Project, fset: dict, texts: Sequence[str]) -> Path:
+    """The cache file of ``texts`` encoded by the text tower of feature set ``fset``'s model."""
+    key = json.dumps([fset["key"], fset.get("model"), fset.get("pretrained") or None, list(texts)])
+    return Path(project.root) / TEXT_CACHE_DIR / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
+
+
+def _read_text_cache(path: Path, n: int) -> tuple[np.ndarray, float] | None:
+    try:
+        with np.load(path) as data:
+            emb, scale = data["embeddings"], float(data["logit_scale"])
+    except (OSError, ValueError, KeyError):
+        return None  # absent or damaged: encoded again
+    return (emb, scale) if emb.ndim == 2 and emb.shape[0] == n else None
+
+
+def class_text_embeddings(
+    project: Project, fset: dict, texts_per_class: Sequence[Sequence[str]], device: str = "auto"
+) -> tuple[list[np.ndarray], float]:
+    """Each class's text embeddings by the CLIP model of feature set ``fset``, and the model's logit scale.
+
+    Read from the project's cache (:func:`text_cache_path`) when these exact texts were encoded before (no model
+    is loaded, nothing of torch or open_clip imported); else the model's text tower encodes them once and the
+    result is cached.
+
+    Returns
+    -------
+    (list of C arrays (T_c, D) float32, float)
+
+    Raises
+    ------
+    ModelUnavailableError
+        Not cached and the model's weights cannot be had (offline): at once, before anything loads.
+    """
+    flat = [t for texts in texts_per_class for t in texts]
+    path = text_cache_path(project, fset, flat)
+    cached = _read_text_cache(path, len(flat))
+    if cached is None:
+        from ..models import TRY_TINY_FEATURES, check_clip_available
+
+        check_clip_available(fset["model"], fset["pretrained"] or None, hint=TRY_TINY_FEATURES)
+        model = _clip_for_set(fset, device)
+        emb = model.encode_texts(flat).float().cpu().numpy() if flat else np.zeros((0, model.dim), np.float32)
+        cached = (emb.astype(np.float32), float(model.logit_scale))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+        np.savez(tmp, embeddings=cached[0], logit_scale=np.float32(cached[1]))
+        os.replace(tmp, path)
+    emb, scale = cached
+    out, start = [], 0
+    for texts in texts_per_class:
+        out.append(emb[start : start + len(texts)])
+        start += len(texts)
+    return out, scale
+
+
 class ZeroShot(Method):
     """CLIP zero-shot with prompt templates over the project's cached CLIP features."""
 
@@ -144,7 +214,6 @@ class ZeroShot(Method):
         self, project: Project, params: ZeroShotParams | None = None, on_progress: ProgressCallback | None = None
     ) -> RunResult:
         from ..describe import class_texts_report
-        from ..features import latest_set
         from ..jobs import Job
         from ..labels import set_active_run, write_predictions
 
@@ -152,7 +221,7 @@ class ZeroShot(Method):
         classes = project.classes
         if len(classes) < 2:
             raise NotReadyError("the project needs at least two classes", hint=Hint("classes"))
-        fset = project.features.get_set(params.features) if params.features else latest_set(project, "clip")
+        fset = project.features.get_set(params.features) if params.features else project.features.latest("clip")
         if fset is None or fset["kind"] != "clip":
             what = f"CLIP feature set {params.features!r}" if params.features else "CLIP features"
             raise NotReadyError(f"no {what} in this project", hint=Hint("features", option="clip"))
@@ -173,15 +242,21 @@ class ZeroShot(Method):
             "descriptions_per_class": report["descriptions_per_class"],
             "fallback_classes": report["fallback_classes"],
         }
+        flat = [t for class_texts in texts for t in class_texts]
+        if _read_text_cache(text_cache_path(project, fset, flat), len(flat)) is None:
+            from ..models import TRY_TINY_FEATURES, check_clip_available
+
+            # offline and not cached: fails now, before a run is recorded
+            check_clip_available(fset["model"], fset["pretrained"] or None, hint=TRY_TINY_FEATURES)
         with Job.start(project, "label", method=self.name, params=run_params, on_progress=on_progress) as job:
             job.progress(0, len(image_ids), "encoding class texts", force=True)
-            model = _clip_for_set(fset, params.device)
-            classifier = text_classifier(encode_class_texts(model, texts))
+            embeddings, logit_scale = class_text_embeddings(project, fset, texts, params.device)
+            classifier = text_classifier(embeddings)
             top_counts = np.zeros(len(classes), dtype=np.int64)
             conf_sum = 0.0
             for start in range(0, len(image_ids), params.batch_size):
                 ids = image_ids[start : start + params.batch_size]
-                probs = zero_shot_probs(matrix[rows[start : start + len(ids)]], classifier, model.logit_scale)
+                probs = zero_shot_probs(matrix[rows[start : start + len(ids)]], classifier, logit_scale)
                 sets = multilabel_sets(probs, params.threshold) if project.multi_label else None
                 write_predictions(project, job.id, ids, probs, sets)
                 top_counts += np.bincount(probs.argmax(1), minlength=len(classes))

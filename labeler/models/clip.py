@@ -15,26 +15,16 @@ import torch.nn.functional as F
 from ..device import resolve_device
 from ..errors import Hint, InvalidInputError, ModelUnavailableError
 from ._hub import hf_cache_dir, hub_mode
+from ._openclip import CONFIG_DIR, open_clip_module
+from .available import DEFAULT_CLIP, DEFAULT_CLIP_TAG, TRY_TINY_CLIP, check_clip_available
 from .base import Encoder, check_precision, seeded
 from .registry import get_builder
 
-DEFAULT_CLIP = "ViT-B-32"
-DEFAULT_TAGS = {"ViT-B-32": "laion2b_s34b_b79k"}
-CONFIG_DIR = Path(__file__).parent / "configs"
-_configs_added = False
+__all__ = ["CONFIG_DIR", "DEFAULT_CLIP", "ClipModel", "load_clip", "open_clip_module", "tiny_random_clip"]
+
+DEFAULT_TAGS = {DEFAULT_CLIP: DEFAULT_CLIP_TAG}
 
 log = logging.getLogger(__name__)
-
-
-def open_clip_module():
-    """open_clip, with Labeler's model configs (``tiny-random``) registered once."""
-    global _configs_added
-    import open_clip
-
-    if not _configs_added:
-        open_clip.add_model_config(CONFIG_DIR)
-        _configs_added = True
-    return open_clip
 
 
 @dataclass(eq=False, repr=False)
@@ -100,9 +90,9 @@ def _unavailable_tag_message(name: str, tag: str, hub: str, offline: bool) -> st
     )
     return (
         f"CLIP weights {name} / {tag} {why}. Either download them once with network access (they come from "
-        f"{where}), set HF_HOME to a cache that holds them, or point at local files: model {name} with "
-        f"pretrained /path/to/open_clip_pytorch_model.bin (a checkpoint file for {name}), "
-        "or model /path/to/folder holding open_clip_config.json and the weights"
+        f"{where}), set HF_HOME to a cache that holds them, give the path of a checkpoint file for {name} "
+        "(open_clip_pytorch_model.bin or open_clip_model.safetensors) as its pretrained weights, or give a folder "
+        "holding open_clip_config.json and the weights as the CLIP model"
     )
 
 
@@ -149,19 +139,25 @@ def _resolve(name: str, pretrained: str | None) -> tuple[str, str | None, str, d
     )
 
 
-class _NoRandomInitWarning(logging.Filter):
-    """Drops open_clip's "No pretrained weights loaded" warning when random init was asked for."""
+class _QuietOpenClip(logging.Filter):
+    """Drops open_clip's own error lines (Labeler raises one error saying the same, with what to do), and its
+    "No pretrained weights loaded" warning when random init was asked for."""
+
+    def __init__(self, random_init: bool):
+        super().__init__()
+        self.random_init = random_init
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "No pretrained weights loaded" not in record.getMessage()
+        if record.levelno >= logging.ERROR and "open_clip" in (record.pathname or ""):
+            return False
+        return not (self.random_init and "No pretrained weights loaded" in record.getMessage())
 
 
 @contextlib.contextmanager
-def _random_init_is_intended(intended: bool):
-    flt = _NoRandomInitWarning()
+def _quiet_open_clip(random_init: bool):
+    flt = _QuietOpenClip(random_init)
     root = logging.getLogger()
-    if intended:
-        root.addFilter(flt)
+    root.addFilter(flt)
     try:
         yield
     finally:
@@ -176,7 +172,7 @@ def _build(name: str, pretrained: str | None, device: torch.device, precision: s
     if cfg.get("quick_gelu") and not (oc.get_model_config(spec) or {}).get("quick_gelu"):
         kwargs["force_quick_gelu"] = True  # e.g. ViT-B-32 + openai: the weights were trained with QuickGELU
     try:
-        with hub_mode() as offline, _random_init_is_intended(weights is None):
+        with hub_mode() as offline, _quiet_open_clip(weights is None):
             model = oc.create_model(spec, pretrained=weights, device=device, precision=precision, **kwargs)
             tokenizer = oc.get_tokenizer(spec)
     except ModelUnavailableError:
@@ -200,7 +196,7 @@ def _build(name: str, pretrained: str | None, device: torch.device, precision: s
             msg = f"cannot load CLIP model {spec}"
         raise ModelUnavailableError(
             f"{msg.rstrip('.')}. Cause: {type(e).__name__}: {e}",
-            hint=Hint(option="pretrained") if info["source"] in ("tag", "file") else Hint(option="clip"),
+            hint=Hint(option="pretrained") if info["source"] == "file" else TRY_TINY_CLIP,
         ) from e
     model.eval()
     from open_clip.transform import PreprocessCfg, image_transform_v2
@@ -300,6 +296,7 @@ def load_clip(
     builder = get_builder("clip", name)
     if builder is not None:
         return builder(None if pretrained == "auto" else pretrained, dev, prec)
+    check_clip_available(name, pretrained)  # offline and not cached: fails here, before open_clip is imported
     if pretrained == "auto":
         pretrained = _default_tag(name)
     return _build(name, pretrained, dev, prec)

@@ -14,10 +14,11 @@ from torchvision import transforms as T
 from ..device import resolve_device
 from ..errors import ModelUnavailableError
 from ._hub import hf_cache_dir, hub_mode
+from .available import DEFAULT_DINO, TRY_TINY_DINO, check_dino_available, dino_missing_message
 from .base import PRECISIONS, Encoder, check_precision, seeded
 from .registry import get_builder
 
-DEFAULT_DINO = "facebook/dinov2-small"
+__all__ = ["DEFAULT_DINO", "DinoModel", "build_preprocess", "check_dino_available", "load_dino"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # PIL resample codes (what preprocessor_config.json stores) -> torchvision modes.
@@ -199,24 +200,6 @@ def _default_processor(image_size: int) -> dict:
     return {"size": {"shortest_edge": resize}, "crop_size": {"height": crop, "width": crop}, "resample": 3}
 
 
-def check_dino_available(name: str) -> None:
-    """Raise ModelUnavailableError at once when ``name`` cannot be loaded (a hub id not cached while offline, a
-    missing folder), with :func:`load_dino`'s message; registered names, folders and cached or downloadable ids
-    pass without loading anything."""
-    name = (name or DEFAULT_DINO).strip()
-    if get_builder("dino", name) is not None or Path(name).expanduser().is_dir():
-        return
-    if not (name.startswith((".", "~", os.sep)) or name.count("/") > 1):
-        with hub_mode() as offline:
-            if not offline:
-                return
-            from huggingface_hub import try_to_load_from_cache
-
-            if isinstance(try_to_load_from_cache(name, "config.json"), str):
-                return
-    load_dino(name, device="cpu")  # not loadable: fails at once (offline, nothing fetched) with the usual message
-
-
 def load_dino(
     name: str = DEFAULT_DINO, device: str | torch.device | None = "auto", precision: str = "fp32"
 ) -> DinoModel:
@@ -246,6 +229,8 @@ def load_dino(
     local = path.is_dir()
     if not local and (name.startswith((".", "~", os.sep)) or name.count("/") > 1):
         raise ModelUnavailableError(f"DINO model folder {path} does not exist")
+    if not local:
+        check_dino_available(name)  # offline and not cached: fails here, before transformers is imported
     source = str(path.resolve()) if local else name
     key = f"dino:{source}"
     from transformers import AutoModel
@@ -260,18 +245,17 @@ def load_dino(
                     f"cannot load the DINO model folder {source}: it needs config.json and model.safetensors "
                     "(or pytorch_model.bin), as written by save_pretrained"
                 )
+            elif offline:
+                msg = dino_missing_message(name, f"offline; looked in {hf_cache_dir()}")
             else:
                 msg = (
-                    f"DINO model {name!r} is not on this machine"
-                    + (
-                        f" and cannot be downloaded now (offline or unreachable; looked in {hf_cache_dir()})"
-                        if offline
-                        else ""
-                    )
-                    + ". Download it once with network access, set HF_HOME to a Hugging Face cache that holds it, "
-                    "or give a local folder saved with save_pretrained as the model (e.g. /path/to/dinov2-small)"
+                    f"DINO model {name!r} could not be downloaded. Download it once with network access, set HF_HOME "
+                    "to a Hugging Face cache that holds it, or give a local folder saved with save_pretrained as the "
+                    "DINO model (e.g. /path/to/dinov2-small)"
                 )
-            raise ModelUnavailableError(f"{msg}. Cause: {type(e).__name__}: {e}") from e
+            raise ModelUnavailableError(
+                f"{msg}. Cause: {type(e).__name__}: {e}", hint=None if local else TRY_TINY_DINO
+            ) from e
     if not hasattr(model.config, "hidden_size"):
         raise ModelUnavailableError(
             f"{name!r} is not a vision backbone with a hidden_size (got {type(model).__name__})"
