@@ -305,7 +305,9 @@ class NoLA(PromptTuningMethod):
         if values["teacher_backbone"] != FEATURE_SET:
             from ..models.dino import check_dino_available
 
-            check_dino_available(values["teacher_backbone"])  # offline and not cached: fails here, not in the job
+            # offline and not cached: fails here, not in the job; our recipe needs no second backbone (it uses the
+            # project's DINO features)
+            check_dino_available(values["teacher_backbone"], hint=Hint(option="recipe", value="labeler"))
             values["dino_features"] = None
             return values
         if values["teacher_view"] != "dino":
