@@ -399,11 +399,18 @@ def review_queue(
         by, layers.rid if run is not None else None, view=view, threshold=float(threshold), offset=offset
     )
     if by == "confidence":
-        page = project.db.execute(
-            f"select i.id, p.score {_FROM} and ({where}) order by coalesce(p.score, -1.0), i.id limit ? offset ?",
+        # one scan for the page and the size of the whole (a page past the end counts apart)
+        rows = project.db.execute(
+            f"select i.id, p.score, count(*) over () {_FROM} and ({where}) "
+            "order by coalesce(p.score, -1.0), i.id limit ? offset ?",
             [layers.rid, *args, limit, offset],
         ).fetchall()
-        queue.total = project.db.execute(f"select count(*) {_FROM} and ({where})", [layers.rid, *args]).fetchone()[0]
+        page = [(r[0], r[1]) for r in rows]
+        if rows:
+            queue.total = int(rows[0][2])
+        else:
+            count = project.db.execute(f"select count(*) {_FROM} and ({where})", [layers.rid, *args])
+            queue.total = int(count.fetchone()[0])
         extra: dict[int, dict] = {}
     else:
         page, extra = _ranked(project, run, layers, queue, where, args, include_labeled, features, neighbours)

@@ -301,3 +301,21 @@ def test_queue_defaults_and_new_options(project):
     assert review.review_queue(fresh, by="confidence", view=review.VIEW_ALL).total == 3
     with pytest.raises(NotReadyError):
         review.review_queue(fresh, view=review.VIEW_ALL)
+
+
+def test_cli_queue_views_and_paging(project, capsys):
+    import json
+
+    from labeler.cli import main
+
+    _views_project(project)
+    root = str(project.root)
+    want = _oracle(project, review.VIEW_REVIEW, 0.6)
+    args = ["queue", root, "--by", "confidence", "--view", review.VIEW_REVIEW, "--threshold", "0.6", "--json"]
+    assert main([*args, "--limit", "5", "--offset", "5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [it["image_id"] for it in out["items"]] == want[5:10] and out["total"] == len(want)
+    assert out["view"] == review.VIEW_REVIEW and out["offset"] == 5 and {"by", "run_id", "note"} <= set(out)
+    assert main(["queue", root, "--by", "confidence", "--view", "cat", "--include-labeled", "--limit", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "view 'cat'" in text and f"3 of {len(_oracle(project, 'cat', 0.5))} images" in text
