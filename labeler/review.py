@@ -15,7 +15,12 @@ Queue orderings over the active labeling run's predictions (:data:`ORDERINGS`):
     similarity-weighted vote *against* the image's label; highest first.
 
 Images a person already labeled are left out of the queue by default, so it shrinks as the
-reviewer works. Bulk actions (:func:`label_images`, :func:`accept_images`, :func:`exclude_images`,
+reviewer works. The same queue serves the app's Review step through its *views* (:data:`VIEW_REVIEW`,
+:data:`VIEW_ALL`, :data:`VIEW_UNLABELED` or a class name): the images of a view are chosen and, for the
+confidence order, paged in SQL, so a page reads only its own rows; :func:`review_counts` counts the classes, the
+views and the confidence histogram in one grouped query.
+
+Bulk actions (:func:`label_images`, :func:`accept_images`, :func:`exclude_images`,
 :func:`include_images`) take any selection: gallery picks, a cluster
 (:func:`labeler.clusters.cluster_members`), search results or a box on the map. Human labels win
 everywhere and exports read the labels live, so they reflect every action at once. Excluded images
