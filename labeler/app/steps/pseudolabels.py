@@ -449,7 +449,7 @@ def click(
     last,
     shift: bool,
     evt: gr.SelectData,
-):  # fmt: skip  (no return annotation: gradio resolves the hints here)
+):  # no "-> ClickOut": gradio reads this signature's hints in common.py's namespace (an unknown name hides evt)
     """A click toggles one thumbnail; a shift-click selects every thumbnail from the last click to this one.
 
     Returns a :class:`ClickOut` (every field skipped for a click outside the page).
