@@ -15,7 +15,12 @@ Queue orderings over the active labeling run's predictions (:data:`ORDERINGS`):
     similarity-weighted vote *against* the image's label; highest first.
 
 Images a person already labeled are left out of the queue by default, so it shrinks as the
-reviewer works. Bulk actions (:func:`label_images`, :func:`accept_images`, :func:`exclude_images`,
+reviewer works. The same queue serves the app's Review step through its *views* (:data:`VIEW_REVIEW`,
+:data:`VIEW_ALL`, :data:`VIEW_UNLABELED` or a class name): the images of a view are chosen and, for the
+confidence order, paged in SQL, so a page reads only its own rows; :func:`review_counts` counts the classes, the
+views and the confidence histogram in one grouped query.
+
+Bulk actions (:func:`label_images`, :func:`accept_images`, :func:`exclude_images`,
 :func:`include_images`) take any selection: gallery picks, a cluster
 (:func:`labeler.clusters.cluster_members`), search results or a box on the map. Human labels win
 everywhere and exports read the labels live, so they reflect every action at once. Excluded images
@@ -25,6 +30,7 @@ features, search) skips them until :func:`include_images` brings them back.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -138,17 +144,162 @@ def order_by(probs: np.ndarray, by: str) -> tuple[np.ndarray, np.ndarray]:
     raise InvalidInputError(f"order must be one of confidence, margin, entropy; got {by!r}")
 
 
+# --- views: which images, decided in SQL ----------------------------------------------------------------
+#: Project meta key holding the ids a reviewer marked "unsure" (kept until they get a label).
+UNSURE_KEY = "review_unsure"
+#: Review views that are not a class name (a class name is a view too: the images whose final label includes it).
+VIEW_REVIEW = "needs review"
+VIEW_ALL = "all images"
+VIEW_UNLABELED = "unlabeled"
+VIEWS = (VIEW_REVIEW, VIEW_ALL, VIEW_UNLABELED)
+#: Bins of the confidence histogram (:func:`review_counts`).
+HIST_BINS = 10
+#: Sources of a label a person decided.
+DECIDED = ("human", "accepted")
+
+#: ``x in {_IN}`` with a JSON list bound as one parameter: any number of values, no bound-variable limit.
+_IN = "(select value from json_each(?))"
+#: Every ok image with its stored label (``l``) and its prediction (``p``) under the run bound first.
+_FROM = (
+    " from images i left join labels l on l.image_id = i.id"
+    " left join predictions p on p.image_id = i.id and p.run_id = ? where i.status = 'ok'"
+)
+
+
+def _json(values: Iterable) -> str:
+    return json.dumps(list(values), ensure_ascii=False)
+
+
+def unsure_ids(project: Project) -> set[int]:
+    """Images marked unsure that have no human or accepted label since."""
+    from store import in_chunks
+
+    marked = sorted({int(i) for i in (project.get_meta(UNSURE_KEY) or [])})
+    decided: set[int] = set()
+    for chunk, marks in in_chunks(marked):  # only the marked ones: cheap in a project of any size
+        decided.update(
+            r[0] for r in project.db.execute(f"select image_id from labels where image_id in ({marks})", chunk)
+        )
+    return set(marked) - decided
+
+
+def mark_unsure(project: Project, image_ids) -> int:
+    """Mark images unsure: their human/accepted labels are cleared and they join the "needs review" queue.
+
+    Returns how many images were marked.
+    """
+    from .labels import clear_labels
+
+    ids = list(dict.fromkeys(int(i) for i in image_ids))
+    if not ids:
+        raise InvalidInputError("no images selected: click thumbnails to select them first")
+    clear_labels(project, ids)
+    marked = {int(i) for i in (project.get_meta(UNSURE_KEY) or [])} | set(ids)
+    project.set_meta(UNSURE_KEY, sorted(marked))
+    return len(ids)
+
+
+def _pseudo_names(names: list[str | None], class_idx: int, labels_json: str | None) -> list[str]:
+    """A prediction's current class names, top-1 first (as :func:`labeler.labels.final_labels` reads them)."""
+    idx = [class_idx] if labels_json is None else json.loads(labels_json)
+    if labels_json is not None and class_idx in idx:
+        idx = [class_idx] + [i for i in idx if i != class_idx]
+    return [names[i] for i in idx if 0 <= i < len(names) and names[i] is not None]
+
+
+class _Layers:
+    """The label layers (human > accepted > pseudo) of one project under one run, each distinct stored value
+    decoded once: the final label of a row, and the SQL conditions of the views built from the same decoding.
+
+    A project holds few distinct stored values (a class list per label, a class index per prediction), so the
+    views filter in SQL by membership in small JSON lists instead of building a final label per image.
+    """
+
+    def __init__(self, project: Project, run: dict | None):
+        self.db = project.db
+        self.classes = project.classes
+        self.keep = set(self.classes)
+        self.rid = int(run["id"]) if run is not None else -1
+        self.run_classes = list(run["params"]["classes"]) if run is not None else []
+        self.names = [c if c in self.keep else None for c in self.run_classes]
+        self.multi = bool(run is not None and run["params"].get("multi_label"))
+        rows = self.db.execute("select distinct classes from labels where classes is not null")
+        self.stored = {s: [c for c in json.loads(s) if c in self.keep] for (s,) in rows}
+        self._pseudo: dict[tuple, list[str]] = {}
+
+    def final(self, l_classes, l_source, p_idx, p_labels) -> tuple[list[str], str | None]:
+        """(classes, source) of a row: the stored label if it keeps a current class, else the pseudo-label."""
+        if l_classes is not None:
+            kept = self.stored.get(l_classes)
+            if kept is None:  # written since the layers were read
+                kept = self.stored[l_classes] = [c for c in json.loads(l_classes) if c in self.keep]
+            if kept:
+                return list(kept), l_source
+        if p_idx is None:
+            return [], None
+        key = (p_idx, p_labels)
+        if key not in self._pseudo:
+            self._pseudo[key] = _pseudo_names(self.names, p_idx, p_labels)
+        got = self._pseudo[key]
+        return (list(got), "pseudo") if got else ([], None)
+
+    def decided(self) -> tuple[str, list]:
+        """SQL: the row's stored label wins (its source, human or accepted, is the final one)."""
+        return f"coalesce(l.classes in {_IN}, 0)", [_json(s for s, kept in self.stored.items() if kept)]
+
+    def pseudo_has(self, wanted: set[str]) -> tuple[str, list]:
+        """SQL: the row's prediction gives at least one of ``wanted`` (current class names)."""
+        single = [i for i, n in enumerate(self.names) if n in wanted]
+        multi: list[str] = []
+        if self.multi:
+            rows = self.db.execute(
+                "select distinct labels from predictions where run_id = ? and labels is not null", [self.rid]
+            )
+            multi = [s for (s,) in rows if wanted & {self.names[i] for i in json.loads(s) if 0 <= i < len(self.names)}]
+        sql = f"(coalesce(p.labels is null and p.class_idx in {_IN}, 0) or coalesce(p.labels in {_IN}, 0))"
+        return sql, [_json(single), _json(multi)]
+
+    def where(self, view: str | None, threshold: float, unsure: set[int], include_labeled: bool) -> tuple[str, list]:
+        """SQL condition (on ``_FROM``'s rows) and its parameters for the images of ``view``.
+
+        ``view`` None: images with a prediction (the queue's orderings). ``include_labeled`` False leaves out
+        images whose final label a person set (``human``).
+        """
+        dec, dec_args = self.decided()
+        if view is None:
+            sql, args = "p.image_id is not null", []
+        elif view == VIEW_ALL:
+            sql, args = "1", []
+        elif view == VIEW_REVIEW:
+            sql = f"not {dec} and (coalesce(i.id in {_IN}, 0) or p.score is null or p.score < ?)"
+            args = [*dec_args, _json(sorted(unsure)), float(threshold)]
+        elif view == VIEW_UNLABELED:
+            has, has_args = self.pseudo_has(self.keep)
+            sql, args = f"not {dec} and not {has}", [*dec_args, *has_args]
+        else:
+            has, has_args = self.pseudo_has({view})
+            sql = f"(coalesce(l.classes in {_IN}, 0) or (not {dec} and {has}))"
+            args = [_json(s for s, kept in self.stored.items() if view in kept), *dec_args, *has_args]
+        if not include_labeled:
+            sql = f"({sql}) and not ({dec} and coalesce(l.source = 'human', 0))"
+            args = [*args, *dec_args]
+        return sql, args
+
+
 # --- the queue ------------------------------------------------------------------------------------------
 @dataclass
 class ReviewQueue:
-    """What :func:`review_queue` returns."""
+    """What :func:`review_queue` returns: one page of the queue (``items``) and the size of the whole."""
 
     by: str
-    run_id: int
+    run_id: int | None
     items: list[dict] = field(default_factory=list)
-    total: int = 0  # images that were candidates (before the limit)
+    total: int = 0  # images that were candidates (before offset and limit)
     features: str | None = None  # disagreement: the feature set the k-NN vote used
     note: str = ""  # e.g. "no DINO features: the k-NN vote used CLIP features"
+    view: str | None = None
+    threshold: float = 0.5
+    offset: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -157,6 +308,9 @@ class ReviewQueue:
             "total": self.total,
             "features": self.features,
             "note": self.note,
+            "view": self.view,
+            "threshold": self.threshold,
+            "offset": self.offset,
             "items": self.items,
         }
 
@@ -170,6 +324,19 @@ def _ok_predictions(project: Project, run: dict) -> tuple[np.ndarray, np.ndarray
     return ids[keep], probs[keep]
 
 
+def _check_queue_args(project: Project, by, limit, offset, threshold, view) -> None:
+    if by not in ORDERINGS:
+        raise InvalidInputError(f"'by' must be one of {', '.join(ORDERINGS)}, got {by!r}")
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or not 1 <= int(limit) <= 100_000:
+        raise InvalidInputError(f"limit must be between 1 and 100000, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or int(offset) < 0:
+        raise InvalidInputError(f"offset must be a whole number ≥ 0 (images to skip), got {offset!r}")
+    if not isinstance(threshold, (int, float, np.number)) or not 0.0 <= float(threshold) <= 1.0:
+        raise InvalidInputError(f"threshold must be a confidence between 0 and 1, got {threshold!r}")
+    if view is not None and view not in VIEWS and view not in project.classes:
+        raise InvalidInputError(f"{view!r} is not a class or a review view; pick one from the list")
+
+
 def review_queue(
     project: Project,
     by: str = "margin",
@@ -178,13 +345,22 @@ def review_queue(
     features: str | None = None,
     neighbours: int = DEFAULT_NEIGHBOURS,
     run_id: int | None = None,
+    *,
+    view: str | None = None,
+    threshold: float = 0.5,
+    offset: int = 0,
 ) -> ReviewQueue:
-    """The images most likely mislabeled, for a reviewer to fix first.
+    """The images most in need of a person's look, most first: one page of the queue and its size.
+
+    The one queue of the Review step (a view, lowest confidence first, a page at a time), Explore and the CLI
+    (an ordering over every image with a prediction). ``by="confidence"`` is read in SQL a page at a time; the
+    other orderings score every candidate and then take the page.
 
     Parameters
     ----------
     by : str
-        ``margin``, ``entropy``, ``confidence`` or ``disagreement`` (see the module docstring).
+        ``margin``, ``entropy``, ``confidence`` or ``disagreement`` (see the module docstring). Images without a
+        prediction (only in a ``view``) come first, unscored.
     limit : int
         Items returned (1..100000).
     include_labeled : bool
@@ -194,64 +370,147 @@ def review_queue(
     neighbours : int
         ``disagreement`` only: k of the k-NN vote.
     run_id : int, optional
-        The labeling run (default: the active run).
+        The labeling run (default: the active run) whose predictions are scored and are the pseudo-labels.
+    view : str, optional
+        Which images: None (default) every ok image with a prediction; :data:`VIEW_REVIEW` those with no human
+        or accepted label that are marked unsure, have no prediction or a top-1 confidence below
+        ``threshold``; :data:`VIEW_ALL` every ok image; :data:`VIEW_UNLABELED` those without a final label; a
+        class name those whose final label (human > accepted > pseudo) includes it. With a view and
+        ``by="confidence"`` no run is needed.
+    threshold : float
+        :data:`VIEW_REVIEW`: the confidence (0..1) under which a pseudo-label needs review.
+    offset : int
+        Items of the ordering skipped before the page (past the end: no items; ``total`` still says how many).
 
     Returns
     -------
     ReviewQueue
-        ``items``: ``{"image_id", "score", "label", "source", "pseudo", "confidence", "margin",
-        "entropy", "sha256", "path", "rel_path"}`` plus ``knn_label`` and ``knn_share`` for
-        ``disagreement``; ``score`` is what the queue is sorted by.
+        ``items``: ``{"image_id", "score", "label", "labels", "source", "pseudo", "confidence", "margin",
+        "entropy", "unsure", "sha256", "path", "rel_path", "folder_label"}`` plus ``knn_label`` and ``knn_share``
+        for ``disagreement``; ``score`` is what the queue is sorted by; ``confidence``/``margin``/``entropy`` are
+        None without a prediction.
     """
-    from .labels import active_run, final_labels, get_label_run
+    from .labels import active_run, get_label_run
 
-    if by not in ORDERINGS:
-        raise InvalidInputError(f"'by' must be one of {', '.join(ORDERINGS)}, got {by!r}")
-    if not isinstance(limit, (int, np.integer)) or not 1 <= int(limit) <= 100_000:
-        raise InvalidInputError(f"limit must be between 1 and 100000, got {limit!r}")
+    _check_queue_args(project, by, limit, offset, threshold, view)
+    limit, offset = int(limit), int(offset)
     run = get_label_run(project, run_id) if run_id is not None else active_run(project)
-    if run is None:
+    if run is None and (view is None or by != "confidence"):
         raise NotReadyError("there is no finished labeling run", hint=Hint("label"))
-    classes = list(run["params"]["classes"])
+    layers = _Layers(project, run)
+    unsure = unsure_ids(project)
+    where, args = layers.where(view, float(threshold), unsure, include_labeled)
+    queue = ReviewQueue(
+        by, layers.rid if run is not None else None, view=view, threshold=float(threshold), offset=offset
+    )
+    if by == "confidence":
+        # one scan for the page and the size of the whole (a page past the end counts apart)
+        rows = project.db.execute(
+            f"select i.id, p.score, count(*) over () {_FROM} and ({where}) "
+            "order by coalesce(p.score, -1.0), i.id limit ? offset ?",
+            [layers.rid, *args, limit, offset],
+        ).fetchall()
+        page = [(r[0], r[1]) for r in rows]
+        if rows:
+            queue.total = int(rows[0][2])
+        else:
+            count = project.db.execute(f"select count(*) {_FROM} and ({where})", [layers.rid, *args])
+            queue.total = int(count.fetchone()[0])
+        extra: dict[int, dict] = {}
+    else:
+        page, extra = _ranked(project, run, layers, queue, where, args, include_labeled, features, neighbours)
+        page = page[offset : offset + limit]
+    queue.items = _items(project, layers, unsure, page, extra)
+    return queue
+
+
+def _ranked(project, run, layers, queue, where, args, include_labeled, features, neighbours):
+    """The whole ordering for margin, entropy or disagreement: ([(image id, score)], {image id: extras})."""
     ids, probs = _ok_predictions(project, run)
     if len(ids) == 0:
-        return ReviewQueue(by, int(run["id"]))
-    final = {it.image_id: it for it in final_labels(project, run_id=run["id"])}
-    queue = ReviewQueue(by, int(run["id"]))
-    extra: dict[str, np.ndarray] = {}
-    if by == "disagreement":
-        scores, extra, queue.features, queue.note = _disagreement(
-            project, ids, probs, classes, final, features, neighbours
+        return [], {}
+    extra_cols: dict[str, np.ndarray] = {}
+    if queue.by == "disagreement":
+        from .labels import final_labels
+
+        final = {it.image_id: it for it in final_labels(project, run_id=run["id"])}
+        scores, extra_cols, queue.features, queue.note = _disagreement(
+            project, ids, probs, run["params"]["classes"], final, features, neighbours
         )
         order = np.lexsort((np.arange(len(scores)), margin_scores(probs), -scores))
     else:
-        order, scores = order_by(probs, by)
-    if not include_labeled:
-        order = np.array(
-            [o for o in order if getattr(final.get(int(ids[o])), "source", None) != "human"], dtype=np.int64
-        )
-    queue.total = len(order)
-    order = order[: int(limit)]
-    conf, marg, ent = confidence_scores(probs[order]), margin_scores(probs[order]), entropy_scores(probs[order])
-    from .search import describe
+        order, scores = order_by(probs, queue.by)
+    first: list[int] = []
+    if queue.view is not None or not include_labeled:
+        wanted = {r[0] for r in project.db.execute(f"select i.id {_FROM} and ({where})", [layers.rid, *args])}
+        order = order[np.fromiter((int(i) in wanted for i in ids[order]), dtype=bool, count=len(order))]
+        first = sorted(wanted - set(ids.tolist()))  # in the view without a prediction: unscored, first
+    queue.total = len(first) + len(order)
+    page = [(i, None) for i in first] + [(int(ids[o]), float(scores[o])) for o in order.tolist()]
+    extra = {int(ids[o]): {k: v[o] for k, v in extra_cols.items()} for o in order.tolist()} if extra_cols else {}
+    for i in first if extra_cols else ():
+        extra[i] = dict.fromkeys(extra_cols)
+    return page, extra
 
-    described = {d["image_id"]: d for d in describe(project, ids[order].tolist())}
-    for pos, o in enumerate(order.tolist()):
-        image_id = int(ids[o])
+
+def _items(project: Project, layers: _Layers, unsure: set[int], page: list[tuple], extra: dict) -> list[dict]:
+    """The queue's items for a page of ``(image id, score)``: one query for the page's rows only."""
+    from store import in_chunks
+
+    rows: dict[int, tuple] = {}
+    for chunk, marks in in_chunks([i for i, _ in page]):
+        rows.update(
+            (r[0], r)
+            for r in project.db.execute(
+                "select i.id, i.sha256, i.path, i.rel_path, i.folder_label, l.classes, l.source, p.class_idx, "
+                "p.labels, p.probs from images i left join labels l on l.image_id = i.id left join predictions p "
+                f"on p.image_id = i.id and p.run_id = ? where i.id in ({marks})",
+                [layers.rid, *chunk],
+            )
+        )
+    n_classes = len(layers.run_classes)
+    with_probs = [i for i, _ in page if i in rows and rows[i][9] is not None]
+    stats: dict[int, tuple[float, float, float]] = {}
+    if with_probs:
+        probs = np.stack([_probs_row(rows[i][9], n_classes, i) for i in with_probs])
+        conf, marg, ent = confidence_scores(probs), margin_scores(probs), entropy_scores(probs)
+        stats = {i: (conf[k], marg[k], ent[k]) for k, i in enumerate(with_probs)}
+    out = []
+    for image_id, score in page:
+        r = rows.get(image_id)
+        if r is None:  # removed meanwhile
+            continue
+        _, sha, path, rel_path, folder, l_classes, l_source, p_idx, p_labels, _ = r
+        classes, source = layers.final(l_classes, l_source, p_idx, p_labels)
+        conf, marg, ent = (None if v is None else round(float(v), 6) for v in stats.get(image_id, (None,) * 3))
         item = {
             "image_id": image_id,
-            "score": round(float(scores[o]), 6),
-            "pseudo": classes[int(probs[o].argmax())],
-            "confidence": round(float(conf[pos]), 6),
-            "margin": round(float(marg[pos]), 6),
-            "entropy": round(float(ent[pos]), 6),
+            "score": None if score is None else round(float(score), 6),
+            "label": classes[0] if classes else None,
+            "labels": classes,
+            "source": source,
+            "pseudo": layers.run_classes[p_idx] if p_idx is not None and 0 <= p_idx < n_classes else None,
+            "confidence": conf,
+            "margin": marg,
+            "entropy": ent,
+            "unsure": image_id in unsure,
+            "sha256": sha,
+            "path": path,
+            "rel_path": rel_path,
+            "folder_label": folder,
         }
-        for key, arr in extra.items():
-            item[key] = arr[o]
-        d = described.get(image_id, {})
-        item.update({k: d.get(k) for k in ("label", "source", "sha256", "path", "rel_path")})
-        queue.items.append(item)
-    return queue
+        item.update(extra.get(image_id, {}))
+        out.append(item)
+    return out
+
+
+def _probs_row(blob: bytes, n_classes: int, image_id: int) -> np.ndarray:
+    vec = np.frombuffer(blob or b"", dtype="<f4")
+    if vec.size != n_classes:
+        raise InvalidInputError(
+            f"the stored probabilities of image {image_id} have {vec.size} values, not {n_classes}; rerun the labeling"
+        )
+    return vec.astype(np.float64)
 
 
 def _disagreement(project, ids, probs, classes, final, features, neighbours):
@@ -299,6 +558,93 @@ def _disagreement(project, ids, probs, classes, final, features, neighbours):
         missing = int((~has).sum())
         note = (note + "; " if note else "") + f"{missing} images have no {index.kind} features and score 0"
     return scores, {"knn_label": knn_label, "knn_share": knn_share}, index.key, note
+
+
+# --- what the Review step shows beside its gallery ------------------------------------------------------
+@dataclass
+class ReviewCounts:
+    """What :func:`review_counts` returns."""
+
+    total: int = 0  # ok images
+    needs_review: int = 0  # images in the VIEW_REVIEW view at the threshold
+    unlabeled: int = 0  # images without a final label
+    classes: list[dict] = field(default_factory=list)  # {"class", "images", "reviewed", "low confidence"} per class
+    histogram: list[dict] = field(default_factory=list)  # {"bin", "low", "images"}; empty without predictions
+
+    def view_size(self, view: str) -> int:
+        """Images in a review view or class (0 for an unknown one)."""
+        if view == VIEW_ALL:
+            return self.total
+        if view == VIEW_REVIEW:
+            return self.needs_review
+        if view == VIEW_UNLABELED:
+            return self.unlabeled
+        return next((r["images"] for r in self.classes if r["class"] == view), 0)
+
+
+def review_counts(
+    project: Project, threshold: float = 0.5, bins: int = HIST_BINS, run_id: int | None = None
+) -> ReviewCounts:
+    """Counts per class and per view and the confidence histogram, in one grouped query over the ok images.
+
+    Parameters
+    ----------
+    threshold : float
+        Confidence (0..1) under which a pseudo-label is "low confidence" and needs review.
+    bins : int
+        Histogram bins over [0, 1] (as ``numpy.histogram(conf, bins, range=(0, 1))``).
+    run_id : int, optional
+        The labeling run (default: the active run; none: no pseudo-labels, an empty histogram).
+
+    Returns
+    -------
+    ReviewCounts
+        ``classes``: per project class, its final-label count (an image counts once per class it has), how many
+        of those a person decided (human or accepted), and its pseudo-labels under ``threshold``;
+        ``histogram``: the run's top-1 confidences of the ok images.
+    """
+    from .labels import active_run, get_label_run
+
+    if not isinstance(threshold, (int, float, np.number)) or not 0.0 <= float(threshold) <= 1.0:
+        raise InvalidInputError(f"threshold must be a confidence between 0 and 1, got {threshold!r}")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 1 <= int(bins) <= 1000:
+        raise InvalidInputError(f"bins must be between 1 and 1000, got {bins!r}")
+    run = get_label_run(project, run_id) if run_id is not None else active_run(project)
+    layers = _Layers(project, run)
+    edges = np.linspace(0.0, 1.0, int(bins) + 1)
+    # numpy's bins: edges[k] <= x < edges[k + 1], the last one closed; outside [0, 1] not counted
+    case = " ".join(f"when p.score < ? then {k}" for k in range(int(bins) - 1))
+    sql = (
+        "select l.classes, l.source, p.class_idx, p.labels, p.score is null, coalesce(p.score < ?, 0), "
+        f"coalesce(i.id in {_IN}, 0), case when p.score is null or p.score < 0 or p.score > 1 then null {case} "
+        f"else {int(bins) - 1} end, count(*) {_FROM} group by 1, 2, 3, 4, 5, 6, 7, 8"
+    )
+    args = [float(threshold), _json(sorted(unsure_ids(project))), *edges[1:-1].tolist(), layers.rid]
+    out = ReviewCounts(classes=[{"class": c, "images": 0, "reviewed": 0, "low confidence": 0} for c in layers.classes])
+    rows = {r["class"]: r for r in out.classes}
+    hist = np.zeros(int(bins), dtype=np.int64)
+    for l_classes, l_source, p_idx, p_labels, no_pred, low, unsure, b, n in project.db.execute(sql, args):
+        classes, source = layers.final(l_classes, l_source, p_idx, p_labels)
+        decided = source in DECIDED
+        out.total += n
+        out.unlabeled += n if not classes else 0
+        out.needs_review += n if not decided and (unsure or no_pred or low) else 0
+        for c in classes:
+            rows[c]["images"] += n
+            rows[c]["reviewed"] += n if decided else 0
+            rows[c]["low confidence"] += n if not decided and low else 0
+        if b is not None:
+            hist[b] += n
+    any_prediction = (
+        run is not None
+        and project.db.execute("select 1 from predictions where run_id = ? limit 1", [layers.rid]).fetchone()
+    )
+    if any_prediction:
+        out.histogram = [
+            {"bin": f"{edges[k]:.1f}–{edges[k + 1]:.1f}", "low": float(edges[k]), "images": int(hist[k])}
+            for k in range(int(bins))
+        ]
+    return out
 
 
 # --- bulk actions ---------------------------------------------------------------------------------------
@@ -372,150 +718,6 @@ def include_images(project: Project, image_ids: int | Iterable[int]) -> int:
 def excluded_images(project: Project) -> list[int]:
     """Ids of the excluded images, ascending."""
     return [r[0] for r in project.db.execute("select id from images where status = 'excluded' order by id")]
-
-
-#: Project meta key holding the ids a reviewer marked "unsure" (kept until they get a label).
-UNSURE_KEY = "review_unsure"
-
-
-#: Review views that are not a class name.
-VIEW_REVIEW = "needs review"
-
-
-VIEW_ALL = "all images"
-
-
-VIEW_UNLABELED = "unlabeled"
-
-
-def unsure_ids(project: Project) -> set[int]:
-    """Images marked unsure that have no human or accepted label since."""
-    marked = {int(i) for i in (project.get_meta(UNSURE_KEY) or [])}
-    if not marked:
-        return set()
-    decided = {r[0] for r in project.db.execute("select image_id from labels")}
-    return marked - decided
-
-
-def mark_unsure(project: Project, image_ids) -> int:
-    """Mark images unsure: their human/accepted labels are cleared and they join the "needs review" queue.
-
-    Returns how many images were marked.
-    """
-    from .labels import clear_labels
-
-    ids = list(dict.fromkeys(int(i) for i in image_ids))
-    if not ids:
-        raise InvalidInputError("no images selected: click thumbnails to select them first")
-    clear_labels(project, ids)
-    marked = {int(i) for i in (project.get_meta(UNSURE_KEY) or [])} | set(ids)
-    project.set_meta(UNSURE_KEY, sorted(marked))
-    return len(ids)
-
-
-def _pseudo_table(project: Project) -> tuple[dict[int, tuple[str, float]], list[str]]:
-    """Active run: image id → (top-1 class, top-1 probability), and the run's classes."""
-    from .labels import active_run, read_predictions
-
-    run = active_run(project)
-    if run is None:
-        return {}, []
-    ids, probs, classes = read_predictions(project, run["id"])
-    if len(ids) == 0:
-        return {}, classes
-    top = probs.argmax(1)
-    conf = probs[np.arange(len(ids)), top]
-    return {int(i): (classes[int(t)], float(c)) for i, t, c in zip(ids, top, conf, strict=True)}, classes
-
-
-def review_items(project: Project, view: str = VIEW_REVIEW, threshold: float = 0.5) -> list[dict]:
-    """Images to review in one view, lowest confidence first.
-
-    Parameters
-    ----------
-    view : str
-        A class name (images whose final label includes it), :data:`VIEW_REVIEW` (no human or
-        accepted label, and top-1 confidence below ``threshold`` or marked unsure),
-        :data:`VIEW_UNLABELED` or :data:`VIEW_ALL`.
-    threshold : float
-        Confidence under which a pseudo-label needs review.
-
-    Returns
-    -------
-    list of dict
-        ``{"id", "sha256", "path", "rel_path", "label", "labels", "source", "pseudo", "confidence", "unsure",
-        "folder_label"}``; ``confidence`` is the active run's top-1 probability (None without a prediction).
-    """
-    from .labels import final_labels
-
-    pseudo, _ = _pseudo_table(project)
-    unsure = unsure_ids(project)
-    classes = project.classes
-    if view not in (VIEW_REVIEW, VIEW_ALL, VIEW_UNLABELED) and view not in classes:
-        raise InvalidInputError(f"{view!r} is not a class or a review view; pick one from the list")
-    out = []
-    for it in final_labels(project):
-        p = pseudo.get(it.image_id)
-        conf = p[1] if p else None
-        item = {
-            "id": it.image_id,
-            "sha256": it.sha256,
-            "path": it.path,
-            "rel_path": it.rel_path,
-            "label": it.label,
-            "labels": list(it.classes),
-            "source": it.source,
-            "pseudo": p[0] if p else None,
-            "confidence": conf,
-            "unsure": it.image_id in unsure,
-            "folder_label": it.folder_label,
-        }
-        if view == VIEW_REVIEW:
-            if it.source in ("human", "accepted"):
-                continue
-            if not (item["unsure"] or conf is None or conf < threshold):
-                continue
-        elif view == VIEW_UNLABELED:
-            if it.classes:
-                continue
-        elif view != VIEW_ALL and view not in it.classes:
-            continue
-        out.append(item)
-    out.sort(key=lambda d: (d["confidence"] if d["confidence"] is not None else -1.0, d["id"]))
-    return out
-
-
-def class_count_rows(project: Project, threshold: float = 0.5) -> list[dict]:
-    """Per class: final-label count, how many of those a person decided, and pseudo-labels under ``threshold``."""
-    from .labels import final_labels
-
-    pseudo, _ = _pseudo_table(project)
-    rows = {c: {"class": c, "images": 0, "reviewed": 0, "low confidence": 0} for c in project.classes}
-    for it in final_labels(project):
-        for c in it.classes:
-            r = rows[c]
-            r["images"] += 1
-            if it.source in ("human", "accepted"):
-                r["reviewed"] += 1
-            elif it.source == "pseudo":
-                p = pseudo.get(it.image_id)
-                if p and p[1] < threshold:
-                    r["low confidence"] += 1
-    return list(rows.values())
-
-
-def confidence_histogram(project: Project, bins: int = 10) -> list[dict]:
-    """Histogram of the active run's top-1 confidences: ``[{"bin": "0.0-0.1", "low", "images"}]`` (empty: no run)."""
-    pseudo, _ = _pseudo_table(project)
-    if not pseudo:
-        return []
-    ok = {r[0] for r in project.db.execute("select id from images where status = 'ok'")}
-    conf = np.array([c for i, (_, c) in pseudo.items() if i in ok], dtype=np.float64)
-    counts, edges = np.histogram(conf, bins=int(bins), range=(0.0, 1.0))
-    return [
-        {"bin": f"{edges[k]:.1f}–{edges[k + 1]:.1f}", "low": float(edges[k]), "images": int(counts[k])}
-        for k in range(len(counts))
-    ]
 
 
 def explore_items(project: Project, image_ids) -> list[dict]:

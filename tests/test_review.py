@@ -11,6 +11,7 @@ from labeler.export import export, read_csv
 
 from .explore_helpers import (
     add_features,
+    add_images,
     label_run,
     make_project,
     one_faiss_thread,  # noqa: F401  (autouse fixture)
@@ -144,3 +145,177 @@ def test_bulk_label_accept_exclude_and_export(project, tmp_path):
         review.exclude_images(project, [99999])
     with pytest.raises(InvalidInputError, match="not a class"):
         review.label_images(project, ids[:1], "zebra")
+
+
+# --- one queue: the Review step's views, paging, counts -----------------------------------------------------
+def _views_project(project, multi: bool = False):
+    """A project where every rule of the views matters (4 classes, 60 images):
+
+    human and accepted labels; a human label and a run class that name a class removed since; images without
+    a prediction; unsure marks (one relabeled since, so no longer unsure); an excluded image; confidences on
+    both sides of 0.5 with ties.
+    """
+    from labeler.jobs import Job
+
+    if multi:
+        from labeler.project import set_multi_label
+
+        set_multi_label(project, True)
+    project.set_classes(["cat", "dog", "car", "bird"])
+    ids = add_images(project, 60)
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(4) * 0.6, size=52)
+    probs[[4, 9, 20]] = [0.5, 0.3, 0.1, 0.1]  # exactly at the threshold, and tied with each other
+    params = {"classes": ["cat", "dog", "car", "bird"], "multi_label": multi}
+    with Job.start(project, "label", method="zeroshot", params=params) as job:
+        picks = [sorted({int(p.argmax()), *np.flatnonzero(p > 0.3).tolist()}) for p in probs] if multi else None
+        if multi:
+            picks[7] = []  # a multi-label prediction of no class: unlabeled
+        labels.write_predictions(project, job.id, ids[:52], probs, picks)  # ids[52:]: no prediction
+    labels.set_human_labels(project, ids[0:6], ["dog"])
+    labels.set_human_labels(project, [ids[6], ids[54]], ["bird"])  # bird is removed below: falls through
+    labels.accept_pseudo_labels(project, ids[10:18])
+    review.mark_unsure(project, [ids[30], ids[31], ids[5], ids[55]])  # clears ids[5]'s human label
+    labels.set_human_labels(project, [ids[31]], ["car"])  # labeled since: no longer unsure
+    review.exclude_images(project, [ids[40]])
+    project.set_classes(["cat", "dog", "car"])
+    return ids
+
+
+def _oracle(project, view: str, threshold: float) -> list[int]:
+    """The views as defined, image by image from the final labels (what review_items did before)."""
+    conf = {i: s for i, (_, s) in labels.pseudo_top1(project).items()}
+    unsure = {int(i) for i in project.get_meta(review.UNSURE_KEY) or []} - {
+        r[0] for r in project.db.execute("select image_id from labels")
+    }
+    out = []
+    for it in labels.final_labels(project):
+        c = conf.get(it.image_id)
+        if view == review.VIEW_REVIEW:
+            keep = it.source not in ("human", "accepted") and (it.image_id in unsure or c is None or c < threshold)
+        elif view == review.VIEW_UNLABELED:
+            keep = not it.classes
+        else:
+            keep = view == review.VIEW_ALL or view in it.classes
+        if keep:
+            out.append((c if c is not None else -1.0, it.image_id))
+    return [i for _, i in sorted(out)]
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["single", "multi"])
+def test_views_match_their_definition(project, multi):
+    ids = _views_project(project, multi=multi)
+    views = [review.VIEW_REVIEW, review.VIEW_ALL, review.VIEW_UNLABELED, "cat", "dog", "car"]
+    for threshold in (0.0, 0.5, 0.75, 1.0):
+        counts = review.review_counts(project, threshold)
+        for view in views:
+            want = _oracle(project, view, threshold)
+            q = review.review_queue(
+                project, by="confidence", view=view, threshold=threshold, limit=100, include_labeled=True
+            )
+            assert [it["image_id"] for it in q.items] == want, (view, threshold)
+            assert q.total == len(want) == counts.view_size(view), (view, threshold)
+    # the planted cases land where they should
+    q = {
+        it["image_id"]: it
+        for it in review.review_queue(
+            project, by="confidence", view=review.VIEW_ALL, limit=100, include_labeled=True
+        ).items
+    }
+    assert ids[40] not in q and len(q) == 59  # excluded
+    assert q[ids[6]]["source"] in ("pseudo", None) and q[ids[54]]["labels"] == []  # removed class: falls through
+    assert q[ids[0]]["source"] == "human" and q[ids[0]]["confidence"] is not None and q[ids[0]]["labels"] == ["dog"]
+    assert q[ids[53]]["confidence"] is None and q[ids[53]]["pseudo"] is None  # no prediction
+    assert q[ids[30]]["unsure"] and q[ids[55]]["unsure"] and not q[ids[31]]["unsure"]
+    assert q[ids[5]]["unsure"] and q[ids[5]]["source"] != "human"  # marking unsure cleared its human label
+    needs = {
+        it["image_id"] for it in review.review_queue(project, by="confidence", view=review.VIEW_REVIEW, limit=100).items
+    }
+    assert {ids[30], ids[53], ids[55]} <= needs and not needs & {ids[0], ids[10], ids[31]}
+    assert (ids[4] in needs) is False and ids[9] not in needs  # 0.5 is not below the threshold 0.5
+
+
+def test_counts_and_histogram_match_the_final_labels(project):
+    _views_project(project)
+    finals = labels.final_labels(project)
+    conf = {i: s for i, (_, s) in labels.pseudo_top1(project).items()}
+    for threshold in (0.3, 0.5):
+        counts = review.review_counts(project, threshold)
+        for row in counts.classes:
+            mine = [it for it in finals if row["class"] in it.classes]
+            assert row["images"] == len(mine)
+            assert row["reviewed"] == sum(it.source in ("human", "accepted") for it in mine)
+            low = sum(it.source == "pseudo" and conf.get(it.image_id, 1) < threshold for it in mine)
+            assert row["low confidence"] == low, (row, threshold)
+        assert counts.total == len(finals) == 59
+        ok = {it.image_id for it in finals}
+        want, _ = np.histogram([c for i, c in conf.items() if i in ok], bins=10, range=(0.0, 1.0))
+        assert [h["images"] for h in counts.histogram] == want.tolist()
+        assert counts.histogram[5]["bin"] == "0.5–0.6" and counts.histogram[5]["low"] == 0.5
+    empty = review.review_counts(type(project).create(project.root.parent / "empty", ["a", "b"]))
+    assert empty.histogram == [] and empty.total == 0
+
+
+@pytest.mark.parametrize("by", ["confidence", "margin", "entropy"])
+def test_pages_concatenate_to_the_whole_ordering(project, by):
+    _views_project(project)
+    for view in (None, review.VIEW_ALL, review.VIEW_REVIEW, "cat"):
+        whole = review.review_queue(project, by=by, view=view, limit=1000, include_labeled=True)
+        pages, offset = [], 0
+        while True:
+            q = review.review_queue(project, by=by, view=view, limit=7, offset=offset, include_labeled=True)
+            assert q.total == whole.total
+            if not q.items:
+                break
+            pages += q.items
+            offset += 7
+        assert pages == whole.items and len(pages) == whole.total, (by, view)
+    # the margin ordering of a view is the margin ordering of everything, filtered; unscored images first
+    allq = [it["image_id"] for it in review.review_queue(project, by="margin", limit=1000, include_labeled=True).items]
+    cat = review.review_queue(project, by="margin", view="cat", limit=1000, include_labeled=True).items
+    assert [it["image_id"] for it in cat] == [i for i in allq if i in {it["image_id"] for it in cat}]
+
+
+def test_queue_defaults_and_new_options(project):
+    ids = _views_project(project)
+    q = review.review_queue(project)  # the CLI's and Explore's queue: margin, predicted images, no human labels
+    assert q.by == "margin" and q.view is None and q.offset == 0
+    human = {it.image_id for it in labels.final_labels(project) if it.source == "human"}
+    whole = review.review_queue(project, limit=1000).items
+    assert not human & {it["image_id"] for it in whole} and len(whole) == q.total == 51 - len(human) == 45
+    assert q.items == whole[:45] and len(review.review_queue(project, limit=10).items) == 10
+    assert all(it["confidence"] is not None for it in whole)  # no prediction: not in the queue without a view
+    assert set(q.to_dict()) >= {"by", "run_id", "total", "features", "note", "items"}
+    assert set(q.items[0]) >= {"image_id", "score", "label", "source", "pseudo", "confidence", "margin", "entropy",
+                               "sha256", "path", "rel_path"}  # fmt: skip
+    assert review.review_queue(project, by="confidence", view="cat", offset=1000).items == []
+    with pytest.raises(InvalidInputError, match="not a class or a review view"):
+        review.review_queue(project, by="confidence", view="zebra")
+    with pytest.raises(InvalidInputError, match="offset"):
+        review.review_queue(project, offset=-1)
+    with pytest.raises(InvalidInputError, match="threshold"):
+        review.review_queue(project, view=review.VIEW_REVIEW, threshold=1.5)
+    assert ids  # views work without a run for the confidence order; the orderings need one
+    fresh = type(project).create(project.root.parent / "norun", ["a", "b"])
+    add_images(fresh, 3)
+    assert review.review_queue(fresh, by="confidence", view=review.VIEW_ALL).total == 3
+    with pytest.raises(NotReadyError):
+        review.review_queue(fresh, view=review.VIEW_ALL)
+
+
+def test_cli_queue_views_and_paging(project, capsys):
+    import json
+
+    from labeler.cli import main
+
+    _views_project(project)
+    root = str(project.root)
+    want = _oracle(project, review.VIEW_REVIEW, 0.6)
+    args = ["queue", root, "--by", "confidence", "--view", review.VIEW_REVIEW, "--threshold", "0.6", "--json"]
+    assert main([*args, "--limit", "5", "--offset", "5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [it["image_id"] for it in out["items"]] == want[5:10] and out["total"] == len(want)
+    assert out["view"] == review.VIEW_REVIEW and out["offset"] == 5 and {"by", "run_id", "note"} <= set(out)
+    assert main(["queue", root, "--by", "confidence", "--view", "cat", "--include-labeled", "--limit", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "view 'cat'" in text and f"3 of {len(_oracle(project, 'cat', 0.5))} images" in text

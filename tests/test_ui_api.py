@@ -218,12 +218,14 @@ def test_multi_label_project(client):
     text, mode, status = client.predict(api_name="/classes_view")
     assert text.split("\n") == ["indoor", "outdoor", "people"] and mode.startswith("multi-label")
     assert "multi-label" in status
-    out = client.predict(api_name="/review_refresh")
-    target = out[7]
+    from labeler.app.steps.pseudolabels import RefreshOut, from_client
+
+    out = from_client(RefreshOut, client.predict(api_name="/review_refresh"))
+    target = out.target
     assert target["multiselect"] is True  # each class shows the digit key that relabels to it
     expected = [("1 · indoor", "indoor"), ("2 · outdoor", "outdoor"), ("3 · people", "people")]
     assert [tuple(c) for c in target["choices"]] == expected
-    assert "No pseudo-labels yet" in out[-2] or "Import images first" in out[0]
+    assert "No pseudo-labels yet" in out.selection_text or "Import images first" in out.features
     text, status = client.predict("indoor\noutdoor", "single-label (one class per image)", api_name="/classes_save")
     assert "single-label" in status
 
@@ -298,8 +300,17 @@ def test_wizard_flow_through_the_api(client, server, tmp_path):
     client.predict("photo", "both", "cpu", api_name="/zeroshot_start")
     assert wait_for_run(server, proj, "label", after=before)["status"] == "done"
 
-    out = client.predict(api_name="/review_refresh")
-    feat_text, zs_text, view, counts, hist, acc, confusion = out[:7]
+    from labeler.app.steps.pseudolabels import GalleryOut, RefreshOut, ReviewOut, from_client
+
+    out = from_client(RefreshOut, client.predict(api_name="/review_refresh"))
+    feat_text, zs_text, counts, hist, acc, confusion = (
+        out.features,
+        out.zeroshot,
+        out.counts,
+        out.hist,
+        out.accuracy,
+        out.confusion,
+    )
     assert "clip:tiny-random:none" in feat_text and "13 of 13" in feat_text
     assert "Pseudo-labels from run" in zs_text
     assert sum(r[1] for r in counts["data"]) == 13
@@ -313,18 +324,20 @@ def test_wizard_flow_through_the_api(client, server, tmp_path):
     ids = [im["id"] for im in project.images()]
     project.close()
     assert "Select images first" in call_error(client, "all images", 0.5, api_name="/review_accept")
-    gallery, info, sel = client.predict("all images", 0.5, ",".join(map(str, ids[:4])), api_name="/review_select_ids")
-    items = gallery["value"] if isinstance(gallery, dict) else gallery
-    assert "4 selected" in sel and len(items) == 13
+    shown = from_client(
+        GalleryOut, client.predict("all images", 0.5, ",".join(map(str, ids[:4])), api_name="/review_select_ids")
+    )
+    items = shown.gallery["value"] if isinstance(shown.gallery, dict) else shown.gallery
+    assert "4 selected" in shown.selection_text and len(items) == 13
     assert sum(item["caption"].startswith("✓") for item in items) == 4
-    out = client.predict("all images", 0.5, api_name="/review_accept")
-    assert sum(r[2] for r in out[3]["data"]) == 4  # reviewed column
+    out = from_client(ReviewOut, client.predict("all images", 0.5, api_name="/review_accept"))
+    assert sum(r[2] for r in out.counts["data"]) == 4  # reviewed column
     client.predict("all images", 0.5, str(ids[5]), api_name="/review_select_ids")
     assert "Pick the class" in call_error(client, "all images", 0.5, None, api_name="/review_relabel")
     client.predict("all images", 0.5, "ship", api_name="/review_relabel")
     client.predict("all images", 0.5, str(ids[6]), api_name="/review_select_ids")
-    out = client.predict("all images", 0.5, api_name="/review_unsure")
-    view_update = out[2]
+    out = from_client(ReviewOut, client.predict("all images", 0.5, api_name="/review_unsure"))
+    view_update = out.view
     assert any(c[1] == "needs review" for c in view_update["choices"])
 
     # --- train and explore ----------------------------------------------------------------------------------

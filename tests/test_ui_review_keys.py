@@ -1,4 +1,5 @@
-"""Review speed in a real browser: shift-click range selection and the keyboard shortcuts of the review gallery.
+"""The Review step: its handlers called by name in process, and in a real browser shift-click range selection and
+the keyboard shortcuts of the review gallery.
 
 Debian's chromium driven by Playwright against ``python app.py`` (free 127.0.0.1 port, own data dir and gradio
 cache). The project — 40 generated images in 10 classes, tiny-random CLIP features, a zero-shot run — is made with
@@ -19,17 +20,16 @@ from .browser import chromium, needs_chromium, new_page, open_project, shot
 from .conftest import CIFAR_CLASSES, class_folders, wait_until
 from .test_ui_api import AppServer
 
-pytestmark = needs_chromium
-
 
 def _queue(proj: Path) -> list[int]:
     """The "needs review" queue's image ids in gallery order (threshold 0.5), read through the library."""
     from labeler.project import Project
-    from labeler.review import VIEW_REVIEW, review_items
+    from labeler.review import VIEW_REVIEW, review_queue
 
     p = Project(proj)
     try:
-        return [it["id"] for it in review_items(p, VIEW_REVIEW, 0.5)]
+        q = review_queue(p, by="confidence", view=VIEW_REVIEW, threshold=0.5, limit=1000, include_labeled=True)
+        return [it["image_id"] for it in q.items]
     finally:
         p.close()
 
@@ -58,7 +58,8 @@ def _unsure(proj: Path) -> set[int]:
 
 
 @pytest.fixture
-def setup(tmp_path):
+def made(tmp_path):
+    """The project of 40 images in 10 classes with tiny-random features and a zero-shot run (no server)."""
     from labeler.cli import main
 
     src = class_folders(tmp_path / "imgs", per_class=4)
@@ -67,12 +68,69 @@ def setup(tmp_path):
     assert main(["import", str(proj), str(src), "--quiet"]) == 0
     assert main(["features", str(proj), "--clip", "tiny-random", "--quiet"]) == 0
     assert main(["label", str(proj), "--quiet"]) == 0
+    return proj
+
+
+def _ctx(data_dir: Path):
+    import gradio as gr
+
+    from labeler.app.common import Ctx
+
+    return Ctx(data_dir=data_dir, local_mode=True, project=gr.State(""), finished=gr.State(""))
+
+
+def test_handlers_by_name(made):
+    """Open the step, page, select, accept, relabel by key, mark unsure and undo, each through its handler."""
+    import gradio as gr
+
+    from labeler.app.steps import pseudolabels as pl
+    from labeler.review import VIEW_ALL, VIEW_REVIEW
+
+    ctx, key = _ctx(made.parent), str(made)
+    queue = _queue(made)
+    out = pl.refresh(ctx, key)
+    assert isinstance(out, pl.RefreshOut) and out.clip == "tiny-random" and out.page == 0
+    assert out.page_info == "40 images · page 1/2" and out.page_ids == queue[:36]
+    assert out.view.value == VIEW_REVIEW and (f"{VIEW_REVIEW} (40)", VIEW_REVIEW) in out.view.choices
+    assert sum(r[1] for r in out.counts) == 40 and out.setup.open is False
+    nxt = pl.next_page(ctx, key, VIEW_REVIEW, 0.5, 0, [])
+    assert nxt.page == 1 and nxt.page_ids == queue[36:] and "page 2/2" in nxt.page_info
+    assert pl.next_page(ctx, key, VIEW_REVIEW, 0.5, 1, []).page == 1  # past the end: stays on the last page
+    sel = pl.select_ids(ctx, key, VIEW_REVIEW, 0.5, 0, ",".join(map(str, queue[:3])))
+    assert sel.selection == queue[:3] and "3 selected" in sel.selection_text
+    with pytest.raises(gr.Error, match="Select images first"):
+        pl.accept(ctx, key, VIEW_REVIEW, 0.5, 0, [])
+    acc = pl.accept(ctx, key, VIEW_REVIEW, 0.5, 0, queue[:3])
+    assert isinstance(acc, pl.ReviewOut) and acc.selection == [] and acc.page_info.startswith("37 images")
+    assert set(_labels(made)) == set(queue[:3]) and sum(r[2] for r in acc.counts) == 3  # reviewed column
+    lab = pl.relabel_digit(ctx, 2, key, VIEW_ALL, 0.5, 0, [queue[5]])
+    assert _labels(made)[queue[5]] == ("human", CIFAR_CLASSES[1]) and lab.page_info.startswith("40 images")
+    pl.unsure(ctx, key, VIEW_REVIEW, 0.5, 0, [queue[3]])
+    assert _unsure(made) == {queue[3]}
+    pl.undo(ctx, key, VIEW_REVIEW, 0.5, 0)
+    assert queue[5] not in _labels(made)
+    blank = pl.refresh(ctx, "")
+    assert "No project open" in blank.features and blank.page_ids == []
+
+
+@pytest.fixture
+def setup(made, tmp_path):
     server = AppServer(tmp_path / "data", tmp_path)
-    yield server, proj
+    yield server, made
     server.stop()
 
 
-def test_shift_click_ranges_and_keyboard_shortcuts(setup):
+@pytest.fixture
+def patient():
+    """Playwright's ``expect`` waits up to 30 s for a condition (5 s by default): a loaded machine answers later."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api.expect.set_options(timeout=30_000)
+    yield
+    sync_api.expect.set_options(timeout=5_000)
+
+
+@needs_chromium
+def test_shift_click_ranges_and_keyboard_shortcuts(setup, patient):
     sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
     server, proj = setup

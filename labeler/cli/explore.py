@@ -109,15 +109,20 @@ def cmd_queue(args: argparse.Namespace) -> int:
         include_labeled=args.include_labeled,
         features=args.features,
         neighbours=args.neighbours,
+        view=args.view,
+        threshold=args.threshold,
+        offset=args.offset,
     )
-    lines = [f"review queue by {q.by} (run {q.run_id}): {len(q.items)} of {q.total} images"]
+    shown = f"{q.offset + 1}–{q.offset + len(q.items)}" if q.offset and q.items else str(len(q.items))
+    where = f", view {q.view!r}" if q.view else ""
+    lines = [f"review queue by {q.by} (run {q.run_id}{where}): {shown} of {q.total} images"]
     if q.note:
         lines.append(f"note: {q.note}")
     for it in q.items:
         extra = f"  knn {it['knn_label']} {_fmt(it['knn_share'], 2)}" if q.by == "disagreement" else ""
         lines.append(
-            f"{it['score']:.4f}  {it['rel_path']}  [{it['label'] or 'unlabeled'}] conf "
-            f"{it['confidence']:.3f} margin {it['margin']:.3f}{extra}  id {it['image_id']}"
+            f"{_fmt(it['score'], 4)}  {it['rel_path']}  [{it['label'] or 'unlabeled'}] conf "
+            f"{_fmt(it['confidence'])} margin {_fmt(it['margin'])}{extra}  id {it['image_id']}"
         )
     emit(args, q.to_dict(), "\n".join(lines))
     return 0
@@ -185,7 +190,7 @@ def _add_neighbour_commands(subs) -> None:
 
 def _add_review_commands(subs) -> None:
     """``duplicates`` and ``queue``."""
-    from ..review import DEFAULT_NEIGHBOURS, ORDERINGS
+    from ..review import DEFAULT_NEIGHBOURS, ORDERINGS, VIEW_ALL, VIEW_REVIEW, VIEW_UNLABELED
     from ..search import DUPLICATE_THRESHOLD
 
     p = sub(
@@ -211,7 +216,8 @@ def _add_review_commands(subs) -> None:
         "queue",
         cmd_queue,
         "review queue: the likely mislabeled images first",
-        f"{PROG} queue pets --by margin --limit 50\n{PROG} queue pets --by disagreement --json",
+        f"{PROG} queue pets --by margin --limit 50\n{PROG} queue pets --by disagreement --json\n"
+        f"{PROG} queue pets --by confidence --view '{VIEW_REVIEW}' --threshold 0.6 --offset 36 --limit 36",
     )
     project_arg(p)
     p.add_argument(
@@ -223,6 +229,17 @@ def _add_review_commands(subs) -> None:
     )
     p.add_argument("--limit", type=int, default=50, help="images listed (default 50)")
     p.add_argument("--include-labeled", action="store_true", help="also list images a person already labeled")
+    p.add_argument(
+        "--view",
+        default=None,
+        help=f"only these images (as the app's Review step): '{VIEW_REVIEW}' (no human or accepted label, and "
+        f"marked unsure, unpredicted or under --threshold), '{VIEW_ALL}', '{VIEW_UNLABELED}' or a class name "
+        "(default: every image with a prediction)",
+    )
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help=f"'{VIEW_REVIEW}': confidence under which a label needs review"
+    )
+    p.add_argument("--offset", type=int, default=0, help="images of the queue to skip first (paging; default 0)")
     _features_arg(p, default=None, what=" for the disagreement vote")
     p.add_argument(
         "--neighbours",

@@ -10,7 +10,9 @@ relabel the selection to that class.
 
 from __future__ import annotations
 
+import functools
 import html
+from typing import NamedTuple
 
 import gradio as gr
 import pandas as pd
@@ -27,18 +29,11 @@ from ...models import list_models, load_clip, load_dino
 from ...precision import choose_encoder
 from ...project import Project
 from ...prompts import TEMPLATE_SETS
-from ...review import (
-    VIEW_ALL,
-    VIEW_REVIEW,
-    VIEW_UNLABELED,
-    class_count_rows,
-    confidence_histogram,
-    mark_unsure,
-    review_items,
-)
+from ...review import VIEW_ALL, VIEW_REVIEW, VIEW_UNLABELED, ReviewCounts, mark_unsure, review_counts, review_queue
 from ..common import (
     NO_PROJECT,
     Ctx,
+    bind,
     empty_state,
     error_text,
     finished_task,
@@ -48,6 +43,7 @@ from ..common import (
     select_range,
     thumb_caption,
     undo_last,
+    wire,
 )
 
 PAGE = 36
@@ -58,9 +54,6 @@ DIGITS = 9
 def relabel_choices(classes: list[str]) -> list[tuple[str, str]]:
     """(shown, value) pairs of the relabel dropdown: the first nine classes show their digit key ("3 · ship")."""
     return [(f"{i} · {c}" if i <= DIGITS else c, c) for i, c in enumerate(classes, start=1)]
-
-
-VIEW_REVIEW, VIEW_ALL, VIEW_UNLABELED = VIEW_REVIEW, VIEW_ALL, VIEW_UNLABELED
 
 
 def _model_choices() -> tuple[list[str], list[str], str]:
@@ -159,471 +152,669 @@ def _confusion_html(res: dict) -> str:
     )
 
 
+# --- outputs: one NamedTuple per output list (field order = the order the events were wired with) -----------
+class GalleryOut(NamedTuple):
+    """The gallery and its page: what a page turn, a view change or a selection updates."""
+
+    gallery: object  # gr.Gallery update
+    page_ids: list[int]  # image ids shown, in gallery order
+    page_info: str
+    page: int
+    selection_text: str
+    selection: list[int]
+
+
+class ClickOut(NamedTuple):
+    """A thumbnail click: the gallery and the clicked image (the anchor of the next shift-click)."""
+
+    gallery: object
+    page_ids: list[int]
+    page_info: str
+    page: int
+    selection_text: str
+    selection: list[int]
+    last_click: int | None
+
+
+class ReviewOut(NamedTuple):
+    """Everything the step shows: after a label change, a new threshold or a finished job."""
+
+    features: str
+    zeroshot: str
+    view: object  # gr.Dropdown update: the views with their sizes
+    counts: list[list]
+    hist: object  # gr.BarPlot update
+    accuracy: str
+    confusion: str
+    target: object  # gr.Dropdown update: the relabel classes
+    gallery: object
+    page_ids: list[int]
+    page_info: str
+    page: int
+    selection_text: str
+    selection: list[int]
+
+
+class RefreshOut(NamedTuple):
+    """Opening the step: :class:`ReviewOut` plus the CLIP model of the features and the setup accordion."""
+
+    features: str
+    zeroshot: str
+    view: object
+    counts: list[list]
+    hist: object
+    accuracy: str
+    confusion: str
+    target: object
+    gallery: object
+    page_ids: list[int]
+    page_info: str
+    page: int
+    selection_text: str
+    selection: list[int]
+    clip: object  # the CLIP model's name (or gr.skip() without features)
+    setup: object  # gr.Accordion update: closed once there are pseudo-labels
+
+
+#: Output fields gradio_client leaves out of a result (gr.State values and the layout update of the accordion).
+CLIENT_SKIPS = frozenset({"page_ids", "page", "selection", "last_click", "setup"})
+
+
+def from_client(out_type: type, values) -> tuple:
+    """A gradio_client result of this step's event as ``out_type`` (fields it leaves out are None), so callers
+    read results by name: ``from_client(ReviewOut, client.predict(..., api_name="/review_accept")).counts``."""
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    names = [f for f in out_type._fields if f not in CLIENT_SKIPS]
+    if len(values) != len(names):
+        raise ValueError(f"{out_type.__name__}: {len(values)} values for the {len(names)} fields {names}")
+    given = dict(zip(names, values, strict=True))
+    return out_type(**{f: given.get(f) for f in out_type._fields})
+
+
+# --- rendering (pure: a project in, outputs out) -----------------------------------------------------------
+def _caption_item(it: dict) -> dict:
+    """A queue item as :func:`thumb_caption` reads it."""
+    return {**it, "id": it["image_id"]}
+
+
+def gallery_view(project: Project, view_value: str, thr: float, page_no: int, chosen_ids, total: int | None = None):
+    """One page of the view, lowest confidence first: ``(gallery update, ids shown, page info, page number)``.
+
+    Reads only the page's rows; ``total`` (the view's size, when the caller has counted it) saves a count.
+    """
+    chosen = set(chosen_ids or [])
+    view_value = view_value or VIEW_REVIEW
+    has_run = active_run(project) is not None
+    known, items, total = total, [], 0
+    if has_run or view_value != VIEW_REVIEW:
+        page_no = max(0, int(page_no or 0))
+        if known is not None:
+            page_no = min(page_no, max(0, -(-known // PAGE) - 1))
+        q = _page(project, view_value, thr, page_no)
+        if not q.items and q.total and page_no > 0:  # past the end: the last page
+            page_no = -(-q.total // PAGE) - 1
+            q = _page(project, view_value, thr, page_no)
+        items, total = q.items, q.total
+    pages = max(1, -(-total // PAGE))
+    page_no = min(max(0, int(page_no or 0)), pages - 1)
+    pics, ids = [], []
+    for it in items:
+        thumb = thumbnail_for(project, it["image_id"], it["sha256"], it["path"])
+        if thumb:
+            pics.append((thumb, thumb_caption(_caption_item(it), chosen)))
+            ids.append(it["image_id"])
+    info = f"{total} images · page {page_no + 1}/{pages}" if total else ""
+    return gr.Gallery(value=pics, visible=bool(pics), selected_index=None), ids, info, page_no
+
+
+def _page(project: Project, view_value: str, thr: float, page_no: int):
+    return review_queue(
+        project,
+        by="confidence",
+        view=view_value,
+        threshold=float(thr),
+        limit=PAGE,
+        offset=page_no * PAGE,
+        include_labeled=True,
+    )
+
+
+def selection_text(has_run: bool, chosen_ids, view_value: str, n_items: int, thr: float) -> str:
+    """What the line above the gallery says: how to start, that the view is empty, or what is selected."""
+    n = len(chosen_ids or [])
+    if not has_run:
+        return empty_state(
+            "No pseudo-labels yet: compute features (①) and run zero-shot (②); the images to "
+            "review appear here, least confident first."
+        )
+    if not n_items:
+        if view_value == VIEW_REVIEW:
+            return empty_state(
+                f"Nothing needs review at threshold {float(thr):.2f}. Raise the threshold, or "
+                "pick <i>all images</i> or a class in <b>Show</b> to check the confident ones."
+            )
+        return empty_state("No images in this view: pick another one in <b>Show</b>.")
+    hint = "Click thumbnails to select them (click again to unselect; shift-click selects a range)."
+    if n:
+        return f"**{n} selected** — accept, relabel or mark unsure below. {hint}"
+    if view_value == VIEW_REVIEW:
+        return f"Pseudo-labels below the threshold or marked unsure, least confident first. {hint}"
+    return hint
+
+
+def _accuracy(project: Project, has_run: bool) -> tuple[str, str]:
+    """The accuracy line and the confusion matrix against the folder names (empty without folder classes)."""
+    try:
+        res = evaluate(project)
+    except NotReadyError as exc:
+        text = f"<span class='lb-note'>Accuracy: {error_text(str(exc), exc.hint)}</span>" if has_run else ""
+        return text, ""
+    by_src = ", ".join(f"{k} {pct(v['accuracy'])} (n={v['n']})" for k, v in res["by_source"].items())
+    text = f"**Accuracy vs. folder names: {pct(res['accuracy'])}** on {res['n']} images ({by_src})."
+    return text, _confusion_html(res)
+
+
+def stats(project: Project, counts: ReviewCounts, view_value: str, has_run: bool) -> tuple[str, tuple]:
+    """The view to show (the one asked for, if it still exists) and the outputs beside the gallery:
+    ``(view dropdown, counts table, histogram, accuracy, confusion, relabel dropdown)``."""
+    review_n = counts.needs_review if has_run else 0
+    choices = [(f"{VIEW_REVIEW} ({review_n})", VIEW_REVIEW), (VIEW_ALL, VIEW_ALL), (VIEW_UNLABELED, VIEW_UNLABELED)]
+    choices += [(f"class: {r['class']} ({r['images']})", r["class"]) for r in counts.classes]
+    if view_value not in [c[1] for c in choices]:
+        view_value = VIEW_REVIEW
+    hist = gr.BarPlot(value=_hist_frame(counts.histogram), visible=bool(counts.histogram))
+    acc_text, conf_html = _accuracy(project, has_run)
+    multi = project.multi_label
+    target = gr.Dropdown(
+        choices=relabel_choices(project.classes), multiselect=multi, value=[] if multi else None, label="Relabel to"
+    )
+    table = [[r["class"], r["images"], r["reviewed"], r["low confidence"]] for r in counts.classes]
+    return view_value, (gr.Dropdown(choices=choices, value=view_value), table, hist, acc_text, conf_html, target)
+
+
+def _blank() -> ReviewOut:
+    return ReviewOut(
+        features=empty_state(NO_PROJECT),
+        zeroshot="",
+        view=gr.Dropdown(choices=[(VIEW_REVIEW, VIEW_REVIEW)], value=VIEW_REVIEW),
+        counts=[],
+        hist=gr.BarPlot(value=_hist_frame([]), visible=False),
+        accuracy="",
+        confusion="",
+        target=gr.Dropdown(choices=[], value=None),
+        gallery=[],
+        page_ids=[],
+        page_info="",
+        page=0,
+        selection_text="",
+        selection=[],
+    )
+
+
+def render(
+    project: Project | None, view_value, thr, page_no, chosen_ids, counts: ReviewCounts | None = None
+) -> ReviewOut:
+    """Everything the step shows, from one count of the project (``counts``, computed here if not given) and
+    one page of the view."""
+    if project is None:
+        return _blank()
+    has_run = active_run(project) is not None
+    counts = counts if counts is not None else review_counts(project, float(thr))
+    view_value, st = stats(project, counts, view_value, has_run)
+    total = counts.view_size(view_value)
+    pics, ids, info, page_no = gallery_view(project, view_value, thr, page_no, chosen_ids, total=total)
+    return ReviewOut(
+        _features_text(project),
+        _zeroshot_text(project),
+        *st,
+        pics,
+        ids,
+        info,
+        page_no,
+        selection_text(has_run, chosen_ids, view_value, len(ids), thr),
+        list(chosen_ids or []),
+    )
+
+
+def _clip_value(project: Project | None):
+    sets = project.features.sets("clip") if project is not None else []
+    if not sets:
+        return gr.skip()
+    s = sets[0]
+    return f"{s['model']}:{s['pretrained']}" if s["pretrained"] else s["model"]
+
+
+def _need(chosen) -> list[int]:
+    if not chosen:
+        raise gr.Error("Select images first: click their thumbnails (or press Select page).")
+    return [int(i) for i in chosen]
+
+
+# --- events (module level, ctx first; ``build`` wires them with bind) -------------------------------------
+@guard
+def refresh(ctx: Ctx, key: str) -> RefreshOut:
+    """Opening the step: the needs-review queue at 0.5 (everything when nothing needs review), first page."""
+    project = ctx.open(key, required=False)
+    has_run = project is not None and active_run(project) is not None
+    counts = review_counts(project, 0.5) if project is not None else None
+    view_value = VIEW_ALL if has_run and not counts.needs_review else VIEW_REVIEW  # never an empty first page
+    setup = gr.Accordion(
+        open=not has_run, label="① Features · ② Zero-shot" + (" — done; open to recompute" if has_run else "")
+    )
+    return RefreshOut(*render(project, view_value, 0.5, 0, [], counts=counts), _clip_value(project), setup)
+
+
+@guard
+def reload(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int]) -> ReviewOut:
+    return render(ctx.open(key, required=False), view_value, thr, page_no, chosen)
+
+
+@guard
+def show(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int]) -> GalleryOut:
+    """The gallery at ``page_no`` with ``chosen`` selected (nothing beside it changes)."""
+    project = ctx.open(key)
+    pics, ids, info, page_no = gallery_view(project, view_value, thr, page_no, chosen)
+    has_run = active_run(project) is not None
+    text = selection_text(has_run, chosen, view_value, len(ids), thr)
+    return GalleryOut(pics, ids, info, page_no, text, list(chosen or []))
+
+
+@guard
+def change_view(ctx: Ctx, key: str, view_value: str, thr: float) -> GalleryOut:
+    return show(ctx, key, view_value, thr, 0, [])
+
+
+@guard
+def turn(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int], delta: int) -> GalleryOut:
+    return show(ctx, key, view_value, thr, int(page_no or 0) + delta, chosen)
+
+
+def prev_page(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int]) -> GalleryOut:
+    return turn(ctx, key, view_value, thr, page_no, chosen, -1)
+
+
+def next_page(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int]) -> GalleryOut:
+    return turn(ctx, key, view_value, thr, page_no, chosen, +1)
+
+
+@guard
+def click(
+    ctx: Ctx,
+    key: str,
+    view_value: str,
+    thr: float,
+    page_no: int,
+    chosen: list[int],
+    ids: list[int],
+    last,
+    shift: bool,
+    evt: gr.SelectData,
+):  # no "-> ClickOut": gradio reads this signature's hints in common.py's namespace (an unknown name hides evt)
+    """A click toggles one thumbnail; a shift-click selects every thumbnail from the last click to this one.
+
+    Returns a :class:`ClickOut` (every field skipped for a click outside the page).
+    """
+    chosen = list(chosen or [])
+    idx = evt.index if isinstance(evt.index, int) else (evt.index[0] if evt.index else None)
+    if idx is None or idx >= len(ids or []):
+        return ClickOut(*(gr.skip(),) * len(ClickOut._fields))
+    image_id = int(ids[idx])
+    if shift and last is not None and last in ids:
+        chosen = select_range(ids, chosen, last, image_id)
+    else:
+        chosen = [i for i in chosen if i != image_id] if image_id in chosen else [*chosen, image_id]
+    return ClickOut(*show(ctx, key, view_value, thr, page_no, chosen), image_id)
+
+
+@guard
+def select_ids(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, text: str) -> GalleryOut:
+    """Select images by id (comma-separated) — for scripts and the API."""
+    chosen = [int(t) for t in str(text or "").replace(" ", "").split(",") if t]
+    return show(ctx, key, view_value, thr, page_no, chosen)
+
+
+@guard
+def select_page(
+    ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int], ids: list[int]
+) -> GalleryOut:
+    merged = list(dict.fromkeys([*(chosen or []), *(ids or [])]))
+    return show(ctx, key, view_value, thr, page_no, merged)
+
+
+@guard
+def clear(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int) -> GalleryOut:
+    return show(ctx, key, view_value, thr, page_no, [])
+
+
+@guard
+def accept(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int]) -> ReviewOut:
+    project = ctx.open(key)
+    n = accept_pseudo_labels(project, _need(chosen))
+    skipped = len(chosen) - n
+    gr.Info(
+        f"Accepted {n} pseudo-label(s)" + (f"; {skipped} kept their own label" if skipped else "") + ".", duration=5
+    )
+    return render(project, view_value, thr, page_no, [])
+
+
+@guard
+def relabel(
+    ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int], target_value
+) -> ReviewOut:
+    project = ctx.open(key)
+    ids = _need(chosen)
+    if not target_value:
+        raise gr.Error("Pick the class to relabel to in 'Relabel to' first.")
+    n = set_human_labels(project, ids, target_value)
+    shown = ", ".join(target_value) if isinstance(target_value, list) else target_value
+    gr.Info(f"Labeled {n} image(s) as {shown}.", duration=5)
+    return render(project, view_value, thr, page_no, [])
+
+
+@guard
+def relabel_digit(
+    ctx: Ctx, k: int, key: str, view_value: str, thr: float, page_no: int, chosen: list[int]
+) -> ReviewOut:
+    """Key ``k`` (1–9): relabel the selection to the k-th class."""
+    project = ctx.open(key)
+    classes = project.classes
+    if k > len(classes):
+        raise gr.Error(f"There is no class {k}: the project has {len(classes)} classes.")
+    target = [classes[k - 1]] if project.multi_label else classes[k - 1]
+    return relabel(ctx, key, view_value, thr, page_no, chosen, target)
+
+
+@guard
+def unsure(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int]) -> ReviewOut:
+    project = ctx.open(key)
+    n = mark_unsure(project, _need(chosen))
+    gr.Info(f"Marked {n} image(s) unsure: they are in the 'needs review' queue.", duration=5)
+    return render(project, view_value, thr, page_no, [])
+
+
+@guard
+def undo(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int) -> ReviewOut:
+    project = ctx.open(key)
+    undo_last(project)
+    return render(project, view_value, thr, page_no, [])
+
+
+@guard
+def bulk(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int) -> ReviewOut:
+    """Accept every pseudo-label at or above the threshold (people's own labels are kept)."""
+    project = ctx.open(key)
+    if active_run(project) is None:
+        raise gr.Error("There are no pseudo-labels yet: run zero-shot (②) first.")
+    n = accept_pseudo_labels(project, min_score=float(thr))
+    gr.Info(f"Accepted {n} pseudo-labels with confidence ≥ {float(thr):.2f} (your own labels were kept).", duration=5)
+    return render(project, view_value, thr, page_no, [])
+
+
+def _features_job(root: str, name: str, pretrained: str | None, dino_name: str | None, device: str) -> dict:
+    """The background features job: CLIP features, then DINO ones if asked (precision auto, as the CLI)."""
+    p = Project(root)
+    try:
+        # precision auto, as `labeler features` (bf16 where it is native and probed to match fp32)
+        clip_model, _ = choose_encoder(p, load_clip(name, pretrained, device=device))
+        out = {"clip": compute_features(p, clip_model)}
+        if dino_name:
+            dino_model, _ = choose_encoder(p, load_dino(dino_name, device=device))
+            out["dino"] = compute_features(p, dino_model)
+        return out
+    finally:
+        p.close()
+
+
+def _label_job(root: str, method, params) -> dict:
+    p = Project(root)
+    try:
+        return method.run(p, params)
+    finally:
+        p.close()
+
+
+@guard
+def start_features(ctx: Ctx, key: str, clip_choice: str, dino_choice: str, device_choice: str) -> str:
+    project = ctx.open(key)
+    if project.image_count() == 0:
+        raise gr.Error("There are no images yet: import some in step 2 first.")
+    name, pretrained = split_clip(clip_choice)
+    dino_name = None if (dino_choice or "none") == "none" else dino_choice.strip()
+    root = str(project.root)
+    work = functools.partial(_features_job, root, name, pretrained, dino_name, device_choice)
+    run_in_background(
+        root, "features", work, label=f"features {clip_choice}" + (f" + {dino_name}" if dino_name else "")
+    )
+    return "Computing features… progress is in the jobs panel."
+
+
+@guard
+def start_zeroshot(ctx: Ctx, key: str, templates_value: str, mode: str, device_choice: str) -> str:
+    project = ctx.open(key)
+    if len(project.classes) < 2:
+        raise gr.Error("Set at least two classes first (step 3).")
+    if not project.features.sets("clip"):
+        raise gr.Error("Compute CLIP features first (① on the left).")
+    method = get_method("zeroshot")
+    params = method.params_from({"templates": templates_value, "descriptions": mode, "device": device_choice})
+    root = str(project.root)
+    run_in_background(root, "label", functools.partial(_label_job, root, method, params), label="zero-shot")
+    return "Running zero-shot… progress is in the jobs panel."
+
+
+@guard
+def finished(ctx: Ctx, key: str, marker: str, view_value: str, thr: float, page_no: int, chosen: list[int]):
+    """A background job of this project ended: show it (its error in the features or zero-shot status).
+
+    Returns a :class:`ReviewOut` (every field skipped when the job is none of this step's).
+    """
+    task = finished_task(key, marker, {"features", "label", "train", "import"})
+    if task is None:
+        return ReviewOut(*(gr.skip(),) * len(ReviewOut._fields))
+    out = render(ctx.open(key), view_value, thr, page_no, chosen)
+    if task.status != "done":
+        note = f"**{task.label} {task.status}:** {error_text(task.error, task.hint)}"
+        out = out._replace(**{"features" if task.kind == "features" else "zeroshot": note})
+    return out
+
+
+# --- layout and wiring ---------------------------------------------------------------------------------
+def _setup_column_features(clip_choices, dino_choices, clip_default) -> dict:
+    with gr.Column(scale=1, elem_classes=["lb-card"]):
+        gr.Markdown("#### ① Features")
+        with gr.Row():
+            clip = gr.Dropdown(
+                clip_choices,
+                value=clip_default,
+                label="CLIP model",
+                allow_custom_value=True,
+                elem_id="pl-clip",
+                scale=3,
+                info="name:pretrained, hf-hub:org/repo, or name:/path/to/weights",
+            )
+            dino = gr.Dropdown(
+                dino_choices, value="none", label="DINO (optional)", allow_custom_value=True, elem_id="pl-dino", scale=2
+            )
+        with gr.Row():
+            device = gr.Dropdown(
+                ["auto", "cpu", "cuda", "mps"],
+                value="auto",
+                label="Device",
+                scale=1,
+                info=f"auto = {resolve_device('auto')}",
+            )
+            feat_btn = gr.Button("Compute features", variant="primary", elem_id="pl-features", scale=2)
+        feat_status = gr.Markdown(elem_id="pl-features-status")
+    return {"clip": clip, "dino": dino, "device": device, "feat_btn": feat_btn, "feat_status": feat_status}
+
+
+def _setup_column_zeroshot() -> dict:
+    with gr.Column(scale=1, elem_classes=["lb-card"]):
+        gr.Markdown("#### ② Zero-shot")
+        with gr.Row():
+            templates = gr.Radio(
+                list(TEMPLATE_SETS), value="simple", label="Prompt templates", info="photo: 1 · simple: 7 · openai: 80"
+            )
+            desc_mode = gr.Radio(
+                ["none", "llm", "both"],
+                value="both",
+                label="Descriptions",
+                info="both: templates + your enabled descriptions",
+            )
+        zs_btn = gr.Button("Run zero-shot", variant="primary", elem_id="pl-zeroshot")
+        zs_status = gr.Markdown(elem_id="pl-zeroshot-status")
+    return {"templates": templates, "desc_mode": desc_mode, "zs_btn": zs_btn, "zs_status": zs_status}
+
+
+def _review_column() -> dict:
+    c: dict = {}
+    with gr.Column(scale=3):
+        with gr.Row():
+            c["view"] = gr.Dropdown(
+                label="Show", choices=[(VIEW_REVIEW, VIEW_REVIEW)], value=VIEW_REVIEW, scale=2, elem_id="review-view"
+            )
+            c["threshold"] = gr.Slider(
+                0.0,
+                1.0,
+                value=0.5,
+                step=0.05,
+                label="Confidence threshold",
+                scale=2,
+                info="pseudo-labels below it need review",
+                elem_id="review-threshold",
+            )
+        with gr.Row(equal_height=True):
+            c["sel_text"] = gr.Markdown(elem_id="review-selection", scale=4)
+            c["page_info"] = gr.Markdown(elem_classes=["lb-right"], elem_id="review-page", scale=1)
+        with gr.Row():
+            c["accept_btn"] = gr.Button("Accept selected (a)", variant="primary", size="sm", elem_id="review-accept")
+            c["relabel_btn"] = gr.Button("Relabel selected to →", size="sm", elem_id="review-relabel")
+            c["target"] = gr.Dropdown(
+                label="Relabel to", choices=[], scale=2, elem_id="review-target", show_label=False, container=False
+            )
+            c["unsure_btn"] = gr.Button("Mark unsure (u)", size="sm", elem_id="review-unsure")
+        c["gallery"] = gr.Gallery(
+            columns=6,
+            height=400,
+            allow_preview=False,
+            object_fit="cover",
+            fit_columns=False,  # a few images keep their size (gradio would stretch them over the row)
+            show_label=False,
+            elem_id="review-gallery",
+            buttons=[],
+        )
+        with gr.Row():
+            c["prev_btn"] = gr.Button("← Prev (p)", size="sm", elem_id="review-prev")
+            c["next_btn"] = gr.Button("Next (n) →", size="sm", elem_id="review-next")
+            c["all_btn"] = gr.Button("Select page", size="sm", elem_id="review-select-page")
+            c["none_btn"] = gr.Button("Clear selection", size="sm", elem_id="review-clear")
+            c["bulk_btn"] = gr.Button("Accept all ≥ threshold", size="sm", elem_id="review-bulk")
+            c["undo_btn"] = gr.Button("↶ Undo (z)", size="sm", elem_id="review-undo")
+        c["digit_btns"] = [
+            gr.Button(str(k), visible="hidden", elem_id=f"review-digit-{k}") for k in range(1, DIGITS + 1)
+        ]
+    return c
+
+
+def _stats_column() -> dict:
+    with gr.Column(scale=2):
+        counts = gr.Dataframe(
+            headers=["class", "images", "reviewed", "low confidence"],
+            interactive=False,
+            max_height=230,
+            label="Per class",
+            elem_id="review-counts",
+        )
+        hist = gr.BarPlot(
+            x="bin",
+            y="images",
+            title="Top-1 confidence",
+            height=200,
+            x_title="confidence",
+            y_title="images",
+            elem_id="review-hist",
+            sort=None,
+            x_label_angle=-45,
+        )
+        acc = gr.Markdown(elem_id="review-accuracy")
+        confusion = gr.HTML(elem_id="review-confusion")
+    return {"counts": counts, "hist": hist, "acc": acc, "confusion": confusion}
+
+
 def build(ctx: Ctx) -> dict:
-    clip_choices, dino_choices, clip_default = _model_choices()
     with (
         gr.Accordion("① Features · ② Zero-shot", open=True, elem_id="pl-setup") as setup_box,
         gr.Row(equal_height=False),
     ):
-        with gr.Column(scale=1, elem_classes=["lb-card"]):
-            gr.Markdown("#### ① Features")
-            with gr.Row():
-                clip = gr.Dropdown(
-                    clip_choices,
-                    value=clip_default,
-                    label="CLIP model",
-                    allow_custom_value=True,
-                    elem_id="pl-clip",
-                    scale=3,
-                    info="name:pretrained, hf-hub:org/repo, or name:/path/to/weights",
-                )
-                dino = gr.Dropdown(
-                    dino_choices,
-                    value="none",
-                    label="DINO (optional)",
-                    allow_custom_value=True,
-                    elem_id="pl-dino",
-                    scale=2,
-                )
-            with gr.Row():
-                device = gr.Dropdown(
-                    ["auto", "cpu", "cuda", "mps"],
-                    value="auto",
-                    label="Device",
-                    scale=1,
-                    info=f"auto = {resolve_device('auto')}",
-                )
-                feat_btn = gr.Button("Compute features", variant="primary", elem_id="pl-features", scale=2)
-            feat_status = gr.Markdown(elem_id="pl-features-status")
-        with gr.Column(scale=1, elem_classes=["lb-card"]):
-            gr.Markdown("#### ② Zero-shot")
-            with gr.Row():
-                templates = gr.Radio(
-                    list(TEMPLATE_SETS),
-                    value="simple",
-                    label="Prompt templates",
-                    info="photo: 1 · simple: 7 · openai: 80",
-                )
-                desc_mode = gr.Radio(
-                    ["none", "llm", "both"],
-                    value="both",
-                    label="Descriptions",
-                    info="both: templates + your enabled descriptions",
-                )
-            zs_btn = gr.Button("Run zero-shot", variant="primary", elem_id="pl-zeroshot")
-            zs_status = gr.Markdown(elem_id="pl-zeroshot-status")
+        f = _setup_column_features(*_model_choices())
+        z = _setup_column_zeroshot()
     gr.Markdown("#### ③ Review")
     with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
-            with gr.Row():
-                view = gr.Dropdown(
-                    label="Show",
-                    choices=[(VIEW_REVIEW, VIEW_REVIEW)],
-                    value=VIEW_REVIEW,
-                    scale=2,
-                    elem_id="review-view",
-                )
-                threshold = gr.Slider(
-                    0.0,
-                    1.0,
-                    value=0.5,
-                    step=0.05,
-                    label="Confidence threshold",
-                    scale=2,
-                    info="pseudo-labels below it need review",
-                    elem_id="review-threshold",
-                )
-            with gr.Row(equal_height=True):
-                sel_text = gr.Markdown(elem_id="review-selection", scale=4)
-                page_info = gr.Markdown(elem_classes=["lb-right"], elem_id="review-page", scale=1)
-            with gr.Row():
-                accept_btn = gr.Button("Accept selected (a)", variant="primary", size="sm", elem_id="review-accept")
-                relabel_btn = gr.Button("Relabel selected to →", size="sm", elem_id="review-relabel")
-                target = gr.Dropdown(
-                    label="Relabel to", choices=[], scale=2, elem_id="review-target", show_label=False, container=False
-                )
-                unsure_btn = gr.Button("Mark unsure (u)", size="sm", elem_id="review-unsure")
-            gallery = gr.Gallery(
-                columns=6,
-                height=400,
-                allow_preview=False,
-                object_fit="cover",
-                fit_columns=False,  # a few images keep their size (gradio would stretch them over the row)
-                show_label=False,
-                elem_id="review-gallery",
-                buttons=[],
-            )
-            with gr.Row():
-                prev_btn = gr.Button("← Prev (p)", size="sm", elem_id="review-prev")
-                next_btn = gr.Button("Next (n) →", size="sm", elem_id="review-next")
-                all_btn = gr.Button("Select page", size="sm", elem_id="review-select-page")
-                none_btn = gr.Button("Clear selection", size="sm", elem_id="review-clear")
-                bulk_btn = gr.Button("Accept all ≥ threshold", size="sm", elem_id="review-bulk")
-                undo_btn = gr.Button("↶ Undo (z)", size="sm", elem_id="review-undo")
-            digit_btns = [
-                gr.Button(str(k), visible="hidden", elem_id=f"review-digit-{k}") for k in range(1, DIGITS + 1)
-            ]
-        with gr.Column(scale=2):
-            counts = gr.Dataframe(
-                headers=["class", "images", "reviewed", "low confidence"],
-                interactive=False,
-                max_height=230,
-                label="Per class",
-                elem_id="review-counts",
-            )
-            hist = gr.BarPlot(
-                x="bin",
-                y="images",
-                title="Top-1 confidence",
-                height=200,
-                x_title="confidence",
-                y_title="images",
-                elem_id="review-hist",
-                sort=None,
-                x_label_angle=-45,
-            )
-            acc = gr.Markdown(elem_id="review-accuracy")
-            confusion = gr.HTML(elem_id="review-confusion")
-
+        r = _review_column()
+        s = _stats_column()
     selection = gr.State([])  # selected image ids
     last_click = gr.State(None)  # image id of the last clicked thumbnail (the anchor of a shift-click range)
     shift = gr.Checkbox(False, visible=False)  # set by SHIFT_JS from the click that fired the select event
     page_ids = gr.State([])  # image ids shown on the current page, in gallery order
     page = gr.State(0)
+    view, threshold = r["view"], r["threshold"]
 
-    # --- rendering -----------------------------------------------------------------------------------------
-    def gallery_view(project, view_value, thr, page_no, chosen_ids):
-        chosen = set(chosen_ids or [])
-        if active_run(project) is None and view_value == VIEW_REVIEW:
-            items = []
-        else:
-            items = review_items(project, view_value or VIEW_REVIEW, float(thr))
-        pages = max(1, -(-len(items) // PAGE))
-        page_no = min(max(0, int(page_no or 0)), pages - 1)
-        shown = items[page_no * PAGE : (page_no + 1) * PAGE]
-        pics = []
-        ids = []
-        for it in shown:
-            thumb = thumbnail_for(project, it["id"], it["sha256"], it["path"])
-            if thumb:
-                pics.append((thumb, thumb_caption(it, chosen)))
-                ids.append(it["id"])
-        info = f"{len(items)} images · page {page_no + 1}/{pages}" if items else ""
-        return gr.Gallery(value=pics, visible=bool(pics), selected_index=None), ids, info, page_no
-
-    def selection_text(project, chosen_ids, view_value, n_items, thr):
-        n = len(chosen_ids or [])
-        if active_run(project) is None:
-            return empty_state(
-                "No pseudo-labels yet: compute features (①) and run zero-shot (②); the images to "
-                "review appear here, least confident first."
-            )
-        if not n_items:
-            if view_value == VIEW_REVIEW:
-                return empty_state(
-                    f"Nothing needs review at threshold {float(thr):.2f}. Raise the threshold, or "
-                    "pick <i>all images</i> or a class in <b>Show</b> to check the confident ones."
-                )
-            return empty_state("No images in this view: pick another one in <b>Show</b>.")
-        hint = "Click thumbnails to select them (click again to unselect; shift-click selects a range)."
-        if n:
-            return f"**{n} selected** — accept, relabel or mark unsure below. {hint}"
-        if view_value == VIEW_REVIEW:
-            return f"Pseudo-labels below the threshold or marked unsure, least confident first. {hint}"
-        return hint
-
-    def stats(project, thr, view_value):
-        classes = project.classes
-        review_n = len(review_items(project, VIEW_REVIEW, float(thr))) if active_run(project) else 0
-        rows = class_count_rows(project, float(thr))
-        choices = [(f"{VIEW_REVIEW} ({review_n})", VIEW_REVIEW), (VIEW_ALL, VIEW_ALL), (VIEW_UNLABELED, VIEW_UNLABELED)]
-        choices += [(f"class: {r['class']} ({r['images']})", r["class"]) for r in rows]
-        if view_value not in [c[1] for c in choices]:
-            view_value = VIEW_REVIEW
-        hist_rows = confidence_histogram(project)
-        hist_df = gr.BarPlot(value=_hist_frame(hist_rows), visible=bool(hist_rows))
-        try:
-            res = evaluate(project)
-            by_src = ", ".join(f"{k} {pct(v['accuracy'])} (n={v['n']})" for k, v in res["by_source"].items())
-            acc_text = f"**Accuracy vs. folder names: {pct(res['accuracy'])}** on {res['n']} images ({by_src})."
-            conf_html = _confusion_html(res)
-        except NotReadyError as exc:
-            acc_text = (
-                f"<span class='lb-note'>Accuracy: {error_text(str(exc), exc.hint)}</span>"
-                if active_run(project)
-                else ""
-            )
-            conf_html = ""
-        multi = project.multi_label
-        target_update = gr.Dropdown(
-            choices=relabel_choices(classes), multiselect=multi, value=[] if multi else None, label="Relabel to"
-        )
-        table = [[r["class"], r["images"], r["reviewed"], r["low confidence"]] for r in rows]
-        return view_value, (
-            gr.Dropdown(choices=choices, value=view_value),
-            table,
-            hist_df,
-            acc_text,
-            conf_html,
-            target_update,
-        )
-
-    gallery_outs = [gallery, page_ids, page_info, page, sel_text, selection]
-    stats_outs = [view, counts, hist, acc, confusion, target]
-    top_outs = [feat_status, zs_status]
-    outs = [*top_outs, *stats_outs, *gallery_outs]
-
-    def render(project, view_value, thr, page_no, chosen_ids):
-        if project is None:
-            blank = empty_state(NO_PROJECT)
-            return (
-                blank,
-                "",
-                gr.Dropdown(choices=[(VIEW_REVIEW, VIEW_REVIEW)], value=VIEW_REVIEW),
-                [],
-                gr.BarPlot(value=_hist_frame([]), visible=False),
-                "",
-                "",
-                gr.Dropdown(choices=[], value=None),
-                [],
-                [],
-                "",
-                0,
-                "",
-                [],
-            )
-        view_value, st = stats(project, thr, view_value)
-        pics, ids, info, page_no = gallery_view(project, view_value, thr, page_no, chosen_ids)
-        return (
-            _features_text(project),
-            _zeroshot_text(project),
-            *st,
-            pics,
-            ids,
-            info,
-            page_no,
-            selection_text(project, chosen_ids, view_value, len(ids), thr),
-            list(chosen_ids or []),
-        )
-
-    # --- events --------------------------------------------------------------------------------------------
-    @guard
-    def refresh(key):
-        project = ctx.open(key, required=False)
-        view_value = VIEW_REVIEW
-        if project is not None and active_run(project) is not None and not review_items(project, VIEW_REVIEW, 0.5):
-            view_value = VIEW_ALL  # nothing to review: show everything rather than an empty page
-        has_run = project is not None and active_run(project) is not None
-        setup = gr.Accordion(
-            open=not has_run, label="① Features · ② Zero-shot" + (" — done; open to recompute" if has_run else "")
-        )
-        return (*render(project, view_value, 0.5, 0, []), _clip_value(project), setup)
-
-    def _clip_value(project):
-        sets = project.features.sets("clip") if project is not None else []
-        if not sets:
-            return gr.skip()
-        s = sets[0]
-        return f"{s['model']}:{s['pretrained']}" if s["pretrained"] else s["model"]
-
-    @guard
-    def reload(key, view_value, thr, page_no, chosen):
-        return render(ctx.open(key, required=False), view_value, thr, page_no, chosen)
-
-    @guard
-    def show(key, view_value, thr, page_no, chosen):
-        project = ctx.open(key)
-        pics, ids, info, page_no = gallery_view(project, view_value, thr, page_no, chosen)
-        return pics, ids, info, page_no, selection_text(project, chosen, view_value, len(ids), thr), list(chosen or [])
-
-    @guard
-    def change_view(key, view_value, thr):
-        return show(key, view_value, thr, 0, [])
-
-    @guard
-    def turn(key, view_value, thr, page_no, chosen, delta):
-        return show(key, view_value, thr, int(page_no or 0) + delta, chosen)
-
-    @guard
-    def click(key, view_value, thr, page_no, chosen, ids, last, shift, evt: gr.SelectData):
-        """A click toggles one thumbnail; a shift-click selects every thumbnail from the last click to this one."""
-        chosen = list(chosen or [])
-        idx = evt.index if isinstance(evt.index, int) else (evt.index[0] if evt.index else None)
-        if idx is None or idx >= len(ids or []):
-            return (gr.skip(),) * (len(gallery_outs) + 1)
-        image_id = int(ids[idx])
-        if shift and last is not None and last in ids:
-            chosen = select_range(ids, chosen, last, image_id)
-        else:
-            chosen = [i for i in chosen if i != image_id] if image_id in chosen else [*chosen, image_id]
-        return (*show(key, view_value, thr, page_no, chosen), image_id)
-
-    @guard
-    def select_ids(key, view_value, thr, page_no, text):
-        """Select images by id (comma-separated) — for scripts and the API."""
-        chosen = [int(t) for t in str(text or "").replace(" ", "").split(",") if t]
-        return show(key, view_value, thr, page_no, chosen)
-
-    @guard
-    def select_page(key, view_value, thr, page_no, chosen, ids):
-        merged = list(dict.fromkeys([*(chosen or []), *(ids or [])]))
-        return show(key, view_value, thr, page_no, merged)
-
-    @guard
-    def clear(key, view_value, thr, page_no):
-        return show(key, view_value, thr, page_no, [])
-
-    def _need(chosen):
-        if not chosen:
-            raise gr.Error("Select images first: click their thumbnails (or press Select page).")
-        return [int(i) for i in chosen]
-
-    @guard
-    def accept(key, view_value, thr, page_no, chosen):
-        project = ctx.open(key)
-        n = accept_pseudo_labels(project, _need(chosen))
-        skipped = len(chosen) - n
-        gr.Info(
-            f"Accepted {n} pseudo-label(s)" + (f"; {skipped} kept their own label" if skipped else "") + ".", duration=5
-        )
-        return render(project, view_value, thr, page_no, [])
-
-    @guard
-    def relabel(key, view_value, thr, page_no, chosen, target_value):
-        project = ctx.open(key)
-        ids = _need(chosen)
-        if not target_value:
-            raise gr.Error("Pick the class to relabel to in 'Relabel to' first.")
-        n = set_human_labels(project, ids, target_value)
-        shown = ", ".join(target_value) if isinstance(target_value, list) else target_value
-        gr.Info(f"Labeled {n} image(s) as {shown}.", duration=5)
-        return render(project, view_value, thr, page_no, [])
-
-    def relabel_digit(k):
-        @guard
-        def handler(key, view_value, thr, page_no, chosen):
-            project = ctx.open(key)
-            classes = project.classes
-            if k > len(classes):
-                raise gr.Error(f"There is no class {k}: the project has {len(classes)} classes.")
-            return relabel(
-                key, view_value, thr, page_no, chosen, [classes[k - 1]] if project.multi_label else classes[k - 1]
-            )
-
-        return handler
-
-    @guard
-    def unsure(key, view_value, thr, page_no, chosen):
-        project = ctx.open(key)
-        n = mark_unsure(project, _need(chosen))
-        gr.Info(f"Marked {n} image(s) unsure: they are in the 'needs review' queue.", duration=5)
-        return render(project, view_value, thr, page_no, [])
-
-    @guard
-    def undo(key, view_value, thr, page_no):
-        project = ctx.open(key)
-        undo_last(project)
-        return render(project, view_value, thr, page_no, [])
-
-    @guard
-    def bulk(key, view_value, thr, page_no):
-        project = ctx.open(key)
-        if active_run(project) is None:
-            raise gr.Error("There are no pseudo-labels yet: run zero-shot (②) first.")
-        n = accept_pseudo_labels(project, min_score=float(thr))
-        gr.Info(
-            f"Accepted {n} pseudo-labels with confidence ≥ {float(thr):.2f} (your own labels were kept).", duration=5
-        )
-        return render(project, view_value, thr, page_no, [])
-
-    @guard
-    def start_features(key, clip_choice, dino_choice, device_choice):
-        project = ctx.open(key)
-        if project.image_count() == 0:
-            raise gr.Error("There are no images yet: import some in step 2 first.")
-        name, pretrained = split_clip(clip_choice)
-        dino_name = None if (dino_choice or "none") == "none" else dino_choice.strip()
-        root = str(project.root)
-
-        def work():
-            p = Project(root)
-            try:
-                # precision auto, as `labeler features` (bf16 where it is native and probed to match fp32)
-                clip_model, _ = choose_encoder(p, load_clip(name, pretrained, device=device_choice))
-                out = {"clip": compute_features(p, clip_model)}
-                if dino_name:
-                    dino_model, _ = choose_encoder(p, load_dino(dino_name, device=device_choice))
-                    out["dino"] = compute_features(p, dino_model)
-                return out
-            finally:
-                p.close()
-
-        run_in_background(
-            root, "features", work, label=f"features {clip_choice}" + (f" + {dino_name}" if dino_name else "")
-        )
-        return "Computing features… progress is in the jobs panel."
-
-    @guard
-    def start_zeroshot(key, templates_value, mode, device_choice):
-        project = ctx.open(key)
-        if len(project.classes) < 2:
-            raise gr.Error("Set at least two classes first (step 3).")
-        if not project.features.sets("clip"):
-            raise gr.Error("Compute CLIP features first (① on the left).")
-        method = get_method("zeroshot")
-        params = method.params_from({"templates": templates_value, "descriptions": mode, "device": device_choice})
-        root = str(project.root)
-
-        def work():
-            p = Project(root)
-            try:
-                return method.run(p, params)
-            finally:
-                p.close()
-
-        run_in_background(root, "label", work, label="zero-shot")
-        return "Running zero-shot… progress is in the jobs panel."
-
-    @guard
-    def finished(key, marker, view_value, thr, page_no, chosen):
-        task = finished_task(key, marker, {"features", "label", "train", "import"})
-        if task is None:
-            return (gr.skip(),) * len(outs)
-        out = list(render(ctx.open(key), view_value, thr, page_no, chosen))
-        if task.status != "done":
-            note = f"**{task.label} {task.status}:** {error_text(task.error, task.hint)}"
-            out[0 if task.kind == "features" else 1] = note
-        return tuple(out)
-
+    gallery_parts = dict(
+        gallery=r["gallery"],
+        page_ids=page_ids,
+        page_info=r["page_info"],
+        page=page,
+        selection_text=r["sel_text"],
+        selection=selection,
+    )
+    all_parts = dict(
+        features=f["feat_status"],
+        zeroshot=z["zs_status"],
+        view=view,
+        counts=s["counts"],
+        hist=s["hist"],
+        accuracy=s["acc"],
+        confusion=s["confusion"],
+        target=r["target"],
+        **gallery_parts,
+    )
+    gallery_outs = wire(GalleryOut, **gallery_parts)
+    outs = wire(ReviewOut, **all_parts)
     nav = [ctx.project, view, threshold, page]
-    feat_btn.click(start_features, [ctx.project, clip, dino, device], [feat_status], api_name="features_start")
-    zs_btn.click(start_zeroshot, [ctx.project, templates, desc_mode, device], [zs_status], api_name="zeroshot_start")
+
+    f["feat_btn"].click(
+        bind(start_features, ctx), [ctx.project, f["clip"], f["dino"], f["device"]], [f["feat_status"]],
+        api_name="features_start",
+    )  # fmt: skip
+    z["zs_btn"].click(
+        bind(start_zeroshot, ctx), [ctx.project, z["templates"], z["desc_mode"], f["device"]], [z["zs_status"]],
+        api_name="zeroshot_start",
+    )  # fmt: skip
     ctx.finished.change(
-        finished, [ctx.project, ctx.finished, view, threshold, page, selection], outs, api_visibility="private"
-    )
-    view.input(change_view, [ctx.project, view, threshold], gallery_outs, api_name="review_view")
-    threshold.release(reload, [*nav, selection], outs, api_name="review_threshold")
-    gallery.select(
-        click,
-        [*nav, selection, page_ids, last_click, shift],
-        [*gallery_outs, last_click],
-        js=SHIFT_JS,
+        bind(finished, ctx), [ctx.project, ctx.finished, view, threshold, page, selection], outs,
         api_visibility="private",
-    )
-    prev_btn.click(lambda *a: turn(*a, -1), [*nav, selection], gallery_outs, api_visibility="private")
-    next_btn.click(lambda *a: turn(*a, +1), [*nav, selection], gallery_outs, api_name="review_next_page")
-    all_btn.click(select_page, [*nav, selection, page_ids], gallery_outs, api_name="review_select_page")
-    none_btn.click(clear, nav, gallery_outs, api_name="review_clear")
+    )  # fmt: skip
+    view.input(bind(change_view, ctx), [ctx.project, view, threshold], gallery_outs, api_name="review_view")
+    threshold.release(bind(reload, ctx), [*nav, selection], outs, api_name="review_threshold")
+    r["gallery"].select(
+        bind(click, ctx), [*nav, selection, page_ids, last_click, shift],
+        wire(ClickOut, **gallery_parts, last_click=last_click), js=SHIFT_JS, api_visibility="private",
+    )  # fmt: skip
+    r["prev_btn"].click(bind(prev_page, ctx), [*nav, selection], gallery_outs, api_visibility="private")
+    r["next_btn"].click(bind(next_page, ctx), [*nav, selection], gallery_outs, api_name="review_next_page")
+    r["all_btn"].click(bind(select_page, ctx), [*nav, selection, page_ids], gallery_outs, api_name="review_select_page")
+    r["none_btn"].click(bind(clear, ctx), nav, gallery_outs, api_name="review_clear")
     ids_box = gr.Textbox(visible=False)
-    ids_box.submit(select_ids, [*nav, ids_box], gallery_outs, api_name="review_select_ids")
-    accept_btn.click(accept, [*nav, selection], outs, api_name="review_accept")
-    relabel_btn.click(relabel, [*nav, selection, target], outs, api_name="review_relabel")
-    unsure_btn.click(unsure, [*nav, selection], outs, api_name="review_unsure")
-    bulk_btn.click(bulk, nav, outs, api_name="review_accept_above")
-    undo_btn.click(undo, nav, outs, api_name="review_undo")
-    for k, btn in enumerate(digit_btns, start=1):
-        btn.click(relabel_digit(k), [*nav, selection], outs, api_visibility="private")
-    return {"refresh": refresh, "outputs": [*outs, clip, setup_box], "api_name": "review_refresh"}
+    ids_box.submit(bind(select_ids, ctx), [*nav, ids_box], gallery_outs, api_name="review_select_ids")
+    r["accept_btn"].click(bind(accept, ctx), [*nav, selection], outs, api_name="review_accept")
+    r["relabel_btn"].click(bind(relabel, ctx), [*nav, selection, r["target"]], outs, api_name="review_relabel")
+    r["unsure_btn"].click(bind(unsure, ctx), [*nav, selection], outs, api_name="review_unsure")
+    r["bulk_btn"].click(bind(bulk, ctx), nav, outs, api_name="review_accept_above")
+    r["undo_btn"].click(bind(undo, ctx), nav, outs, api_name="review_undo")
+    for k, btn in enumerate(r["digit_btns"], start=1):
+        btn.click(bind(relabel_digit, ctx, k), [*nav, selection], outs, api_visibility="private")
+    refresh_outs = wire(RefreshOut, **all_parts, clip=f["clip"], setup=setup_box)
+    return {"refresh": bind(refresh, ctx), "outputs": refresh_outs, "api_name": "review_refresh"}
 
 
 #: Fills the select event's last input (the hidden ``shift`` box) from the click that fired it.
