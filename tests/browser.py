@@ -22,6 +22,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+#: How long expect() waits for a condition (ms).
+EXPECT_TIMEOUT_MS = 30_000
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)"
 )
@@ -32,6 +34,9 @@ def chromium() -> Iterator:
     """A launched headless chromium (closed on exit); skips the test when Playwright is missing."""
     sync_api = pytest.importorskip("playwright.sync_api")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # expect() retries until its condition holds; 5 s (Playwright's default) is too short for a busy 2-core
+    # machine opening a project, and a longer wait costs nothing when the condition comes true early.
+    sync_api.expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
