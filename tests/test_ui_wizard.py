@@ -146,3 +146,20 @@ def test_bind_lets_gradio_see_event_data_parameters(app_ctx):
     assert list(inspect.signature(bound).parameters) == ["key", "class_name", "evt"]
     _, _, event_index, _ = special_args(bound)
     assert event_index == 2
+
+
+def test_a_failed_job_leaves_the_panel_once_a_later_job_starts(app_ctx, opened):
+    """Issue 12 item 3: a failure stayed in the panel above every step after later jobs succeeded."""
+    from labeler.errors import NotReadyError
+    from labeler.jobs import run_in_background
+
+    def fail():
+        raise NotReadyError("the model's weights are not here")
+
+    failed = run_in_background(opened, "features", fail, label="features (clip)")
+    assert failed.wait(30) and failed.status == "failed"
+    assert "features (clip) failed:" in jobs.poll(app_ctx, opened, "", f"{opened}#~").live
+    later = run_in_background(opened, "features", lambda: None, label="features (tiny)")
+    assert later.wait(30) and later.status == "done"
+    live = jobs.poll(app_ctx, opened, "", f"{opened}#~").live
+    assert "failed" not in live and "No job running" in live

@@ -59,6 +59,12 @@ def _bar(frac: float) -> str:
     return f"<span class='lb-bar'><span style='width:{pct:.0f}%'></span></span> {pct:.0f}%"
 
 
+def stale_failure(task, tasks: list) -> bool:
+    """Whether a job was started after ``task`` ended: then its failure is old news, not shown any more (the
+    job history and the step that ran it still say what happened)."""
+    return task.finished_at is not None and any(t.started_at >= task.finished_at for t in tasks if t is not task)
+
+
 def live_lines(runs: list[dict], tasks: list) -> list[str]:
     """One HTML line per running run, per task still starting (none running yet), per recent failure."""
     running = [r for r in runs if r["status"] == "running"]
@@ -76,6 +82,8 @@ def live_lines(runs: list[dict], tasks: list) -> list[str]:
                 f"<small>{time.time() - t.started_at:.0f} s</small></div>"
             )
     for t in tasks[:3]:
+        if stale_failure(t, tasks):
+            continue
         if t.status == "failed" and t.finished_at and time.time() - t.finished_at < 600:
             lines.append(
                 f"<div class='lb-job lb-failed'><b>{html.escape(t.label)} failed:</b> "
