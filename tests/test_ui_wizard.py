@@ -163,3 +163,42 @@ def test_a_failed_job_leaves_the_panel_once_a_later_job_starts(app_ctx, opened):
     assert later.wait(30) and later.status == "done"
     live = jobs.poll(app_ctx, opened, "", f"{opened}#~").live
     assert "failed" not in live and "No job running" in live
+
+
+def test_export_offers_every_registered_format(app_ctx, opened):
+    """Issue 12 item 9: the app's list lacked the CLI's ``model``; it is the exporter registry now."""
+    from labeler.export import list_exporters
+
+    names = [name for _, name in export.formats()]
+    assert names == [e["name"] for e in list_exporters()] and "model" in names
+    with pytest.raises(gr.Error, match=r"step 6 \(Train\)"):  # no trained model yet: the hint says where
+        export.run(app_ctx, opened, "model")
+
+
+def test_descriptions_file_backend_locally_only(app_ctx, opened, tmp_path):
+    """Issue 12 item 9: the app's backends lacked the CLI's ``file``; offered where a server path may be read."""
+    import json
+
+    from labeler.describe import list_backends, list_descriptions
+    from labeler.jobs import background_tasks
+
+    from .conftest import make_ctx
+
+    assert [name for _, name in descriptions.backend_choices(True)] == [b["name"] for b in list_backends()]
+    assert "file" not in [name for _, name in descriptions.backend_choices(False)]
+    with pytest.raises(gr.Error, match="File path box"):
+        descriptions.generate(app_ctx, opened, "file", "", "", "", "", 10)
+    path = tmp_path / "desc.json"
+    path.write_text(json.dumps({"cat": ["a small cat"], "dog": ["a big dog", "a dog barking"]}))
+    out = descriptions.generate(app_ctx, opened, "file", str(path), "", "", "", 10)
+    assert "Generating with **file**" in out.status
+    (task,) = background_tasks(opened)[:1]
+    assert task.wait(30) and task.status == "done", task.error
+    assert sorted(d["text"] for d in list_descriptions(Project(opened))) == [
+        "a big dog",
+        "a dog barking",
+        "a small cat",
+    ]
+    space = make_ctx(app_ctx.data_dir, local_mode=False)
+    with pytest.raises(gr.Error, match="Import file"):
+        descriptions.generate(space, opened, "file", str(path), "", "", "", 10)

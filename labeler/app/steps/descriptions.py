@@ -9,6 +9,7 @@ above :data:`labeler.describe.CONFIRM_ABOVE` new requests it waits for a second 
 
 from __future__ import annotations
 
+import os
 import time
 from typing import NamedTuple
 
@@ -36,7 +37,10 @@ MODEL_HINTS = {
     "template": "builtin (no model: fixed sentence templates, instant, offline)",
     "openai": "e.g. gpt-4o-mini, or llama3.2 on Ollama",
     "transformers": "a Hugging Face id or a local folder, e.g. Qwen/Qwen2.5-0.5B-Instruct",
+    "file": "the path of a JSON ({class: [...]}) or CSV (class,description) file on this machine",
 }
+#: Backends that read a path on the server: offered only in local mode (on a Space: "Import file" uploads one).
+SERVER_PATHS = {"file"}
 
 
 class ViewOut(NamedTuple):
@@ -86,8 +90,14 @@ class SelectOut(NamedTuple):
     edit_text: str
 
 
-def _backends() -> list[tuple[str, str]]:
-    return [(f"{b['name']} — {b['summary']}", b["name"]) for b in list_backends() if b["name"] != "file"]
+def backend_choices(local_mode: bool) -> list[tuple[str, str]]:
+    """The description backends of the registry (:func:`labeler.describe.list_backends`) as (label, name);
+    those reading a server path only in local mode."""
+    return [
+        (f"{b['name']} — {b['summary']}", b["name"])
+        for b in list_backends()
+        if local_mode or b["name"] not in SERVER_PATHS
+    ]
 
 
 def table_for(project: Project, class_name: str | None) -> list[list]:
@@ -147,7 +157,10 @@ def pick_class(ctx: Ctx, key: str, class_name: str) -> list[list]:
 
 @guard
 def backend_changed(name: str) -> BackendOut:
-    return BackendOut(gr.Textbox(placeholder=MODEL_HINTS.get(name, ""), value=""), gr.Group(visible=name == "openai"))
+    label = "File path" if name == "file" else "Model"
+    return BackendOut(
+        gr.Textbox(label=label, placeholder=MODEL_HINTS.get(name, ""), value=""), gr.Group(visible=name == "openai")
+    )
 
 
 def hide_confirm():
@@ -158,6 +171,10 @@ def hide_confirm():
 def backend_options(name: str, model_name: str, url: str, key_text: str) -> dict:
     """The backend's options from the form; gr.Error when a model backend has no model."""
     options = {}
+    if name == "file":
+        if not (model_name or "").strip():
+            raise gr.Error(f"The file backend needs a file: type its path in the File path box ({MODEL_HINTS[name]}).")
+        options["path"] = os.path.expanduser(model_name.strip().strip('"').strip("'"))
     if name in ("openai", "transformers"):
         if not (model_name or "").strip():
             raise gr.Error(f"The {name} backend needs a model: type one in the Model box ({MODEL_HINTS[name]}).")
@@ -188,7 +205,9 @@ def count_text(name: str, preview: dict, classes: int) -> str:
     )
 
 
-def _two_classes(ctx: Ctx, key: str) -> Project:
+def _two_classes(ctx: Ctx, key: str, name: str) -> Project:
+    if name in SERVER_PATHS and not ctx.local_mode:
+        raise gr.Error("Reading a file on the server is off in this app: upload it with “Import file” instead.")
     project = ctx.open(key)
     if len(project.classes) < 2:
         raise gr.Error("Set at least two classes first (step 3).")
@@ -198,7 +217,7 @@ def _two_classes(ctx: Ctx, key: str) -> Project:
 @guard
 def count(ctx: Ctx, key: str, name: str, model_name: str, url: str, key_text: str, domain_text: str, n) -> str:
     """How many requests generating would send (nothing is sent)."""
-    project = _two_classes(ctx, key)
+    project = _two_classes(ctx, key, name)
     preview, _ = dry_run(project, name, backend_options(name, model_name, url, key_text), domain_text, n)
     return count_text(name, preview, len(project.classes)) + " Nothing was sent."
 
@@ -221,7 +240,7 @@ def _start_generation(project: Project, name: str, options: dict, domain_text: s
 def start(ctx: Ctx, key, name, model_name, url, key_text, domain_text, n, confirmed: bool) -> GenerateOut:
     """Generate in the background, or (a model backend, over CONFIRM_ABOVE new requests, not ``confirmed``)
     ask for the second click first."""
-    project = _two_classes(ctx, key)
+    project = _two_classes(ctx, key, name)
     options = backend_options(name, model_name, url, key_text)
     preview, sampling = dry_run(project, name, options, domain_text, n)
     counted = count_text(name, preview, len(project.classes)) if sampling else ""
@@ -343,7 +362,9 @@ def build(ctx: Ctx) -> dict:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             gr.Markdown("#### Generate")
-            backend = gr.Dropdown(_backends(), value="template", label="Backend", elem_id="desc-backend")
+            backend = gr.Dropdown(
+                backend_choices(ctx.local_mode), value="template", label="Backend", elem_id="desc-backend"
+            )
             model = gr.Textbox(label="Model", placeholder=MODEL_HINTS["template"], elem_id="desc-model")
             with gr.Group(visible=False) as endpoint:
                 base_url = gr.Textbox(

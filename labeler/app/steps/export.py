@@ -1,4 +1,5 @@
-"""Step 8 · Export: CSV, ImageFolder (zip) and JSONL downloads, with a preview of the first rows."""
+"""Step 8 · Export: every registered format (CSV, ImageFolder zipped, JSONL, the trained model) as a download,
+with a preview of the first rows."""
 
 from __future__ import annotations
 
@@ -6,17 +7,24 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from ...export import export_for_download, recent_exports
+from ...export import export_for_download, list_exporters, recent_exports
 from ...jobs import run_in_background
 from ...labels import label_counts
 from ...project import Project
 from ..common import NO_PROJECT, Ctx, bind, empty_state, error_text, finished_task, guard, wire
 
-FORMATS = [
-    ("CSV (path, label, score, source)", "csv"),
-    ("ImageFolder — one folder per class, zipped", "imagefolder"),
-    ("JSONL (one JSON object per image)", "jsonl"),
-]
+#: How the step names the formats it knows well; any other registered exporter shows its registry summary.
+FORMAT_LABELS = {
+    "csv": "CSV (path, label, score, source)",
+    "imagefolder": "ImageFolder — one folder per class, zipped",
+    "jsonl": "JSONL (one JSON object per image)",
+    "model": "Model — the trained model (.pt)",
+}
+
+
+def formats() -> list[tuple[str, str]]:
+    """The export formats of the registry (:func:`labeler.export.list_exporters`) as (label, name)."""
+    return [(FORMAT_LABELS.get(e["name"], f"{e['name']} — {e['summary']}"), e["name"]) for e in list_exporters()]
 
 
 class ExportOut(NamedTuple):
@@ -140,7 +148,7 @@ def build(ctx: Ctx) -> dict:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             summary = gr.Markdown(elem_id="export-summary")
-            fmt = gr.Radio(FORMATS, value="csv", label="Format", elem_id="export-format")
+            fmt = gr.Radio(formats(), value="csv", label="Format", elem_id="export-format")
             export_btn = gr.Button("Export", variant="primary", elem_id="export-run")
             download = gr.DownloadButton("Download", visible=False, variant="primary", elem_id="export-download")
             status = gr.Markdown(elem_id="export-status")
