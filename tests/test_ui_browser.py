@@ -81,6 +81,8 @@ def _drive(page, expect, server: AppServer, images: Path, tmp_path: Path) -> Non
     expect(page.locator("#classes-text textarea")).to_have_value("\n".join(CIFAR_CLASSES))
     page.click("#classes-save")
     expect(page.locator("#classes-status")).to_contain_text("10 classes")
+    # the numbers are text, not list markers (those clipped "10." to "0." at the box's edge)
+    expect(page.locator("#classes-status")).to_contain_text("10. truck")
     _shot(page, "3-classes")
 
     # 4 · Descriptions (template backend)

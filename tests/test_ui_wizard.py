@@ -71,7 +71,7 @@ def test_classes_save_and_folders(app_ctx, opened):
     assert classes.from_folders(app_ctx, opened) == "cat\ndog"
     out = classes.save(app_ctx, opened, "cat\ndog\nbird", classes.MODES[1])
     assert out.text == "cat\ndog\nbird"
-    assert "**3 classes** (multi-label)" in out.status and "3. bird" in out.status
+    assert "**3 classes** (multi-label)" in out.status and "3\\. bird" in out.status
     view = classes.refresh(app_ctx, opened)
     assert view.mode == classes.MODES[1] and view.text == out.text
 

@@ -42,7 +42,8 @@ def current(project) -> str:
     run = active_run(project)
     stale = run is not None and list(run["params"].get("classes", [])) != classes
     lines = [f"**{len(classes)} classes** ({'multi' if project.multi_label else 'single'}-label):", ""]
-    lines += [f"{k + 1}. {md_escape(c)}" for k, c in enumerate(classes[:50])]
+    # numbers as text, one line each (a Markdown list's markers sit left of its box, and clip from "10." on)
+    lines += [f"{k + 1}\\. {md_escape(c)}  " for k, c in enumerate(classes[:50])]
     if len(classes) > 50:
         lines.append(f"… and {len(classes) - 50} more")
     lines.append("")
