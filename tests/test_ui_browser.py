@@ -61,7 +61,7 @@ def _drive(page, expect, server: AppServer, images: Path, tmp_path: Path) -> Non
     _shot(page, "1-project")
     page.click("#project-create")
     expect(page.locator("#images-folder")).to_be_visible()
-    expect(page.locator("#lb-project")).to_contain_text("cifar")
+    expect(page.locator("#lb-project")).to_contain_text("cifar", timeout=30_000)  # behind 12 refreshes, busy CPUs
 
     # 2 · Images (a folder on this machine)
     expect(page.locator("#images-counts")).to_contain_text("No images yet")
