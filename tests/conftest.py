@@ -103,3 +103,40 @@ def tiny_project(root: Path, images: Path, classes: list[str], label: bool = Fal
     if label:
         assert main(["label", str(root), "--quiet"]) == 0
     return root
+
+
+def make_ctx(data_dir: Path | None = None, local_mode: bool = True, isolate: bool = False):
+    """A wizard :class:`labeler.app.common.Ctx` for calling step handlers by name in process (nothing built or
+    launched): ``project``/``finished``/``visitor`` are plain ``gr.State("")``; ``data_dir`` defaults to the
+    test's data dir."""
+    import gradio as gr
+
+    from labeler.app.common import Ctx
+    from labeler.project import data_dir as default_data_dir
+
+    return Ctx(
+        data_dir=Path(data_dir) if data_dir is not None else default_data_dir(),
+        local_mode=local_mode,
+        project=gr.State(""),
+        finished=gr.State(""),
+        isolate=isolate,
+        visitor=gr.State(""),
+    )
+
+
+@pytest.fixture
+def app_ctx(_data_dir):
+    """A local-mode wizard context on the test's data dir (:func:`make_ctx`)."""
+    return make_ctx(_data_dir)
+
+
+def shown(outputs_type: type, values, hidden: tuple[str, ...] = ()):
+    """A gradio_client result by name: ``values`` are ``outputs_type``'s fields less ``hidden`` (the ones the
+    client never returns: gr.State, gr.Tabs, accordions), in order. ``shown(ViewOut, res, ("page",)).counts``."""
+    from collections import namedtuple
+
+    names = [f for f in outputs_type._fields if f not in hidden]
+    values = values if isinstance(values, (list, tuple)) else [values]
+    if len(values) != len(names):
+        raise AssertionError(f"{outputs_type.__name__}: {len(values)} values for the fields {names}")
+    return namedtuple(f"Shown{outputs_type.__name__}", names)._make(values)

@@ -18,11 +18,23 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, shown
 
 gradio_client = pytest.importorskip("gradio_client")
 
+from labeler.app import jobs as jobs_panel  # noqa: E402
+from labeler.app.steps import classes as classes_step  # noqa: E402
+from labeler.app.steps import descriptions as descriptions_step  # noqa: E402
+from labeler.app.steps import export as export_step  # noqa: E402
+from labeler.app.steps import images as images_step  # noqa: E402
+from labeler.app.steps import project as project_step  # noqa: E402
+
 CLASSES = ["cat", "dog", "ship"]
+#: What gradio_client leaves out of each step's outputs (gr.State, gr.Tabs, gr.Accordion, gr.Button updates).
+CREATED_HIDDEN = ("project", "tabs", "visitor")
+OPENED_HIDDEN = ("project",)
+IMAGES_HIDDEN = ("skipped_box", "page")
+POLL_HIDDEN = ("cancel_btn", "panel", "signature", "finished")
 COLORS = {"cat": (200, 60, 40), "dog": (40, 160, 60), "ship": (30, 60, 200)}
 
 
@@ -197,27 +209,29 @@ def test_project_step_errors_and_lifecycle(client, server):
     assert "Type a project name" in call_error(client, "", False, "", api_name="/project_create")
     assert "is not a project name" in call_error(client, "bad/..name?", False, "", api_name="/project_create")
     assert "listed twice" in call_error(client, "dupes", False, "a, b, A", api_name="/project_create")
-    table, _, status = client.predict("scratch", False, "x, y", api_name="/project_create")
-    assert [row[0] for row in table["data"]] == ["scratch"]
-    assert "Open: scratch" in status
+    out = shown(
+        project_step.CreateOut, client.predict("scratch", False, "x, y", api_name="/project_create"), CREATED_HIDDEN
+    )
+    assert [row[0] for row in out.table["data"]] == ["scratch"]
+    assert "Open: scratch" in out.status
     assert "already exists" in call_error(client, "scratch", False, "", api_name="/project_create")
-    table, _, status = client.predict("scratch2", api_name="/project_rename")
-    assert [row[0] for row in table["data"]] == ["scratch2"] and "scratch2" in status
+    out = shown(project_step.OpenOut, client.predict("scratch2", api_name="/project_rename"), OPENED_HIDDEN)
+    assert [row[0] for row in out.table["data"]] == ["scratch2"] and "scratch2" in out.status
     assert (server.data_dir / "scratch2").is_dir() and not (server.data_dir / "scratch").exists()
     assert "type the project's name" in call_error(client, "nope", api_name="/project_delete")
-    table, _, status = client.predict("scratch2", api_name="/project_delete")
-    assert not any(r[0] for r in table["data"])
-    assert "No project open" in status and not (server.data_dir / "scratch2").exists()
-    counts, *_ = client.predict(api_name="/images_view")
-    assert "No project open" in counts
+    out = shown(project_step.OpenOut, client.predict("scratch2", api_name="/project_delete"), OPENED_HIDDEN)
+    assert not any(r[0] for r in out.table["data"])
+    assert "No project open" in out.status and not (server.data_dir / "scratch2").exists()
+    view = shown(images_step.ViewOut, client.predict(api_name="/images_view"), IMAGES_HIDDEN)
+    assert "No project open" in view.counts
     assert "Pick a project" in call_error(client, None, api_name="/project_open")
 
 
 def test_multi_label_project(client):
     client.predict("tags", True, "indoor, outdoor, people", api_name="/project_create")
-    text, mode, status = client.predict(api_name="/classes_view")
-    assert text.split("\n") == ["indoor", "outdoor", "people"] and mode.startswith("multi-label")
-    assert "multi-label" in status
+    view = classes_step.ViewOut._make(client.predict(api_name="/classes_view"))
+    assert view.text.split("\n") == ["indoor", "outdoor", "people"] and view.mode.startswith("multi-label")
+    assert "multi-label" in view.status
     from labeler.app.steps.pseudolabels import RefreshOut, from_client
 
     out = from_client(RefreshOut, client.predict(api_name="/review_refresh"))
@@ -226,8 +240,10 @@ def test_multi_label_project(client):
     expected = [("1 · indoor", "indoor"), ("2 · outdoor", "outdoor"), ("3 · people", "people")]
     assert [tuple(c) for c in target["choices"]] == expected
     assert "No pseudo-labels yet" in out.selection_text or "Import images first" in out.features
-    text, status = client.predict("indoor\noutdoor", "single-label (one class per image)", api_name="/classes_save")
-    assert "single-label" in status
+    saved = classes_step.SaveOut._make(
+        client.predict("indoor\noutdoor", "single-label (one class per image)", api_name="/classes_save")
+    )
+    assert "single-label" in saved.status
 
 
 def test_wizard_flow_through_the_api(client, server, tmp_path):
@@ -241,14 +257,14 @@ def test_wizard_flow_through_the_api(client, server, tmp_path):
     assert "Importing" in client.predict(str(images), api_name="/images_import_folder")
     run = wait_for_run(server, proj, "import")
     assert run["status"] == "done", run
-    counts, gallery, _, skipped = client.predict(api_name="/images_view")
-    assert "12 images" in counts and "1 skipped" in counts
-    assert len(gallery) == 12
+    view = shown(images_step.ViewOut, client.predict(api_name="/images_view"), IMAGES_HIDDEN)
+    assert "12 images" in view.counts and "1 skipped" in view.counts
+    assert len(view.gallery) == 12
     assert all(
         Path(item["image"]["path"] if isinstance(item.get("image"), dict) else item["image"]).suffix == ".jpg"
-        for item in gallery
+        for item in view.gallery
     )  # thumbnails, not the PNG originals
-    assert [r[1] for r in skipped["data"]] == ["not an image: cannot identify image file"]
+    assert [r[1] for r in view.skipped["data"]] == ["not an image: cannot identify image file"]
     upload = tmp_path / "extra.png"
     from PIL import Image
 
@@ -267,25 +283,31 @@ def test_wizard_flow_through_the_api(client, server, tmp_path):
         client, "cat\n" + "x" * 300, "single-label (one class per image)", api_name="/classes_save"
     )
     assert client.predict(api_name="/classes_from_folders").split("\n") == CLASSES
-    text, status = client.predict("cat\ndog\nship", "single-label (one class per image)", api_name="/classes_save")
-    assert text == "cat\ndog\nship" and "3 classes" in status
+    saved = classes_step.SaveOut._make(
+        client.predict("cat\ndog\nship", "single-label (one class per image)", api_name="/classes_save")
+    )
+    assert saved.text == "cat\ndog\nship" and "3 classes" in saved.status
 
     # --- descriptions ---------------------------------------------------------------------------------------
     assert "needs a model" in call_error(client, "openai", "", "", "", "", 10, api_name="/descriptions_generate")
     before = last_run_id(proj)
     client.predict("template", "", "", "", "", 10, api_name="/descriptions_generate")
     assert wait_for_run(server, proj, "describe", after=before)["status"] == "done"
-    cls, summary, table = client.predict(api_name="/descriptions_view")
-    assert "30 descriptions" in summary and len(table["data"]) == 10
-    _, _, table, cleared = client.predict("cat", "a small furry animal with whiskers", api_name="/descriptions_add")
-    assert cleared == ""
-    added = [r for r in table["data"] if r[3] == "a small furry animal with whiskers"]
-    assert added and added[0][2] == "user"
-    first = table["data"][0][0]
-    _, _, table = client.predict("cat", first, "a cat sitting on a sofa", api_name="/descriptions_edit")
-    assert any(r[3] == "a cat sitting on a sofa" and "edited" in r[2] for r in table["data"])
-    _, _, table = client.predict("cat", first, api_name="/descriptions_toggle")
-    assert next(r for r in table["data"] if r[0] == first)[1] == "✗"
+    view = descriptions_step.ViewOut._make(client.predict(api_name="/descriptions_view"))
+    assert "30 descriptions" in view.summary and len(view.table["data"]) == 10
+    added = descriptions_step.AddOut._make(
+        client.predict("cat", "a small furry animal with whiskers", api_name="/descriptions_add")
+    )
+    assert added.new_text == ""
+    rows = [r for r in added.table["data"] if r[3] == "a small furry animal with whiskers"]
+    assert rows and rows[0][2] == "user"
+    first = added.table["data"][0][0]
+    view = descriptions_step.ViewOut._make(
+        client.predict("cat", first, "a cat sitting on a sofa", api_name="/descriptions_edit")
+    )
+    assert any(r[3] == "a cat sitting on a sofa" and "edited" in r[2] for r in view.table["data"])
+    view = descriptions_step.ViewOut._make(client.predict("cat", first, api_name="/descriptions_toggle"))
+    assert next(r for r in view.table["data"] if r[0] == first)[1] == "✗"
     assert "Click a sentence" in call_error(client, "cat", 0, api_name="/descriptions_toggle")
     exported = client.predict(api_name="/descriptions_export")
     assert Path(exported).suffix == ".json"
@@ -357,9 +379,9 @@ def test_wizard_flow_through_the_api(client, server, tmp_path):
     assert "Best matches" in found.info and len(found.gallery["value"]) == 13
 
     # --- export ---------------------------------------------------------------------------------------------
-    summary, download, msg, preview, recent = client.predict("csv", api_name="/export_run")
-    assert "Wrote" in msg and "13 images" in msg
-    path = download["value"] if isinstance(download, dict) else download
+    out = export_step.ExportOut._make(client.predict("csv", api_name="/export_run"))
+    assert "Wrote" in out.status and "13 images" in out.status
+    path = out.download["value"] if isinstance(out.download, dict) else out.download
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 13
@@ -368,11 +390,11 @@ def test_wizard_flow_through_the_api(client, server, tmp_path):
         by_source.setdefault(r["source"], []).append(r)
     assert len(by_source.get("accepted", [])) == 4
     assert [r["label"] for r in by_source["human"]] == ["ship"]
-    table = preview["value"]
+    table = out.preview["value"]
     assert table["headers"][:3] == ["path", "sha256", "label"] and len(table["data"]) == 10
     assert [r[0] for r in table["data"]] == [r["path"] for r in rows[:10]]
-    summary, download, msg, preview, recent = client.predict("jsonl", api_name="/export_run")
-    assert "Wrote" in msg and preview["value"]["data"]
+    out = export_step.ExportOut._make(client.predict("jsonl", api_name="/export_run"))
+    assert "Wrote" in out.status and out.preview["value"]["data"]
     client.predict("imagefolder", api_name="/export_run")
     deadline = time.time() + 60
     while time.time() < deadline and not list((proj / "exports").glob("imagefolder-*.zip")):
@@ -380,5 +402,5 @@ def test_wizard_flow_through_the_api(client, server, tmp_path):
     assert list((proj / "exports").glob("imagefolder-*.zip"))
 
     # --- jobs -----------------------------------------------------------------------------------------------
-    live, table, _ = client.predict(api_name="/jobs_poll")
-    assert "No job running" in live or table is not None
+    polled = shown(jobs_panel.PollOut, client.predict(api_name="/jobs_poll"), POLL_HIDDEN)
+    assert "No job running" in polled.live or polled.table is not None

@@ -61,7 +61,7 @@ def _drive(page, expect, server: AppServer, images: Path, tmp_path: Path) -> Non
     _shot(page, "1-project")
     page.click("#project-create")
     expect(page.locator("#images-folder")).to_be_visible()
-    expect(page.locator("#lb-project")).to_contain_text("cifar")
+    expect(page.locator("#lb-project")).to_contain_text("cifar", timeout=30_000)  # behind 12 refreshes, busy CPUs
 
     # 2 · Images (a folder on this machine)
     expect(page.locator("#images-counts")).to_contain_text("No images yet")
@@ -81,6 +81,8 @@ def _drive(page, expect, server: AppServer, images: Path, tmp_path: Path) -> Non
     expect(page.locator("#classes-text textarea")).to_have_value("\n".join(CIFAR_CLASSES))
     page.click("#classes-save")
     expect(page.locator("#classes-status")).to_contain_text("10 classes")
+    # the numbers are text, not list markers (those clipped "10." to "0." at the box's edge)
+    expect(page.locator("#classes-status")).to_contain_text("10. truck")
     _shot(page, "3-classes")
 
     # 4 · Descriptions (template backend)

@@ -12,9 +12,11 @@ import re
 
 import pytest
 
+from labeler.app.steps.project import CreateOut
+
 from .browser import chromium, needs_chromium, shot
-from .conftest import wait_until
-from .test_ui_api import AppServer
+from .conftest import shown, wait_until
+from .test_ui_api import CREATED_HIDDEN, AppServer
 
 pytestmark = needs_chromium
 
@@ -85,8 +87,8 @@ def test_visitors_are_isolated_and_a_project_travels_as_an_archive(space, tmp_pa
     gradio_client = pytest.importorskip("gradio_client")
     client = gradio_client.Client(space.url, verbose=False, analytics_enabled=False)
     before = set(visitors.iterdir())
-    table, _, status = client.predict("gamma", False, "x, y", api_name="/project_create")
-    assert [row[0] for row in table["data"]] == ["gamma"] and "Open: gamma" in status
+    out = shown(CreateOut, client.predict("gamma", False, "x, y", api_name="/project_create"), CREATED_HIDDEN)
+    assert [row[0] for row in out.table["data"]] == ["gamma"] and "Open: gamma" in out.status
     (folder_c,) = set(visitors.iterdir()) - before
     assert [p.name for p in folder_c.iterdir()] == ["gamma"]
     with pytest.raises(Exception, match="another visitor|not in the list of choices"):  # refused either way

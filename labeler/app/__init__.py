@@ -12,7 +12,6 @@ selection, "Next" buttons and project changes.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +23,7 @@ import gradio as gr  # noqa: E402
 
 from ..project import data_dir as default_data_dir  # noqa: E402
 from . import jobs  # noqa: E402
-from .common import Ctx, guard, md_escape  # noqa: E402
+from .common import Ctx, bind, guard, md_escape  # noqa: E402
 from .steps import audit, classes, descriptions, explore, export, images, project, pseudolabels, train  # noqa: E402
 
 STEPS = [
@@ -85,6 +84,22 @@ def _header_text(ctx: Ctx, key: str) -> str:
     )
 
 
+@guard
+def header(ctx: Ctx, key: str) -> str:
+    """The line under the title: the open project and its counts."""
+    return _header_text(ctx, key)
+
+
+def go_to(index: int):
+    """The wizard on step ``index`` (a "Next" button)."""
+    return gr.Tabs(selected=index)
+
+
+def same(value: str) -> str:
+    """``value`` itself: copies a state into the browser's storage."""
+    return value
+
+
 def _restore(ctx: Ctx, saved: str, visitor: str = ""):
     """The project a tab had open before, if it still exists (and, on a Space, is this visitor's)."""
     from ..project import Project
@@ -116,6 +131,91 @@ def _visitor_id(saved: str, current: str = ""):
     if not _is_visitor_id(vid):
         vid = new_visitor_id()
     return vid, vid
+
+
+def _next_button(index: int):
+    """Step ``index``'s "Next: <step> →" button (None on the last step)."""
+    if index + 1 >= len(STEPS):
+        return None
+    return gr.Button(
+        f"Next: {STEPS[index + 1][0].split(' · ')[1]} →", size="sm", elem_classes=["lb-next"], elem_id=f"next-{index}"
+    )
+
+
+def _build_step(ctx: Ctx, index: int, label: str, module, panels: list) -> dict:
+    """Step ``index``'s content, its panels (``PANELS``) as tabs after it; each panel's (step, tab, handles)
+    goes to ``panels``. Returns the step's handles (``build``'s dict)."""
+    extra = PANELS.get(module, [])
+    if not extra:
+        return module.build(ctx)
+    with gr.Tabs(elem_id=f"step-{index}-panels"):
+        with gr.Tab(label.split(" · ")[1], id="main", elem_id=f"step-{index}-main"):
+            handles = module.build(ctx)
+        for name, panel in extra:
+            with gr.Tab(name, id=name.lower(), elem_id=f"panel-{name.lower()}") as tab:
+                panels.append((tab, panel.build(ctx)))
+    return handles
+
+
+def _build_steps(ctx: Ctx) -> tuple[list, list]:
+    """The wizard's tabs: ``[(step tab, handles, next button)]`` and ``[(step tab, panel tab, handles)]``."""
+    built, panels = [], []
+    with gr.Tabs(selected=0, elem_id="lb-wizard") as tabs:
+        ctx.tabs = tabs
+        for index, (label, module) in enumerate(STEPS):
+            with gr.Tab(label, id=index, elem_id=f"step-{index}") as step:
+                inner: list = []
+                handles = _build_step(ctx, index, label, module, inner)
+                panels += [(step, tab, h) for tab, h in inner]
+                built.append((step, handles, _next_button(index)))
+    return built, panels
+
+
+def _inputs(ctx: Ctx, handles: dict) -> list:
+    return handles.get("inputs", [ctx.project])
+
+
+def _wire_steps(ctx: Ctx, built: list, panels: list) -> None:
+    """Each step (and panel) refreshes when selected, reached by "Next" and when the project changes."""
+    for index, (step, handles, nxt) in enumerate(built):
+        inputs = _inputs(ctx, handles)
+        step.select(handles["refresh"], inputs, handles["outputs"], api_name=handles["api_name"])
+        if nxt is not None:
+            target = built[index + 1][1]
+            nxt.click(bind(go_to, index + 1), None, ctx.tabs, api_visibility="private").then(
+                target["refresh"], _inputs(ctx, target), target["outputs"], api_visibility="private"
+            )
+        ctx.project.change(handles["refresh"], inputs, handles["outputs"], api_visibility="private")
+    for step, tab, handles in panels:
+        inputs = _inputs(ctx, handles)
+        tab.select(handles["refresh"], inputs, handles["outputs"], api_name=handles["api_name"])
+        step.select(handles["refresh"], inputs, handles["outputs"], api_visibility="private")
+        ctx.project.change(handles["refresh"], inputs, handles["outputs"], api_visibility="private")
+
+
+def _wire_header(ctx: Ctx, demo: gr.Blocks, shown: gr.Markdown) -> None:
+    header_fn = bind(header, ctx)
+    ctx.project.change(header_fn, [ctx.project], [shown], api_visibility="private")
+    ctx.finished.change(header_fn, [ctx.project], [shown], api_visibility="private")
+    demo.load(header_fn, [ctx.project], [shown], api_visibility="private")
+
+
+def _wire_load(ctx: Ctx, demo: gr.Blocks, first: dict) -> None:
+    """On page load: step 1's view, then the project this browser had open (kept in its storage); on a Space
+    first this browser's visitor id (its own folder of projects)."""
+    first_inputs = _inputs(ctx, first)
+    last = gr.BrowserState("", storage_key="labeler-open-project")
+    ctx.project.change(same, [ctx.project], [last], api_visibility="private")
+    restore = bind(_restore, ctx)
+    if ctx.isolate:
+        kept = gr.BrowserState("", storage_key="labeler-visitor")
+        ctx.visitor.change(same, [ctx.visitor], [kept], api_visibility="private")
+        demo.load(_visitor_id, [kept, ctx.visitor], [ctx.visitor, kept], api_visibility="private").then(
+            first["refresh"], first_inputs, first["outputs"], api_visibility="private"
+        ).then(restore, [last, ctx.visitor], [ctx.project], api_visibility="private")
+    else:
+        demo.load(first["refresh"], first_inputs, first["outputs"], api_visibility="private")
+        demo.load(restore, [last], [ctx.project], api_visibility="private")
 
 
 def build_demo(
@@ -151,70 +251,13 @@ def build_demo(
         ctx.demo = demo
         with gr.Row(elem_id="lb-header"):
             gr.Markdown("# Labeler", elem_id="lb-title")
-            header = gr.Markdown(_header_text(ctx, ""), elem_id="lb-project")
+            shown = gr.Markdown(_header_text(ctx, ""), elem_id="lb-project")
         jobs.build(ctx)
-        built = []
-        panels = []  # (step, tab, handles) of the panels inside steps
-        with gr.Tabs(selected=0, elem_id="lb-wizard") as tabs:
-            ctx.tabs = tabs
-            for index, (label, module) in enumerate(STEPS):
-                with gr.Tab(label, id=index, elem_id=f"step-{index}") as step:
-                    extra = PANELS.get(module, [])
-                    if extra:
-                        with gr.Tabs(elem_id=f"step-{index}-panels"):
-                            with gr.Tab(label.split(" · ")[1], id="main", elem_id=f"step-{index}-main"):
-                                handles = module.build(ctx)
-                            for name, panel in extra:
-                                with gr.Tab(name, id=name.lower(), elem_id=f"panel-{name.lower()}") as tab:
-                                    panels.append((step, tab, panel.build(ctx)))
-                    else:
-                        handles = module.build(ctx)
-                    nxt = None
-                    if index + 1 < len(STEPS):
-                        nxt = gr.Button(
-                            f"Next: {STEPS[index + 1][0].split(' · ')[1]} →",
-                            size="sm",
-                            elem_classes=["lb-next"],
-                            elem_id=f"next-{index}",
-                        )
-                built.append((step, handles, nxt))
-
-        for index, (step, handles, nxt) in enumerate(built):
-            inputs = handles.get("inputs", [ctx.project])
-            step.select(handles["refresh"], inputs, handles["outputs"], api_name=handles["api_name"])
-            if nxt is not None:
-                target = built[index + 1][1]
-                nxt.click(lambda i=index: gr.Tabs(selected=i + 1), None, tabs, api_visibility="private").then(
-                    target["refresh"], target.get("inputs", [ctx.project]), target["outputs"], api_visibility="private"
-                )
-            ctx.project.change(handles["refresh"], inputs, handles["outputs"], api_visibility="private")
-
-        for step, tab, handles in panels:
-            inputs = handles.get("inputs", [ctx.project])
-            tab.select(handles["refresh"], inputs, handles["outputs"], api_name=handles["api_name"])
-            step.select(handles["refresh"], inputs, handles["outputs"], api_visibility="private")
-            ctx.project.change(handles["refresh"], inputs, handles["outputs"], api_visibility="private")
-
-        header_fn = guard(lambda key: _header_text(ctx, key))
-        ctx.project.change(header_fn, [ctx.project], [header], api_visibility="private")
-        ctx.finished.change(header_fn, [ctx.project], [header], api_visibility="private")
-        demo.load(header_fn, [ctx.project], [header], api_visibility="private")
-        first = built[0][1]
-        first_inputs = first.get("inputs", [ctx.project])
-
+        built, panels = _build_steps(ctx)
+        _wire_steps(ctx, built, panels)
+        _wire_header(ctx, demo, shown)
         # A reloaded or reopened tab comes back to the project it had open (its folder, kept in the browser).
-        last = gr.BrowserState("", storage_key="labeler-open-project")
-        ctx.project.change(lambda key: key, [ctx.project], [last], api_visibility="private")
-        restore = functools.partial(_restore, ctx)
-        if ctx.isolate:  # a Space: first this browser's visitor id (its own folder of projects), then the rest
-            kept = gr.BrowserState("", storage_key="labeler-visitor")
-            ctx.visitor.change(lambda vid: vid, [ctx.visitor], [kept], api_visibility="private")
-            demo.load(_visitor_id, [kept, ctx.visitor], [ctx.visitor, kept], api_visibility="private").then(
-                first["refresh"], first_inputs, first["outputs"], api_visibility="private"
-            ).then(restore, [last, ctx.visitor], [ctx.project], api_visibility="private")
-        else:
-            demo.load(first["refresh"], first_inputs, first["outputs"], api_visibility="private")
-            demo.load(restore, [last], [ctx.project], api_visibility="private")
+        _wire_load(ctx, demo, built[0][1])
     demo.labeler_ctx = ctx  # for launch(): the folders it may serve
     return demo
 

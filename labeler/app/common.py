@@ -10,6 +10,7 @@ import functools
 import html
 import inspect
 import logging
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +191,14 @@ def bind(handler: Callable, *bound) -> Callable:
 
     del call.__wrapped__  # gradio and inspect must see the bound signature, not the handler's
     call.__signature__ = sig.replace(parameters=rest)
+    # gradio finds ``gr.SelectData``/``gr.Request`` parameters by their resolved type hints, read in the
+    # wrapper's module (this one): resolve them in the handler's module now (``from __future__ import
+    # annotations`` leaves strings such as "gr.SelectData" or the handler's own NamedTuple).
+    try:
+        hints = typing.get_type_hints(handler)
+    except (NameError, TypeError):
+        hints = {}
+    call.__annotations__ = {k: v for k, v in hints.items() if k == "return" or k in {p.name for p in rest}}
     return call
 
 

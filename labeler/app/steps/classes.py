@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import gradio as gr
 
 from ...labels import active_run
@@ -13,9 +15,85 @@ from ...project import (
     set_multi_label,
     validate_class_names,
 )
-from ..common import NO_PROJECT, Ctx, empty_state, guard, md_escape
+from ..common import NO_PROJECT, Ctx, bind, empty_state, guard, md_escape, wire
 
 MODES = ["single-label (one class per image)", "multi-label (any number of classes per image)"]
+
+
+class ViewOut(NamedTuple):
+    text: str  # the class list, one per line
+    mode: str  # one of MODES
+    status: str
+
+
+class SaveOut(NamedTuple):
+    text: str
+    status: str
+
+
+def current(project) -> str:
+    """The saved class list as a numbered Markdown list, with a warning when the pseudo-labels used another."""
+    classes = project.classes
+    if not classes:
+        return empty_state(
+            "No classes yet. Type them on the left (or press <b>Use the folder names</b> if your "
+            "images sit in one folder per class), then <b>Save classes</b>."
+        )
+    run = active_run(project)
+    stale = run is not None and list(run["params"].get("classes", [])) != classes
+    lines = [f"**{len(classes)} classes** ({'multi' if project.multi_label else 'single'}-label):", ""]
+    # numbers as text, one line each (a Markdown list's markers sit left of its box, and clip from "10." on)
+    lines += [f"{k + 1}\\. {md_escape(c)}  " for k, c in enumerate(classes[:50])]
+    if len(classes) > 50:
+        lines.append(f"… and {len(classes) - 50} more")
+    lines.append("")
+    if stale:
+        lines.append("⚠ The pseudo-labels were made with another class list: run zero-shot again (step 5).")
+    lines.append("Next: descriptions (step 4, optional) or pseudo-labels (step 5).")
+    return "\n".join(lines)
+
+
+@guard
+def refresh(ctx: Ctx, key: str) -> ViewOut:
+    project = ctx.open(key, required=False)
+    if project is None:
+        return ViewOut("", gr.Radio(value=MODES[0]), empty_state(NO_PROJECT))
+    return ViewOut("\n".join(project.classes), MODES[1 if project.multi_label else 0], current(project))
+
+
+@guard
+def save(ctx: Ctx, key: str, value: str, mode_value: str) -> SaveOut:
+    project = ctx.open(key)
+    names = parse_class_list(value or "")
+    if not names:
+        raise gr.Error("Type at least two class names (one per line or comma-separated), then save.")
+    names = validate_class_names(names)
+    old = project.classes
+    multi = mode_value == MODES[1]
+    if multi != project.multi_label:
+        set_multi_label(project, multi)
+    project.set_classes(names)
+    removed = [c for c in old if c not in names]
+    if removed:
+        gr.Warning(
+            f"Removed {len(removed)} class(es) ({', '.join(removed[:5])}); their descriptions were "
+            "deleted and their labels no longer count."
+        )
+    gr.Info(f"Saved {len(names)} classes.")
+    return SaveOut(text="\n".join(names), status=current(project))
+
+
+@guard
+def from_folders(ctx: Ctx, key: str) -> str:
+    """The class names taken from the images' folder names, one per line (not saved)."""
+    project = ctx.open(key)
+    names = folder_class_names(project)
+    if not names:
+        raise gr.Error(
+            "The images are not in class-named subfolders (or none are imported yet): type the classes instead."
+        )
+    gr.Info(f"Took {len(names)} folder names; check them and press Save classes.")
+    return "\n".join(names)
 
 
 def build(ctx: Ctx) -> dict:
@@ -37,64 +115,9 @@ def build(ctx: Ctx) -> dict:
         with gr.Column(scale=1):
             status = gr.Markdown(elem_id="classes-status")
 
-    def current(project) -> str:
-        classes = project.classes
-        if not classes:
-            return empty_state(
-                "No classes yet. Type them on the left (or press <b>Use the folder names</b> if your "
-                "images sit in one folder per class), then <b>Save classes</b>."
-            )
-        run = active_run(project)
-        stale = run is not None and list(run["params"].get("classes", [])) != classes
-        lines = [f"**{len(classes)} classes** ({'multi' if project.multi_label else 'single'}-label):", ""]
-        lines += [f"{k + 1}. {md_escape(c)}" for k, c in enumerate(classes[:50])]
-        if len(classes) > 50:
-            lines.append(f"… and {len(classes) - 50} more")
-        lines.append("")
-        if stale:
-            lines.append("⚠ The pseudo-labels were made with another class list: run zero-shot again (step 5).")
-        lines.append("Next: descriptions (step 4, optional) or pseudo-labels (step 5).")
-        return "\n".join(lines)
-
-    @guard
-    def refresh(key):
-        project = ctx.open(key, required=False)
-        if project is None:
-            return "", gr.Radio(value=MODES[0]), empty_state(NO_PROJECT)
-        return "\n".join(project.classes), MODES[1 if project.multi_label else 0], current(project)
-
-    @guard
-    def save(key, value, mode_value):
-        project = ctx.open(key)
-        names = parse_class_list(value or "")
-        if not names:
-            raise gr.Error("Type at least two class names (one per line or comma-separated), then save.")
-        names = validate_class_names(names)
-        old = project.classes
-        multi = mode_value == MODES[1]
-        if multi != project.multi_label:
-            set_multi_label(project, multi)
-        project.set_classes(names)
-        removed = [c for c in old if c not in names]
-        if removed:
-            gr.Warning(
-                f"Removed {len(removed)} class(es) ({', '.join(removed[:5])}); their descriptions were "
-                "deleted and their labels no longer count."
-            )
-        gr.Info(f"Saved {len(names)} classes.")
-        return "\n".join(names), current(project)
-
-    @guard
-    def from_folders(key):
-        project = ctx.open(key)
-        names = folder_class_names(project)
-        if not names:
-            raise gr.Error(
-                "The images are not in class-named subfolders (or none are imported yet): type the classes instead."
-            )
-        gr.Info(f"Took {len(names)} folder names; check them and press Save classes.")
-        return "\n".join(names)
-
-    save_btn.click(save, [ctx.project, text, mode], [text, status], api_name="classes_save")
-    folders_btn.click(from_folders, [ctx.project], [text], api_name="classes_from_folders")
-    return {"refresh": refresh, "outputs": [text, mode, status], "api_name": "classes_view"}
+    save_btn.click(
+        bind(save, ctx), [ctx.project, text, mode], wire(SaveOut, text=text, status=status), api_name="classes_save"
+    )
+    folders_btn.click(bind(from_folders, ctx), [ctx.project], [text], api_name="classes_from_folders")
+    outs = wire(ViewOut, text=text, mode=mode, status=status)
+    return {"refresh": bind(refresh, ctx), "outputs": outs, "api_name": "classes_view"}

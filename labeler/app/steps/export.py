@@ -1,20 +1,40 @@
-"""Step 8 · Export: CSV, ImageFolder (zip) and JSONL downloads, with a preview of the first rows."""
+"""Step 8 · Export: every registered format (CSV, ImageFolder zipped, JSONL, the trained model) as a download,
+with a preview of the first rows."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import gradio as gr
 
-from ...export import export_for_download, recent_exports
+from ...export import export_for_download, list_exporters, recent_exports
 from ...jobs import run_in_background
 from ...labels import label_counts
 from ...project import Project
-from ..common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard
+from ..common import NO_PROJECT, Ctx, bind, empty_state, error_text, finished_task, guard, wire
 
-FORMATS = [
-    ("CSV (path, label, score, source)", "csv"),
-    ("ImageFolder — one folder per class, zipped", "imagefolder"),
-    ("JSONL (one JSON object per image)", "jsonl"),
-]
+#: How the step names the formats it knows well; any other registered exporter shows its registry summary.
+FORMAT_LABELS = {
+    "csv": "CSV (path, label, score, source)",
+    "imagefolder": "ImageFolder — one folder per class, zipped",
+    "jsonl": "JSONL (one JSON object per image)",
+    "model": "Model — the trained model (.pt)",
+}
+
+
+def formats() -> list[tuple[str, str]]:
+    """The export formats of the registry (:func:`labeler.export.list_exporters`) as (label, name)."""
+    return [(FORMAT_LABELS.get(e["name"], f"{e['name']} — {e['summary']}"), e["name"]) for e in list_exporters()]
+
+
+class ExportOut(NamedTuple):
+    """Every event of the step shows these (``refresh``, ``run``, a finished export)."""
+
+    summary: str
+    download: object  # gr.DownloadButton update: the written file
+    status: str
+    preview: object  # gr.Dataframe update: the first rows
+    recent: object  # gr.File update: this project's exports
 
 
 def _short(header: str, value):
@@ -26,11 +46,109 @@ def _short(header: str, value):
     return value
 
 
+def summary_text(project: Project) -> str:
+    """How many images are labeled by whom, and what the file says about it."""
+    n = project.image_count()
+    if n == 0:
+        return empty_state("Nothing to export yet: import images (step 2) and make pseudo-labels (step 5).")
+    c = label_counts(project)
+    text = (
+        f"**{n} images:** {c['human']} labeled by you, {c['accepted']} accepted, {c['pseudo']} pseudo-labels, "
+        f"{c['unlabeled']} unlabeled. The file says which for every image (column *source*); your labels "
+        "win over accepted ones, which win over pseudo-labels."
+    )
+    if c["unlabeled"] == n:
+        text += "  \n" + empty_state("No image has a label yet: run zero-shot in step 5 first.")
+    return text
+
+
+def recent_files(project: Project):
+    files = recent_exports(project)
+    return gr.File(value=files or None, visible=bool(files))
+
+
+def done(project: Project, res: dict) -> ExportOut:
+    """The step after an export wrote ``res["path"]`` (:func:`labeler.export.export_for_download`'s result)."""
+    name = res["path"].rsplit("/", 1)[-1]
+    msg = (
+        f"Wrote **{name}**: {res['n_images']} images ({res['n_labeled']} labeled, {res['n_unlabeled']} "
+        "unlabeled)" + (f", {res['n_missing']} source files missing" if res.get("n_missing") else "") + "."
+    )
+    if res.get("audit"):
+        msg += f" The audited accuracy is beside it in **{res['audit'].rsplit('/', 1)[-1]}**."
+    rows = [[_short(h, v) for h, v in zip(res["headers"], row, strict=False)] for row in res["rows"]]
+    return ExportOut(
+        summary=summary_text(project),
+        download=gr.DownloadButton(f"Download {name}", value=res["path"], visible=True),
+        status=msg,
+        preview=gr.Dataframe(value=rows, headers=res["headers"], visible=True),
+        recent=recent_files(project),
+    )
+
+
+@guard
+def refresh(ctx: Ctx, key: str) -> ExportOut:
+    project = ctx.open(key, required=False)
+    if project is None:
+        return ExportOut(
+            empty_state(NO_PROJECT),
+            gr.DownloadButton(visible=False),
+            "",
+            gr.Dataframe(visible=False),
+            gr.File(visible=False),
+        )
+    return ExportOut(summary_text(project), gr.skip(), gr.skip(), gr.skip(), recent_files(project))
+
+
+def _start_imagefolder(project: Project) -> ExportOut:
+    root = str(project.root)
+
+    def work():
+        p = Project(root)
+        try:
+            return export_for_download(p, "imagefolder")
+        finally:
+            p.close()
+
+    run_in_background(root, "export", work, label="ImageFolder export")
+    return ExportOut(
+        summary_text(project),
+        gr.DownloadButton(visible=False),
+        "Copying the images into class folders… progress is in the jobs panel.",
+        gr.skip(),
+        gr.skip(),
+    )
+
+
+@guard
+def run(ctx: Ctx, key: str, fmt_value: str) -> ExportOut:
+    """Export in format ``fmt_value`` (ImageFolder copies every image: a background job)."""
+    project = ctx.open(key)
+    if project.image_count() == 0:
+        raise gr.Error("There are no images to export: import some in step 2 first.")
+    if fmt_value == "imagefolder":
+        return _start_imagefolder(project)
+    return done(project, export_for_download(project, fmt_value))
+
+
+@guard
+def finished(ctx: Ctx, key: str, marker: str) -> ExportOut:
+    """The written file when an export task of the open project ended (else all skip)."""
+    task = finished_task(key, marker, {"export"})
+    if task is None:
+        return ExportOut(*(gr.skip(),) * len(ExportOut._fields))
+    project = ctx.open(key)
+    if task.status != "done":
+        failed = f"**Export {task.status}:** {error_text(task.error, task.hint)}"
+        return ExportOut(gr.skip(), gr.skip(), failed, gr.skip(), gr.skip())
+    return done(project, task.result)
+
+
 def build(ctx: Ctx) -> dict:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             summary = gr.Markdown(elem_id="export-summary")
-            fmt = gr.Radio(FORMATS, value="csv", label="Format", elem_id="export-format")
+            fmt = gr.Radio(formats(), value="csv", label="Format", elem_id="export-format")
             export_btn = gr.Button("Export", variant="primary", elem_id="export-run")
             download = gr.DownloadButton("Download", visible=False, variant="primary", elem_id="export-download")
             status = gr.Markdown(elem_id="export-status")
@@ -52,97 +170,7 @@ def build(ctx: Ctx) -> dict:
                 visible=False,
             )
 
-    def summary_text(project):
-        n = project.image_count()
-        if n == 0:
-            return empty_state("Nothing to export yet: import images (step 2) and make pseudo-labels (step 5).")
-        c = label_counts(project)
-        text = (
-            f"**{n} images:** {c['human']} labeled by you, {c['accepted']} accepted, {c['pseudo']} pseudo-labels, "
-            f"{c['unlabeled']} unlabeled. The file says which for every image (column *source*); your labels "
-            "win over accepted ones, which win over pseudo-labels."
-        )
-        if c["unlabeled"] == n:
-            text += "  \n" + empty_state("No image has a label yet: run zero-shot in step 5 first.")
-        return text
-
-    def done(project, res):
-        name = res["path"].rsplit("/", 1)[-1]
-        msg = (
-            f"Wrote **{name}**: {res['n_images']} images ({res['n_labeled']} labeled, {res['n_unlabeled']} "
-            "unlabeled)" + (f", {res['n_missing']} source files missing" if res.get("n_missing") else "") + "."
-        )
-        if res.get("audit"):
-            msg += f" The audited accuracy is beside it in **{res['audit'].rsplit('/', 1)[-1]}**."
-        rows = [[_short(h, v) for h, v in zip(res["headers"], row, strict=False)] for row in res["rows"]]
-        return (
-            gr.DownloadButton(f"Download {name}", value=res["path"], visible=True),
-            msg,
-            gr.Dataframe(value=rows, headers=res["headers"], visible=True),
-            _recent(project),
-        )
-
-    def _recent(project):
-        files = recent_exports(project)
-        return gr.File(value=files or None, visible=bool(files))
-
-    outs = [summary, download, status, preview, recent]
-
-    @guard
-    def refresh(key):
-        project = ctx.open(key, required=False)
-        if project is None:
-            return (
-                empty_state(NO_PROJECT),
-                gr.DownloadButton(visible=False),
-                "",
-                gr.Dataframe(visible=False),
-                gr.File(visible=False),
-            )
-        return summary_text(project), gr.skip(), gr.skip(), gr.skip(), _recent(project)
-
-    @guard
-    def run(key, fmt_value):
-        project = ctx.open(key)
-        if project.image_count() == 0:
-            raise gr.Error("There are no images to export: import some in step 2 first.")
-        if fmt_value == "imagefolder":  # copies every image: a background job
-            root = str(project.root)
-
-            def work():
-                p = Project(root)
-                try:
-                    return export_for_download(p, "imagefolder")
-                finally:
-                    p.close()
-
-            run_in_background(root, "export", work, label="ImageFolder export")
-            return (
-                summary_text(project),
-                gr.DownloadButton(visible=False),
-                "Copying the images into class folders… progress is in the jobs panel.",
-                gr.skip(),
-                gr.skip(),
-            )
-        res = export_for_download(project, fmt_value)
-        return (summary_text(project), *done(project, res))
-
-    @guard
-    def finished(key, marker):
-        task = finished_task(key, marker, {"export"})
-        if task is None:
-            return (gr.skip(),) * len(outs)
-        project = ctx.open(key)
-        if task.status != "done":
-            return (
-                gr.skip(),
-                gr.skip(),
-                f"**Export {task.status}:** {error_text(task.error, task.hint)}",
-                gr.skip(),
-                gr.skip(),
-            )
-        return (summary_text(project), *done(project, task.result))
-
-    export_btn.click(run, [ctx.project, fmt], outs, api_name="export_run")
-    ctx.finished.change(finished, [ctx.project, ctx.finished], outs, api_visibility="private")
-    return {"refresh": refresh, "outputs": outs, "api_name": "export_view"}
+    outs = wire(ExportOut, summary=summary, download=download, status=status, preview=preview, recent=recent)
+    export_btn.click(bind(run, ctx), [ctx.project, fmt], outs, api_name="export_run")
+    ctx.finished.change(bind(finished, ctx), [ctx.project, ctx.finished], outs, api_visibility="private")
+    return {"refresh": bind(refresh, ctx), "outputs": outs, "api_name": "export_view"}

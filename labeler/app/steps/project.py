@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 
@@ -26,10 +27,48 @@ from ...project import (
     resolve_project_path,
     validate_project_name,
 )
-from ..common import Ctx, empty_state, error_text, finished_task, guard, md_escape, ui_error
+from ..common import Ctx, bind, empty_state, error_text, finished_task, guard, md_escape, ui_error, wire
 from ..space import new_visitor_id
 
 HEADERS = ["project", "images", "classes", "labels", "review"]
+
+
+class ViewOut(NamedTuple):
+    table: list  # one row per project: HEADERS
+    pick: object  # gr.Dropdown update: the projects to open, the open one chosen
+    status: str
+
+
+class OpenOut(NamedTuple):
+    """Open, rename, delete: the open project's folder ("" for none) and the view."""
+
+    project: str
+    table: list
+    pick: object
+    status: str
+
+
+class CreateOut(NamedTuple):
+    project: str
+    table: list
+    pick: object
+    status: str
+    tabs: object  # gr.Tabs update: on to step 2
+    visitor: str  # this session's visitor id ("" unless isolated)
+
+
+class ImportOut(NamedTuple):
+    project: str
+    table: list
+    pick: object
+    status: str
+    upload: None  # the upload box, emptied
+    visitor: str
+
+
+class ArchiveOut(NamedTuple):
+    status: str
+    archive_file: object  # gr.File update: the packed project, shown when ready
 
 
 def project_rows(root: str | os.PathLike | None = None) -> list[dict]:
@@ -81,6 +120,150 @@ def _status(ctx: Ctx, key: str) -> str:
         f"**Open: {md_escape(project.name)}** — {n} images, {len(classes)} classes, "
         f"{'multi' if project.multi_label else 'single'}-label · folder `{project.root}`  \nNext: {nxt}."
     )
+
+
+@guard
+def refresh(ctx: Ctx, key: str, visitor: str = "") -> ViewOut:
+    if ctx.isolate:
+        try:
+            home = ctx.home(visitor)
+        except InvalidInputError:  # no visitor id yet (the page is still loading): nothing to list
+            return ViewOut([], gr.Dropdown(choices=[], value=None), _status(ctx, ""))
+        return ViewOut(_table(home), gr.Dropdown(choices=_choices(home), value=key or None), _status(ctx, key))
+    return ViewOut(_table(), gr.Dropdown(choices=_choices(), value=key or None), _status(ctx, key))
+
+
+def session_visitor(ctx: Ctx, visitor: str) -> str:
+    """This session's visitor id; a new one for a session that has none (an API client never loads the page)."""
+    if not ctx.isolate:
+        return ""
+    try:
+        ctx.home(visitor)
+        return visitor
+    except InvalidInputError:
+        return new_visitor_id()
+
+
+def check_owner(ctx: Ctx, key: str, visitor: str) -> None:
+    """gr.Error unless this session may touch the project at ``key`` (on a Space: only its own)."""
+    if not ctx.owned(key, visitor):
+        raise gr.Error("That project belongs to another visitor of this app: open one of yours.")
+
+
+@guard
+def create(ctx: Ctx, name_text: str, multi_label: bool, classes_text: str, visitor: str = "") -> CreateOut:
+    visitor = session_visitor(ctx, visitor)
+    if not (name_text or "").strip():
+        raise gr.Error("Type a project name first (e.g. 'pets').")
+    name = validate_project_name(name_text)  # a name, never a path: projects live in the data dir
+    names = parse_class_list(classes_text or "")
+    where = ctx.home(visitor) / name if ctx.isolate else name
+    project = Project.create(where, names, multi_label=bool(multi_label))
+    ctx.allow(project)
+    key = str(project.root)
+    gr.Info(f"Created project {project.name}. Next: import images.")
+    return CreateOut(key, *refresh(ctx, key, visitor), tabs=gr.Tabs(selected=1), visitor=visitor)
+
+
+@guard
+def open_(ctx: Ctx, choice: str, visitor: str = "") -> OpenOut:
+    if not choice:
+        raise gr.Error("Pick a project in the list first (or create one).")
+    try:
+        root = resolve_project_path(choice)
+    except InvalidInputError as exc:
+        raise gr.Error(ui_error(str(exc), exc.hint)) from None
+    if ctx.isolate and not Path(str(choice)).is_absolute():
+        root = ctx.home(visitor) / str(choice)
+    check_owner(ctx, str(root), visitor)
+    project = ctx.open(str(root))
+    key = str(project.root)
+    running = [t for t in background_tasks(key) if t.running]
+    if running:
+        gr.Info(f"{len(running)} job(s) still running in this project: see the jobs panel.")
+    return OpenOut(key, *refresh(ctx, key, visitor))
+
+
+@guard
+def rename(ctx: Ctx, key: str, new: str, visitor: str = "") -> OpenOut:
+    check_owner(ctx, key, visitor)
+    project = ctx.open(key)
+    renamed = rename_project(project, new, root=ctx.home(visitor) if ctx.isolate else None)
+    ctx.allow(renamed)
+    key = str(renamed.root)
+    gr.Info(f"Renamed to {renamed.name}.")
+    return OpenOut(key, *refresh(ctx, key, visitor))
+
+
+@guard
+def delete(ctx: Ctx, key: str, typed: str, visitor: str = "") -> OpenOut:
+    check_owner(ctx, key, visitor)
+    project = ctx.open(key)
+    if (typed or "").strip() != project.name:
+        raise gr.Error(f"To delete, type the project's name ({project.name}) in the box above the button.")
+    if any(t.running for t in background_tasks(key)):
+        raise InvalidInputError("a job is running in this project: cancel it in the jobs panel first")
+    name = project.name
+    project.delete()
+    gr.Info(f"Deleted project {name} (images outside the project folder were not touched).")
+    return OpenOut("", *refresh(ctx, "", visitor))
+
+
+@guard
+def export(ctx: Ctx, key: str) -> ArchiveOut:
+    """Pack the open project into one .zip in the background (:func:`exported` shows it when ready)."""
+    project = ctx.open(key)
+    root = str(project.root)
+    outside = ctx.local_mode  # in uploads-only mode (a Space) nothing outside the project folder is ever read
+
+    def work():
+        p = Project(root)
+        try:
+            return str(export_archive(p, outside=outside))
+        finally:
+            p.close()
+
+    run_in_background(root, "archive", work, label="project archive")
+    return ArchiveOut(
+        "Packing the project into one .zip… it appears here when ready (progress: jobs panel).", gr.File(visible=False)
+    )
+
+
+def size_text(size: int) -> str:
+    """A file size as the step shows it: MB from 100 kB up, else kB (at least 1)."""
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{max(1, round(size / 1e3))} kB"
+
+
+@guard
+def exported(ctx: Ctx, key: str, marker: str) -> ArchiveOut:
+    """The archive, shown for download, when an archive task of the open project ended (else both skip)."""
+    task = finished_task(key, marker, {"archive"})
+    if task is None:
+        return ArchiveOut(gr.skip(), gr.skip())
+    if task.status != "done":
+        return ArchiveOut(f"**Export {task.status}:** {error_text(task.error, task.hint)}", gr.File(visible=False))
+    shown = size_text(Path(task.result).stat().st_size)
+    return ArchiveOut(
+        f"Exported **{md_escape(Path(task.result).name)}** ({shown}): download it below.",
+        gr.File(value=task.result, visible=True),
+    )
+
+
+@guard
+def import_(ctx: Ctx, upload_path, visitor: str = "") -> ImportOut:
+    visitor = session_visitor(ctx, visitor)
+    if not upload_path:
+        raise gr.Error("Choose a project archive (.zip made by 'Export') first.")
+    path = upload_path if isinstance(upload_path, str) else getattr(upload_path, "name", upload_path)
+    project = import_archive(
+        path,
+        root=ctx.home(visitor) if ctx.isolate else None,
+        max_bytes=max_import_bytes(uploads_only=not ctx.local_mode),
+    )
+    ctx.allow(project)
+    key = str(project.root)
+    gr.Info(f"Imported project {project.name}: {project.image_count()} images.")
+    return ImportOut(key, *refresh(ctx, key, visitor), upload=None, visitor=visitor)
 
 
 def build(ctx: Ctx) -> dict:
@@ -144,142 +327,24 @@ def build(ctx: Ctx) -> dict:
                 import_btn = gr.Button("Import as a new project", size="sm", elem_id="project-import")
     status = gr.Markdown(_status(ctx, ""), elem_id="project-status")
 
-    @guard
-    def refresh(key, visitor=""):
-        if ctx.isolate:
-            try:
-                home = ctx.home(visitor)
-            except InvalidInputError:  # no visitor id yet (the page is still loading): nothing to list
-                return [], gr.Dropdown(choices=[], value=None), _status(ctx, "")
-            return _table(home), gr.Dropdown(choices=_choices(home), value=key or None), _status(ctx, key)
-        return _table(), gr.Dropdown(choices=_choices(), value=key or None), _status(ctx, key)
-
-    def _visitor(visitor):
-        """This session's visitor id; a new one for a session that has none (an API client never loads the page)."""
-        if not ctx.isolate:
-            return ""
-        try:
-            ctx.home(visitor)
-            return visitor
-        except InvalidInputError:
-            return new_visitor_id()
-
-    def _mine(key, visitor):
-        if not ctx.owned(key, visitor):
-            raise gr.Error("That project belongs to another visitor of this app: open one of yours.")
-
-    @guard
-    def create(name_text, multi_label, classes_text, visitor=""):
-        visitor = _visitor(visitor)
-        if not (name_text or "").strip():
-            raise gr.Error("Type a project name first (e.g. 'pets').")
-        name = validate_project_name(name_text)  # a name, never a path: projects live in the data dir
-        names = parse_class_list(classes_text or "")
-        where = ctx.home(visitor) / name if ctx.isolate else name
-        project = Project.create(where, names, multi_label=bool(multi_label))
-        ctx.allow(project)
-        key = str(project.root)
-        gr.Info(f"Created project {project.name}. Next: import images.")
-        return key, *refresh(key, visitor), gr.Tabs(selected=1), visitor
-
-    @guard
-    def open_(choice, visitor=""):
-        if not choice:
-            raise gr.Error("Pick a project in the list first (or create one).")
-        try:
-            root = resolve_project_path(choice)
-        except InvalidInputError as exc:
-            raise gr.Error(ui_error(str(exc), exc.hint)) from None
-        if ctx.isolate and not Path(str(choice)).is_absolute():
-            root = ctx.home(visitor) / str(choice)
-        _mine(str(root), visitor)
-        project = ctx.open(str(root))
-        key = str(project.root)
-        running = [t for t in background_tasks(key) if t.running]
-        if running:
-            gr.Info(f"{len(running)} job(s) still running in this project: see the jobs panel.")
-        return key, *refresh(key, visitor)
-
-    @guard
-    def rename(key, new, visitor=""):
-        _mine(key, visitor)
-        project = ctx.open(key)
-        renamed = rename_project(project, new, root=ctx.home(visitor) if ctx.isolate else None)
-        ctx.allow(renamed)
-        key = str(renamed.root)
-        gr.Info(f"Renamed to {renamed.name}.")
-        return key, *refresh(key, visitor)
-
-    @guard
-    def delete(key, typed, visitor=""):
-        _mine(key, visitor)
-        project = ctx.open(key)
-        if (typed or "").strip() != project.name:
-            raise gr.Error(f"To delete, type the project's name ({project.name}) in the box above the button.")
-        if any(t.running for t in background_tasks(key)):
-            raise InvalidInputError("a job is running in this project: cancel it in the jobs panel first")
-        name = project.name
-        project.delete()
-        gr.Info(f"Deleted project {name} (images outside the project folder were not touched).")
-        return "", *refresh("", visitor)
-
-    @guard
-    def export(key):
-        project = ctx.open(key)
-        root = str(project.root)
-
-        def work():
-            p = Project(root)
-            try:
-                # In uploads-only mode (a Space) nothing outside the project folder is ever read.
-                return str(export_archive(p, outside=ctx.local_mode))
-            finally:
-                p.close()
-
-        run_in_background(root, "archive", work, label="project archive")
-        return "Packing the project into one .zip… it appears here when ready (progress: jobs panel).", gr.File(
-            visible=False
-        )
-
-    @guard
-    def exported(key, marker):
-        task = finished_task(key, marker, {"archive"})
-        if task is None:
-            return gr.skip(), gr.skip()
-        if task.status != "done":
-            return f"**Export {task.status}:** {error_text(task.error, task.hint)}", gr.File(visible=False)
-        size = Path(task.result).stat().st_size
-        shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{max(1, round(size / 1e3))} kB"
-        return (
-            f"Exported **{md_escape(Path(task.result).name)}** ({shown}): download it below.",
-            gr.File(value=task.result, visible=True),
-        )
-
-    @guard
-    def import_(upload_path, visitor=""):
-        visitor = _visitor(visitor)
-        if not upload_path:
-            raise gr.Error("Choose a project archive (.zip made by 'Export') first.")
-        path = upload_path if isinstance(upload_path, str) else getattr(upload_path, "name", upload_path)
-        project = import_archive(
-            path,
-            root=ctx.home(visitor) if ctx.isolate else None,
-            max_bytes=max_import_bytes(uploads_only=not ctx.local_mode),
-        )
-        ctx.allow(project)
-        key = str(project.root)
-        gr.Info(f"Imported project {project.name}: {project.image_count()} images.")
-        return key, *refresh(key, visitor), None, visitor
-
     visitor = [ctx.visitor]
-    outs = [table, pick, status]
-    created = [ctx.project, *outs, ctx.tabs, ctx.visitor]
-    create_btn.click(create, [name, multi, classes, *visitor], created, api_name="project_create")
-    name.submit(create, [name, multi, classes, *visitor], created, api_visibility="private")
-    open_btn.click(open_, [pick, *visitor], [ctx.project, *outs], api_name="project_open")
-    rename_btn.click(rename, [ctx.project, new_name, *visitor], [ctx.project, *outs], api_name="project_rename")
-    delete_btn.click(delete, [ctx.project, confirm, *visitor], [ctx.project, *outs], api_name="project_delete")
-    export_btn.click(export, [ctx.project], [status, archive_file], api_name="project_export")
-    ctx.finished.change(exported, [ctx.project, ctx.finished], [status, archive_file], api_visibility="private")
-    import_btn.click(import_, [upload, *visitor], [ctx.project, *outs, upload, ctx.visitor], api_name="project_import")
-    return {"refresh": refresh, "outputs": outs, "api_name": "project_view", "inputs": [ctx.project, *visitor]}
+    view = {"table": table, "pick": pick, "status": status}
+    opened = wire(OpenOut, project=ctx.project, **view)
+    created = wire(CreateOut, project=ctx.project, **view, tabs=ctx.tabs, visitor=ctx.visitor)
+    create_btn.click(bind(create, ctx), [name, multi, classes, *visitor], created, api_name="project_create")
+    name.submit(bind(create, ctx), [name, multi, classes, *visitor], created, api_visibility="private")
+    open_btn.click(bind(open_, ctx), [pick, *visitor], opened, api_name="project_open")
+    rename_btn.click(bind(rename, ctx), [ctx.project, new_name, *visitor], opened, api_name="project_rename")
+    delete_btn.click(bind(delete, ctx), [ctx.project, confirm, *visitor], opened, api_name="project_delete")
+    archived = wire(ArchiveOut, status=status, archive_file=archive_file)
+    export_btn.click(bind(export, ctx), [ctx.project], archived, api_name="project_export")
+    ctx.finished.change(bind(exported, ctx), [ctx.project, ctx.finished], archived, api_visibility="private")
+    imported = wire(ImportOut, project=ctx.project, **view, upload=upload, visitor=ctx.visitor)
+    import_btn.click(bind(import_, ctx), [upload, *visitor], imported, api_name="project_import")
+    outs = wire(ViewOut, **view)
+    return {
+        "refresh": bind(refresh, ctx),
+        "outputs": outs,
+        "api_name": "project_view",
+        "inputs": [ctx.project, *visitor],
+    }
