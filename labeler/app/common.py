@@ -112,6 +112,7 @@ OPTION_IN_UI = {
     "api_key": "“API key”",
     "device": "“Device”",
     "method": "“Method”",
+    "recipe": "“Recipe”",
 }
 
 
