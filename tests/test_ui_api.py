@@ -35,6 +35,8 @@ CREATED_HIDDEN = ("project", "tabs", "visitor")
 OPENED_HIDDEN = ("project",)
 IMAGES_HIDDEN = ("skipped_box", "page")
 POLL_HIDDEN = ("cancel_btn", "panel", "signature", "finished")
+#: Review outputs gradio_client leaves out (gr.State values, the accordion's layout update).
+REVIEW_HIDDEN = ("page_ids", "page", "selection", "last_click", "setup")
 COLORS = {"cat": (200, 60, 40), "dog": (40, 160, 60), "ship": (30, 60, 200)}
 
 
@@ -232,9 +234,9 @@ def test_multi_label_project(client):
     view = classes_step.ViewOut._make(client.predict(api_name="/classes_view"))
     assert view.text.split("\n") == ["indoor", "outdoor", "people"] and view.mode.startswith("multi-label")
     assert "multi-label" in view.status
-    from labeler.app.steps.pseudolabels import RefreshOut, from_client
+    from labeler.app.steps.pseudolabels import RefreshOut
 
-    out = from_client(RefreshOut, client.predict(api_name="/review_refresh"))
+    out = shown(RefreshOut, hidden=REVIEW_HIDDEN, values=client.predict(api_name="/review_refresh"))
     target = out.target
     assert target["multiselect"] is True  # each class shows the digit key that relabels to it
     expected = [("1 · indoor", "indoor"), ("2 · outdoor", "outdoor"), ("3 · people", "people")]
@@ -322,9 +324,9 @@ def test_wizard_flow_through_the_api(client, server, tmp_path):
     client.predict("photo", "both", "cpu", api_name="/zeroshot_start")
     assert wait_for_run(server, proj, "label", after=before)["status"] == "done"
 
-    from labeler.app.steps.pseudolabels import GalleryOut, RefreshOut, ReviewOut, from_client
+    from labeler.app.steps.pseudolabels import GalleryOut, RefreshOut, ReviewOut
 
-    out = from_client(RefreshOut, client.predict(api_name="/review_refresh"))
+    out = shown(RefreshOut, hidden=REVIEW_HIDDEN, values=client.predict(api_name="/review_refresh"))
     feat_text, zs_text, counts, hist, acc, confusion = (
         out.features,
         out.zeroshot,
@@ -346,19 +348,21 @@ def test_wizard_flow_through_the_api(client, server, tmp_path):
     ids = [im["id"] for im in project.images()]
     project.close()
     assert "Select images first" in call_error(client, "all images", 0.5, api_name="/review_accept")
-    shown = from_client(
-        GalleryOut, client.predict("all images", 0.5, ",".join(map(str, ids[:4])), api_name="/review_select_ids")
+    picked = shown(
+        GalleryOut,
+        hidden=REVIEW_HIDDEN,
+        values=client.predict("all images", 0.5, ",".join(map(str, ids[:4])), api_name="/review_select_ids"),
     )
-    items = shown.gallery["value"] if isinstance(shown.gallery, dict) else shown.gallery
-    assert "4 selected" in shown.selection_text and len(items) == 13
+    items = picked.gallery["value"] if isinstance(picked.gallery, dict) else picked.gallery
+    assert "4 selected" in picked.selection_text and len(items) == 13
     assert sum(item["caption"].startswith("✓") for item in items) == 4
-    out = from_client(ReviewOut, client.predict("all images", 0.5, api_name="/review_accept"))
+    out = shown(ReviewOut, hidden=REVIEW_HIDDEN, values=client.predict("all images", 0.5, api_name="/review_accept"))
     assert sum(r[2] for r in out.counts["data"]) == 4  # reviewed column
     client.predict("all images", 0.5, str(ids[5]), api_name="/review_select_ids")
     assert "Pick the class" in call_error(client, "all images", 0.5, None, api_name="/review_relabel")
     client.predict("all images", 0.5, "ship", api_name="/review_relabel")
     client.predict("all images", 0.5, str(ids[6]), api_name="/review_select_ids")
-    out = from_client(ReviewOut, client.predict("all images", 0.5, api_name="/review_unsure"))
+    out = shown(ReviewOut, hidden=REVIEW_HIDDEN, values=client.predict("all images", 0.5, api_name="/review_unsure"))
     view_update = out.view
     assert any(c[1] == "needs review" for c in view_update["choices"])
 

@@ -216,21 +216,6 @@ class RefreshOut(NamedTuple):
     setup: object  # gr.Accordion update: closed once there are pseudo-labels
 
 
-#: Output fields gradio_client leaves out of a result (gr.State values and the layout update of the accordion).
-CLIENT_SKIPS = frozenset({"page_ids", "page", "selection", "last_click", "setup"})
-
-
-def from_client(out_type: type, values) -> tuple:
-    """A gradio_client result of this step's event as ``out_type`` (fields it leaves out are None), so callers
-    read results by name: ``from_client(ReviewOut, client.predict(..., api_name="/review_accept")).counts``."""
-    values = list(values) if isinstance(values, (list, tuple)) else [values]
-    names = [f for f in out_type._fields if f not in CLIENT_SKIPS]
-    if len(values) != len(names):
-        raise ValueError(f"{out_type.__name__}: {len(values)} values for the {len(names)} fields {names}")
-    given = dict(zip(names, values, strict=True))
-    return out_type(**{f: given.get(f) for f in out_type._fields})
-
-
 # --- rendering (pure: a project in, outputs out) -----------------------------------------------------------
 def _caption_item(it: dict) -> dict:
     """A queue item as :func:`thumb_caption` reads it."""
