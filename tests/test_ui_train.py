@@ -124,7 +124,7 @@ def test_train_start_watch_cancel_resume_and_relabel(client, setup):
     assert 2 <= done_epochs < 16
     status = _view(client).status
     assert f"run {run_id} (nola) **cancelled**" in status and "Press **Resume**" in status
-    assert "No training run is running" in _error(client, run_id, api_name="/train_cancel")
+    assert "No training run is running" in _train_out(client.predict(run_id, api_name="/train_cancel")).status
 
     # resume: the same run continues from its checkpoint and finishes, then labels every image
     resumed = _train_out(client.predict("nola", run_id, api_name="/train_resume"))
@@ -160,7 +160,8 @@ def test_train_start_watch_cancel_resume_and_relabel(client, setup):
         p.close()
     done = _view(client)
     assert f"run {run_id} (nola) **done**" in done.status
-    assert "no cancelled or interrupted run" in _error(client, "nola", run_id, api_name="/train_resume")
+    again = _train_out(client.predict("nola", run_id, api_name="/train_resume"))
+    assert "no cancelled or interrupted run" in again.status
 
     # the outcome: the trained model's labels against the zero-shot labels they replaced, counted independently
     p = _project(proj)
@@ -192,16 +193,13 @@ def _view(client) -> TrainView:
     return _train_out(client.predict(api_name="/train_view"))
 
 
-def _error(client, *args, api_name: str) -> str:
-    with pytest.raises(Exception) as info:
-        client.predict(*args, api_name=api_name)
-    return str(info.value)
-
-
 def test_bad_options_say_what_to_fix(client):
-    assert "not valid JSON" in _error(client, "nola", "{epochs: 3", api_name="/train_start")
-    assert "epochs" in _error(client, "nola", json.dumps({"epochs": 0}), api_name="/train_start")
-    assert "Pick a method" in _error(client, None, "{}", api_name="/train_start")
+    def status(*args):
+        return _train_out(client.predict(*args, api_name="/train_start")).status
+
+    assert "not valid JSON" in status("nola", "{epochs: 3")
+    assert "epochs" in status("nola", json.dumps({"epochs": 0}))
+    assert "Pick a method" in status(None, "{}")
 
 
 @needs_chromium
@@ -320,3 +318,36 @@ def _confirm_in_the_browser(server):
         shot(page, "ui-4-descriptions-confirm")
         page.locator("#desc-domain, #desc-model").locator("textarea, input").first.fill("gpt-4o")
         expect(page.locator("#desc-confirm")).to_be_hidden()  # a changed setting needs a new count
+
+
+# --- in process, by name: the handlers without a server ---------------------------------------------------------
+def _ctx(tmp_path: Path):
+    import gradio as gr
+
+    from labeler.app.common import Ctx
+
+    return Ctx(data_dir=tmp_path, local_mode=True, project=gr.State(""), finished=gr.State(""))
+
+
+def test_nothing_to_cancel_or_resume_says_so_and_leaves_the_step_alone(tmp_path):
+    """Cancel with nothing running, Resume with nothing to resume, Start with options to fix: the message as the
+    status (and a toast), every other output skipped — no "Error" on the editor, runs, plot and outcome."""
+    import gradio as gr
+
+    from labeler.app.steps import train
+    from labeler.cli import main
+
+    proj = tmp_path / "p"
+    assert main(["init", str(proj), "--classes", "cat,dog"]) == 0
+    ctx = _ctx(tmp_path)
+    cases = [
+        (train.cancel(ctx, str(proj), None), "No training run is running"),
+        (train.resume(ctx, str(proj), "nola", None), "no cancelled or interrupted run"),
+        (train.start(ctx, str(proj), "nola", "{epochs: 3"), "not valid JSON"),
+        (train.start(ctx, str(proj), "nola", json.dumps({"epochs": 0})), "epochs"),
+        (train.start(ctx, str(proj), None, "{}"), "Pick a method"),
+    ]
+    for out, message in cases:
+        assert message in out.status, out.status
+        others = out._replace(status=gr.skip())
+        assert all(v == gr.skip() for v in others), others

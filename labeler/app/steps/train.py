@@ -22,13 +22,25 @@ import gradio as gr
 import pandas as pd
 
 from ...device import resolve_device
-from ...errors import InvalidInputError
+from ...errors import InvalidInputError, LabelerError
 from ...jobs import background_tasks, list_runs, request_cancel, run_in_background, wait_for_new_run
 from ...methods import METHODS, get_method, list_methods, method_defaults
 from ...project import Project
 from ...train.outcome import run_curve, train_outcome
 from ...train.recipes import RECIPE_NAMES as RECIPES
-from ..common import NO_PROJECT, Ctx, bind, empty_state, error_text, finished_task, guard, md_escape, pct, wire
+from ..common import (
+    NO_PROJECT,
+    Ctx,
+    bind,
+    empty_state,
+    error_text,
+    finished_task,
+    guard,
+    md_escape,
+    pct,
+    ui_error,
+    wire,
+)
 
 #: Methods that need no training run and live in step 5.
 NOT_TRAINED_HERE = {"zeroshot"}
@@ -255,6 +267,14 @@ def view(project: Project | None, run_id: int | None = None) -> TrainView:
     )
 
 
+def refused(message: str) -> TrainView:
+    """A request that cannot be done (nothing to cancel or resume, options to fix): the message as a warning
+    toast and as the status, every other output left as it is — a raised gr.Error would mark all of them
+    (the options editor, the run list, the plot, the outcome) as failed and empty the editor."""
+    gr.Warning(message)
+    return TrainView(*(gr.skip(),) * len(TrainView._fields))._replace(status=f"⚠️ {md_escape(message)}")
+
+
 def _options(name: str, text: str | None):
     """The method and its params from the options text; gr.Error saying what to fix."""
     method = get_method(name)
@@ -311,10 +331,15 @@ def start(ctx: Ctx, key: str, name: str | None, text: str | None) -> TrainView:
     """Start a run of method ``name`` with the options ``text`` (JSON); the view follows the new run."""
     project = ctx.open(key)
     if not name:
-        raise gr.Error("Pick a method first (only implemented methods can be picked).")
-    method, p = _options(name, text)
-    if hasattr(method, "resolve"):
-        method.resolve(project, p)  # bad options and missing features fail here, not in the background
+        return refused("Pick a method first (only implemented methods can be picked).")
+    try:
+        method, p = _options(name, text)
+        if hasattr(method, "resolve"):
+            method.resolve(project, p)  # bad options and missing features fail here, not in the background
+    except gr.Error as exc:
+        return refused(exc.message)
+    except LabelerError as exc:
+        return refused(ui_error(str(exc), exc.hint))
     before = max((r["id"] for r in _run_rows(project)), default=0)
     task = _start(project, name, method, p)
     new_id = wait_for_new_run(project, "train", before, still_starting=lambda: task.running, timeout=10)
@@ -330,7 +355,7 @@ def cancel(ctx: Ctx, key: str, run_id: int | None) -> TrainView:
     project = ctx.open(key)
     running = [r for r in _run_rows(project) if r["status"] == "running"]
     if not running:
-        raise gr.Error("No training run is running.")
+        return refused("No training run is running.")
     target = next((r for r in running if r["id"] == run_id), running[0])
     request_cancel(project, target["id"])
     gr.Info(f"Asked run {target['id']} to stop after its current step.")
@@ -350,7 +375,7 @@ def resume(ctx: Ctx, key: str, name: str | None, run_id: int | None) -> TrainVie
     project = ctx.open(key)
     target = _resume_target(project, name, run_id)
     if target is None:
-        raise gr.Error("There is no cancelled or interrupted run to resume: press Start for a new one.")
+        return refused("There is no cancelled or interrupted run to resume: press Start for a new one.")
     for task in background_tasks(str(project.root)):  # a cancelled run's thread may still be unwinding
         if task.kind == "train" and task.running:
             task.wait(10)
@@ -362,7 +387,7 @@ def resume(ctx: Ctx, key: str, name: str | None, run_id: int | None) -> TrainVie
         try:
             p = method.params_from({k: v for k, v in target["params"].items() if k in known})
         except InvalidInputError as exc:
-            raise gr.Error(f"Run {target['id']}'s options no longer fit the method ({exc}): start a new run.") from None
+            return refused(f"Run {target['id']}'s options no longer fit the method ({exc}): start a new run.")
         _start(project, target["method"], method, p)
     return view(project, target["id"])._replace(
         status=f"Resuming run {target['id']} ({target['method']})… progress is in the jobs panel.",
