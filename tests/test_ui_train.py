@@ -30,6 +30,19 @@ CLASSES = ["cat", "dog", "ship", "truck"]
 OPTIONS = {"epochs": 16, "batch_size": 2, "tokens": 2, "patience": 100, "align_epochs": 5, "device": "cpu"}
 
 
+@pytest.fixture(autouse=True)
+def patient_expect():
+    """Playwright waits up to 30 s (not 5 s) on each condition: on a loaded machine opening a project takes longer."""
+    try:
+        from playwright.sync_api import expect
+    except ImportError:
+        yield
+        return
+    expect.set_options(timeout=30_000)
+    yield
+    expect.set_options(timeout=5_000)
+
+
 def _project(path: Path):
     from labeler.project import Project
 
@@ -227,14 +240,20 @@ def test_train_step_in_the_browser(setup, client):
         page.keyboard.press("Escape")
         assert page.locator("#train-method input").first.input_value() == "nola"
 
-        # a run driven by the buttons: start, live status and curve, cancel, resume
-        editor = page.locator("#train-params .cm-content")
-        editor.click()
-        page.keyboard.press("Control+A")
-        page.keyboard.press("Delete")
-        editor.fill(json.dumps({**OPTIONS, "epochs": 36}))
-        page.click("#train-start")
+        # nothing to cancel: the message as the status, the rest of the step as it was (no "Error" pills)
         status = page.locator("#train-status")
+        page.click("#train-cancel")
+        expect(status).to_contain_text("No training run is running")
+        for elem in ("#train-form", "#train-run", "#train-curve", "#train-outcome"):
+            expect(page.locator(elem)).not_to_contain_text("Error")
+        expect(page.locator("#train-opt-epochs input")).to_be_visible()
+
+        # the options form: the method's fields, the rest under "Advanced"; a run driven by the buttons
+        page.get_by_text("Advanced options").click()
+        for name, value in {**OPTIONS, "epochs": 36}.items():
+            page.locator(f"#train-opt-{name}").locator("input, textarea").first.fill(str(value))
+        shot(page, "ui-6-train-form")
+        page.click("#train-start")
         expect(status).to_contain_text(re.compile(r"\(nola\) running"), timeout=30_000)
         expect(page.locator("#train-run input")).to_have_value(re.compile(r"nola · running"), timeout=30_000)
         expect(status).to_contain_text(re.compile(r"epoch ([4-9]|[1-3]\d)/36"), timeout=30_000)  # timer-refreshed
@@ -351,3 +370,51 @@ def test_nothing_to_cancel_or_resume_says_so_and_leaves_the_step_alone(tmp_path)
         assert message in out.status, out.status
         others = out._replace(status=gr.skip())
         assert all(v == gr.skip() for v in others), others
+
+
+def test_options_form_round_trips_to_the_run_and_one_epoch_plots_as_dots(tmp_path):
+    """The form starts at the method's defaults (its JSON is method_defaults); typed fields reach the run's
+    recorded params, empty ones become what their line says; a one-epoch curve is drawn as dots on a sane axis."""
+    from labeler.app.steps import train
+    from labeler.app.steps.train_options import device_defaults
+    from labeler.jobs import list_runs
+    from labeler.methods import get_method, method_defaults
+    from labeler.project import Project
+
+    from .conftest import tiny_project
+
+    form = train.pick_method("nola")
+    values = [getattr(form, f.name)["value"] for f in train.FIELDS]
+    assert json.loads(form.params) == method_defaults("nola")
+    assert get_method("nola").params_from(json.loads(form.params)) == get_method("nola").Params()
+    epochs = next(getattr(form, f.name) for f in train.FIELDS if f.name == "epochs")
+    here = device_defaults("nola", "labeler")
+    assert epochs["value"] is None and f"empty: {here['epochs']} here" in epochs["info"]
+    assert not next(getattr(form, f.name) for f in train.FIELDS if f.name == "text_steps")["visible"]  # lafter's
+
+    typed = {"epochs": 1, "batch_size": 8, "tokens": 4, "lr": 0.01, "patience": 2, "precision": "fp32"}
+    typed |= {"align_epochs": 5, "device": "cpu", "text_steps": 7}  # text_steps: lafter's, hidden, ignored
+    values = [typed.get(f.name, v) for f, v in zip(train.FIELDS, values, strict=True)]
+    text = train.form_json("nola", "labeler", *values)
+    assert "text_steps" not in json.loads(text)
+
+    proj = tiny_project(tmp_path / "p", class_folders(tmp_path / "imgs", per_class=2, classes=CLASSES), CLASSES, True)
+    ctx = _ctx(tmp_path)
+    out = train.start(ctx, str(proj), "nola", text)
+    assert "Starting **nola**" in out.status, out.status
+    p = Project(proj)
+    try:
+        run = wait_until(
+            lambda: next((r for r in list_runs(p, kind="train") if r["status"] != "running"), None), "the run", 120
+        )
+        assert run["status"] == "done", run
+        for name, value in typed.items():
+            if name != "text_steps":
+                assert run["params"][name] == value, name
+        for name in ("schedule", "weight_decay", "holdout"):  # left as they were: what the form's lines said
+            assert run["params"][name] == here[name], name
+        curve = train.curve_update(p, run["id"])
+    finally:
+        p.close()
+    assert curve.visible and curve.x_lim == [0.0, 2.0]  # one epoch: an axis around it, not "1.000000"
+    assert curve.value["mark"] == "point" and len(curve.value["data"]) >= 2  # dots, one per metric

@@ -41,6 +41,17 @@ from ..common import (
     ui_error,
     wire,
 )
+from .train_options import (
+    CHOICES,
+    MAIN,
+    Field,
+    all_fields,
+    device_defaults,
+    field_info,
+    form_value,
+    method_fields,
+    options_json,
+)
 
 #: Methods that need no training run and live in step 5.
 NOT_TRAINED_HERE = {"zeroshot"}
@@ -103,7 +114,13 @@ def _curve_plot(points: list[dict]) -> gr.LinePlot:
     swaps the data, so a run's curves drawn into a chart first drawn empty would stay invisible. A hidden
     plot is drawn afresh when it shows again.
     """
-    return gr.LinePlot(value=_curve_frame(points), visible=bool(points))
+    frame = _curve_frame(points)
+    steps = set(frame["step"])
+    if len(steps) == 1:  # one epoch: dots (a line through one point draws nothing) on an axis around it
+        (step,) = steps
+        dots = gr.ScatterPlot(x="step", y="value", color="metric").postprocess(frame).model_dump()
+        return gr.LinePlot(value=dots, visible=True, x_lim=[step - 1, step + 1])
+    return gr.LinePlot(value=frame, visible=bool(points), x_lim=None)
 
 
 def _device_text() -> str:
@@ -187,11 +204,6 @@ class TrainView(NamedTuple):
     timer: Any  # gr.Timer update: active while a run is live
     curve_row: Any  # gr.Row update: shown once there is a run
     outcome: str
-
-
-class MethodOut(NamedTuple):
-    params: str
-    recipe: str
 
 
 class CurveOut(NamedTuple):
@@ -308,22 +320,69 @@ def refresh(ctx: Ctx, key: str) -> TrainView:
     return view(ctx.open(key, required=False))  # the options keep what the user typed
 
 
-@guard
-def pick_method(name: str | None) -> MethodOut:
-    """A picked method resets the options to its defaults and the recipe to ours."""
-    return MethodOut(params=_defaults(name), recipe="labeler")
+#: The options form: one field per option of any trainable method (a method shows its own).
+FIELDS: list[Field] = all_fields(ready_methods())
+
+#: The form's outputs: the JSON export, the recipe, then one update per field of :data:`FIELDS`.
+FormOut = NamedTuple("FormOut", [("params", Any), ("recipe", Any), *((f.name, Any) for f in FIELDS)])
 
 
 @guard
-def pick_recipe(name: str, text: str | None):
-    """Write the picked recipe into the options (left alone while they are not a JSON object)."""
-    try:
-        values = json.loads(text or "{}")
-    except ValueError:
-        return gr.skip()
-    if not isinstance(values, dict):
-        return gr.skip()
-    return json.dumps({**values, "recipe": name}, indent=2)
+def pick_method(name: str | None) -> FormOut:
+    """A picked method resets the form to its defaults (its own fields shown) and the recipe to ours."""
+    recipe = "labeler"
+    own = {f.name: f for f in method_fields(name)} if name else {}
+    resolved = device_defaults(name, recipe) if name else {}
+    values = [form_value(own.get(f.name, f)) for f in FIELDS]
+    fields = {
+        f.name: gr.update(value=v, visible=f.name in own, info=field_info(own.get(f.name, f), resolved))
+        for f, v in zip(FIELDS, values, strict=True)
+    }
+    return FormOut(params=options_json(name, recipe, FIELDS, values), recipe=recipe, **fields)
+
+
+@guard
+def pick_recipe(name: str | None, recipe: str, *values) -> FormOut:
+    """A picked recipe: the options it fills say what they become now; the typed values stay."""
+    resolved = device_defaults(name, recipe) if name else {}
+    fields = {f.name: gr.update(info=field_info(f, resolved)) for f in FIELDS}
+    return FormOut(params=options_json(name, recipe, FIELDS, list(values)), recipe=gr.skip(), **fields)
+
+
+@guard
+def form_json(name: str | None, recipe: str, *values) -> str:
+    """The form as the JSON options Start sends (the export below the form)."""
+    return options_json(name, recipe, FIELDS, list(values))
+
+
+def _field(f: Field, visible: bool, info: str, value: Any):
+    """The component of one option."""
+    kw = {"label": f.name, "info": info, "visible": visible, "elem_id": f"train-opt-{f.name}", "value": value}
+    if f.kind == "bool":
+        return gr.Checkbox(**kw)
+    if f.kind in ("int", "float"):
+        return gr.Number(precision=0 if f.kind == "int" else None, **kw)
+    if f.kind == "choice":
+        unset = [("(default)", "")] if f.default is None else []
+        return gr.Dropdown([*unset, *((c, c) for c in CHOICES[f.name])], **kw)
+    return gr.Textbox(max_lines=1, **kw)
+
+
+def form(first: str | None) -> dict:
+    """The options form for method ``first``: the main fields, the rest under "Advanced" (components by name)."""
+    own = {f.name: f for f in method_fields(first)} if first else {}
+    resolved = device_defaults(first, "labeler") if first else {}
+    out = {}
+    with gr.Row(elem_id="train-form"):
+        for f in (f for f in FIELDS if f.name in MAIN):
+            g = own.get(f.name, f)
+            out[f.name] = _field(f, f.name in own, field_info(g, resolved), form_value(g))
+    with gr.Accordion("Advanced options", open=False, elem_id="train-advanced"):
+        with gr.Row():
+            for f in (f for f in FIELDS if f.name not in MAIN):
+                g = own.get(f.name, f)
+                out[f.name] = _field(f, f.name in own, field_info(g, resolved), form_value(g))
+    return out
 
 
 @guard
@@ -446,9 +505,17 @@ def build(ctx: Ctx) -> dict:
                 info="labeler: our settings · paper: the official code's (docs/methods.md lists every difference); "
                 'sets the options\' "recipe", options given there override it',
             )
-            params = gr.Code(
-                _defaults(first), language="json", label="Options (JSON)", lines=8, max_lines=16, elem_id="train-params"
-            )
+            fields = form(first)
+            with gr.Accordion("Options as JSON (what Start sends)", open=False):
+                params = gr.Code(
+                    _defaults(first),
+                    language="json",
+                    label="Options (JSON)",
+                    lines=8,
+                    max_lines=16,
+                    interactive=False,
+                    elem_id="train-params",
+                )
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary", interactive=bool(ready), elem_id="train-start")
                 cancel_btn = gr.Button("Cancel", variant="stop", interactive=bool(ready), elem_id="train-cancel")
@@ -479,9 +546,16 @@ def build(ctx: Ctx) -> dict:
         curve_row=curve_row,
         outcome=outcome,
     )
-    method.change(pick_method, [method], wire(MethodOut, params=params, recipe=recipe), api_visibility="private")
-    recipe.input(pick_recipe, [recipe, params], [params], api_visibility="private")
-    start_btn.click(bind(start, ctx), [ctx.project, method, params], outs, api_name="train_start")
+    form_outs = wire(FormOut, params=params, recipe=recipe, **fields)
+    values = [fields[f.name] for f in FIELDS]
+    method.change(pick_method, [method], form_outs, api_visibility="private")
+    recipe.input(pick_recipe, [method, recipe, *values], form_outs, api_visibility="private")
+    gr.on(
+        [c.input for c in values], form_json, [method, recipe, *values], [params], api_visibility="private"
+    )  # the export follows the form
+    start_btn.click(form_json, [method, recipe, *values], [params], api_visibility="private").then(
+        bind(start, ctx), [ctx.project, method, params], outs, api_name="train_start"
+    )  # Start sends the form as it is now
     cancel_btn.click(bind(cancel, ctx), [ctx.project, run_pick], outs, api_name="train_cancel")
     resume_btn.click(bind(resume, ctx), [ctx.project, method, run_pick], outs, api_name="train_resume")
     run_pick.input(
