@@ -360,12 +360,12 @@ def _field(f: Field, visible: bool, info: str, value: Any):
     kw = {"label": f.name, "info": info, "visible": visible, "elem_id": f"train-opt-{f.name}", "value": value}
     if f.kind == "bool":
         return gr.Checkbox(**kw)
-    if f.kind in ("int", "float"):
+    if f.kind in ("int", "float") and f.default is not None:
         return gr.Number(precision=0 if f.kind == "int" else None, **kw)
     if f.kind == "choice":
         unset = [("(default)", "")] if f.default is None else []
         return gr.Dropdown([*unset, *((c, c) for c in CHOICES[f.name])], **kw)
-    return gr.Textbox(max_lines=1, **kw)
+    return gr.Textbox(max_lines=1, placeholder="(default)" if f.default is None else None, **kw)
 
 
 def form(first: str | None) -> dict:

@@ -17,6 +17,7 @@ from functools import cache
 from typing import Any
 
 from ...device import resolve_device
+from ...errors import InvalidInputError
 from ...methods import get_method, method_defaults
 from ...train.params import resolve_training
 from ...train.recipes import apply_recipe
@@ -134,15 +135,16 @@ def field_info(f: Field, resolved: dict) -> str:
 def form_value(f: Field) -> Any:
     """A field's starting value: the dataclass default (empty for None; a list of templates as JSON)."""
     if f.default is None:
-        return None if f.kind in ("int", "float") else ""
+        return ""  # (a number field for it is a textbox: gr.Number shows an empty value as 0)
     return json.dumps(f.default) if isinstance(f.default, list) else f.default
 
 
 def _coerce(f: Field, value: Any) -> Any:
-    if f.kind == "int":
-        return int(value)
-    if f.kind == "float":
-        return float(value)
+    if f.kind in ("int", "float"):
+        try:
+            return int(value) if f.kind == "int" else float(value)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"training option {f.name} must be a number, got {value!r}") from None
     if f.kind == "bool":
         return bool(value)
     text = str(value).strip()
