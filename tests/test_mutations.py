@@ -312,7 +312,7 @@ def test_ui_outcome_shows_warnings():
     original = ui_train.train_outcome
     try:
         ui_train.train_outcome = lambda project, run_id: out
-        md = ui_train._outcome_md(None, run)
+        md = ui_train.outcome_md(None, run)
     finally:
         ui_train.train_outcome = original
     assert "Warning" in md and "the teacher looks degenerate" in md and "untrained model" in md

@@ -12,11 +12,12 @@ side (did training help?). Audit images are never trained on; a check is not a l
 from __future__ import annotations
 
 import html
+from typing import Any, NamedTuple
 
 import gradio as gr
 
 from ... import audit
-from ..common import NO_PROJECT, Ctx, empty_state, guard, md_escape
+from ..common import NO_PROJECT, Ctx, bind, empty_state, guard, md_escape, wire
 
 DIGITS = 9
 RUN_HEADERS = ["labels", "checked", "accuracy", "95% interval"]
@@ -99,6 +100,149 @@ def run_rows(project) -> list[list]:
     ]
 
 
+class AuditView(NamedTuple):
+    """What the panel shows after every event."""
+
+    progress: str
+    image: Any  # PIL image, or None
+    label: str
+    current: int | None  # the image id on screen (gr.State)
+    truth: Any  # gr.Radio update: the classes, nothing picked
+    estimate: str
+    runs: Any  # gr.Dataframe update
+
+
+def _choices(classes: list[str]) -> list[tuple[str, str]]:
+    """The true-class list: ``"k · class"`` for the classes a digit key picks."""
+    return [(f"{k} · {c}" if k <= DIGITS else c, c) for k, c in enumerate(classes, start=1)]
+
+
+def _empty(progress: str, classes: list[str] | None = None, estimate: str = "", runs=None) -> AuditView:
+    """The panel with no image to check."""
+    return AuditView(
+        progress=progress,
+        image=None,
+        label="",
+        current=None,
+        truth=gr.Radio(choices=_choices(classes or []), value=None),
+        estimate=estimate,
+        runs=runs if runs is not None else gr.Dataframe(visible=False),
+    )
+
+
+def _progress_text(project, note: str = "") -> str:
+    """How much of the sample is checked, and how it was drawn."""
+    p = audit.audit_progress(project)
+    design = audit.design(project)
+    text = (
+        f"**{p['checked']} of {p['sampled']} checked**"
+        + (f" ({p['skipped']} skipped)" if p["skipped"] else "")
+        + f" · {design['mode']} sample, seed {design['seed']}"
+    )
+    return text + (f"  \n{note}" if note else "")
+
+
+def item_md(it: dict) -> str:
+    """The image's current final label, where it came from, and its confidence (Markdown)."""
+    shown = ", ".join(it["classes"]) or "unlabeled"
+    where = {"human": "your label", "accepted": "accepted pseudo-label", "pseudo": "pseudo-label"}
+    return (
+        f"### {md_escape(shown)}\n"
+        f"<span class='lb-note'>image {it['image_id']} · {md_escape(it['rel_path'] or '')} · "
+        f"{where.get(it['source'] or '', 'no label')}"
+        + (f" · {100 * it['score']:.0f}%" if it["score"] is not None and it["source"] != "human" else "")
+        + "</span>"
+    )
+
+
+def view(project, note: str = "") -> AuditView:
+    """The panel for ``project`` (None: no project open): the next unchecked image and the estimate."""
+    if project is None:
+        return _empty(empty_state(NO_PROJECT))
+    classes = project.classes
+    if audit.design(project) is None:
+        return _empty(
+            empty_state(
+                "No audit sample yet: choose a size (100 gives about ±8 % at 80 % accuracy) and press "
+                "<b>Draw sample</b>."
+            ),
+            classes,
+        )
+    text = _progress_text(project, note)
+    nxt = audit.audit_items(project, unchecked=True, limit=1)
+    estimate = estimate_html(audit.audit_report(project))
+    runs_update = gr.Dataframe(value=run_rows(project), headers=RUN_HEADERS, visible=True)
+    if not nxt:
+        done = empty_state("Every image of the sample is checked. Draw a larger sample to narrow the interval.")
+        return _empty(text + "  \n" + done, classes, estimate, runs_update)
+    it = nxt[0]
+    lab = item_md(it)
+    img = _image(it["path"])
+    if img is None:
+        lab += "  \n" + empty_state("This image cannot be read: skip it.")
+    return AuditView(
+        progress=text,
+        image=img,
+        label=lab,
+        current=it["image_id"],
+        truth=gr.Radio(choices=_choices(classes), value=None),
+        estimate=estimate,
+        runs=runs_update,
+    )
+
+
+@guard
+def refresh(ctx: Ctx, key: str) -> AuditView:
+    return view(ctx.open(key, required=False))
+
+
+@guard
+def draw(ctx: Ctx, key: str, n: float | None, strat: bool, s: float | None) -> AuditView:
+    """Draw (or grow) the seeded sample of ``n`` images."""
+    project = ctx.open(key)
+    if n is None or int(n) < 1:
+        raise gr.Error("Give a sample size of at least 1.")
+    res = audit.draw_sample(project, int(n), stratify=bool(strat), seed=None if s is None else int(s))
+    return view(project, f"Drew {res['added']} new images.")
+
+
+def _check(ctx: Ctx, key: str, image_id: int | None, verdict: str, classes=None) -> AuditView:
+    project = ctx.open(key)
+    if image_id is None:
+        raise gr.Error("There is no image to check: draw a sample first.")
+    audit.record_verdict(project, int(image_id), verdict, classes)
+    return view(project)
+
+
+@guard
+def confirm(ctx: Ctx, key: str, image_id: int | None) -> AuditView:
+    """The label shown is right."""
+    return _check(ctx, key, image_id, "confirm")
+
+
+@guard
+def correct(ctx: Ctx, key: str, image_id: int | None, cls: str | None) -> AuditView:
+    """The true class is ``cls``."""
+    if not cls:
+        raise gr.Error("Pick the true class first.")
+    return _check(ctx, key, image_id, "correct", cls)
+
+
+@guard
+def skip(ctx: Ctx, key: str, image_id: int | None) -> AuditView:
+    """Leave the image out of the estimate."""
+    return _check(ctx, key, image_id, "skip")
+
+
+@guard
+def correct_digit(ctx: Ctx, k: int, key: str, image_id: int | None) -> AuditView:
+    """Key ``k`` (1–9): the true class is the k-th class (nothing happens past the last class)."""
+    classes = ctx.open(key).classes
+    if k > len(classes):
+        return AuditView(*(gr.skip(),) * len(AuditView._fields))
+    return _check(ctx, key, image_id, "correct", classes[k - 1])
+
+
 def build(ctx: Ctx) -> dict:
     gr.Markdown(
         "Check a **random sample** by hand to learn how good the labels are, with error bars. Audit images are "
@@ -139,132 +283,23 @@ def build(ctx: Ctx) -> dict:
         visible=False,
     )
 
-    outs = [progress, image, label, current, truth, estimate, runs]
-
-    def view(project, note: str = ""):
-        if project is None:
-            return (
-                empty_state(NO_PROJECT),
-                None,
-                "",
-                None,
-                gr.Radio(choices=[], value=None),
-                "",
-                gr.Dataframe(visible=False),
-            )
-        classes = project.classes
-        choices = [(f"{k} · {c}" if k <= DIGITS else c, c) for k, c in enumerate(classes, start=1)]
-        if audit.design(project) is None:
-            return (
-                empty_state(
-                    "No audit sample yet: choose a size (100 gives about ±8 % at 80 % accuracy) and press "
-                    "<b>Draw sample</b>."
-                ),
-                None,
-                "",
-                None,
-                gr.Radio(choices=choices, value=None),
-                "",
-                gr.Dataframe(visible=False),
-            )
-        p = audit.audit_progress(project)
-        nxt = audit.audit_items(project, unchecked=True, limit=1)
-        text = (
-            f"**{p['checked']} of {p['sampled']} checked**"
-            + (f" ({p['skipped']} skipped)" if p["skipped"] else "")
-            + f" · {audit.design(project)['mode']} sample, seed {audit.design(project)['seed']}"
-        )
-        if note:
-            text += f"  \n{note}"
-        rep = audit.audit_report(project)
-        rows = run_rows(project)
-        runs_update = gr.Dataframe(value=rows, headers=RUN_HEADERS, visible=True)
-        if not nxt:
-            return (
-                text
-                + "  \n"
-                + empty_state("Every image of the sample is checked. Draw a larger sample to narrow the interval."),
-                None,
-                "",
-                None,
-                gr.Radio(choices=choices, value=None),
-                estimate_html(rep),
-                runs_update,
-            )
-        it = nxt[0]
-        shown = ", ".join(it["classes"]) or "unlabeled"
-        where = {"human": "your label", "accepted": "accepted pseudo-label", "pseudo": "pseudo-label"}
-        lab = (
-            f"### {md_escape(shown)}\n"
-            f"<span class='lb-note'>image {it['image_id']} · {md_escape(it['rel_path'] or '')} · "
-            f"{where.get(it['source'] or '', 'no label')}"
-            + (f" · {100 * it['score']:.0f}%" if it["score"] is not None and it["source"] != "human" else "")
-            + "</span>"
-        )
-        img = _image(it["path"])
-        if img is None:
-            lab += "  \n" + empty_state("This image cannot be read: skip it.")
-        return (
-            text,
-            img,
-            lab,
-            it["image_id"],
-            gr.Radio(choices=choices, value=None),
-            estimate_html(rep),
-            runs_update,
-        )
-
-    @guard
-    def refresh(key):
-        return view(ctx.open(key, required=False))
-
-    @guard
-    def draw(key, n, strat, s):
-        project = ctx.open(key)
-        if n is None or int(n) < 1:
-            raise gr.Error("Give a sample size of at least 1.")
-        res = audit.draw_sample(project, int(n), stratify=bool(strat), seed=None if s is None else int(s))
-        return view(project, f"Drew {res['added']} new images.")
-
-    def _check(key, image_id, verdict, classes=None):
-        project = ctx.open(key)
-        if image_id is None:
-            raise gr.Error("There is no image to check: draw a sample first.")
-        audit.record_verdict(project, int(image_id), verdict, classes)
-        return view(project)
-
-    @guard
-    def confirm(key, image_id):
-        return _check(key, image_id, "confirm")
-
-    @guard
-    def correct(key, image_id, cls):
-        if not cls:
-            raise gr.Error("Pick the true class first.")
-        return _check(key, image_id, "correct", cls)
-
-    @guard
-    def skip(key, image_id):
-        return _check(key, image_id, "skip")
-
-    def correct_digit(k):
-        @guard
-        def handler(key, image_id):
-            project = ctx.open(key)
-            classes = project.classes
-            if k > len(classes):
-                return (gr.skip(),) * len(outs)
-            return _check(key, image_id, "correct", classes[k - 1])
-
-        return handler
-
-    draw_btn.click(draw, [ctx.project, size, stratify, seed], outs, api_name="audit_draw")
-    confirm_btn.click(confirm, [ctx.project, current], outs, api_name="audit_confirm")
-    correct_btn.click(correct, [ctx.project, current, truth], outs, api_name="audit_correct")
-    skip_btn.click(skip, [ctx.project, current], outs, api_name="audit_skip")
+    outs = wire(
+        AuditView,
+        progress=progress,
+        image=image,
+        label=label,
+        current=current,
+        truth=truth,
+        estimate=estimate,
+        runs=runs,
+    )
+    draw_btn.click(bind(draw, ctx), [ctx.project, size, stratify, seed], outs, api_name="audit_draw")
+    confirm_btn.click(bind(confirm, ctx), [ctx.project, current], outs, api_name="audit_confirm")
+    correct_btn.click(bind(correct, ctx), [ctx.project, current, truth], outs, api_name="audit_correct")
+    skip_btn.click(bind(skip, ctx), [ctx.project, current], outs, api_name="audit_skip")
     for k, btn in enumerate(digit_btns, start=1):
-        btn.click(correct_digit(k), [ctx.project, current], outs, api_visibility="private")
-    return {"refresh": refresh, "outputs": outs, "api_name": "audit_view"}
+        btn.click(bind(correct_digit, ctx, k), [ctx.project, current], outs, api_visibility="private")
+    return {"refresh": bind(refresh, ctx), "outputs": outs, "api_name": "audit_view"}
 
 
 #: The panel's keys (installed with the page head; ignored while typing, and while the panel is hidden).

@@ -16,18 +16,42 @@ from __future__ import annotations
 import html
 import inspect
 import json
+from typing import Any, NamedTuple
 
 import gradio as gr
 import pandas as pd
 
 from ...device import resolve_device
-from ...errors import InvalidInputError
+from ...errors import InvalidInputError, LabelerError
 from ...jobs import background_tasks, list_runs, request_cancel, run_in_background, wait_for_new_run
 from ...methods import METHODS, get_method, list_methods, method_defaults
 from ...project import Project
 from ...train.outcome import run_curve, train_outcome
 from ...train.recipes import RECIPE_NAMES as RECIPES
-from ..common import NO_PROJECT, Ctx, empty_state, error_text, finished_task, guard, md_escape, pct
+from ..common import (
+    NO_PROJECT,
+    Ctx,
+    bind,
+    empty_state,
+    error_text,
+    finished_task,
+    guard,
+    md_escape,
+    pct,
+    ui_error,
+    wire,
+)
+from .train_options import (
+    CHOICES,
+    MAIN,
+    Field,
+    all_fields,
+    device_defaults,
+    field_info,
+    form_value,
+    method_fields,
+    options_json,
+)
 
 #: Methods that need no training run and live in step 5.
 NOT_TRAINED_HERE = {"zeroshot"}
@@ -90,7 +114,13 @@ def _curve_plot(points: list[dict]) -> gr.LinePlot:
     swaps the data, so a run's curves drawn into a chart first drawn empty would stay invisible. A hidden
     plot is drawn afresh when it shows again.
     """
-    return gr.LinePlot(value=_curve_frame(points), visible=bool(points))
+    frame = _curve_frame(points)
+    steps = set(frame["step"])
+    if len(steps) == 1:  # one epoch: dots (a line through one point draws nothing) on an axis around it
+        (step,) = steps
+        dots = gr.ScatterPlot(x="step", y="value", color="metric").postprocess(frame).model_dump()
+        return gr.LinePlot(value=dots, visible=True, x_lim=[step - 1, step + 1])
+    return gr.LinePlot(value=frame, visible=bool(points), x_lim=None)
 
 
 def _device_text() -> str:
@@ -115,7 +145,7 @@ def _run_rows(project: Project) -> list[dict]:
     return list_runs(project, kind="train")
 
 
-def _outcome_md(project: Project, run: dict | None) -> str:
+def outcome_md(project: Project, run: dict | None) -> str:
     """What a run's trained model did to the labels, compared with the labels that were active before."""
     if run is None:
         return ""
@@ -164,8 +194,293 @@ def _outcome_md(project: Project, run: dict | None) -> str:
     return "  \n".join(lines)
 
 
+class TrainView(NamedTuple):
+    """What the step shows (refresh, start, cancel, resume, the timer, a finished run)."""
+
+    params: Any  # the options editor: always gr.skip() here (the options keep what the user typed)
+    status: str
+    run_pick: Any  # gr.Dropdown update: the runs, the one shown
+    curve: Any  # gr.LinePlot update
+    timer: Any  # gr.Timer update: active while a run is live
+    curve_row: Any  # gr.Row update: shown once there is a run
+    outcome: str
+
+
+class CurveOut(NamedTuple):
+    curve: Any
+    outcome: str
+
+
+def ready_methods() -> list[str]:
+    """The trainable methods that can be picked (implemented ones)."""
+    return [m["name"] for m in _trainable() if m["available"]]
+
+
+def run_choices(project: Project) -> list[tuple[str, int]]:
+    """The run picker's ``(label, run id)`` choices, newest first."""
+    return [
+        (f"run {r['id']} · {r['method']} · {r['status']} {pct(r['progress'])}", r["id"]) for r in _run_rows(project)
+    ]
+
+
+def curve_update(project: Project, run_id: int | None) -> gr.LinePlot:
+    """The plot update for a run's curves (hidden without a run)."""
+    return _curve_plot(run_curve(project, run_id) if run_id else [])
+
+
+def _status_text(runs: list[dict], ready: bool) -> str:
+    """The status line: what to do first, or the latest run's state."""
+    if not ready:
+        return empty_state(
+            "No training method is implemented yet (see the list on the left). The zero-shot "
+            "pseudo-labels of step 5 are the result for now: review them and export (step 8)."
+        )
+    if not runs:
+        return empty_state(
+            "No training run yet. Pick a method, adjust its options, press <b>Start</b>. "
+            "It uses the features and pseudo-labels of step 5."
+        )
+    r = runs[0]
+    stopped = r["status"] in ("cancelled", "interrupted")
+    return (
+        f"Latest: run {r['id']} ({r['method']}) **{r['status']}** {pct(r['progress'])}"
+        + (f" — {md_escape(r['message'])}" if r.get("message") else "")
+        + (f"  \n{error_text(r['error'])}" if r.get("error") and not stopped else "")
+        + ("  \nPress **Resume** to continue it from its last finished epoch." if stopped else "")
+    )
+
+
+def view(project: Project | None, run_id: int | None = None) -> TrainView:
+    """The step for ``project`` (None: no project open), showing run ``run_id`` (default: the newest)."""
+    if project is None:
+        return TrainView(
+            params=gr.skip(),
+            status=empty_state(NO_PROJECT),
+            run_pick=gr.Dropdown(choices=[], value=None),
+            curve=_curve_plot([]),
+            timer=gr.Timer(active=False),
+            curve_row=gr.Row(visible=False),
+            outcome="",
+        )
+    runs = _run_rows(project)
+    ids = [r["id"] for r in runs]
+    run_id = run_id if run_id in ids else (ids[0] if ids else None)
+    live = any(r["status"] == "running" for r in runs) or any(
+        t.kind == "train" and t.running for t in background_tasks(str(project.root))
+    )
+    return TrainView(
+        params=gr.skip(),
+        status=_status_text(runs, bool(ready_methods())),
+        run_pick=gr.Dropdown(choices=run_choices(project), value=run_id),
+        curve=curve_update(project, run_id),
+        timer=gr.Timer(active=live),
+        curve_row=gr.Row(visible=bool(runs)),
+        outcome=outcome_md(project, next((r for r in runs if r["id"] == run_id), None)),
+    )
+
+
+def refused(message: str) -> TrainView:
+    """A request that cannot be done (nothing to cancel or resume, options to fix): the message as a warning
+    toast and as the status, every other output left as it is — a raised gr.Error would mark all of them
+    (the options editor, the run list, the plot, the outcome) as failed and empty the editor."""
+    gr.Warning(message)
+    return TrainView(*(gr.skip(),) * len(TrainView._fields))._replace(status=f"⚠️ {md_escape(message)}")
+
+
+def _options(name: str, text: str | None):
+    """The method and its params from the options text; gr.Error saying what to fix."""
+    method = get_method(name)
+    try:
+        values = json.loads(text or "{}")
+    except ValueError as exc:
+        raise gr.Error(f"The options are not valid JSON ({exc}): fix them or pick the method again to reset.") from None
+    if not isinstance(values, dict):
+        raise gr.Error('The options must be a JSON object, like {"epochs": 10}.')
+    return method, method.params_from(values)
+
+
+def _start(project: Project, name: str, method, p, resume: int | None = None):
+    """Run ``method`` on the project in a background task (a fresh Project in its thread)."""
+    root = str(project.root)
+
+    def work():
+        proj = Project(root)
+        try:
+            if _takes_resume(method):
+                return method.run(proj, p, resume=resume)
+            return method.run(proj, p)
+        finally:
+            proj.close()
+
+    return run_in_background(root, "train", work, label=f"train {name}")
+
+
+@guard
+def refresh(ctx: Ctx, key: str) -> TrainView:
+    return view(ctx.open(key, required=False))  # the options keep what the user typed
+
+
+#: The options form: one field per option of any trainable method (a method shows its own).
+FIELDS: list[Field] = all_fields(ready_methods())
+
+#: The form's outputs: the JSON export, the recipe, then one update per field of :data:`FIELDS`.
+FormOut = NamedTuple("FormOut", [("params", Any), ("recipe", Any), *((f.name, Any) for f in FIELDS)])
+
+
+@guard
+def pick_method(name: str | None) -> FormOut:
+    """A picked method resets the form to its defaults (its own fields shown) and the recipe to ours."""
+    recipe = "labeler"
+    own = {f.name: f for f in method_fields(name)} if name else {}
+    resolved = device_defaults(name, recipe) if name else {}
+    values = [form_value(own.get(f.name, f)) for f in FIELDS]
+    fields = {
+        f.name: gr.update(value=v, visible=f.name in own, info=field_info(own.get(f.name, f), resolved))
+        for f, v in zip(FIELDS, values, strict=True)
+    }
+    return FormOut(params=options_json(name, recipe, FIELDS, values), recipe=recipe, **fields)
+
+
+@guard
+def pick_recipe(name: str | None, recipe: str, *values) -> FormOut:
+    """A picked recipe: the options it fills say what they become now; the typed values stay."""
+    resolved = device_defaults(name, recipe) if name else {}
+    fields = {f.name: gr.update(info=field_info(f, resolved)) for f in FIELDS}
+    return FormOut(params=options_json(name, recipe, FIELDS, list(values)), recipe=gr.skip(), **fields)
+
+
+@guard
+def form_json(name: str | None, recipe: str, *values) -> str:
+    """The form as the JSON options Start sends (the export below the form)."""
+    return options_json(name, recipe, FIELDS, list(values))
+
+
+def _field(f: Field, visible: bool, info: str, value: Any):
+    """The component of one option."""
+    kw = {"label": f.name, "info": info, "visible": visible, "elem_id": f"train-opt-{f.name}", "value": value}
+    if f.kind == "bool":
+        return gr.Checkbox(**kw)
+    if f.kind in ("int", "float") and f.default is not None:
+        return gr.Number(precision=0 if f.kind == "int" else None, **kw)
+    if f.kind == "choice":
+        unset = [("(default)", "")] if f.default is None else []
+        return gr.Dropdown([*unset, *((c, c) for c in CHOICES[f.name])], **kw)
+    return gr.Textbox(max_lines=1, placeholder="(default)" if f.default is None else None, **kw)
+
+
+def form(first: str | None) -> dict:
+    """The options form for method ``first``: the main fields, the rest under "Advanced" (components by name)."""
+    own = {f.name: f for f in method_fields(first)} if first else {}
+    resolved = device_defaults(first, "labeler") if first else {}
+    out = {}
+    with gr.Row(elem_id="train-form"):
+        for f in (f for f in FIELDS if f.name in MAIN):
+            g = own.get(f.name, f)
+            out[f.name] = _field(f, f.name in own, field_info(g, resolved), form_value(g))
+    with gr.Accordion("Advanced options", open=False, elem_id="train-advanced"):
+        with gr.Row():
+            for f in (f for f in FIELDS if f.name not in MAIN):
+                g = own.get(f.name, f)
+                out[f.name] = _field(f, f.name in own, field_info(g, resolved), form_value(g))
+    return out
+
+
+@guard
+def start(ctx: Ctx, key: str, name: str | None, text: str | None) -> TrainView:
+    """Start a run of method ``name`` with the options ``text`` (JSON); the view follows the new run."""
+    project = ctx.open(key)
+    if not name:
+        return refused("Pick a method first (only implemented methods can be picked).")
+    try:
+        method, p = _options(name, text)
+        if hasattr(method, "resolve"):
+            method.resolve(project, p)  # bad options and missing features fail here, not in the background
+    except gr.Error as exc:
+        return refused(exc.message)
+    except LabelerError as exc:
+        return refused(ui_error(str(exc), exc.hint))
+    before = max((r["id"] for r in _run_rows(project)), default=0)
+    task = _start(project, name, method, p)
+    new_id = wait_for_new_run(project, "train", before, still_starting=lambda: task.running, timeout=10)
+    return view(project, new_id)._replace(
+        status=f"Starting **{name}**… progress is in the jobs panel; the plot below follows the run.",
+        timer=gr.Timer(active=True),
+    )
+
+
+@guard
+def cancel(ctx: Ctx, key: str, run_id: int | None) -> TrainView:
+    """Ask the picked running run (else the newest running one) to stop after its current step."""
+    project = ctx.open(key)
+    running = [r for r in _run_rows(project) if r["status"] == "running"]
+    if not running:
+        return refused("No training run is running.")
+    target = next((r for r in running if r["id"] == run_id), running[0])
+    request_cancel(project, target["id"])
+    gr.Info(f"Asked run {target['id']} to stop after its current step.")
+    return view(project, target["id"])
+
+
+def _resume_target(project: Project, name: str | None, run_id: int | None) -> dict | None:
+    """The picked stopped run, else the newest stopped run of method ``name``."""
+    runs = [r for r in _run_rows(project) if r["status"] in ("cancelled", "interrupted", "failed")]
+    return next((r for r in runs if r["id"] == run_id), None) or next((r for r in runs if r["method"] == name), None)
+
+
+@guard
+def resume(ctx: Ctx, key: str, name: str | None, run_id: int | None) -> TrainView:
+    """Start the method again with the options of a cancelled or interrupted run (it continues from its
+    last checkpoint when the method supports a ``resume`` option)."""
+    project = ctx.open(key)
+    target = _resume_target(project, name, run_id)
+    if target is None:
+        return refused("There is no cancelled or interrupted run to resume: press Start for a new one.")
+    for task in background_tasks(str(project.root)):  # a cancelled run's thread may still be unwinding
+        if task.kind == "train" and task.running:
+            task.wait(10)
+    method = get_method(target["method"])
+    if _takes_resume(method):
+        _start(project, target["method"], method, None, resume=int(target["id"]))
+    else:  # a method without checkpoints: start again with the run's options
+        known = set(method_defaults(target["method"]))
+        try:
+            p = method.params_from({k: v for k, v in target["params"].items() if k in known})
+        except InvalidInputError as exc:
+            return refused(f"Run {target['id']}'s options no longer fit the method ({exc}): start a new run.")
+        _start(project, target["method"], method, p)
+    return view(project, target["id"])._replace(
+        status=f"Resuming run {target['id']} ({target['method']})… progress is in the jobs panel.",
+        timer=gr.Timer(active=True),
+    )
+
+
+@guard
+def tick(ctx: Ctx, key: str, run_id: int | None) -> TrainView:
+    return view(ctx.open(key, required=False), run_id)
+
+
+@guard
+def show_run(ctx: Ctx, key: str, run_id: int | None) -> CurveOut:
+    """The picked run's curves and outcome."""
+    project = ctx.open(key)
+    run = next((r for r in _run_rows(project) if r["id"] == run_id), None)
+    return CurveOut(curve=curve_update(project, run_id), outcome=outcome_md(project, run))
+
+
+@guard
+def finished(ctx: Ctx, key: str, marker: str | None, run_id: int | None) -> TrainView:
+    """A background train task of this project ended: show it (a failure with its message)."""
+    task = finished_task(key, marker, {"train"})
+    if task is None:
+        return TrainView(*(gr.skip(),) * len(TrainView._fields))
+    out = view(ctx.open(key), run_id)
+    if task.status == "failed":  # a cancelled run keeps the view's text: it says to press Resume
+        out = out._replace(status=f"**Training failed:** {error_text(task.error, task.hint)}")
+    return out
+
+
 def build(ctx: Ctx) -> dict:
-    ready = [m["name"] for m in _trainable() if m["available"]]
+    ready = ready_methods()
     first = "nola" if "nola" in ready else (ready[0] if ready else None)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
@@ -190,9 +505,17 @@ def build(ctx: Ctx) -> dict:
                 info="labeler: our settings · paper: the official code's (docs/methods.md lists every difference); "
                 'sets the options\' "recipe", options given there override it',
             )
-            params = gr.Code(
-                _defaults(first), language="json", label="Options (JSON)", lines=8, max_lines=16, elem_id="train-params"
-            )
+            fields = form(first)
+            with gr.Accordion("Options as JSON (what Start sends)", open=False):
+                params = gr.Code(
+                    _defaults(first),
+                    language="json",
+                    label="Options (JSON)",
+                    lines=8,
+                    max_lines=16,
+                    interactive=False,
+                    elem_id="train-params",
+                )
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary", interactive=bool(ready), elem_id="train-start")
                 cancel_btn = gr.Button("Cancel", variant="stop", interactive=bool(ready), elem_id="train-cancel")
@@ -213,192 +536,34 @@ def build(ctx: Ctx) -> dict:
     outcome = gr.Markdown(elem_id="train-outcome")
     timer = gr.Timer(2.0, active=False)
 
-    def run_choices(project):
-        return [
-            (f"run {r['id']} · {r['method']} · {r['status']} {pct(r['progress'])}", r["id"]) for r in _run_rows(project)
-        ]
-
-    def curve_df(project, run_id):
-        return _curve_plot(run_curve(project, run_id) if run_id else [])
-
-    def view(project, run_id=None):
-        if project is None:
-            return (
-                gr.skip(),
-                empty_state(NO_PROJECT),
-                gr.Dropdown(choices=[], value=None),
-                _curve_plot([]),
-                gr.Timer(active=False),
-                gr.Row(visible=False),
-                "",
-            )
-        runs = _run_rows(project)
-        if not ready:
-            text = empty_state(
-                "No training method is implemented yet (see the list on the left). The zero-shot "
-                "pseudo-labels of step 5 are the result for now: review them and export (step 8)."
-            )
-        elif not runs:
-            text = empty_state(
-                "No training run yet. Pick a method, adjust its options, press <b>Start</b>. "
-                "It uses the features and pseudo-labels of step 5."
-            )
-        else:
-            r = runs[0]
-            stopped = r["status"] in ("cancelled", "interrupted")
-            text = (
-                f"Latest: run {r['id']} ({r['method']}) **{r['status']}** {pct(r['progress'])}"
-                + (f" — {md_escape(r['message'])}" if r.get("message") else "")
-                + (f"  \n{error_text(r['error'])}" if r.get("error") and not stopped else "")
-                + ("  \nPress **Resume** to continue it from its last finished epoch." if stopped else "")
-            )
-        ids = [r["id"] for r in runs]
-        run_id = run_id if run_id in ids else (ids[0] if ids else None)
-        live = any(r["status"] == "running" for r in runs) or any(
-            t.kind == "train" and t.running for t in background_tasks(str(project.root))
-        )
-        return (
-            gr.skip(),
-            text,
-            gr.Dropdown(choices=run_choices(project), value=run_id),
-            curve_df(project, run_id),
-            gr.Timer(active=live),
-            gr.Row(visible=bool(runs)),
-            _outcome_md(project, next((r for r in runs if r["id"] == run_id), None)),
-        )
-
-    outs = [params, status, run_pick, curve, timer, curve_row, outcome]
-
-    @guard
-    def refresh(key):
-        return view(ctx.open(key, required=False))  # the options keep what the user typed
-
-    @guard
-    def pick_method(name):
-        return _defaults(name), "labeler"
-
-    @guard
-    def pick_recipe(name, text):
-        """Write the picked recipe into the options (left alone while they are not a JSON object)."""
-        try:
-            values = json.loads(text or "{}")
-        except ValueError:
-            return gr.skip()
-        if not isinstance(values, dict):
-            return gr.skip()
-        return json.dumps({**values, "recipe": name}, indent=2)
-
-    def _params(name, text):
-        method = get_method(name)
-        try:
-            values = json.loads(text or "{}")
-        except ValueError as exc:
-            raise gr.Error(
-                f"The options are not valid JSON ({exc}): fix them or pick the method again to reset."
-            ) from None
-        if not isinstance(values, dict):
-            raise gr.Error('The options must be a JSON object, like {"epochs": 10}.')
-        return method, method.params_from(values)
-
-    def _start(project, name, method, p, resume=None):
-        root = str(project.root)
-
-        def work():
-            proj = Project(root)
-            try:
-                if _takes_resume(method):
-                    return method.run(proj, p, resume=resume)
-                return method.run(proj, p)
-            finally:
-                proj.close()
-
-        return run_in_background(root, "train", work, label=f"train {name}")
-
-    @guard
-    def start(key, name, text):
-        project = ctx.open(key)
-        if not name:
-            raise gr.Error("Pick a method first (only implemented methods can be picked).")
-        method, p = _params(name, text)
-        if hasattr(method, "resolve"):
-            method.resolve(project, p)  # bad options and missing features fail here, not in the background
-        before = max((r["id"] for r in _run_rows(project)), default=0)
-        task = _start(project, name, method, p)
-        new_id = wait_for_new_run(project, "train", before, still_starting=lambda: task.running, timeout=10)
-        out = list(view(project, new_id))  # the plot follows the new run
-        out[1] = f"Starting **{name}**… progress is in the jobs panel; the plot below follows the run."
-        out[4] = gr.Timer(active=True)
-        return tuple(out)
-
-    @guard
-    def cancel(key, run_id):
-        project = ctx.open(key)
-        running = [r for r in _run_rows(project) if r["status"] == "running"]
-        if not running:
-            raise gr.Error("No training run is running.")
-        target = next((r for r in running if r["id"] == run_id), running[0])
-        request_cancel(project, target["id"])
-        gr.Info(f"Asked run {target['id']} to stop after its current step.")
-        return view(project, target["id"])
-
-    @guard
-    def resume(key, name, run_id):
-        """Start the method again with the options of a cancelled or interrupted run (it continues from its
-        last checkpoint when the method supports a ``resume`` option)."""
-        project = ctx.open(key)
-        runs = [r for r in _run_rows(project) if r["status"] in ("cancelled", "interrupted", "failed")]
-        target = next((r for r in runs if r["id"] == run_id), None) or next(
-            (r for r in runs if r["method"] == name), None
-        )
-        if target is None:
-            raise gr.Error("There is no cancelled or interrupted run to resume: press Start for a new one.")
-        for task in background_tasks(str(project.root)):  # a cancelled run's thread may still be unwinding
-            if task.kind == "train" and task.running:
-                task.wait(10)
-        method = get_method(target["method"])
-        if _takes_resume(method):
-            _start(project, target["method"], method, None, resume=int(target["id"]))
-        else:  # a method without checkpoints: start again with the run's options
-            known = set(method_defaults(target["method"]))
-            try:
-                p = method.params_from({k: v for k, v in target["params"].items() if k in known})
-            except InvalidInputError as exc:
-                raise gr.Error(
-                    f"Run {target['id']}'s options no longer fit the method ({exc}): start a new run."
-                ) from None
-            _start(project, target["method"], method, p)
-        out = list(view(project, target["id"]))
-        out[1] = f"Resuming run {target['id']} ({target['method']})… progress is in the jobs panel."
-        out[4] = gr.Timer(active=True)
-        return tuple(out)
-
-    @guard
-    def tick(key, run_id):
-        project = ctx.open(key, required=False)
-        return view(project, run_id)
-
-    @guard
-    def show_run(key, run_id):
-        project = ctx.open(key)
-        run = next((r for r in _run_rows(project) if r["id"] == run_id), None)
-        return curve_df(project, run_id), _outcome_md(project, run)
-
-    @guard
-    def finished(key, marker, run_id):
-        task = finished_task(key, marker, {"train"})
-        if task is None:
-            return (gr.skip(),) * len(outs)
-        out = list(view(ctx.open(key), run_id))
-        if task.status == "failed":  # a cancelled run keeps the view's text: it says to press Resume
-            out[1] = f"**Training failed:** {error_text(task.error, task.hint)}"
-        return tuple(out)
-
-    method.change(pick_method, [method], [params, recipe], api_visibility="private")
-    recipe.input(pick_recipe, [recipe, params], [params], api_visibility="private")
-    start_btn.click(start, [ctx.project, method, params], outs, api_name="train_start")
-    cancel_btn.click(cancel, [ctx.project, run_pick], outs, api_name="train_cancel")
-    resume_btn.click(resume, [ctx.project, method, run_pick], outs, api_name="train_resume")
-    run_pick.input(show_run, [ctx.project, run_pick], [curve, outcome], api_name="train_curve")
-    timer.tick(tick, [ctx.project, run_pick], outs, api_visibility="private")
-    ctx.finished.change(finished, [ctx.project, ctx.finished, run_pick], outs, api_visibility="private")
-    return {"refresh": refresh, "outputs": outs, "api_name": "train_view"}
+    outs = wire(
+        TrainView,
+        params=params,
+        status=status,
+        run_pick=run_pick,
+        curve=curve,
+        timer=timer,
+        curve_row=curve_row,
+        outcome=outcome,
+    )
+    form_outs = wire(FormOut, params=params, recipe=recipe, **fields)
+    values = [fields[f.name] for f in FIELDS]
+    method.change(pick_method, [method], form_outs, api_visibility="private")
+    recipe.input(pick_recipe, [method, recipe, *values], form_outs, api_visibility="private")
+    gr.on(
+        [c.input for c in values], form_json, [method, recipe, *values], [params], api_visibility="private"
+    )  # the export follows the form
+    start_btn.click(form_json, [method, recipe, *values], [params], api_visibility="private").then(
+        bind(start, ctx), [ctx.project, method, params], outs, api_name="train_start"
+    )  # Start sends the form as it is now
+    cancel_btn.click(bind(cancel, ctx), [ctx.project, run_pick], outs, api_name="train_cancel")
+    resume_btn.click(bind(resume, ctx), [ctx.project, method, run_pick], outs, api_name="train_resume")
+    run_pick.input(
+        bind(show_run, ctx),
+        [ctx.project, run_pick],
+        wire(CurveOut, curve=curve, outcome=outcome),
+        api_name="train_curve",
+    )
+    timer.tick(bind(tick, ctx), [ctx.project, run_pick], outs, api_visibility="private")
+    ctx.finished.change(bind(finished, ctx), [ctx.project, ctx.finished, run_pick], outs, api_visibility="private")
+    return {"refresh": bind(refresh, ctx), "outputs": outs, "api_name": "train_view"}
