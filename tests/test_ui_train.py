@@ -20,7 +20,7 @@ import pytest
 from labeler.app.steps.train import CurveOut, TrainView
 
 from .browser import CHROMIUM, chromium, needs_chromium, new_page, open_project, shot
-from .conftest import class_folders, wait_until
+from .conftest import class_folders, shown, wait_until
 from .test_ui_api import AppServer, api_client
 
 pytest.importorskip("gradio_client")  # the API tests drive the server with it
@@ -196,10 +196,9 @@ def test_train_start_watch_cancel_resume_and_relabel(client, setup):
     assert shown.outcome == outcome
 
 
-def _train_out(res) -> TrainView:
+def _train_out(res):
     """An API result by name: gradio_client leaves out layout outputs (the plot's row, ``curve_row``)."""
-    fields = [f for f in TrainView._fields if f != "curve_row"]
-    return TrainView(**dict(zip(fields, res, strict=True)), curve_row=None)
+    return shown(TrainView, res, ("curve_row",))
 
 
 def _view(client) -> TrainView:
