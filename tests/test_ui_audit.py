@@ -21,19 +21,6 @@ pytestmark = needs_chromium
 CLASSES = ["cat", "dog", "ship", "truck"]
 
 
-@pytest.fixture(autouse=True)
-def patient_expect():
-    """Playwright waits up to 30 s (not 5 s) on each condition: on a loaded machine opening a project takes longer."""
-    try:
-        from playwright.sync_api import expect
-    except ImportError:
-        yield
-        return
-    expect.set_options(timeout=30_000)
-    yield
-    expect.set_options(timeout=5_000)
-
-
 def _verdicts(proj: Path) -> dict[int, tuple[str, list[str] | None]]:
     """image id → (verdict, truth) of every checked audit image, read through the library."""
     from labeler.audit import audit_items

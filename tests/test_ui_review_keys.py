@@ -120,17 +120,8 @@ def setup(made, tmp_path):
     server.stop()
 
 
-@pytest.fixture
-def patient():
-    """Playwright's ``expect`` waits up to 30 s for a condition (5 s by default): a loaded machine answers later."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    sync_api.expect.set_options(timeout=30_000)
-    yield
-    sync_api.expect.set_options(timeout=5_000)
-
-
 @needs_chromium
-def test_shift_click_ranges_and_keyboard_shortcuts(setup, patient):
+def test_shift_click_ranges_and_keyboard_shortcuts(setup):
     sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
     server, proj = setup

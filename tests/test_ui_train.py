@@ -30,19 +30,6 @@ CLASSES = ["cat", "dog", "ship", "truck"]
 OPTIONS = {"epochs": 16, "batch_size": 2, "tokens": 2, "patience": 100, "align_epochs": 5, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def patient_expect():
-    """Playwright waits up to 30 s (not 5 s) on each condition: on a loaded machine opening a project takes longer."""
-    try:
-        from playwright.sync_api import expect
-    except ImportError:
-        yield
-        return
-    expect.set_options(timeout=30_000)
-    yield
-    expect.set_options(timeout=5_000)
-
-
 def _project(path: Path):
     from labeler.project import Project
 
