@@ -113,7 +113,9 @@ def test_run_names_only_its_own_flags(tmp_path, no_network, capsys):
     assert "`--clip tiny-random`" in err and not _unknown_flags(err, "run"), err
 
 
-def test_zero_shot_without_its_text_encoder_fails_before_a_run_with_a_features_hint(project, no_network, capsys):
+def _features_of_a_missing_model(project) -> None:
+    """4 images with CLIP features from a model whose weights are not here (computed elsewhere, or the cache was
+    cleared)."""
     import numpy as np
 
     with project.db.conn:
@@ -121,11 +123,15 @@ def test_zero_shot_without_its_text_encoder_fails_before_a_run_with_a_features_h
             {"sha256": f"{i:064x}", "path": f"/x/{i}.png", "rel_path": f"{i}.png", "root": "/x", "status": "ok"}
             for i in range(4)
         )
-    # CLIP features from a model whose weights are not here (computed elsewhere, or the cache was cleared)
     sid = project.features.ensure_set(
         "clip:ViT-B-32:laion2b_s34b_b79k", "clip", 8, model="ViT-B-32", pretrained="laion2b_s34b_b79k"
     )
     project.features.append(sid, [f"{i:064x}" for i in range(4)], np.eye(4, 8, dtype=np.float32))
+
+
+def test_zero_shot_without_its_text_encoder_fails_before_a_run_with_a_features_hint(project, no_network, capsys):
+
+    _features_of_a_missing_model(project)
     with pytest.raises(ModelUnavailableError) as info:
         from labeler.methods import get_method
 
@@ -170,20 +176,11 @@ def test_open_clips_own_error_line_is_not_logged(tmp_path, monkeypatch, caplog):
 
 
 def test_text_search_without_its_text_encoder_suggests_features_it_can_search(project, no_network, capsys):
-    import numpy as np
 
     from labeler import search
 
     search._cached_clip.cache_clear()
-    with project.db.conn:
-        project.db["images"].insert_all(
-            {"sha256": f"{i:064x}", "path": f"/x/{i}.png", "rel_path": f"{i}.png", "root": "/x", "status": "ok"}
-            for i in range(4)
-        )
-    sid = project.features.ensure_set(
-        "clip:ViT-B-32:laion2b_s34b_b79k", "clip", 8, model="ViT-B-32", pretrained="laion2b_s34b_b79k"
-    )
-    project.features.append(sid, [f"{i:064x}" for i in range(4)], np.eye(4, 8, dtype=np.float32))
+    _features_of_a_missing_model(project)
     capsys.readouterr()
     assert main(["search", str(project.root), "a cat"]) == 2
     err = capsys.readouterr().err
