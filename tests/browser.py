@@ -49,7 +49,7 @@ def new_page(browser, **kwargs) -> tuple:
     """A 1280×800 page and the list its uncaught page errors are appended to."""
     page = browser.new_page(viewport={"width": 1280, "height": 800}, **kwargs)
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("pageerror", lambda exc: errors.append(f"{exc} at {(getattr(exc, 'stack', '') or '').splitlines()[1:3]}"))
     return page, errors
 
 
