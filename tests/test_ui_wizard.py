@@ -107,6 +107,19 @@ def test_descriptions_errors(app_ctx, opened):
         descriptions.generate(app_ctx, opened, "openai", "", "", "", "", 10)
 
 
+def test_descriptions_import_says_what_was_dropped_and_why(app_ctx, opened, tmp_path):
+    """Issue 12: the step said "2 dropped lines" without saying they were duplicates (now the core's summary)."""
+    import json
+
+    path = tmp_path / "desc.json"
+    dup = "a small furry animal with whiskers"
+    path.write_text(json.dumps({"cat": [dup, dup, dup], "dog": ["a loyal animal that barks"]}), encoding="utf-8")
+    out = descriptions.import_file(app_ctx, opened, "cat", str(path), False)
+    assert isinstance(out, descriptions.FinishedOut)
+    assert "2 descriptions added" in out.status
+    assert "2 lines of the file were not imported: 2 repeated an earlier line of the same class" in out.status
+
+
 def test_export_csv_shows_the_file_and_its_rows(app_ctx, opened):
     out = export.run(app_ctx, opened, "csv")
     assert isinstance(out, export.ExportOut)

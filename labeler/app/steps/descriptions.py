@@ -343,9 +343,7 @@ def import_file(ctx: Ctx, key: str, class_name: str, path, replace_flag: bool) -
     if not path:
         raise gr.Error("Choose a .json or .csv descriptions file first.")
     r = import_descriptions(project, path, replace=bool(replace_flag))
-    msg = f"Imported: {r['added']} added, {r['removed']} replaced, {r['dropped']} dropped lines."
-    if r.get("unknown_classes"):
-        msg += f" Not project classes (ignored): {md_escape(', '.join(r['unknown_classes'][:10]))}."
+    msg = "Imported: " + md_escape(r["summary"])  # what was dropped and why, as the CLI says it
     return FinishedOut(*refresh(ctx, key, class_name), msg)
 
 
