@@ -215,3 +215,19 @@ def test_descriptions_file_backend_locally_only(app_ctx, opened, tmp_path):
     space = make_ctx(app_ctx.data_dir, local_mode=False)
     with pytest.raises(gr.Error, match="Import file"):
         descriptions.generate(space, opened, "file", str(path), "", "", "", 10)
+
+
+def test_user_mistakes_are_toasts_not_tracebacks_in_the_log(app_ctx, opened):
+    """Issue 12: "Select images first" and library errors printed a traceback into the server log (gradio prints
+    one for every gr.Error whose print_exception is on); only unexpected errors are logged."""
+    from labeler.app.common import guard
+    from labeler.errors import InvalidInputError
+
+    cases = [
+        lambda: classes.save(app_ctx, opened, "", classes.MODES[0]),  # the step's own gr.Error
+        guard(lambda: (_ for _ in ()).throw(InvalidInputError("bad value"))),  # a library error
+    ]
+    for call in cases:
+        with pytest.raises(gr.Error) as info:
+            call()
+        assert info.value.print_exception is False

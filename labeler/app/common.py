@@ -148,21 +148,28 @@ def ui_error(message, hint: Hint | None = None) -> str:
 
 
 def guard(func: Callable) -> Callable:
-    """Turn library errors into a gr.Error toast with the library's message; never crash the server."""
+    """Turn library errors into a gr.Error toast with the library's message; never crash the server.
+
+    A user's mistake ("Select images first", a library error with its hint) is a toast, not a traceback in the
+    server log: gradio prints one for every gr.Error unless ``print_exception`` is off. Only an unexpected
+    exception is logged, once, with its traceback.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as exc:
+            exc.print_exception = False
             raise
         except LabelerError as exc:
-            raise gr.Error(ui_error(str(exc), exc.hint)) from None
+            raise gr.Error(ui_error(str(exc), exc.hint), print_exception=False) from None
         except Exception as exc:
             log.exception("UI handler %s failed", getattr(func, "__name__", func))
             raise gr.Error(
                 f"Something went wrong ({type(exc).__name__}: {exc}). Nothing was changed by the failed step; "
-                "try again, and if it keeps failing run the same step with the CLI for details."
+                "try again, and if it keeps failing run the same step with the CLI for details.",
+                print_exception=False,
             ) from None
 
     return wrapper
