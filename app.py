@@ -2,7 +2,7 @@
 
 Also the entry point of the Hugging Face Space. Thin on purpose: the same as ``labeler serve`` (same flags;
 host and port default to ``LABELER_HOST``/``LABELER_PORT``, then Gradio's ``GRADIO_SERVER_NAME``/
-``GRADIO_SERVER_PORT``); the app is built by :func:`labeler.app.build_demo`.
+``GRADIO_SERVER_PORT``); the app is built by :func:`labeler.ui.build_demo`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A message never names a CLI command or flag: what to run or set is a :class:`Hint` (a step id, an option
 name, a value), and each front end words it its own way — the CLI as a command line
-(``labeler.cli._common.hint_text``), the app as its step and button (``labeler.app.common.hint_text``).
+(``labeler.cli._common.hint_text``), the app as its step and button (``labeler.ui.common.hint_text``).
 """
 
 from __future__ import annotations

@@ -106,13 +106,13 @@ def tiny_project(root: Path, images: Path, classes: list[str], label: bool = Fal
 
 
 def make_ctx(data_dir: Path | None = None, local_mode: bool = True, isolate: bool = False):
-    """A wizard :class:`labeler.app.common.Ctx` for calling step handlers by name in process (nothing built or
+    """A wizard :class:`labeler.ui.common.Ctx` for calling step handlers by name in process (nothing built or
     launched): ``project``/``finished``/``visitor`` are plain ``gr.State("")``; ``data_dir`` defaults to the
     test's data dir."""
     import gradio as gr
 
-    from labeler.app.common import Ctx
     from labeler.project import data_dir as default_data_dir
+    from labeler.ui.common import Ctx
 
     return Ctx(
         data_dir=Path(data_dir) if data_dir is not None else default_data_dir(),

@@ -85,10 +85,10 @@ def one_faiss_thread():
 
 # --- the Explore step's handlers, called in process -------------------------------------------------------------
 def step_ctx(project):
-    """A :class:`labeler.app.common.Ctx` for calling the step's handlers without a server (plain states)."""
+    """A :class:`labeler.ui.common.Ctx` for calling the step's handlers without a server (plain states)."""
     import gradio as gr
 
-    from labeler.app.common import Ctx
+    from labeler.ui.common import Ctx
 
     return Ctx(data_dir=project.root.parent, local_mode=True, project=gr.State(""), finished=gr.State(""))
 

@@ -142,11 +142,11 @@ def test_serve_takes_the_readme_flags_and_app_py_the_same(tmp_path, monkeypatch)
     """Issue 12: ``serve --data-dir/--uploads-only`` were rejected though the README lists them."""
     import importlib.util
 
-    import labeler.app
+    import labeler.ui
     from labeler.cli import main
 
     calls = []
-    monkeypatch.setattr(labeler.app, "launch", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(labeler.ui, "launch", lambda **kw: calls.append(kw))
     monkeypatch.setenv("LABELER_DATA_DIR", "/elsewhere")  # restored after the test
     assert main(["serve", "--data-dir", str(tmp_path), "--uploads-only", "--port", "7001"]) == 0
     assert calls[-1] == {"host": None, "port": 7001, "local_mode": False}
@@ -163,8 +163,8 @@ def test_serve_takes_the_readme_flags_and_app_py_the_same(tmp_path, monkeypatch)
 
 def test_server_address_precedence_flag_labeler_gradio_default():
     """Issue 12: Gradio's GRADIO_SERVER_NAME/PORT (Docker, Spaces) were ignored."""
-    from labeler.app import server_address
     from labeler.errors import InvalidInputError
+    from labeler.ui import server_address
 
     gradio = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7000"}
     ours = {"LABELER_HOST": "10.0.0.1", "LABELER_PORT": "7100"}

@@ -83,8 +83,8 @@ def test_the_scan_sees_cli_syntax():
 
 def test_every_step_has_a_command_and_a_place_in_the_wizard():
     pytest.importorskip("gradio")
-    from labeler.app.common import STEP_IN_UI
     from labeler.cli._common import STEP_COMMANDS
+    from labeler.ui.common import STEP_IN_UI
 
     assert set(STEP_COMMANDS) == set(STEPS) == set(STEP_IN_UI)
     with pytest.raises(ValueError, match="unknown hint step"):
@@ -95,8 +95,8 @@ def test_every_step_has_a_command_and_a_place_in_the_wizard():
 
 def test_one_error_renders_as_a_command_in_the_cli_and_as_a_step_in_the_app():
     pytest.importorskip("gradio")
-    from labeler.app.common import ui_error
     from labeler.cli._common import error_text as cli_text
+    from labeler.ui.common import ui_error
 
     err = NotReadyError("no clip features yet", hint=Hint("features", option="clip"))
     assert str(err) == "no clip features yet"  # the message alone: each front end adds the hint
@@ -162,9 +162,9 @@ def test_the_cli_prints_the_hint_as_a_command(tmp_path):
 def test_the_app_shows_the_hint_as_its_step_and_button(project):
     """A guarded handler's toast and a background task's error name the wizard's step, not a command."""
     gr = pytest.importorskip("gradio")
-    from labeler.app.common import error_text, guard
     from labeler.jobs import run_in_background
     from labeler.review import review_queue
+    from labeler.ui.common import error_text, guard
 
     with pytest.raises(gr.Error) as shown:
         guard(review_queue)(project)

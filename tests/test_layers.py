@@ -206,10 +206,10 @@ def test_imports_inside_functions_close_no_cycle_either():
 
 
 def test_the_cli_imports_the_app_only_to_launch_it():
-    into_app = [i for i in IMPORTS if _is_cli(i.importer) and i.target.startswith("labeler.app")]
-    assert into_app, "the CLI launches the app: expected `from .app import launch` somewhere in it"
+    into_app = [i for i in IMPORTS if _is_cli(i.importer) and i.target.startswith("labeler.ui")]
+    assert into_app, "the CLI launches the app: expected `from .ui import launch` somewhere in it"
     for imp in into_app:
-        assert (imp.target, imp.name, imp.lazy) == ("labeler.app", "launch", True), imp
+        assert (imp.target, imp.name, imp.lazy) == ("labeler.ui", "launch", True), imp
 
 
 def test_the_graph_sees_every_kind_of_import():
@@ -218,8 +218,27 @@ def test_the_graph_sees_every_kind_of_import():
     assert ("labeler.labels", "store", "in_chunks", False) in edges  # absolute, module level
     assert ("labeler.labels", "labeler.history", "snapshot", False) in edges  # relative
     assert ("labeler.train.apply", "labeler.methods", "get_method", False) in edges  # two levels up
-    assert ("labeler.cli.project", "labeler.app", "launch", True) in edges  # inside a function
+    assert ("labeler.cli.project", "labeler.ui", "launch", True) in edges  # inside a function
     assert not any(i.importer == "labeler.train.runs" and i.target.startswith("labeler.methods") for i in IMPORTS)
     lazy = sum(i.lazy for i in IMPORTS)
     assert 0 < lazy < len(IMPORTS)
     assert _cycles({("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")}) == [["a", "b", "c"]]
+
+
+def test_only_the_app_package_imports_gradio():
+    """gradio belongs to the browser app: ``labeler/ui/`` (and the thin ``app.py``); the core, the CLI and
+    ``store`` never import it, not even inside a function."""
+    offenders = []
+    for path in sorted([*(REPO / "labeler").rglob("*.py"), *(REPO / "store").rglob("*.py")]):
+        rel = path.relative_to(REPO).as_posix()
+        if rel.startswith("labeler/ui/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            if any(n == "gradio" or n.startswith("gradio.") or n.startswith("gradio_client") for n in names):
+                offenders.append(f"{rel}:{node.lineno}")
+    assert offenders == [], f"gradio imported outside labeler/ui/: {offenders}"

@@ -301,7 +301,7 @@ def test_cli_says_when_the_untrained_model_was_kept(proj, monkeypatch, capsys):
 
 
 def test_ui_outcome_shows_warnings():
-    from labeler.app.steps import train as ui_train
+    from labeler.ui.steps import train as ui_train
 
     run = {
         "id": 3,

@@ -99,7 +99,7 @@ def test_cli_run_goes_through_the_pipeline_and_prints_each_step(images, tmp_path
 
 def test_the_app_does_not_import_the_cli():
     """The UI used to import labeler.cli_describe (and so the whole CLI) for one constant."""
-    code = "import sys, labeler.app; print(sorted(m for m in sys.modules if m.startswith('labeler.cli')))"
+    code = "import sys, labeler.ui; print(sorted(m for m in sys.modules if m.startswith('labeler.cli')))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -323,7 +323,7 @@ def test_lafter_labeler_run_anneals_the_lr(proj, spies):
 
 
 def test_the_train_step_shows_the_recipe_in_use():
-    from labeler.app import build_demo
+    from labeler.ui import build_demo
 
     demo = build_demo()
     found = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "train-recipe"]

@@ -22,12 +22,12 @@ from .conftest import REPO, shown
 
 gradio_client = pytest.importorskip("gradio_client")
 
-from labeler.app import jobs as jobs_panel  # noqa: E402
-from labeler.app.steps import classes as classes_step  # noqa: E402
-from labeler.app.steps import descriptions as descriptions_step  # noqa: E402
-from labeler.app.steps import export as export_step  # noqa: E402
-from labeler.app.steps import images as images_step  # noqa: E402
-from labeler.app.steps import project as project_step  # noqa: E402
+from labeler.ui import jobs as jobs_panel  # noqa: E402
+from labeler.ui.steps import classes as classes_step  # noqa: E402
+from labeler.ui.steps import descriptions as descriptions_step  # noqa: E402
+from labeler.ui.steps import export as export_step  # noqa: E402
+from labeler.ui.steps import images as images_step  # noqa: E402
+from labeler.ui.steps import project as project_step  # noqa: E402
 
 CLASSES = ["cat", "dog", "ship"]
 #: What gradio_client leaves out of each step's outputs (gr.State, gr.Tabs, gr.Accordion, gr.Button updates).
@@ -234,7 +234,7 @@ def test_multi_label_project(client):
     view = classes_step.ViewOut._make(client.predict(api_name="/classes_view"))
     assert view.text.split("\n") == ["indoor", "outdoor", "people"] and view.mode.startswith("multi-label")
     assert "multi-label" in view.status
-    from labeler.app.steps.pseudolabels import RefreshOut
+    from labeler.ui.steps.pseudolabels import RefreshOut
 
     out = shown(RefreshOut, hidden=REVIEW_HIDDEN, values=client.predict(api_name="/review_refresh"))
     target = out.target
@@ -324,7 +324,7 @@ def test_wizard_flow_through_the_api(client, server, tmp_path):
     client.predict("photo", "both", "cpu", api_name="/zeroshot_start")
     assert wait_for_run(server, proj, "label", after=before)["status"] == "done"
 
-    from labeler.app.steps.pseudolabels import GalleryOut, RefreshOut, ReviewOut
+    from labeler.ui.steps.pseudolabels import GalleryOut, RefreshOut, ReviewOut
 
     out = shown(RefreshOut, hidden=REVIEW_HIDDEN, values=client.predict(api_name="/review_refresh"))
     feat_text, zs_text, counts, hist, acc, confusion = (
@@ -367,11 +367,11 @@ def test_wizard_flow_through_the_api(client, server, tmp_path):
     assert any(c[1] == "needs review" for c in view_update["choices"])
 
     # --- train and explore ----------------------------------------------------------------------------------
-    from labeler.app.steps.train import TrainView
+    from labeler.ui.steps.train import TrainView
 
     status = shown(TrainView, client.predict(api_name="/train_view"), ("curve_row",)).status  # no layout row
     assert "training run" in status or "No training method" in status
-    from labeler.app.steps.explore import ShownApi, ViewApi
+    from labeler.ui.steps.explore import ShownApi, ViewApi
 
     view = ViewApi._make(client.predict(api_name="/explore_view"))
     assert "No clusters yet" in view.status

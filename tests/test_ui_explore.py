@@ -1,6 +1,6 @@
 """The Explore step (cluster browser): its core helpers, its handlers called in process, its event API through
 gradio_client, and a real browser. Results are read by name: a handler's NamedTuple (``out.counts``), or through
-gradio_client the step's ``…Api`` NamedTuple for the api_name (:data:`labeler.app.steps.explore.API_OUTPUTS`).
+gradio_client the step's ``…Api`` NamedTuple for the api_name (:data:`labeler.ui.steps.explore.API_OUTPUTS`).
 
 Projects are built through the library before the app starts (tiny-random CLIP + DINO features and a
 zero-shot run; fast), then ``python app.py`` serves them on a free 127.0.0.1 port (see
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labeler.app.steps import explore as ex
+from labeler.ui.steps import explore as ex
 
 from .browser import chromium, drag, needs_chromium, new_page, open_project, pick, settled_box, shot
 from .conftest import CIFAR_CLASSES, class_folders, wait_until
@@ -337,10 +337,10 @@ def test_handlers_background_tasks(step):
 
 
 def test_bound_handlers_get_their_event():
-    """gradio passes ``evt`` only when it sees the annotation through :func:`labeler.app.common.bind`."""
+    """gradio passes ``evt`` only when it sees the annotation through :func:`labeler.ui.common.bind`."""
     from gradio.helpers import special_args
 
-    from labeler.app.common import bind
+    from labeler.ui.common import bind
 
     for handler in (ex.open_cluster, ex.click, ex.open_group, ex.map_select):
         _, _, event_index, _ = special_args(bind(handler, None))
@@ -388,7 +388,7 @@ def client(app, tmp_path_factory):
 
 def _api(client, api_name: str, *args):
     """Call ``/api_name`` and return its outputs by name: the step's ``…Api`` NamedTuple for it
-    (:data:`labeler.app.steps.explore.API_OUTPUTS`), or the one value of a single-output event."""
+    (:data:`labeler.ui.steps.explore.API_OUTPUTS`), or the one value of a single-output event."""
     out = ex.API_OUTPUTS[api_name]
     result = client.predict(*args, api_name=f"/{api_name}")
     return result if out is str else out._make(result)
@@ -418,7 +418,7 @@ def _project(path: Path):
 
 
 def test_api_outputs_match_the_served_endpoints(client):
-    """Each api_name returns what :data:`~labeler.app.steps.explore.API_OUTPUTS` says: as many values as fields."""
+    """Each api_name returns what :data:`~labeler.ui.steps.explore.API_OUTPUTS` says: as many values as fields."""
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     for api_name, out in ex.API_OUTPUTS.items():
         returns = endpoints[f"/{api_name}"]["returns"]
@@ -608,8 +608,8 @@ def _map_points(project_dir: Path):
 
 
 def _pixel(xs, ys, box: dict, x: float, y: float) -> tuple[float, float]:
-    """Where the map draws the point (x, y) on the page: labeler.app.scatter's padding and margin."""
-    from labeler.app.scatter import MARGIN, PAD
+    """Where the map draws the point (x, y) on the page: labeler.ui.scatter's padding and margin."""
+    from labeler.ui.scatter import MARGIN, PAD
 
     mx, my = (xs.max() - xs.min()) * MARGIN, (ys.max() - ys.min()) * MARGIN
     x0, x1, y0, y1 = xs.min() - mx, xs.max() + mx, ys.min() - my, ys.max() + my

@@ -74,7 +74,7 @@ def made(tmp_path):
 def _ctx(data_dir: Path):
     import gradio as gr
 
-    from labeler.app.common import Ctx
+    from labeler.ui.common import Ctx
 
     return Ctx(data_dir=data_dir, local_mode=True, project=gr.State(""), finished=gr.State(""))
 
@@ -83,8 +83,8 @@ def test_handlers_by_name(made):
     """Open the step, page, select, accept, relabel by key, mark unsure and undo, each through its handler."""
     import gradio as gr
 
-    from labeler.app.steps import pseudolabels as pl
     from labeler.review import VIEW_ALL, VIEW_REVIEW
+    from labeler.ui.steps import pseudolabels as pl
 
     ctx, key = _ctx(made.parent), str(made)
     queue = _queue(made)

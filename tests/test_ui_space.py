@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from labeler.app.steps.project import CreateOut
+from labeler.ui.steps.project import CreateOut
 
 from .browser import chromium, needs_chromium, shot
 from .conftest import shown, wait_until

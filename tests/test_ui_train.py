@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from labeler.app.steps.train import CurveOut, TrainView
+from labeler.ui.steps.train import CurveOut, TrainView
 
 from .browser import CHROMIUM, chromium, needs_chromium, new_page, open_project, shot
 from .conftest import class_folders, shown, wait_until
@@ -337,7 +337,7 @@ def _confirm_in_the_browser(server):
 def _ctx(tmp_path: Path):
     import gradio as gr
 
-    from labeler.app.common import Ctx
+    from labeler.ui.common import Ctx
 
     return Ctx(data_dir=tmp_path, local_mode=True, project=gr.State(""), finished=gr.State(""))
 
@@ -347,8 +347,8 @@ def test_nothing_to_cancel_or_resume_says_so_and_leaves_the_step_alone(tmp_path)
     status (and a toast), every other output skipped — no "Error" on the editor, runs, plot and outcome."""
     import gradio as gr
 
-    from labeler.app.steps import train
     from labeler.cli import main
+    from labeler.ui.steps import train
 
     proj = tmp_path / "p"
     assert main(["init", str(proj), "--classes", "cat,dog"]) == 0
@@ -369,11 +369,11 @@ def test_nothing_to_cancel_or_resume_says_so_and_leaves_the_step_alone(tmp_path)
 def test_options_form_round_trips_to_the_run_and_one_epoch_plots_as_dots(tmp_path):
     """The form starts at the method's defaults (its JSON is method_defaults); typed fields reach the run's
     recorded params, empty ones become what their line says; a one-epoch curve is drawn as dots on a sane axis."""
-    from labeler.app.steps import train
-    from labeler.app.steps.train_options import device_defaults
     from labeler.jobs import list_runs
     from labeler.methods import get_method, method_defaults
     from labeler.project import Project
+    from labeler.ui.steps import train
+    from labeler.ui.steps.train_options import device_defaults
 
     from .conftest import tiny_project
 

@@ -1,6 +1,6 @@
 """The wizard's steps 1–4 and 8 and the jobs panel, their handlers called by name in process (no server).
 
-Each handler is ``handler(ctx, *inputs) -> NamedTuple`` (:mod:`labeler.app.steps`); ``app_ctx`` is a wizard
+Each handler is ``handler(ctx, *inputs) -> NamedTuple`` (:mod:`labeler.ui.steps`); ``app_ctx`` is a wizard
 context on the test's data dir (``conftest.make_ctx``). gradio_client tests of the same steps: test_ui_api.
 """
 
@@ -12,10 +12,10 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
-from labeler.app import jobs  # noqa: E402
-from labeler.app.common import bind  # noqa: E402
-from labeler.app.steps import classes, descriptions, export, images, project  # noqa: E402
 from labeler.project import Project  # noqa: E402
+from labeler.ui import jobs  # noqa: E402
+from labeler.ui.common import bind  # noqa: E402
+from labeler.ui.steps import classes, descriptions, export, images, project  # noqa: E402
 
 from .conftest import class_folders  # noqa: E402
 
@@ -220,8 +220,8 @@ def test_descriptions_file_backend_locally_only(app_ctx, opened, tmp_path):
 def test_user_mistakes_are_toasts_not_tracebacks_in_the_log(app_ctx, opened):
     """Issue 12: "Select images first" and library errors printed a traceback into the server log (gradio prints
     one for every gr.Error whose print_exception is on); only unexpected errors are logged."""
-    from labeler.app.common import guard
     from labeler.errors import InvalidInputError
+    from labeler.ui.common import guard
 
     cases = [
         lambda: classes.save(app_ctx, opened, "", classes.MODES[0]),  # the step's own gr.Error

@@ -1,13 +1,13 @@
-"""The wizard's helpers: shift-click ranges (app.common), visitor folders (app.space), waiting for a run (jobs)."""
+"""The wizard's helpers: shift-click ranges (ui.common), visitor folders (ui.space), waiting for a run (jobs)."""
 
 from __future__ import annotations
 
 import pytest
 
-from labeler.app.common import select_range
-from labeler.app.space import new_visitor_id, owns, visitor_root
 from labeler.errors import InvalidInputError, NotReadyError
 from labeler.jobs import wait_for_new_run
+from labeler.ui.common import select_range
+from labeler.ui.space import new_visitor_id, owns, visitor_root
 
 
 def test_select_range_adds_the_span_between_anchor_and_click_in_page_order():
@@ -48,9 +48,9 @@ def test_wait_for_new_run(project):
 def test_library_errors_are_worded_for_the_wizard(project):
     """A library error's hint (not CLI text) becomes the wizard's step and button."""
     gr = pytest.importorskip("gradio")
-    from labeler.app.common import guard
     from labeler.errors import Hint
     from labeler.review import review_queue
+    from labeler.ui.common import guard
 
     with pytest.raises(NotReadyError) as info:
         review_queue(project)
@@ -68,7 +68,7 @@ def test_library_errors_are_worded_for_the_wizard(project):
 
 def test_map_legend_colours_the_most_frequent_and_mutes_the_rest():
     pytest.importorskip("gradio")
-    from labeler.app.scatter import MUTED, PALETTE, scatter_value
+    from labeler.ui.scatter import MUTED, PALETTE, scatter_value
 
     names = ["unlabeled"] * 3 + [f"c{k:02d}" for k in range(24, -1, -1) for _ in range(25 - k)]  # c00 most frequent
     n = len(names)
@@ -92,7 +92,7 @@ def test_map_legend_colours_the_most_frequent_and_mutes_the_rest():
 def test_page_load_keeps_the_visitor_id_a_click_already_made():
     """A Create clicked before the page's load handler ran made a visitor id (its project lives there): the load
     handler keeps it and stores it in the browser instead of replacing it with a second one."""
-    from labeler.app import _visitor_id
+    from labeler.ui import _visitor_id
 
     made = new_visitor_id()
     assert _visitor_id("", made) == (made, made)

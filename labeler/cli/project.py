@@ -155,7 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     if args.data_dir:  # before the app is imported: parts of it read the data dir when they load
         os.environ["LABELER_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
-    from ..app import launch
+    from ..ui import launch
 
     launch(host=args.host, port=args.port, local_mode=False if args.uploads_only else None)
     return 0

@@ -20,7 +20,7 @@ import gradio as gr
 from ..errors import Hint, LabelerError
 from ..project import Project
 
-log = logging.getLogger("labeler.app")
+log = logging.getLogger("labeler.ui")
 
 NO_PROJECT = "**No project open.** Create or open one in step 1 (Project)."
 

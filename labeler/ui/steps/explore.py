@@ -6,7 +6,7 @@ The left column holds the views, each of which fills the one gallery on the righ
   cluster, least pure first; click a row to show the cluster.
 * **Map** — the 2-D projection (:mod:`labeler.projection` through :func:`labeler.map_frame`: PCA,
   or UMAP when installed; the note says roughly how long each takes) coloured by pseudo-label, your label, final
-  label or cluster, drawn by :mod:`labeler.app.scatter`; drag a box on it to show the images inside, click a point
+  label or cluster, drawn by :mod:`labeler.ui.scatter`; drag a box on it to show the images inside, click a point
   for its neighbours.
 * **Near-duplicates** — groups above a cosine threshold (:func:`labeler.duplicate_rows`); show a
   group, keep one image of it (or of every group) and exclude the rest; see the excluded images.
@@ -21,12 +21,12 @@ exclude, include again. The cluster table and the per-class counts update after 
 
 Each event's handler is a module-level function ``handler(ctx, *inputs)`` returning a NamedTuple of its outputs
 (:class:`Shown` for the gallery, :class:`Acted` after a bulk action, :class:`Dups`, :class:`MapOut`, :class:`View`);
-:func:`build` only lays out the components and wires them with :func:`~labeler.app.common.bind` and
-:func:`~labeler.app.common.wire`. What gradio_client gets back for each is the ``…Api`` NamedTuple (states, rows
+:func:`build` only lays out the components and wires them with :func:`~labeler.ui.common.bind` and
+:func:`~labeler.ui.common.wire`. What gradio_client gets back for each is the ``…Api`` NamedTuple (states, rows
 and buttons are not part of the API): ``ShownApi._make(client.predict("a cat", api_name="/explore_search"))``.
 """
 
-# No ``from __future__ import annotations`` here: :func:`~labeler.app.common.bind` resolves a handler's annotations
+# No ``from __future__ import annotations`` here: :func:`~labeler.ui.common.bind` resolves a handler's annotations
 # in common's namespace, so gradio sees ``evt: gr.SelectData`` only when annotations are objects, not strings.
 
 import functools
@@ -140,7 +140,7 @@ class Dups(NamedTuple):
 class MapOut(NamedTuple):
     """The map: the plot, the note above it, the cluster picker, and whether a map is on screen (state)."""
 
-    plot: Any  # gr.HTML update holding :func:`~labeler.app.scatter.scatter_value`
+    plot: Any  # gr.HTML update holding :func:`~labeler.ui.scatter.scatter_value`
     map_note: str
     map_cluster: Any  # gr.Dropdown update
     drawn: bool
@@ -1041,7 +1041,7 @@ def _layout(c: dict) -> None:
 
 
 def _outs(outputs_type: type, c: dict) -> list:
-    """The components of ``outputs_type``'s fields, in order (:func:`~labeler.app.common.wire`)."""
+    """The components of ``outputs_type``'s fields, in order (:func:`~labeler.ui.common.wire`)."""
     return wire(outputs_type, **{f: c[f] for f in outputs_type._fields})
 
 
