@@ -174,3 +174,17 @@ def test_excluded_image_has_details_but_no_neighbours(two_roots):
     assert d["status"] == "excluded" and d["label"]["source"] is None and "excluded" in d["neighbours_note"]
     near = image_details(project, ids["cat/0000.jpg"], neighbours=2)["neighbours"]
     assert [n["id"] for n in near] == [ids["dog/0000.jpg"], ids["dog/0001.jpg"]]  # the excluded one left out
+
+
+def test_resolve_image_knows_exported_paths(two_roots):
+    """``labeler similar PROJECT cat/0000.jpg``: the export path names one image, though three share 0000.jpg."""
+    from labeler.export import export_paths
+    from labeler.search import resolve_image
+
+    project = two_roots
+    ids = _ids(project)
+    for name in ("cat/0000.jpg", "dog/0000.jpg", "car/0000.jpg"):
+        assert export_paths(project).paths[ids[name]] == name
+        assert resolve_image(project, name)["id"] == ids[name]
+    with pytest.raises(InvalidInputError, match="several images"):
+        resolve_image(project, "0000.jpg")  # a rel_path of three roots (and no export path) stays ambiguous
