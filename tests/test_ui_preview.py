@@ -243,4 +243,6 @@ def test_preview_keys_in_the_browser(server):
         shot(page, "ui-preview-explore")
         page.keyboard.press("Escape")
         expect(page.locator("#explore-preview")).to_be_hidden()
+        # the label key went to the preview only: the image selected in Review kept its pseudo-label
+        assert _final(proj, next(i for i, p in paths.items() if p == first))[0] == "pseudo"
         assert not errors, errors

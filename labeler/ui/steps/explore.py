@@ -14,7 +14,8 @@ The left column holds the views, each of which fills the one gallery on the righ
   entropy, or the CLIP label against a k-NN vote on DINO features — the likely mistakes first.
 
 Above the gallery: text search (CLIP). In the gallery: click thumbnails to select them (click again to
-unselect), "Select page", and "Show similar" (neighbours of the last image clicked). The bulk buttons act
+unselect), "Select page", "Show similar" (neighbours of the last image clicked) and "Preview" (key ``v``, or a
+double-click: one image larger, with its details and neighbours; :mod:`labeler.ui.preview`). The bulk buttons act
 on the selection, or — when nothing is selected — on every image of the view (the whole cluster, map box,
 group or queue), and say which: label as a class (human labels win everywhere), accept the pseudo-labels,
 exclude, include again. The cluster table and the per-class counts update after each action.

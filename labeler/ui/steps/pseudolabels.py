@@ -5,7 +5,7 @@ click thumbnails to select them, then accept, relabel or mark them unsure. Count
 a confidence histogram, and — where images sit in class-named folders — accuracy and a
 confusion matrix. Shift-click selects every thumbnail between the last clicked one and this one.
 Keys: ``a`` accept, ``u`` unsure, ``n``/``p`` next/previous page, ``z`` undo the last change, ``1``–``9``
-relabel the selection to that class.
+relabel the selection to that class, ``v`` (or a double-click) preview one image larger (:mod:`labeler.ui.preview`).
 """
 
 from __future__ import annotations
