@@ -246,3 +246,13 @@ def test_preview_keys_in_the_browser(server):
         # the label key went to the preview only: the image selected in Review kept its pseudo-label
         assert _final(proj, next(i for i, p in paths.items() if p == first))[0] == "pseudo"
         assert not errors, errors
+
+
+def test_images_step_captions_are_the_export_paths(made):
+    """Three roots each with 0000.jpg…0003.jpg: the Images step's captions are the unique paths of the CSV."""
+    from labeler.ui.steps import images
+
+    view = images.refresh(make_ctx(made.parent), str(made))
+    captions = [caption for _, caption in view.gallery]
+    assert sorted(captions) == sorted(_export_paths(made).values()) and len(set(captions)) == 12
+    assert "cat/0000.jpg" in captions
