@@ -38,7 +38,8 @@ def _check_k(k: int) -> int:
 def resolve_image(project: Project, ref: int | str) -> dict:
     """The ``images`` row an id, sha256 (or a unique prefix of at least 6 hex digits) or file path names.
 
-    Paths match the absolute ``path`` (after resolving) or the ``rel_path`` shown in exports.
+    Paths match the absolute ``path`` (after resolving), the ``rel_path`` below its import root, or the unique
+    ``path`` CSV/JSONL exports give it (:func:`labeler.export.export_paths`).
 
     Raises
     ------
@@ -77,6 +78,11 @@ def resolve_image(project: Project, ref: int | str) -> dict:
     rows = list(db["images"].rows_where("rel_path = ?", [text], limit=2))
     if len(rows) == 1:
         return rows[0]
+    from .export import export_paths  # the path a CSV/JSONL row has names one image even where rel_paths repeat
+
+    exported = next((i for i, p in export_paths(project).paths.items() if p == text.replace(os.sep, "/")), None)
+    if exported is not None:
+        return db["images"].get(exported)
     if len(rows) > 1:
         raise InvalidInputError(f"{text!r} names several images (imported from different roots): give its sha256")
     raise InvalidInputError(

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 
 from ..project import data_dir as default_data_dir  # noqa: E402
-from . import jobs  # noqa: E402
+from . import jobs, preview  # noqa: E402
 from .common import Ctx, bind, guard, md_escape  # noqa: E402
 from .steps import audit, classes, descriptions, explore, export, images, project, pseudolabels, train  # noqa: E402
 
@@ -270,8 +270,8 @@ def launch_options(demo: gr.Blocks) -> dict:
     from ..ingest import max_import_bytes
 
     return {
-        "css": CSS + audit.CSS,
-        "head": pseudolabels.SHORTCUTS_JS + audit.SHORTCUTS_JS,
+        "css": CSS + audit.CSS + preview.PREVIEW_CSS,
+        "head": pseudolabels.SHORTCUTS_JS + audit.SHORTCUTS_JS + preview.PREVIEW_JS,
         "allowed_paths": ctx.allowed,
         "max_file_size": max_import_bytes(uploads_only=not ctx.local_mode),  # one upload; LABELER_MAX_IMPORT_BYTES
         "theme": gr.themes.Soft(primary_hue="blue"),

@@ -14,7 +14,8 @@ The left column holds the views, each of which fills the one gallery on the righ
   entropy, or the CLIP label against a k-NN vote on DINO features — the likely mistakes first.
 
 Above the gallery: text search (CLIP). In the gallery: click thumbnails to select them (click again to
-unselect), "Select page", and "Show similar" (neighbours of the last image clicked). The bulk buttons act
+unselect), "Select page", "Show similar" (neighbours of the last image clicked) and "Preview" (key ``v``, or a
+double-click: one image larger, with its details and neighbours; :mod:`labeler.ui.preview`). The bulk buttons act
 on the selection, or — when nothing is selected — on every image of the view (the whole cluster, map box,
 group or queue), and say which: label as a class (human labels win everywhere), accept the pseudo-labels,
 exclude, include again. The cluster table and the per-class counts update after each action.
@@ -64,6 +65,7 @@ from ...review import (
     review_queue,
 )
 from ...search import duplicate_rows, similar_images, text_search
+from .. import preview
 from ..common import (
     NO_PROJECT,
     Ctx,
@@ -714,6 +716,13 @@ def undo(ctx: Ctx, key: str, v: dict, chosen, page_no) -> Acted:
     return _acted(project, v, page_no)
 
 
+@guard
+def redrawn(ctx: Ctx, key: str, v: dict, chosen, page_no, pick) -> Acted:
+    """After a label change in the preview: the table, counts and the view read again (the selection kept)."""
+    project = ctx.open(key)
+    return joined(Acted, stats(project), render(project, redo(project, v), chosen, page_no, pick))
+
+
 # --- events: near-duplicates ----------------------------------------------------------------------------------
 @guard
 def find_dups(ctx: Ctx, key: str, feats: str, threshold_value) -> Dups:
@@ -996,6 +1005,7 @@ def _gallery_column(c: dict) -> None:
         c["page_all_btn"] = gr.Button("Select page", size="sm", elem_id="explore-select-page", min_width=60)
         c["clear_btn"] = gr.Button("Clear", size="sm", elem_id="explore-clear", min_width=60)
         c["similar_btn"] = gr.Button("Show similar", size="sm", elem_id="explore-similar", min_width=60)
+        c["preview_btn"] = preview.opener("explore")
     with gr.Row(visible=False, equal_height=True) as c["actions"]:
         c["target"] = gr.Dropdown(
             label="Class", choices=[], scale=2, container=False, show_label=False, elem_id="explore-target"
@@ -1118,6 +1128,10 @@ def build(ctx: Ctx) -> dict:
     on(c["map_cluster"].input, map_cluster_pick, [key, feats, c["map_cluster"]], shown, "explore_map_cluster")
     on(c["box_box"].submit, box_api, [key, feats, c["method"], c["box_box"]], shown, "explore_map_box")
     on(c["lasso_box"].submit, lasso_api, [key, feats, c["method"], c["lasso_box"]], shown, "explore_map_lasso")
+
+    # the preview of one image (Preview, the key v, a double-click); a label set in it redraws the step
+    after = (bind(redrawn, ctx), [key, c["view"], c["selection"], c["page"], c["picked"]], acted)
+    preview.build(ctx, "explore", c["preview_btn"], c["page_ids"], c["picked"], after=after)
 
     # background tasks that finished
     view = _outs(View, c)

@@ -10,6 +10,7 @@ import gradio as gr
 from ...errors import InvalidInputError
 from ...ingest import IMAGE_EXTENSIONS, import_sources, max_import_bytes, over_cap_message, thumbnail_for
 from ...jobs import run_in_background
+from ...preview import export_path_of
 from ...project import Project, folder_class_names, image_page
 from ..common import NO_PROJECT, Ctx, bind, empty_state, error_text, finished_task, guard, md_escape, wire
 
@@ -78,7 +79,8 @@ def view(ctx: Ctx, key: str, page_no) -> ViewOut:
     pages = max(1, -(-n // PAGE))
     page_no = min(max(0, int(page_no or 0)), pages - 1)
     rows = image_page(project, page_no * PAGE, PAGE)
-    items = [(thumbnail_for(project, r["id"], r["sha256"]), r["rel_path"]) for r in rows]
+    paths = export_path_of(project, [r["id"] for r in rows])  # the CSV's unique path, not the repeating rel_path
+    items = [(thumbnail_for(project, r["id"], r["sha256"]), paths.get(r["id"], r["rel_path"])) for r in rows]
     items = [it for it in items if it[0]]
     folders = folder_class_names(project)
     text = (

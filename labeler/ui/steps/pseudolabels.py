@@ -5,7 +5,7 @@ click thumbnails to select them, then accept, relabel or mark them unsure. Count
 a confidence histogram, and — where images sit in class-named folders — accuracy and a
 confusion matrix. Shift-click selects every thumbnail between the last clicked one and this one.
 Keys: ``a`` accept, ``u`` unsure, ``n``/``p`` next/previous page, ``z`` undo the last change, ``1``–``9``
-relabel the selection to that class.
+relabel the selection to that class, ``v`` (or a double-click) preview one image larger (:mod:`labeler.ui.preview`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ...precision import choose_encoder
 from ...project import Project
 from ...prompts import TEMPLATE_SETS
 from ...review import VIEW_ALL, VIEW_REVIEW, VIEW_UNLABELED, ReviewCounts, mark_unsure, review_counts, review_queue
+from .. import preview
 from ..common import (
     NO_PROJECT,
     Ctx,
@@ -695,6 +696,7 @@ def _review_column() -> dict:
             c["none_btn"] = gr.Button("Clear selection", size="sm", elem_id="review-clear")
             c["bulk_btn"] = gr.Button("Accept all ≥ threshold", size="sm", elem_id="review-bulk")
             c["undo_btn"] = gr.Button("↶ Undo (z)", size="sm", elem_id="review-undo")
+            c["preview_btn"] = preview.opener("review")
         c["digit_btns"] = [
             gr.Button(str(k), visible="hidden", elem_id=f"review-digit-{k}") for k in range(1, DIGITS + 1)
         ]
@@ -798,6 +800,10 @@ def build(ctx: Ctx) -> dict:
     r["undo_btn"].click(bind(undo, ctx), nav, outs, api_name="review_undo")
     for k, btn in enumerate(r["digit_btns"], start=1):
         btn.click(bind(relabel_digit, ctx, k), [*nav, selection], outs, api_visibility="private")
+    # the preview of one image (click Preview, the key v, or double-click a thumbnail); its label keys then redraw
+    preview.build(
+        ctx, "review", r["preview_btn"], page_ids, last_click, after=(bind(reload, ctx), [*nav, selection], outs)
+    )
     refresh_outs = wire(RefreshOut, **all_parts, clip=f["clip"], setup=setup_box)
     return {"refresh": bind(refresh, ctx), "outputs": refresh_outs, "api_name": "review_refresh"}
 
