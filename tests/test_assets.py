@@ -100,7 +100,8 @@ def test_the_logo_and_an_example_list_in_the_browser(tmp_path):
             page.click("#step-2-button")
             title = next(t for t in assets.examples() if t.startswith("CIFAR-10 "))
             pick(page, "classes-example", title)
-            expect(page.locator("#classes-text textarea")).to_have_value("\n".join(assets.example_classes("cifar10.txt")))
+            cifar10 = "\n".join(assets.example_classes("cifar10.txt"))
+            expect(page.locator("#classes-text textarea")).to_have_value(cifar10)
             assert not errors, errors
     except Exception:
         print(server.logs())
