@@ -34,7 +34,8 @@ UMAP_MISSING = (
 
 def umap_available() -> bool:
     """True when ``umap`` (umap-learn) is installed (found, not imported: importing it compiles numba code)."""
-    return importlib.util.find_spec("umap") is not None
+    spec = importlib.util.find_spec("umap")
+    return spec is not None and spec.origin is not None  # (a leftover folder without umap-learn: a namespace)
 
 
 def _umap_module():
@@ -43,6 +44,8 @@ def _umap_module():
         import umap
     except ImportError:
         raise InvalidInputError(UMAP_MISSING) from None
+    if not hasattr(umap, "UMAP"):  # another package's (or an uninstall's leftover) folder named umap
+        raise InvalidInputError(UMAP_MISSING)
     return umap
 
 

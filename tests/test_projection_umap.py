@@ -56,6 +56,20 @@ def test_umap_without_umap_learn_says_how_to_install_it(monkeypatch):
     assert used == "pca" and xy.shape == (20, 2)
 
 
+def test_a_leftover_umap_folder_is_not_umap_learn(monkeypatch):
+    """After ``pip uninstall umap-learn`` numba's cache can leave ``site-packages/umap/``: a namespace package."""
+    import importlib.machinery
+    import importlib.util
+    import types
+
+    spec = importlib.machinery.ModuleSpec("umap", None, is_package=True)  # what find_spec gives for such a folder
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: spec if name == "umap" else None)
+    assert not projection.umap_available()
+    monkeypatch.setitem(__import__("sys").modules, "umap", types.ModuleType("umap"))  # importable, no UMAP in it
+    with pytest.raises(InvalidInputError, match="pip install umap-learn"):
+        projection.project_2d(np.zeros((5, 3), np.float32), "umap")
+
+
 def test_pca_is_the_default_even_where_umap_is_installed(monkeypatch):
     monkeypatch.setattr(projection, "umap_available", lambda: True)
     assert projection.map_method(None) == projection.map_method("auto") == "pca"
