@@ -1,15 +1,18 @@
 """Start-up cost: how long ``labeler label`` spends importing vs working, and ``python app.py``'s first page.
 
-    python bench/startup.py [--images 100000] [--classes 10] [--no-app]
+    python bench/startup.py [--images 100000] [--classes 10] [--no-app] [--app-only] [--repeat 2]
 
 Builds its own project in a temporary folder: generated images (tests/synth.py) imported and encoded with the
 ``tiny-random`` CLIP model through the CLI, then grown to ``--images`` rows by copying image rows with new
 sha256s and random feature vectors (cheap, and the same work for zero-shot as real ones). One ``label`` run
 caches the class-text embeddings; then ``python -X importtime -m labeler label`` is timed: imports (the sum of
 top-level import times, lazy imports included) vs the rest (work), and whether torch / open_clip were imported.
-Last, ``python app.py`` is started on a free 127.0.0.1 port and its first page polled for.
+Last, ``python app.py`` is started on a free 127.0.0.1 port and its first page polled for (an HTTP 200 for ``/``),
+against the floor measured in the same run: a bare ``python -c "import gradio"`` (the app cannot start faster than
+its own UI library imports). Both are timed ``--repeat`` times, alternating, best of each reported.
 
-Prints ``label: total <s> s, imports <s> s, work <s> s, ratio total/work <r>`` and ``app: first page <s> s``.
+Prints ``app: first page <s> s, bare import gradio <s> s, ratio <r>`` and
+``label: total <s> s, imports <s> s, work <s> s, ratio total/work <r>`` (``--app-only``: the app line alone).
 """
 
 from __future__ import annotations
@@ -170,16 +173,37 @@ def time_app(env: dict, timeout: float = 180.0) -> float:
             proc.kill()
 
 
+def time_gradio(env: dict) -> float:
+    """Seconds a bare ``python -c "import gradio"`` takes: the floor of the app's start."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import gradio"], env=env, cwd=REPO, check=True)
+    return time.perf_counter() - t0
+
+
+def app_line(env: dict, repeat: int) -> str:
+    """``app: first page …, bare import gradio …, ratio …`` (best of ``repeat`` alternating runs of each)."""
+    pages, floors = [], []
+    for _ in range(max(1, repeat)):
+        floors.append(time_gradio(env))
+        pages.append(time_app(env))
+    page, floor = min(pages), min(floors)
+    return f"app: first page {page:.2f} s, bare import gradio {floor:.2f} s, ratio {page / floor:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=2, help="timed label runs (the best is reported)")
     parser.add_argument("--no-app", action="store_true", help="skip the app's first-page time")
+    parser.add_argument("--app-only", action="store_true", help="only the app's first-page time (no project)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="labeler-startup-") as tmp:
         root = Path(tmp)
         env = _env(root / "data")
+        if args.app_only:
+            print(app_line(env, args.repeat))
+            return
         project_dir = build_project(root, env, args.images, args.classes)
         _cli(env, "label", str(project_dir), "--quiet")  # encodes and caches the class texts
         best = min((time_label(env, project_dir) for _ in range(args.repeat)), key=lambda r: r["total"])
@@ -189,7 +213,7 @@ def main() -> None:
             f"open_clip imported: {best['open_clip']}"
         )
         if not args.no_app:
-            print(f"app: first page {time_app(env):.2f} s")
+            print(app_line(env, args.repeat))
         print(
             f"label: total {best['total']:.2f} s, imports {best['imports']:.2f} s, work {best['work']:.2f} s, "
             f"ratio total/work {best['ratio']:.2f}"

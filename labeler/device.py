@@ -1,15 +1,24 @@
-"""Pick the torch device Labeler runs models on."""
+"""Pick the torch device Labeler runs models on.
+
+torch is imported when a device is resolved, not with this module: the app and the CLI import it at start-up and
+should not pay torch's import for it.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import Hint, InvalidInputError
+
+if TYPE_CHECKING:
+    import torch
 
 _HINT = "use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
 
 
 def _mps_available() -> bool:
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
 
@@ -29,6 +38,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         For an unknown name, or a device this machine does not have (e.g. ``cuda``
         without a CUDA GPU), with a message that says what to use instead.
     """
+    import torch
+
     text = "" if device is None else str(device).strip().lower()
     if text in ("", "auto"):
         if torch.cuda.is_available():

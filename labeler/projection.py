@@ -1,15 +1,19 @@
-"""2-D map of a feature set: PCA by default, UMAP when the ``umap`` package is installed.
+"""2-D map of a feature set: PCA by default, UMAP (``umap-learn``, imported only when asked for) where installed.
 
+PCA is one pass over the vectors and the same everywhere, so it is the default (``auto``); UMAP keeps clusters apart
+better but costs seconds to minutes (numba compiles it on first use) and is used only when asked for.
 :func:`project_2d` is the pure part. :func:`feature_map` gives the UI everything a scatter plot
 needs in one call: the points of every ok image with features and, for colouring, each point's
 pseudo-label (active run), human label, final label and cluster (newest clustering run of the
 set). Maps are cached beside the features (``features/<slug>/map-<method>.npz``) and recomputed
-when the set's images change. :func:`points_in_box` turns a box selection into image ids.
+when the set's images change, with how long they took (:func:`map_timing`: "UMAP of 2,000 points took 4.1 s").
+:func:`points_in_box` turns a box selection into image ids.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,10 +25,28 @@ if TYPE_CHECKING:
 
 METHODS = ("auto", "pca", "umap")
 
+#: What to do when UMAP is asked for and umap-learn is missing.
+UMAP_MISSING = (
+    "UMAP needs the umap-learn package, which is not installed: pip install umap-learn (it brings numba and "
+    "llvmlite), then restart; or use the PCA map"
+)
+
 
 def umap_available() -> bool:
-    """True when ``umap`` (umap-learn) can be imported."""
-    return importlib.util.find_spec("umap") is not None
+    """True when ``umap`` (umap-learn) is installed (found, not imported: importing it compiles numba code)."""
+    spec = importlib.util.find_spec("umap")
+    return spec is not None and spec.origin is not None  # (a leftover folder without umap-learn: a namespace)
+
+
+def _umap_module():
+    """umap-learn's ``umap`` module; InvalidInputError saying how to install it when it cannot be imported."""
+    try:
+        import umap
+    except ImportError:
+        raise InvalidInputError(UMAP_MISSING) from None
+    if not hasattr(umap, "UMAP"):  # another package's (or an uninstall's leftover) folder named umap
+        raise InvalidInputError(UMAP_MISSING)
+    return umap
 
 
 def pca_2d(x: np.ndarray) -> np.ndarray:
@@ -66,7 +88,7 @@ def project_2d(x: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.n
     ----------
     x : np.ndarray (N, D)
     method : str
-        ``pca``, ``umap`` (needs umap-learn) or ``auto`` (UMAP when installed and N >= 10, else PCA).
+        ``pca``, ``umap`` (needs umap-learn; N >= 3) or ``auto`` (PCA).
 
     Returns
     -------
@@ -76,12 +98,10 @@ def project_2d(x: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.n
     if method not in METHODS:
         raise InvalidInputError(f"map method must be one of {', '.join(METHODS)}, got {method!r}")
     arr = np.asarray(x, dtype=np.float32)
-    if method == "umap" and not umap_available():
-        raise InvalidInputError("UMAP is not installed: pip install umap-learn, or use method='pca'")
-    use_umap = method == "umap" or (method == "auto" and umap_available() and len(arr) >= 10)
-    if use_umap:
-        import umap
-
+    if method == "umap":
+        if arr.ndim != 2 or len(arr) < 3:
+            raise InvalidInputError(f"a UMAP map needs at least 3 vectors of shape (N, D), got {arr.shape}")
+        umap = _umap_module()
         n_neighbors = max(2, min(15, len(arr) - 1))
         reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, metric="cosine", random_state=seed)
         return np.asarray(reducer.fit_transform(arr), dtype=np.float32), "umap"
@@ -131,6 +151,16 @@ def _map_file(project: Project, key: str, method: str):
     return index_dir(project, key) / f"map-{method}.npz"
 
 
+def map_timing(project: Project, key: str, method: str) -> tuple[int, float] | None:
+    """``(points, seconds)`` of the cached ``method`` map of feature set ``key``: how many points it has and how
+    long computing it took (None when there is none, or it predates timing)."""
+    try:
+        with np.load(_map_file(project, key, method)) as data:
+            return int(len(data["image_ids"])), float(data["seconds"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def cached_map(project: Project, key: str, method: str, image_ids, seed: int = 0) -> np.ndarray | None:
     """The cached ``method`` map (N, 2) of feature set ``key`` if it was made for exactly these ``image_ids``
     (in order) and ``seed``, else None."""
@@ -150,6 +180,7 @@ def feature_map(project: Project, features: str = "clip", method: str = "auto", 
     -------
     dict
         ``{"image_ids": [N], "xy": ndarray (N, 2), "method": "pca"|"umap", "features": key,
+        "seconds": how long computing the map took (now or when it was cached; None if unknown),
         "pseudo": [N], "human": [N], "final": [N], "cluster": [N], "cluster_run": id or None}``;
         label lists hold the primary class name or None, ``cluster`` ints or None.
     """
@@ -161,15 +192,22 @@ def feature_map(project: Project, features: str = "clip", method: str = "auto", 
         raise InvalidInputError(f"map method must be one of {', '.join(METHODS)}, got {method!r}")
     fset = resolve_set(project, features)
     image_ids, _ = project.features.ok_rows(int(fset["id"]))
-    wanted = "umap" if method == "umap" or (method == "auto" and umap_available() and len(image_ids) >= 10) else "pca"
+    wanted = map_method(method)
     xy, used = cached_map(project, fset["key"], wanted, image_ids, seed), wanted
-    if xy is None:  # only now read the vectors: a cached map of many images costs one small file
+    if xy is not None:
+        timing = map_timing(project, fset["key"], wanted)
+        seconds = timing[1] if timing else None
+    else:  # only now read the vectors: a cached map of many images costs one small file
         image_ids, x = project.features.ok_vectors(int(fset["id"]))
+        if wanted == "umap" and len(image_ids) < 3:
+            raise InvalidInputError(f"a UMAP map needs at least 3 images with features, this set has {len(image_ids)}")
+        t0 = time.perf_counter()
         xy, used = project_2d(x, wanted, seed)
+        seconds = time.perf_counter() - t0
         cache = _map_file(project, fset["key"], wanted)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, image_ids=np.asarray(image_ids, dtype=np.int64), xy=xy, seed=seed)
+        np.savez(tmp, image_ids=np.asarray(image_ids, dtype=np.int64), xy=xy, seed=seed, seconds=seconds)
         tmp.replace(cache)
     final = {it.image_id: it for it in final_labels(project, image_ids)}
     pseudo = pseudo_top1(project)
@@ -182,6 +220,7 @@ def feature_map(project: Project, features: str = "clip", method: str = "auto", 
         "xy": xy,
         "method": used,
         "features": fset["key"],
+        "seconds": seconds,
         "pseudo": [pseudo.get(i, (None, 0))[0] for i in image_ids],
         "human": [final[i].label if i in final and final[i].source == "human" else None for i in image_ids],
         "final": [final[i].label if i in final else None for i in image_ids],
@@ -203,13 +242,22 @@ MAP_COLOURS = {"pseudo-label": "pseudo", "your label": "human", "final label": "
 
 
 def map_method(method: str | None = None) -> str:
-    """``pca`` or ``umap``: the method asked for, or by default UMAP when it is installed, else PCA."""
+    """``pca`` or ``umap``: the method asked for; by default (None, "", ``auto``) PCA, fast and the same everywhere
+    (UMAP only when asked for: it takes seconds to minutes, and it is not installed everywhere)."""
 
     if method in (None, "", "auto"):
-        return "umap" if umap_available() else "pca"
+        return "pca"
     if method not in ("pca", "umap"):
         raise InvalidInputError(f"map method must be pca or umap, got {method!r}")
     return method
+
+
+def last_map_timing(project: Project, features: str = "clip", method: str | None = None) -> tuple[int, float] | None:
+    """``(points, seconds)`` of the last ``method`` map computed for feature set ``features`` of ``project``
+    (:func:`map_timing`; None when none was, or it predates timing): what an estimate can be scaled from."""
+    from .index import resolve_set
+
+    return map_timing(project, resolve_set(project, features)["key"], map_method(method))
 
 
 def map_ready(project: Project, features: str = "clip", method: str | None = None) -> bool:
@@ -239,7 +287,8 @@ def map_frame(
     dict
         ``{"x", "y", "colour", "image_id", "sha256", "label"}`` (lists, one entry per drawn point; ``colour`` the
         ``colour_by`` value as text: a class, "not labeled" or "cluster 03"), and ``method``, ``features``,
-        ``n`` (points in the map), ``shown`` (points drawn), ``cluster_run``.
+        ``n`` (points in the map), ``shown`` (points drawn), ``seconds`` (how long the map took; None if unknown),
+        ``cluster_run``.
     """
 
     if colour_by not in MAP_COLOURS:
@@ -275,6 +324,7 @@ def map_frame(
         "label": [m["final"][i] or "unlabeled" for i in pick],
         "method": m["method"],
         "features": m["features"],
+        "seconds": m["seconds"],
         "n": n,
         "shown": len(pick),
         "cluster_run": m["cluster_run"],

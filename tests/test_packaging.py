@@ -1,4 +1,5 @@
-"""Packaging: the wheel holds the library and its data files, the `labeler` command, and deps that match the pins."""
+"""Packaging: the wheel holds the library and its data files (the app's assets/ as labeler/ui/static/), the
+`labeler` command, and deps that match the pins; the sdist holds assets/ too."""
 
 from __future__ import annotations
 
@@ -33,18 +34,37 @@ def _pins(path: Path) -> dict[str, str]:
     return pins
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> zipfile.ZipFile:
-    """A wheel built from a copy of the sources (no build/ or *.egg-info left in the checkout), offline."""
-    pytest.importorskip("setuptools")
-    tmp = tmp_path_factory.mktemp("wheel")
+def _sources(tmp: Path) -> Path:
+    """A copy of the checkout's sources under ``tmp / "src"`` (no build/ or *.egg-info left in the checkout)."""
     src = tmp / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "artifacts")
-    for name in ("labeler", "store", "tests", "bench", "space"):
+    for name in ("labeler", "store", "assets", "tests", "bench", "space"):
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md", "app.py", "requirements.txt"):
         shutil.copy2(REPO / name, src / name)
+    return src
+
+
+def _files(top: str) -> set[str]:
+    """Every file under the checkout's folder ``top``, relative to the checkout (caches left out)."""
+    return {
+        p.relative_to(REPO).as_posix()
+        for p in (REPO / top).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
+
+
+#: Where each file of assets/ sits in the wheel (the data package labeler.ui.static, see pyproject.toml).
+ASSETS = {name: "labeler/ui/static/" + name.removeprefix("assets/") for name in _files("assets")}
+
+
+@pytest.fixture(scope="module")
+def wheel_path(tmp_path_factory) -> Path:
+    """A wheel built from a copy of the sources, offline."""
+    pytest.importorskip("setuptools")
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = _sources(tmp)
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", tmp, src],
         capture_output=True,
@@ -53,22 +73,70 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (path,) = tmp.glob("labeler-*.whl")
-    with zipfile.ZipFile(path) as zf:
+    return path
+
+
+@pytest.fixture(scope="module")
+def wheel(wheel_path) -> zipfile.ZipFile:
+    with zipfile.ZipFile(wheel_path) as zf:
         yield zf
 
 
 def test_the_wheel_holds_labeler_and_store_with_their_data_files_and_nothing_else(wheel):
     names = set(wheel.namelist())
     code = {n for n in names if ".dist-info/" not in n}
-    expected = {
-        p.relative_to(REPO).as_posix()
-        for top in ("labeler", "store")
-        for p in (REPO / top).rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-    }
+    expected = _files("labeler") | _files("store") | set(ASSETS.values())
     assert "labeler/models/configs/tiny-random.json" in expected  # the data file the tiny models need
-    assert code == expected  # every module and data file of both packages; no tests/, bench/, space/, app.py
+    assert {"labeler/ui/static/app.css", "labeler/ui/static/logo.svg"} <= expected  # the app's assets
+    assert code == expected  # every module and data file of both packages and every asset; no tests/, bench/, app.py
     assert {n.split("/")[0] for n in code} == {"labeler", "store"}
+
+
+def test_the_installed_package_reads_its_assets(wheel_path, tmp_path):
+    """labeler.ui.assets finds every asset in an installed copy (the wheel unpacked, no checkout beside it)."""
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel_path) as zf:
+        zf.extractall(site)
+    code = (
+        "import sys; from labeler.ui import assets; "
+        "print(assets.folder()); "
+        "[assets.read(n) for n in sys.argv[1:]]; "
+        "print(sorted(assets.examples().values()))"
+    )
+    names = [n.removeprefix("assets/") for n in ASSETS]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *names],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder, examples = proc.stdout.strip().splitlines()[-2:]
+    assert folder == str(site / "labeler" / "ui" / "static")
+    assert "cifar10.txt" in examples
+
+
+def test_the_sdist_holds_the_assets(tmp_path):
+    """``pip install`` from an sdist builds the wheel from it: assets/ must be inside."""
+    pytest.importorskip("setuptools")
+    src = _sources(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import setuptools.build_meta as b, sys; print(b.build_sdist(sys.argv[1]))", tmp_path],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import tarfile
+
+    (path,) = tmp_path.glob("labeler-*.tar.gz")
+    with tarfile.open(path) as tf:
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+    missing = set(ASSETS) - names
+    assert not missing, f"the sdist lacks {sorted(missing)}"
 
 
 def test_the_wheel_declares_the_labeler_command_and_the_dependencies(wheel):

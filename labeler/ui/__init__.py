@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 
 from ..project import data_dir as default_data_dir  # noqa: E402
-from . import jobs, preview  # noqa: E402
+from . import assets, jobs, preview  # noqa: E402
 from .common import Ctx, bind, guard, md_escape  # noqa: E402
 from .steps import audit, classes, descriptions, explore, export, images, project, pseudolabels, train  # noqa: E402
 
@@ -39,39 +39,8 @@ STEPS = [
 #: Panels shown as tabs inside a step, after the step's own content (a module like a step's, see above).
 PANELS = {train: [("Audit", audit)]}
 
-CSS = """
-.gradio-container { max-width: 1400px !important; }
-#lb-header { display: flex; align-items: baseline; gap: 1rem; }
-#lb-header h1 { margin: 0; font-size: 1.5rem; }
-#lb-project { font-size: 0.95rem; }
-.lb-empty { border: 1px dashed var(--border-color-primary); border-radius: 8px; padding: 0.8rem 1rem;
-            color: var(--body-text-color-subdued); background: var(--background-fill-secondary); }
-.lb-note { color: var(--body-text-color-subdued); font-size: 0.9em; }
-.lb-center { text-align: center; align-self: center; }
-.lb-right { text-align: right; }
-.lb-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 0.6rem; }
-.lb-jobs { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 2px 10px;
-           align-items: center; }
-.lb-job { padding: 2px 0; font-size: 0.9rem; }
-.lb-failed { color: var(--error-text-color, #b91c1c); }
-.lb-idle { color: var(--body-text-color-subdued); }
-.lb-bar { display: inline-block; width: 160px; height: 8px; border-radius: 4px; background: var(--neutral-200);
-          vertical-align: middle; overflow: hidden; }
-.lb-bar > span { display: block; height: 100%; background: var(--color-accent); }
-.lb-methods { display: flex; flex-direction: column; gap: 6px; }
-.lb-method { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 6px 10px; }
-.lb-method.lb-disabled { opacity: 0.5; cursor: not-allowed; }
-.lb-badge { font-size: 0.75rem; padding: 1px 6px; border-radius: 8px; background: var(--background-fill-secondary); }
-.lb-confusion { overflow-x: auto; max-width: 100%; }
-.lb-confusion table { border-collapse: collapse; font-size: 0.75rem; }
-.lb-confusion th.lb-rowhead { text-align: left; white-space: nowrap; }
-.lb-confusion th, .lb-confusion td { border: 1px solid var(--border-color-primary); padding: 2px 4px;
-                                     text-align: center; min-width: 1.8rem; }
-.lb-confusion caption { caption-side: bottom; font-size: 0.75rem; color: var(--body-text-color-subdued); }
-.lb-next { max-width: 260px; margin-left: auto; }
-#review-gallery .caption-label, #images-gallery .caption-label, #explore-gallery .caption-label {
-    font-size: 0.7rem; }
-"""
+#: The app's styles (assets/app.css).
+CSS = assets.read("app.css")
 
 
 def _header_text(ctx: Ctx, key: str) -> str:
@@ -250,7 +219,7 @@ def build_demo(
         )
         ctx.demo = demo
         with gr.Row(elem_id="lb-header"):
-            gr.Markdown("# Labeler", elem_id="lb-title")
+            gr.HTML(f'<div id="lb-brand">{assets.read("logo.svg")}<h1>Labeler</h1></div>', elem_id="lb-title")
             shown = gr.Markdown(_header_text(ctx, ""), elem_id="lb-project")
         jobs.build(ctx)
         built, panels = _build_steps(ctx)

@@ -23,6 +23,7 @@ from ..ingest import fmt_bytes, thumbnail_for
 from ..preview import image_details, preview_image
 from ..project import Project
 from ..review import accept_images, label_images
+from . import assets
 from .common import Ctx, bind, guard, md_escape, pct, wire
 
 #: Smaller images are shown enlarged by a whole factor to about this many pixels (their pixels as squares).
@@ -344,59 +345,7 @@ def build(
 
 #: The preview's keys and double-click (installed with the page head, after the galleries' own keys: it listens
 #: first, on window in the capture phase, and while the preview is open keeps the galleries' keys from acting).
-PREVIEW_JS = """
-<script>
-(() => {
-  const steps = ['review', 'explore'];
-  const on = (el) => !!el && el.getClientRects().length > 0;
-  const press = (id) => { const el = document.getElementById(id); if (el) el.click(); return !!el; };
-  window.lbPreviewIndex = -1;
-  document.addEventListener('dblclick', (e) => {
-    // the first click's pending overlay may cover the gallery by now: look under it for the thumbnail
-    const thumb = document.elementsFromPoint(e.clientX, e.clientY)
-      .map((el) => el.closest && el.closest('button.thumbnail-item')).find(Boolean);
-    const gal = thumb && thumb.closest('#review-gallery, #explore-gallery');
-    if (!gal) return;
-    window.lbPreviewIndex = [...gal.querySelectorAll('button.thumbnail-item')].indexOf(thumb);
-    press(gal.id.replace(/-gallery$/, '') + '-preview-open');
-  });
-  window.addEventListener('keydown', (e) => {
-    if (e.ctrlKey || e.metaKey || e.altKey) return;
-    const t = e.target; const tag = (t && t.tagName || '').toLowerCase();
-    const typing = tag === 'input' || tag === 'textarea' || (t && t.isContentEditable);
-    const open = steps.find((s) => on(document.getElementById(s + '-preview')));
-    if (open) {
-      if (typing) return;
-      let id = {ArrowLeft: 'prev', ArrowRight: 'next', Escape: 'close', a: 'accept'}[e.key];
-      if (!id && /^[1-9]$/.test(e.key)) id = 'digit-' + e.key;
-      if (!id && e.key.length !== 1) return;  // Tab, Enter, Space on a focused button: as usual
-      e.preventDefault(); e.stopImmediatePropagation();  // the gallery's own keys wait until the preview closes
-      if (id) press(open + '-preview-' + id);
-      return;
-    }
-    if (typing || e.key !== 'v') return;
-    const gal = steps.find((s) => on(document.getElementById(s + '-gallery')));
-    if (gal) { e.preventDefault(); window.lbPreviewIndex = -1; press(gal + '-preview-open'); }
-  }, true);
-})();
-</script>
-"""
+PREVIEW_JS = assets.script("preview.js")  # assets/preview.js
 
 #: The overlay and its score bars (added to the app's CSS).
-PREVIEW_CSS = """
-.lb-preview { position: fixed !important; top: 3vh; left: 50%; transform: translateX(-50%); z-index: 1000;
-              width: min(1180px, 94vw) !important; max-height: 94vh; overflow-y: auto;
-              background: var(--background-fill-primary); border: 1px solid var(--border-color-primary);
-              border-radius: 10px; padding: 12px 16px !important;
-              box-shadow: 0 0 0 100vmax rgba(0, 0, 0, 0.45), 0 10px 40px rgba(0, 0, 0, 0.35); }
-.lb-preview h3 { margin: 0; word-break: break-all; }
-.lb-details, .lb-details tr { font-size: 0.85rem; border-collapse: collapse; width: 100%; margin: 0 !important;
-                              border: none !important; background: none !important; }
-.lb-details th { text-align: left; font-weight: 600; white-space: nowrap; vertical-align: top;
-                 color: var(--body-text-color-subdued); padding: 2px 10px 2px 0 !important; border: none !important; }
-.lb-details td { word-break: break-all; padding: 2px 0 !important; border: none !important; }
-.lb-top { display: flex; flex-direction: column; gap: 3px; font-size: 0.85rem; }
-.lb-top-row { display: flex; align-items: center; gap: 8px; }
-.lb-top-name { width: 9rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-.lb-top-pct { width: 3.5rem; text-align: right; }
-"""
+PREVIEW_CSS = assets.read("preview.css")  # assets/preview.css

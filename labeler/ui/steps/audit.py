@@ -302,29 +302,11 @@ def build(ctx: Ctx) -> dict:
     return {"refresh": bind(refresh, ctx), "outputs": outs, "api_name": "audit_view"}
 
 
+from ..assets import read as _asset_read  # noqa: E402  (here, beside the constants it defines)
+from ..assets import script as _asset_script  # noqa: E402
+
 #: The panel's keys (installed with the page head; ignored while typing, and while the panel is hidden).
-SHORTCUTS_JS = """
-<script>
-document.addEventListener('keydown', (e) => {
-  const t = e.target; const tag = (t && t.tagName || '').toLowerCase();
-  if (e.ctrlKey || e.metaKey || e.altKey || tag === 'input' || tag === 'textarea' || (t && t.isContentEditable)) return;
-  const panel = document.getElementById('audit-image');
-  if (!panel || panel.offsetParent === null) return;  // only while the audit panel is on screen
-  let id = {y: 'audit-confirm', s: 'audit-skip'}[e.key];
-  if (!id && /^[1-9]$/.test(e.key)) id = 'audit-digit-' + e.key;
-  const el = id && document.getElementById(id);
-  if (el) { e.preventDefault(); el.click(); }
-});
-</script>
-"""
+SHORTCUTS_JS = _asset_script("audit.js")  # assets/audit.js
 
 #: The interval plot's styles (added to the app's CSS).
-CSS = """
-.lb-ci { position: relative; display: inline-block; height: 10px; vertical-align: middle;
-         background: var(--neutral-200); border-radius: 5px; }
-.lb-ci-range { position: absolute; top: 0; height: 100%; background: var(--color-accent); opacity: 0.55;
-               border-radius: 5px; }
-.lb-ci-tick { position: absolute; top: -3px; width: 2px; height: 16px; background: var(--body-text-color); }
-.lb-ci-table { border-collapse: collapse; font-size: 0.85rem; margin-top: 0.4rem; }
-.lb-ci-table th, .lb-ci-table td { padding: 2px 6px; text-align: left; }
-"""
+CSS = _asset_read("audit.css")  # assets/audit.css

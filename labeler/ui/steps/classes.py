@@ -15,6 +15,7 @@ from ...project import (
     set_multi_label,
     validate_class_names,
 )
+from .. import assets
 from ..common import NO_PROJECT, Ctx, bind, empty_state, guard, md_escape, wire
 
 MODES = ["single-label (one class per image)", "multi-label (any number of classes per image)"]
@@ -96,6 +97,19 @@ def from_folders(ctx: Ctx, key: str) -> str:
     return "\n".join(names)
 
 
+@guard
+def use_example(name: str | None) -> str:
+    """The example class list ``name`` (a file of ``assets/examples/``, see :func:`labeler.ui.assets.examples`),
+    one class per line, for the classes box (not saved)."""
+    if not name:
+        return gr.skip()
+    if name not in assets.examples().values():
+        raise gr.Error(f"There is no example class list {name!r}: pick one of the list.")
+    names = assets.example_classes(name)
+    gr.Info(f"Filled in {len(names)} example classes; edit them if you like and press Save classes.")
+    return "\n".join(names)
+
+
 def build(ctx: Ctx) -> dict:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
@@ -109,6 +123,13 @@ def build(ctx: Ctx) -> dict:
                 "characters; no duplicates",
             )
             mode = gr.Radio(MODES, value=MODES[0], label="Labels per image", elem_id="classes-mode")
+            example = gr.Dropdown(
+                [(title, name) for title, name in assets.examples().items()],
+                value=None,
+                label="Example class lists",
+                info="fills the box above with a well-known dataset's classes (not saved until you press Save)",
+                elem_id="classes-example",
+            )
             with gr.Row():
                 folders_btn = gr.Button("Use the folder names", elem_id="classes-folders")
                 save_btn = gr.Button("Save classes", variant="primary", elem_id="classes-save")
@@ -119,5 +140,6 @@ def build(ctx: Ctx) -> dict:
         bind(save, ctx), [ctx.project, text, mode], wire(SaveOut, text=text, status=status), api_name="classes_save"
     )
     folders_btn.click(bind(from_folders, ctx), [ctx.project], [text], api_name="classes_from_folders")
+    example.input(use_example, [example], [text], api_name="classes_example")
     outs = wire(ViewOut, text=text, mode=mode, status=status)
     return {"refresh": bind(refresh, ctx), "outputs": outs, "api_name": "classes_view"}

@@ -43,7 +43,9 @@ from ...project import Project
 from ...projection import (
     MAP_COLOURS,
     MAP_INLINE,
+    UMAP_MISSING,
     feature_map,
+    last_map_timing,
     map_box,
     map_frame,
     map_lasso,
@@ -95,9 +97,11 @@ ORDER_NAMES = {
 }
 ORDER_CHOICES = [(ORDER_NAMES.get(o, o), o) for o in ORDERINGS]
 MAP_METHODS = ["pca", "umap"] if umap_available() else ["pca"]  # UMAP only where umap-learn is installed
-#: How long a map takes, roughly: (seconds to start, seconds per point). PCA: 50,000 × 512 CLIP vectors took 1–9 s
-#: here (one pass, idle to busy CPU); UMAP: umap-learn's MNIST benchmark (70,000 points) ~85 s, plus numba's
-#: compile the first time.
+#: How long a map takes, roughly, before this project has drawn one: (seconds to start, seconds per point). PCA:
+#: 50,000 × 512 CLIP vectors took 1–9 s here (one pass, idle to busy CPU); UMAP: umap-learn's MNIST benchmark
+#: (70,000 points) ~85 s, plus numba's compile the first time. On this project's busy 2-core machine (load 5–7)
+#: umap-learn 0.5.12 took 1 s for 500 × 512, 8–11 s for 2,000, 98 s for 10,000 (and 60 s to import the first
+#: time), so once a project has drawn a map the estimate scales that one (:func:`map_seconds`).
 MAP_COST = {"pca": (0.2, 4e-5), "umap": (10.0, 1.2e-3)}
 NO_VIEW = {"kind": "", "title": "", "ids": [], "params": {}}
 
@@ -238,16 +242,19 @@ def joined(outputs_type: type, *parts: tuple, **fields):
 
 
 # --- pure helpers: views, texts ---------------------------------------------------------------------------------
-def map_seconds(n: int, how: str) -> float:
-    """Roughly how long computing the ``how`` map (pca or umap) of ``n`` points takes, in seconds
-    (:data:`MAP_COST`)."""
+def map_seconds(n: int, how: str, measured: tuple[int, float] | None = None) -> float:
+    """Roughly how long computing the ``how`` map (pca or umap) of ``n`` points takes, in seconds: scaled linearly
+    from ``measured`` (``(points, seconds)`` of a map this project computed the same way) when given, else from
+    :data:`MAP_COST`."""
     start, per_point = MAP_COST[map_method(how)]
+    if measured is not None and measured[0] > 0 and measured[1] > 0:
+        points, secs = measured
+        per_point = max(0.0, secs - start) / points
+        start = min(start, secs)
     return start + per_point * max(0, int(n))
 
 
-def map_estimate(n: int, how: str) -> str:
-    """ "under a second", "about 20 s", "about 3 min": :func:`map_seconds` in words."""
-    secs = map_seconds(n, how)
+def _words(secs: float) -> str:
     if secs < 1:
         return "under a second"
     if secs < 90:
@@ -255,9 +262,25 @@ def map_estimate(n: int, how: str) -> str:
     return f"about {round(secs / 60)} min"
 
 
+def took(secs: float) -> str:
+    """ "4.1 s", "2 min 5 s": a measured duration."""
+    return f"{secs:.1f} s" if secs < 60 else f"{int(secs // 60)} min {round(secs % 60)} s"
+
+
+def map_estimate(n: int, how: str, measured: tuple[int, float] | None = None) -> str:
+    """ "under a second", "about 20 s", "about 3 min": :func:`map_seconds` in words; with ``measured``, what it
+    is scaled from ("about 50 s, from the last UMAP here: 2,000 points in 10.2 s")."""
+    text = _words(map_seconds(n, how, measured))
+    if measured is not None and measured[0] > 0 and measured[1] > 0:
+        text += f", from the last {map_method(how).upper()} here: {measured[0]:,} points in {took(measured[1])}"
+    return text
+
+
 def map_estimates(n: int) -> str:
-    """How long the map of ``n`` images takes with each method offered: "PCA under a second, UMAP about 10 s"."""
-    return ", ".join(f"{how.upper()} {map_estimate(n, how)}" for how in MAP_METHODS)
+    """How long the map of ``n`` images takes with each method offered: "PCA under a second, UMAP about 10 s"
+    (and how to get UMAP where umap-learn is not installed)."""
+    text = ", ".join(f"{how.upper()} {map_estimate(n, how)}" for how in MAP_METHODS)
+    return text if "umap" in MAP_METHODS else f"{text}; for UMAP too: `pip install umap-learn`, then restart"
 
 
 def _view(kind: str, title: str, ids, **params) -> dict:
@@ -805,8 +828,10 @@ def _drawn_map(project: Project, feats: str, how: str, colour_by: str) -> MapOut
     """The map of a project whose map can be drawn at once (:func:`labeler.projection.map_ready`)."""
     cols = map_frame(project, feats, how, colour_by)
     sample = f" ({cols['shown']} drawn)" if cols["shown"] < cols["n"] else ""
+    secs = cols.get("seconds")
+    timing = f" {cols['method'].upper()} of {cols['n']:,} points took {took(secs)}." if secs is not None else ""
     note = (
-        f"{cols['method'].upper()} of {md_escape(cols['features'])}: {cols['n']} images{sample}. "
+        f"{cols['method'].upper()} of {md_escape(cols['features'])}: {cols['n']} images{sample}.{timing} "
         "**Drag a box** (or a lasso) on the map to show the images inside it; **click a point** for that "
         "image and its nearest neighbours."
     )
@@ -829,11 +854,17 @@ def draw_map(ctx: Ctx, key: str, feats: str, how: str, colour_by: str) -> MapOut
     if not project.features.sets(feats or "clip"):
         note = empty_state(f"The map needs {feats} features: compute them in step 5.")
         return MapOut(plot=gr.HTML(visible=False), map_note=note, map_cluster=gr.Dropdown(visible=False), drawn=False)
+    if map_method(how) == "umap" and not umap_available():
+        return MapOut(plot=gr.skip(), map_note=f"**{UMAP_MISSING}.**", map_cluster=gr.skip(), drawn=gr.skip())
     if not map_ready(project, feats, how):
         root = str(project.root)
+        measured = last_map_timing(project, feats, how)  # before the job replaces it
         run_in_background(root, "map", functools.partial(_map_task, root, feats, how), label=f"map ({how}, {feats})")
         n = project.image_count()
-        note = f"Computing the {how.upper()} map of {n} images ({map_estimate(n, how)})… it shows here when done."
+        note = (
+            f"Computing the {how.upper()} map of {n} images ({map_estimate(n, how, measured)})… "
+            "it shows here when done."
+        )
         return MapOut(plot=gr.skip(), map_note=note, map_cluster=gr.skip(), drawn=gr.skip())
     return _drawn_map(project, feats, how, colour_by)
 
@@ -924,7 +955,9 @@ def _map_tab(c: dict) -> None:
         c["colour"] = gr.Radio(
             list(MAP_COLOURS), value="pseudo-label", label="Colour by", scale=3, elem_id="map-colour"
         )
-        c["method"] = gr.Radio(MAP_METHODS, value=MAP_METHODS[-1], label="Projection", scale=1, elem_id="map-method")
+        c["method"] = gr.Radio(  # PCA first: instant; UMAP, where offered, on demand (seconds to minutes)
+            MAP_METHODS, value="pca", label="Projection", scale=1, elem_id="map-method"
+        )
     c["map_note"] = gr.Markdown(elem_id="map-note")
     c["plot"] = scatter("explore-map", visible=False)
     with gr.Row(equal_height=False):

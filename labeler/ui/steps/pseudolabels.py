@@ -17,16 +17,13 @@ from typing import NamedTuple
 import gradio as gr
 import pandas as pd
 
-from ...device import resolve_device
 from ...errors import NotReadyError
 from ...evaluate import evaluate
-from ...features import compute_features
 from ...ingest import thumbnail_for
 from ...jobs import run_in_background
 from ...labels import accept_pseudo_labels, active_run, set_human_labels
 from ...methods import get_method
 from ...models import list_models, load_clip, load_dino
-from ...precision import choose_encoder
 from ...project import Project
 from ...prompts import TEMPLATE_SETS
 from ...review import VIEW_ALL, VIEW_REVIEW, VIEW_UNLABELED, ReviewCounts, mark_unsure, review_counts, review_queue
@@ -538,6 +535,9 @@ def bulk(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int) -> Revie
 
 def _features_job(root: str, name: str, pretrained: str | None, dino_name: str | None, device: str) -> dict:
     """The background features job: CLIP features, then DINO ones if asked (precision auto, as the CLI)."""
+    from ...features import compute_features  # torch: imported by the job, not at the app's start
+    from ...precision import choose_encoder
+
     p = Project(root)
     try:
         # precision auto, as `labeler features` (bf16 where it is native and probed to match fp32)
@@ -627,7 +627,7 @@ def _setup_column_features(clip_choices, dino_choices, clip_default) -> dict:
                 value="auto",
                 label="Device",
                 scale=1,
-                info=f"auto = {resolve_device('auto')}",
+                info="auto = a CUDA GPU if torch sees one, else Apple MPS, else the CPU",
             )
             feat_btn = gr.Button("Compute features", variant="primary", elem_id="pl-features", scale=2)
         feat_status = gr.Markdown(elem_id="pl-features-status")
@@ -811,21 +811,8 @@ def build(ctx: Ctx) -> dict:
 #: Fills the select event's last input (the hidden ``shift`` box) from the click that fired it.
 SHIFT_JS = "(...args) => [...args.slice(0, -1), !!window.lbShiftClick]"
 
+from ..assets import script as _asset_script  # noqa: E402  (here, beside the constant it defines)
+
 #: Keyboard shortcuts of the review gallery (installed with the page head; ignored while typing), and the
 #: shift state of the last click (read by SHIFT_JS: gr.SelectData carries no modifier keys).
-SHORTCUTS_JS = """
-<script>
-document.addEventListener('click', (e) => { window.lbShiftClick = e.shiftKey; }, true);
-document.addEventListener('keydown', (e) => {
-  const t = e.target; const tag = (t && t.tagName || '').toLowerCase();
-  if (e.ctrlKey || e.metaKey || e.altKey || tag === 'input' || tag === 'textarea' || (t && t.isContentEditable)) return;
-  const gal = document.getElementById('review-gallery');
-  if (!gal || gal.offsetParent === null) return;  // only while the review step is on screen
-  const ids = {a: 'review-accept', u: 'review-unsure', n: 'review-next', p: 'review-prev', z: 'review-undo'};
-  let id = ids[e.key];
-  if (!id && /^[1-9]$/.test(e.key)) id = 'review-digit-' + e.key;
-  const el = id && document.getElementById(id);
-  if (el) { e.preventDefault(); el.click(); }
-});
-</script>
-"""
+SHORTCUTS_JS = _asset_script("shortcuts.js")  # assets/shortcuts.js

@@ -371,7 +371,9 @@ def _field(f: Field, visible: bool, info: str, value: Any):
 def form(first: str | None) -> dict:
     """The options form for method ``first``: the main fields, the rest under "Advanced" (components by name)."""
     own = {f.name: f for f in method_fields(first)} if first else {}
-    resolved = device_defaults(first, "labeler") if first else {}
+    # The lines say what an empty field becomes on this device once the page loads (build() wires that):
+    # resolving the device imports torch, which the app's first page does without.
+    resolved: dict = {}
     out = {}
     with gr.Row(elem_id="train-form"):
         for f in (f for f in FIELDS if f.name in MAIN):
@@ -486,7 +488,9 @@ def build(ctx: Ctx) -> dict:
         with gr.Column(scale=2):
             gr.Markdown("#### Methods")
             gr.HTML(_methods_html(), elem_id="train-methods")
-            gr.Markdown(_device_text(), elem_id="train-device")
+            device_md = gr.Markdown("Device: …", elem_id="train-device")
+            # on page load, not at build: resolving the device imports torch (seconds), which the first page skips
+            ctx.demo.load(_device_text, None, device_md, api_visibility="private")
         with gr.Column(scale=3):
             method = gr.Dropdown(
                 ready,
@@ -549,6 +553,7 @@ def build(ctx: Ctx) -> dict:
     form_outs = wire(FormOut, params=params, recipe=recipe, **fields)
     values = [fields[f.name] for f in FIELDS]
     method.change(pick_method, [method], form_outs, api_visibility="private")
+    ctx.demo.load(pick_method, [method], form_outs, api_visibility="private")  # this device's defaults
     recipe.input(pick_recipe, [method, recipe, *values], form_outs, api_visibility="private")
     gr.on(
         [c.input for c in values], form_json, [method, recipe, *values], [params], api_visibility="private"
