@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import InvalidInputError, NotReadyError
-from .labels import active_run, final_labels, get_label_run
+from .labels import active_run, get_label_run
 from .project import Project
+from .review import final_groups
 
 #: Above this many classes ``evaluate`` leaves out the (C, C) confusion matrix (it reports ``None``).
 MAX_CONFUSION_CLASSES = 500
@@ -137,25 +138,28 @@ def evaluate(project: Project, run_id: int | None = None) -> dict:
     hit: list[bool] = []
     sources: list[str] = []
     n_ground_truth = 0
+    weights: list[int] = []  # images per entry (the final labels come in groups of equal values)
     if run_id is None:
         classes = project.classes
         multi = project.multi_label
-        items = final_labels(project)
-        gt = match_folder_labels([it.folder_label for it in items], classes)
+        # one grouped query: each distinct (folder, final label) once, in the order of its first image
+        groups = final_groups(project, ["folder_label"])
+        gt = match_folder_labels([g[0] for g in groups], classes)
         index = {c: i for i, c in enumerate(classes)}
         active = active_run(project)
         used_run = active["id"] if active is not None else None
-        for it, t in zip(items, gt, strict=True):
+        for (_, labels, source, n, _), t in zip(groups, gt, strict=True):
             if t < 0:
                 continue
-            n_ground_truth += 1
-            if not it.classes:
+            n_ground_truth += n
+            if not labels:
                 continue
-            pred = [index[c] for c in it.classes]
+            pred = [index[c] for c in labels]
             truth.append(int(t))
             top1.append(pred[0])
             hit.append(int(t) in pred)
-            sources.append(it.source)
+            sources.append(source)
+            weights.append(n)
     else:
         run = get_label_run(project, run_id, require_done=False)
         used_run = run["id"]
@@ -178,15 +182,18 @@ def evaluate(project: Project, run_id: int | None = None) -> dict:
             top1.append(int(class_idx))
             hit.append(int(t) in predicted)
             sources.append("run")
+            weights.append(1)
     if n_ground_truth == 0:
         raise _ground_truth_error()
     if not truth:
         raise NotReadyError(
             f"none of the {n_ground_truth} images with ground truth has a label yet: run labeling first"
         )
-    y_true = np.asarray(truth, dtype=np.int64)
-    y_pred = np.asarray(top1, dtype=np.int64)
-    hits = np.asarray(hit, dtype=bool)
+    w = np.asarray(weights, dtype=np.int64)
+    y_true = np.repeat(np.asarray(truth, dtype=np.int64), w)
+    y_pred = np.repeat(np.asarray(top1, dtype=np.int64), w)
+    hits = np.repeat(np.asarray(hit, dtype=bool), w)
+    sources = np.repeat(np.asarray(sources, dtype=object), w).tolist()
     report = classification_report(y_true, y_pred, classes)
     by_source: dict[str, dict] = {}
     src = np.asarray(sources)

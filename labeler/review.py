@@ -193,9 +193,15 @@ def mark_unsure(project: Project, image_ids) -> int:
     ids = list(dict.fromkeys(int(i) for i in image_ids))
     if not ids:
         raise InvalidInputError("no images selected: click thumbnails to select them first")
-    clear_labels(project, ids)
-    marked = {int(i) for i in (project.get_meta(UNSURE_KEY) or [])} | set(ids)
-    project.set_meta(UNSURE_KEY, sorted(marked))
+    from store import transaction
+
+    # One write transaction: two reviewers marking images at once never drop each other's marks.
+    with transaction(project.db):
+        clear_labels(project, ids)
+        marked = {int(i) for i in (project.get_meta(UNSURE_KEY) or [])} | set(ids)
+        project.db.execute(
+            "insert or replace into meta (key, value) values (?, ?)", [UNSURE_KEY, json.dumps(sorted(marked))]
+        )
     return len(ids)
 
 
@@ -798,23 +804,67 @@ def exclude_duplicates(project: Project, groups: list[list[int]]) -> dict:
     return {"groups": len(groups), "excluded": excluded}
 
 
+def final_groups(project: Project, columns: Sequence[str] = ()) -> list[tuple]:
+    """The final labels of the ok images, counted in SQL: one row per distinct stored value, not per image.
+
+    The same precedence as :func:`labeler.labels.final_labels` (human > accepted > pseudo from the active run,
+    removed classes dropped), decided once per distinct (stored label, prediction) pair of a grouped query, so
+    its cost grows with the project's distinct values, not with its images.
+
+    Parameters
+    ----------
+    columns : sequence of str
+        Extra ``images`` columns (``"folder_label"``, ...) to group by as well.
+
+    Returns
+    -------
+    list of tuple
+        ``(*columns, classes, source, n, first_id)`` per group, ordered by ``first_id`` (the group's lowest image
+        id): ``classes`` the final class list (empty: unlabeled), ``source`` human | accepted | pseudo | None,
+        ``n`` its images.
+    """
+    from .labels import active_run
+
+    allowed = {"folder_label", "root", "root_id", "format", "width", "height"}
+    bad = [c for c in columns if c not in allowed]
+    if bad:
+        raise InvalidInputError(f"columns must be among {sorted(allowed)}, not {bad}")
+    layers = _Layers(project, active_run(project))
+    extra = "".join(f"i.{c}, " for c in columns)
+    keys = ", ".join(str(k) for k in range(1, len(columns) + 5))
+    sql = (
+        f"select {extra}l.classes, l.source, p.class_idx, p.labels, count(*), min(i.id) {_FROM} "
+        f"group by {keys} order by min(i.id)"
+    )
+    k = len(columns)
+    merged: dict[tuple, list] = {}
+    for row in project.db.execute(sql, [layers.rid]):
+        classes, source = layers.final(*row[k : k + 4])
+        key = (*row[:k], tuple(classes), source)
+        if key in merged:
+            merged[key][0] += row[k + 4]
+            merged[key][1] = min(merged[key][1], row[k + 5])
+        else:
+            merged[key] = [row[k + 4], row[k + 5]]
+    out = [(*key[:k], list(key[k]), key[k + 1], n, first) for key, (n, first) in merged.items()]
+    return sorted(out, key=lambda r: r[-1])
+
+
 def explore_counts(project: Project) -> dict:
     """What the Explore step shows above its views: ``{"total", "reviewed", "human", "excluded", "classes"}``;
     ``classes``: ``[{"class", "images", "reviewed"}]`` per project class (final labels; reviewed = decided by a
-    person, human or accepted). One pass over the final labels."""
-    from .labels import final_labels
-
+    person, human or accepted). One grouped query (:func:`final_groups`), not a pass over the images."""
     rows = {c: {"class": c, "images": 0, "reviewed": 0} for c in project.classes}
     total = reviewed = human = 0
-    for it in final_labels(project):
-        total += 1
-        decided = it.source in ("human", "accepted")
-        reviewed += decided
-        human += it.source == "human"
-        for c in it.classes:
+    for classes, source, n, _ in final_groups(project):
+        total += n
+        decided = source in DECIDED
+        reviewed += n if decided else 0
+        human += n if source == "human" else 0
+        for c in classes:
             if c in rows:
-                rows[c]["images"] += 1
-                rows[c]["reviewed"] += decided
+                rows[c]["images"] += n
+                rows[c]["reviewed"] += n if decided else 0
     excluded = project.db.execute("select count(*) from images where status = 'excluded'").fetchone()[0]
     return {
         "total": total,
