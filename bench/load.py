@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import hashlib
 import json
 import os
@@ -274,7 +273,10 @@ def user(k: int, n_users: int, url: str, project_dir: str, deadline: float, rec:
             continue
         chosen = rng.sample(mine, min(len(mine), rng.randint(1, 3)))
         used.update(chosen)  # touched once only, answered or not
-        if rec.call("select", client, view, THRESHOLD, ",".join(map(str, chosen)), api_name="/review_select_ids") is None:
+        if (
+            rec.call("select", client, view, THRESHOLD, ",".join(map(str, chosen)), api_name="/review_select_ids")
+            is None
+        ):
             continue
         if rng.random() < 0.5:
             kind, target = "accept", None

@@ -30,10 +30,16 @@ features, search) skips them until :func:`include_images` brings them back.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -400,9 +406,16 @@ def review_queue(
 
     _check_queue_args(project, by, limit, offset, threshold, view)
     limit, offset = int(limit), int(offset)
+    # a page of the confidence order is kept until the next commit (a selection change reads nothing again)
+    db_key, version = _data_version(project)  # before the data: a commit meanwhile invalidates the page
     run = get_label_run(project, run_id) if run_id is not None else active_run(project)
     if run is None and (view is None or by != "confidence"):
         raise NotReadyError("there is no finished labeling run", hint=Hint("label"))
+    page_key = (version, by, view, float(threshold), limit, offset, bool(include_labeled), run_id)
+    if by == "confidence":
+        hit = _PAGES.get(db_key, {}).get(page_key)
+        if hit is not None:
+            return copy.deepcopy(hit)
     layers = _Layers(project, run)
     unsure = unsure_ids(project)
     where, args = layers.where(view, float(threshold), unsure, include_labeled)
@@ -427,6 +440,14 @@ def review_queue(
         page, extra = _ranked(project, run, layers, queue, where, args, include_labeled, features, neighbours)
         page = page[offset : offset + limit]
     queue.items = _items(project, layers, unsure, page, extra)
+    if by == "confidence":
+        with _GROUPS_LOCK:
+            pages = _PAGES.setdefault(db_key, {})
+            for k in [k for k in pages if k[0] != version]:  # older versions: never asked for again
+                del pages[k]
+            pages[page_key] = copy.deepcopy(queue)
+            while len(pages) > PAGES:
+                del pages[next(iter(pages))]
     return queue
 
 
@@ -591,7 +612,7 @@ class ReviewCounts:
 def review_counts(
     project: Project, threshold: float = 0.5, bins: int = HIST_BINS, run_id: int | None = None
 ) -> ReviewCounts:
-    """Counts per class and per view and the confidence histogram, in one grouped query over the ok images.
+    """Counts per class and per view and the confidence histogram of the ok images (from :func:`label_groups`).
 
     Parameters
     ----------
@@ -616,34 +637,25 @@ def review_counts(
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 1 <= int(bins) <= 1000:
         raise InvalidInputError(f"bins must be between 1 and 1000, got {bins!r}")
     run = get_label_run(project, run_id) if run_id is not None else active_run(project)
-    layers = _Layers(project, run)
     edges = np.linspace(0.0, 1.0, int(bins) + 1)
-    # numpy's bins: edges[k] <= x < edges[k + 1], the last one closed; outside [0, 1] not counted
-    case = " ".join(f"when p.score < ? then {k}" for k in range(int(bins) - 1))
-    sql = (
-        "select l.classes, l.source, p.class_idx, p.labels, p.score is null, coalesce(p.score < ?, 0), "
-        f"coalesce(i.id in {_IN}, 0), case when p.score is null or p.score < 0 or p.score > 1 then null {case} "
-        f"else {int(bins) - 1} end, count(*) {_FROM} group by 1, 2, 3, 4, 5, 6, 7, 8"
-    )
-    args = [float(threshold), _json(sorted(unsure_ids(project))), *edges[1:-1].tolist(), layers.rid]
-    out = ReviewCounts(classes=[{"class": c, "images": 0, "reviewed": 0, "low confidence": 0} for c in layers.classes])
+    out = ReviewCounts(classes=[{"class": c, "images": 0, "reviewed": 0, "low confidence": 0} for c in project.classes])
     rows = {r["class"]: r for r in out.classes}
     hist = np.zeros(int(bins), dtype=np.int64)
-    for l_classes, l_source, p_idx, p_labels, no_pred, low, unsure, b, n in project.db.execute(sql, args):
-        classes, source = layers.final(l_classes, l_source, p_idx, p_labels)
-        decided = source in DECIDED
+    for g in label_groups(project, threshold, bins, run["id"] if run is not None else None):
+        n = g.images
+        decided = g.source in DECIDED
         out.total += n
-        out.unlabeled += n if not classes else 0
-        out.needs_review += n if not decided and (unsure or no_pred or low) else 0
-        for c in classes:
+        out.unlabeled += n if not g.classes else 0
+        out.needs_review += n if not decided and (g.unsure or g.no_prediction or g.low) else 0
+        for c in g.classes:
             rows[c]["images"] += n
             rows[c]["reviewed"] += n if decided else 0
-            rows[c]["low confidence"] += n if not decided and low else 0
-        if b is not None:
-            hist[b] += n
+            rows[c]["low confidence"] += n if not decided and g.low else 0
+        if g.bin is not None:
+            hist[g.bin] += n
+    rid = int(run["id"]) if run is not None else -1
     any_prediction = (
-        run is not None
-        and project.db.execute("select 1 from predictions where run_id = ? limit 1", [layers.rid]).fetchone()
+        run is not None and project.db.execute("select 1 from predictions where run_id = ? limit 1", [rid]).fetchone()
     )
     if any_prediction:
         out.histogram = [
@@ -804,67 +816,169 @@ def exclude_duplicates(project: Project, groups: list[list[int]]) -> dict:
     return {"groups": len(groups), "excluded": excluded}
 
 
-def final_groups(project: Project, columns: Sequence[str] = ()) -> list[tuple]:
-    """The final labels of the ok images, counted in SQL: one row per distinct stored value, not per image.
+class LabelGroup(NamedTuple):
+    """Images that share a folder, a final label and a place in the review counts (see :func:`label_groups`)."""
 
-    The same precedence as :func:`labeler.labels.final_labels` (human > accepted > pseudo from the active run,
-    removed classes dropped), decided once per distinct (stored label, prediction) pair of a grouped query, so
-    its cost grows with the project's distinct values, not with its images.
+    folder_label: str | None
+    classes: tuple[str, ...]  # the final label (human > accepted > pseudo); () unlabeled
+    source: str | None  # human | accepted | pseudo | None
+    no_prediction: bool  # the run has no prediction for these images
+    low: bool  # their top-1 confidence is under the threshold
+    unsure: bool  # marked unsure (and not decided since)
+    bin: int | None  # their confidence's histogram bin (None: no prediction, or outside [0, 1])
+    images: int
+
+
+#: What :func:`label_groups` keeps between calls (per project folder): see its notes.
+_GROUPS_LOCK = threading.Lock()
+_WATCH: OrderedDict[str, sqlite3.Connection] = OrderedDict()  # a read-only connection per project, newest last
+#: Projects watched at once (the least recently used one's connection is closed).
+WATCHED = 8
+_LAST: dict[str, tuple] = {}  # (data_version, args) → the groups of the last call
+_BASE: dict[str, dict] = {}  # (fingerprint, run, threshold, bins) → label-free counts, the newest BASES
+_PAGES: dict[str, dict] = {}  # (data_version, queue arguments) → a page of the confidence order
+#: Pages kept per project (the pages of the current data version only).
+PAGES = 64
+#: Label-free counts kept per project (one per threshold the slider was at, newest last).
+BASES = 4
+
+
+def _data_version(project: Project) -> tuple[str, int]:
+    """``PRAGMA data_version`` of this module's own connection to the project: it changes whenever any other
+    connection, in any process, commits (this connection never writes, so every write is another's)."""
+    key = os.path.realpath(project.root / "labeler.db")
+    with _GROUPS_LOCK:
+        conn = _WATCH.get(key)
+        if conn is None:
+            conn = _WATCH[key] = sqlite3.connect(key, check_same_thread=False, timeout=30.0)
+            while len(_WATCH) > WATCHED:
+                old, dropped = _WATCH.popitem(last=False)
+                dropped.close()
+                _LAST.pop(old, None)
+                _BASE.pop(old, None)
+                _PAGES.pop(old, None)
+        _WATCH.move_to_end(key)
+        return key, int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _fingerprint(project: Project, rid: int) -> str:
+    """What the label-free counts depend on: the ok images with their folders, and the run's predictions."""
+    n, ids = project.db.execute(
+        "select count(*), group_concat(id || ':' || coalesce(folder_label, ''), ',') "
+        "from (select id, folder_label from images where status = 'ok' order by id)"
+    ).fetchone()
+    preds = project.db.execute("select count(*), max(rowid) from predictions where run_id = ?", [rid]).fetchone()
+    return hashlib.blake2b(f"{n}|{ids}|{preds}".encode(), digest_size=16).hexdigest()
+
+
+def label_groups(
+    project: Project, threshold: float = 0.5, bins: int = HIST_BINS, run_id: int | None = None
+) -> list[LabelGroup]:
+    """The ok images counted by folder, final label, source and confidence, for every count the app shows
+    (:func:`review_counts`, :func:`explore_counts`, :func:`labeler.evaluate.evaluate`).
+
+    The same precedence as :func:`labeler.labels.final_labels` (human > accepted > pseudo from the run, removed
+    classes dropped), decided once per distinct stored value, never per image. Costs, at most, one grouped
+    query over the images; then only what changed:
+
+    * nothing committed since the last call (SQLite's ``data_version``, which every commit of any connection or
+      process changes): the last result again, no query;
+    * labels changed (an accept, a relabel, an undo): the label-free counts of images × predictions are kept
+      while the ok images, their folders and the run's predictions are the same (a fingerprint query), and only
+      the images with a stored label or an unsure mark are read and moved to their final group.
 
     Parameters
     ----------
-    columns : sequence of str
-        Extra ``images`` columns (``"folder_label"``, ...) to group by as well.
+    threshold : float
+        Confidence (0..1) under which a prediction is ``low``.
+    bins : int
+        Histogram bins over [0, 1] (``numpy.histogram(conf, bins, range=(0, 1))``).
+    run_id : int, optional
+        The labeling run (default: the active run; none: no pseudo-labels).
 
     Returns
     -------
-    list of tuple
-        ``(*columns, classes, source, n, first_id)`` per group, ordered by ``first_id`` (the group's lowest image
-        id): ``classes`` the final class list (empty: unlabeled), ``source`` human | accepted | pseudo | None,
-        ``n`` its images.
+    list of LabelGroup
+        One per distinct (folder, classes, source, no_prediction, low, unsure, bin), with its image count.
     """
-    from .labels import active_run
+    from .labels import active_run, get_label_run
 
-    allowed = {"folder_label", "root", "root_id", "format", "width", "height"}
-    bad = [c for c in columns if c not in allowed]
-    if bad:
-        raise InvalidInputError(f"columns must be among {sorted(allowed)}, not {bad}")
-    layers = _Layers(project, active_run(project))
-    extra = "".join(f"i.{c}, " for c in columns)
-    keys = ", ".join(str(k) for k in range(1, len(columns) + 5))
-    sql = (
-        f"select {extra}l.classes, l.source, p.class_idx, p.labels, count(*), min(i.id) {_FROM} "
-        f"group by {keys} order by min(i.id)"
+    if not isinstance(threshold, (int, float, np.number)) or not 0.0 <= float(threshold) <= 1.0:
+        raise InvalidInputError(f"threshold must be a confidence between 0 and 1, got {threshold!r}")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 1 <= int(bins) <= 1000:
+        raise InvalidInputError(f"bins must be between 1 and 1000, got {bins!r}")
+    threshold, bins = float(threshold), int(bins)
+    db_key, version = _data_version(project)  # read before the data: a commit meanwhile invalidates the result
+    run = get_label_run(project, run_id) if run_id is not None else active_run(project)
+    layers = _Layers(project, run)
+    args = (layers.rid, tuple(layers.run_classes), layers.multi, tuple(layers.classes), threshold, bins)
+    last = _LAST.get(db_key)
+    if last is not None and last[0] == (version, args):
+        return list(last[1])
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # numpy's bins: edges[k] <= x < edges[k + 1], the last one closed; outside [0, 1] not counted
+    case = " ".join(f"when p.score < ? then {k}" for k in range(bins - 1))
+    cols = (
+        "i.folder_label, p.class_idx, p.labels, p.score is null, coalesce(p.score < ?, 0), "
+        f"case when p.score is null or p.score < 0 or p.score > 1 then null {case} else {bins - 1} end"
     )
-    k = len(columns)
-    merged: dict[tuple, list] = {}
-    for row in project.db.execute(sql, [layers.rid]):
-        classes, source = layers.final(*row[k : k + 4])
-        key = (*row[:k], tuple(classes), source)
-        if key in merged:
-            merged[key][0] += row[k + 4]
-            merged[key][1] = min(merged[key][1], row[k + 5])
-        else:
-            merged[key] = [row[k + 4], row[k + 5]]
-    out = [(*key[:k], list(key[k]), key[k + 1], n, first) for key, (n, first) in merged.items()]
-    return sorted(out, key=lambda r: r[-1])
+    col_args = [threshold, *edges[1:-1].tolist()]
+    fingerprint = _fingerprint(project, layers.rid)
+    base_key = (fingerprint, layers.rid, threshold, bins)
+    cached = _BASE.get(db_key, {}).get(base_key)
+    if cached is not None:
+        base = dict(cached)
+    else:
+        sql = f"select {cols}, count(*) {_FROM} group by 1, 2, 3, 4, 5, 6"
+        base = {tuple(r[:6]): r[6] for r in project.db.execute(sql, [*col_args, layers.rid])}
+        with _GROUPS_LOCK:
+            kept = {k: v for k, v in _BASE.get(db_key, {}).items() if k[0] == fingerprint}  # others are stale
+            kept[base_key] = dict(base)
+            _BASE[db_key] = dict(list(kept.items())[-BASES:])
+    # the images a person decided or marked: out of their label-free group, into their final one
+    unsure = sorted(unsure_ids(project))
+    sql = (
+        f"select {cols}, l.classes, l.source, coalesce(i.id in {_IN}, 0), count(*) {_FROM} and "
+        f"(l.image_id is not null or i.id in {_IN}) group by 1, 2, 3, 4, 5, 6, 7, 8, 9"
+    )
+    marked = _json(unsure)
+    overlay = project.db.execute(sql, [*col_args, marked, layers.rid, marked]).fetchall()
+    out: dict[tuple, int] = {}
+
+    def add(folder, classes, source, no_pred, low, mark, b, n):
+        key = (folder, tuple(classes), source, bool(no_pred), bool(low), bool(mark), b)
+        out[key] = out.get(key, 0) + n
+
+    for row in overlay:
+        k, n = tuple(row[:6]), row[9]
+        base[k] = base.get(k, 0) - n
+        classes, source = layers.final(row[6], row[7], row[1], row[2])
+        add(row[0], classes, source, row[3], row[4], row[8] and source not in DECIDED, row[5], n)
+    for (folder, p_idx, p_labels, no_pred, low, b), n in base.items():
+        if n > 0:
+            classes, source = layers.final(None, None, p_idx, p_labels)
+            add(folder, classes, source, no_pred, low, False, b, n)
+    groups = [LabelGroup(*key, n) for key, n in out.items()]
+    with _GROUPS_LOCK:
+        _LAST[db_key] = ((version, args), tuple(groups))
+    return groups
 
 
 def explore_counts(project: Project) -> dict:
     """What the Explore step shows above its views: ``{"total", "reviewed", "human", "excluded", "classes"}``;
     ``classes``: ``[{"class", "images", "reviewed"}]`` per project class (final labels; reviewed = decided by a
-    person, human or accepted). One grouped query (:func:`final_groups`), not a pass over the images."""
+    person, human or accepted). From :func:`label_groups`: no pass over the images."""
     rows = {c: {"class": c, "images": 0, "reviewed": 0} for c in project.classes}
     total = reviewed = human = 0
-    for classes, source, n, _ in final_groups(project):
-        total += n
-        decided = source in DECIDED
-        reviewed += n if decided else 0
-        human += n if source == "human" else 0
-        for c in classes:
+    for g in label_groups(project):
+        total += g.images
+        decided = g.source in DECIDED
+        reviewed += g.images if decided else 0
+        human += g.images if g.source == "human" else 0
+        for c in g.classes:
             if c in rows:
-                rows[c]["images"] += n
-                rows[c]["reviewed"] += n if decided else 0
+                rows[c]["images"] += g.images
+                rows[c]["reviewed"] += g.images if decided else 0
     excluded = project.db.execute("select count(*) from images where status = 'excluded'").fetchone()[0]
     return {
         "total": total,
