@@ -411,7 +411,7 @@ def review_queue(
     run = get_label_run(project, run_id) if run_id is not None else active_run(project)
     if run is None and (view is None or by != "confidence"):
         raise NotReadyError("there is no finished labeling run", hint=Hint("label"))
-    page_key = (version, by, view, float(threshold), limit, offset, bool(include_labeled), run_id)
+    page_key = (version, by, view, float(threshold), limit, offset, bool(include_labeled), run_id, FAST_PAGES)
     if by == "confidence":
         hit = _PAGES.get(db_key, {}).get(page_key)
         if hit is not None:
@@ -422,7 +422,13 @@ def review_queue(
     queue = ReviewQueue(
         by, layers.rid if run is not None else None, view=view, threshold=float(threshold), offset=offset
     )
-    if by == "confidence":
+    fast = None
+    if by == "confidence" and FAST_PAGES and run is not None and include_labeled:
+        fast = _fast_page(project, layers, db_key, version, view, float(threshold), unsure, limit, offset)
+    if fast is not None:
+        page, queue.total = fast
+        extra = {}
+    elif by == "confidence":
         # one scan for the page and the size of the whole (a page past the end counts apart)
         rows = project.db.execute(
             f"select i.id, p.score, count(*) over () {_FROM} and ({where}) "
@@ -857,6 +863,8 @@ def _data_version(project: Project) -> tuple[str, int]:
                 _LAST.pop(old, None)
                 _BASE.pop(old, None)
                 _PAGES.pop(old, None)
+                _ORDER.pop(old, None)
+                _FP.pop(old, None)
         _WATCH.move_to_end(key)
         return key, int(conn.execute("PRAGMA data_version").fetchone()[0])
 
@@ -869,6 +877,119 @@ def _fingerprint(project: Project, rid: int) -> str:
     ).fetchone()
     preds = project.db.execute("select count(*), max(rowid) from predictions where run_id = ?", [rid]).fetchone()
     return hashlib.blake2b(f"{n}|{ids}|{preds}".encode(), digest_size=16).hexdigest()
+
+
+#: Pages of the confidence order from the cached review order (:func:`_fast_page`); False: always in SQL.
+FAST_PAGES = True
+_ORDER: dict[str, tuple] = {}  # (fingerprint, run, classes) → the review order of the ok images
+_FP: dict[str, tuple] = {}  # data_version → its fingerprint
+
+
+def _fingerprint_at(project: Project, db_key: str, version: int, rid: int) -> str:
+    """:func:`_fingerprint`, computed once per commit (data_version) and run."""
+    got = _FP.get(db_key)
+    if got is not None and got[0] == (version, rid):
+        return got[1]
+    fp = _fingerprint(project, rid)
+    with _GROUPS_LOCK:
+        _FP[db_key] = ((version, rid), fp)
+    return fp
+
+
+def _review_order(project: Project, layers: _Layers, db_key: str, version: int) -> dict:
+    """The ok images in review order (``coalesce(score, -1), id``) with what the views test of each, kept while
+    the fingerprint (ok images, the run's predictions) and the class lists are the same."""
+    fp = _fingerprint_at(project, db_key, version, layers.rid)
+    key = (fp, layers.rid, tuple(layers.run_classes), layers.multi, tuple(layers.classes))
+    got = _ORDER.get(db_key)
+    if got is not None and got[0] == key:
+        return got[1]
+    rows = project.db.execute(
+        "select i.id, p.score, p.class_idx, p.labels from images i left join predictions p "
+        "on p.image_id = i.id and p.run_id = ? where i.status = 'ok'",
+        [layers.rid],
+    ).fetchall()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    null = np.fromiter((r[1] is None for r in rows), dtype=bool, count=len(rows))
+    score = np.fromiter((-1.0 if r[1] is None else r[1] for r in rows), dtype=np.float64, count=len(rows))
+    values: dict[tuple, int] = {}
+    value = np.fromiter((values.setdefault((r[2], r[3]), len(values)) for r in rows), dtype=np.int64, count=len(rows))
+    names: list[set[str]] = [set()] * len(values)  # the current class names each prediction value gives
+    for (p_idx, p_labels), k in values.items():
+        if p_idx is None:
+            got_names: set[str] = set()
+        elif p_labels is None:
+            got_names = {layers.names[p_idx]} if 0 <= p_idx < len(layers.names) and layers.names[p_idx] else set()
+        elif layers.multi:
+            got_names = {layers.names[i] for i in json.loads(p_labels) if 0 <= i < len(layers.names)} - {None}
+        else:
+            got_names = set()
+        names[k] = got_names
+    order = np.lexsort((ids, score))
+    by_id = np.argsort(ids[order], kind="stable")
+    out = {
+        "ids": ids[order],  # review order
+        "null": null[order],
+        "score": score[order],
+        "value": value[order],
+        "names": names,
+        "sorted_ids": ids[order][by_id],  # ascending ids …
+        "rank": by_id,  # … and each one's place in the review order
+    }
+    with _GROUPS_LOCK:
+        _ORDER[db_key] = (key, out)
+    return out
+
+
+def _fast_page(project, layers, db_key, version, view, threshold, unsure, limit, offset):
+    """A page of the confidence order of a view, from :func:`_review_order` and the live labels: the same
+    ``([(image id, score)], total)`` as the SQL query, or None for what it does not cover."""
+    if view is None or (view not in VIEWS and view not in layers.keep):
+        return None
+    base = _review_order(project, layers, db_key, version)
+    n = len(base["ids"])
+
+    def ranks(image_ids) -> np.ndarray:
+        a = np.asarray(sorted(image_ids), dtype=np.int64)
+        pos = np.searchsorted(base["sorted_ids"], a)
+        ok = (pos < n) & (base["sorted_ids"][np.minimum(pos, n - 1)] == a) if n else np.zeros(len(a), bool)
+        return base["rank"][pos[ok]]
+
+    decided: list[int] = []
+    stored_has: list[int] = []
+    for image_id, l_classes in project.db.execute("select image_id, classes from labels where classes is not null"):
+        kept = layers.stored.get(l_classes)
+        if kept is None:
+            kept = layers.stored[l_classes] = [c for c in json.loads(l_classes) if c in layers.keep]
+        if kept:
+            decided.append(image_id)
+            if view in kept:
+                stored_has.append(image_id)
+    open_ = np.ones(n, dtype=bool)  # no decided label: the prediction speaks
+    open_[ranks(decided)] = False
+
+    def pseudo(wanted: set[str]) -> np.ndarray:
+        hit = np.fromiter((bool(w & wanted) for w in base["names"]), dtype=bool, count=len(base["names"]))
+        return hit[base["value"]] if n else np.zeros(0, bool)
+
+    if view == VIEW_ALL:
+        sel = np.ones(n, dtype=bool)
+    elif view == VIEW_REVIEW:
+        marked = np.zeros(n, dtype=bool)
+        marked[ranks(unsure)] = True
+        sel = open_ & (marked | base["null"] | (base["score"] < threshold))
+    elif view == VIEW_UNLABELED:
+        sel = open_ & ~pseudo(layers.keep)
+    else:
+        sel = open_ & pseudo({view})
+        sel[ranks(stored_has)] = True
+    chosen = np.flatnonzero(sel)
+    page = chosen[offset : offset + limit]
+    items = [
+        (int(i), None if null else float(sc))
+        for i, null, sc in zip(base["ids"][page], base["null"][page], base["score"][page], strict=True)
+    ]
+    return items, int(len(chosen))
 
 
 def label_groups(
@@ -923,7 +1044,7 @@ def label_groups(
         f"case when p.score is null or p.score < 0 or p.score > 1 then null {case} else {bins - 1} end"
     )
     col_args = [threshold, *edges[1:-1].tolist()]
-    fingerprint = _fingerprint(project, layers.rid)
+    fingerprint = _fingerprint_at(project, db_key, version, layers.rid)
     base_key = (fingerprint, layers.rid, threshold, bins)
     cached = _BASE.get(db_key, {}).get(base_key)
     if cached is not None:

@@ -229,3 +229,29 @@ def test_a_cached_page_follows_every_commit(tmp_path):
     assert total == first[0] - 1 and target not in [i for i, _ in items]
     set_human_labels(p, [target], "dog")  # and by its own connection
     assert (target, "human") in page()[1]
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["single-label", "multi-label"])
+def test_pages_from_the_cached_order_equal_the_sql_query_after_every_edit(tmp_path, monkeypatch, multi):
+    """The Review step's pages (confidence order, every view) come from a cached review order and the live labels;
+    they must be the pages the SQL query gives, after every kind of edit."""
+    import labeler.review as review
+
+    p = _project(tmp_path, multi)
+
+    def pages(fast: bool) -> list:
+        monkeypatch.setattr(review, "FAST_PAGES", fast)
+        out = []
+        for view in [*review.VIEWS, *p.classes]:
+            for threshold, offset, limit in ((0.5, 0, 7), (0.35, 7, 7), (1.0, 0, 100), (0.0, 30, 5)):
+                q = review.review_queue(
+                    p, by="confidence", view=view, threshold=threshold, limit=limit, offset=offset,
+                    include_labeled=True,
+                )  # fmt: skip
+                out.append((view, threshold, offset, q.total, q.items))
+        return out
+
+    assert pages(True) == pages(False)
+    for step in edits(p):
+        step()
+        assert pages(True) == pages(False)
