@@ -424,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})"
     )
     errors = sum(rec.errors.values())
+    print(f"review actions: {len(every)} calls, p50 {percentile(every, 50):.0f} ms")
     print(f"p95 {percentile(every, 95):.0f} ms, errors {errors}, lost {lost}")
     return 0 if errors == 0 and lost == 0 else 1
 

@@ -17,8 +17,10 @@ Queue orderings over the active labeling run's predictions (:data:`ORDERINGS`):
 Images a person already labeled are left out of the queue by default, so it shrinks as the
 reviewer works. The same queue serves the app's Review step through its *views* (:data:`VIEW_REVIEW`,
 :data:`VIEW_ALL`, :data:`VIEW_UNLABELED` or a class name): the images of a view are chosen and, for the
-confidence order, paged in SQL, so a page reads only its own rows; :func:`review_counts` counts the classes, the
-views and the confidence histogram in one grouped query.
+confidence order, paged from a cached review order of the ok images plus the live labels (or in SQL), so a page
+reads only its own rows; :func:`review_counts` counts the classes, the views and the confidence histogram from
+:func:`label_groups`, which counts the final labels once per commit and after a label edit reads only the decided
+images. Pages and counts are kept until the next commit of any connection (SQLite's ``data_version``).
 
 Bulk actions (:func:`label_images`, :func:`accept_images`, :func:`exclude_images`,
 :func:`include_images`) take any selection: gallery picks, a cluster
