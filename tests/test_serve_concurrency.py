@@ -57,7 +57,8 @@ def test_serve_passes_the_flag_to_the_queue(monkeypatch, capsys):
 def test_serve_help_names_the_flag(capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
-    assert "--concurrency" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--concurrency" in out and f"else {DEFAULT_CONCURRENCY}" in out  # the help says the real default
 
 
 def test_concurrent_writers_lose_no_edit(tmp_path):
@@ -86,3 +87,33 @@ def test_concurrent_writers_lose_no_edit(tmp_path):
     assert not errors
     got = {it.image_id: (it.label, it.source) for it in final_labels(p)}
     assert got == {i: ("dog" if i % 2 else "cat", "human") for i in ids}
+
+
+def test_concurrent_unsure_marks_are_all_kept(tmp_path):
+    """Marking images unsure reads, extends and writes one meta list: two reviewers at once must not drop each
+    other's marks (one write transaction from the read to the write)."""
+    from labeler.review import mark_unsure, unsure_ids
+
+    p = Project.create(tmp_path / "proj", ["cat", "dog"])
+    import_sources(p, [str(class_folders(tmp_path / "imgs", 20, ["cat", "dog"]))])
+    ids = [im["id"] for im in p.images()]
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def work(k: int) -> None:
+        mine = Project(p.root)
+        try:
+            start.wait()
+            for i in ids[k::8]:
+                mark_unsure(mine, [i])
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+        finally:
+            mine.close()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and unsure_ids(p) == set(ids)
