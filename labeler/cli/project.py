@@ -157,9 +157,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["LABELER_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
     from ..ui import launch
 
-    launch(
-        host=args.host, port=args.port, local_mode=False if args.uploads_only else None, concurrency=args.concurrency
-    )
+    extra = {} if args.concurrency is None else {"concurrency": args.concurrency}  # None: the env, else 16
+    launch(host=args.host, port=args.port, local_mode=False if args.uploads_only else None, **extra)
     return 0
 
 
