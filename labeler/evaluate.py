@@ -14,9 +14,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import InvalidInputError, NotReadyError
-from .labels import active_run, final_labels, get_label_run
+from .labels import active_run, get_label_run
 from .project import Project
+from .review import label_groups
 
+#: ``by_source`` lists the sources in precedence order.
+SOURCE_ORDER = {"human": 0, "accepted": 1, "pseudo": 2}
 #: Above this many classes ``evaluate`` leaves out the (C, C) confusion matrix (it reports ``None``).
 MAX_CONFUSION_CLASSES = 500
 
@@ -130,32 +133,43 @@ def evaluate(project: Project, run_id: int | None = None) -> dict:
     out of the scores. For multi-label labels ``accuracy`` is the fraction whose
     true class is among the predicted classes and ``top1_accuracy`` the fraction
     whose primary (top-1) class is the true one; the per-class scores and
-    confusion matrix use the top-1 class.
+    confusion matrix use the top-1 class. ``by_source`` lists human, accepted, pseudo (those present) in
+    that order. The final labels are counted in groups of equal values (:func:`labeler.review.label_groups`),
+    not image by image, so a refresh of the app costs no pass over the images.
     """
     truth: list[int] = []
     top1: list[int] = []
     hit: list[bool] = []
     sources: list[str] = []
     n_ground_truth = 0
+    weights: list[int] = []  # images per entry (the final labels come in groups of equal values)
     if run_id is None:
         classes = project.classes
         multi = project.multi_label
-        items = final_labels(project)
-        gt = match_folder_labels([it.folder_label for it in items], classes)
+        # the final labels counted by folder (one grouped query at most, see label_groups): each distinct
+        # (folder, label) once, however many images share it
+        merged: dict[tuple, int] = {}
+        for g in label_groups(project):
+            merged[(g.folder_label, g.classes, g.source)] = (
+                merged.get((g.folder_label, g.classes, g.source), 0) + g.images
+            )
+        groups = sorted(merged.items(), key=lambda kv: (SOURCE_ORDER.get(kv[0][2], 9), str(kv[0])))
+        gt = match_folder_labels([key[0] for key, _ in groups], classes)
         index = {c: i for i, c in enumerate(classes)}
         active = active_run(project)
         used_run = active["id"] if active is not None else None
-        for it, t in zip(items, gt, strict=True):
+        for ((_, labels, source), n), t in zip(groups, gt, strict=True):
             if t < 0:
                 continue
-            n_ground_truth += 1
-            if not it.classes:
+            n_ground_truth += n
+            if not labels:
                 continue
-            pred = [index[c] for c in it.classes]
+            pred = [index[c] for c in labels]
             truth.append(int(t))
             top1.append(pred[0])
             hit.append(int(t) in pred)
-            sources.append(it.source)
+            sources.append(source)
+            weights.append(n)
     else:
         run = get_label_run(project, run_id, require_done=False)
         used_run = run["id"]
@@ -178,21 +192,26 @@ def evaluate(project: Project, run_id: int | None = None) -> dict:
             top1.append(int(class_idx))
             hit.append(int(t) in predicted)
             sources.append("run")
+            weights.append(1)
     if n_ground_truth == 0:
         raise _ground_truth_error()
     if not truth:
         raise NotReadyError(
             f"none of the {n_ground_truth} images with ground truth has a label yet: run labeling first"
         )
-    y_true = np.asarray(truth, dtype=np.int64)
-    y_pred = np.asarray(top1, dtype=np.int64)
-    hits = np.asarray(hit, dtype=bool)
+    w = np.asarray(weights, dtype=np.int64)
+    y_true = np.repeat(np.asarray(truth, dtype=np.int64), w)
+    y_pred = np.repeat(np.asarray(top1, dtype=np.int64), w)
+    hits = np.repeat(np.asarray(hit, dtype=bool), w)
+
     report = classification_report(y_true, y_pred, classes)
     by_source: dict[str, dict] = {}
     src = np.asarray(sources)
+    hit_w = np.asarray(hit, dtype=bool) * w
     for name in dict.fromkeys(sources):
         mask = src == name
-        by_source[name] = {"n": int(mask.sum()), "accuracy": float(hits[mask].mean())}
+        n = int(w[mask].sum())
+        by_source[name] = {"n": n, "accuracy": int(hit_w[mask].sum()) / n}
     n_classes = len(classes)
     confusion = confusion_matrix(y_true, y_pred, n_classes).tolist() if n_classes <= MAX_CONFUSION_CLASSES else None
     return {

@@ -17,8 +17,10 @@ Queue orderings over the active labeling run's predictions (:data:`ORDERINGS`):
 Images a person already labeled are left out of the queue by default, so it shrinks as the
 reviewer works. The same queue serves the app's Review step through its *views* (:data:`VIEW_REVIEW`,
 :data:`VIEW_ALL`, :data:`VIEW_UNLABELED` or a class name): the images of a view are chosen and, for the
-confidence order, paged in SQL, so a page reads only its own rows; :func:`review_counts` counts the classes, the
-views and the confidence histogram in one grouped query.
+confidence order, paged from a cached review order of the ok images plus the live labels (or in SQL), so a page
+reads only its own rows; :func:`review_counts` counts the classes, the views and the confidence histogram from
+:func:`label_groups`, which counts the final labels once per commit and after a label edit reads only the decided
+images. Pages and counts are kept until the next commit of any connection (SQLite's ``data_version``).
 
 Bulk actions (:func:`label_images`, :func:`accept_images`, :func:`exclude_images`,
 :func:`include_images`) take any selection: gallery picks, a cluster
@@ -30,10 +32,16 @@ features, search) skips them until :func:`include_images` brings them back.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -193,9 +201,15 @@ def mark_unsure(project: Project, image_ids) -> int:
     ids = list(dict.fromkeys(int(i) for i in image_ids))
     if not ids:
         raise InvalidInputError("no images selected: click thumbnails to select them first")
-    clear_labels(project, ids)
-    marked = {int(i) for i in (project.get_meta(UNSURE_KEY) or [])} | set(ids)
-    project.set_meta(UNSURE_KEY, sorted(marked))
+    from store import transaction
+
+    # One write transaction: two reviewers marking images at once never drop each other's marks.
+    with transaction(project.db):
+        clear_labels(project, ids)
+        marked = {int(i) for i in (project.get_meta(UNSURE_KEY) or [])} | set(ids)
+        project.db.execute(
+            "insert or replace into meta (key, value) values (?, ?)", [UNSURE_KEY, json.dumps(sorted(marked))]
+        )
     return len(ids)
 
 
@@ -394,16 +408,29 @@ def review_queue(
 
     _check_queue_args(project, by, limit, offset, threshold, view)
     limit, offset = int(limit), int(offset)
+    # a page of the confidence order is kept until the next commit (a selection change reads nothing again)
+    db_key, version = _data_version(project)  # before the data: a commit meanwhile invalidates the page
     run = get_label_run(project, run_id) if run_id is not None else active_run(project)
     if run is None and (view is None or by != "confidence"):
         raise NotReadyError("there is no finished labeling run", hint=Hint("label"))
+    page_key = (version, by, view, float(threshold), limit, offset, bool(include_labeled), run_id, FAST_PAGES)
+    if by == "confidence":
+        hit = _PAGES.get(db_key, {}).get(page_key)
+        if hit is not None:
+            return copy.deepcopy(hit)
     layers = _Layers(project, run)
     unsure = unsure_ids(project)
     where, args = layers.where(view, float(threshold), unsure, include_labeled)
     queue = ReviewQueue(
         by, layers.rid if run is not None else None, view=view, threshold=float(threshold), offset=offset
     )
-    if by == "confidence":
+    fast = None
+    if by == "confidence" and FAST_PAGES and run is not None and include_labeled:
+        fast = _fast_page(project, layers, db_key, version, view, float(threshold), unsure, limit, offset)
+    if fast is not None:
+        page, queue.total = fast
+        extra = {}
+    elif by == "confidence":
         # one scan for the page and the size of the whole (a page past the end counts apart)
         rows = project.db.execute(
             f"select i.id, p.score, count(*) over () {_FROM} and ({where}) "
@@ -421,6 +448,14 @@ def review_queue(
         page, extra = _ranked(project, run, layers, queue, where, args, include_labeled, features, neighbours)
         page = page[offset : offset + limit]
     queue.items = _items(project, layers, unsure, page, extra)
+    if by == "confidence":
+        with _GROUPS_LOCK:
+            pages = _PAGES.setdefault(db_key, {})
+            for k in [k for k in pages if k[0] != version]:  # older versions: never asked for again
+                del pages[k]
+            pages[page_key] = copy.deepcopy(queue)
+            while len(pages) > PAGES:
+                del pages[next(iter(pages))]
     return queue
 
 
@@ -585,7 +620,7 @@ class ReviewCounts:
 def review_counts(
     project: Project, threshold: float = 0.5, bins: int = HIST_BINS, run_id: int | None = None
 ) -> ReviewCounts:
-    """Counts per class and per view and the confidence histogram, in one grouped query over the ok images.
+    """Counts per class and per view and the confidence histogram of the ok images (from :func:`label_groups`).
 
     Parameters
     ----------
@@ -610,34 +645,25 @@ def review_counts(
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 1 <= int(bins) <= 1000:
         raise InvalidInputError(f"bins must be between 1 and 1000, got {bins!r}")
     run = get_label_run(project, run_id) if run_id is not None else active_run(project)
-    layers = _Layers(project, run)
     edges = np.linspace(0.0, 1.0, int(bins) + 1)
-    # numpy's bins: edges[k] <= x < edges[k + 1], the last one closed; outside [0, 1] not counted
-    case = " ".join(f"when p.score < ? then {k}" for k in range(int(bins) - 1))
-    sql = (
-        "select l.classes, l.source, p.class_idx, p.labels, p.score is null, coalesce(p.score < ?, 0), "
-        f"coalesce(i.id in {_IN}, 0), case when p.score is null or p.score < 0 or p.score > 1 then null {case} "
-        f"else {int(bins) - 1} end, count(*) {_FROM} group by 1, 2, 3, 4, 5, 6, 7, 8"
-    )
-    args = [float(threshold), _json(sorted(unsure_ids(project))), *edges[1:-1].tolist(), layers.rid]
-    out = ReviewCounts(classes=[{"class": c, "images": 0, "reviewed": 0, "low confidence": 0} for c in layers.classes])
+    out = ReviewCounts(classes=[{"class": c, "images": 0, "reviewed": 0, "low confidence": 0} for c in project.classes])
     rows = {r["class"]: r for r in out.classes}
     hist = np.zeros(int(bins), dtype=np.int64)
-    for l_classes, l_source, p_idx, p_labels, no_pred, low, unsure, b, n in project.db.execute(sql, args):
-        classes, source = layers.final(l_classes, l_source, p_idx, p_labels)
-        decided = source in DECIDED
+    for g in label_groups(project, threshold, bins, run["id"] if run is not None else None):
+        n = g.images
+        decided = g.source in DECIDED
         out.total += n
-        out.unlabeled += n if not classes else 0
-        out.needs_review += n if not decided and (unsure or no_pred or low) else 0
-        for c in classes:
+        out.unlabeled += n if not g.classes else 0
+        out.needs_review += n if not decided and (g.unsure or g.no_prediction or g.low) else 0
+        for c in g.classes:
             rows[c]["images"] += n
             rows[c]["reviewed"] += n if decided else 0
-            rows[c]["low confidence"] += n if not decided and low else 0
-        if b is not None:
-            hist[b] += n
+            rows[c]["low confidence"] += n if not decided and g.low else 0
+        if g.bin is not None:
+            hist[g.bin] += n
+    rid = int(run["id"]) if run is not None else -1
     any_prediction = (
-        run is not None
-        and project.db.execute("select 1 from predictions where run_id = ? limit 1", [layers.rid]).fetchone()
+        run is not None and project.db.execute("select 1 from predictions where run_id = ? limit 1", [rid]).fetchone()
     )
     if any_prediction:
         out.histogram = [
@@ -798,23 +824,284 @@ def exclude_duplicates(project: Project, groups: list[list[int]]) -> dict:
     return {"groups": len(groups), "excluded": excluded}
 
 
+class LabelGroup(NamedTuple):
+    """Images that share a folder, a final label and a place in the review counts (see :func:`label_groups`)."""
+
+    folder_label: str | None
+    classes: tuple[str, ...]  # the final label (human > accepted > pseudo); () unlabeled
+    source: str | None  # human | accepted | pseudo | None
+    no_prediction: bool  # the run has no prediction for these images
+    low: bool  # their top-1 confidence is under the threshold
+    unsure: bool  # marked unsure (and not decided since)
+    bin: int | None  # their confidence's histogram bin (None: no prediction, or outside [0, 1])
+    images: int
+
+
+#: What :func:`label_groups` keeps between calls (per project folder): see its notes.
+_GROUPS_LOCK = threading.Lock()
+_WATCH: OrderedDict[str, sqlite3.Connection] = OrderedDict()  # a read-only connection per project, newest last
+#: Projects watched at once (the least recently used one's connection is closed).
+WATCHED = 8
+_LAST: dict[str, tuple] = {}  # (data_version, args) → the groups of the last call
+_BASE: dict[str, dict] = {}  # (fingerprint, run, threshold, bins) → label-free counts, the newest BASES
+_PAGES: dict[str, dict] = {}  # (data_version, queue arguments) → a page of the confidence order
+#: Pages kept per project (the pages of the current data version only).
+PAGES = 64
+#: Label-free counts kept per project (one per threshold the slider was at, newest last).
+BASES = 4
+
+
+def _data_version(project: Project) -> tuple[str, int]:
+    """``PRAGMA data_version`` of this module's own connection to the project: it changes whenever any other
+    connection, in any process, commits (this connection never writes, so every write is another's)."""
+    key = os.path.realpath(project.root / "labeler.db")
+    with _GROUPS_LOCK:
+        conn = _WATCH.get(key)
+        if conn is None:
+            conn = _WATCH[key] = sqlite3.connect(key, check_same_thread=False, timeout=30.0)
+            while len(_WATCH) > WATCHED:
+                old, dropped = _WATCH.popitem(last=False)
+                dropped.close()
+                _LAST.pop(old, None)
+                _BASE.pop(old, None)
+                _PAGES.pop(old, None)
+                _ORDER.pop(old, None)
+                _FP.pop(old, None)
+        _WATCH.move_to_end(key)
+        return key, int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _fingerprint(project: Project, rid: int) -> str:
+    """What the label-free counts depend on: the ok images with their folders, and the run's predictions."""
+    n, ids = project.db.execute(
+        "select count(*), group_concat(id || ':' || coalesce(folder_label, ''), ',') "
+        "from (select id, folder_label from images where status = 'ok' order by id)"
+    ).fetchone()
+    preds = project.db.execute("select count(*), max(rowid) from predictions where run_id = ?", [rid]).fetchone()
+    return hashlib.blake2b(f"{n}|{ids}|{preds}".encode(), digest_size=16).hexdigest()
+
+
+#: Pages of the confidence order from the cached review order (:func:`_fast_page`); False: always in SQL.
+FAST_PAGES = True
+_ORDER: dict[str, tuple] = {}  # (fingerprint, run, classes) → the review order of the ok images
+_FP: dict[str, tuple] = {}  # data_version → its fingerprint
+
+
+def _fingerprint_at(project: Project, db_key: str, version: int, rid: int) -> str:
+    """:func:`_fingerprint`, computed once per commit (data_version) and run."""
+    got = _FP.get(db_key)
+    if got is not None and got[0] == (version, rid):
+        return got[1]
+    fp = _fingerprint(project, rid)
+    with _GROUPS_LOCK:
+        _FP[db_key] = ((version, rid), fp)
+    return fp
+
+
+def _review_order(project: Project, layers: _Layers, db_key: str, version: int) -> dict:
+    """The ok images in review order (``coalesce(score, -1), id``) with what the views test of each, kept while
+    the fingerprint (ok images, the run's predictions) and the class lists are the same."""
+    fp = _fingerprint_at(project, db_key, version, layers.rid)
+    key = (fp, layers.rid, tuple(layers.run_classes), layers.multi, tuple(layers.classes))
+    got = _ORDER.get(db_key)
+    if got is not None and got[0] == key:
+        return got[1]
+    rows = project.db.execute(
+        "select i.id, p.score, p.class_idx, p.labels from images i left join predictions p "
+        "on p.image_id = i.id and p.run_id = ? where i.status = 'ok'",
+        [layers.rid],
+    ).fetchall()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    null = np.fromiter((r[1] is None for r in rows), dtype=bool, count=len(rows))
+    score = np.fromiter((-1.0 if r[1] is None else r[1] for r in rows), dtype=np.float64, count=len(rows))
+    values: dict[tuple, int] = {}
+    value = np.fromiter((values.setdefault((r[2], r[3]), len(values)) for r in rows), dtype=np.int64, count=len(rows))
+    names: list[set[str]] = [set()] * len(values)  # the current class names each prediction value gives
+    for (p_idx, p_labels), k in values.items():
+        if p_idx is None:
+            got_names: set[str] = set()
+        elif p_labels is None:
+            got_names = {layers.names[p_idx]} if 0 <= p_idx < len(layers.names) and layers.names[p_idx] else set()
+        elif layers.multi:
+            got_names = {layers.names[i] for i in json.loads(p_labels) if 0 <= i < len(layers.names)} - {None}
+        else:
+            got_names = set()
+        names[k] = got_names
+    order = np.lexsort((ids, score))
+    by_id = np.argsort(ids[order], kind="stable")
+    out = {
+        "ids": ids[order],  # review order
+        "null": null[order],
+        "score": score[order],
+        "value": value[order],
+        "names": names,
+        "sorted_ids": ids[order][by_id],  # ascending ids …
+        "rank": by_id,  # … and each one's place in the review order
+    }
+    with _GROUPS_LOCK:
+        _ORDER[db_key] = (key, out)
+    return out
+
+
+def _fast_page(project, layers, db_key, version, view, threshold, unsure, limit, offset):
+    """A page of the confidence order of a view, from :func:`_review_order` and the live labels: the same
+    ``([(image id, score)], total)`` as the SQL query, or None for what it does not cover."""
+    if view is None or (view not in VIEWS and view not in layers.keep):
+        return None
+    base = _review_order(project, layers, db_key, version)
+    n = len(base["ids"])
+
+    def ranks(image_ids) -> np.ndarray:
+        a = np.asarray(sorted(image_ids), dtype=np.int64)
+        pos = np.searchsorted(base["sorted_ids"], a)
+        ok = (pos < n) & (base["sorted_ids"][np.minimum(pos, n - 1)] == a) if n else np.zeros(len(a), bool)
+        return base["rank"][pos[ok]]
+
+    decided: list[int] = []
+    stored_has: list[int] = []
+    for image_id, l_classes in project.db.execute("select image_id, classes from labels where classes is not null"):
+        kept = layers.stored.get(l_classes)
+        if kept is None:
+            kept = layers.stored[l_classes] = [c for c in json.loads(l_classes) if c in layers.keep]
+        if kept:
+            decided.append(image_id)
+            if view in kept:
+                stored_has.append(image_id)
+    open_ = np.ones(n, dtype=bool)  # no decided label: the prediction speaks
+    open_[ranks(decided)] = False
+
+    def pseudo(wanted: set[str]) -> np.ndarray:
+        hit = np.fromiter((bool(w & wanted) for w in base["names"]), dtype=bool, count=len(base["names"]))
+        return hit[base["value"]] if n else np.zeros(0, bool)
+
+    if view == VIEW_ALL:
+        sel = np.ones(n, dtype=bool)
+    elif view == VIEW_REVIEW:
+        marked = np.zeros(n, dtype=bool)
+        marked[ranks(unsure)] = True
+        sel = open_ & (marked | base["null"] | (base["score"] < threshold))
+    elif view == VIEW_UNLABELED:
+        sel = open_ & ~pseudo(layers.keep)
+    else:
+        sel = open_ & pseudo({view})
+        sel[ranks(stored_has)] = True
+    chosen = np.flatnonzero(sel)
+    page = chosen[offset : offset + limit]
+    items = [
+        (int(i), None if null else float(sc))
+        for i, null, sc in zip(base["ids"][page], base["null"][page], base["score"][page], strict=True)
+    ]
+    return items, int(len(chosen))
+
+
+def label_groups(
+    project: Project, threshold: float = 0.5, bins: int = HIST_BINS, run_id: int | None = None
+) -> list[LabelGroup]:
+    """The ok images counted by folder, final label, source and confidence, for every count the app shows
+    (:func:`review_counts`, :func:`explore_counts`, :func:`labeler.evaluate.evaluate`).
+
+    The same precedence as :func:`labeler.labels.final_labels` (human > accepted > pseudo from the run, removed
+    classes dropped), decided once per distinct stored value, never per image. Costs, at most, one grouped
+    query over the images; then only what changed:
+
+    * nothing committed since the last call (SQLite's ``data_version``, which every commit of any connection or
+      process changes): the last result again, no query;
+    * labels changed (an accept, a relabel, an undo): the label-free counts of images × predictions are kept
+      while the ok images, their folders and the run's predictions are the same (a fingerprint query), and only
+      the images with a stored label or an unsure mark are read and moved to their final group.
+
+    Parameters
+    ----------
+    threshold : float
+        Confidence (0..1) under which a prediction is ``low``.
+    bins : int
+        Histogram bins over [0, 1] (``numpy.histogram(conf, bins, range=(0, 1))``).
+    run_id : int, optional
+        The labeling run (default: the active run; none: no pseudo-labels).
+
+    Returns
+    -------
+    list of LabelGroup
+        One per distinct (folder, classes, source, no_prediction, low, unsure, bin), with its image count.
+    """
+    from .labels import active_run, get_label_run
+
+    if not isinstance(threshold, (int, float, np.number)) or not 0.0 <= float(threshold) <= 1.0:
+        raise InvalidInputError(f"threshold must be a confidence between 0 and 1, got {threshold!r}")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 1 <= int(bins) <= 1000:
+        raise InvalidInputError(f"bins must be between 1 and 1000, got {bins!r}")
+    threshold, bins = float(threshold), int(bins)
+    db_key, version = _data_version(project)  # read before the data: a commit meanwhile invalidates the result
+    run = get_label_run(project, run_id) if run_id is not None else active_run(project)
+    layers = _Layers(project, run)
+    args = (layers.rid, tuple(layers.run_classes), layers.multi, tuple(layers.classes), threshold, bins)
+    last = _LAST.get(db_key)
+    if last is not None and last[0] == (version, args):
+        return list(last[1])
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # numpy's bins: edges[k] <= x < edges[k + 1], the last one closed; outside [0, 1] not counted
+    case = " ".join(f"when p.score < ? then {k}" for k in range(bins - 1))
+    cols = (
+        "i.folder_label, p.class_idx, p.labels, p.score is null, coalesce(p.score < ?, 0), "
+        f"case when p.score is null or p.score < 0 or p.score > 1 then null {case} else {bins - 1} end"
+    )
+    col_args = [threshold, *edges[1:-1].tolist()]
+    fingerprint = _fingerprint_at(project, db_key, version, layers.rid)
+    base_key = (fingerprint, layers.rid, threshold, bins)
+    cached = _BASE.get(db_key, {}).get(base_key)
+    if cached is not None:
+        base = dict(cached)
+    else:
+        sql = f"select {cols}, count(*) {_FROM} group by 1, 2, 3, 4, 5, 6"
+        base = {tuple(r[:6]): r[6] for r in project.db.execute(sql, [*col_args, layers.rid])}
+        with _GROUPS_LOCK:
+            kept = {k: v for k, v in _BASE.get(db_key, {}).items() if k[0] == fingerprint}  # others are stale
+            kept[base_key] = dict(base)
+            _BASE[db_key] = dict(list(kept.items())[-BASES:])
+    # the images a person decided or marked: out of their label-free group, into their final one
+    unsure = sorted(unsure_ids(project))
+    sql = (
+        f"select {cols}, l.classes, l.source, coalesce(i.id in {_IN}, 0), count(*) {_FROM} and "
+        f"(l.image_id is not null or i.id in {_IN}) group by 1, 2, 3, 4, 5, 6, 7, 8, 9"
+    )
+    marked = _json(unsure)
+    overlay = project.db.execute(sql, [*col_args, marked, layers.rid, marked]).fetchall()
+    out: dict[tuple, int] = {}
+
+    def add(folder, classes, source, no_pred, low, mark, b, n):
+        key = (folder, tuple(classes), source, bool(no_pred), bool(low), bool(mark), b)
+        out[key] = out.get(key, 0) + n
+
+    for row in overlay:
+        k, n = tuple(row[:6]), row[9]
+        base[k] = base.get(k, 0) - n
+        classes, source = layers.final(row[6], row[7], row[1], row[2])
+        add(row[0], classes, source, row[3], row[4], row[8] and source not in DECIDED, row[5], n)
+    for (folder, p_idx, p_labels, no_pred, low, b), n in base.items():
+        if n > 0:
+            classes, source = layers.final(None, None, p_idx, p_labels)
+            add(folder, classes, source, no_pred, low, False, b, n)
+    groups = [LabelGroup(*key, n) for key, n in out.items()]
+    with _GROUPS_LOCK:
+        _LAST[db_key] = ((version, args), tuple(groups))
+    return groups
+
+
 def explore_counts(project: Project) -> dict:
     """What the Explore step shows above its views: ``{"total", "reviewed", "human", "excluded", "classes"}``;
     ``classes``: ``[{"class", "images", "reviewed"}]`` per project class (final labels; reviewed = decided by a
-    person, human or accepted). One pass over the final labels."""
-    from .labels import final_labels
-
+    person, human or accepted). From :func:`label_groups`: no pass over the images."""
     rows = {c: {"class": c, "images": 0, "reviewed": 0} for c in project.classes}
     total = reviewed = human = 0
-    for it in final_labels(project):
-        total += 1
-        decided = it.source in ("human", "accepted")
-        reviewed += decided
-        human += it.source == "human"
-        for c in it.classes:
+    for g in label_groups(project):
+        total += g.images
+        decided = g.source in DECIDED
+        reviewed += g.images if decided else 0
+        human += g.images if g.source == "human" else 0
+        for c in g.classes:
             if c in rows:
-                rows[c]["images"] += 1
-                rows[c]["reviewed"] += decided
+                rows[c]["images"] += g.images
+                rows[c]["reviewed"] += g.images if decided else 0
     excluded = project.db.execute("select count(*) from images where status = 'excluded'").fetchone()[0]
     return {
         "total": total,

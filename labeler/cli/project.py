@@ -157,7 +157,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["LABELER_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
     from ..ui import launch
 
-    launch(host=args.host, port=args.port, local_mode=False if args.uploads_only else None)
+    extra = {} if args.concurrency is None else {"concurrency": args.concurrency}  # None: the env, else 16
+    launch(host=args.host, port=args.port, local_mode=False if args.uploads_only else None, **extra)
     return 0
 
 
@@ -242,4 +243,9 @@ def register_serve(subs) -> None:
         action="store_true",
         help="no import from folder paths on this machine, and each browser gets its own projects "
         "(on by itself on a Hugging Face Space)",
+    )
+    p.add_argument(
+        "--concurrency",
+        help="events of one kind (one button) served at once, so several users proceed in parallel; "
+        "default: $LABELER_CONCURRENCY, else 16",
     )

@@ -289,23 +289,54 @@ def server_address(
     return host, port
 
 
+#: Events of one kind (one button, one endpoint) served at once by default. Review events are short and read
+#: mostly; SQLite in WAL mode lets readers run beside a writer, and writers queue on the write lock (busy timeout
+#: 30 s, ``BEGIN IMMEDIATE``), so independent users proceed in parallel without losing a write.
+DEFAULT_CONCURRENCY = 16
+
+
+def concurrency_limit(value: int | str | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """How many events of one kind the app serves at once: ``value``, else ``LABELER_CONCURRENCY``, else
+    :data:`DEFAULT_CONCURRENCY`. Raises ``InvalidInputError`` for anything but a whole number from 1 to 1000."""
+    from ..errors import InvalidInputError
+
+    env = os.environ if environ is None else environ
+    source = "--concurrency"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        source, value = "LABELER_CONCURRENCY", env.get("LABELER_CONCURRENCY", "").strip() or DEFAULT_CONCURRENCY
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if isinstance(value, bool) or not 1 <= n <= 1000:
+        raise InvalidInputError(
+            f"{source} must be a whole number from 1 to 1000 (events served at once), got {value!r}"
+        )
+    return n
+
+
 def launch(
     host: str | None = None,
     port: int | None = None,
     data_dir: str | os.PathLike | None = None,
     local_mode: bool | None = None,
+    concurrency: int | None = None,
     **kwargs,
 ) -> gr.Blocks:
     """Serve the app on ``host:port`` (never through a public share link); None: see :func:`server_address`.
 
     ``local_mode`` None: on unless the app runs on a Hugging Face Space (``SPACE_ID`` set) or
-    ``LABELER_LOCAL_MODE=0``. Extra keyword arguments go to ``gr.Blocks.launch`` (e.g.
+    ``LABELER_LOCAL_MODE=0``. ``concurrency``: events of one kind served at once (None: see
+    :func:`concurrency_limit`). Extra keyword arguments go to ``gr.Blocks.launch`` (e.g.
     ``prevent_thread_lock=True`` to return at once; then ``demo.close()`` stops the server).
     """
     host, port = server_address(host, port)
+    limit = concurrency_limit(concurrency)
     if local_mode is None:
         local_mode = os.environ.get("LABELER_LOCAL_MODE", "0" if os.environ.get("SPACE_ID") else "1") != "0"
     demo = build_demo(data_dir, local_mode=local_mode)
     options = {**launch_options(demo), **kwargs}
-    demo.queue(default_concurrency_limit=4).launch(server_name=host, server_port=port, share=False, **options)
+    # the worker threads must cover every event that may run at once (gradio's default pool is 40)
+    options.setdefault("max_threads", max(40, 2 * limit))
+    demo.queue(default_concurrency_limit=limit).launch(server_name=host, server_port=port, share=False, **options)
     return demo

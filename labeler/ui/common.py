@@ -64,6 +64,10 @@ class Ctx:
             path = str(folder.resolve())
             if path not in self.allowed:
                 self.allowed.append(path)
+                if folder == project.thumbs_dir:
+                    # thumbnails never change once made: gradio serves them in place instead of copying every
+                    # gallery page's files into its cache on each event (the main cost of a review event)
+                    gr.set_static_paths(path)
             if self.demo is not None:
                 paths = self.demo.allowed_paths
                 if isinstance(paths, list) and path not in paths:

@@ -247,7 +247,8 @@ def gallery_view(project: Project, view_value: str, thr: float, page_no: int, ch
             pics.append((thumb, thumb_caption(_caption_item(it), chosen)))
             ids.append(it["image_id"])
     info = f"{total} images · page {page_no + 1}/{pages}" if total else ""
-    return gr.Gallery(value=pics, visible=bool(pics), selected_index=None), ids, info, page_no
+    # an update, not a gr.Gallery: a component built here would copy its 36 files into gradio's cache once more
+    return gr.update(value=pics, visible=bool(pics), selected_index=None), ids, info, page_no
 
 
 def _page(project: Project, view_value: str, thr: float, page_no: int):
