@@ -16,6 +16,7 @@ from labeler.labels import (
     active_run,
     clear_labels,
     final_labels,
+    label_counts,
     set_human_labels,
     write_predictions,
 )
@@ -140,6 +141,17 @@ def ref_evaluate(p: Project) -> dict:
     }
 
 
+def ref_label_counts(p: Project) -> dict:
+    counts = {"human": 0, "accepted": 0, "pseudo": 0, "unlabeled": 0, "total": 0}
+    per_class = dict.fromkeys(p.classes, 0)
+    for it in final_labels(p):
+        counts["total"] += 1
+        counts[it.source or "unlabeled"] += 1
+        for c in it.classes:
+            per_class[c] += 1
+    return {**counts, "per_class": per_class}
+
+
 def check(p: Project) -> None:
     for threshold in (0.5, 0.0, 0.35, 1.0):  # 0.5 first: what the last check left cached (explore, evaluate)
         got = review_counts(p, threshold)
@@ -147,6 +159,7 @@ def check(p: Project) -> None:
         assert {k: getattr(got, k) for k in want} == want, threshold
     assert explore_counts(p) == ref_explore_counts(p)
     assert evaluate(p) == ref_evaluate(p)
+    assert label_counts(p) == ref_label_counts(p)  # the Project and Export steps' counts, `labeler status`
 
 
 def edits(p: Project):
