@@ -221,8 +221,15 @@ def test_chunked_float16_scores_equal_the_formula(tmp_path, monkeypatch, torch_l
     converted block by block, through torch or numpy): the probabilities of the plain formula, zero rows too."""
     import sys
 
-    if not torch_loaded:
+    import labeler.methods.zeroshot as zs
+
+    if torch_loaded:
+        import torch  # noqa: F401
+
+        monkeypatch.setattr(zs, "_score_numpy", lambda *a: pytest.fail("numpy path with torch loaded"))
+    else:
         monkeypatch.delitem(sys.modules, "torch", raising=False)
+        monkeypatch.setattr(zs, "_score_torch", lambda *a: pytest.fail("torch path without torch"))
     _, texts, feats, _ = _planted(C=10, D=64, N=1003, seed=5)
     feats[7] = 0.0
     mm = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float16, shape=feats.shape)

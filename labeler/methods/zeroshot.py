@@ -71,19 +71,50 @@ def text_classifier(embeddings_per_class: Sequence[np.ndarray | torch.Tensor]) -
 SCORE_CHUNK = 8192
 
 
-def _to_float32(dst: np.ndarray, src: np.ndarray) -> None:
-    """Copy ``src`` (float16 or any float) into the float32 block ``dst``.
-
-    Through torch when the process has already imported it (its float16 conversion is about 2-3x numpy's);
-    never imported for this (2.5 s of start-up for a command that scores cached features).
-    """
+def _loaded_torch():
+    """torch when this process has already imported it, else None (never imported here: 2.5 s of start-up for a
+    command that scores cached features)."""
     import sys
 
     torch = sys.modules.get("torch")
-    if torch is not None and src.dtype == np.float16 and src.flags.writeable and hasattr(torch, "from_numpy"):
-        torch.from_numpy(dst).copy_(torch.from_numpy(np.ascontiguousarray(src)))
-    else:
-        np.copyto(dst, src, casting="unsafe")
+    return torch if torch is not None and hasattr(torch, "from_numpy") else None
+
+
+def _score_torch(torch, f: np.ndarray, wt: np.ndarray, scale: float, chunk: int, out: np.ndarray) -> None:
+    """:func:`zero_shot_probs`'s loop in torch, in place in ``out``: the float16 conversion (2-3x numpy's), the
+    matmul, the norms and the softmax all run in torch's thread pool. Mixing torch's pool with numpy's BLAS
+    threads in one loop made the two spin against each other on a small machine (2-3x slower)."""
+    block = torch.empty((min(chunk, len(f)), f.shape[1]), dtype=torch.float32)
+    w = torch.from_numpy(wt)
+    o = torch.from_numpy(out)
+    for s in range(0, len(f), chunk):
+        e = min(len(f), s + chunk)
+        src = f[s:e]
+        x = block[: e - s]
+        if src.flags.writeable:
+            x.copy_(torch.from_numpy(np.ascontiguousarray(src)))
+        else:  # torch warns on read-only arrays (a memory map opened "r"): numpy converts those
+            np.copyto(x.numpy(), src, casting="unsafe")
+        logits = o[s:e]
+        torch.mm(x, w, out=logits)
+        logits.mul_((scale / torch.linalg.vector_norm(x, dim=1).clamp_min_(1e-12)).unsqueeze(1))
+        logits.copy_(torch.softmax(logits, dim=1))
+
+
+def _score_numpy(f: np.ndarray, wt: np.ndarray, scale: float, chunk: int, out: np.ndarray) -> None:
+    block = np.empty((min(chunk, len(f)), f.shape[1]), dtype=np.float32)
+    scale = np.float32(scale)
+    for s in range(0, len(f), chunk):
+        e = min(len(f), s + chunk)
+        x = block[: e - s]
+        np.copyto(x, f[s:e], casting="unsafe")
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+        logits = out[s:e]
+        np.matmul(x, wt, out=logits)
+        logits *= (scale / np.maximum(norms, np.float32(1e-12)))[:, None]
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
 
 
 def zero_shot_probs(
@@ -93,8 +124,8 @@ def zero_shot_probs(
 
     ``image_features`` may be the cached float16 rows as they are (a memory map included): ``chunk`` rows at a
     time are converted into one reused float32 block and scored; the normalisation is applied to the (N, C)
-    logits (``f·Wᵀ / |f|``), not to the (N, D) features. No full float32 copy, no torch import (torch does the
-    float16 conversion when already imported).
+    logits (``f·Wᵀ / |f|``), not to the (N, D) features. No full float32 copy and no torch import: in torch when
+    the process has already imported it (the app, training), else in numpy.
 
     Parameters
     ----------
@@ -119,20 +150,12 @@ def zero_shot_probs(
         raise InvalidInputError(f"chunk must be at least 1, got {chunk}")
     n, chunk = len(f), int(chunk)
     out = np.empty((n, w.shape[0]), dtype=np.float32)
-    block = np.empty((min(chunk, n), f.shape[1]), dtype=np.float32)
     wt = np.ascontiguousarray(w.T)
-    scale = np.float32(logit_scale)
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        x = block[: e - s]
-        _to_float32(x, f[s:e])
-        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-        logits = out[s:e]
-        np.matmul(x, wt, out=logits)
-        logits *= (scale / np.maximum(norms, np.float32(1e-12)))[:, None]
-        logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
-        logits /= logits.sum(axis=1, keepdims=True)
+    torch = _loaded_torch()
+    if n and torch is not None:
+        _score_torch(torch, f, wt, float(logit_scale), chunk, out)
+    elif n:
+        _score_numpy(f, wt, float(logit_scale), chunk, out)
     return out
 
 
