@@ -58,6 +58,9 @@ TUNE_MARGIN = 0.01
 TRAIN_PER_LIST = 64
 INDEX_FILE = "index.faiss"
 META_FILE = "index.json"
+#: The row → image id map last computed (int64 .npy) and what it was computed from (rows hash, images signature).
+ROWMAP_FILE = "rowmap.npy"
+ROWMAP_META = "rowmap.json"
 _FORMAT = 1
 _CACHE_SIZE = 4
 _NPROBE_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
@@ -591,6 +594,10 @@ def _row_map(project: Project, set_id: int) -> tuple[RowShas, np.ndarray]:
     SQLite here (the hash reads the sha256s as one string).
     """
     n = project.features.extent(set_id)
+    return RowShas(project, set_id, n), _query_row_image(project, set_id, n)
+
+
+def _query_row_image(project: Project, set_id: int, n: int) -> np.ndarray:
     pairs = project.db.execute(
         "select r.row, i.id from feature_rows r join images i on i.sha256 = r.sha256 "
         "where r.feature_set_id = ? and i.status = 'ok'",
@@ -600,7 +607,33 @@ def _row_map(project: Project, set_id: int) -> tuple[RowShas, np.ndarray]:
     if pairs:
         arr = np.array(pairs, dtype=np.int64)
         row_image[arr[:, 0]] = arr[:, 1]
-    return RowShas(project, set_id, n), row_image
+    return row_image
+
+
+def _row_image(project: Project, fset: dict, shas: RowShas, images_sig: tuple) -> np.ndarray:
+    """Each row's image id (-1: not ok), from ``rowmap.npy`` when it was saved for these rows and this images
+    signature (the join of a million rows with ``images`` took seconds), else from SQL (and saved)."""
+    folder = index_dir(project, fset["key"])
+    want = {"rows_hash": shas.hash(len(shas)), "n": len(shas), "images_sig": list(images_sig)}
+    try:
+        if json.loads((folder / ROWMAP_META).read_text(encoding="utf-8")) == want:
+            row_image = np.load(folder / ROWMAP_FILE, allow_pickle=False)
+            if row_image.shape == (len(shas),) and row_image.dtype == np.int64:
+                return row_image
+    except (OSError, ValueError, TypeError):
+        pass
+    row_image = _query_row_image(project, int(fset["id"]), len(shas))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{ROWMAP_FILE}.{os.getpid()}.tmp.npy"
+        np.save(tmp, row_image)
+        os.replace(tmp, folder / ROWMAP_FILE)
+        tmp_meta = folder / f".{ROWMAP_META}.{os.getpid()}.tmp"
+        tmp_meta.write_text(json.dumps(want), encoding="utf-8")
+        os.replace(tmp_meta, folder / ROWMAP_META)
+    except OSError:
+        pass  # a read-only project: computed again next time
+    return row_image
 
 
 def _load_matrix(project: Project, set_id: int, start: int, stop: int) -> np.ndarray:
@@ -711,9 +744,9 @@ def get_index(
         STATS["cached"] += 1
         return cached
     t_map = time.perf_counter()
-    shas, row_image = _row_map(project, set_id)
+    shas = RowShas(project, set_id, count)
+    row_image = _row_image(project, fset, shas, images_sig)
     t_map = time.perf_counter() - t_map
-    count = len(shas)
     if cached is not None and cached.n == count and (switch_at is None or cached.meta["switch_at"] == switch_at):
         with cached.lock:
             cached._set_mapping(row_image, images_sig)

@@ -222,3 +222,25 @@ def test_build_streams_a_float16_matrix_as_unit_vectors():
         b, info_b = lindex.build_faiss_index(x32, switch_at=switch)
         assert info_a["nprobe"] == info_b["nprobe"] and a.ntotal == b.ntotal == 3000
         np.testing.assert_array_equal(a.search(q, 10)[1], b.search(q, 10)[1])
+
+
+def test_reopen_reads_the_saved_row_map_until_rows_or_images_change(project, monkeypatch):
+    """The row → image map is saved beside the index; a reopen with the same rows and images signature reads
+    it instead of joining every row with ``images`` in SQL; excluding an image makes it computed again."""
+    from labeler.review import exclude_images
+
+    _, feats, _ = planted(4, 16, 300, seed=10)
+    ids = make_project(project, feats)
+    first = lindex.get_index(project, "clip")
+    want = first.row_image.copy()
+    lindex.clear_cache()
+    real = lindex._query_row_image
+    monkeypatch.setattr(lindex, "_query_row_image", lambda *a: pytest.fail("the row map was queried again"))
+    again = lindex.get_index(project, "clip")
+    np.testing.assert_array_equal(again.row_image, want)
+    calls = []
+    monkeypatch.setattr(lindex, "_query_row_image", lambda *a: calls.append(1) or real(*a))
+    exclude_images(project, [ids[3]])
+    lindex.clear_cache()
+    fi = lindex.get_index(project, "clip")
+    assert calls == [1] and fi.row_image[3] == -1 and fi.n_searchable == 299
