@@ -9,15 +9,17 @@ For each model, in one process, with the same weights:
     ``model.encode_images`` in batches (measured before each round and after the last; the best is
     reported); ``auto/fp32`` is their ratio (the speed-up of auto);
 (b) pipeline (auto precision): :func:`labeler.features.compute_features` on a fresh project of N images
-    (decode + DataLoader + forward + float16 store + per-batch commits), for each --workers value;
-    ``ratio`` = pipeline / bare forward of the same encoder (1.0: decoding and storing cost nothing);
+    (decode + DataLoader + forward + float16 store + per-batch commits), for each --workers value and, without
+    workers, each --prefetch value (batches decoded ahead in a thread while the model runs; 0: in turn);
+    ``pipe/bare`` = pipeline / bare forward of the same encoder (1.0: decoding and storing cost nothing);
 
 plus peak RSS (``ru_maxrss``) and the RSS growth between N/2 and N images encoded (flat = no leak).
 
 Images: the CIFAR-10 test folder under ``../shared/data`` when present, else generated class images
-(tests/synth.py, 64 px JPEGs). Models: CLIP by open_clip name with random init (``--pretrained TAG`` for real
-weights when they are cached), ``tiny-random``; DINO with ``--dino``: ``tiny-random``, ``dinov2-small-random``
-(a random-init model of DINOv2-small's size: 12 layers, 384 wide, patch 14, 224 px) or a hub id / folder.
+(tests/synth.py; photo-like JPEGs of 256-500 px, :data:`SYNTH_SIZES`). Models: CLIP by open_clip name with
+random init (``--pretrained TAG`` for real weights when they are cached), ``tiny-random``; DINO with ``--dino``:
+``tiny-random``, ``dinov2-small-random`` (a random-init model of DINOv2-small's size: 12 layers, 384 wide,
+patch 14, 224 px) or a hub id / folder.
 The first line says what ran. Ratios are within this process (the machine's speed drifts between runs).
 
 Usage::
@@ -44,6 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from labeler import features as lfeatures  # noqa: E402
 from labeler.features import compute_features  # noqa: E402
 from labeler.ingest import load_rgb  # noqa: E402
 from labeler.models import load_clip, load_dino, register_model  # noqa: E402
@@ -84,13 +87,23 @@ def dinov2_small_random(pretrained, device, precision):
     return _wrap(model, "dino:dinov2-small-random", "dinov2-small-random", device, precision, proc)
 
 
-def synth_files(dst: Path, n: int, side: int = 64) -> list[Path]:
-    """N generated class images (tests/synth.py), JPEG, ``side`` px."""
-    from tests.synth import CLASSES, image_folder
+#: Generated images' sizes (w, h), in turn: photo-like 256-500 px, so decoding costs what it costs on real images.
+SYNTH_SIZES = ((500, 375), (375, 500), (480, 320), (320, 256), (400, 400))
 
-    per_class = -(-n // len(CLASSES))
-    image_folder(dst, per_class, size=(side, side))
-    return cifar_files(dst, n)
+
+def synth_files(dst: Path, n: int, sizes: tuple[tuple[int, int], ...] = SYNTH_SIZES) -> list[Path]:
+    """N generated class images (tests/synth.py), JPEG quality 90, sizes cycling through ``sizes``."""
+    from tests.synth import CLASSES, make_image
+
+    files = []
+    for i in range(n):
+        cls = CLASSES[i % len(CLASSES)]
+        (dst / cls).mkdir(parents=True, exist_ok=True)
+        path = dst / cls / f"{i:05d}.jpg"
+        w, h = sizes[i % len(sizes)]
+        make_image(cls, i, size=(h, w)).save(path, "JPEG", quality=90)
+        files.append(path)
+    return files
 
 
 def cifar_files(data: Path, n: int) -> list[Path]:
@@ -143,7 +156,8 @@ def bare_forward(model, tensors: torch.Tensor, batch_size: int) -> float:
     return len(tensors) / (time.perf_counter() - t0)
 
 
-def pipeline(model, root: Path, files: list[Path], batch_size: int, workers: int) -> dict:
+def pipeline(model, root: Path, files: list[Path], batch_size: int, workers: int, prefetch: int) -> dict:
+    """One :func:`compute_features` run on a fresh project; ``prefetch``: batches decoded ahead (workers=0)."""
     project = make_project(root, files)
     n = len(files)
     marks: dict[str, float] = {}
@@ -165,12 +179,14 @@ def pipeline(model, root: Path, files: list[Path], batch_size: int, workers: int
         return out
 
     model.encode_images = timed
+    saved, lfeatures.PREFETCH_BATCHES = lfeatures.PREFETCH_BATCHES, prefetch
     try:
         t0 = time.perf_counter()
         res = compute_features(project, model, batch_size=batch_size, num_workers=workers, on_progress=progress)
         dt = time.perf_counter() - t0
     finally:
         del model.encode_images  # back to the class method
+        lfeatures.PREFETCH_BATCHES = saved
     end = rss_mb()
     project.close()
     assert res["computed"] == n, res
@@ -180,7 +196,7 @@ def pipeline(model, root: Path, files: list[Path], batch_size: int, workers: int
 def load(kind: str, name: str, pretrained: str | None, device: str, precision: str):
     if kind == "dino":
         return load_dino(name, device=device, precision=precision)
-    return load_clip(name, pretrained=pretrained, device=device, precision=precision)
+    return load_clip(name, pretrained=pretrained or "none", device=device, precision=precision)
 
 
 def main() -> None:
@@ -191,6 +207,11 @@ def main() -> None:
     ap.add_argument("--dino", default="", help="comma-separated DINO models (tiny-random, dinov2-small-random, ...)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", default="0", help="comma-separated DataLoader worker counts to compare (default 0)")
+    ap.add_argument(
+        "--prefetch",
+        default="1",
+        help="workers=0: comma-separated batches decoded ahead in a thread (0: decode in turn; default 1)",
+    )
     ap.add_argument("--bare-images", type=int, default=128, help="images for the bare forward (default 128)")
     ap.add_argument(
         "--rounds", type=int, default=1, help="repeat bare + pipeline; the best of each is kept (noisy machines)"
@@ -202,12 +223,18 @@ def main() -> None:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10-test"))
     args = ap.parse_args()
 
-    workers = [int(w) for w in args.workers.split(",")]
+    prefetch = [int(v) for v in args.prefetch.split(",")]
+    # (workers, prefetch) pairs: prefetching applies without worker processes only.
+    configs = [(w, pf) for w in (int(v) for v in args.workers.split(",")) for pf in (prefetch if w == 0 else [0])]
     jobs = [("clip", m) for m in args.models.split(",") if m] + [("dino", m) for m in args.dino.split(",") if m]
     flags = cpu_flags()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.data)
-        source = f"CIFAR-10 images from {data}" if data.is_dir() else "generated 64 px JPEGs (tests/synth.py)"
+        source = (
+            f"CIFAR-10 images from {data}"
+            if data.is_dir()
+            else "generated JPEGs of " + ", ".join(f"{w}x{h}" for w, h in SYNTH_SIZES) + " px (tests/synth.py)"
+        )
         files = cifar_files(data, args.images) if data.is_dir() else synth_files(Path(tmp) / "imgs", args.images)
         weights = f"pretrained {args.pretrained}" if args.pretrained else "random init (same seed for fp32 and auto)"
         print(
@@ -239,37 +266,43 @@ def main() -> None:
                 )
                 fp32_ips = max(bare_forward(ref, tensors, args.batch_size) for _ in range(max(1, args.rounds)))
             bares: list[float] = []
-            results: dict[int, list[dict]] = {w: [] for w in workers}
+            results: dict[tuple[int, int], list[dict]] = {c: [] for c in configs}
             for rnd in range(args.rounds):
                 bares.append(bare_forward(model, tensors, args.batch_size))
                 print(f"  {kind}:{name} round {rnd + 1}: bare {model.precision} {bares[-1]:.1f} img/s", flush=True)
-                for w in workers:
-                    r = pipeline(model, Path(tmp) / f"{kind}-{name}-w{w}-r{rnd}", files, args.batch_size, w)
-                    results[w].append(r)
+                for w, pf in configs:
+                    root = Path(tmp) / f"{kind}-{name}-w{w}-p{pf}-r{rnd}"
+                    r = pipeline(model, root, files, args.batch_size, w, pf)
+                    before = bares[-1]
+                    bares.append(bare_forward(model, tensors, args.batch_size))
+                    # The bare forwards just before and after this run: the machine's speed drifts (shared CPUs).
+                    r["ratio"] = r["ips"] / ((before + bares[-1]) / 2)
+                    results[(w, pf)].append(r)
                     print(
-                        f"  {kind}:{name} round {rnd + 1} workers={w}: pipeline {r['ips']:.1f} img/s, "
-                        f"forward {100 * r['fwd_share']:.1f}% of it",
+                        f"  {kind}:{name} round {rnd + 1} workers={w} prefetch={pf}: pipeline {r['ips']:.1f} img/s, "
+                        f"bare after {bares[-1]:.1f}: pipeline/bare {r['ratio']:.2f}, forward "
+                        f"{100 * r['fwd_share']:.1f}% of it",
                         flush=True,
                     )
-            bares.append(bare_forward(model, tensors, args.batch_size))
             if ref is not None:
                 fp32_ips = max(fp32_ips, bare_forward(ref, tensors, args.batch_size))
                 comparisons.append((f"{kind}:{name}", choice, fp32_ips, max(bares), cos))
                 print(f"  {kind}:{name}: auto = {model.precision} ({choice['reason']})", flush=True)
             del tensors, ref
             bare = max(bares)
-            for w in workers:
-                best = max(results[w], key=lambda r: r["ips"])
-                share = max(r["fwd_share"] for r in results[w])
+            for w, pf in configs:
+                best = max(results[(w, pf)], key=lambda r: r["ips"])
+                share = max(r["fwd_share"] for r in results[(w, pf)])
+                ratios = sorted(r["ratio"] for r in results[(w, pf)])
                 rows.append(
                     (
                         f"{kind}:{name}",
                         model.precision,
                         model.image_size,
-                        w,
+                        f"{w}/{pf}",
                         bare,
                         best["ips"],
-                        best["ips"] / bare,
+                        ratios[len(ratios) // 2],
                         share,
                         best["rss_growth"],
                     )
@@ -285,15 +318,20 @@ def main() -> None:
         print("auto/fp32: bare forward of the auto encoder / fp32, same weights; min cosine over the bare images")
         print()
     print(
-        f"{'model':<28}{'prec':>6}{'px':>5}{'workers':>9}{'bare img/s':>12}{'pipeline img/s':>16}{'ratio':>8}"
+        f"{'model':<28}{'prec':>6}{'px':>5}{'wk/pref':>9}{'bare img/s':>12}{'pipeline img/s':>16}"
+        f"{'pipe/bare':>10}"
         f"{'fwd share':>11}{'RSS growth N/2..N':>20}"
     )
     for name, prec, px, w, bare, ips, ratio, share, growth in rows:
-        print(f"{name:<28}{prec:>6}{px:>5}{w:>9}{bare:>12.1f}{ips:>16.1f}{ratio:>8.2f}{share:>11.2f}{growth:>17.1f} MB")
+        print(
+            f"{name:<28}{prec:>6}{px:>5}{w:>9}{bare:>12.1f}{ips:>16.1f}{ratio:>10.2f}{share:>11.2f}{growth:>17.1f} MB"
+        )
     print(f"peak RSS {peak_rss_mb():.0f} MB (main process)")
     print(
-        "bare, pipeline: best of the rounds; ratio = pipeline / bare of the same encoder; "
-        "fwd share = time in the forward / pipeline wall time (steadier when the machine is shared)"
+        "bare, pipeline: best of the rounds; pipe/bare = median over rounds of pipeline / the mean of the bare "
+        "forwards "
+        "(same encoder) just before and after it; wk/pref = "
+        "DataLoader workers / batches decoded ahead in a thread; fwd share = time in the forward / pipeline wall time"
     )
 
 

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 _MIN_IMAGES_FOR_WORKERS = 512
 #: At most this many failures are listed in the result (all are counted).
 _MAX_LISTED_FAILURES = 100
+#: Without worker processes, batches decoded ahead in a thread while the model runs (0: decode in turn with the
+#: forward). bench/features.py measures both.
+PREFETCH_BATCHES = 1
 
 
 class ImageFiles(Dataset):
@@ -230,34 +233,88 @@ def _check_precision_mix(project, model, set_id: int, images: list[dict], rows: 
     return check
 
 
+def prefetch_batches(dataset: Dataset, batch_size: int, depth: int = 1):
+    """Batches of ``dataset`` (as :func:`_collate` makes them), in order, decoded ``depth`` batches ahead in a thread.
+
+    ``depth`` 0: no thread, each batch decoded when asked for.
+
+    The decode of batch k+1 (Pillow and torch release the GIL) overlaps the caller's forward of batch k: on a
+    CPU the forward rarely keeps every core busy all the time, so most of the decode hides in its gaps. The
+    thread stops (after the batch it is on) when the caller stops iterating, e.g. on cancel.
+
+    Yields
+    ------
+    (idx, x, ok, errors)
+        Item indices, the stacked tensors of the readable items (or None), their flags and error messages.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if batch_size < 1 or depth < 0:
+        raise InvalidInputError(f"batch size must be >= 1 and depth >= 0, got {batch_size} and {depth}")
+    starts = list(range(0, len(dataset), batch_size))
+
+    def load(start: int):
+        return _collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+
+    if depth == 0:
+        for start in starts:
+            yield load(start)
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labeler-decode")
+    pending = []
+    try:
+        for start in starts[: depth + 1]:
+            pending.append(pool.submit(load, start))
+        nxt = depth + 1
+        while pending:
+            batch = pending.pop(0).result()
+            if nxt < len(starts):
+                pending.append(pool.submit(load, starts[nxt]))
+                nxt += 1
+            yield batch
+    finally:
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True)
+
+
 def _run(project, model, job: Job, set_id: int, todo: list[dict], batch_size: int, workers: int, result: dict):
     on_cuda = model.device.type == "cuda"
     # JPEGs decode at >= 2x the model input (DCT scaling): a large speed-up for camera photos, no visible loss.
     dataset = ImageFiles([im["path"] for im in todo], model.preprocess, min_side=2 * model.image_size)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_collate,
-        worker_init_fn=worker_init if workers else None,
-        persistent_workers=False,
-        pin_memory=on_cuda,
-    )
-    total, done = len(todo), 0
-    for idx, x, ok, errors in loader:
-        good = [i for i, flag in zip(idx, ok, strict=True) if flag]
-        if good:
-            vectors = model.encode_images(x).cpu().numpy()
-            result["computed"] += project.features.append(set_id, [todo[i]["sha256"] for i in good], vectors)
-        bad = [(i, err) for i, flag, err in zip(idx, ok, errors, strict=True) if not flag]
-        if bad:
-            _record_failures(project, [(todo[i], err) for i, err in bad], result)
-        done += len(idx)
-        msg = f"encoded {result['computed']} of {total} images" + (
-            f", {result['failed']} unreadable" if result["failed"] else ""
+    if workers:
+        batches = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_collate,
+            worker_init_fn=worker_init,
+            persistent_workers=False,
+            pin_memory=on_cuda,
         )
-        job.progress(done, total, msg)
+    else:
+        # No worker processes: the next batch decodes in a thread while this one runs through the model.
+        batches = prefetch_batches(dataset, batch_size, PREFETCH_BATCHES)
+    total, done = len(todo), 0
+    try:
+        for idx, x, ok, errors in batches:
+            good = [i for i, flag in zip(idx, ok, strict=True) if flag]
+            if good:
+                vectors = model.encode_images(x).cpu().numpy()
+                result["computed"] += project.features.append(set_id, [todo[i]["sha256"] for i in good], vectors)
+            bad = [(i, err) for i, flag, err in zip(idx, ok, errors, strict=True) if not flag]
+            if bad:
+                _record_failures(project, [(todo[i], err) for i, err in bad], result)
+            done += len(idx)
+            msg = f"encoded {result['computed']} of {total} images" + (
+                f", {result['failed']} unreadable" if result["failed"] else ""
+            )
+            job.progress(done, total, msg)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # a cancelled run stops the decode thread before the job is marked
 
 
 def _record_failures(project, bad: list[tuple[dict, str]], result: dict) -> None:

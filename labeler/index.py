@@ -58,6 +58,9 @@ TUNE_MARGIN = 0.01
 TRAIN_PER_LIST = 64
 INDEX_FILE = "index.faiss"
 META_FILE = "index.json"
+#: The row → image id map last computed (int64 .npy) and what it was computed from (rows hash, images signature).
+ROWMAP_FILE = "rowmap.npy"
+ROWMAP_META = "rowmap.json"
 _FORMAT = 1
 _CACHE_SIZE = 4
 _NPROBE_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
@@ -116,6 +119,38 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(hits) / total if total else 1.0
 
 
+#: Rows converted (float16 -> unit float32) at a time when an index streams a set's feature matrix.
+CHUNK = 65536
+
+
+def _unit_chunks(x: np.ndarray, chunk: int = CHUNK):
+    """``(start, unit float32 block)`` over the rows of ``x`` (N, D), any float dtype (a float16 memmap is read
+    block by block: never a full float32 copy)."""
+    for s in range(0, len(x), chunk):
+        yield s, as_unit_float32(x[s : s + chunk])
+
+
+def exact_knn(q: np.ndarray, x: np.ndarray, k: int, chunk: int = CHUNK) -> np.ndarray:
+    """Ids (Q, k) of the ``k`` largest inner products of each query ``q`` (Q, D) with the unit rows of ``x`` (N, D).
+
+    ``x`` is read in blocks (normalised to unit float32 each), so a float16 memory map never becomes one
+    float32 copy; ties and order as faiss's exact search.
+    """
+    faiss = _faiss()
+    k = min(int(k), len(x))
+    best_d = np.full((len(q), 0), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(q), 0), dtype=np.int64)
+    for s, block in _unit_chunks(x, chunk):
+        d, i = faiss.knn(q, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        best_d = np.concatenate([best_d, d], axis=1)
+        best_i = np.concatenate([best_i, i + s], axis=1)
+        if best_d.shape[1] > k:
+            order = np.argsort(-best_d, axis=1, kind="stable")[:, :k]
+            best_d = np.take_along_axis(best_d, order, axis=1)
+            best_i = np.take_along_axis(best_i, order, axis=1)
+    return best_i
+
+
 def _drop_self(ids: np.ndarray, self_ids: np.ndarray, k: int) -> np.ndarray:
     """Rows of ``ids`` (Q, k+1) without each query's own id, cut to k columns (Q, k)."""
     ids = np.asarray(ids)
@@ -138,8 +173,9 @@ def tune_nprobe(
     ----------
     index : faiss.IndexIVF
         Trained, holding exactly the vectors ``x`` (ids 0..N-1).
-    x : np.ndarray (N, D) float32, unit rows
-        The indexed vectors; ``n_queries`` of them (sampled) are the queries, each one's own id left out.
+    x : np.ndarray (N, D)
+        The indexed vectors (unit float32 rows, or the float16 feature matrix as stored: normalised here block
+        by block); ``n_queries`` of them (sampled) are the queries, each one's own id left out.
 
     Returns
     -------
@@ -156,9 +192,8 @@ def tune_nprobe(
         return 1, 1.0
     rng = np.random.default_rng(seed)
     qi = np.sort(rng.choice(n, size=min(n_queries, n), replace=False))
-    q = np.ascontiguousarray(x[qi])
-    _, truth = faiss.knn(q, x, kk + 1, metric=faiss.METRIC_INNER_PRODUCT)
-    truth = _drop_self(truth, qi, kk)
+    q = as_unit_float32(np.asarray(x[qi]))
+    truth = _drop_self(exact_knn(q, x, kk + 1), qi, kk)
     nlist = int(index.nlist)
     recall = 0.0
     # Increasing nprobe until the target is met: each step costs ~1.5x the previous one, so the whole scan
@@ -182,8 +217,9 @@ def build_faiss_index(
 
     Parameters
     ----------
-    x : np.ndarray (N, D) float32
-        Unit rows (see :func:`as_unit_float32`); ids are 0..N-1.
+    x : np.ndarray (N, D)
+        Unit float32 rows (see :func:`as_unit_float32`), or the set's float16 matrix as stored (a memory map:
+        read and normalised block by block, never copied whole); ids are 0..N-1.
     switch_at : int
         Largest N that gets an exact ``IndexFlatIP``.
     nlist : int or None
@@ -198,7 +234,8 @@ def build_faiss_index(
         "train_s", "add_s", "tune_s"}``.
     """
     faiss = _faiss()
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] < 1:
         raise InvalidInputError(f"expected vectors of shape (N, D), got {x.shape}")
     if not 0 < target_recall <= 1:
@@ -218,7 +255,8 @@ def build_faiss_index(
     if n <= max(int(switch_at), 0) or n < 2 * 39 * 16:
         index = faiss.IndexFlatIP(d)
         t0 = time.perf_counter()
-        index.add(x)
+        for _, block in _unit_chunks(x):
+            index.add(block)
         info.update(type="flat", add_s=time.perf_counter() - t0)
         return index, info
     nlist = int(nlist or default_nlist(n))
@@ -231,11 +269,12 @@ def build_faiss_index(
     index.cp.max_points_per_centroid = TRAIN_PER_LIST
     n_train = min(n, TRAIN_PER_LIST * nlist)
     rng = np.random.default_rng(seed)
-    sample = x if n_train == n else x[np.sort(rng.choice(n, size=n_train, replace=False))]
+    rows = np.arange(n) if n_train == n else np.sort(rng.choice(n, size=n_train, replace=False))
     t0 = time.perf_counter()
-    index.train(sample)
+    index.train(as_unit_float32(np.asarray(x[rows])))
     t1 = time.perf_counter()
-    index.add(x)
+    for _, block in _unit_chunks(x):
+        index.add(block)
     t2 = time.perf_counter()
     nprobe, recall = tune_nprobe(index, x, min(1.0, target_recall + TUNE_MARGIN), seed=seed)
     index.nprobe = nprobe
@@ -291,10 +330,6 @@ def index_dir(project: Project, key: str) -> Path:
     return project.root / "features" / slug(key)
 
 
-def _rows_hash(shas: list[str]) -> str:
-    return hashlib.sha1("".join(shas).encode()).hexdigest()
-
-
 def _images_signature(project: Project) -> tuple:
     row = project.db.execute(
         "select (select count(*) from images), (select coalesce(max(id), 0) from images), "
@@ -324,6 +359,8 @@ class FeatureIndex:
         self.fset = dict(fset)
         self.index = index
         self.meta = meta
+        #: True when the index was opened memory-mapped (read-only; :func:`get_index` reads it fully to add).
+        self.mapped = False
         self.row_image = np.zeros(0, dtype=np.int64)
         self._ok_ids = np.zeros(0, dtype=np.int64)
         self._ok_rows = np.zeros(0, dtype=np.int64)
@@ -512,24 +549,91 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-def _row_map(project: Project, set_id: int) -> tuple[list[str], np.ndarray]:
-    """The set's sha256 per row (row order) and each row's image id (-1 where the image is not ok).
+class RowShas:
+    """The sha256 of each row of a feature set, in row order ("" for gaps), hashed by prefix.
+
+    The hash of rows ``0..m`` (:meth:`hash`) is the SHA-1 of their concatenated sha256s, read from SQLite as one
+    string per call (``group_concat``), never as a Python list of a million strings: reopening a large index
+    spent seconds there. Prefixes are hashed incrementally, so ``hash(n_saved)`` then ``hash(count)`` read each
+    row once.
+    """
+
+    def __init__(self, project: Project, set_id: int, n: int):
+        self.db, self.set_id, self.n = project.db, int(set_id), int(n)
+        self._sha1, self._upto = hashlib.sha1(), 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def hash(self, m: int) -> str:
+        """Hex SHA-1 of the sha256s of rows ``0 .. min(m, n)`` (gaps contribute nothing)."""
+        m = min(int(m), self.n)
+        if m < self._upto:
+            self._sha1, self._upto = hashlib.sha1(), 0
+        if m > self._upto:
+            (text,) = self.db.execute(
+                "select group_concat(sha256, '') from (select sha256 from feature_rows "
+                "where feature_set_id = ? and row >= ? and row < ? order by row)",
+                [self.set_id, self._upto, m],
+            ).fetchone()
+            self._sha1.update((text or "").encode())
+            self._upto = m
+        return self._sha1.copy().hexdigest()
+
+
+def _rows_hash(shas: list[str]) -> str:
+    """What :meth:`RowShas.hash` gives for a list of row sha256s (tests compare the two)."""
+    return hashlib.sha1("".join(shas).encode()).hexdigest()
+
+
+def _row_map(project: Project, set_id: int) -> tuple[RowShas, np.ndarray]:
+    """The set's row sha256s (:class:`RowShas`) and each row's image id (-1 where the image is not ok).
 
     Rows no image uses (gaps left where a repair dropped rows, see ``FeatureStore.repair``) have sha256 ""
-    and image -1: they stay in the index as zero vectors that no search returns.
+    and image -1: they stay in the index as zero vectors that no search returns. Only integers come back from
+    SQLite here (the hash reads the sha256s as one string).
     """
-    rows = project.db.execute(
-        "select r.row, r.sha256, case when i.status = 'ok' then i.id else -1 end from feature_rows r "
-        "left join images i on i.sha256 = r.sha256 where r.feature_set_id = ? order by r.row",
+    n = project.features.extent(set_id)
+    return RowShas(project, set_id, n), _query_row_image(project, set_id, n)
+
+
+def _query_row_image(project: Project, set_id: int, n: int) -> np.ndarray:
+    pairs = project.db.execute(
+        "select r.row, i.id from feature_rows r join images i on i.sha256 = r.sha256 "
+        "where r.feature_set_id = ? and i.status = 'ok'",
         [set_id],
     ).fetchall()
-    n = rows[-1][0] + 1 if rows else 0
-    shas = [""] * n
     row_image = np.full(n, -1, dtype=np.int64)
-    for row, sha, image in rows:
-        shas[row] = sha
-        row_image[row] = image if image is not None else -1
-    return shas, row_image
+    if pairs:
+        arr = np.array(pairs, dtype=np.int64)
+        row_image[arr[:, 0]] = arr[:, 1]
+    return row_image
+
+
+def _row_image(project: Project, fset: dict, shas: RowShas, images_sig: tuple) -> np.ndarray:
+    """Each row's image id (-1: not ok), from ``rowmap.npy`` when it was saved for these rows and this images
+    signature (the join of a million rows with ``images`` took seconds), else from SQL (and saved)."""
+    folder = index_dir(project, fset["key"])
+    want = {"rows_hash": shas.hash(len(shas)), "n": len(shas), "images_sig": list(images_sig)}
+    try:
+        if json.loads((folder / ROWMAP_META).read_text(encoding="utf-8")) == want:
+            row_image = np.load(folder / ROWMAP_FILE, allow_pickle=False)
+            if row_image.shape == (len(shas),) and row_image.dtype == np.int64:
+                return row_image
+    except (OSError, ValueError, TypeError):
+        pass
+    row_image = _query_row_image(project, int(fset["id"]), len(shas))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{ROWMAP_FILE}.{os.getpid()}.tmp.npy"
+        np.save(tmp, row_image)
+        os.replace(tmp, folder / ROWMAP_FILE)
+        tmp_meta = folder / f".{ROWMAP_META}.{os.getpid()}.tmp"
+        tmp_meta.write_text(json.dumps(want), encoding="utf-8")
+        os.replace(tmp_meta, folder / ROWMAP_META)
+    except OSError:
+        pass  # a read-only project: computed again next time
+    return row_image
 
 
 def _load_matrix(project: Project, set_id: int, start: int, stop: int) -> np.ndarray:
@@ -543,7 +647,7 @@ def _load_matrix(project: Project, set_id: int, start: int, stop: int) -> np.nda
     return as_unit_float32(out, copy=False)
 
 
-def _try_load(project: Project, fset: dict, shas: list[str]) -> FeatureIndex | None:
+def _try_load(project: Project, fset: dict, shas: RowShas) -> FeatureIndex | None:
     faiss = _faiss()
     folder = index_dir(project, fset["key"])
     try:
@@ -551,26 +655,31 @@ def _try_load(project: Project, fset: dict, shas: list[str]) -> FeatureIndex | N
         if meta.get("format") != _FORMAT or meta.get("key") != fset["key"] or int(meta["dim"]) != int(fset["dim"]):
             return None
         n = int(meta["n"])
-        if n > len(shas) or meta.get("rows_hash") != _rows_hash(shas[:n]):
+        if n > len(shas) or meta.get("rows_hash") != shas.hash(n):
             return None
-        index = faiss.read_index(str(folder / INDEX_FILE))
+        # IVF: the inverted lists are memory-mapped, not read (a 1M x 512 index is 2 GB): reopening takes
+        # milliseconds and pages come in as searches touch them. _extend reads it fully before adding.
+        flags = faiss.IO_FLAG_MMAP if meta.get("type") == "ivf" else 0
+        index = faiss.read_index(str(folder / INDEX_FILE), flags)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return None
     if index.ntotal != n or index.d != int(fset["dim"]):
         return None
     if meta["type"] == "ivf":
         faiss.extract_index_ivf(index).nprobe = int(meta["nprobe"])
-    return FeatureIndex(project, fset, index, meta)
+    fi = FeatureIndex(project, fset, index, meta)
+    fi.mapped = bool(flags)
+    return fi
 
 
-def _new_meta(fset: dict, info: dict, shas: list[str], switch_at: int, target: float, seconds: float) -> dict:
+def _new_meta(fset: dict, info: dict, shas: RowShas, switch_at: int, target: float, seconds: float) -> dict:
     return {
         "format": _FORMAT,
         "key": fset["key"],
         "dim": int(fset["dim"]),
         "type": info["type"],
         "n": info["n"],
-        "rows_hash": _rows_hash(shas[: info["n"]]),
+        "rows_hash": shas.hash(info["n"]),
         "nlist": info["nlist"],
         "nprobe": info["nprobe"],
         "recall": info["recall"],
@@ -635,16 +744,16 @@ def get_index(
         STATS["cached"] += 1
         return cached
     t_map = time.perf_counter()
-    shas, row_image = _row_map(project, set_id)
+    shas = RowShas(project, set_id, count)
+    row_image = _row_image(project, fset, shas, images_sig)
     t_map = time.perf_counter() - t_map
-    count = len(shas)
     if cached is not None and cached.n == count and (switch_at is None or cached.meta["switch_at"] == switch_at):
         with cached.lock:
             cached._set_mapping(row_image, images_sig)
         STATS["remapped"] += 1
         return cached
     fi = None if rebuild else (cached if cached is not None and cached.n <= count else _try_load(project, fset, shas))
-    if fi is not None and fi.meta.get("rows_hash") != _rows_hash(shas[: fi.n]):
+    if fi is not None and fi.meta.get("rows_hash") != shas.hash(fi.n):
         fi = None
     if fi is not None and cached is not fi:
         STATS["loaded"] += 1
@@ -655,7 +764,8 @@ def get_index(
         fi = _extend(project, fset, fi, shas, switch, target_recall)
     if fi is None:
         t0 = time.perf_counter()
-        x = _load_matrix(project, set_id, 0, count)
+        # The float16 matrix as stored: build_faiss_index streams it in blocks (no 4-bytes-per-value copy).
+        x = project.features.matrix(set_id)[:count]
         t_load = time.perf_counter() - t0
         index, info = build_faiss_index(x, switch_at=switch, target_recall=target_recall)
         del x
@@ -684,7 +794,7 @@ def get_index(
 
 
 def _extend(
-    project: Project, fset: dict, fi: FeatureIndex, shas: list[str], switch: int, target: float
+    project: Project, fset: dict, fi: FeatureIndex, shas: RowShas, switch: int, target: float
 ) -> FeatureIndex | None:
     """Add rows ``fi.n .. len(shas)`` to ``fi``; None when a rebuild is due instead (flat → IVF, IVF doubled)."""
     count = len(shas)
@@ -694,11 +804,16 @@ def _extend(
     if meta["type"] == "ivf" and count > 2 * int(meta["trained_n"]):
         return None
     with fi.lock:
+        if fi.mapped:  # a memory-mapped index is read-only: read it fully, then add
+            fi.index = _faiss().read_index(str(index_dir(project, fi.key) / INDEX_FILE))
+            fi.mapped = False
+            if meta["type"] == "ivf":
+                _faiss().extract_index_ivf(fi.index).nprobe = int(meta["nprobe"])
         new = _load_matrix(project, fi.set_id, fi.n, count)
         fi.index.add(new)
-        meta.update(n=count, rows_hash=_rows_hash(shas[:count]))
+        meta.update(n=count, rows_hash=shas.hash(count))
         if meta["type"] == "ivf" and count > 1.25 * int(meta["tuned_n"]):
-            x = _load_matrix(project, fi.set_id, 0, count)
+            x = project.features.matrix(fi.set_id)[:count]
             nprobe, recall = tune_nprobe(_faiss().extract_index_ivf(fi.index), x, min(1.0, target + TUNE_MARGIN))
             fi.index.nprobe = nprobe
             meta.update(nprobe=nprobe, recall=recall, tuned_n=count)

@@ -381,3 +381,68 @@ def test_rows_past_the_file_and_zeroed_vectors_are_repaired_on_open_and_status_s
     )
     assert project.feature_repairs() == []
     assert "repaired" not in _cli("status", str(project.root)).stdout
+
+
+def test_the_next_batch_decodes_while_the_model_runs_and_results_are_unchanged(tmp_path, clip, monkeypatch):
+    """Without worker processes, batch k+1 is decoded in a thread during batch k's forward (the decode hid
+    behind the bf16 forward); features, their order and the failures are those of decoding in turn."""
+    import labeler.features as lfeatures
+
+    project, paths = _make_project(tmp_path, 10, "overlap")
+    paths[6].write_bytes(b"broken")
+    decoding = threading.Event()
+    real_getitem = lfeatures.ImageFiles.__getitem__
+
+    def getitem(self, i):
+        if i >= 4:  # an image of a later batch
+            decoding.set()
+        return real_getitem(self, i)
+
+    overlapped = []
+    real = clip.encode_images
+
+    def forward(x):
+        if not overlapped:  # the first batch's forward waits (bounded) for the next batch's decode to start
+            overlapped.append(decoding.wait(timeout=30))
+        return real(x)
+
+    monkeypatch.setattr(lfeatures.ImageFiles, "__getitem__", getitem)
+    monkeypatch.setattr(clip, "encode_images", forward)
+    res = compute_features(project, clip, batch_size=4, num_workers=0)
+    assert overlapped == [True]
+    monkeypatch.undo()
+    serial, _ = _make_project(tmp_path, 0, "serial")
+    _add_files(serial, paths)
+    monkeypatch.setattr(lfeatures, "PREFETCH_BATCHES", 0)
+    res0 = compute_features(serial, clip, batch_size=4, num_workers=0)
+    assert (res["computed"], res["failed"]) == (res0["computed"], res0["failed"]) == (9, 1)
+    assert [Path(f["path"]).name for f in res["failures"]] == [paths[6].name]
+    ids, x = feature_matrix(project, clip.key)
+    ids0, x0 = feature_matrix(serial, clip.key)
+    shas = {r["id"]: r["sha256"] for r in project.images()}
+    shas0 = {r["id"]: r["sha256"] for r in serial.images()}
+    assert [shas[i] for i in ids] == [shas0[i] for i in ids0]  # same images, same order
+    np.testing.assert_allclose(x, x0, atol=2e-3)
+    np.testing.assert_allclose(x, _direct(clip, [p for k, p in enumerate(paths) if k != 6]), atol=2e-3)
+
+
+def test_prefetch_batches_keeps_order_and_stops_its_thread_when_abandoned():
+    from labeler.features import prefetch_batches
+
+    class Items:
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return i, torch.full((2,), float(i)), i != 3, "" if i != 3 else "bad"
+
+    for depth in (0, 1, 3):
+        got = list(prefetch_batches(Items(), 4, depth))
+        assert [b[0] for b in got] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+        assert got[0][1].shape == (3, 2) and got[0][2] == [True, True, True, False]
+    before = threading.active_count()
+    gen = prefetch_batches(Items(), 2, 1)
+    next(gen)
+    gen.close()  # what a cancelled run does
+    assert not [t for t in threading.enumerate() if t.name.startswith("labeler-decode")]
+    assert threading.active_count() <= before

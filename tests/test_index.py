@@ -167,3 +167,80 @@ def test_tune_nprobe_pure():
     assert recall >= 0.9 and 1 <= nprobe <= 32
     assert lindex.recall_at_k(np.array([[1, 2, -1]]), np.array([[2, 3]])) == 0.5
     assert lindex.default_nlist(1_000_000) == 2048 and lindex.default_nlist(10) == 16
+
+
+def test_ivf_reopens_memory_mapped_with_the_same_results_and_still_extends(project):
+    """Reopening a saved IVF index maps its lists instead of reading them (a 1M index took ~8 s to reopen);
+    searches are the same, and new vectors are still added (the mapped index is read fully first)."""
+    _, feats, _ = planted(20, 32, 4000, noise=1.0, seed=7)
+    make_project(project, feats[:3000])
+    built = lindex.get_index(project, "clip", switch_at=1000)
+    assert built.type == "ivf" and not built.mapped
+    q = feats[::97]
+    want = built.search(q, 10)
+    lindex.clear_cache()
+    reopened = lindex.get_index(project, "clip")
+    assert reopened is not built and reopened.mapped and reopened.nprobe == built.nprobe
+    got = reopened.search(q, 10)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    new_ids = add_images(project, 1000, start=3000)
+    add_features(project, feats[3000:], start=3000)
+    before = lindex.STATS["built"]
+    grown = lindex.get_index(project, "clip")
+    assert grown.n == 4000 and not grown.mapped and lindex.STATS["built"] == before
+    _, nb = grown.search(feats[3500:3501], 1)
+    assert nb[0, 0] == new_ids[500]
+
+
+def test_row_hash_from_sql_matches_the_list_of_row_shas_with_gaps(project):
+    """RowShas hashes the rows in SQL-sized strings: the same hash as the list of sha256s, gaps included."""
+    _, feats, _ = planted(3, 8, 50, seed=8)
+    make_project(project, feats)
+    set_id = int(project.features.latest("clip")["id"])
+    with project.db.conn:  # a gap, as a repair leaves one
+        project.db.conn.execute("delete from feature_rows where feature_set_id = ? and row = 7", [set_id])
+    rows = dict(project.db.execute("select row, sha256 from feature_rows where feature_set_id = ?", [set_id]))
+    shas = [rows.get(r, "") for r in range(50)]
+    mapped, row_image = lindex._row_map(project, set_id)
+    assert len(mapped) == 50 and row_image[7] == -1 and (np.delete(row_image, 7) >= 0).all()
+    for m in (50, 20, 0, 50):  # prefixes in any order
+        assert mapped.hash(m) == lindex._rows_hash(shas[:m])
+
+
+def test_build_streams_a_float16_matrix_as_unit_vectors():
+    """The builder takes the stored float16 matrix (not unit length) block by block: the same index as from the
+    unit float32 copy; exact_knn over blocks equals one exact search."""
+    _, feats, _ = planted(16, 24, 3000, noise=1.0, seed=9)
+    x16 = (3.0 * feats).astype(np.float16)  # any scale: normalised here
+    x32 = lindex.as_unit_float32(x16)
+    q = x32[::50]
+    truth = faiss.knn(q, x32, 11, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    np.testing.assert_array_equal(lindex.exact_knn(q, x16, 11, chunk=700), truth)
+    for switch in (10**9, 0):
+        a, info_a = lindex.build_faiss_index(x16, switch_at=switch)
+        b, info_b = lindex.build_faiss_index(x32, switch_at=switch)
+        assert info_a["nprobe"] == info_b["nprobe"] and a.ntotal == b.ntotal == 3000
+        np.testing.assert_array_equal(a.search(q, 10)[1], b.search(q, 10)[1])
+
+
+def test_reopen_reads_the_saved_row_map_until_rows_or_images_change(project, monkeypatch):
+    """The row → image map is saved beside the index; a reopen with the same rows and images signature reads
+    it instead of joining every row with ``images`` in SQL; excluding an image makes it computed again."""
+    from labeler.review import exclude_images
+
+    _, feats, _ = planted(4, 16, 300, seed=10)
+    ids = make_project(project, feats)
+    first = lindex.get_index(project, "clip")
+    want = first.row_image.copy()
+    lindex.clear_cache()
+    real = lindex._query_row_image
+    monkeypatch.setattr(lindex, "_query_row_image", lambda *a: pytest.fail("the row map was queried again"))
+    again = lindex.get_index(project, "clip")
+    np.testing.assert_array_equal(again.row_image, want)
+    calls = []
+    monkeypatch.setattr(lindex, "_query_row_image", lambda *a: calls.append(1) or real(*a))
+    exclude_images(project, [ids[3]])
+    lindex.clear_cache()
+    fi = lindex.get_index(project, "clip")
+    assert calls == [1] and fi.row_image[3] == -1 and fi.n_searchable == 299

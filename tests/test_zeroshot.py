@@ -203,3 +203,43 @@ def test_zero_shot_from_cached_text_embeddings_imports_no_model_code(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("MODULES"))
     assert json.loads(line.split(" ", 1)[1]) == [[], []]
+
+
+def _reference_probs(f, w, scale):
+    """The formula as first written: normalise the features, then logits, then softmax (float64)."""
+    f = np.asarray(f, dtype=np.float64)
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    logits = scale * f @ np.asarray(w, dtype=np.float64).T
+    logits -= logits.max(1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("torch_loaded", [True, False])
+def test_chunked_float16_scores_equal_the_formula(tmp_path, monkeypatch, torch_loaded):
+    """Scored in chunks from a float16 memory map (normalisation applied to the logits, the float16 rows
+    converted block by block, through torch or numpy): the probabilities of the plain formula, zero rows too."""
+    import sys
+
+    import labeler.methods.zeroshot as zs
+
+    if torch_loaded:
+        import torch  # noqa: F401
+
+        monkeypatch.setattr(zs, "_score_numpy", lambda *a: pytest.fail("numpy path with torch loaded"))
+    else:
+        monkeypatch.delitem(sys.modules, "torch", raising=False)
+        monkeypatch.setattr(zs, "_score_torch", lambda *a: pytest.fail("torch path without torch"))
+    _, texts, feats, _ = _planted(C=10, D=64, N=1003, seed=5)
+    feats[7] = 0.0
+    mm = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float16, shape=feats.shape)
+    mm[:] = 3.0 * feats
+    W = text_classifier(texts)
+    want = _reference_probs(np.asarray(mm, dtype=np.float32), W, 100.0)
+    for chunk in (1, 100, 8192):
+        got = zero_shot_probs(mm, W, 100.0, chunk=chunk)
+        assert got.dtype == np.float32 and got.shape == (1003, 10)
+        np.testing.assert_allclose(got, want, atol=2e-5)
+    np.testing.assert_allclose(zero_shot_probs(feats, W, 30.0, chunk=64), _reference_probs(feats, W, 30.0), atol=2e-5)
+    with pytest.raises(InvalidInputError, match="chunk"):
+        zero_shot_probs(feats, W, chunk=0)

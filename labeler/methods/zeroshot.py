@@ -67,11 +67,65 @@ def text_classifier(embeddings_per_class: Sequence[np.ndarray | torch.Tensor]) -
     return np.stack(rows).astype(np.float32)
 
 
-def zero_shot_probs(image_features: np.ndarray, classifier: np.ndarray, logit_scale: float = 100.0) -> np.ndarray:
+#: Rows scored at a time by :func:`zero_shot_probs` (a float32 block of 8192 x 512 is 16 MB).
+SCORE_CHUNK = 8192
+
+
+def _loaded_torch():
+    """torch when this process has already imported it, else None (never imported here: 2.5 s of start-up for a
+    command that scores cached features)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and hasattr(torch, "from_numpy") else None
+
+
+def _score_torch(torch, f: np.ndarray, wt: np.ndarray, scale: float, chunk: int, out: np.ndarray) -> None:
+    """:func:`zero_shot_probs`'s loop in torch, in place in ``out``: the float16 conversion (2-3x numpy's), the
+    matmul, the norms and the softmax all run in torch's thread pool. Mixing torch's pool with numpy's BLAS
+    threads in one loop made the two spin against each other on a small machine (2-3x slower)."""
+    block = torch.empty((min(chunk, len(f)), f.shape[1]), dtype=torch.float32)
+    w = torch.from_numpy(wt)
+    o = torch.from_numpy(out)
+    for s in range(0, len(f), chunk):
+        e = min(len(f), s + chunk)
+        src = f[s:e]
+        x = block[: e - s]
+        if src.flags.writeable:
+            x.copy_(torch.from_numpy(np.ascontiguousarray(src)))
+        else:  # torch warns on read-only arrays (a memory map opened "r"): numpy converts those
+            np.copyto(x.numpy(), src, casting="unsafe")
+        logits = o[s:e]
+        torch.mm(x, w, out=logits)
+        logits.mul_((scale / torch.linalg.vector_norm(x, dim=1).clamp_min_(1e-12)).unsqueeze(1))
+        logits.copy_(torch.softmax(logits, dim=1))
+
+
+def _score_numpy(f: np.ndarray, wt: np.ndarray, scale: float, chunk: int, out: np.ndarray) -> None:
+    block = np.empty((min(chunk, len(f)), f.shape[1]), dtype=np.float32)
+    scale = np.float32(scale)
+    for s in range(0, len(f), chunk):
+        e = min(len(f), s + chunk)
+        x = block[: e - s]
+        np.copyto(x, f[s:e], casting="unsafe")
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+        logits = out[s:e]
+        np.matmul(x, wt, out=logits)
+        logits *= (scale / np.maximum(norms, np.float32(1e-12)))[:, None]
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+
+
+def zero_shot_probs(
+    image_features: np.ndarray, classifier: np.ndarray, logit_scale: float = 100.0, chunk: int = SCORE_CHUNK
+) -> np.ndarray:
     """Class probabilities: ``softmax(logit_scale · normalize(f) · Wᵀ)``.
 
-    ``image_features`` may be the cached float16 rows as they are (converted to float32 here). numpy only: no
-    torch import for a command that scores cached features (numpy ≥ 2 converts float16 as fast as torch).
+    ``image_features`` may be the cached float16 rows as they are (a memory map included): ``chunk`` rows at a
+    time are converted into one reused float32 block and scored; the normalisation is applied to the (N, C)
+    logits (``f·Wᵀ / |f|``), not to the (N, D) features. No full float32 copy and no torch import: in torch when
+    the process has already imported it (the app, training), else in numpy.
 
     Parameters
     ----------
@@ -79,24 +133,30 @@ def zero_shot_probs(image_features: np.ndarray, classifier: np.ndarray, logit_sc
     classifier : array (C, D), unit rows (see :func:`text_classifier`)
     logit_scale : float
         CLIP's learnt temperature (100 for the released models).
+    chunk : int
+        Rows per block.
 
     Returns
     -------
     np.ndarray (N, C), float32, rows sum to 1.
     """
-    f = np.asarray(image_features)
+    f = image_features if isinstance(image_features, np.ndarray) else np.asarray(image_features)
     w = np.asarray(classifier, dtype=np.float32)
     if f.ndim != 2 or w.ndim != 2 or f.shape[1] != w.shape[1]:
         raise InvalidInputError(
             f"image features {tuple(f.shape)} and classifier {tuple(w.shape)} must be (N, D) and (C, D)"
         )
-    f = f.astype(np.float32, copy=True)
-    f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-    logits = (f @ w.T) * np.float32(logit_scale)
-    logits -= logits.max(axis=1, keepdims=True)
-    np.exp(logits, out=logits)
-    logits /= logits.sum(axis=1, keepdims=True)
-    return logits
+    if int(chunk) < 1:
+        raise InvalidInputError(f"chunk must be at least 1, got {chunk}")
+    n, chunk = len(f), int(chunk)
+    out = np.empty((n, w.shape[0]), dtype=np.float32)
+    wt = np.ascontiguousarray(w.T)
+    torch = _loaded_torch()
+    if n and torch is not None:
+        _score_torch(torch, f, wt, float(logit_scale), chunk, out)
+    elif n:
+        _score_numpy(f, wt, float(logit_scale), chunk, out)
+    return out
 
 
 def multilabel_sets(probs: np.ndarray, threshold: float = 0.5) -> list[list[int]]:
