@@ -154,6 +154,7 @@ def test_search_text_encoder_offline_fails_at_once(project, no_network):
     assert info.value.hint == Hint(option="clip", value="tiny-random")
     check_clip_available("tiny-random")  # registered models, random init and local files pass
     check_clip_available("ViT-B-32", "none")
+    check_clip_available("ViT-B-32", None)  # None is random init, as load_clip documents
     assert no_network == []
 
 

@@ -134,9 +134,10 @@ def check_clip_available(name: str | None = None, pretrained: str | None = "auto
     name = (name or DEFAULT_CLIP).strip()
     if get_builder("clip", name) is not None or (not name.startswith("hf-hub:") and _is_path(name)):
         return
-    if pretrained is not None and str(pretrained).strip().lower() in ("", "none"):
-        return
-    if pretrained not in (None, "auto") and Path(str(pretrained)).expanduser().is_file():
+    hub = name.startswith("hf-hub:")  # pretrained is ignored for hub ids
+    if not hub and (pretrained is None or str(pretrained).strip().lower() in ("", "none")):
+        return  # random init, as load_clip reads None
+    if pretrained != "auto" and Path(str(pretrained)).expanduser().is_file():
         return
     if not hub_offline():
         return
@@ -148,7 +149,7 @@ def check_clip_available(name: str | None = None, pretrained: str | None = "auto
         tag = None
     else:
         tag = pretrained
-        if tag in (None, "auto"):
+        if tag == "auto":
             tag = DEFAULT_CLIP_TAG if name.replace("/", "-") == DEFAULT_CLIP else _first_tag(name)
             if tag is None:
                 return  # the loader says there is no known tag
