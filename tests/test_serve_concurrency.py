@@ -79,11 +79,7 @@ def test_concurrent_writers_lose_no_edit(tmp_path):
         finally:
             mine.close()
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(work, 8)
     assert not errors
     got = {it.image_id: (it.label, it.source) for it in final_labels(p)}
     assert got == {i: ("dog" if i % 2 else "cat", "human") for i in ids}
@@ -111,9 +107,14 @@ def test_concurrent_unsure_marks_are_all_kept(tmp_path):
         finally:
             mine.close()
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    _in_threads(work, 8)
+    assert not errors and unsure_ids(p) == set(ids)
+
+
+def _in_threads(work, n: int) -> None:
+    """Run ``work(k)`` for k in 0..n-1, each in its own thread, and wait for all of them."""
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not errors and unsure_ids(p) == set(ids)
