@@ -484,22 +484,3 @@ def final_labels(
                 item.classes, item.source, item.score, item.run_id = list(classes), "pseudo", p_score, rid
         out.append(item)
     return out
-
-
-def label_counts(project: Project) -> dict:
-    """How the ok images are labeled.
-
-    Returns ``{"human": n, "accepted": n, "pseudo": n, "unlabeled": n, "total": n,
-    "per_class": {class: n}}``, where ``per_class`` counts final labels of each
-    project class (an image counts once for each of its classes in multi-label projects).
-    """
-    from .review import label_groups  # review builds on this module; its grouped, cached counts
-
-    counts = {"human": 0, "accepted": 0, "pseudo": 0, "unlabeled": 0, "total": 0}
-    per_class = dict.fromkeys(project.classes, 0)
-    for group in label_groups(project):  # one grouped query (then cached per commit), not a pass per image
-        counts["total"] += group.images
-        counts[group.source or "unlabeled"] += group.images
-        for c in group.classes:
-            per_class[c] += group.images
-    return {**counts, "per_class": per_class}

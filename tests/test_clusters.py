@@ -8,6 +8,7 @@ import pytest
 from labeler import clusters, labels
 from labeler.errors import InvalidInputError, NotReadyError
 from labeler.export import export, read_csv
+from labeler.review import label_counts
 
 from .explore_helpers import (
     label_run,
@@ -107,11 +108,11 @@ def test_labeling_a_cluster_changes_labels_counts_and_export(project, tmp_path):
     res = clusters.cluster_run(project, k=3)
     worst = res["clusters"][0]
     members = clusters.cluster_members(project, worst["cluster"])
-    before = labels.label_counts(project)
+    before = label_counts(project)
     not_car = sum(1 for it in labels.final_labels(project, members) if it.label != "car")
     assert not_car > 0
     assert label_images(project, members, "car") == len(members)
-    after = labels.label_counts(project)
+    after = label_counts(project)
     assert after["human"] == len(members)
     assert after["per_class"]["car"] == before["per_class"]["car"] + not_car
     summ = {s["cluster"]: s for s in clusters.cluster_summaries(project)}

@@ -14,13 +14,13 @@ from labeler.labels import (
     active_run,
     clear_labels,
     final_labels,
-    label_counts,
     read_predictions,
     set_active_run,
     set_human_labels,
     write_predictions,
 )
 from labeler.project import Project
+from labeler.review import label_counts
 from store import now
 
 

@@ -16,7 +16,6 @@ from labeler.labels import (
     active_run,
     clear_labels,
     final_labels,
-    label_counts,
     set_human_labels,
     write_predictions,
 )
@@ -26,6 +25,7 @@ from labeler.review import (
     exclude_images,
     explore_counts,
     include_images,
+    label_counts,
     label_groups,
     mark_unsure,
     review_counts,

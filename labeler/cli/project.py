@@ -97,7 +97,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def status_dict(project) -> dict:
     """Everything ``status --json`` prints."""
     from ..jobs import list_runs
-    from ..labels import active_run, label_counts
+    from ..labels import active_run
+    from ..review import label_counts
 
     counts = label_counts(project)
     active = active_run(project)

@@ -9,8 +9,8 @@ import gradio as gr
 
 from ...export import export_for_download, list_exporters, recent_exports
 from ...jobs import run_in_background
-from ...labels import label_counts
 from ...project import Project
+from ...review import label_counts
 from ..common import NO_PROJECT, Ctx, bind, empty_state, error_text, finished_task, guard, wire
 
 #: How the step names the formats it knows well; any other registered exporter shows its registry summary.

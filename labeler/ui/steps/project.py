@@ -74,7 +74,7 @@ class ArchiveOut(NamedTuple):
 def project_rows(root: str | os.PathLike | None = None) -> list[dict]:
     """Projects under ``root`` (default: the data dir) with counts: ``{"name", "path", "images", "classes",
     "labels", "labeled"}``."""
-    from ...labels import label_counts
+    from ...review import label_counts
 
     out = []
     for p in list_projects(root):
