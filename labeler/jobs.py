@@ -62,6 +62,9 @@ WRITING_KINDS = frozenset({"import", "features", "label", "train", "describe", "
 _local_cancel: dict[tuple[str, int], threading.Event] = {}
 #: (real path of the project, run id) of every Job of this process that has not finished yet.
 _live: set[tuple[str, int]] = set()
+#: Held while a row of this process turns ``running`` and its Job registers in ``_live``, and while a Job records
+#: its end and leaves: another thread never reads a row of this process as interrupted while it starts or ends.
+_live_lock = threading.RLock()
 
 
 @dataclass
@@ -157,6 +160,11 @@ class Job:
             Another writing job runs on this project.
         """
         locked = lock_project(project, kind) if kind in WRITING_KINDS else False
+        with _live_lock:  # the row is not read as interrupted before its Job registers
+            return cls._insert(project, kind, method, params, on_progress, locked)
+
+    @classmethod
+    def _insert(cls, project, kind, method, params, on_progress, locked: bool) -> Job:
         try:
             t = now()
             with project.db.conn:
@@ -200,6 +208,11 @@ class Job:
         """
         row = get_run(project, run_id)
         locked = lock_project(project, row["kind"]) if row["kind"] in WRITING_KINDS else False
+        with _live_lock:  # the row is not read as interrupted before its Job registers
+            return cls._rerun(project, run_id, row, fields, on_progress, locked)
+
+    @classmethod
+    def _rerun(cls, project, run_id: int, row: dict, fields, on_progress, locked: bool) -> Job:
         try:
             if get_run(project, run_id)["status"] == "running":
                 raise ProjectBusyError(
@@ -267,14 +280,15 @@ class Job:
     def finish(self, status: str, error: str | None = None) -> None:
         """Record the outcome and release the writer lock (if this job took it)."""
         try:
-            with self.project.db.conn:
+            with _live_lock, self.project.db.conn:
                 fields = {"status": status, "finished_at": now(), "heartbeat": now(), "error": error}
                 if status == "done":
                     fields["progress"] = 1.0
                 self.project.db["runs"].update(self.id, fields)
         finally:
             _local_cancel.pop((str(self.project.root), self.id), None)
-            _live.discard((os.path.realpath(self.project.root), self.id))
+            with _live_lock:
+                _live.discard((os.path.realpath(self.project.root), self.id))
             if self._locked:
                 self._locked = False
                 unlock_project(self.project)
@@ -336,7 +350,12 @@ def is_interrupted(project: Project, row: dict) -> bool:
     if not pid or host != hostname():
         return stale
     if int(pid) == os.getpid():
-        return (os.path.realpath(project.root), int(row["id"])) not in _live
+        with _live_lock:
+            if (os.path.realpath(project.root), int(row["id"])) in _live:
+                return False
+            # not live: it ended without finishing (interrupted), or it finished after ``row`` was read
+            fresh = project.db.execute("select status from runs where id = ?", [int(row["id"])]).fetchone()
+            return bool(fresh) and fresh[0] == "running"
     if not pid_alive(int(pid)):
         return True
     return stale and row.get("kind") in WRITING_KINDS and project_lock(project.root).is_free()

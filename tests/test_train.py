@@ -539,3 +539,31 @@ def test_running_rows_read_interrupted_when_their_process_is_gone(project):
     assert row(pid=None, host=None, heartbeat=0) == "interrupted"  # rows older than the pid column
     job.finish("done")
     assert row(pid=os.getpid(), host=hostname(), heartbeat=1e12) == "interrupted"  # ours, but no live Job
+
+
+def test_a_run_of_this_process_never_reads_interrupted_while_it_starts_or_ends(project, monkeypatch):
+    """Another thread (the app's poll, a test's wait) read a starting run as interrupted (the row was written
+    before its Job registered) and an ending one too (the row read before the Job finished, checked after)."""
+    import threading
+
+    from labeler import jobs
+
+    seen: list[str] = []
+    readers: list[threading.Thread] = []
+    real = jobs.Job.__init__
+
+    def init(self, *args, **kwargs):  # the row is written; a reader comes before the Job registers
+        reader = threading.Thread(target=lambda: seen.append(list_runs(Project(project.root))[0]["status"]))
+        reader.start()
+        reader.join(timeout=0.5)  # with the fix the reader waits for the start to end (a bound, not a timing)
+        readers.append(reader)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(jobs.Job, "__init__", init)
+    job = jobs.Job.start(project, "cluster")
+    readers[0].join()
+    assert seen == ["running"]
+    monkeypatch.undo()
+    row = dict(project.db["runs"].get(job.id))  # read while it runs ...
+    job.finish("done")  # ... checked after it ended: not interrupted
+    assert row["status"] == "running" and not jobs.is_interrupted(project, row)
