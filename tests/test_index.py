@@ -169,6 +169,24 @@ def test_tune_nprobe_pure():
     assert lindex.default_nlist(1_000_000) == 2048 and lindex.default_nlist(10) == 16
 
 
+def test_tune_nprobe_on_a_sample_of_the_rows_errs_on_the_large_side():
+    """Tuning against a sample of the database (the exact search over all rows was most of a 1M build) picks an
+    nprobe at least the full tuning's, whose recall over all rows reaches the target, and not the exhaustive one."""
+    rng = np.random.default_rng(3)
+    centres = unit(rng.normal(size=(200, 16)))
+    x = unit(centres[rng.integers(0, 200, 30_000)] + 0.35 * rng.normal(size=(30_000, 16)))
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(16), 16, 128, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(x)
+    ivf.add(x)
+    full, _ = lindex.tune_nprobe(ivf, x, target=0.9, n_queries=300, sample=None)
+    sampled, in_sample = lindex.tune_nprobe(ivf, x, target=0.9, n_queries=300, sample=5000)
+    assert in_sample >= 0.9 and full <= sampled < 128, (full, sampled)
+    qi = np.random.default_rng(9).choice(len(x), 300, replace=False)  # other queries, all rows: the real recall
+    truth = lindex._drop_self(lindex.exact_knn(x[qi], x, 21), qi, 20)
+    _, found = ivf.search(x[qi], 21, params=faiss.SearchParametersIVF(nprobe=sampled))
+    assert lindex.recall_at_k(lindex._drop_self(found, qi, 20), truth) >= 0.9
+
+
 def test_ivf_reopens_memory_mapped_with_the_same_results_and_still_extends(project):
     """Reopening a saved IVF index maps its lists instead of reading them (a 1M index took ~8 s to reopen);
     searches are the same, and new vectors are still added (the mapped index is read fully first)."""
