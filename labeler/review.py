@@ -617,6 +617,15 @@ class ReviewCounts:
         return next((r["images"] for r in self.classes if r["class"] == view), 0)
 
 
+def _check_counts_args(threshold, bins) -> tuple[float, int]:
+    """``(threshold, bins)`` of the counts checked: a confidence in [0, 1] and 1–1000 histogram bins."""
+    if not isinstance(threshold, (int, float, np.number)) or not 0.0 <= float(threshold) <= 1.0:
+        raise InvalidInputError(f"threshold must be a confidence between 0 and 1, got {threshold!r}")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 1 <= int(bins) <= 1000:
+        raise InvalidInputError(f"bins must be between 1 and 1000, got {bins!r}")
+    return float(threshold), int(bins)
+
+
 def review_counts(
     project: Project, threshold: float = 0.5, bins: int = HIST_BINS, run_id: int | None = None
 ) -> ReviewCounts:
@@ -640,10 +649,7 @@ def review_counts(
     """
     from .labels import active_run, get_label_run
 
-    if not isinstance(threshold, (int, float, np.number)) or not 0.0 <= float(threshold) <= 1.0:
-        raise InvalidInputError(f"threshold must be a confidence between 0 and 1, got {threshold!r}")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 1 <= int(bins) <= 1000:
-        raise InvalidInputError(f"bins must be between 1 and 1000, got {bins!r}")
+    threshold, bins = _check_counts_args(threshold, bins)
     run = get_label_run(project, run_id) if run_id is not None else active_run(project)
     edges = np.linspace(0.0, 1.0, int(bins) + 1)
     out = ReviewCounts(classes=[{"class": c, "images": 0, "reviewed": 0, "low confidence": 0} for c in project.classes])
@@ -1026,11 +1032,7 @@ def label_groups(
     """
     from .labels import active_run, get_label_run
 
-    if not isinstance(threshold, (int, float, np.number)) or not 0.0 <= float(threshold) <= 1.0:
-        raise InvalidInputError(f"threshold must be a confidence between 0 and 1, got {threshold!r}")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 1 <= int(bins) <= 1000:
-        raise InvalidInputError(f"bins must be between 1 and 1000, got {bins!r}")
-    threshold, bins = float(threshold), int(bins)
+    threshold, bins = _check_counts_args(threshold, bins)
     db_key, version = _data_version(project)  # read before the data: a commit meanwhile invalidates the result
     run = get_label_run(project, run_id) if run_id is not None else active_run(project)
     layers = _Layers(project, run)
