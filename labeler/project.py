@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import platformdirs
@@ -350,6 +350,37 @@ class Project:
     @property
     def multi_label(self) -> bool:
         return bool(self.get_meta("multi_label", False))
+
+    # --- multi-label thresholds ---------------------------------------------------
+    def thresholds(self) -> dict[str, float]:
+        """Per-class score thresholds a person set for multi-label pseudo-labels (class → value in [0, 1]).
+
+        Empty until one is set: then each labeling run's own label sets stand. Classes no longer in the
+        class list are dropped.
+        """
+        saved = self.get_meta("thresholds", {}) or {}
+        names = set(self.classes)
+        return {str(k): float(v) for k, v in saved.items() if k in names and isinstance(v, (int, float))}
+
+    def set_thresholds(self, values: Mapping[str, float], *, replace: bool = False) -> dict[str, float]:
+        """Save per-class thresholds (merged into the saved ones unless ``replace``); returns all saved.
+
+        Raises
+        ------
+        InvalidInputError
+            An unknown class name, or a value that is not a number in [0, 1].
+        """
+        names = set(self.classes)
+        clean = {}
+        for name, value in dict(values).items():
+            if name not in names:
+                raise InvalidInputError(f"threshold for unknown class {name!r}; the classes are {sorted(names)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                raise InvalidInputError(f"threshold of {name!r} must be a number in [0, 1], got {value!r}")
+            clean[str(name)] = float(value)
+        merged = clean if replace else {**self.thresholds(), **clean}
+        self.set_meta("thresholds", merged)
+        return merged
 
     # --- classes ----------------------------------------------------------------
     @property

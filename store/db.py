@@ -284,6 +284,34 @@ def _migrate_7(db: sqlite_utils.Database) -> None:
     db["images"].create_index(["root_id"], if_not_exists=True)
 
 
+def _migrate_8(db: sqlite_utils.Database) -> None:
+    """Editable captions and set-valued ground truth.
+
+    ``captions`` gains ``enabled`` (0: a person disabled it, e.g. a hallucinated caption; it drops out of
+    LatteCLIP's text fusion) and ``original`` (the model's text before a person edited it; null: not edited).
+    ``ground_truth`` holds an image's true classes where they are a set (multi-label projects), imported from
+    a CSV/JSON file of image → labels or parsed from folder names; ``images.folder_label`` stays the
+    single-label truth. Both are for evaluation only and never train a model.
+    """
+    cols = db["captions"].columns_dict
+    if "enabled" not in cols:
+        db["captions"].add_column("enabled", int, not_null_default=1)
+    if "original" not in cols:
+        db["captions"].add_column("original", str)
+    db["ground_truth"].create(
+        if_not_exists=True,
+        columns={
+            "image_id": int,
+            "labels": str,  # JSON list of class names (may be empty: an image with none of the classes)
+            "source": str,  # folder | file
+            "file": str,  # the CSV/JSON it came from (file only)
+            "created_at": float,
+        },
+        pk="image_id",  # no foreign key to images (like captions): removing images must not trip over it
+        not_null={"labels", "source"},
+    )
+
+
 #: One migration per schema version; ``MIGRATIONS[i]`` brings version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
@@ -293,6 +321,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_5,
     _migrate_6,
     _migrate_7,
+    _migrate_8,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -259,7 +259,7 @@ def test_a_version_6_database_gains_import_roots_with_its_images_roots(tmp_path)
     db.conn.commit()
     db.conn.close()
     db = store.connect(tmp_path / store.DB_FILENAME)
-    assert store.schema_version(db) == store.SCHEMA_VERSION == 7
+    assert store.schema_version(db) == store.SCHEMA_VERSION == 8
     assert db.execute("select id, path, kind from import_roots order by id").fetchall() == [
         (1, "/d/cat", None),
         (2, "/d/dog", None),
