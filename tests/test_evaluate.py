@@ -297,3 +297,33 @@ def test_cli_eval_of_a_multi_label_project(tmp_path, capsys):
     assert main(["truth", root]) == 0
     assert "1 from files" in capsys.readouterr().out
     assert main(["truth", root, "--clear"]) == 0
+
+
+def test_a_multi_label_project_end_to_end_through_the_cli(tmp_path, capsys):
+    """Images in folders cat/, dog/ and cat+dog/ → tiny features → zero-shot → multi-hot CSV → mAP."""
+    from labeler.cli import main
+    from labeler.export import read_csv
+
+    from .conftest import class_folders
+
+    images = class_folders(tmp_path / "imgs", 4, ["cat", "dog", "cat+dog"])
+    root = str(tmp_path / "proj")
+    assert main(["init", root, "--classes", "cat,dog", "--multi-label"]) == 0
+    assert main(["import", root, str(images), "--quiet"]) == 0
+    assert main(["features", root, "--clip", "tiny-random", "--quiet"]) == 0
+    assert main(["label", root, "--quiet"]) == 0
+    out = tmp_path / "labels.csv"
+    assert main(["export", root, "--format", "csv", "--one-hot", "--scores", "-o", str(out)]) == 0
+    rows = read_csv(out)
+    assert len(rows) == 12 and list(rows[0])[7:] == ["cat", "dog", "score:cat", "score:dog"]
+    for r in rows:
+        assert {c for c in ("cat", "dog") if r[c] == "1"} == set(filter(None, r["label"].split(";")))
+        assert all(0.0 <= float(r[f"score:{c}"]) <= 1.0 for c in ("cat", "dog"))
+    capsys.readouterr()
+    assert main(["eval", root, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["truth_sources"] == {"file": 0, "folder": 12} and res["n_scored"] == 12
+    assert res["per_class"]["cat"]["support"] == 8 and res["per_class"]["dog"]["support"] == 8
+    assert 0.0 <= res["map"] <= 1.0 and [b["class"] for b in res["ap_bars"]] == ["cat", "dog"]
+    assert main(["export", root, "--format", "imagefolder", "-o", str(tmp_path / "folders")]) == 2
+    assert "multi-label" in capsys.readouterr().err

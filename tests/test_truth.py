@@ -150,6 +150,10 @@ HOSTILE = {
     "nul": ("x.csv", "path,labels\n6.jpg\x00,cat\n", "NUL"),
     "suffix": ("x.txt", "6.jpg cat\n", "give a .csv, .json or .jsonl"),
     "empty": ("x.csv", "", "the file is empty"),
+    "long jsonl line": ("x.jsonl", '{"path": "' + "a" * 300_000 + '", "labels": []}\n', "line 1: the line is longer"),
+    "long csv cell": ("x.csv", "path,labels\n6.jpg," + "a" * 200_000 + "\n", "line 2: not valid CSV"),
+    "long path": ("x.csv", "path,labels\n" + "a" * 5000 + ",cat\n", "longer than 4096 characters"),
+    "not utf-8": ("x.csv", "path,labels\n6.jpg,caf\udce9\n", "not UTF-8"),
 }
 
 
@@ -161,7 +165,7 @@ def test_hostile_files_are_refused_naming_the_line_and_field_and_write_nothing(m
     import_truth(project, good)
     name, text, message = HOSTILE[case]
     f = tmp_path / name
-    f.write_text(text, encoding="utf-8")
+    f.write_text(text, encoding="utf-8", errors="surrogateescape")
     with pytest.raises(InvalidInputError, match=message.replace("(", r"\(").replace("'", "'")) as err:
         # the good rows of a bad file are not written either, even with replace (one transaction)
         import_truth(project, f, replace=True)
