@@ -579,3 +579,18 @@ def test_the_export_step_offers_the_multi_label_options(multi, tmp_path, _data_d
         step.run(ctx, key, "imagefolder", ["one_hot"])
     assert {v for _, v in step.OPTIONS} == {"one_hot", "scores", "link"}
     assert step.option_values(["link", "bogus"]) == {"link": True}
+
+
+def test_a_linked_multi_label_imagefolder_downloads_as_a_zip_of_the_files(multi, tmp_path):
+    import zipfile
+
+    from labeler.export import export_for_download
+
+    project, _, _ = multi
+    res = export_for_download(project, "imagefolder", link=True, one_hot=True)  # one_hot: not an imagefolder option
+    with zipfile.ZipFile(res["path"]) as zf:
+        names = {n.split("/", 1)[1] for n in zf.namelist() if not n.endswith("/")}
+        assert {"sky/a.png", "sea/a.png", "label/d.png", "sky/d.png"} <= names
+        top = zf.namelist()[0].split("/", 1)[0]
+        assert zf.read(f"{top}/sky/a.png") == (tmp_path / "src/a.png").read_bytes()  # the bytes, not a link
+    assert ["sky", "a.png"] in res["rows"] or ["sea", "a.png"] in res["rows"]
