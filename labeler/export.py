@@ -523,7 +523,7 @@ def export_imagefolder(project: Project, out: Path, *, link: bool = False) -> Ex
     if project.multi_label and not link:
         raise InvalidInputError(
             "this project is multi-label, and an ImageFolder holds one class per image: export csv with one_hot "
-            "(a 0/1 column per class) or jsonl instead, or ask for one folder per label with links (link)",
+            "(a 0/1 column per class) or jsonl instead, or link the images into one folder per label",
             hint=Hint(option="link"),
         )
     items = final_labels(project)

@@ -501,7 +501,7 @@ def test_single_label_exports_gain_nothing_by_default(weird, tmp_path):
 
 def test_imagefolder_refuses_multi_label_unless_asked_for_links(multi, tmp_path, monkeypatch):
     project, ids, run = multi
-    with pytest.raises(InvalidInputError, match="multi-label.*one_hot.*jsonl.*link") as err:
+    with pytest.raises(InvalidInputError, match="multi-label.*one_hot.*jsonl.*link the images") as err:
         export(project, "imagefolder", tmp_path / "out")
     assert err.value.hint is not None and err.value.hint.option == "link"
     assert not (tmp_path / "out").exists()  # refused before anything was written
