@@ -59,6 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_truth(args: argparse.Namespace) -> int:
+    from ..history import counted
     from ..truth import clear_truth, import_truth, truth_summary
 
     project = open_project(args)
@@ -68,7 +69,10 @@ def cmd_truth(args: argparse.Namespace) -> int:
         return 0
     if args.file is None:
         s = truth_summary(project)
-        text = f"{s['images']} images have ground truth: {s['file']} from files, {s['folder']} from folder names"
+        text = (
+            f"{counted(s['images'], 'image')} with ground truth: {s['file']} from files, "
+            f"{s['folder']} from folder names"
+        )
         text += "".join(f"\n  file: {f}" for f in s["files"])
         emit(args, s, text)
         return 0
@@ -80,7 +84,9 @@ def cmd_truth(args: argparse.Namespace) -> int:
         drop_unknown_classes=args.drop_unknown_classes,
         sep=args.sep,
     )
-    lines = [f"imported the ground truth of {rep.written} images ({rep.empty} with no class) from {rep.file}"]
+    lines = [
+        f"imported the ground truth of {counted(rep.written, 'image')} ({rep.empty} with no class) from {rep.file}"
+    ]
     if rep.replaced:
         lines.append(f"  replaced that of {rep.replaced} images from earlier files")
     if rep.skipped_images:
