@@ -116,32 +116,42 @@ def _names(value) -> list[str]:
 
 
 def accuracy_estimate(
-    pairs: Iterable[tuple], weights: Sequence[float] | None = None, classes: Sequence[str] | None = None, z: float = Z95
+    pairs: Iterable[tuple],
+    weights: Sequence[float] | None = None,
+    classes: Sequence[str] | None = None,
+    z: float = Z95,
+    multi_label: bool | None = None,
 ) -> dict:
     """Accuracy of predicted labels against audited truth, overall and per class.
 
     Parameters
     ----------
     pairs : iterable of (truth, predicted)
-        Each a class name or a list of them (multi-label); an empty or None prediction is wrong.
-        A prediction is right when its set of classes equals the truth's.
+        Each a class name or a list of them (multi-label); an empty or None prediction is wrong (multi-label:
+        right when the truth is empty too). A prediction is right when its set of classes equals the truth's.
     weights : sequence of float, optional
         One design weight per pair (see :func:`estimate`).
     classes : sequence of str, optional
         The classes to report per class (default: every class named in the pairs, sorted).
+    multi_label : bool, optional
+        Label sets (default: when some truth or prediction has other than one class). Adds ``micro``.
 
     Returns
     -------
     dict
-        ``overall`` (see :func:`estimate`) and ``per_class``: ``{class: {"precision": ..., "recall": ...,
-        "few": bool}}`` for classes that occur in the sample — precision over the images predicted as the
-        class, recall over the images truly of it; ``few`` when either has under 5 images.
+        ``overall`` (see :func:`estimate`; for sets the exact-set accuracy) and ``per_class``: ``{class:
+        {"precision": ..., "recall": ..., "few": bool}}`` for classes that occur in the sample — precision over
+        the images predicted as the class, recall over the images truly of it; ``few`` when either has under 5
+        images. Multi-label also ``micro``: ``{"precision", "recall"}`` pooled over every (image, class) pair
+        predicted / true, each pair weighing its image's weight (its ``n`` counts pairs).
     """
     pairs = [(_names(t), _names(p)) for t, p in pairs]
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
     if w is not None and len(w) != len(pairs):
         raise InvalidInputError(f"{len(w)} weights for {len(pairs)} pairs")
-    right = np.array([bool(p) and set(p) == set(t) for t, p in pairs], dtype=bool)
+    if multi_label is None:
+        multi_label = any(len(t) != 1 or len(p) > 1 for t, p in pairs)
+    right = np.array([(bool(p) or multi_label) and set(p) == set(t) for t, p in pairs], dtype=bool)
     out = {"overall": estimate(right, w, z), "per_class": {}}
     if classes is None:
         classes = sorted({c for t, p in pairs for c in (*t, *p)})
@@ -154,6 +164,22 @@ def accuracy_estimate(
         prec = estimate(hit[predicted], None if w is None else w[predicted], z)
         rec = estimate(hit[truly], None if w is None else w[truly], z)
         out["per_class"][c] = {"precision": prec, "recall": rec, "few": min(prec["n"], rec["n"]) < MIN_PER_CLASS}
+    if multi_label:
+        # every predicted (image, class) pair: right when the class is true; every true pair: found when predicted
+        p_hit, p_w, t_hit, t_w = [], [], [], []
+        for k, (t, p) in enumerate(pairs):
+            wk = 1.0 if w is None else float(w[k])
+            truth_set, pred_set = set(t), set(p)
+            for c in pred_set:
+                p_hit.append(c in truth_set)
+                p_w.append(wk)
+            for c in truth_set:
+                t_hit.append(c in pred_set)
+                t_w.append(wk)
+        out["micro"] = {
+            "precision": estimate(p_hit, None if w is None else p_w, z),
+            "recall": estimate(t_hit, None if w is None else t_w, z),
+        }
     return out
 
 
@@ -351,7 +377,7 @@ def _item(row: tuple, label) -> dict:
         "position": int(position),
         "stratum": stratum,
         "verdict": verdict,
-        "truth": json.loads(truth) if truth else None,
+        "truth": json.loads(truth) if truth is not None else None,
         "label_at_check": json.loads(seen) if seen else None,
         "checked_at": checked_at,
         "rel_path": label.rel_path if label else None,
@@ -400,8 +426,9 @@ def record_verdict(project: Project, image_id: int, verdict: str, classes: str |
     ----------
     verdict : str
         ``confirm`` — the current final label is right (the truth is that label); ``correct`` — the truth is
-        ``classes`` (a project class, or for multi-label projects a list of them); ``skip`` — cannot tell (the
-        image is left out of the estimate, and counted).
+        ``classes`` (a project class, or for multi-label projects a list of them: the true label set, ``[]``
+        when the image has none of the classes); ``skip`` — cannot tell (the image is left out of the
+        estimate, and counted).
 
     Returns
     -------
@@ -425,11 +452,15 @@ def record_verdict(project: Project, image_id: int, verdict: str, classes: str |
         raise InvalidInputError(f"image {image_id} is not an ok image any more (excluded or missing): skip it")
     seen = list(labels[0].classes)
     if verdict == "correct":
-        if classes is None or (not isinstance(classes, str) and not list(classes)):
+        empty = classes is not None and not isinstance(classes, str) and not list(classes)
+        if empty and project.multi_label:
+            truth = []  # the image has none of the classes
+        elif classes is None or empty:
             raise InvalidInputError(
                 "give the true class to correct an audit image", hint=Hint(option="check", value="IMAGE CLASS")
             )
-        truth = canonical_classes(project, classes)
+        else:
+            truth = canonical_classes(project, classes)
     else:
         if classes is not None:
             raise InvalidInputError(f"{verdict} takes no class: use correct to give the true class")
@@ -490,7 +521,9 @@ def audit_report(project: Project, run_id: int | None = None, z: float = Z95) ->
     dict
         ``labels`` ("final labels" or "run N (method)"), ``run_id``, ``design``, ``sampled``, ``checked``,
         ``skipped``, ``unchecked``, ``used`` (checked images in the estimate), ``overall`` and ``per_class``
-        (see :func:`accuracy_estimate`), ``confidence`` (0.95), ``warnings`` (list of str).
+        (see :func:`accuracy_estimate`), ``confidence`` (0.95), ``multi_label`` (then ``overall`` is the
+        exact-set accuracy, ``per_class`` the per-label precision and recall, and ``micro`` pools the labels),
+        ``warnings`` (list of str).
 
     Raises
     ------
@@ -550,11 +583,13 @@ def audit_report(project: Project, run_id: int | None = None, z: float = Z95) ->
             f"the sample was drawn from {plan['population']} images; the project has {plan['population_now']} "
             "now (images added later were only drawn from when it was extended)"
         )
+    multi = bool(project.multi_label or (run is not None and run["params"].get("multi_label")))
     est = accuracy_estimate(
         [(it["truth"], p) for it, p in zip(checked, predicted, strict=True)],
         weights,
         classes=list(project.classes),
         z=z,
+        multi_label=multi,
     )
     return {
         "labels": what,
@@ -564,6 +599,7 @@ def audit_report(project: Project, run_id: int | None = None, z: float = Z95) ->
         "used": len(checked),
         "confidence": 0.95 if abs(z - Z95) < 1e-6 else None,
         "z": z,
+        "multi_label": multi,
         **est,
         "warnings": warnings,
     }

@@ -1,9 +1,17 @@
-"""Accuracy against folder names: images imported from ``root/<class>/...`` carry their class as ground truth.
+"""Evaluation against ground truth.
 
-A folder label matches a class when they are equal ignoring case and treating
-``_`` and spaces alike (``golden_retriever`` = ``Golden Retriever``); images
-whose folder matches no class are left out. Pure numpy: :func:`confusion_matrix`
-and :func:`classification_report` work on plain arrays.
+Single-label (:func:`evaluate`): accuracy against folder names — images imported from ``root/<class>/...``
+carry their class as ground truth. A folder label matches a class when they are equal ignoring case and
+treating ``_`` and spaces alike (``golden_retriever`` = ``Golden Retriever``); images whose folder matches no
+class are left out. For a multi-label project :func:`evaluate` still gives this top-1 view of one folder class.
+
+Multi-label (:func:`evaluate_multi_label`): mAP (macro), per-class AP and F1 (per class, macro, micro) at the
+chosen thresholds, and exact-set accuracy, against the ground truth sets of :mod:`labeler.truth` (a
+CSV/JSON file of image → labels, or folder names such as ``cat+dog``). The metrics are those of
+:mod:`labeler.metrics`.
+
+Pure numpy: :func:`confusion_matrix`, :func:`classification_report`, :func:`predicted_sets` and
+:func:`multi_label_report` work on plain arrays.
 """
 
 from __future__ import annotations
@@ -13,33 +21,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from store import in_chunks
+
 from .errors import InvalidInputError, NotReadyError
-from .labels import active_run, get_label_run
+from .labels import active_run, final_labels, get_label_run
+from .metrics import f1_at, mean_average_precision
 from .project import Project
 from .review import label_groups
+from .truth import match_folder_labels, normalize_class_name, truth_table
 
 #: ``by_source`` lists the sources in precedence order.
 SOURCE_ORDER = {"human": 0, "accepted": 1, "pseudo": 2}
 #: Above this many classes ``evaluate`` leaves out the (C, C) confusion matrix (it reports ``None``).
 MAX_CONFUSION_CLASSES = 500
-
-
-def normalize_class_name(name: str) -> str:
-    """Key for matching folder names to class names: case-folded, '_' as space, spaces collapsed."""
-    return " ".join(name.replace("_", " ").split()).casefold()
-
-
-def match_folder_labels(folder_labels: Sequence[str | None], class_names: Sequence[str]) -> np.ndarray:
-    """Class index of each folder label (-1 where none matches): exact name first, then normalised."""
-    exact = {c: i for i, c in enumerate(class_names)}
-    loose: dict[str, int] = {}
-    for i, c in enumerate(class_names):
-        loose.setdefault(normalize_class_name(c), i)
-    out = np.full(len(folder_labels), -1, dtype=np.int64)
-    for k, folder in enumerate(folder_labels):
-        if folder:
-            out[k] = exact.get(folder, loose.get(normalize_class_name(folder), -1))
-    return out
 
 
 def _check_labels(y: np.ndarray, num_classes: int, what: str) -> np.ndarray:
@@ -228,3 +222,245 @@ def evaluate(project: Project, run_id: int | None = None) -> dict:
         "multi_label": multi,
         "by_source": by_source,
     }
+
+
+# --- multi-label: sets of classes against ground truth sets -------------------------------------------------
+def predicted_sets(probs: np.ndarray, run_sets: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """A run's label sets with per-class thresholds applied where a person set one.
+
+    Parameters
+    ----------
+    probs : array (N, C)
+        The run's per-class scores.
+    run_sets : array (N, C) of bool
+        The run's own label sets.
+    thresholds : array (C,)
+        A score in [0, 1] for a class with a threshold (``probs >= t`` is labeled), NaN for one without (the
+        run's set stands).
+
+    Returns
+    -------
+    array (N, C) of bool
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    s = np.asarray(run_sets, dtype=bool)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if p.ndim != 2 or s.shape != p.shape or t.shape != (p.shape[1],):
+        raise InvalidInputError(
+            f"probs (N, C), run_sets (N, C) and thresholds (C,) must agree, got {p.shape}, {s.shape}, {t.shape}"
+        )
+    has = np.isfinite(t)
+    if (t[has] < 0).any() or (t[has] > 1).any():
+        raise InvalidInputError("thresholds must be in [0, 1] (NaN: none)")
+    return np.where(has[None, :], p >= np.where(has, t, 0.0)[None, :], s)
+
+
+def _num(x) -> float | None:
+    """A JSON-safe number: NaN (undefined) as None."""
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def multi_label_report(
+    scores: np.ndarray | None,
+    predicted: np.ndarray,
+    truth: np.ndarray,
+    class_names: Sequence[str],
+    scored: np.ndarray | None = None,
+) -> dict:
+    """mAP, per-class AP and F1 (per class, macro, micro) of multi-label predictions against truth sets.
+
+    Parameters
+    ----------
+    scores : array (N, C) or None
+        Per-class scores for the ranking metrics (None: no mAP).
+    predicted, truth : arrays (N, C) of bool
+        The label sets and the true sets.
+    class_names : sequence of str, length C
+    scored : array (N,) of bool, optional
+        Which rows have scores (the others count for F1 only). Default: all.
+
+    Returns
+    -------
+    dict
+        ``map`` (macro over classes with a positive among the scored rows; None without scores), ``ap``
+        ``{class: float | None}``, ``per_class`` ``{class: {"ap", "precision", "recall", "f1", "support",
+        "predicted"}}``, ``macro_f1``, ``micro`` ``{"precision", "recall", "f1"}``, ``exact_match`` (the
+        fraction of rows whose set equals the truth), ``n``, ``n_scored``, ``ap_bars`` (``[{"class", "ap"}]``
+        for the classes with an AP, in class order: a bar chart's rows). Undefined values are None.
+    """
+    t = np.asarray(truth, dtype=bool)
+    p = np.asarray(predicted, dtype=bool)
+    names = list(class_names)
+    if t.ndim != 2 or p.shape != t.shape or t.shape[1] != len(names):
+        raise InvalidInputError(
+            f"predicted and truth must be (N, C) with C = {len(names)} classes, got {p.shape} and {t.shape}"
+        )
+    n = t.shape[0]
+    mask = np.ones(n, dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
+    if mask.shape != (n,):
+        raise InvalidInputError(f"scored must be (N,) = ({n},), got {mask.shape}")
+    if scores is not None and mask.any():
+        s = np.asarray(scores, dtype=np.float64)
+        if s.shape != t.shape:
+            raise InvalidInputError(f"scores must be (N, C) = {t.shape}, got {s.shape}")
+        m, ap = mean_average_precision(s[mask], t[mask])
+    else:
+        m, ap = float("nan"), np.full(len(names), np.nan)
+    f = f1_at(p, t)
+    per_class = {
+        c: {
+            "ap": _num(ap[k]),
+            "precision": _num(f["precision"][k]),
+            "recall": _num(f["recall"][k]),
+            "f1": _num(f["f1"][k]),
+            "support": int(t[:, k].sum()),
+            "predicted": int(p[:, k].sum()),
+        }
+        for k, c in enumerate(names)
+    }
+    return {
+        "map": _num(m),
+        "ap": {c: _num(ap[k]) for k, c in enumerate(names)},
+        "per_class": per_class,
+        "macro_f1": _num(f["macro_f1"]),
+        "micro": {k: _num(v) for k, v in f["micro"].items()},
+        "exact_match": float((p == t).all(axis=1).mean()) if n else None,
+        "n": int(n),
+        "n_scored": int(mask.sum()) if scores is not None else 0,
+        "ap_bars": [{"class": c, "ap": float(ap[k])} for k, c in enumerate(names) if np.isfinite(ap[k])],
+    }
+
+
+def _run_rows(project: Project, run: dict, image_ids: list[int], classes: list[str]):
+    """(has (N,) bool, probs (N, C), sets (N, C) bool) of a run for ``image_ids``, columns in ``classes`` order
+    (a class the run did not have scores 0 and is never in its sets)."""
+    run_classes = list(run["params"]["classes"])
+    col = {c: k for k, c in enumerate(classes)}
+    where = np.array([col.get(c, -1) for c in run_classes], dtype=np.int64)
+    keep = where >= 0
+    pos = {i: k for k, i in enumerate(image_ids)}
+    n, c = len(image_ids), len(classes)
+    has = np.zeros(n, dtype=bool)
+    probs = np.zeros((n, c), dtype=np.float64)
+    sets = np.zeros((n, c), dtype=bool)
+    for chunk, marks in in_chunks(image_ids):
+        for image_id, class_idx, labels, blob in project.db.execute(
+            f"select image_id, class_idx, labels, probs from predictions where run_id = ? and image_id in ({marks})",
+            [run["id"], *chunk],
+        ):
+            k = pos[int(image_id)]
+            vec = np.frombuffer(blob or b"", dtype="<f4")
+            if vec.size != len(run_classes):
+                raise InvalidInputError(
+                    f"run {run['id']}: the stored scores of image {image_id} have {vec.size} values, not "
+                    f"{len(run_classes)}; rerun the labeling"
+                )
+            has[k] = True
+            probs[k, where[keep]] = vec[keep]
+            listed = json.loads(labels) if labels is not None else ([] if class_idx is None else [class_idx])
+            for i in listed:
+                if 0 <= int(i) < len(run_classes) and where[int(i)] >= 0:
+                    sets[k, where[int(i)]] = True
+    return has, probs, sets
+
+
+def evaluate_multi_label(
+    project: Project, run_id: int | None = None, thresholds: dict[str, float] | None = None
+) -> dict:
+    """Score multi-label labels against the ground truth sets (:func:`labeler.truth.truth_sets`).
+
+    With ``run_id`` None the final labels are scored: human and accepted labels as they are, pseudo-labels
+    the active run's; with a labeling run's id, that run's predictions. A run's label sets get the per-class
+    ``thresholds`` (default :meth:`Project.thresholds`) where set — a class is labeled when its score is at
+    least the threshold — and keep the run's own sets elsewhere. mAP and AP rank the run's per-class scores
+    (the active run's for final labels; human labels have none) over the images the run predicted; F1
+    compares the label sets.
+
+    Returns
+    -------
+    dict
+        :func:`multi_label_report`'s keys, and ``multi_label`` (True), ``run_id``, ``labels`` ("final
+        labels" or "run N (method)"), ``classes``, ``thresholds`` ``{class: float | None}``,
+        ``n_ground_truth``, ``truth_sources`` ``{"file", "folder"}``, ``by_source`` (images per label
+        source, final labels only) and ``accuracy`` (= ``exact_match``).
+
+    Raises
+    ------
+    NotReadyError
+        No image has ground truth, or nothing is labeled and there is no run.
+    InvalidInputError
+        ``run_id`` is not a labeling run, or a threshold is not in [0, 1].
+    """
+    classes = project.classes
+    table = truth_table(project)
+    if not table:
+        raise NotReadyError(
+            "evaluation needs ground truth sets: import a CSV or JSON file of image → labels, or import images "
+            "in folders named after their classes (a folder named cat+dog holds images of both)"
+        )
+    chosen = project.thresholds() if thresholds is None else dict(thresholds)
+    t = np.full(len(classes), np.nan)
+    for name, value in chosen.items():
+        if name not in classes:
+            raise InvalidInputError(f"threshold for unknown class {name!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise InvalidInputError(f"threshold of {name!r} must be a number in [0, 1], got {value!r}")
+        t[classes.index(name)] = float(value)
+    run = get_label_run(project, run_id, require_done=False) if run_id is not None else active_run(project)
+    ids = sorted(table)
+    col = {c: k for k, c in enumerate(classes)}
+    truth = np.zeros((len(ids), len(classes)), dtype=bool)
+    for k, i in enumerate(ids):
+        for name in table[i][0]:
+            truth[k, col[name]] = True
+    if run is not None:
+        has, probs, sets = _run_rows(project, run, ids, classes)
+        pred = predicted_sets(probs, sets, t)
+        pred[~has] = False
+    else:
+        has = np.zeros(len(ids), dtype=bool)
+        probs = None
+        pred = np.zeros_like(truth)
+    by_source: dict[str, int] = {}
+    if run_id is None:
+        final = {it.image_id: it for it in final_labels(project, ids)}
+        for k, image_id in enumerate(ids):
+            it = final[image_id]
+            source = it.source or "unlabeled"
+            by_source[source] = by_source.get(source, 0) + 1
+            if it.source in ("human", "accepted"):
+                pred[k] = False
+                for name in it.classes:
+                    pred[k, col[name]] = True
+            elif it.source is None:
+                pred[k] = False
+        if run is None and not any(s in by_source for s in ("human", "accepted")):
+            raise NotReadyError(f"none of the {len(ids)} images with ground truth has a label yet: run labeling first")
+    res = multi_label_report(probs, pred, truth, classes, scored=has)
+    sources = [s for _, s in table.values()]
+    res.update(
+        multi_label=True,
+        run_id=run["id"] if run is not None else None,
+        labels="final labels" if run_id is None else f"run {run['id']} ({run.get('method') or run['kind']})",
+        classes=list(classes),
+        thresholds={c: _num(t[k]) for k, c in enumerate(classes)},
+        n_ground_truth=len(ids),
+        truth_sources={"file": sources.count("file"), "folder": sources.count("folder")},
+        by_source=by_source,
+        accuracy=res["exact_match"],
+    )
+    return res
+
+
+__all__ = [
+    "MAX_CONFUSION_CLASSES",
+    "classification_report",
+    "confusion_matrix",
+    "evaluate",
+    "evaluate_multi_label",
+    "match_folder_labels",
+    "multi_label_report",
+    "normalize_class_name",
+    "predicted_sets",
+]

@@ -7,7 +7,9 @@ the path written) or :func:`export_report` (also returns counts). Built in:
     One row per ok image: ``path`` (unique, see *Paths*), ``sha256``, ``label``,
     ``score``, ``source``, ``run_id``, ``root`` (the image's import root); multi-label
     classes are joined with ``;`` (option ``sep``), and ``one_hot=True`` adds a 0/1
-    column per class (after ``root``).
+    column per class (after ``root``). ``scores=True`` then adds a ``score:<class>`` column per
+    class: the per-class scores of the run the label came from (:func:`class_scores`; empty for
+    human labels and unlabeled images).
 
     *Encoding*: UTF-8 **with a BOM** (option ``bom=False`` to leave it out).
     Excel only detects UTF-8 in a CSV by its BOM (without it non-ASCII class
@@ -23,13 +25,16 @@ the path written) or :func:`export_report` (also returns counts). Built in:
     cell and gives back exactly what was exported. (Spreadsheets show the ``'``.)
 
 ``imagefolder``
-    ``out/<class>/<file name>``, copied (default) or symlinked (``link=True``);
-    what torchvision's ``ImageFolder`` and Keras read. Class names become safe
-    folder names (no ``/``, ``\\``, ``..``, control or Windows-reserved
-    characters; unicode kept); a file name already used in a class folder
-    (ignoring case) gets a short sha256 prefix. Multi-label images go into each
-    of their class folders; unlabeled images are not written (counted in the
-    report). The output folder must be missing or empty, or a previous
+    ``out/<class>/<file name>``, copied (default) or linked (``link=True``: a symlink, where the
+    file system has none a hard link, else a copy; ``report.extra["links"]`` counts each kind);
+    what torchvision's ``ImageFolder`` and Keras read. Class names become safe folder names (no
+    ``/``, ``\\``, ``..``, control or Windows-reserved characters; unicode kept); a file name
+    already used in a class folder (ignoring case) gets a short sha256 prefix. *Multi-label*: an
+    ImageFolder holds one class per image, so a multi-label project is refused unless
+    ``link=True`` (or use ``csv`` with ``one_hot``, or ``jsonl``); with it each image is linked
+    into the folder of every one of its labels. Links and files are only ever made inside
+    ``out`` (a class folder there that is a link is refused). Unlabeled images are not written
+    (counted in the report). The output folder must be missing or empty, or a previous
     imagefolder export: Labeler writes a manifest ``labeler-export.json`` first,
     and re-exporting into that folder deletes only the files that manifest lists.
     An image file is copied (or linked) only if it is a regular file whose real path is not under
@@ -39,7 +44,9 @@ the path written) or :func:`export_report` (also returns counts). Built in:
 
 ``jsonl``
     One JSON object per ok image: ``path``, ``sha256``, ``classes``, ``score``,
-    ``source``, ``run_id``, ``width``, ``height``, ``root`` (UTF-8, no BOM).
+    ``source``, ``run_id``, ``width``, ``height``, ``root`` (UTF-8, no BOM); in a multi-label
+    project (or with ``scores=True``) also ``scores``: ``{class: score}`` of the run the label
+    came from, null for human labels and unlabeled images.
 
 ``model``
     The trained model of a ``train`` run (option ``run``; default the active run's, else the
@@ -85,13 +92,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from store import now
+import numpy as np
+
+from store import in_chunks, now
 
 from .errors import Hint, InvalidInputError, NotReadyError
 from .frontdoor import make_callable
 from .labels import FinalLabel, final_labels
+from .paths import PathPlan, export_paths
 from .project import Project
 from .registry import Registry
 
@@ -252,76 +262,43 @@ def _fmt_score(score: float | None) -> str:
     return "" if score is None else f"{score:.6g}"
 
 
-# --- paths ---------------------------------------------------------------------------------------------
-@dataclass
-class PathPlan:
-    """What :func:`export_paths` returns: the ``path`` every image gets in CSV and JSONL exports.
+# --- per-class scores ---------------------------------------------------------------------------------
+def _round(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.6g}")
 
-    ``mode`` is ``common`` (``path`` is relative to ``base``, the common folder of the import roots) or
-    ``root_id`` (``path`` is ``<root id>/<path below that root>``; ``base`` is None). ``paths`` maps image id →
-    path, for every image of the project whatever its status (so ``include`` finds excluded ones by it).
+
+def class_scores(project: Project, items: list[FinalLabel]) -> dict[int, list[float | None]]:
+    """Image id → the per-class scores (in project class order) of the run its label came from.
+
+    Pseudo-labels have the active run's scores, accepted labels those of the run they were accepted from
+    (while it exists); human labels and unlabeled images have none (absent). A project class the run did not
+    have scores None.
     """
-
-    mode: str
-    base: str | None
-    paths: dict[int, str] = field(default_factory=dict)
-
-
-def _unique_path(path: str, sha256: str, used: set[str]) -> str:
-    """``path``, or with a sha256 prefix before its file name when another image has that path already."""
-    if path not in used:
-        return path
-    folder, slash, name = path.rpartition("/")
-    for length in (8, 16, 64):
-        candidate = f"{folder}{slash}{sha256[:length]}_{name}"
-        if candidate not in used:
-            return candidate
-    n = 2
-    while f"{folder}{slash}{sha256[:8]}_{n}_{name}" in used:
-        n += 1
-    return f"{folder}{slash}{sha256[:8]}_{n}_{name}"
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def export_paths(project: Project) -> PathPlan:
-    """The unique ``path`` of every image in CSV and JSONL exports (see the module docstring, *Paths*).
-
-    The rule looks at the import roots of all the project's images (ok, excluded and missing alike), so
-    excluding or including images never changes another image's path; importing from a new root can.
-
-    Returns
-    -------
-    PathPlan
-        ``mode`` ``common`` with ``base`` the common folder of the roots, or ``root_id``; ``paths``: image id →
-        path (posix separators), unique over the project.
-    """
-    rows = project.db.execute("select id, root_id, root, rel_path, sha256 from images order by id").fetchall()
-    roots = sorted({os.path.normpath(r[2]) for r in rows if r[2]})
-    files = os.path.realpath(project.files_dir)
-    base: str | None = None
-    if roots and all(r[2] for r in rows) and all(os.path.isabs(r) for r in roots):
-        # Labeler's own copies (uploads, unpacked zips) and the user's folders have no meaningful common folder:
-        # one would be an accident of where the project lives (and change when it is renamed).
-        sides = {_inside(os.path.realpath(r), files) for r in roots}
-        common = os.path.commonpath(roots)
-        if len(sides) == 1 and (len(roots) == 1 or os.path.dirname(common) != common):
-            base = common
-    plan = PathPlan("common" if base is not None else "root_id", base)
-    used: set[str] = set()
-    for image_id, root_id, root, rel_path, sha in rows:
-        rel = PurePosixPath(rel_path or "").as_posix()
-        if base is not None:
-            prefix = Path(os.path.relpath(os.path.normpath(root), base)).as_posix()
-        else:
-            prefix = str(root_id if root_id is not None else 0)
-        path = rel if prefix in ("", ".") else f"{prefix}/{rel}"
-        path = _unique_path(path, sha or "", used)
-        used.add(path)
-        plan.paths[int(image_id)] = path
-    return plan
+    by_run: dict[int, list[int]] = {}
+    for it in items:
+        if it.source in ("pseudo", "accepted") and it.run_id is not None:
+            by_run.setdefault(int(it.run_id), []).append(it.image_id)
+    current = project.classes
+    out: dict[int, list[float | None]] = {}
+    for run_id, ids in by_run.items():
+        row = project.db.execute("select params from runs where id = ?", [run_id]).fetchone()
+        try:
+            run_classes = json.loads(row[0]).get("classes") if row and row[0] else None
+        except (ValueError, AttributeError):
+            run_classes = None
+        if not isinstance(run_classes, list):
+            continue
+        where = {c: k for k, c in enumerate(run_classes)}
+        cols = [where.get(c) for c in current]
+        for chunk, marks in in_chunks(ids):
+            for image_id, blob in project.db.execute(
+                f"select image_id, probs from predictions where run_id = ? and image_id in ({marks})", [run_id, *chunk]
+            ):
+                vec = np.frombuffer(blob or b"", dtype="<f4")
+                if vec.size != len(run_classes):
+                    continue  # unreadable scores: none rather than wrong ones
+                out[int(image_id)] = [None if k is None else float(vec[k]) for k in cols]
+    return out
 
 
 # --- csv -----------------------------------------------------------------------------------------------
@@ -336,11 +313,14 @@ def restore(cell: str) -> str:
 
 
 @register_exporter("csv", suffix=".csv")
-def export_csv(project: Project, out: Path, *, one_hot: bool = False, sep: str = ";", bom: bool = True) -> ExportReport:
-    """One row per image: path, sha256, label, score, source, run_id, root (+ a 0/1 column per class)."""
+def export_csv(
+    project: Project, out: Path, *, one_hot: bool = False, sep: str = ";", bom: bool = True, scores: bool = False
+) -> ExportReport:
+    """One row per image: path, sha256, label, score, source, run_id, root (+ a 0/1 column per class, + scores)."""
     if not sep:
         raise InvalidInputError("sep must not be empty")
     items = final_labels(project)
+    per_class = class_scores(project, items) if scores else {}
     plan = export_paths(project)
     classes = project.classes
     joined = project.multi_label or any(len(it.classes) > 1 for it in items)
@@ -355,6 +335,8 @@ def export_csv(project: Project, out: Path, *, one_hot: bool = False, sep: str =
     if one_hot:
         prefix = "class:" if any(c in CSV_COLUMNS for c in classes) else ""
         header += [prefix + c for c in classes]
+    if scores:
+        header += ["score:" + c for c in classes]
     handle, tmp = _atomic_text_writer(out, "utf-8-sig" if bom else "utf-8")
     ok = False
     try:
@@ -373,6 +355,9 @@ def export_csv(project: Project, out: Path, *, one_hot: bool = False, sep: str =
             if one_hot:
                 have = set(it.classes)
                 row += ["1" if c in have else "0" for c in classes]
+            if scores:
+                vec = per_class.get(it.image_id)
+                row += [_fmt_score(v) for v in vec] if vec is not None else [""] * len(classes)
             writer.writerow(row)
         ok = True
     finally:
@@ -398,10 +383,14 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
 
 # --- jsonl ---------------------------------------------------------------------------------------------
 @register_exporter("jsonl", suffix=".jsonl")
-def export_jsonl(project: Project, out: Path) -> ExportReport:
-    """One JSON object per image: path, sha256, classes, score, source, run_id, width, height, root."""
+def export_jsonl(project: Project, out: Path, *, scores: bool | None = None) -> ExportReport:
+    """One JSON object per image: path, sha256, classes, score, source, run_id, width, height, root (+ scores)."""
     items = final_labels(project)
     plan = export_paths(project)
+    if scores is None:
+        scores = project.multi_label
+    per_class = class_scores(project, items) if scores else {}
+    classes = project.classes
     handle, tmp = _atomic_text_writer(out, "utf-8")
     ok = False
     try:
@@ -417,6 +406,9 @@ def export_jsonl(project: Project, out: Path) -> ExportReport:
                 "height": it.height,
                 "root": it.root,
             }
+            if scores:
+                vec = per_class.get(it.image_id)
+                obj["scores"] = None if vec is None else {c: _round(v) for c, v in zip(classes, vec, strict=True)}
             handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
         ok = True
     finally:
@@ -527,7 +519,13 @@ def _prepare_folder(out: Path) -> None:
 
 @register_exporter("imagefolder", suffix="")
 def export_imagefolder(project: Project, out: Path, *, link: bool = False) -> ExportReport:
-    """out/<class>/<file>: copies (or symlinks with link=True) of each labeled image in its class folders."""
+    """out/<class>/<file>: copies (or links with link=True) of each labeled image in its class folders."""
+    if project.multi_label and not link:
+        raise InvalidInputError(
+            "this project is multi-label, and an ImageFolder holds one class per image: export csv with one_hot "
+            "(a 0/1 column per class) or jsonl instead, or link the images into one folder per label",
+            hint=Hint(option="link"),
+        )
     items = final_labels(project)
     _prepare_folder(out)
     folders = _class_folders(project.classes)
@@ -560,8 +558,13 @@ def export_imagefolder(project: Project, out: Path, *, link: bool = False) -> Ex
     }
     _write_json(out / MANIFEST_NAME, manifest)
     missing: list[str] = []
+    root = out.resolve()
     for folder in used_folders:
-        (out / folder).mkdir(exist_ok=True)
+        target = out / folder
+        if target.is_symlink() or (target.exists() and target.resolve().parent != root):
+            raise InvalidInputError(f"{target} is a link out of the export folder: give a new or empty folder")
+        target.mkdir(exist_ok=True)
+    kinds = {"symlink": 0, "hardlink": 0, "copy": 0}
     for src, sha, rel in plan:
         target = out / rel
         real = _readable_image(src)
@@ -572,15 +575,16 @@ def export_imagefolder(project: Project, out: Path, *, link: bool = False) -> Ex
             if not _copy_checked(real, None, sha):  # check the bytes only
                 missing.append(src)
                 continue
-            try:
-                os.symlink(real, target)
-            except OSError as exc:
-                raise InvalidInputError(
-                    f"cannot create a symlink in {out} ({exc}); export with link=False to copy the files"
-                ) from exc
+            kind = _link(real, target, sha)
+            if kind is None:
+                missing.append(src)
+                continue
+            kinds[kind] += 1
         elif not _copy_checked(real, target, sha):
             missing.append(src)
             continue
+        else:
+            kinds["copy"] += 1
         report.n_files += 1
     report.n_missing = len(missing)
     manifest.update(
@@ -596,7 +600,25 @@ def export_imagefolder(project: Project, out: Path, *, link: bool = False) -> Ex
     )
     _write_json(out / MANIFEST_NAME, manifest)
     report.extra = {"classes": manifest["classes"], "missing": missing[:100]}
+    if link:
+        report.extra["links"] = kinds  # how each file was written: symlink, else hard link, else a copy
     return report
+
+
+def _link(real: str, target: Path, sha256: str) -> str | None:
+    """Link ``target`` (inside the export folder) to the image ``real``: a symlink, else a hard link (a file
+    system without symlinks), else a checked copy. Returns how, or None when even the copy failed."""
+    try:
+        os.symlink(real, target)
+        return "symlink"
+    except OSError:
+        pass
+    try:
+        os.link(real, target, follow_symlinks=False)
+        return "hardlink"
+    except (OSError, NotImplementedError):
+        pass
+    return "copy" if _copy_checked(real, target, sha256) else None
 
 
 _FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
@@ -720,8 +742,11 @@ def list_exporters() -> list[dict]:
     ]
 
 
-def export_for_download(project: Project, fmt: str, preview_rows: int = 10) -> dict:
+def export_for_download(project: Project, fmt: str, preview_rows: int = 10, **options) -> dict:
     """Export the final labels in any registered format as one downloadable file, with a preview.
+
+    ``options`` are the format's options (:attr:`Exporter.options`); those the format does not have are
+    ignored, so one set of choices serves every format.
 
     A format that writes a folder (``imagefolder``) is zipped next to it. The preview is the first
     ``preview_rows`` rows of a CSV or JSONL file, the first files by class of a folder, or the top-level
@@ -742,7 +767,8 @@ def export_for_download(project: Project, fmt: str, preview_rows: int = 10) -> d
     if project.image_count() == 0:
         raise NotReadyError("nothing to export: import images first", hint=Hint("import"))
     fmt = (fmt or "").strip().lower()
-    rep = export_report(project, get_exporter(fmt).name)
+    exporter = get_exporter(fmt)
+    rep = export_report(project, exporter.name, **{k: v for k, v in options.items() if k in exporter.options})
     out = {
         "format": fmt,
         "n_images": rep.n_images,
@@ -804,6 +830,7 @@ __all__ = [
     "export_for_download",
     "export_paths",
     "export_report",
+    "class_scores",
     "export_trained_model",
     "formats",
     "get_exporter",

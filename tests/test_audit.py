@@ -298,3 +298,134 @@ def test_a_version_5_database_gains_the_audit_table(project):
     assert {"image_id", "position", "seed", "stratum", "verdict", "truth", "checked_at"} <= set(
         again.db["audit"].columns_dict
     )
+
+
+# --- multi-label: label sets ------------------------------------------------------------------------------
+ML_PAIRS = [  # (truth, predicted)
+    (["cat", "dog"], ["cat", "dog"]),
+    (["cat"], ["cat", "dog"]),
+    (["dog"], ["dog"]),
+    (["cat", "car"], ["car"]),
+    ([], []),
+    (["car"], []),
+]
+
+
+def test_multi_label_estimate_per_label_micro_and_exact_set():
+    est = audit.accuracy_estimate(ML_PAIRS, classes=CLASSES, multi_label=True)
+    o = est["overall"]
+    assert (o["correct"], o["n"]) == (3, 6)  # exact sets: 1, 3 and the empty 5
+    assert (o["low"], o["high"]) == audit.wilson_interval(3, 6)
+    got = {c: (m["precision"]["correct"], m["precision"]["n"], m["recall"]["correct"], m["recall"]["n"])
+           for c, m in est["per_class"].items()}  # fmt: skip
+    assert got == {"cat": (2, 2, 2, 3), "dog": (2, 3, 2, 2), "car": (1, 1, 1, 2)}
+    dog = est["per_class"]["dog"]["precision"]
+    assert (dog["low"], dog["high"]) == audit.wilson_interval(2, 3)
+    micro = est["micro"]
+    assert (micro["precision"]["correct"], micro["precision"]["n"]) == (5, 6)
+    assert (micro["recall"]["correct"], micro["recall"]["n"]) == (5, 7)
+    assert (micro["recall"]["low"], micro["recall"]["high"]) == audit.wilson_interval(5, 7)
+    # design weights: the last image stands for 3
+    w = audit.accuracy_estimate(ML_PAIRS, weights=[1, 1, 1, 1, 1, 3], classes=CLASSES, multi_label=True)
+    assert w["micro"]["recall"]["accuracy"] == pytest.approx(5 / 9)
+    assert w["per_class"]["car"]["recall"]["accuracy"] == pytest.approx(1 / 4)
+    assert w["overall"]["accuracy"] == pytest.approx(3 / 8)
+    # single-label pairs: no micro, an empty prediction is wrong, as before
+    single = audit.accuracy_estimate([("cat", "cat"), ("dog", None)])
+    assert "micro" not in single and single["overall"]["correct"] == 1
+
+
+def _multi_project(tmp_path, n_copies=1):
+    from labeler.jobs import Job
+    from labeler.labels import write_predictions
+    from labeler.project import Project
+
+    project = Project.create(tmp_path / "ml", CLASSES, multi_label=True)
+    pairs = ML_PAIRS * n_copies
+    ids = add_images(project, len(pairs))
+    probs = np.full((len(pairs), 3), 0.1)
+    for k, (_, pred) in enumerate(pairs):
+        for c in pred:
+            probs[k, CLASSES.index(c)] = 0.9 - 0.1 * pred.index(c)
+    sets = [[CLASSES.index(c) for c in pred] for _, pred in pairs]
+    with Job.start(project, "label", method="zeroshot", params={"classes": CLASSES, "multi_label": True}) as job:
+        write_predictions(project, job.id, ids, probs, sets)
+    return project, ids, pairs
+
+
+def test_multi_label_audit_records_true_sets_and_reports_per_label(tmp_path):
+    project, ids, pairs = _multi_project(tmp_path)
+    audit.draw_sample(project, len(ids))
+    for image_id, (truth, pred) in zip(ids, pairs, strict=True):
+        if truth == pred and truth:
+            audit.record_verdict(project, image_id, "confirm")
+        else:
+            item = audit.record_verdict(project, image_id, "correct", truth)
+            assert item["truth"] == truth  # [] : the image has none of the classes
+    rep = audit.audit_report(project)
+    assert rep["multi_label"] and rep["used"] == 6
+    want = audit.accuracy_estimate(ML_PAIRS, classes=CLASSES, multi_label=True)
+    assert rep["overall"] == want["overall"] and rep["per_class"] == want["per_class"] and rep["micro"] == want["micro"]
+    with pytest.raises(InvalidInputError, match="true class"):
+        audit.record_verdict(project, ids[0], "correct", None)
+
+
+def test_multi_label_stratified_audit_weighs_labels_by_stratum(tmp_path):
+    project, ids, pairs = _multi_project(tmp_path, n_copies=6)  # 36 images
+    audit.draw_sample(project, 7, stratify=True, seed=1)  # not proportional: at least one per stratum
+    items = audit.audit_items(project)
+    truth = dict(zip(ids, pairs, strict=True))
+    for it in items:
+        audit.record_verdict(project, it["image_id"], "correct", truth[it["image_id"]][0])
+    rep = audit.audit_report(project)
+    sizes = audit.design(project)["strata"]
+    per = {}
+    for it in items:
+        per[it["stratum"]] = per.get(it["stratum"], 0) + 1
+    weights = [sizes[it["stratum"]] / per[it["stratum"]] for it in items]
+    assert len(set(weights)) > 1  # unequal weights: they matter
+    got_pairs = [(truth[it["image_id"]][0], truth[it["image_id"]][1]) for it in items]
+    want = audit.accuracy_estimate(got_pairs, weights, classes=CLASSES, multi_label=True)
+    assert rep["micro"] == want["micro"] and rep["per_class"] == want["per_class"]
+    assert rep["overall"]["accuracy"] == pytest.approx(want["overall"]["accuracy"])
+    plain = audit.accuracy_estimate(got_pairs, classes=CLASSES, multi_label=True)
+    assert rep["micro"]["recall"]["accuracy"] != pytest.approx(plain["micro"]["recall"]["accuracy"])
+
+
+def test_multi_label_cli_check_with_a_set_and_none(tmp_path, capsys):
+    from labeler.cli import main
+
+    project, ids, pairs = _multi_project(tmp_path)
+    key = str(project.root)
+    assert main(["audit", key, "--sample", "6"]) == 0
+    capsys.readouterr()
+    assert main(["audit", key, "--check", str(ids[3]), "cat", "car", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["item"]["truth"] == ["cat", "car"]
+    assert main(["audit", key, "--check", str(ids[4]), "-"]) == 0
+    assert "truth: none of the classes" in capsys.readouterr().out
+    assert main(["audit", key, "--report"]) == 0
+    out = capsys.readouterr().out
+    assert "audited exact-set accuracy of the final labels" in out and "all labels pooled" in out
+
+
+def test_the_audit_step_takes_a_true_label_set(tmp_path):
+    from labeler.ui.steps import audit as step
+
+    from .conftest import make_ctx
+
+    project, ids, pairs = _multi_project(tmp_path)
+    ctx = make_ctx(tmp_path)
+    key = str(project.root)
+    out = step.draw(ctx, key, 6, False, 0)
+    assert out.truth_set.visible and not out.truth.visible and out.truth_set.choices[0][1] == "cat"
+    truth = dict(zip(ids, pairs, strict=True))
+    first = out.current
+    out = step.correct(ctx, key, first, None, truth[first][0])
+    assert audit.audit_items_for(project, [first])[0]["truth"] == truth[first][0]
+    while out.current is not None:
+        out = step.correct(ctx, key, out.current, None, truth[out.current][0])
+    assert "exact-set accuracy of the final labels: 50.0%" in out.estimate and "All labels pooled" in out.estimate
+    from labeler.project import Project
+
+    plain = step.view(Project.create(tmp_path / "single", CLASSES))
+    assert plain.truth.visible and not plain.truth_set.visible

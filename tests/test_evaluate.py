@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -160,3 +161,169 @@ def test_evaluate_needs_labels(project, tmp_path):
         evaluate(project)
     with pytest.raises(InvalidInputError):
         evaluate(project, 42)
+
+
+# --- multi-label: mAP, AP, F1 against ground truth sets ---------------------------------------------------
+ML_PROBS = [[0.9, 0.6, 0.1], [0.8, 0.7, 0.2], [0.3, 0.2, 0.9], [0.1, 0.5, 0.4]]
+ML_SETS = [[0, 1], [0], [2], [1]]
+ML_FOLDERS = ["a+b", "a", "c", "b+c"]  # truth: a = 1100, b = 1001, c = 0011
+
+
+def ml_project(tmp_path):
+    from labeler.evaluate import evaluate_multi_label  # noqa: F401 - imported where used
+
+    project = Project.create(tmp_path / "ml", ["a", "b", "c"], multi_label=True)
+    ids = add_images(project, tmp_path, [f"{f}/{k}.png" for k, f in enumerate(ML_FOLDERS)], ML_FOLDERS)
+    probs = np.array(ML_PROBS, dtype=np.float32)
+    with Job.start(
+        project, "label", method="zeroshot", params={"classes": ["a", "b", "c"], "multi_label": True}
+    ) as job:
+        write_predictions(project, job.id, ids, probs, ML_SETS)
+    return project, ids, job.id
+
+
+def test_multi_label_report_on_arrays():
+    from labeler.evaluate import multi_label_report, predicted_sets
+
+    truth = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 1], [0, 1, 1]], dtype=bool)
+    scores = np.array(ML_PROBS)
+    sets = np.zeros((4, 3), dtype=bool)
+    for k, s in enumerate(ML_SETS):
+        sets[k, s] = True
+    res = multi_label_report(scores, sets, truth, ["a", "b", "c"])
+    # AP by hand: a ranks its positives 1st and 2nd (1.0); b ranks them 2nd and 3rd ((1/2 + 2/3) / 2); c 1.0
+    assert res["ap"] == pytest.approx({"a": 1.0, "b": 7 / 12, "c": 1.0})
+    assert res["map"] == pytest.approx(31 / 36)
+    assert res["ap_bars"] == [{"class": "a", "ap": 1.0}, {"class": "b", "ap": pytest.approx(7 / 12)},
+                              {"class": "c", "ap": 1.0}]  # fmt: skip
+    c = res["per_class"]["c"]
+    assert (c["precision"], c["recall"], c["f1"], c["support"], c["predicted"]) == (
+        1.0,
+        0.5,
+        pytest.approx(2 / 3),
+        2,
+        1,
+    )
+    assert res["macro_f1"] == pytest.approx(8 / 9)
+    assert res["micro"] == pytest.approx({"precision": 1.0, "recall": 5 / 6, "f1": 10 / 11})
+    assert res["exact_match"] == 0.75 and res["n"] == 4 and res["n_scored"] == 4
+
+    # thresholds where set, the run's sets elsewhere
+    t = np.array([np.nan, 0.65, 0.35])
+    pred = predicted_sets(scores, sets, t)
+    assert pred[:, 0].tolist() == sets[:, 0].tolist()
+    assert pred[:, 1].tolist() == [False, True, False, False] and pred[:, 2].tolist() == [False, False, True, True]
+    with pytest.raises(InvalidInputError):
+        predicted_sets(scores, sets, np.array([0.5, 2.0, np.nan]))
+    with pytest.raises(InvalidInputError):
+        predicted_sets(scores, sets[:2], t)
+
+    # rows without scores count for F1 only; a class without a positive has no AP (None, not NaN)
+    res = multi_label_report(scores, sets, truth[:, [0, 1, 1]] & [True, True, False], ["a", "b", "x"],
+                             scored=np.array([True, True, True, False]))  # fmt: skip
+    assert res["n_scored"] == 3 and res["ap"]["x"] is None and res["per_class"]["x"]["recall"] is None
+    assert res["ap"]["b"] == pytest.approx(0.5)  # b's positive img 1 ranks 2nd among the three scored images
+    assert json.loads(json.dumps(res)) == res  # JSON-safe: no NaN
+
+
+def test_evaluate_multi_label_a_run_and_the_final_labels(tmp_path):
+    from labeler.evaluate import evaluate_multi_label
+    from labeler.truth import import_truth
+
+    project, ids, run = ml_project(tmp_path)
+    res = evaluate_multi_label(project, run)
+    assert res["map"] == pytest.approx(31 / 36) and res["macro_f1"] == pytest.approx(8 / 9)
+    assert res["exact_match"] == res["accuracy"] == 0.75
+    assert res["truth_sources"] == {"file": 0, "folder": 4} and res["n_ground_truth"] == 4
+    assert res["thresholds"] == {"a": None, "b": None, "c": None}
+    assert res["labels"] == f"run {run} (zeroshot)"
+
+    # the project's thresholds apply where set (and explicit ones override them)
+    project.set_thresholds({"c": 0.35})
+    res = evaluate_multi_label(project, run)
+    assert res["exact_match"] == 1.0 and res["macro_f1"] == 1.0 and res["thresholds"]["c"] == 0.35
+    assert res["map"] == pytest.approx(31 / 36)  # the ranking does not depend on thresholds
+    assert evaluate_multi_label(project, run, thresholds={"b": 0.65})["per_class"]["b"]["f1"] == 0.0
+    with pytest.raises(InvalidInputError, match="unknown class"):
+        evaluate_multi_label(project, run, thresholds={"z": 0.5})
+    project.set_thresholds({}, replace=True)
+
+    # final labels: a human label replaces the run's set; mAP still ranks the active run's scores
+    set_human_labels(project, ids[3], ["b", "c"])
+    res = evaluate_multi_label(project)
+    assert res["exact_match"] == 1.0 and res["by_source"] == {"pseudo": 3, "human": 1}
+    assert res["map"] == pytest.approx(31 / 36) and res["run_id"] == run and res["labels"] == "final labels"
+
+    # a truth file wins over the folder names: image 3 is truly {a}
+    f = tmp_path / "t.jsonl"
+    f.write_text(json.dumps({"id": ids[2], "labels": ["a"]}) + "\n", encoding="utf-8")
+    import_truth(project, f)
+    res = evaluate_multi_label(project, run)
+    assert res["truth_sources"] == {"file": 1, "folder": 3}
+    assert res["per_class"]["a"]["support"] == 3 and res["per_class"]["c"]["support"] == 1
+    assert res["ap"]["c"] == pytest.approx(1 / 2)  # c's one positive (img 4, 0.4) ranks 2nd behind img 3 (0.9)
+
+
+def test_evaluate_multi_label_needs_truth_and_labels(tmp_path):
+    from labeler.evaluate import evaluate_multi_label
+
+    project = Project.create(tmp_path / "m", ["a", "b"], multi_label=True)
+    add_images(project, tmp_path, ["x/1.png"], ["x"])
+    with pytest.raises(NotReadyError, match="ground truth sets"):
+        evaluate_multi_label(project)
+    add_images(project, tmp_path, ["a+b/2.png"], ["a+b"])
+    with pytest.raises(NotReadyError, match="run labeling first"):
+        evaluate_multi_label(project)
+
+
+def test_cli_eval_of_a_multi_label_project(tmp_path, capsys):
+    from labeler.cli import main
+
+    project, ids, run = ml_project(tmp_path)
+    root = str(project.root)
+    assert main(["eval", root, "--run", str(run), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["map"] == pytest.approx(31 / 36) and res["multi_label"]
+    assert main(["eval", root]) == 0
+    out = capsys.readouterr().out
+    assert "mAP 0.861" in out and "exact-set accuracy 0.750" in out and "micro F1 0.909" in out
+    assert "b: AP 0.583" in out.replace("  ", "")
+    f = tmp_path / "t.csv"
+    f.write_text("path,labels\na/1.png,b\nnope.png,a\n", encoding="utf-8")
+    assert main(["truth", root, str(f)]) == 2
+    assert "line 3" in capsys.readouterr().err
+    assert main(["truth", root, str(f), "--skip-unknown-images", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == 1
+    assert main(["truth", root]) == 0
+    assert "1 from files" in capsys.readouterr().out
+    assert main(["truth", root, "--clear"]) == 0
+
+
+def test_a_multi_label_project_end_to_end_through_the_cli(tmp_path, capsys):
+    """Images in folders cat/, dog/ and cat+dog/ → tiny features → zero-shot → multi-hot CSV → mAP."""
+    from labeler.cli import main
+    from labeler.export import read_csv
+
+    from .conftest import class_folders
+
+    images = class_folders(tmp_path / "imgs", 4, ["cat", "dog", "cat+dog"])
+    root = str(tmp_path / "proj")
+    assert main(["init", root, "--classes", "cat,dog", "--multi-label"]) == 0
+    assert main(["import", root, str(images), "--quiet"]) == 0
+    assert main(["features", root, "--clip", "tiny-random", "--quiet"]) == 0
+    assert main(["label", root, "--quiet"]) == 0
+    out = tmp_path / "labels.csv"
+    assert main(["export", root, "--format", "csv", "--one-hot", "--scores", "-o", str(out)]) == 0
+    rows = read_csv(out)
+    assert len(rows) == 12 and list(rows[0])[7:] == ["cat", "dog", "score:cat", "score:dog"]
+    for r in rows:
+        assert {c for c in ("cat", "dog") if r[c] == "1"} == set(filter(None, r["label"].split(";")))
+        assert all(0.0 <= float(r[f"score:{c}"]) <= 1.0 for c in ("cat", "dog"))
+    capsys.readouterr()
+    assert main(["eval", root, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["truth_sources"] == {"file": 0, "folder": 12} and res["n_scored"] == 12
+    assert res["per_class"]["cat"]["support"] == 8 and res["per_class"]["dog"]["support"] == 8
+    assert 0.0 <= res["map"] <= 1.0 and [b["class"] for b in res["ap_bars"]] == ["cat", "dog"]
+    assert main(["export", root, "--format", "imagefolder", "-o", str(tmp_path / "folders")]) == 2
+    assert "multi-label" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -432,3 +433,164 @@ def test_the_projects_own_copies_alone_are_relative_to_its_files_folder(tmp_path
     unpacked = next(p.name for p in project.files_dir.iterdir() if p.name.startswith("pets-"))
     assert (plan.mode, plan.base) == ("common", str(project.files_dir))
     assert list(plan.paths.values()) == [f"{unpacked}/cat/0000.jpg", "uploads/0000.jpg"]
+
+
+# --- multi-label ------------------------------------------------------------------------------------------
+@pytest.fixture
+def multi(tmp_path):
+    """A multi-label project: pseudo {sky, sea} and {sea}, an accepted {label}, a human {label, sky}, one
+    unlabeled image."""
+    project = Project.create(tmp_path / "ml", ["sky", "sea", "label"], multi_label=True)
+    ids = add_images(project, tmp_path / "src", ["a.png", "b.png", "c.png", "d.png", "e.png"])
+    probs = np.array([[0.9, 0.6, 0.1], [0.2, 0.7, 0.3], [0.1, 0.2, 0.8], [0.4, 0.4, 0.2]], dtype=np.float32)
+    params = {"classes": project.classes, "multi_label": True}
+    with Job.start(project, "label", method="zeroshot", params=params) as job:
+        write_predictions(project, job.id, ids[:4], probs, [[0, 1], [1], [2], [0]])
+    accept_pseudo_labels(project, ids[2:3])
+    set_human_labels(project, ids[3], ["label", "sky"])
+    return project, ids, job.id
+
+
+def test_multi_label_csv_one_hot_and_scores_columns_line_up(multi, tmp_path):
+    project, ids, run = multi
+    rows = read_csv(export(project, "csv", tmp_path / "m.csv", one_hot=True, scores=True))
+    header = list(rows[0])
+    assert header[:7] == ["path", "sha256", "label", "score", "source", "run_id", "root"]
+    assert header[7:] == ["class:sky", "class:sea", "class:label", "score:sky", "score:sea", "score:label"]
+    got = [[r["label"], r["source"], *(r[h] for h in header[7:])] for r in rows]
+    assert got == [
+        ["sky;sea", "pseudo", "1", "1", "0", "0.9", "0.6", "0.1"],
+        ["sea", "pseudo", "0", "1", "0", "0.2", "0.7", "0.3"],
+        ["label", "accepted", "0", "0", "1", "0.1", "0.2", "0.8"],  # the scores of the run it came from
+        ["label;sky", "human", "1", "0", "1", "", "", ""],  # a person's label has no scores
+        ["", "", "0", "0", "0", "", "", ""],
+    ]
+    # each one-hot column agrees with the joined labels, class by class
+    for r in rows:
+        have = set(filter(None, r["label"].split(";")))
+        assert {c for c in project.classes if r["class:" + c] == "1"} == have
+    # scores alone (no one-hot); a class the run did not have scores empty
+    project.set_classes(["sky", "sea", "label", "boat"])
+    rows = read_csv(export(project, "csv", tmp_path / "m2.csv", scores=True))
+    assert list(rows[0])[7:] == ["score:sky", "score:sea", "score:label", "score:boat"]
+    assert [rows[0][f"score:{c}"] for c in ("sky", "boat")] == ["0.9", ""]
+
+
+def test_multi_label_jsonl_has_label_lists_and_per_class_scores(multi, tmp_path):
+    project, ids, run = multi
+    objs = [json.loads(line) for line in export(project, "jsonl", tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [o["classes"] for o in objs] == [["sky", "sea"], ["sea"], ["label"], ["label", "sky"], []]
+    assert objs[0]["scores"] == pytest.approx({"sky": 0.9, "sea": 0.6, "label": 0.1})
+    assert objs[2]["scores"]["label"] == pytest.approx(0.8) and objs[3]["scores"] is None
+    assert objs[4]["scores"] is None
+    assert "scores" not in json.loads(
+        export(project, "jsonl", tmp_path / "n.jsonl", scores=False).read_text().split("\n")[0]
+    )
+
+
+def test_single_label_exports_gain_nothing_by_default(weird, tmp_path):
+    project, _, _ = weird
+    assert list(read_csv(export(project, "csv", tmp_path / "s.csv"))[0]) == [
+        "path", "sha256", "label", "score", "source", "run_id", "root"
+    ]  # fmt: skip
+    line = export(project, "jsonl", tmp_path / "s.jsonl").read_text(encoding="utf-8").splitlines()[3]
+    assert "scores" not in json.loads(line)
+    scored = json.loads(export(project, "jsonl", tmp_path / "t.jsonl", scores=True).read_text().splitlines()[3])
+    assert max(scored["scores"].values()) == pytest.approx(0.75)
+
+
+def test_imagefolder_refuses_multi_label_unless_asked_for_links(multi, tmp_path, monkeypatch):
+    project, ids, run = multi
+    with pytest.raises(InvalidInputError, match="multi-label.*one_hot.*jsonl.*link the images") as err:
+        export(project, "imagefolder", tmp_path / "out")
+    assert err.value.hint is not None and err.value.hint.option == "link"
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    rep = export_report(project, "imagefolder", tmp_path / "linked", link=True)
+    assert rep.extra["links"] == {"symlink": 6, "hardlink": 0, "copy": 0}
+    assert _tree(rep.path) == sorted(
+        [MANIFEST_NAME, "sky/a.png", "sea/a.png", "sea/b.png", "label/c.png", "label/d.png", "sky/d.png"]
+    )
+
+    # no symlinks on this file system: hard links; no hard links either: checked copies
+    def refuse(*args, **kwargs):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+    rep = export_report(project, "imagefolder", tmp_path / "hard", link=True)
+    assert rep.extra["links"] == {"symlink": 0, "hardlink": 6, "copy": 0}
+    assert os.path.samefile(rep.path / "sky/a.png", tmp_path / "src/a.png")
+    monkeypatch.setattr(os, "link", refuse)
+    rep = export_report(project, "imagefolder", tmp_path / "copied", link=True)
+    assert rep.extra["links"] == {"symlink": 0, "hardlink": 0, "copy": 6} and rep.n_files == 6
+    assert (rep.path / "sky/d.png").read_bytes() == (tmp_path / "src/d.png").read_bytes()
+    assert not os.path.samefile(rep.path / "sky/d.png", tmp_path / "src/d.png")
+
+
+def test_imagefolder_never_writes_through_a_class_folder_that_is_a_link(multi, tmp_path):
+    project, ids, run = multi
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    export(project, "imagefolder", out, link=True)
+    shutil.rmtree(out / "sky")
+    (out / "sky").symlink_to(elsewhere)  # planted between two exports
+    with pytest.raises(InvalidInputError, match="link out of the export folder"):
+        export(project, "imagefolder", out, link=True)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_model_export_carries_a_multi_label_model(multi, tmp_path):
+    import torch
+
+    from labeler.train.loop import BEST, atomic_save
+    from labeler.train.runs import run_dir
+    from labeler.train.student import MODEL_FORMAT
+
+    project, _, _ = multi
+    with Job.start(project, "train", method="cdul", params={"multi_label": True}) as job:
+        run_dir(project, job.id).mkdir(parents=True)
+        model = {"format": MODEL_FORMAT, "version": 1, "method": "cdul", "classes": project.classes,
+                 "multi_label": True, "thresholds": {"sky": 0.4}, "base": {"model": "tiny"}, "epoch": 3,
+                 "state": {"head.weight": torch.zeros(3, 4)}}  # fmt: skip
+        atomic_save(model, run_dir(project, job.id) / BEST)
+    rep = export_report(project, "model", tmp_path / "m.pt")
+    data = torch.load(rep.path, weights_only=True)
+    assert data["multi_label"] is True and data["thresholds"] == {"sky": 0.4} and data["classes"] == project.classes
+    assert rep.extra["train_run"] == job.id and rep.extra["classes"] == 3
+
+
+def test_the_export_step_offers_the_multi_label_options(multi, tmp_path, _data_dir):
+    import gradio as gr
+
+    from labeler.ui.steps import export as step
+
+    from .conftest import make_ctx
+
+    project, _, _ = multi
+    ctx = make_ctx(tmp_path)
+    key = str(project.root)
+    out = step.run(ctx, key, "csv", ["one_hot", "scores", "link"])  # csv takes the two it has
+    assert out.preview.headers[7:10] == ["class:sky", "class:sea", "class:label"]
+    assert out.preview.headers[10:] == ["score:sky", "score:sea", "score:label"]
+    assert out.preview.value["data"][0][7:] == ["1", "1", "0", "0.9", "0.6", "0.1"]
+    assert step.run(ctx, key, "csv").preview.headers == [
+        "path", "sha256", "label", "score", "source", "run_id", "root"
+    ]  # fmt: skip
+    with pytest.raises(gr.Error, match="Links instead of copies"):
+        step.run(ctx, key, "imagefolder", ["one_hot"])
+    assert {v for _, v in step.OPTIONS} == {"one_hot", "scores", "link"}
+    assert step.option_values(["link", "bogus"]) == {"link": True}
+
+
+def test_a_linked_multi_label_imagefolder_downloads_as_a_zip_of_the_files(multi, tmp_path):
+    import zipfile
+
+    from labeler.export import export_for_download
+
+    project, _, _ = multi
+    res = export_for_download(project, "imagefolder", link=True, one_hot=True)  # one_hot: not an imagefolder option
+    with zipfile.ZipFile(res["path"]) as zf:
+        names = {n.split("/", 1)[1] for n in zf.namelist() if not n.endswith("/")}
+        assert {"sky/a.png", "sea/a.png", "label/d.png", "sky/d.png"} <= names
+        top = zf.namelist()[0].split("/", 1)[0]
+        assert zf.read(f"{top}/sky/a.png") == (tmp_path / "src/a.png").read_bytes()  # the bytes, not a link
+    assert ["sky", "a.png"] in res["rows"] or ["sea", "a.png"] in res["rows"]

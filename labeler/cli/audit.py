@@ -37,11 +37,17 @@ def _next_lines(items: list[dict], progress: dict) -> list[str]:
 def _report_text(rep: dict) -> str:
     from ..audit import interval_text
 
+    what = "exact-set accuracy" if rep.get("multi_label") else "accuracy"
     lines = [
-        f"audited accuracy of the {rep['labels']}: {interval_text(rep['overall'])}",
+        f"audited {what} of the {rep['labels']}: {interval_text(rep['overall'])}",
         f"  {rep['design']['mode']} sample of {rep['sampled']} images (seed {rep['design']['seed']}): "
         f"{rep['used']} checked, {rep['skipped']} skipped, {rep['unchecked']} to check",
     ]
+    if rep.get("micro"):
+        m = rep["micro"]
+        lines.append(
+            f"  all labels pooled: precision {interval_text(m['precision'])}, recall {interval_text(m['recall'])}"
+        )
     if rep["per_class"]:
         lines.append(f"  {'class':>20}  precision (labeled as it)          recall (truly it)")
         for c, m in rep["per_class"].items():
@@ -89,6 +95,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             if len(args.check) < 2:
                 raise InvalidInputError("--check takes an image id and its true class, e.g. --check 12 dog")
             image, classes = args.check[0], args.check[1:]
+            if classes == ["-"]:
+                classes = []  # multi-label: the image has none of the classes
             verdict = "correct"
         else:
             image, classes, verdict = getattr(args, action), None, action
@@ -99,11 +107,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         item = audit.record_verdict(
             project, image_id, verdict, None if classes is None else (classes[0] if len(classes) == 1 else classes)
         )
+        what = "exact-set accuracy" if project.multi_label else "accuracy"
         rep = audit.audit_report(project)
         text = (
             f"image {image_id}: {verdict}"
-            + (f" (truth: {', '.join(item['truth'])})" if item["truth"] else "")
-            + f"\naudited accuracy of the final labels: {audit.interval_text(rep['overall'])}"
+            + (f" (truth: {', '.join(item['truth']) or 'none of the classes'})" if item["truth"] is not None else "")
+            + f"\naudited {what} of the final labels: {audit.interval_text(rep['overall'])}"
         )
         emit(args, {"item": item, "overall": rep["overall"], "progress": audit.audit_progress(project)}, text)
         return 0
@@ -134,6 +143,7 @@ def register(subs) -> None:
         f"{PROG} audit pets --sample 100            # draw (or grow to) 100 images, list the next to check\n"
         f"{PROG} audit pets --confirm 12            # image 12's label is right\n"
         f"{PROG} audit pets --check 13 dog          # image 13 is truly a dog\n"
+        f"{PROG} audit photos --check 14 cat dog    # multi-label: the true set ('-' for none of the classes)\n"
         f"{PROG} audit pets --report                # accuracy of the final labels (overall, per class)\n"
         f"{PROG} audit pets --report --run 4        # ... of run 4's predictions\n"
         f"{PROG} audit pets --report --runs         # every labeling run side by side",
@@ -145,7 +155,12 @@ def register(subs) -> None:
     p.add_argument("--stratify", action="store_true", help="with --sample: stratify by the current final label")
     p.add_argument("--seed", type=int, help="with --sample: the seed of a new sample (default 0)")
     p.add_argument("--confirm", metavar="IMAGE", help="the current label of this image is right")
-    p.add_argument("--check", nargs="+", metavar=("IMAGE", "CLASS"), help="this image is truly CLASS")
+    p.add_argument(
+        "--check",
+        nargs="+",
+        metavar=("IMAGE", "CLASS"),
+        help="this image is truly CLASS (multi-label: every class it has, or - for none)",
+    )
     p.add_argument("--skip", metavar="IMAGE", help="cannot tell: leave this image out of the estimate")
     p.add_argument("--report", action="store_true", help="the audited accuracy, overall and per class")
     p.add_argument("--run", type=int, help="with --report: of this labeling run's predictions")

@@ -79,6 +79,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         options["link"] = True
     if args.one_hot:
         options["one_hot"] = True
+    if args.scores:
+        options["scores"] = True
     rep = export_report(project, args.format, args.output, **options)
     data = {
         "format": rep.format,
@@ -199,6 +201,7 @@ def register_export(subs) -> None:
         cmd_export,
         "export the final labels (human > accepted > pseudo)",
         f"{PROG} export pets --format csv -o labels.csv\n{PROG} export pets --format imagefolder -o out/ --link\n"
+        f"{PROG} export photos --format csv --one-hot --scores -o labels.csv   # multi-label: a 0/1 column per class\n"
         f"{PROG} export pets --format model -o pets.pt   # a trained model, for `apply`",
     )
     project_arg(p)
@@ -208,8 +211,19 @@ def register_export(subs) -> None:
         help="csv (default), imagefolder, jsonl, model (the trained model of the newest train run)",
     )
     p.add_argument("-o", "--output", required=True, help="output file (csv, jsonl) or folder (imagefolder)")
-    p.add_argument("--link", action="store_true", help="imagefolder: symlink instead of copying")
+    p.add_argument(
+        "--link",
+        action="store_true",
+        help="imagefolder: link instead of copying (symlink, else hard link, else copy); needed for a multi-label "
+        "project: one folder per label",
+    )
     p.add_argument("--one-hot", action="store_true", help="csv: add one 0/1 column per class")
+    p.add_argument(
+        "--scores",
+        action="store_true",
+        help="csv: add a score:<class> column per class (the run's per-class scores); jsonl: a scores object "
+        "(on by itself for multi-label projects)",
+    )
     json_arg(p)
 
     p = sub(

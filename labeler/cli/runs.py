@@ -1,4 +1,4 @@
-"""CLI commands about a project's runs and changes: ``eval``, ``runs``, ``cancel``, ``undo``, ``methods``."""
+"""CLI commands about a project's runs and changes: ``eval``, ``truth``, ``runs``, ``cancel``, ``undo``, ``methods``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,44 @@ from ..errors import InvalidInputError
 from ._common import PROG, emit, json_arg, open_project, project_arg, sub
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate
+def _fmt(x) -> str:
+    return "–" if x is None else f"{x:.3f}"
 
-    res = evaluate(open_project(args), run_id=args.run)
+
+def multi_label_eval_text(res: dict) -> str:
+    """What ``eval`` prints for a multi-label project (:func:`labeler.evaluate.evaluate_multi_label`)."""
+    src = res["truth_sources"]
+    set_t = {c: t for c, t in res["thresholds"].items() if t is not None}
+    at = ", ".join(f"{c} ≥ {t:g}" for c, t in set_t.items()) if set_t else "the run's own label sets"
+    lines = [
+        f"{res['labels']}: mAP {_fmt(res['map'])} (macro, {res['n_scored']} images with scores), "
+        f"macro F1 {_fmt(res['macro_f1'])}, micro F1 {_fmt(res['micro']['f1'])}, "
+        f"exact-set accuracy {_fmt(res['exact_match'])}",
+        f"  on {res['n']} images with ground truth ({src['file']} from files, {src['folder']} from folder names); "
+        f"labels at: {at}",
+    ]
+    lines += [
+        f"  {c:>20}: AP {_fmt(m['ap'])}  precision {_fmt(m['precision'])} recall {_fmt(m['recall'])} "
+        f"F1 {_fmt(m['f1'])} (n={m['support']}, labeled {m['predicted']})"
+        for c, m in res["per_class"].items()
+    ]
+    return "\n".join(lines)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate, evaluate_multi_label
+
+    project = open_project(args)
+    multi = project.multi_label
+    if args.run is not None and not multi:
+        from ..labels import get_label_run
+
+        multi = bool(get_label_run(project, args.run, require_done=False)["params"].get("multi_label"))
+    if multi:
+        res = evaluate_multi_label(project, run_id=args.run)
+        emit(args, res, multi_label_eval_text(res))
+        return 0
+    res = evaluate(project, run_id=args.run)
     lines = [
         f"accuracy {res['accuracy']:.4f} on {res['n']} labeled images with ground truth "
         f"({res['n_ground_truth']} have ground truth)"
@@ -21,6 +55,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for c, m in res["per_class"].items()
     ]
     emit(args, res, "\n".join(lines))
+    return 0
+
+
+def cmd_truth(args: argparse.Namespace) -> int:
+    from ..history import counted
+    from ..truth import clear_truth, import_truth, truth_summary
+
+    project = open_project(args)
+    if args.clear:
+        n = clear_truth(project)
+        emit(args, {"deleted": n}, f"deleted the ground truth of {n} images from files (folder names still count)")
+        return 0
+    if args.file is None:
+        s = truth_summary(project)
+        text = (
+            f"{counted(s['images'], 'image')} with ground truth: {s['file']} from files, "
+            f"{s['folder']} from folder names"
+        )
+        text += "".join(f"\n  file: {f}" for f in s["files"])
+        emit(args, s, text)
+        return 0
+    rep = import_truth(
+        project,
+        args.file,
+        replace=args.replace,
+        skip_unknown_images=args.skip_unknown_images,
+        drop_unknown_classes=args.drop_unknown_classes,
+        sep=args.sep,
+    )
+    lines = [
+        f"imported the ground truth of {counted(rep.written, 'image')} ({rep.empty} with no class) from {rep.file}"
+    ]
+    if rep.replaced:
+        lines.append(f"  replaced that of {rep.replaced} images from earlier files")
+    if rep.skipped_images:
+        lines.append(f"  skipped {rep.skipped_images} entries naming no image of the project, e.g.")
+        lines += [f"    {e}" for e in rep.examples[:5]]
+    if rep.dropped_classes:
+        shown = ", ".join(f"{c!r} ({n}x)" for c, n in list(rep.dropped_classes.items())[:10])
+        lines.append(f"  dropped names that are no class: {shown}")
+    lines.append(f"score the labels against it: {PROG} eval {args.project}")
+    emit(args, rep.to_dict(), "\n".join(lines))
     return 0
 
 
@@ -83,11 +159,35 @@ def register(subs) -> None:
         subs,
         "eval",
         cmd_eval,
-        "accuracy against folder-name ground truth (class-named subfolders)",
-        f"{PROG} eval pets --json",
+        "score the labels against ground truth: accuracy vs. class-named folders; multi-label: mAP, AP, F1",
+        f"{PROG} eval pets --json\n{PROG} truth photos truth.csv && {PROG} eval photos   # a multi-label project",
     )
     project_arg(p)
     p.add_argument("--run", type=int, help="evaluate this run's predictions instead of the final labels")
+    json_arg(p)
+
+    p = sub(
+        subs,
+        "truth",
+        cmd_truth,
+        "import ground truth sets for a multi-label project (CSV/JSON/JSONL of image → labels), or show them",
+        f"{PROG} truth photos truth.csv            # path,labels  cat/1.jpg,cat;dog\n"
+        f'{PROG} truth photos truth.jsonl --replace  # {{"path": "cat/1.jpg", "labels": ["cat", "dog"]}}\n'
+        f"{PROG} truth photos                      # how many images have ground truth, from where\n"
+        "folder names count too: a folder named cat+dog holds images of both (see labeler/truth.py)",
+    )
+    project_arg(p)
+    p.add_argument(
+        "file",
+        nargs="?",
+        help="a .csv (image column image_id, sha256, path or rel_path; labels column labels, joined with ';', or "
+        "one 0/1 column per class), .json ({image: [labels]}) or .jsonl file; all or nothing",
+    )
+    p.add_argument("--replace", action="store_true", help="drop the ground truth of earlier files first")
+    p.add_argument("--skip-unknown-images", action="store_true", help="count entries naming no image, not refuse")
+    p.add_argument("--drop-unknown-classes", action="store_true", help="drop names that are no class, not refuse")
+    p.add_argument("--sep", default=";", help="separator of the labels in a CSV labels column (default ;)")
+    p.add_argument("--clear", action="store_true", help="delete the ground truth imported from files")
     json_arg(p)
 
     p = sub(subs, "runs", cmd_runs, "list the project's runs (jobs)", f"{PROG} runs pets")

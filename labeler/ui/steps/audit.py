@@ -63,13 +63,22 @@ def _pct(x: float | None) -> str:
 def estimate_html(rep: dict) -> str:
     """The overall estimate and the per-class interval plot (HTML)."""
     o = rep["overall"]
+    what = "exact-set accuracy" if rep.get("multi_label") else "accuracy"
     if o["accuracy"] is None:
-        head = "<b>Estimated accuracy:</b> nothing checked yet."
+        head = f"<b>Estimated {what}:</b> nothing checked yet."
     else:
         head = (
-            f"<b>Estimated accuracy of the final labels: {_pct(o['accuracy'])}</b> "
+            f"<b>Estimated {what} of the final labels: {_pct(o['accuracy'])}</b> "
             f"(95&nbsp;% interval {_pct(o['low'])}–{_pct(o['high'])}, {o['n']} checked) {_bar(o, 220)}"
         )
+        micro = rep.get("micro")
+        if micro and micro["precision"]["accuracy"] is not None:
+            p, r = micro["precision"], micro["recall"]
+            head += (
+                f"<div class='lb-note'>All labels pooled: precision {_pct(p['accuracy'])} "
+                f"({_pct(p['low'])}–{_pct(p['high'])}, {p['n']} labels), recall {_pct(r['accuracy'])} "
+                f"({_pct(r['low'])}–{_pct(r['high'])}, {r['n']} true labels).</div>"
+            )
     rows = []
     for c, m in rep["per_class"].items():
         prec, rec = m["precision"], m["recall"]
@@ -107,7 +116,8 @@ class AuditView(NamedTuple):
     image: Any  # PIL image, or None
     label: str
     current: int | None  # the image id on screen (gr.State)
-    truth: Any  # gr.Radio update: the classes, nothing picked
+    truth: Any  # gr.Radio update: the classes, nothing picked (hidden for multi-label projects)
+    truth_set: Any  # gr.CheckboxGroup update: the true label set of a multi-label project (hidden otherwise)
     estimate: str
     runs: Any  # gr.Dataframe update
 
@@ -117,14 +127,26 @@ def _choices(classes: list[str]) -> list[tuple[str, str]]:
     return [(f"{k} · {c}" if k <= DIGITS else c, c) for k, c in enumerate(classes, start=1)]
 
 
-def _empty(progress: str, classes: list[str] | None = None, estimate: str = "", runs=None) -> AuditView:
+def _truth_pickers(classes: list[str], multi: bool) -> tuple:
+    """(Radio, CheckboxGroup) updates: one class for single-label projects, a set for multi-label ones."""
+    return (
+        gr.Radio(choices=_choices(classes), value=None, visible=not multi),
+        gr.CheckboxGroup(choices=classes, value=[], visible=multi),
+    )
+
+
+def _empty(
+    progress: str, classes: list[str] | None = None, estimate: str = "", runs=None, multi: bool = False
+) -> AuditView:
     """The panel with no image to check."""
+    one, many = _truth_pickers(classes or [], multi)
     return AuditView(
         progress=progress,
         image=None,
         label="",
         current=None,
-        truth=gr.Radio(choices=_choices(classes or []), value=None),
+        truth=one,
+        truth_set=many,
         estimate=estimate,
         runs=runs if runs is not None else gr.Dataframe(visible=False),
     )
@@ -160,6 +182,7 @@ def view(project, note: str = "") -> AuditView:
     if project is None:
         return _empty(empty_state(NO_PROJECT))
     classes = project.classes
+    multi = project.multi_label
     if audit.design(project) is None:
         return _empty(
             empty_state(
@@ -167,6 +190,7 @@ def view(project, note: str = "") -> AuditView:
                 "<b>Draw sample</b>."
             ),
             classes,
+            multi=multi,
         )
     text = _progress_text(project, note)
     nxt = audit.audit_items(project, unchecked=True, limit=1)
@@ -174,18 +198,20 @@ def view(project, note: str = "") -> AuditView:
     runs_update = gr.Dataframe(value=run_rows(project), headers=RUN_HEADERS, visible=True)
     if not nxt:
         done = empty_state("Every image of the sample is checked. Draw a larger sample to narrow the interval.")
-        return _empty(text + "  \n" + done, classes, estimate, runs_update)
+        return _empty(text + "  \n" + done, classes, estimate, runs_update, multi=multi)
     it = nxt[0]
     lab = item_md(it)
     img = _image(it["path"])
     if img is None:
         lab += "  \n" + empty_state("This image cannot be read: skip it.")
+    one, many = _truth_pickers(classes, multi)
     return AuditView(
         progress=text,
         image=img,
         label=lab,
         current=it["image_id"],
-        truth=gr.Radio(choices=_choices(classes), value=None),
+        truth=one,
+        truth_set=many,
         estimate=estimate,
         runs=runs_update,
     )
@@ -221,8 +247,11 @@ def confirm(ctx: Ctx, key: str, image_id: int | None) -> AuditView:
 
 
 @guard
-def correct(ctx: Ctx, key: str, image_id: int | None, cls: str | None) -> AuditView:
-    """The true class is ``cls``."""
+def correct(ctx: Ctx, key: str, image_id: int | None, cls: str | None, cls_set: list[str] | None = None) -> AuditView:
+    """The true class is ``cls`` (multi-label projects: the true labels are ``cls_set``; none ticked: the image
+    has none of the classes)."""
+    if ctx.open(key).multi_label:
+        return _check(ctx, key, image_id, "correct", list(cls_set or []))
     if not cls:
         raise gr.Error("Pick the true class first.")
     return _check(ctx, key, image_id, "correct", cls)
@@ -270,6 +299,12 @@ def build(ctx: Ctx) -> dict:
             label = gr.Markdown(elem_id="audit-label")
             confirm_btn = gr.Button("✓ Correct (y)", variant="primary", elem_id="audit-confirm")
             truth = gr.Radio([], label="…or the true class is (keys 1–9)", elem_id="audit-truth")
+            truth_set = gr.CheckboxGroup(
+                [],
+                label="…or the true labels are (none ticked: none of the classes)",
+                elem_id="audit-truth-set",
+                visible=False,
+            )
             with gr.Row():
                 correct_btn = gr.Button("Set true class", elem_id="audit-correct")
                 skip_btn = gr.Button("Skip (s)", elem_id="audit-skip")
@@ -290,12 +325,13 @@ def build(ctx: Ctx) -> dict:
         label=label,
         current=current,
         truth=truth,
+        truth_set=truth_set,
         estimate=estimate,
         runs=runs,
     )
     draw_btn.click(bind(draw, ctx), [ctx.project, size, stratify, seed], outs, api_name="audit_draw")
     confirm_btn.click(bind(confirm, ctx), [ctx.project, current], outs, api_name="audit_confirm")
-    correct_btn.click(bind(correct, ctx), [ctx.project, current, truth], outs, api_name="audit_correct")
+    correct_btn.click(bind(correct, ctx), [ctx.project, current, truth, truth_set], outs, api_name="audit_correct")
     skip_btn.click(bind(skip, ctx), [ctx.project, current], outs, api_name="audit_skip")
     for k, btn in enumerate(digit_btns, start=1):
         btn.click(bind(correct_digit, ctx, k), [ctx.project, current], outs, api_visibility="private")

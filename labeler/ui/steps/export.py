@@ -1,5 +1,6 @@
 """Step 8 · Export: every registered format (CSV, ImageFolder zipped, JSONL, the trained model) as a download,
-with a preview of the first rows."""
+with a preview of the first rows, and the options multi-label projects need (one-hot columns, per-class scores,
+one folder per label with links)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,20 @@ FORMAT_LABELS = {
     "jsonl": "JSONL (one JSON object per image)",
     "model": "Model — the trained model (.pt)",
 }
+
+
+#: The export options the step offers, as (label, exporter option); each format takes those it has.
+OPTIONS = [
+    ("One-hot columns (CSV: a 0/1 column per class)", "one_hot"),
+    ("Per-class scores (CSV columns; JSONL, always on for multi-label)", "scores"),
+    ("Links instead of copies (ImageFolder; multi-label: one folder per label)", "link"),
+]
+
+
+def option_values(chosen) -> dict:
+    """The exporter options of the ticked boxes (unknown values ignored)."""
+    names = {v for _, v in OPTIONS}
+    return {v: True for v in (chosen or []) if v in names}
 
 
 def formats() -> list[tuple[str, str]]:
@@ -100,13 +115,13 @@ def refresh(ctx: Ctx, key: str) -> ExportOut:
     return ExportOut(summary_text(project), gr.skip(), gr.skip(), gr.skip(), recent_files(project))
 
 
-def _start_imagefolder(project: Project) -> ExportOut:
+def _start_imagefolder(project: Project, options: dict) -> ExportOut:
     root = str(project.root)
 
     def work():
         p = Project(root)
         try:
-            return export_for_download(p, "imagefolder")
+            return export_for_download(p, "imagefolder", **options)
         finally:
             p.close()
 
@@ -121,14 +136,21 @@ def _start_imagefolder(project: Project) -> ExportOut:
 
 
 @guard
-def run(ctx: Ctx, key: str, fmt_value: str) -> ExportOut:
-    """Export in format ``fmt_value`` (ImageFolder copies every image: a background job)."""
+def run(ctx: Ctx, key: str, fmt_value: str, chosen: list[str] | None = None) -> ExportOut:
+    """Export in format ``fmt_value`` with the ticked ``chosen`` options (ImageFolder copies every image: a
+    background job)."""
     project = ctx.open(key)
     if project.image_count() == 0:
         raise gr.Error("There are no images to export: import some in step 2 first.")
+    options = option_values(chosen)
     if fmt_value == "imagefolder":
-        return _start_imagefolder(project)
-    return done(project, export_for_download(project, fmt_value))
+        if project.multi_label and not options.get("link"):
+            raise gr.Error(
+                "This project is multi-label and an ImageFolder holds one class per image: tick “Links instead of "
+                "copies” for one folder per label, or export CSV with one-hot columns, or JSONL."
+            )
+        return _start_imagefolder(project, options)
+    return done(project, export_for_download(project, fmt_value, **options))
 
 
 @guard
@@ -149,6 +171,13 @@ def build(ctx: Ctx) -> dict:
         with gr.Column(scale=1):
             summary = gr.Markdown(elem_id="export-summary")
             fmt = gr.Radio(formats(), value="csv", label="Format", elem_id="export-format")
+            opts = gr.CheckboxGroup(
+                OPTIONS,
+                value=[],
+                label="Options",
+                info="Each format takes the ones it has. Multi-label: one-hot columns, or links for ImageFolder.",
+                elem_id="export-options",
+            )
             export_btn = gr.Button("Export", variant="primary", elem_id="export-run")
             download = gr.DownloadButton("Download", visible=False, variant="primary", elem_id="export-download")
             status = gr.Markdown(elem_id="export-status")
@@ -171,6 +200,6 @@ def build(ctx: Ctx) -> dict:
             )
 
     outs = wire(ExportOut, summary=summary, download=download, status=status, preview=preview, recent=recent)
-    export_btn.click(bind(run, ctx), [ctx.project, fmt], outs, api_name="export_run")
+    export_btn.click(bind(run, ctx), [ctx.project, fmt, opts], outs, api_name="export_run")
     ctx.finished.change(bind(finished, ctx), [ctx.project, ctx.finished], outs, api_visibility="private")
     return {"refresh": bind(refresh, ctx), "outputs": outs, "api_name": "export_view"}
