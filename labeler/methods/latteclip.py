@@ -44,7 +44,7 @@ GROUP_CALLS = {"shared": 1.25, "per-image": 2.0}
 
 #: ``--recipe labeler``: defaults that depend on the preset (explicit options win; the rest from the recipe).
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "head": {"lr": 1e-3, "batch_size": 256, "epochs": 30},
+    "head": {"lr": 1e-4, "batch_size": 256, "epochs": 30},
     "vision": {"lr": 1e-6},
     "ln-last": {"lr": 1e-5},
     "full": {"lr": 1e-7},
@@ -258,7 +258,7 @@ class LatteCLIP(TrainableMethod):
     name = "latteclip"
     summary = "LatteCLIP: fine-tune CLIP from LMM captions with class prototypes and two pseudo-labels (trains)"
     Params = LatteCLIPParams
-    default_lr = 1e-3
+    default_lr = 1e-4
 
     def __init__(self):
         self._clip_cache: tuple[str, Any] | None = None

@@ -304,12 +304,14 @@ class LatteTask(TrainTask):
         self.texts = {k: list(data.get(k) or []) for k in ("label_texts", "caption_texts", "group_texts")}
         self.paths, self.weak, self.train_view, self.tokenizer = paths, weak, train_view, tokenizer
         self.min_side = 2 * int(model_info.get("image_size") or 224)
-        # Group pools: per class, the group text of every image of that (stream) class that has one.
+        # Group pools: per class, the group text of every image of that (stream) class that has one (padded).
         pools: list[list[int]] = [[] for _ in range(self.num_classes)]
-        for r in range(len(self.zero_shot)):
-            if int(self.group[r]) >= 0:
-                pools[int(self.zero_shot[r])].append(int(self.group[r]))
-        self.pools = [torch.tensor(p, dtype=torch.long) for p in pools]
+        for r in np.flatnonzero(self.group.numpy() >= 0):
+            pools[int(self.zero_shot[r])].append(int(self.group[r]))
+        self.pool_size = torch.tensor([len(p) for p in pools], dtype=torch.long)
+        self.pools = torch.full((self.num_classes, max(1, int(self.pool_size.max()))), -1, dtype=torch.long)
+        for c, p in enumerate(pools):
+            self.pools[c, : len(p)] = torch.tensor(p, dtype=torch.long)
 
     # --- state: the trainable parameters plus the prototypes ---------------------------------------------
     def named_trainable(self):
@@ -370,12 +372,11 @@ class LatteTask(TrainTask):
 
     def _draw_groups(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A group text per row: that of a random image of the row's (zero-shot or human) class; -1 if none."""
-        out = torch.full((len(rows),), -1, dtype=torch.long)
-        for i, r in enumerate(rows.tolist()):
-            pool = self.pools[int(self.zero_shot[r])]
-            if len(pool):
-                out[i] = pool[int(torch.randint(len(pool), (1,), generator=generator))]
-        return out
+        cls = self.zero_shot[rows]
+        size = self.pool_size[cls]
+        pick = (torch.rand(len(rows), generator=generator) * size).long().clamp_max((size - 1).clamp_min(0))
+        out = self.pools[cls, pick]
+        return torch.where(size > 0, out, torch.full_like(out, -1))
 
     def batches(self, generator: torch.Generator):
         self.snapshot = self.prototypes.clone()  # the text weights' reference for this epoch
