@@ -135,7 +135,9 @@ def test_planned_methods_are_the_unbuilt_ones():
         InvalidInputError, match="CDUL .* not implemented yet; available now: lafter, latteclip, nola, zeroshot"
     ):
         get_method("cdul")
-    with pytest.raises(InvalidInputError, match="unknown method 'nope'; choose one of lafter, latteclip, nola, zeroshot"):
+    with pytest.raises(
+        InvalidInputError, match="unknown method 'nope'; choose one of lafter, latteclip, nola, zeroshot"
+    ):
         get_method("nope")
 
 
