@@ -249,7 +249,7 @@ class LatteCLIPParams(TrainParams):
     descriptions: str = "none"  # none | llm | both: class texts of the zero-shot stream when it is computed
     zero_shot: str = "auto"  # auto: the active zero-shot run's top-1 if it covers every image, else computed
     features: str | None = None  # CLIP feature-set key (its model is the base); the newest CLIP set when None
-    grad_checkpointing: bool | None = None  # None: on for the tower presets on a GPU
+    grad_checkpointing: str = "auto"  # auto (on for the tower presets on a GPU) | on | off
 
 
 class LatteCLIP(TrainableMethod):
@@ -264,11 +264,30 @@ class LatteCLIP(TrainableMethod):
         self._clip_cache: tuple[str, Any] | None = None
 
     # --- params --------------------------------------------------------------------------------------------
+    def preset_defaults(self, values: dict, device_type: str) -> dict:
+        """``values`` (the options as a dict) with ``preset`` decided and, under recipe ``labeler``, the preset's
+        lr / batch size / epochs filled where unset (a new dict; the recipe fills the rest)."""
+        from ..train.recipes import get_recipe
+
+        out = dict(values)
+        recipe = get_recipe(self.name, out.get("recipe"))
+        preset = out.get("preset") or recipe.preset or ("vision" if device_type == "cuda" else "head")
+        if preset not in PRESET_NAMES:
+            raise InvalidInputError(
+                f"preset must be one of {', '.join(PRESET_NAMES)}, got {preset!r}", hint=Hint(option="preset")
+            )
+        out["preset"] = preset
+        if recipe.name == "labeler":
+            for k, v in PRESET_DEFAULTS[preset].items():
+                if out.get(k) is None:
+                    out[k] = v
+        return out
+
     def resolve(self, project: Project, params: Any) -> dict:
         from ..device import resolve_device
         from ..features import latest_set
         from ..prompts import class_prompts
-        from ..train.recipes import apply_recipe, get_recipe
+        from ..train.recipes import apply_recipe
 
         if not isinstance(params, LatteCLIPParams):
             raise InvalidInputError(f"{self.name} takes LatteCLIPParams, got {type(params).__name__}")
@@ -278,19 +297,7 @@ class LatteCLIP(TrainableMethod):
         if project.multi_label:
             raise InvalidInputError("latteclip trains a single-label classifier; this project is multi-label")
         device = resolve_device(params.device)
-        values = asdict(params)
-        recipe = get_recipe(self.name, values.get("recipe"))
-        preset = values.get("preset") or recipe.preset or ("vision" if device.type == "cuda" else "head")
-        if preset not in PRESET_NAMES:
-            raise InvalidInputError(
-                f"preset must be one of {', '.join(PRESET_NAMES)}, got {preset!r}", hint=Hint(option="preset")
-            )
-        values["preset"] = preset
-        if recipe.name == "labeler":
-            for k, v in PRESET_DEFAULTS[preset].items():
-                if values.get(k) is None:
-                    values[k] = v
-        values = apply_recipe(values, self.name, device.type)
+        values = apply_recipe(self.preset_defaults(asdict(params), device.type), self.name, device.type)
         values = resolve_training(values, device.type, self.default_lr)
         if values["groups"] not in GROUP_KEYS:
             raise InvalidInputError(
@@ -308,8 +315,10 @@ class LatteCLIP(TrainableMethod):
         if values["descriptions"] not in ("none", "llm", "both"):
             raise InvalidInputError(f"descriptions must be none, llm or both, got {values['descriptions']!r}")
         class_prompts(classes[0], values["templates"])  # a bad template set or template fails here
-        if values.get("grad_checkpointing") is None:
-            values["grad_checkpointing"] = device.type == "cuda" and preset != "head"
+        checkpointing = {"on": True, "off": False, "auto": device.type == "cuda" and values["preset"] != "head"}
+        if str(values.get("grad_checkpointing")) not in checkpointing:
+            raise InvalidInputError(f"grad_checkpointing must be auto, on or off, got {values['grad_checkpointing']!r}")
+        values["grad_checkpointing"] = checkpointing[str(values["grad_checkpointing"])]
         fset = project.features.get_set(values["features"]) if values.get("features") else latest_set(project, "clip")
         if fset is None or fset["kind"] != "clip":
             what = f"CLIP feature set {values['features']!r}" if values.get("features") else "CLIP features"
