@@ -133,13 +133,22 @@ def test_caption_train_kill_resume_relabel_export_apply(proj, server, tmp_path, 
     assert server.requests == before
 
 
-def test_tower_preset_trains_the_vision_tower_and_relabels(proj, server, capsys):  # noqa: F811
+def test_tower_preset_trains_the_vision_tower_and_keeps_audit_images_out(proj, server, capsys):  # noqa: F811
+    from labeler.audit import draw_sample, sampled_ids
+
     caption = ["caption", proj, "--backend", "openai", "--model", "vlm", "--base-url", server.url, "--groups"]
     assert main([*map(str, caption), "--quiet"]) == 0
+    draw_sample(Project(proj), 3, seed=1)
+    audited = sampled_ids(Project(proj))
+    assert len(audited) == 3
     data = _json(
         capsys, "train", proj, "--method", "latteclip", "--preset", "ln-last", "--epochs", "1", "--batch-size", "6",
         "--device", "cpu", "--quiet",
     )  # fmt: skip
-    assert data["metrics"]["setup"]["preset"] == "ln-last" and data["label"]["n"] == 12
+    setup = data["metrics"]["setup"]
+    assert setup["preset"] == "ln-last" and data["label"]["n"] == 12  # relabeling covers every image
+    assert setup["audit_excluded"] == 3 and setup["images"] == 9
+    ids = torch.load(proj / "runs" / str(data["train_run_id"]) / "setup.pt", weights_only=True)["image_ids"].tolist()
+    assert not audited & set(ids)
     state = _final(proj, data["train_run_id"])["trainable"]
     assert any(k.startswith("clip.visual.") for k in state) and not any(k.startswith("clip.transformer") for k in state)

@@ -278,12 +278,15 @@ def register(subs) -> None:
         "Every difference: docs/methods.md",
     )
     p.add_argument(
-        "--epochs", type=int, help=f"epochs (labeler: {GPU_EPOCHS} on a GPU, {CPU_EPOCHS} on CPU; paper: 50)"
+        "--epochs",
+        type=int,
+        help=f"epochs (labeler: {GPU_EPOCHS} on a GPU, {CPU_EPOCHS} on CPU, latteclip head 30; paper: 50)",
     )
     p.add_argument(
         "--batch-size",
         type=int,
-        help=f"images per step (labeler: {GPU_BATCH} on a GPU, {CPU_BATCH} on CPU; paper: nola 512, lafter 50)",
+        help=f"images per step (labeler: {GPU_BATCH} on a GPU, {CPU_BATCH} on CPU, latteclip head 256; paper: nola and "
+        "latteclip 512, lafter 50)",
     )
     p.add_argument(
         "--lr",
