@@ -10,6 +10,9 @@ On a CUDA machine, on a small project of generated class images (tests/synth.py)
    per-step loss of the last third of the steps below that of the first third); images/s per epoch;
 3. resume: ``labeler train`` in a subprocess, killed (SIGKILL) after its first checkpoint; rerunning the same
    command continues that run (same run id, ``resumed_from_epoch`` >= 1);
+4. LatteCLIP ``--recipe paper`` (preset ``full``: both towers, AMP, gradient checkpointing on a GPU, AdamW
+   (0.9, 0.98), warmup + cosine) for one epoch on captions written from the folder names (no LMM here): it runs,
+   its loss is finite, the text tower's weights moved, the prototypes stay unit-norm; seconds and peak memory;
 
 then peak GPU memory (``torch.cuda.max_memory_allocated``; peak RSS on CPU). Exit status 0 when every check
 passed, 1 otherwise. Without CUDA it prints ``no CUDA device: skipped`` and exits 0; ``--cpu`` dry-runs the
@@ -313,6 +316,67 @@ def check_resume(project, args, device: torch.device, checks: Checks) -> dict:
     return {"run": run["id"], "killed_after_epochs": done, "resumed_from_epoch": resumed_from}
 
 
+def write_captions(project) -> int:
+    """A caption and a group description per image from its folder name (stands in for an LMM); returns the count."""
+    from store import now
+
+    rows = []
+    for im in project.images():
+        c = im.get("folder_label") or Path(im["path"]).parent.name
+        rows.append(
+            (im["id"], "image", None, f"a photo showing a {c}, seen up close", "bench", "bench", "bench", now())
+        )
+        rows.append((im["id"], "group", c, f"several pictures of a {c}", "bench", "bench", "bench", now()))
+    with project.db.conn:
+        project.db.execute("delete from captions")
+        project.db.conn.executemany(
+            "insert into captions (image_id, kind, group_key, text, backend, model, prompt, created_at) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    return len(rows) // 2
+
+
+def check_latteclip(project, args, device: torch.device, checks: Checks) -> dict:
+    """One epoch of LatteCLIP with ``--recipe paper`` (both towers): it runs, stays finite, moves the text tower."""
+    from labeler.methods import get_method
+    from labeler.models import load_clip
+    from labeler.train import train
+    from labeler.train.loop import CHECKPOINT, load
+    from labeler.train.runs import run_dir
+
+    n = write_captions(project)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    options = {"recipe": "paper", "epochs": 1, "device": str(device), "patience": 1000}
+    t0 = time.perf_counter()
+    res = train(project, "latteclip", get_method("latteclip").params_from(options), resume=None)
+    seconds = time.perf_counter() - t0
+    epochs = res.metrics.get("epochs", [])
+    setup = res.metrics.get("setup", {})
+    state = load(run_dir(project, res.run_id) / CHECKPOINT)["trainable"]
+    base = load_clip(args.clip, args.pretrained, device="cpu", precision="fp32").model
+    moved = float((state["clip.token_embedding.weight"] - base.token_embedding.weight.detach()).abs().max())
+    protos = state["__prototypes__"]
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    out = {
+        "captioned": n,
+        "amp": res.metrics.get("amp"),
+        "preset": setup.get("preset"),
+        "trainable_parameters": setup.get("trainable_parameters"),
+        "epochs": [{k: e.get(k) for k in ("epoch", "loss", "images_per_s", "seconds")} for e in epochs],
+        "text_tower_max_change": moved,
+        "seconds": round(seconds, 1),
+        "peak_gpu_mb": None if peak is None else round(peak, 1),
+    }
+    print(f"  latteclip: {json.dumps(out)}", flush=True)
+    checks.check(len(epochs) == 1 and setup.get("preset") == "full", "latteclip --recipe paper ran 1 epoch (full)")
+    checks.check(all(math.isfinite(e["loss"]) for e in epochs), "latteclip loss finite")
+    checks.check(moved > 0, f"latteclip text tower trained (max weight change {moved:.3g})")
+    checks.check(bool(torch.allclose(protos.norm(dim=1), torch.ones(len(protos)), atol=1e-3)), "prototypes unit-norm")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpu", action="store_true", help="dry-run the same steps on the CPU (no CUDA needed)")
@@ -359,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
             report["training"] = check_training(project, args, device, checks)
             print("resume", flush=True)
             report["resume"] = check_resume(project, args, device, checks)
+            print("latteclip", flush=True)
+            report["latteclip"] = check_latteclip(project, args, device, checks)
         finally:
             project.close()
     if device.type == "cuda":

@@ -19,6 +19,7 @@ STEPS = (
     "label",
     "describe",
     "descriptions",
+    "captions",
     "cluster",
     "train",
     "runs",

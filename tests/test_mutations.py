@@ -3,7 +3,9 @@
 Mutations guarded (see docs/methods.md): NoLA's teacher replaced by zero-shot argmax; the student's forward
 ignoring its prompts; the strong view replaced by the weak view; LaFTer's teacher head = the untrained text
 classifier T; LaFTer's teacher using prompts; no label smoothing; prompts inserted before ``ln_pre``; frozen
-prompts. (Least-confident top-k and zero alignment epochs: tests/test_nola.py.)
+prompts. (Least-confident top-k and zero alignment epochs: tests/test_nola.py.) LatteCLIP: text weights
+replaced by ones (w ≡ 1); targets without the α smoothing (the fused texts themselves); α = 0 is
+tests/test_latteclip.py's (the prototypes never move).
 """
 
 from __future__ import annotations
@@ -316,3 +318,37 @@ def test_ui_outcome_shows_warnings():
     finally:
         ui_train.train_outcome = original
     assert "Warning" in md and "the teacher looks degenerate" in md and "untrained model" in md
+
+
+# --- LatteCLIP: the text weights and the α smoothing shape where the prototypes go --------------------------------
+@pytest.fixture(scope="module")
+def latte_world():
+    from .test_latteclip import synthetic_world, train_synthetic
+
+    data, mu, y, zs = synthetic_world(0, informative=True)
+    protos, _ = train_synthetic(data)
+    return data, mu, protos
+
+
+def test_latteclip_without_text_weights_ends_elsewhere(latte_world, monkeypatch):
+    import labeler.train.latte as latte
+
+    from .test_latteclip import alignment, train_synthetic
+
+    data, mu, protos = latte_world
+    monkeypatch.setattr(latte, "text_weights", lambda texts, prototypes: torch.ones(len(texts)))
+    mutated, _ = train_synthetic(data)
+    # w ≡ 1 gives captions and group texts as much say as the label text: the prototypes end measurably elsewhere
+    assert abs(alignment(mutated, mu) - alignment(protos, mu)) > 0.02
+
+
+def test_latteclip_without_alpha_smoothing_ends_elsewhere(latte_world, monkeypatch):
+    import labeler.train.latte as latte
+
+    from .test_latteclip import train_synthetic
+
+    data, _, protos = latte_world
+    monkeypatch.setattr(latte, "smoothed_targets", lambda prototypes, fused, labels, alpha=0.01: fused)
+    mutated, _ = train_synthetic(data)
+    cos = (protos * mutated).sum(1) / np.linalg.norm(protos, axis=1) / np.linalg.norm(mutated, axis=1)
+    assert float(1 - cos.min()) > 0.02  # a rerun of the real method differs by < 1e-4 (test_latteclip.py)

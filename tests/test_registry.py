@@ -127,13 +127,17 @@ def test_replace_true_swaps_a_method_and_the_built_in_comes_back():
 
 
 def test_planned_methods_are_the_unbuilt_ones():
-    assert set(PLANNED) == {"latteclip", "cdul"}  # NoLA is built
+    assert set(PLANNED) == {"cdul"}  # NoLA, LaFTer and LatteCLIP are built
     listed = {m["name"]: m for m in list_methods()}
     assert listed["nola"]["available"] and "not implemented" not in listed["nola"]["summary"]
-    assert not listed["latteclip"]["available"] and not listed["cdul"]["available"]
-    with pytest.raises(InvalidInputError, match="CDUL .* not implemented yet; available now: lafter, nola, zeroshot"):
+    assert listed["latteclip"]["available"] and not listed["cdul"]["available"]
+    with pytest.raises(
+        InvalidInputError, match="CDUL .* not implemented yet; available now: lafter, latteclip, nola, zeroshot"
+    ):
         get_method("cdul")
-    with pytest.raises(InvalidInputError, match="unknown method 'nope'; choose one of lafter, nola, zeroshot"):
+    with pytest.raises(
+        InvalidInputError, match="unknown method 'nope'; choose one of lafter, latteclip, nola, zeroshot"
+    ):
         get_method("nope")
 
 
@@ -231,12 +235,12 @@ def test_the_sweep_covers_the_built_ins():
 FRESH = [
     pytest.param(
         "from labeler.methods import list_methods\nprint(json.dumps([m['name'] for m in list_methods()]))",
-        ["lafter", "nola", "zeroshot", "latteclip", "cdul"],
+        ["lafter", "latteclip", "nola", "zeroshot", "cdul"],
         id="labeler.methods",
     ),
     pytest.param(
         "from labeler.methods.base import list_methods\nprint(json.dumps([m['name'] for m in list_methods()]))",
-        ["lafter", "nola", "zeroshot", "latteclip", "cdul"],
+        ["lafter", "latteclip", "nola", "zeroshot", "cdul"],
         id="labeler.methods.base",
     ),
     pytest.param(

@@ -129,9 +129,9 @@ def test_method_needs_features_first(project):
 def test_registry_lists_planned_methods_as_unavailable():
     names = {m["name"]: m for m in list_methods()}
     assert names["zeroshot"]["available"]
-    assert not names["latteclip"]["available"] and "not implemented" in names["latteclip"]["summary"]
+    assert not names["cdul"]["available"] and "not implemented" in names["cdul"]["summary"]
     with pytest.raises(InvalidInputError, match="not implemented"):
-        get_method("latteclip")
+        get_method("cdul")
     with pytest.raises(InvalidInputError, match="no option"):
         ZeroShot.params_from({"bogus": 1})
 

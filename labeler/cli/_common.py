@@ -24,6 +24,7 @@ STEP_COMMANDS = {
     "label": "run `{prog} label {p}{opt}` first",
     "describe": "run `{prog} describe {p}{opt}` first",
     "descriptions": "list them with `{prog} descriptions {p} list`",
+    "captions": "caption the images first (`{prog} caption {p} --groups{opt}`)",
     "cluster": "run `{prog} cluster {p}{opt}` first",
     "train": "train one first (`{prog} train {p}{opt}`)",
     "runs": "list runs with `{prog} runs {p}`",

@@ -9,7 +9,7 @@ from ..errors import InvalidInputError
 from ..train.params import CPU_BATCH, CPU_EPOCHS, GPU_BATCH, GPU_EPOCHS, TrainParams
 from ._common import PROG, emit, json_arg, open_project, progress, project_arg, sub
 
-TRAINING_METHODS = ("nola", "lafter")
+TRAINING_METHODS = ("nola", "lafter", "latteclip")
 
 
 def _pct(x) -> str:
@@ -64,6 +64,16 @@ def _train_params(args: argparse.Namespace):
     }
     if args.templates:
         options["templates"] = args.templates.split("|") if "{" in args.templates else args.templates
+    latte = {"groups": args.groups, "preset": args.preset, "alpha": args.alpha}
+    if method.name == "latteclip":
+        options.update(latte)
+        options.pop("tokens")
+        if args.tokens is not None:
+            raise InvalidInputError("latteclip has no prompt tokens (--tokens is for nola and lafter)")
+    else:
+        given = sorted(f"--{k}" for k, v in latte.items() if v is not None)
+        if given:
+            raise InvalidInputError(f"{', '.join(given)} only apply to --method latteclip")
     return method, method.params_from(options)
 
 
@@ -84,6 +94,18 @@ def _train_lines(run: dict, resumed: bool) -> list[str]:
         lines.append(f"  selection: {m['selection_reason']}")
     if setup.get("val_reason"):
         lines.append(f"  note: {setup['val_reason']}")
+    if setup.get("preset"):
+        caps = setup.get("captions", {})
+        lines.append(
+            f"  preset {setup['preset']}: trains {setup.get('trainable_parameters', 0):,} parameters "
+            f"({setup.get('trains')}); per step: {setup.get('forwards_per_step')}"
+        )
+        lines.append(
+            f"  captions ({caps.get('groups')} groups, ≈ {caps.get('lmm_calls_per_image')} LMM calls per image): "
+            f"{caps.get('with_caption', 0)} of {setup.get('images', 0)} images captioned, "
+            f"{caps.get('with_group_text', 0)} with a group description, {caps.get('label_text_only', 0)} on the "
+            "label text only"
+        )
     for note in setup.get("notes", []):
         lines.append(f"  note: {note}")
     for warning in [*setup.get("warnings", []), *m.get("warnings", [])]:
@@ -234,13 +256,20 @@ def register(subs) -> None:
         subs,
         "train",
         cmd_train,
-        "train a labeling model (NoLA, LaFTer), then relabel every image with it (a new, active run)",
+        "train a labeling model (NoLA, LaFTer, LatteCLIP), then relabel every image with it (a new, active run)",
         f"{PROG} train pets --method nola\n{PROG} train pets --method nola --epochs 10 --batch-size 64\n"
         f"{PROG} train pets --method lafter --recipe paper   # the official LaFTer settings\n"
+        f"{PROG} caption pets --backend openai --model llava --base-url URL --groups   # LatteCLIP's captions\n"
+        f"{PROG} train pets --method latteclip   # preset head on a CPU: a linear adapter on cached features\n"
+        f"{PROG} train pets --method latteclip --recipe paper --device cuda   # the whole CLIP, official settings\n"
         f"{PROG} train pets --method lafter --device cuda\n{PROG} train pets --resume 7   # continue run 7",
     )
     project_arg(p)
-    p.add_argument("--method", choices=TRAINING_METHODS, help="nola (default: CLIP + DINO) or lafter (CLIP only)")
+    p.add_argument(
+        "--method",
+        choices=TRAINING_METHODS,
+        help="nola (default: CLIP + DINO), lafter (CLIP only) or latteclip (CLIP + LMM captions: caption first)",
+    )
     p.add_argument(
         "--recipe",
         choices=["labeler", "paper"],
@@ -249,16 +278,37 @@ def register(subs) -> None:
         "Every difference: docs/methods.md",
     )
     p.add_argument(
-        "--epochs", type=int, help=f"epochs (labeler: {GPU_EPOCHS} on a GPU, {CPU_EPOCHS} on CPU; paper: 50)"
+        "--epochs",
+        type=int,
+        help=f"epochs (labeler: {GPU_EPOCHS} on a GPU, {CPU_EPOCHS} on CPU, latteclip head 30; paper: 50)",
     )
     p.add_argument(
         "--batch-size",
         type=int,
-        help=f"images per step (labeler: {GPU_BATCH} on a GPU, {CPU_BATCH} on CPU; paper: nola 512, lafter 50)",
+        help=f"images per step (labeler: {GPU_BATCH} on a GPU, {CPU_BATCH} on CPU, latteclip head 256; paper: nola and "
+        "latteclip 512, lafter 50)",
     )
-    p.add_argument("--lr", type=float, help="AdamW learning rate (default: nola 0.004, lafter 0.0005)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        help="AdamW learning rate (default: nola 0.004, lafter 0.0005, latteclip by preset: head 1e-4 … paper 1e-7)",
+    )
     p.add_argument("--tokens", type=int, help="prompt tokens (default: nola 16, lafter 50)")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--preset",
+        choices=["head", "vision", "ln-last", "full"],
+        help="latteclip: what trains — head (default on a CPU: a linear adapter on cached features, minutes), "
+        "vision (the vision tower; default on a GPU), ln-last (LayerNorms + last blocks), full (both towers: "
+        "--recipe paper's, a 24 GB+ GPU)",
+    )
+    p.add_argument(
+        "--groups",
+        choices=["shared", "per-image"],
+        help="latteclip: group descriptions shared by each group of ~4 images (default, ≈ 1.25 LMM calls per "
+        "image) or one per image as the official code (≈ 2 calls per image)",
+    )
+    p.add_argument("--alpha", type=float, help="latteclip: prototype smoothing of the targets (default 0.01)")
     p.add_argument(
         "--patience",
         type=int,

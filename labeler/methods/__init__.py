@@ -1,4 +1,4 @@
-"""Method registry: ``zeroshot``, ``nola`` and ``lafter`` (trainable) now; ``latteclip`` and ``cdul`` as they land.
+"""Method registry: ``zeroshot``, ``nola``, ``lafter`` and ``latteclip`` (trainable) now; ``cdul`` as it lands.
 
 >>> from labeler.methods import get_method            # doctest: +SKIP
 >>> method = get_method("zeroshot")
@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from .base import METHODS, Method, RunResult, get_method, list_methods, method_defaults, register_method
 from .lafter import LaFTer
+from .latteclip import LatteCLIP
 from .nola import NoLA
 from .zeroshot import ZeroShot
 
 #: Methods on the roadmap, with the one-line reason they cannot be picked yet (listed as not available).
 PLANNED: dict[str, str] = {
-    "latteclip": "LatteCLIP (LMM descriptions + prototypes) is not implemented yet",
     "cdul": "CDUL (multi-label global-local aggregation) is not implemented yet",
 }
 
-for _cls in (ZeroShot, NoLA, LaFTer):
+for _cls in (ZeroShot, NoLA, LaFTer, LatteCLIP):
     register_method(_cls)
 for _name, _why in PLANNED.items():
     METHODS.plan(_name, _why)

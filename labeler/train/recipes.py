@@ -7,7 +7,9 @@ method's comparison as the Markdown table ``docs/methods.md`` carries (a test ke
 
 Official code read: NoLA — github.com/fazliimam/NoLA (``trainers/NoLA.py``, ``utils/model_utils.py``,
 ``utils/misc.py``, ``config.yml``); LaFTer — github.com/jmiemirza/LaFTer (``trainers/LaFTer.py``,
-``LaFTer.py``, ``utils/utils.py``, ``utils/model_utils.py``, ``scripts/LaFTer.sh``).
+``LaFTer.py``, ``utils/utils.py``, ``utils/model_utils.py``, ``scripts/LaFTer.sh``); LatteCLIP —
+github.com/astra-vision/LatteCLIP (``src/training/train.py``, ``src/training/main.py``,
+``scripts/unsupervised/*_fine_tune_multiclass.sh``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ FIELDS = {
     "teacher_backbone": "teacher backbone",
     "teacher_view": "teacher input",
     "prompt_init": "prompt init bound",
+    "preset": "what trains",
+    "warmup": "warmup steps",
+    "weight_decay": "weight decay",
 }
 
 
@@ -52,14 +57,18 @@ class Recipe:
     schedule: str
     batch_size: int | None
     epochs: int | None
-    tokens: int
-    lr: float
-    strong_view: str  # a name in labeler.train.views.STRONG_VIEWS
-    prompt_init: str  # labeler.train.prompt.PROMPT_INITS: patch | patch16
+    tokens: int | None = None
+    lr: float | None = None  # None in a recipe that uses lr: by preset (LatteCLIP; ``shown`` says how)
+    strong_view: str | None = None  # a name in labeler.train.views.STRONG_VIEWS
+    prompt_init: str | None = None  # labeler.train.prompt.PROMPT_INITS: patch | patch16
     text_lr: float | None = None
     text_steps: int | None = None
     teacher_backbone: str | None = None  # FEATURE_SET (the cached DINO set) or a DINO model to run
     teacher_view: str | None = None  # dino: its own preprocessing (cached set) | clip: CLIP's weak view
+    preset: str | None = None  # LatteCLIP: what trains (labeler.train.latte.PRESETS); None there: by device
+    warmup: int | None = None  # LatteCLIP: linear warmup steps before the cosine
+    weight_decay: float | None = None  # LatteCLIP: AdamW weight decay (on >= 2-D weights)
+    shown: dict = field(default_factory=dict)  # field -> how the table shows a None that is decided later
     sources: dict = field(default_factory=dict)
     why: dict = field(default_factory=dict)
 
@@ -102,6 +111,18 @@ _LAFTER_SRC = {
     "text_steps": "`utils/utils.py:setup_txt_epochs` — `text_cls_epochs` per dataset: 400 (500 ImageNet, "
     "SUN397, Caltech101, ImageNet-R/A/Sketch; 600 OxfordFlowers)",
     "prompt_init": "`trainers/LaFTer.py:LaFTer.__init__` — `patch_size = (16, 16)` hard-coded",
+}
+
+_LATTE_SRC = {
+    "schedule": "`src/training/main.py` — open_clip's `cosine_lr`: linear warmup, then cosine per step",
+    "batch_size": "`scripts/unsupervised/*_fine_tune_multiclass.sh` `--batch-size 512`",
+    "epochs": "`scripts/unsupervised/*_fine_tune_multiclass.sh` `--epochs`: 100 DTD, Pets; 50 Caltech, Aircraft, "
+    "Flowers, Cars, UCF; 15 EuroSAT, Food101, SUN397",
+    "lr": "`scripts/unsupervised/*_fine_tune_multiclass.sh` `--lr $1` (the paper: 1e-7)",
+    "preset": "`src/training/train.py:train_one_epoch_v2` — the whole CLIP trains (text features not detached)",
+    "warmup": "`scripts/unsupervised/*_fine_tune_multiclass.sh` `--warmup 10`",
+    "weight_decay": "`src/training/params.py` `--wd` default 0.2; `src/training/main.py` excludes gains, biases "
+    "and `logit_scale` (weights under 2-D)",
 }
 
 _BATCH_WHY = "a CPU cannot hold 512 strong views per step: 16 there; 512 keeps a GPU busy"
@@ -193,6 +214,45 @@ RECIPES: dict[tuple[str, str], Recipe] = {
             "prompt_init": _INIT_WHY,
         },
     ),
+    ("latteclip", "paper"): Recipe(
+        method="latteclip",
+        name="paper",
+        schedule="cosine",
+        batch_size=512,
+        epochs=50,
+        lr=1e-7,
+        preset="full",
+        warmup=10,
+        weight_decay=0.2,
+        sources=_LATTE_SRC,
+    ),
+    ("latteclip", "labeler"): Recipe(
+        method="latteclip",
+        name="labeler",
+        schedule="cosine",
+        batch_size=None,
+        epochs=None,
+        lr=None,
+        preset=None,
+        warmup=10,
+        weight_decay=0.2,
+        sources=_LATTE_SRC,
+        shown={
+            "batch_size": "head 256; else GPU 512, CPU 16",
+            "epochs": "head 30; else GPU 50, CPU 3",
+            "lr": "head 1e-4, vision 1e-6, ln-last 1e-5, full 1e-7",
+            "preset": "`head` on a CPU, `vision` on a GPU",
+        },
+        why={
+            "batch_size": "the head preset trains on cached features, so 256 in-batch negatives cost nothing; "
+            + _BATCH_WHY,
+            "epochs": "an epoch of the head preset takes seconds on a CPU; " + _EPOCHS_WHY,
+            "lr": "an adapter initialised to the identity needs a far larger step than the whole CLIP at 1e-7 (in the "
+            "synthetic test 1e-4 gains over zero-shot, 1e-3 learns the zero-shot stream's errors); the tower presets' "
+            "rates are a guess, not measured",
+            "preset": "the whole CLIP (151 M parameters at batch 512) needs a large GPU; the head runs anywhere",
+        },
+    ),
 }
 
 
@@ -224,9 +284,11 @@ def apply_recipe(values: dict, method: str, device_type: str) -> dict:
     return out
 
 
-def _fmt(name: str, value) -> str:
+def _fmt(name: str, value, recipe: Recipe | None = None) -> str:
     from .views import STRONG_VIEWS
 
+    if value is None and recipe is not None and name in recipe.shown:
+        return recipe.shown[name]
     if value is None:
         return {"batch_size": "GPU 512, CPU 16", "epochs": "GPU 50, CPU 3"}.get(name, "—")
     if name == "strong_view":
@@ -256,5 +318,5 @@ def recipe_table(method: str) -> str:
         if not same and not why:
             raise InvalidInputError(f"recipe {method}/labeler differs in {name} without saying why")
         source = paper.sources.get(name) or ours.sources.get(name) or "—"
-        lines.append(f"| {step} | {source} | {_fmt(name, a)} | {_fmt(name, b)} | {why} |")
+        lines.append(f"| {step} | {source} | {_fmt(name, a, paper)} | {_fmt(name, b, ours)} | {why} |")
     return "\n".join(lines)

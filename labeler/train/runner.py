@@ -63,5 +63,5 @@ def train(
         method = get_method(method) if isinstance(method, str) else method
         if not isinstance(method, TrainableMethod):
             name = getattr(method, "name", method)
-            raise InvalidInputError(f"method {name!r} does not train; training methods: nola, lafter")
+            raise InvalidInputError(f"method {name!r} does not train; training methods: nola, lafter, latteclip")
     return train_method(project, method, params, resume=resume, overrides=overrides, on_progress=on_progress)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError
+from .latte import MODEL_FORMAT as LATTE_FORMAT
 from .loop import TrainTask, atomic_save, resolve_amp
 from .prompt import PromptedCLIP, student_from_clip
 from .views import Views, image_loader
@@ -221,8 +222,10 @@ def read_model_file(path: str | Path) -> dict:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file
         raise InvalidInputError(f"{path} is not a Labeler model file: {type(e).__name__}: {e}") from e
-    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
-        raise InvalidInputError(f"{path} is not a Labeler prompt-tuned CLIP model (format {MODEL_FORMAT!r})")
+    if not isinstance(data, dict) or data.get("format") not in (MODEL_FORMAT, LATTE_FORMAT):
+        raise InvalidInputError(
+            f"{path} is not a Labeler model (format {MODEL_FORMAT!r}, or {LATTE_FORMAT!r} for LatteCLIP)"
+        )
     if int(data.get("version", 0)) > MODEL_VERSION:
         raise InvalidInputError(f"{path} was written by a newer Labeler (model version {data['version']}); upgrade")
     return data
@@ -265,8 +268,14 @@ class TrainedModel:
         self.info = {k: v for k, v in data.items() if k != "state"}
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "auto") -> TrainedModel:
-        return cls(read_model_file(path), device)
+    def load(cls, path: str | Path, device: str | torch.device = "auto"):
+        """The model in a model file: a :class:`TrainedModel`, or a LatteCLIP model (the same interface)."""
+        data = read_model_file(path)
+        if data["format"] == LATTE_FORMAT:
+            from .latte import LatteModel
+
+            return LatteModel(data, device)
+        return cls(data, device)
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> np.ndarray:

@@ -99,6 +99,7 @@ STEP_IN_UI = {
     "label": "run “Run zero-shot” (step 5, ②){with} first",
     "describe": "run “Generate descriptions” (step 4){with} first",
     "descriptions": "see step 4 (Descriptions)",
+    "captions": "caption the images (the Captions step){with} first",
     "cluster": "run “Cluster images” (step 7, Explore){with} first",
     "train": "train one first with “Start” in step 6 (Train){with}",
     "runs": "see the Job history panel",

@@ -23,7 +23,7 @@ from ...train.params import resolve_training
 from ...train.recipes import apply_recipe
 
 #: Shown first; the rest go under "Advanced".
-MAIN = ("epochs", "batch_size", "lr", "tokens", "patience", "precision")
+MAIN = ("preset", "groups", "epochs", "batch_size", "lr", "tokens", "patience", "precision")
 
 #: Options with a fixed set of values (a dropdown; "" = the default).
 CHOICES = {
@@ -33,6 +33,10 @@ CHOICES = {
     "strong_view": ("labeler", "nola", "lafter"),
     "prompt_init": ("patch", "patch16"),
     "teacher_view": ("dino", "clip"),
+    "preset": ("head", "vision", "ln-last", "full"),
+    "groups": ("shared", "per-image"),
+    "zero_shot": ("auto", "compute"),
+    "grad_checkpointing": ("auto", "on", "off"),
 }
 
 #: One line per option: what it does and what it costs.
@@ -69,6 +73,16 @@ HELP = {
     "text_steps": "full-batch steps of the text-only classifier; empty: the recipe's",
     "text_lr": "learning rate of the text-only classifier; empty: the recipe's",
     "text_noise": "std of the Gaussian noise added to the text embeddings while training the text classifier",
+    "preset": "LatteCLIP, what trains: head — an adapter on cached features (minutes on a CPU); vision — the vision "
+    "tower (a GPU, ≈ 8 GB at batch 128); ln-last — its LayerNorms + last blocks (4–6 GB); full — both towers, the "
+    "paper recipe's (a 24 GB+ GPU)",
+    "groups": "LatteCLIP's group descriptions: shared by ~4 images (≈ 1.25 LMM calls per image) or per image as "
+    "the paper (≈ 2 calls per image); caption the images first",
+    "alpha": "how far each step moves the targets from the class prototypes toward the captions (paper: 0.01)",
+    "warmup": "linear learning-rate warmup steps before the cosine; empty: the recipe's",
+    "zero_shot": "the frozen zero-shot labels: auto (the active zero-shot run's) or compute (from the features)",
+    "grad_checkpointing": "recompute activations in the backward pass: less GPU memory, slower; auto: on for the "
+    "tower presets on a GPU",
 }
 
 
@@ -121,7 +135,11 @@ def all_fields(methods: list[str]) -> list[Field]:
 def device_defaults(name: str, recipe: str | None) -> dict:
     """What every option of ``name`` becomes on this device with ``recipe`` when left unset."""
     device_type = resolve_device("auto").type
-    values = apply_recipe({**method_defaults(name), "recipe": recipe or "labeler"}, name, device_type)
+    values = {**method_defaults(name), "recipe": recipe or "labeler"}
+    method = get_method(name)
+    if hasattr(method, "preset_defaults"):  # LatteCLIP: the preset decides lr, batch size and epochs
+        values = method.preset_defaults(values, device_type)
+    values = apply_recipe(values, name, device_type)
     return resolve_training(values, device_type, get_method(name).default_lr)
 
 
