@@ -17,9 +17,10 @@ def clip_pretrained(name: str, pretrained: str | None) -> str | None:
 
 
 def feature_jobs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
-    """``(kind, name, pretrained)`` for each encoder ``features`` runs (CLIP unless only ``--dino`` is given)."""
+    """``(kind, name, pretrained)`` for each encoder ``features`` runs (CLIP unless only ``--dino`` is given;
+    always with ``--snippets``, whose crops go through the CLIP model)."""
     jobs: list[tuple[str, str, str | None]] = []
-    if args.clip or not args.dino:
+    if args.clip or not args.dino or getattr(args, "snippets", False):
         name = args.clip or "ViT-B-32"
         jobs.append(("clip", name, clip_pretrained(name, args.pretrained)))
     if args.dino:
@@ -59,6 +60,12 @@ def cmd_features(args: argparse.Namespace) -> int:
     from ..models import load_encoder
     from ..precision import choose_encoder
 
+    snippets = getattr(args, "snippets", False)
+    if snippets:
+        from ..snippets import snippet_cost
+
+        # said before anything runs: snippets cost grid² forwards per image on top of the whole image's one
+        print(f"note: {snippet_cost(project.image_count(), args.grid)}", file=sys.stderr)
     results = []
     for kind, name, pretrained in jobs:
         loaded = "fp32" if args.precision == "auto" else args.precision
@@ -72,6 +79,22 @@ def cmd_features(args: argparse.Namespace) -> int:
         finally:
             bar and bar.close()
         results.append({**res, "precision_choice": choice})
+        if snippets and kind == "clip":
+            from ..features import compute_snippet_features
+
+            bar = progress(args, f"snippets {args.grid}x{args.grid}")
+            try:
+                res = compute_snippet_features(
+                    project,
+                    model,
+                    grid=args.grid,
+                    batch_size=max(1, args.batch_size // (args.grid * args.grid)),
+                    num_workers=args.workers,
+                    on_progress=bar,
+                )
+            finally:
+                bar and bar.close()
+            results.append(res)
     emit(args, {"feature_sets": results}, features_text(results))
     return 0
 
@@ -113,7 +136,8 @@ def register(subs) -> None:
         "compute and cache CLIP (and DINO) image features",
         f"{PROG} features pets --clip ViT-B-32 --pretrained laion2b_s34b_b79k --dino facebook/dinov2-small\n"
         f"{PROG} features pets --clip ViT-B-32 --pretrained /models/open_clip_pytorch_model.bin\n"
-        f"{PROG} features pets --clip tiny-random --dino tiny-random   # offline test models",
+        f"{PROG} features pets --clip tiny-random --dino tiny-random   # offline test models\n"
+        f"{PROG} features pets --clip ViT-B-32 --snippets --grid 3   # + CDUL's 3x3 snippet features",
     )
     project_arg(p)
     p.add_argument("--clip", help="open_clip model name, hf-hub:ORG/REPO, or tiny-random (default ViT-B-32)")
@@ -123,6 +147,12 @@ def register(subs) -> None:
         "(default laion2b_s34b_b79k for ViT-B-32; 'none' for random init)",
     )
     p.add_argument("--dino", help="DINOv2 hub id (facebook/dinov2-small), local folder, or tiny-random")
+    p.add_argument(
+        "--snippets",
+        action="store_true",
+        help="also the CLIP features of each image's grid x grid snippets (CDUL: grid²+1 forwards per image)",
+    )
+    p.add_argument("--grid", type=int, default=3, help="snippets per side with --snippets (default 3: 9 crops)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="image decoding workers (default: by image count)")
     p.add_argument(

@@ -26,12 +26,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..snippets import DEFAULT_GRID, snippet_boxes
 
 if TYPE_CHECKING:
     pass
 
-#: Snippet grid of the paper and the reproduction (3 × 3 crops).
-DEFAULT_GRID = 3
 #: ``temperature`` values by name: CLIP's own learnt scale (``logit_scale.exp()``, 100 for released models) or
 #: the reproduction's raw ``logit_scale`` (its log, ≈ 4.605), which makes the softmax nearly uniform (≈ 1/C).
 TEMPERATURES = ("clip", "raw")
@@ -43,46 +42,17 @@ LOSSES = ("kl", "bce")
 _LOW = 1e-30
 _HIGH = float(np.nextafter(np.float32(1), np.float32(0)))
 
-
-# --- step 2: snippets -----------------------------------------------------------------------------------------
-def snippet_boxes(width: int, height: int, grid: int = DEFAULT_GRID) -> list[tuple[int, int, int, int]]:
-    """The ``grid × grid`` crops of a ``width × height`` image, row by row: (left, top, right, bottom).
-
-    The boxes tile the image exactly once (no gap, no overlap): column ``j`` spans
-    ``[j·⌊W/grid⌋, (j+1)·⌊W/grid⌋)``, the last column ending at ``W`` (it takes the remainder); rows alike.
-    (The reproduction cuts ⌊W/3⌋ × ⌊H/3⌋ tiles and drops the remainder.)
-
-    Parameters
-    ----------
-    width, height : int
-        Image size in pixels, each at least ``grid`` (every crop must hold a pixel).
-    grid : int
-        Crops per side (>= 1).
-
-    Returns
-    -------
-    list of grid² tuples (left, top, right, bottom), right/bottom exclusive.
-
-    Raises
-    ------
-    InvalidInputError
-        A non-integer or too small size or grid.
-    """
-    for name, value in (("width", width), ("height", height), ("grid", grid)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
-            raise InvalidInputError(f"snippet {name} must be a positive integer, got {value!r}")
-    w, h, g = int(width), int(height), int(grid)
-    if w < g or h < g:
-        raise InvalidInputError(
-            f"an image of {w}×{h} pixels cannot be cut into {g}×{g} snippets (each side needs at least {g} pixels)"
-        )
-
-    def cuts(n: int) -> list[int]:
-        step = n // g
-        return [k * step for k in range(g)] + [n]
-
-    xs, ys = cuts(w), cuts(h)
-    return [(xs[j], ys[i], xs[j + 1], ys[i + 1]) for i in range(g) for j in range(g)]
+__all__ = [
+    "DEFAULT_GRID",
+    "aggregate",
+    "gaussian_weight",
+    "global_scores",
+    "loss_gradient",
+    "refine",
+    "resolve_temperature",
+    "snippet_boxes",
+    "snippet_scores",
+]
 
 
 # --- steps 1-2: similarity scores ---------------------------------------------------------------------------
