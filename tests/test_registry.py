@@ -127,13 +127,15 @@ def test_replace_true_swaps_a_method_and_the_built_in_comes_back():
 
 
 def test_planned_methods_are_the_unbuilt_ones():
-    assert set(PLANNED) == {"latteclip", "cdul"}  # NoLA is built
+    assert set(PLANNED) == {"latteclip"}  # NoLA and CDUL are built
     listed = {m["name"]: m for m in list_methods()}
     assert listed["nola"]["available"] and "not implemented" not in listed["nola"]["summary"]
-    assert not listed["latteclip"]["available"] and not listed["cdul"]["available"]
-    with pytest.raises(InvalidInputError, match="CDUL .* not implemented yet; available now: lafter, nola, zeroshot"):
-        get_method("cdul")
-    with pytest.raises(InvalidInputError, match="unknown method 'nope'; choose one of lafter, nola, zeroshot"):
+    assert listed["cdul"]["available"] and listed["cdul-init"]["available"]
+    assert not listed["latteclip"]["available"]
+    available = "available now: cdul, cdul-init, lafter, nola, zeroshot"
+    with pytest.raises(InvalidInputError, match=f"LatteCLIP .* not implemented yet; {available}"):
+        get_method("latteclip")
+    with pytest.raises(InvalidInputError, match="unknown method 'nope'; choose one of cdul, cdul-init, lafter, nola"):
         get_method("nope")
 
 
@@ -231,12 +233,12 @@ def test_the_sweep_covers_the_built_ins():
 FRESH = [
     pytest.param(
         "from labeler.methods import list_methods\nprint(json.dumps([m['name'] for m in list_methods()]))",
-        ["lafter", "nola", "zeroshot", "latteclip", "cdul"],
+        ["cdul", "cdul-init", "lafter", "nola", "zeroshot", "latteclip"],
         id="labeler.methods",
     ),
     pytest.param(
         "from labeler.methods.base import list_methods\nprint(json.dumps([m['name'] for m in list_methods()]))",
-        ["lafter", "nola", "zeroshot", "latteclip", "cdul"],
+        ["cdul", "cdul-init", "lafter", "nola", "zeroshot", "latteclip"],
         id="labeler.methods.base",
     ),
     pytest.param(

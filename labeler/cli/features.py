@@ -43,9 +43,12 @@ def features_text(results: list[dict]) -> str:
 def label_text(result) -> str:
     """What ``label`` prints for a method's result (also ``run``)."""
     counts = result.metrics.get("class_counts", {})
-    return f"run {result.run_id}: labeled {result.metrics.get('n', 0)} images\n" + "\n".join(
+    text = f"run {result.run_id}: labeled {result.metrics.get('n', 0)} images\n" + "\n".join(
         f"  {c}: {n}" for c, n in counts.items()
     )
+    if result.metrics.get("quality"):  # CDUL: pseudo-label quality, global-only vs aggregated (vs refined)
+        text += f"\npseudo-labels: {result.metrics['quality']}"
+    return text
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -99,6 +102,13 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number_or_name(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from ..methods import get_method
 
@@ -115,6 +125,10 @@ def cmd_label(args: argparse.Namespace) -> int:
         options["threshold"] = args.threshold
     if args.descriptions:
         options["descriptions"] = args.descriptions
+    for name in ("grid", "lam", "label_threshold"):  # cdul-init's options (None: not given)
+        options[name] = getattr(args, name, None)
+    if getattr(args, "temperature", None) is not None:
+        options["temperature"] = _number_or_name(args.temperature)
     params = method.params_from(options)
     bar = progress(args, f"label ({args.method})")
     try:
@@ -174,7 +188,8 @@ def register(subs) -> None:
         cmd_label,
         "pseudo-label every image with a method (a new run)",
         f"{PROG} label pets --method zeroshot\n{PROG} label pets --method zeroshot --templates openai\n"
-        f"{PROG} label pets --method zeroshot --descriptions llm",
+        f"{PROG} label pets --method zeroshot --descriptions llm\n"
+        f"{PROG} label scenes --method cdul-init --grid 3   # multi-label; after features --snippets",
     )
     project_arg(p)
     p.add_argument("--method", default="zeroshot", help="labeling method (see `methods`)")
@@ -188,7 +203,26 @@ def register(subs) -> None:
         "+ enabled descriptions",
     )
     p.add_argument("--features", help="CLIP feature-set key to use (default: the newest)")
-    p.add_argument("--threshold", type=float, help="multi-label: keep classes with p >= threshold * max p")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="zeroshot, multi-label: keep classes with p >= threshold * max p; cdul-init: the aggregation threshold "
+        "(a class's snippet max where it reaches it, else the min; default 0: always the max)",
+    )
+    cdul = p.add_argument_group("cdul-init (multi-label; needs `features --snippets`)")
+    cdul.add_argument("--grid", type=int, help="snippets per side (default 3)")
+    cdul.add_argument(
+        "--temperature",
+        help="softmax temperature: clip (default: CLIP's logit_scale.exp(), 100), raw (the reproduction's "
+        "ln(logit_scale) ≈ 4.6: a nearly flat softmax) or a number",
+    )
+    cdul.add_argument("--lam", type=float, help="λ, weight of |global − local| in the pseudo-label (default 0)")
+    cdul.add_argument(
+        "--label-threshold",
+        type=float,
+        help="classes whose pseudo-label reaches this are in an image's set (default 0.5; per-class thresholds "
+        "set in the review win)",
+    )
     p.add_argument("--run", type=int, help="relabel with the trained model of this train run (see `train`)")
     device_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

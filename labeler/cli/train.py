@@ -9,7 +9,7 @@ from ..errors import InvalidInputError
 from ..train.params import CPU_BATCH, CPU_EPOCHS, GPU_BATCH, GPU_EPOCHS, TrainParams
 from ._common import PROG, emit, json_arg, open_project, progress, project_arg, sub
 
-TRAINING_METHODS = ("nola", "lafter")
+TRAINING_METHODS = ("nola", "lafter", "cdul")
 
 
 def _pct(x) -> str:
@@ -64,6 +64,8 @@ def _train_params(args: argparse.Namespace):
     }
     if args.templates:
         options["templates"] = args.templates.split("|") if "{" in args.templates else args.templates
+    for name in ("loss", "head_features"):  # cdul's options (None: not given)
+        options[name] = getattr(args, name, None)
     return method, method.params_from(options)
 
 
@@ -240,7 +242,14 @@ def register(subs) -> None:
         f"{PROG} train pets --method lafter --device cuda\n{PROG} train pets --resume 7   # continue run 7",
     )
     project_arg(p)
-    p.add_argument("--method", choices=TRAINING_METHODS, help="nola (default: CLIP + DINO) or lafter (CLIP only)")
+    p.add_argument(
+        "--method",
+        choices=TRAINING_METHODS,
+        help="nola (default: CLIP + DINO), lafter (CLIP only) or cdul (multi-label; needs `features --snippets`)",
+    )
+    cdul = p.add_argument_group("cdul")
+    cdul.add_argument("--loss", choices=["bce", "kl"], help="bce (labeler recipe: sigmoid + BCE) or kl (paper)")
+    cdul.add_argument("--head-features", help="what the head reads: clip (default), dino, or a feature-set key")
     p.add_argument(
         "--recipe",
         choices=["labeler", "paper"],

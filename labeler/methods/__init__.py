@@ -1,4 +1,5 @@
-"""Method registry: ``zeroshot``, ``nola`` and ``lafter`` (trainable) now; ``latteclip`` and ``cdul`` as they land.
+"""Method registry: ``zeroshot`` and ``cdul-init`` (no training), ``nola``, ``lafter`` and ``cdul`` (trainable) now;
+``latteclip`` as it lands.
 
 >>> from labeler.methods import get_method            # doctest: +SKIP
 >>> method = get_method("zeroshot")
@@ -12,6 +13,7 @@ The built-in methods are registered here, when the package is imported, so any i
 from __future__ import annotations
 
 from .base import METHODS, Method, RunResult, get_method, list_methods, method_defaults, register_method
+from .cdul import CDUL, CDULInit
 from .lafter import LaFTer
 from .nola import NoLA
 from .zeroshot import ZeroShot
@@ -19,10 +21,9 @@ from .zeroshot import ZeroShot
 #: Methods on the roadmap, with the one-line reason they cannot be picked yet (listed as not available).
 PLANNED: dict[str, str] = {
     "latteclip": "LatteCLIP (LMM descriptions + prototypes) is not implemented yet",
-    "cdul": "CDUL (multi-label global-local aggregation) is not implemented yet",
 }
 
-for _cls in (ZeroShot, NoLA, LaFTer):
+for _cls in (ZeroShot, CDULInit, NoLA, LaFTer, CDUL):
     register_method(_cls)
 for _name, _why in PLANNED.items():
     METHODS.plan(_name, _why)
