@@ -739,7 +739,7 @@ class CDUL(TrainableMethod):
     name = "cdul"
     summary = "CDUL: classifier on aggregated global + snippet pseudo-labels, refined while training (multi-label)"
     Params = CDULParams
-    default_lr = 1e-3
+    default_lr = 1e-2
 
     # --- params ------------------------------------------------------------------------------------------------
     def resolve(self, project: Project, params: Any) -> dict:

@@ -20,7 +20,8 @@ Model selection is the loop's label-free rule (:mod:`labeler.train.selection`): 
 initial pseudo-labels on held-out images (or human labels as a validation set), never a ground-truth mAP.
 
 The model file (``best.pt``): ``format`` ``labeler.cdul-head``, ``classes``, ``loss``, ``hidden``, ``dim``,
-``features`` (the feature-set key the head reads), ``state`` (the head's weights), ``train_run``, ``epoch``.
+``features`` (the feature-set key the head reads), ``mean`` / ``std`` (1, D) (the standardisation of its input,
+from the training run's images), ``state`` (the head's weights), ``train_run``, ``epoch``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ MODEL_FORMAT = "labeler.cdul-head"
 MODEL_VERSION = 1
 LOSSES = ("bce", "kl")
 _TINY = 1e-12
+
+
+def standardizer(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std (1, D) of features (N, D), float32; a constant dimension gets std 1."""
+    f = np.asarray(features, dtype=np.float64)
+    mean = f.mean(axis=0, keepdims=True) if len(f) else np.zeros((1, f.shape[1]))
+    std = f.std(axis=0, keepdims=True) if len(f) else np.ones((1, f.shape[1]))
+    std = np.where(std > 1e-8, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def make_head(dim: int, num_classes: int, hidden: int = 0, seed: int = 0) -> torch.nn.Module:
@@ -116,7 +126,11 @@ class CDULHeadTask(TrainTask):
         on_refined=None,
     ):
         self.device = torch.device(device)
-        self.features = torch.as_tensor(np.asarray(features, dtype=np.float32)).to(self.device)
+        raw = np.asarray(features, dtype=np.float32)
+        # standardised per dimension (mean 0, std 1 over the run's images): CLIP features differ between images
+        # by a few hundredths in each dimension, which a freshly initialised head at lr 1e-3 barely resolves
+        self.mean, self.std = standardizer(raw)
+        self.features = torch.as_tensor((raw - self.mean) / self.std).to(self.device)
         self.targets = torch.as_tensor(np.asarray(targets, dtype=np.float32)).clone()
         if self.targets.shape[0] != self.features.shape[0] or self.targets.ndim != 2:
             raise InvalidInputError(
@@ -176,6 +190,8 @@ class CDULHeadTask(TrainTask):
                 "loss": self.loss_name,
                 "hidden": int(self.params.get("hidden") or 0),
                 "dim": int(self.features.shape[1]),
+                "mean": torch.from_numpy(self.mean.copy()),
+                "std": torch.from_numpy(self.std.copy()),
                 "state": {n: p.detach().cpu().clone() for n, p in self.head.state_dict().items()},
             },
             path,
@@ -256,6 +272,9 @@ class CDULHead:
         self.head = make_head(int(data["dim"]), len(self.classes), int(data.get("hidden") or 0)).to(self.device)
         self.head.load_state_dict({k: v.to(self.device) for k, v in data["state"].items()})
         self.head.eval()
+        dim = int(data["dim"])
+        self.mean = np.asarray(data["mean"], dtype=np.float32) if "mean" in data else np.zeros((1, dim), np.float32)
+        self.std = np.asarray(data["std"], dtype=np.float32) if "std" in data else np.ones((1, dim), np.float32)
         self.info: dict[str, Any] = {k: data.get(k) for k in ("train_run", "epoch", "score", "selection", "base")}
 
     @classmethod
@@ -270,6 +289,6 @@ class CDULHead:
         f = np.asarray(features, dtype=np.float32)
         out = np.empty((len(f), len(self.classes)), dtype=np.float32)
         for s in range(0, len(f), chunk):
-            x = torch.from_numpy(f[s : s + chunk]).to(self.device)
+            x = torch.from_numpy((f[s : s + chunk] - self.mean) / self.std).to(self.device)
             out[s : s + len(x)] = scores_from_logits(self.head(x), self.loss).cpu().numpy()
         return out
