@@ -282,3 +282,30 @@ def test_cli_train_cdul_and_relabel_with_the_run(proj, capsys):
     assert main(["label", str(proj.root), "--run", str(train_run["id"]), "--quiet"]) == 0
     run = active_run(proj)
     assert run["method"] == "cdul" and run["params"]["multi_label"] is True
+
+
+def test_the_app_runs_cdul_in_the_pseudo_labels_step_and_offers_cdul_in_the_train_step(base_project, app_ctx):
+    import gradio as gr
+
+    from labeler.ui.steps import pseudolabels
+    from labeler.ui.steps import train as train_step
+
+    from .conftest import wait_until
+
+    dst = app_ctx.data_dir / "cdul"
+    shutil.copytree(base_project, dst, symlinks=True)
+    key = str(dst)
+    note = pseudolabels.start_cdul(app_ctx, key, 3, "raw", 0.2, "cpu")
+    assert "Running CDUL" in note and "10 forwards per image" in note and "cached for 40 of 40" in note
+
+    def done():
+        runs = [r for r in list_runs(Project(dst), kind="label") if r["method"] == "cdul-init"]
+        return runs and runs[0]["status"] in ("done", "failed") and runs[0]
+
+    run = wait_until(done, "the CDUL label run", timeout=120)
+    assert run["status"] == "done" and run["params"]["temperature"] == "raw" and run["params"]["threshold"] == 0.2
+    single = Project.create(app_ctx.data_dir / "single", ["a", "b"])
+    with pytest.raises(gr.Error, match="multi-label"):
+        pseudolabels.start_cdul(app_ctx, str(single.root), 3, "clip", 0.0, "cpu")
+    names = [m["name"] for m in train_step._trainable()]
+    assert "cdul" in names and "cdul-init" not in names
