@@ -277,6 +277,7 @@ def test_cli_train_cdul_and_relabel_with_the_run(proj, capsys):
     assert main([*args, "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "train run" in out and "(cdul, recipe labeler)" in out
+    assert "pseudo-labels: global: mAP" in out and "aggregated: mAP" in out
     train_run = list_runs(proj, kind="train")[0]
     assert train_run["params"]["loss"] == "kl" and train_run["params"]["recipe"] == "labeler"
     assert main(["label", str(proj.root), "--run", str(train_run["id"]), "--quiet"]) == 0

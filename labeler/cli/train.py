@@ -88,6 +88,8 @@ def _train_lines(run: dict, resumed: bool) -> list[str]:
         lines.append(f"  note: {setup['val_reason']}")
     for note in setup.get("notes", []):
         lines.append(f"  note: {note}")
+    if m.get("quality") or setup.get("quality"):  # CDUL: global-only vs aggregated (vs refined) pseudo-labels
+        lines.append(f"  pseudo-labels: {m.get('quality') or setup['quality']}")
     for warning in [*setup.get("warnings", []), *m.get("warnings", [])]:
         lines.append(f"  warning: {warning}")
     untrained = m.get("untrained") or {}
