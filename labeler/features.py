@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import Hint, InvalidInputError, NotReadyError
 from .ingest import load_rgb
 from .jobs import Job, ProgressCallback, lock_project, unlock_project
+from .snippets import DEFAULT_GRID, SnippetView, check_grid
 
 if TYPE_CHECKING:
     from .models import Encoder
@@ -278,10 +279,28 @@ def prefetch_batches(dataset: Dataset, batch_size: int, depth: int = 1):
         pool.shutdown(wait=True)
 
 
-def _run(project, model, job: Job, set_id: int, todo: list[dict], batch_size: int, workers: int, result: dict):
+def _run(
+    project,
+    model,
+    job: Job,
+    set_id: int,
+    todo: list[dict],
+    batch_size: int,
+    workers: int,
+    result: dict,
+    *,
+    transform=None,
+    min_side: int | None = None,
+    encode=None,
+):
+    """Encode ``todo`` batch by batch into set ``set_id``; ``transform`` / ``min_side`` / ``encode`` default to the
+    model's weak view, 2× its input side and ``model.encode_images`` (snippet features pass their own)."""
     on_cuda = model.device.type == "cuda"
     # JPEGs decode at >= 2x the model input (DCT scaling): a large speed-up for camera photos, no visible loss.
-    dataset = ImageFiles([im["path"] for im in todo], model.preprocess, min_side=2 * model.image_size)
+    transform = model.preprocess if transform is None else transform
+    min_side = 2 * model.image_size if min_side is None else min_side
+    encode = model.encode_images if encode is None else encode
+    dataset = ImageFiles([im["path"] for im in todo], transform, min_side=min_side)
     if workers:
         batches = DataLoader(
             dataset,
@@ -301,7 +320,7 @@ def _run(project, model, job: Job, set_id: int, todo: list[dict], batch_size: in
         for idx, x, ok, errors in batches:
             good = [i for i, flag in zip(idx, ok, strict=True) if flag]
             if good:
-                vectors = model.encode_images(x).cpu().numpy()
+                vectors = encode(x).cpu().numpy()
                 result["computed"] += project.features.append(set_id, [todo[i]["sha256"] for i in good], vectors)
             bad = [(i, err) for i, flag, err in zip(idx, ok, errors, strict=True) if not flag]
             if bad:
@@ -330,6 +349,173 @@ def _record_failures(project, bad: list[tuple[dict, str]], result: dict) -> None
     if vanished:
         with project.db.conn:
             project.db.conn.executemany("update images set status = 'missing' where id = ?", [[i] for i in vanished])
+
+
+# --- CDUL snippet features ----------------------------------------------------------------------------------------
+#: ``feature_sets.kind`` of snippet sets: never picked where image features of kind ``clip`` / ``dino`` are wanted.
+SNIPPET_KIND = "snippets"
+
+
+def snippet_key(model_key: str, grid: int = DEFAULT_GRID) -> str:
+    """The feature-set key of the ``grid × grid`` snippet features of the model ``model_key``."""
+    return f"snippets{check_grid(grid)}:{model_key}"
+
+
+def compute_snippet_features(
+    project: Project,
+    model: Encoder,
+    *,
+    grid: int = DEFAULT_GRID,
+    batch_size: int = 16,
+    num_workers: int | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> dict:
+    """Encode the ``grid × grid`` snippets (:func:`labeler.snippets.snippet_boxes`) of every ``ok`` image without them.
+
+    The snippet features are a feature set like the image features, keyed by (model, image sha256, grid): set key
+    :func:`snippet_key`, kind :data:`SNIPPET_KIND`, one row per image holding its S = grid² snippet vectors one
+    after the other (dimension S·D, float16). Each crop goes through the model's weak view (resize, center crop).
+    The job, its progress, cancel and resume are those of :func:`compute_features`: batches are committed as they
+    finish, a rerun encodes only the images still missing. The whole-image features (CDUL's global similarity)
+    are the model's ordinary feature set, computed by :func:`compute_features`.
+
+    Parameters
+    ----------
+    model : Encoder
+        The CLIP model (``labeler.models.load_clip``) whose image features the snippets go with.
+    grid : int
+        Crops per side (3).
+    batch_size : int
+        Images per batch (each is S forwards).
+
+    Returns
+    -------
+    dict
+        As :func:`compute_features` (``key`` is the snippet set's) plus ``grid``, ``snippets`` (S) and
+        ``forwards`` (snippet forwards run).
+
+    Raises
+    ------
+    InvalidInputError
+        A bad grid or batch size, or snippets of another precision in the set.
+    JobCancelled, ProjectBusyError
+        As :func:`compute_features`.
+    """
+    grid = check_grid(grid)
+    if batch_size < 1:
+        raise InvalidInputError(f"batch size must be at least 1, got {batch_size}")
+    locked = lock_project(project, "features")
+    try:
+        return _compute_snippets(project, model, grid, batch_size, num_workers, on_progress)
+    finally:
+        if locked:
+            unlock_project(project)
+
+
+def _compute_snippets(project, model, grid: int, batch_size: int, num_workers: int | None, on_progress) -> dict:
+    store = project.features
+    s = grid * grid
+    key = snippet_key(model.key, grid)
+    set_id = store.ensure_set(
+        key,
+        SNIPPET_KIND,
+        model.dim * s,
+        model=model.name,
+        pretrained=model.pretrained or "",
+        params={
+            "base": model.key,
+            "base_kind": model.kind,
+            "grid": grid,
+            "snippets": s,
+            "snippet_dim": model.dim,
+            "image_size": model.image_size,
+            "precision": model.precision,
+            "precisions": [model.precision],
+        },
+    )
+    used = set_precisions(store.get_set(key))
+    images = project.images()
+    rows = store.rows_for(set_id, [im["sha256"] for im in images])
+    todo = [im for im, r in zip(images, rows, strict=True) if r < 0]
+    if todo and model.precision not in used and store.count(set_id):
+        raise InvalidInputError(
+            f"snippet set {key!r} holds {'/'.join(sorted(used))} vectors; compute the rest in {sorted(used)[0]} too",
+            hint=Hint("features", option="precision", value=sorted(used)[0]),
+        )
+    workers = default_num_workers(len(todo), model.device) if num_workers is None else max(0, int(num_workers))
+    params = {
+        "key": key,
+        "kind": SNIPPET_KIND,
+        "base": model.key,
+        "model": model.name,
+        "pretrained": model.pretrained,
+        "grid": grid,
+        "precision": model.precision,
+        "device": str(model.device),
+        "batch_size": batch_size,
+        "num_workers": workers,
+    }
+    result = {
+        "key": key,
+        "set_id": set_id,
+        "grid": grid,
+        "snippets": s,
+        "computed": 0,
+        "cached": len(images) - len(todo),
+        "failed": 0,
+        "failures": [],
+        "precision": model.precision,
+    }
+    t0 = time.perf_counter()
+    with Job.start(project, "features", method=SNIPPET_KIND, params=params, on_progress=on_progress) as job:
+        result["run_id"] = job.id
+        msg = f"{len(todo)} images to cut into {s} snippets, {result['cached']} cached"
+        job.progress(0, len(todo), msg, force=True)
+        if todo:
+
+            def encode(x: torch.Tensor) -> torch.Tensor:
+                return model.encode_images(x.flatten(0, 1)).reshape(len(x), -1)
+
+            _run(
+                project,
+                model,
+                job,
+                set_id,
+                todo,
+                batch_size,
+                workers,
+                result,
+                transform=SnippetView(model.preprocess, grid),
+                min_side=grid * model.image_size,
+                encode=encode,
+            )
+        result["forwards"] = result["computed"] * s
+        result["seconds"] = round(time.perf_counter() - t0, 3)
+        result["images_per_s"] = round(result["computed"] / result["seconds"], 2) if result["computed"] else None
+        job.update_metrics(**{k: v for k, v in result.items() if k not in ("failures", "key")})
+    return result
+
+
+def snippet_features(project: Project, key: str) -> tuple[list[int], np.ndarray]:
+    """The snippet features of every ``ok`` image that has them in the snippet set ``key``.
+
+    Returns
+    -------
+    (image_ids, X)
+        Image ids in id order and their snippet vectors, shape (N, S, D), float32.
+
+    Raises
+    ------
+    NotReadyError
+        No such snippet set.
+    """
+    fset = project.features.get_set(key)
+    if fset is None or fset["kind"] != SNIPPET_KIND:
+        raise NotReadyError(f"no snippet features {key!r} yet", hint=Hint("features", option="snippets"))
+    params = json.loads(fset.get("params") or "{}")
+    ids, flat = project.features.ok_vectors(int(fset["id"]))
+    s = int(params.get("snippets") or 1)
+    return ids, flat.reshape(len(ids), s, -1)
 
 
 def latest_set(project: Project, kind: str) -> dict | None:

@@ -1,11 +1,12 @@
-"""Tests that break when NoLA's or LaFTer's algorithm is broken (each guards a mutation that once passed).
+"""Tests that break when NoLA's, LaFTer's or CDUL's algorithm is broken (each guards a mutation that once passed).
 
 Mutations guarded (see docs/methods.md): NoLA's teacher replaced by zero-shot argmax; the student's forward
 ignoring its prompts; the strong view replaced by the weak view; LaFTer's teacher head = the untrained text
 classifier T; LaFTer's teacher using prompts; no label smoothing; prompts inserted before ``ln_pre``; frozen
-prompts. (Least-confident top-k and zero alignment epochs: tests/test_nola.py.) LatteCLIP: text weights
-replaced by ones (w ≡ 1); targets without the α smoothing (the fused texts themselves); α = 0 is
-tests/test_latteclip.py's (the prototypes never move).
+prompts; CDUL's KL in the wrong direction; CDUL's refinement with other predictions than the batch's own forward.
+LatteCLIP: text weights replaced by ones (w ≡ 1); targets without the α smoothing (the fused texts themselves).
+(Least-confident top-k and zero alignment epochs: tests/test_nola.py; LatteCLIP's α = 0: tests/test_latteclip.py;
+CDUL's aggregation, refinement, snippets and checkpointed labels: tests/test_cdul*.py.)
 """
 
 from __future__ import annotations
@@ -352,3 +353,58 @@ def test_latteclip_without_alpha_smoothing_ends_elsewhere(latte_world, monkeypat
     mutated, _ = train_synthetic(data)
     cos = (protos * mutated).sum(1) / np.linalg.norm(protos, axis=1) / np.linalg.norm(mutated, axis=1)
     assert float(1 - cos.min()) > 0.02  # a rerun of the real method differs by < 1e-4 (test_latteclip.py)
+
+
+# --- CDUL: the training loss and the refinement step ---------------------------------------------------------
+def test_cdul_training_loss_is_kl_of_predictions_to_pseudo_labels_or_bce():
+    """The reproduction's loss is torchmetrics KLDivergence(preds, pseudo) = KL(preds ‖ pseudo), rows renormalised."""
+    from labeler.train.cdul import cdul_loss
+
+    rng = np.random.default_rng(0)
+    logits = torch.from_numpy(rng.normal(size=(5, 4)).astype(np.float32))
+    y = torch.from_numpy(rng.uniform(0.05, 0.9, size=(5, 4)).astype(np.float32))
+    p = torch.softmax(logits, -1)
+    q = y / y.sum(-1, keepdim=True)
+    want = (p * (p.log() - q.log())).sum(-1).mean()
+    swapped = (q * (q.log() - p.log())).sum(-1).mean()
+    torch.testing.assert_close(cdul_loss(logits, y, "kl"), want)
+    assert abs(float(want - swapped)) > 1e-3  # so the other direction would be caught
+    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / len(logits)
+    torch.testing.assert_close(cdul_loss(logits, y, "bce"), bce)
+
+
+@pytest.mark.parametrize("loss", ["kl", "bce"])
+def test_cdul_refinement_uses_the_predictions_of_the_same_forward(loss):
+    """In a refinement epoch, a batch's pseudo-labels become refine(old labels, this forward's scores) — not the
+    scores after the optimiser step, not a later forward's — and fixed (human) rows stay as they were."""
+    from labeler.methods.cdul import refine
+    from labeler.train.cdul import CDULHeadTask, scores_from_logits
+
+    rng = np.random.default_rng(1)
+    n, c = 12, 3
+    targets = rng.uniform(0.1, 0.9, size=(n, c)).astype(np.float32)
+    fixed = np.zeros(n, bool)
+    rows = {"train": np.arange(n), "holdout": np.zeros(0, np.int64), "val": np.zeros(0, np.int64)}
+    params = {"loss": loss, "batch_size": 6, "hidden": 0, "seed": 0, "refine_warmup": 0, "refine_every": 1}
+    task = CDULHeadTask(
+        rng.normal(size=(n, 5)).astype(np.float32), targets, fixed, rows, targets.argmax(1), np.full(n, -1),
+        params, torch.device("cpu"), {"classes": ["a", "b", "c"]}, refiner=refine,
+    )  # fmt: skip
+    seen = []
+    forward = task.head.forward
+    task.head.forward = lambda x: (lambda out: (seen.append(out.detach().clone()), out)[1])(forward(x))
+    batch = next(iter(task.batches(torch.Generator().manual_seed(0))))
+    assert task.refining()
+    r = batch.numpy()
+    task.fixed[int(r[0])] = True  # a person's labels: never refined
+    before = task.targets.clone()
+    value, _, _ = task.loss(batch)
+    (logits,) = seen
+    probs = scores_from_logits(logits, loss).numpy()
+    free = r != r[0]
+    want = refine(before[r][free].numpy(), probs[free], loss=loss)
+    np.testing.assert_allclose(task.targets[r][free].numpy(), want, rtol=1e-6)
+    np.testing.assert_array_equal(task.targets[r][~free].numpy(), before[r][~free].numpy())
+    assert not np.allclose(want, before[r][free].numpy())  # it did move
+    untouched = np.setdiff1d(np.arange(n), r)
+    np.testing.assert_array_equal(task.targets[untouched].numpy(), before[untouched].numpy())

@@ -92,10 +92,10 @@ def tiny_vit():
 def test_recipes_are_frozen_and_every_difference_says_where_and_why():
     from labeler.train.recipes import FIELDS, RECIPES, get_recipe
 
-    assert set(RECIPES) == {(m, n) for m in ("nola", "lafter", "latteclip") for n in ("paper", "labeler")}
+    assert set(RECIPES) == {(m, n) for m in ("nola", "lafter", "latteclip", "cdul") for n in ("paper", "labeler")}
     with pytest.raises(dataclasses.FrozenInstanceError):
         RECIPES[("nola", "paper")].lr = 1.0
-    for method in ("nola", "lafter", "latteclip"):
+    for method in ("nola", "lafter", "latteclip", "cdul"):
         paper, ours = get_recipe(method, "paper"), get_recipe(method, "labeler")
         for name in FIELDS:
             a, b = getattr(paper, name), getattr(ours, name)
@@ -124,7 +124,7 @@ def test_docs_methods_md_carries_the_tables_rendered_from_the_recipes():
     from labeler.train.recipes import recipe_table
 
     doc = (REPO / "docs" / "methods.md").read_text(encoding="utf-8")
-    for method in ("nola", "lafter", "latteclip"):
+    for method in ("nola", "lafter", "latteclip", "cdul"):
         table = recipe_table(method)
         assert table in doc, f"docs/methods.md is out of date for {method}; paste:\n{table}"
 

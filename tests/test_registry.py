@@ -127,16 +127,12 @@ def test_replace_true_swaps_a_method_and_the_built_in_comes_back():
 
 
 def test_planned_methods_are_the_unbuilt_ones():
-    assert set(PLANNED) == {"cdul"}  # NoLA, LaFTer and LatteCLIP are built
+    assert PLANNED == {}  # NoLA, LaFTer, LatteCLIP and CDUL are built
     listed = {m["name"]: m for m in list_methods()}
-    assert listed["nola"]["available"] and "not implemented" not in listed["nola"]["summary"]
-    assert listed["latteclip"]["available"] and not listed["cdul"]["available"]
+    assert all(m["available"] and "not implemented" not in m["summary"] for m in listed.values())
+    assert {"latteclip", "cdul", "cdul-init"} <= set(listed)
     with pytest.raises(
-        InvalidInputError, match="CDUL .* not implemented yet; available now: lafter, latteclip, nola, zeroshot"
-    ):
-        get_method("cdul")
-    with pytest.raises(
-        InvalidInputError, match="unknown method 'nope'; choose one of lafter, latteclip, nola, zeroshot"
+        InvalidInputError, match="unknown method 'nope'; choose one of cdul, cdul-init, lafter, latteclip, nola"
     ):
         get_method("nope")
 
@@ -235,12 +231,12 @@ def test_the_sweep_covers_the_built_ins():
 FRESH = [
     pytest.param(
         "from labeler.methods import list_methods\nprint(json.dumps([m['name'] for m in list_methods()]))",
-        ["lafter", "latteclip", "nola", "zeroshot", "cdul"],
+        ["cdul", "cdul-init", "lafter", "latteclip", "nola", "zeroshot"],
         id="labeler.methods",
     ),
     pytest.param(
         "from labeler.methods.base import list_methods\nprint(json.dumps([m['name'] for m in list_methods()]))",
-        ["lafter", "latteclip", "nola", "zeroshot", "cdul"],
+        ["cdul", "cdul-init", "lafter", "latteclip", "nola", "zeroshot"],
         id="labeler.methods.base",
     ),
     pytest.param(

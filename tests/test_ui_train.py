@@ -205,7 +205,7 @@ def test_bad_options_say_what_to_fix(client):
 
 @needs_chromium
 def test_train_step_in_the_browser(setup, client):
-    """The device line, planned methods greyed out, and a run started, cancelled and resumed with the buttons."""
+    """The device line, every method offered, and a run started, cancelled and resumed with the buttons."""
     sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
     server, proj = setup
@@ -215,15 +215,14 @@ def test_train_step_in_the_browser(setup, client):
         page.click("#step-5-button")
         expect(page.locator("#train-device")).to_contain_text("Device: cpu")
         disabled = page.locator("#train-methods .lb-disabled")
-        expect(disabled).to_have_count(1)
-        expect(disabled.nth(0)).to_contain_text("cdul")
-        expect(disabled.nth(0)).to_contain_text("not implemented yet")
-        assert disabled.nth(0).get_attribute("aria-disabled") == "true"
+        expect(disabled).to_have_count(0)  # every method is built
         ready = page.locator("#train-methods .lb-method:not(.lb-disabled)")
-        expect(ready).to_have_count(4)  # lafter, latteclip, nola, zeroshot (the last one points to step 5)
+        expect(ready).to_have_count(
+            6
+        )  # cdul, cdul-init, lafter, latteclip, nola, zeroshot (cdul-init, zeroshot: step 5)
         page.locator("#train-method input").first.click()
         options = [o.get_attribute("aria-label") for o in page.locator('li[role="option"]').all()]
-        assert options == ["lafter", "latteclip", "nola"], options
+        assert options == ["cdul", "lafter", "latteclip", "nola"], options
         page.keyboard.press("Escape")
         assert page.locator("#train-method input").first.input_value() == "nola"
 

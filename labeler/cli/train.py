@@ -9,7 +9,7 @@ from ..errors import InvalidInputError
 from ..train.params import CPU_BATCH, CPU_EPOCHS, GPU_BATCH, GPU_EPOCHS, TrainParams
 from ._common import PROG, emit, json_arg, open_project, progress, project_arg, sub
 
-TRAINING_METHODS = ("nola", "lafter", "latteclip")
+TRAINING_METHODS = ("nola", "lafter", "latteclip", "cdul")
 
 
 def _pct(x) -> str:
@@ -74,6 +74,8 @@ def _train_params(args: argparse.Namespace):
         given = sorted(f"--{k}" for k, v in latte.items() if v is not None)
         if given:
             raise InvalidInputError(f"{', '.join(given)} only apply to --method latteclip")
+    for name in ("loss", "head_features"):  # cdul's options (None: not given)
+        options[name] = getattr(args, name, None)
     return method, method.params_from(options)
 
 
@@ -108,6 +110,8 @@ def _train_lines(run: dict, resumed: bool) -> list[str]:
         )
     for note in setup.get("notes", []):
         lines.append(f"  note: {note}")
+    if m.get("quality") or setup.get("quality"):  # CDUL: global-only vs aggregated (vs refined) pseudo-labels
+        lines.append(f"  pseudo-labels: {m.get('quality') or setup['quality']}")
     for warning in [*setup.get("warnings", []), *m.get("warnings", [])]:
         lines.append(f"  warning: {warning}")
     untrained = m.get("untrained") or {}
@@ -268,8 +272,12 @@ def register(subs) -> None:
     p.add_argument(
         "--method",
         choices=TRAINING_METHODS,
-        help="nola (default: CLIP + DINO), lafter (CLIP only) or latteclip (CLIP + LMM captions: caption first)",
+        help="nola (default: CLIP + DINO), lafter (CLIP only), latteclip (CLIP + LMM captions: caption first) "
+        "or cdul (multi-label; needs `features --snippets`)",
     )
+    cdul = p.add_argument_group("cdul")
+    cdul.add_argument("--loss", choices=["bce", "kl"], help="bce (labeler recipe: sigmoid + BCE) or kl (paper)")
+    cdul.add_argument("--head-features", help="what the head reads: clip (default), dino, or a feature-set key")
     p.add_argument(
         "--recipe",
         choices=["labeler", "paper"],

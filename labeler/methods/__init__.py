@@ -1,4 +1,5 @@
-"""Method registry: ``zeroshot``, ``nola``, ``lafter`` and ``latteclip`` (trainable) now; ``cdul`` as it lands.
+"""Method registry: ``zeroshot`` and ``cdul-init`` (no training), ``nola``, ``lafter``, ``latteclip`` and ``cdul``
+(trainable).
 
 >>> from labeler.methods import get_method            # doctest: +SKIP
 >>> method = get_method("zeroshot")
@@ -12,21 +13,25 @@ The built-in methods are registered here, when the package is imported, so any i
 from __future__ import annotations
 
 from .base import METHODS, Method, RunResult, get_method, list_methods, method_defaults, register_method
+from .cdul import CDUL, CDULInit
 from .lafter import LaFTer
 from .latteclip import LatteCLIP
 from .nola import NoLA
 from .zeroshot import ZeroShot
 
 #: Methods on the roadmap, with the one-line reason they cannot be picked yet (listed as not available).
-PLANNED: dict[str, str] = {
-    "cdul": "CDUL (multi-label global-local aggregation) is not implemented yet",
-}
+#: Empty now: every method the product names is built.
+PLANNED: dict[str, str] = {}
 
-for _cls in (ZeroShot, NoLA, LaFTer, LatteCLIP):
-    register_method(_cls)
-for _name, _why in PLANNED.items():
-    METHODS.plan(_name, _why)
-del _cls, _name, _why
+
+def _register_builtins() -> None:
+    for cls in (ZeroShot, CDULInit, NoLA, LaFTer, LatteCLIP, CDUL):
+        register_method(cls)
+    for name, why in PLANNED.items():
+        METHODS.plan(name, why)
+
+
+_register_builtins()
 
 __all__ = [
     "METHODS",

@@ -48,6 +48,8 @@ def relabel(
     method = get_method(run["method"])
     if not hasattr(method, "load_predictor"):
         raise NotReadyError(f"run {run['id']} ({run['method']}) has no model to label with")
+    if hasattr(method, "relabel"):  # a method that labels its own way (CDUL: multi-label sets from cached features)
+        return method.relabel(project, run, device=device, on_progress=on_progress, activate=activate)
     return relabel_with(
         project,
         method,

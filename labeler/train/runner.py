@@ -21,7 +21,14 @@ from .runs import TrainResult, find_resumable, run_dir, signature, train_method,
 if TYPE_CHECKING:
     from ..project import Project
 
-__all__ = ["TrainResult", "find_resumable", "run_dir", "signature", "train", "train_run"]
+__all__ = ["TrainResult", "find_resumable", "run_dir", "signature", "train", "train_run", "training_methods"]
+
+
+def training_methods() -> list[str]:
+    """The names of the available methods that train (registration order)."""
+    from ..methods import METHODS
+
+    return [e.name for e in METHODS.list() if e.available and issubclass(e.obj, TrainableMethod)]
 
 
 def train(
@@ -63,5 +70,7 @@ def train(
         method = get_method(method) if isinstance(method, str) else method
         if not isinstance(method, TrainableMethod):
             name = getattr(method, "name", method)
-            raise InvalidInputError(f"method {name!r} does not train; training methods: nola, lafter, latteclip")
+            raise InvalidInputError(
+                f"method {name!r} does not train; training methods: {', '.join(training_methods())}"
+            )
     return train_method(project, method, params, resume=resume, overrides=overrides, on_progress=on_progress)

@@ -589,6 +589,42 @@ def start_zeroshot(ctx: Ctx, key: str, templates_value: str, mode: str, device_c
     return "Running zero-shot… progress is in the jobs panel."
 
 
+def _cdul_job(root: str, grid: int, params) -> dict:
+    """Snippet features for the newest CLIP set's model (cached ones are skipped), then ``cdul-init``."""
+    from ...features import compute_snippet_features
+
+    p = Project(root)
+    try:
+        fset = p.features.latest("clip")
+        model = load_clip(fset["model"], fset["pretrained"] or None, device=params.device)
+        snippets = compute_snippet_features(p, model, grid=grid)
+        return {"snippets": snippets, "label": get_method("cdul-init").run(p, params)}
+    finally:
+        p.close()
+
+
+@guard
+def start_cdul(ctx: Ctx, key: str, grid: float, temperature: str, threshold: float, device_choice: str) -> str:
+    """CDUL's pseudo-labels (multi-label projects): snippet features, then the aggregation, in one background job."""
+    from ...methods.cdul import cost_line
+
+    project = ctx.open(key)
+    if not project.multi_label:
+        raise gr.Error("CDUL labels multi-label projects; this one is single-label (use zero-shot).")
+    if len(project.classes) < 2:
+        raise gr.Error("Set at least two classes first (step 3).")
+    if not project.features.sets("clip"):
+        raise gr.Error("Compute CLIP features first (① on the left).")
+    method = get_method("cdul-init")
+    params = method.params_from(
+        {"grid": int(grid), "temperature": temperature, "threshold": float(threshold), "device": device_choice}
+    )
+    root = str(project.root)
+    cost = cost_line(project, int(grid))
+    run_in_background(root, "label", functools.partial(_cdul_job, root, int(grid), params), label="CDUL")
+    return f"Running CDUL… progress is in the jobs panel. {cost}."
+
+
 @guard
 def finished(ctx: Ctx, key: str, marker: str, view_value: str, thr: float, page_no: int, chosen: list[int]):
     """A background job of this project ended: show it (its error in the features or zero-shot status).
@@ -651,6 +687,30 @@ def _setup_column_zeroshot() -> dict:
         zs_btn = gr.Button("Run zero-shot", variant="primary", elem_id="pl-zeroshot")
         zs_status = gr.Markdown(elem_id="pl-zeroshot-status")
     return {"templates": templates, "desc_mode": desc_mode, "zs_btn": zs_btn, "zs_status": zs_status}
+
+
+def _setup_column_cdul() -> dict:
+    with gr.Column(scale=1, elem_classes=["lb-card"]):
+        gr.Markdown("#### ②′ CDUL (multi-label)")
+        with gr.Row():
+            grid = gr.Slider(
+                1, 6, value=3, step=1, label="Snippet grid", elem_id="pl-cdul-grid",
+                info="grid × grid crops: grid² + 1 CLIP forwards per image (3: 10), once, cached",
+            )  # fmt: skip
+            temperature = gr.Radio(
+                ["clip", "raw"], value="clip", label="Temperature", elem_id="pl-cdul-temperature",
+                info="clip: CLIP's logit_scale.exp() (100) · raw: the reproduction's ln 100 ≈ 4.6 (a nearly flat "
+                "softmax)",
+            )  # fmt: skip
+        threshold = gr.Slider(
+            0, 1, value=0.0, step=0.01, label="Aggregation threshold", elem_id="pl-cdul-threshold",
+            info="a class takes its snippets' max where the max reaches this, else their min. It only means "
+            "something where snippet scores cross it: at 0 the max is always used; with the raw temperature's "
+            "flat softmax (≈ 1/classes) anything ≳ 0.1 means the min everywhere",
+        )  # fmt: skip
+        btn = gr.Button("Run CDUL", variant="primary", elem_id="pl-cdul")
+        status = gr.Markdown(elem_id="pl-cdul-status")
+    return {"grid": grid, "temperature": temperature, "threshold": threshold, "btn": btn, "status": status}
 
 
 def _review_column() -> dict:
@@ -736,6 +796,7 @@ def build(ctx: Ctx) -> dict:
     ):
         f = _setup_column_features(*_model_choices())
         z = _setup_column_zeroshot()
+        cd = _setup_column_cdul()
     gr.Markdown("#### ③ Review")
     with gr.Row(equal_height=False):
         r = _review_column()
@@ -777,6 +838,10 @@ def build(ctx: Ctx) -> dict:
     z["zs_btn"].click(
         bind(start_zeroshot, ctx), [ctx.project, z["templates"], z["desc_mode"], f["device"]], [z["zs_status"]],
         api_name="zeroshot_start",
+    )  # fmt: skip
+    cd["btn"].click(
+        bind(start_cdul, ctx), [ctx.project, cd["grid"], cd["temperature"], cd["threshold"], f["device"]],
+        [cd["status"]], api_name="cdul_start",
     )  # fmt: skip
     ctx.finished.change(
         bind(finished, ctx), [ctx.project, ctx.finished, view, threshold, page, selection], outs,

@@ -54,7 +54,7 @@ from .train_options import (
 )
 
 #: Methods that need no training run and live in step 5.
-NOT_TRAINED_HERE = {"zeroshot"}
+NOT_TRAINED_HERE = {"zeroshot", "cdul-init"}
 
 
 def _trainable_class():

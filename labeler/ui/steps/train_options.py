@@ -39,6 +39,8 @@ CHOICES = {
     "grad_checkpointing": ("auto", "on", "off"),
 }
 
+CHOICES.update({"loss": ("bce", "kl"), "backbone": ("head", "resnet101")})  # CDUL
+
 #: One line per option: what it does and what it costs.
 HELP = {
     "epochs": "passes over the images; time grows with it, more can overfit the pseudo-labels",
@@ -84,6 +86,24 @@ HELP = {
     "grad_checkpointing": "recompute activations in the backward pass: less GPU memory, slower; auto: on for the "
     "tower presets on a GPU",
 }
+HELP.update(  # CDUL
+    {
+        "head_features": "what CDUL's head reads: clip (the CLIP set), dino (the newest DINO set) or a feature-set key",
+        "backbone": "head: a head on the cached features (minutes on a CPU) · resnet101: the paper's fine-tuned model",
+        "hidden": "0: a linear head; more: an MLP with this hidden width",
+        "loss": "bce: sigmoid + BCE (multi-label) · kl: softmax + KL, the reproduction's",
+        "refine_warmup": "epochs before the first pseudo-label refinement",
+        "refine_every": "refine the pseudo-labels in every F-th epoch after the warm-up (0: never)",
+        "refine_step": "size of a refinement step (in logit space)",
+        "sigma": "width of the Gaussian weighting of a refinement step (undecided labels move most)",
+        "grid": "snippets per side: grid² + 1 CLIP forwards per image (computed once, cached)",
+        "temperature": "clip: CLIP's logit_scale.exp() (100) · raw: the reproduction's ln 100 (a nearly flat softmax)",
+        "threshold": "aggregation: a class's snippet max where it reaches this, else the min; only means something "
+        "where snippet scores cross it (0: always the max)",
+        "lam": "weight of |global − local| in the pseudo-label",
+        "label_threshold": "classes whose score reaches this are in an image's label set (per-class ones win)",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,294 @@
+"""CDUL's classifier training (steps 4–5) as a :class:`~labeler.train.loop.TrainTask`, and its model file.
+
+:class:`CDULHeadTask` trains a head (linear, or a small MLP) on frozen cached image features (CLIP or DINO)
+against soft multi-label targets: the aggregated pseudo-labels, with human/accepted label sets in their
+place for those images. Two losses:
+
+* ``kl`` — the reproduction's: ``softmax`` outputs and the batch mean of ``KL(preds ‖ pseudo)``, both rows
+  renormalised to sum 1 (torchmetrics ``KLDivergence(preds, pseudo)``);
+* ``bce`` — sigmoid outputs and binary cross-entropy against the soft targets (summed over classes,
+  averaged over the batch): the natural multi-label loss.
+
+**Refinement** (gradient alignment, :func:`labeler.methods.cdul.refine`): in every epoch whose 1-based number
+is above ``refine_warmup`` and a multiple of ``refine_every``, every batch's pseudo-labels (not the human ones) take
+one step toward the predictions of that same forward pass, before the optimiser step. The refined labels
+are part of the task's state (``state()``): the loop's checkpoint holds them with the head, so a killed
+run resumes with exactly the labels an uninterrupted one would have; they are also written to
+``pseudo_labels.npz`` in the run folder after each refinement epoch.
+
+Model selection is the loop's label-free rule (:mod:`labeler.train.selection`): top-1 agreement with the
+initial pseudo-labels on held-out images (or human labels as a validation set), never a ground-truth mAP.
+
+The model file (``best.pt``): ``format`` ``labeler.cdul-head``, ``classes``, ``loss``, ``hidden``, ``dim``,
+``features`` (the feature-set key the head reads), ``mean`` / ``std`` (1, D) (the standardisation of its input,
+from the training run's images), ``state`` (the head's weights), ``train_run``, ``epoch``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InvalidInputError
+from .loop import TrainTask, atomic_save
+
+MODEL_FORMAT = "labeler.cdul-head"
+MODEL_VERSION = 1
+LOSSES = ("bce", "kl")
+_TINY = 1e-12
+
+
+def standardizer(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std (1, D) of features (N, D), float32; a constant dimension gets std 1."""
+    f = np.asarray(features, dtype=np.float64)
+    mean = f.mean(axis=0, keepdims=True) if len(f) else np.zeros((1, f.shape[1]))
+    std = f.std(axis=0, keepdims=True) if len(f) else np.ones((1, f.shape[1]))
+    std = np.where(std > 1e-8, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def make_head(dim: int, num_classes: int, hidden: int = 0, seed: int = 0) -> torch.nn.Module:
+    """``Linear(dim, C)``, or ``Linear(dim, hidden) → ReLU → Linear(hidden, C)`` for ``hidden > 0``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        if hidden and hidden > 0:
+            return torch.nn.Sequential(
+                torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, num_classes)
+            )
+        return torch.nn.Sequential(torch.nn.Linear(dim, num_classes))
+
+
+def scores_from_logits(logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """The classifier's per-class scores: softmax for ``kl``, sigmoid for ``bce``."""
+    return torch.softmax(logits, dim=-1) if loss == "kl" else torch.sigmoid(logits)
+
+
+def cdul_loss(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+    """The training loss of a batch (see the module docstring): (B, C) logits and soft targets in [0, 1]."""
+    if loss == "kl":
+        p = torch.softmax(logits.float(), dim=-1)
+        q = targets.float().clamp_min(_TINY)
+        q = q / q.sum(dim=-1, keepdim=True)
+        return (p * (p.clamp_min(_TINY).log() - q.log())).sum(dim=-1).mean()
+    if loss == "bce":
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum") / len(logits)
+    raise InvalidInputError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+
+
+def refines_in(epoch: int, warmup: int, every: int) -> bool:
+    """Whether the 0-based ``epoch`` refines: ``(epoch + 1) > warmup`` and ``(epoch + 1) % every == 0``."""
+    return every > 0 and (epoch + 1) > warmup and (epoch + 1) % every == 0
+
+
+class CDULHeadTask(TrainTask):
+    """A head on frozen features, trained on (and refining) soft multi-label pseudo-labels.
+
+    Parameters
+    ----------
+    features : array (N, D)
+        The frozen image features, one row per training-set image (``image_ids`` order).
+    targets : array (N, C)
+        Initial soft targets in [0, 1] (aggregated pseudo-labels; human sets where ``fixed``).
+    fixed : bool array (N,)
+        Rows whose targets are a person's labels: never refined.
+    rows : dict
+        ``train`` / ``holdout`` / ``val`` row arrays (:func:`labeler.train.data.split_rows`).
+    teacher : int array (N,)
+        Top-1 of the initial pseudo-labels (what held-out agreement compares to).
+    verified : int array (N,)
+        Primary class of human labels (validation), -1 elsewhere.
+    params : dict
+        ``loss``, ``batch_size``, ``hidden``, ``seed``, ``refine_warmup``, ``refine_every``, ``refine_step``, ``sigma``.
+    refiner : callable
+        ``refiner(pseudo, probs, *, step, sigma, loss) -> pseudo'`` on numpy arrays: the method's refinement
+        (:func:`labeler.methods.cdul.refine`), passed in so this module needs nothing of the method's.
+    on_refined : callable, optional
+        Called after each refinement epoch with (epoch (1-based), targets (N, C) numpy).
+    """
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        targets: np.ndarray,
+        fixed: np.ndarray,
+        rows: dict,
+        teacher: np.ndarray,
+        verified: np.ndarray,
+        params: dict,
+        device: torch.device,
+        info: dict,
+        refiner,
+        on_refined=None,
+    ):
+        self.device = torch.device(device)
+        raw = np.asarray(features, dtype=np.float32)
+        # standardised per dimension (mean 0, std 1 over the run's images): CLIP features differ between images
+        # by a few hundredths in each dimension, which a freshly initialised head at lr 1e-3 barely resolves
+        self.mean, self.std = standardizer(raw)
+        self.features = torch.as_tensor((raw - self.mean) / self.std).to(self.device)
+        self.targets = torch.as_tensor(np.asarray(targets, dtype=np.float32)).clone()
+        if self.targets.shape[0] != self.features.shape[0] or self.targets.ndim != 2:
+            raise InvalidInputError(
+                f"targets {tuple(self.targets.shape)} must be (N, C) for the {self.features.shape[0]} feature rows"
+            )
+        self.fixed = torch.as_tensor(np.asarray(fixed, dtype=bool))
+        self.rows = {k: np.asarray(v, dtype=np.int64) for k, v in rows.items()}
+        self.teacher = np.asarray(teacher, dtype=np.int64)
+        self.verified = np.asarray(verified, dtype=np.int64)
+        self.params = params
+        self.loss_name = str(params["loss"])
+        if self.loss_name not in LOSSES:
+            raise InvalidInputError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss_name!r}")
+        self.num_classes = int(self.targets.shape[1])
+        self.head = make_head(
+            self.features.shape[1], self.num_classes, int(params.get("hidden") or 0), int(params.get("seed", 0))
+        ).to(self.device)
+        self.info = info
+        self.refiner = refiner
+        self.on_refined = on_refined
+        self.epochs_seen = 0  # epochs started (restored from a checkpoint by load_state)
+        self.epoch = -1
+        self.refined_batches = 0
+
+    # --- state: the head plus the refined pseudo-labels -----------------------------------------------------
+    def named_trainable(self):
+        return [(f"head.{n}", p) for n, p in self.head.named_parameters()]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        out = super().state()
+        out["cdul.pseudo_labels"] = self.targets.clone()
+        out["cdul.epochs_seen"] = torch.tensor(self.epochs_seen, dtype=torch.long)
+        return out
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        state = dict(state)
+        labels = state.pop("cdul.pseudo_labels", None)
+        seen = state.pop("cdul.epochs_seen", None)
+        super().load_state(state)
+        if labels is not None:
+            if tuple(labels.shape) != tuple(self.targets.shape):
+                raise InvalidInputError(
+                    f"the checkpoint's pseudo-labels {tuple(labels.shape)} do not fit this run "
+                    f"{tuple(self.targets.shape)}"
+                )
+            self.targets = labels.clone().float()
+        if seen is not None:
+            self.epochs_seen = int(seen)
+
+    def save_model(self, path: Path, info: dict) -> None:
+        atomic_save(
+            {
+                "format": MODEL_FORMAT,
+                "version": MODEL_VERSION,
+                **self.info,
+                **info,
+                "loss": self.loss_name,
+                "hidden": int(self.params.get("hidden") or 0),
+                "dim": int(self.features.shape[1]),
+                "mean": torch.from_numpy(self.mean.copy()),
+                "std": torch.from_numpy(self.std.copy()),
+                "state": {n: p.detach().cpu().clone() for n, p in self.head.state_dict().items()},
+            },
+            path,
+        )
+
+    # --- training --------------------------------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(len(self.rows["train"]) / int(self.params["batch_size"])))
+
+    def refining(self) -> bool:
+        return refines_in(self.epoch, int(self.params.get("refine_warmup", 0)), int(self.params.get("refine_every", 0)))
+
+    def batches(self, generator: torch.Generator):
+        self.epoch = self.epochs_seen
+        self.epochs_seen += 1
+        self.head.train()
+        train = self.rows["train"]
+        order = train[torch.randperm(len(train), generator=generator).numpy()]
+        bs = int(self.params["batch_size"])
+        for start in range(0, len(order), bs):
+            yield torch.from_numpy(order[start : start + bs])
+        # after the last batch (the loop has taken them all): the epoch's refinement is done
+        self.head.eval()
+        if self.refining() and self.on_refined is not None:
+            self.on_refined(self.epoch + 1, self.targets.numpy())
+
+    def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        rows = batch.long()
+        x = self.features[rows.to(self.device)]
+        y = self.targets[rows]
+        logits = self.head(x)
+        value = cdul_loss(logits, y.to(self.device), self.loss_name)
+        probs = scores_from_logits(logits.detach().float(), self.loss_name).cpu()
+        if self.refining():  # gradient alignment with this forward's predictions, before the optimiser step
+            free = ~self.fixed[rows]
+            if free.any():
+                step = float(self.params.get("refine_step", 1.0))
+                sigma = float(self.params.get("sigma", 1.0))
+                new = self.refiner(y[free].numpy(), probs[free].numpy(), step=step, sigma=sigma, loss=self.loss_name)
+                self.targets[rows[free]] = torch.from_numpy(new)
+                self.refined_batches += 1
+        agree = int((probs.argmax(1) == y.argmax(1)).sum())
+        return value, len(rows), agree
+
+    # --- selection --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _top1(self, rows: np.ndarray) -> np.ndarray:
+        was = self.head.training
+        self.head.eval()
+        out = self.head(self.features[torch.from_numpy(rows).to(self.device)]).argmax(1).cpu().numpy()
+        self.head.train(was)
+        return out
+
+    def holdout(self):
+        rows = self.rows.get("holdout", np.zeros(0, dtype=np.int64))
+        if not len(rows):
+            return None
+        return self._top1(rows), self.teacher[rows]
+
+    def validation(self):
+        rows = self.rows.get("val", np.zeros(0, dtype=np.int64))
+        if not len(rows):
+            return None
+        return self._top1(rows), self.verified[rows]
+
+
+class CDULHead:
+    """A trained CDUL head read back from its model file: ``predict(features) -> (N, C)`` scores."""
+
+    def __init__(self, data: dict, device: str | torch.device = "cpu"):
+        if data.get("format") != MODEL_FORMAT:
+            raise InvalidInputError(f"not a CDUL model file (format {data.get('format')!r})")
+        self.data = data
+        self.classes = list(data["classes"])
+        self.loss = str(data["loss"])
+        self.features_key = data.get("features")
+        self.device = torch.device(device)
+        self.head = make_head(int(data["dim"]), len(self.classes), int(data.get("hidden") or 0)).to(self.device)
+        self.head.load_state_dict({k: v.to(self.device) for k, v in data["state"].items()})
+        self.head.eval()
+        dim = int(data["dim"])
+        self.mean = np.asarray(data["mean"], dtype=np.float32) if "mean" in data else np.zeros((1, dim), np.float32)
+        self.std = np.asarray(data["std"], dtype=np.float32) if "std" in data else np.ones((1, dim), np.float32)
+        self.info: dict[str, Any] = {k: data.get(k) for k in ("train_run", "epoch", "score", "selection", "base")}
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> CDULHead:
+        from .loop import load
+
+        return cls(load(Path(path)), device)
+
+    @torch.no_grad()
+    def predict(self, features: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        """Per-class scores (N, C) float32 of features (N, D): softmax (``kl``) or sigmoid (``bce``)."""
+        f = np.asarray(features, dtype=np.float32)
+        out = np.empty((len(f), len(self.classes)), dtype=np.float32)
+        for s in range(0, len(f), chunk):
+            x = torch.from_numpy((f[s : s + chunk] - self.mean) / self.std).to(self.device)
+            out[s : s + len(x)] = scores_from_logits(self.head(x), self.loss).cpu().numpy()
+        return out
