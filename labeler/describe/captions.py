@@ -566,9 +566,9 @@ def _check_kind(kind: str) -> str:
 def list_captions(
     project: Project, kind: str | None = None, image_id: int | None = None, enabled_only: bool = False
 ) -> list[dict]:
-    """Captions by image id, then kind: ``{"image_id", "rel_path", "kind", "group_key", "text", "backend",
-    "model", "prompt", "created_at", "enabled" (bool), "edited" (bool), "original"}`` (``original``: the model's
-    text before a person's edit, None when not edited)."""
+    """Captions by image id, then kind (image, group, group-own): ``{"image_id", "rel_path", "kind", "group_key",
+    "text", "backend", "model", "prompt", "created_at", "enabled" (bool), "edited" (bool), "original"}``
+    (``original``: the model's text before a person's edit, None when not edited)."""
     where, args = [], []
     if kind is not None:
         where.append("c.kind = ?")
@@ -582,7 +582,7 @@ def list_captions(
         "select " + ", ".join(("i." if k == "rel_path" else "c.") + k for k in _COLUMNS) + ", c.enabled, c.original "
         "from captions c join images i on i.id = c.image_id"
         + (" where " + " and ".join(where) if where else "")
-        + " order by c.image_id, c.kind"
+        + " order by c.image_id, case c.kind when 'image' then 0 when 'group' then 1 else 2 end, c.kind"
     )
     out = []
     for row in project.db.execute(sql, args):
