@@ -11,6 +11,7 @@ import pytest
 
 from labeler.describe import (
     calls_per_image,
+    caption_counts,
     caption_images,
     caption_prompts,
     caption_requests,
@@ -139,6 +140,11 @@ def test_edit_disable_enable_and_a_rerun_keeps_them(project, tmp_path):
     assert caps[a] == {"image": "a tabby cat", "group-own": "a model text about cat"}
     assert caps[b] == {"image": "a model text about cat"}  # the disabled group text is left out
     assert len(captions_by_image(project)) == 4
+    counts = caption_counts(project)
+    assert counts == {"texts": 8, "images": 4, "by_kind": {"image": 4, "group": 0, "group-own": 4}, "disabled": 1,
+                      "edited": 1}  # fmt: skip
+    assert {r["image_id"] for r in list_captions(project, image_ids=[a, b])} == {a, b}
+    assert [r["kind"] for r in list_captions(project, image_id=a)] == ["image", "group-own"]
     listed = {(r["image_id"], r["kind"]): r for r in list_captions(project)}
     assert listed[(b, "group-own")]["enabled"] is False and listed[(a, "image")]["edited"] is True
     assert {r["image_id"] for r in list_captions(project, kind="group-own", enabled_only=True)} == {
@@ -211,3 +217,24 @@ def test_import_captions_from_csv_and_json(project, tmp_path):
         import_captions(project, bad)
     with pytest.raises(InvalidInputError, match="not found"):
         import_captions(project, tmp_path / "none.csv")
+
+
+def test_a_cancelled_run_resumes_from_the_cache(project, server, tmp_path):  # noqa: F811
+    from labeler.errors import JobCancelled
+    from labeler.jobs import list_runs, request_cancel
+
+    images = add_images(project, tmp_path / "imgs", 6)
+    backend = backend_for(server, max_workers=1)  # batches of 4 requests: cancel is checked between them
+
+    def cancel_after_first_batch(done, total, message):
+        if done >= 4:
+            request_cancel(project, list_runs(project, kind="caption")[0]["id"])
+
+    options = {"groups": True, "group_mode": "per-image", "class_of": _classes(images, 3)}
+    with pytest.raises(JobCancelled):
+        caption_images(project, backend, on_progress=cancel_after_first_batch, **options)
+    sent_before = server.requests
+    assert 4 <= sent_before < 12 and list_runs(project, kind="caption")[0]["status"] == "cancelled"
+    res = caption_images(project, backend, **options)
+    assert (res["cached"], res["sent"]) == (sent_before, 12 - sent_before) and server.requests == 12
+    assert len(list_captions(project)) == 12

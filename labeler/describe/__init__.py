@@ -38,6 +38,7 @@ from .cache import CONFIRM_ABOVE, cache_key, clear_cache, count_cached, run_requ
 from .captions import (
     GROUP_MODES,
     calls_per_image,
+    caption_counts,
     caption_images,
     caption_prompts,
     caption_requests,
@@ -93,6 +94,7 @@ __all__ = [
     "add_description",
     "cache_key",
     "calls_per_image",
+    "caption_counts",
     "caption_images",
     "caption_prompts",
     "caption_requests",

@@ -33,7 +33,7 @@ import numpy as np
 from store import now
 
 from ..errors import Hint, InvalidInputError, NotReadyError
-from ..labels import active_run, read_predictions
+from ..labels import pseudo_top1
 from .base import Backend, BackendError, DeadlineExceeded, Request, get_backend, tile_grid
 from .cache import cache_key, cached_responses, check_deadline, run_requests
 from .parse import clean_caption
@@ -141,11 +141,7 @@ def group_key(shas: Sequence[str]) -> str:
 def pseudo_classes(project: Project) -> dict[int, str]:
     """``image_id → class name``: the top-1 class of the active labeling run (the zero-shot pseudo-labels that
     prompts and groups use); empty when there is no finished labeling run."""
-    run = active_run(project)
-    if run is None:
-        return {}
-    ids, probs, classes = read_predictions(project, run["id"])
-    return {int(i): classes[int(c)] for i, c in zip(ids, probs.argmax(1), strict=True)}
+    return {i: c for i, (c, _) in pseudo_top1(project).items() if c is not None}
 
 
 # --- prompts ------------------------------------------------------------------------------------------------------
@@ -564,12 +560,21 @@ def _check_kind(kind: str) -> str:
 
 
 def list_captions(
-    project: Project, kind: str | None = None, image_id: int | None = None, enabled_only: bool = False
+    project: Project,
+    kind: str | None = None,
+    image_id: int | None = None,
+    enabled_only: bool = False,
+    image_ids: Sequence[int] | None = None,
 ) -> list[dict]:
     """Captions by image id, then kind (image, group, group-own): ``{"image_id", "rel_path", "kind", "group_key",
     "text", "backend", "model", "prompt", "created_at", "enabled" (bool), "edited" (bool), "original"}``
-    (``original``: the model's text before a person's edit, None when not edited)."""
+    (``original``: the model's text before a person's edit, None when not edited). ``image_ids``: only these
+    images (e.g. a gallery page)."""
     where, args = [], []
+    if image_ids is not None:
+        ids = [int(i) for i in image_ids][:10_000]
+        where.append(f"c.image_id in ({', '.join('?' * len(ids)) or 'null'})")
+        args.extend(ids)
     if kind is not None:
         where.append("c.kind = ?")
         args.append(_check_kind(kind))
@@ -591,6 +596,22 @@ def list_captions(
         d.update(enabled=bool(enabled), edited=original is not None and original != d["text"], original=original)
         out.append(d)
     return out
+
+
+def caption_counts(project: Project) -> dict[str, Any]:
+    """``{"texts", "images", "by_kind": {kind: n}, "disabled", "edited"}`` over the project's captions."""
+    by_kind = dict.fromkeys(KINDS, 0)
+    texts = disabled = edited = 0
+    for kind, n, off, ed in project.db.execute(
+        "select kind, count(*), sum(enabled = 0), sum(original is not null and original != text) "
+        "from captions group by kind"
+    ):
+        by_kind[str(kind)] = int(n)
+        texts += int(n)
+        disabled += int(off or 0)
+        edited += int(ed or 0)
+    images = project.db.execute("select count(distinct image_id) from captions").fetchone()[0]
+    return {"texts": texts, "images": int(images), "by_kind": by_kind, "disabled": disabled, "edited": edited}
 
 
 def captions_by_image(project: Project) -> dict[int, dict[str, str]]:

@@ -21,6 +21,7 @@ import gradio as gr
 
 from ...describe import (
     CONFIRM_ABOVE,
+    caption_counts,
     caption_images,
     caption_prompts,
     get_backend,
@@ -136,19 +137,15 @@ def backend_choices() -> list[tuple[str, str]]:
 
 def summary_text(project: Project) -> str:
     """How many texts there are, how many disabled or edited (and what to do when there are none)."""
-    rows = list_captions(project)
-    if not rows:
+    n = caption_counts(project)
+    if not n["texts"]:
         return empty_state(
             "No captions yet. Pick a backend and press <b>Caption images</b> (<i>template</i> needs no model), "
             "or import a captions file. Group descriptions need pseudo-labels (step 5)."
         )
-    by_kind = {k: sum(r["kind"] == k for r in rows) for k in KIND_LABELS}
-    kinds = ", ".join(f"{n} {KIND_LABELS[k]}" for k, n in by_kind.items() if n)
-    off = sum(not r["enabled"] for r in rows)
-    edited = sum(r["edited"] for r in rows)
-    images = len({r["image_id"] for r in rows})
+    kinds = ", ".join(f"{c} {KIND_LABELS[k]}" for k, c in n["by_kind"].items() if c)
     return (
-        f"**{len(rows)} texts** on {images} images ({kinds}); {off} disabled, {edited} edited. "
+        f"**{n['texts']} texts** on {n['images']} images ({kinds}); {n['disabled']} disabled, {n['edited']} edited. "
         "Click a thumbnail to read, edit or disable its texts."
     )
 
@@ -172,9 +169,8 @@ def page_view(project: Project, page_no) -> PageOut:
     rows = image_page(project, page_no * PAGE, PAGE)
     ids = [int(r["id"]) for r in rows]
     texts: dict[int, dict] = {}
-    for c in list_captions(project):
-        if c["image_id"] in set(ids):
-            texts.setdefault(c["image_id"], {})[c["kind"]] = c
+    for c in list_captions(project, image_ids=ids):
+        texts.setdefault(c["image_id"], {})[c["kind"]] = c
     classes = pseudo_classes(project)
     pics = gallery_items(project, rows, lambda it: thumb_text(texts.get(it["id"], {}), classes.get(it["id"])))
     info = f"page {page_no + 1} of {pages}" if n else ""
