@@ -99,7 +99,7 @@ def test_run_browse_edit_disable_and_rerun_from_the_cache(app_ctx, labeled, serv
     assert captions.pick_kind(app_ctx, labeled, image_id, "group-own").startswith("Saw 1 image(s) of 672x")
     edited = captions.save_edit(app_ctx, labeled, image_id, "image", "a grey tabby cat", 0)
     assert "a grey tabby cat" in edited.detail and "edited" in edited.detail and "model's text" in edited.detail
-    assert any("✎ a grey tabby cat" in text for _, text in edited.gallery)
+    assert any(text.startswith("✎ ") and text.endswith("· a grey tabby cat") for _, text in edited.gallery)
     off = captions.toggle(app_ctx, labeled, image_id, "group-own", 0)
     assert "left out of LatteCLIP's fusion" in off.detail and "1 disabled, 1 edited" in off.summary
     p = Project(labeled)

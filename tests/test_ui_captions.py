@@ -96,7 +96,7 @@ def _drive(page, expect, app: AppServer, llm, proj) -> None:
     page.click("#cap-save")
     expect(detail).to_contain_text("a grey tabby cat on a sofa")
     expect(detail).to_contain_text("edited")
-    expect(labels.nth(1)).to_contain_text("✎ a grey tabby cat")
+    expect(labels.nth(1)).to_contain_text("✎ dog · a grey tabby cat")
 
     page.locator("#cap-kind label", has_text="group (own)").click()
     expect(edit).to_have_value(

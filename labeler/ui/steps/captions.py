@@ -151,14 +151,15 @@ def summary_text(project: Project) -> str:
 
 
 def thumb_text(texts: dict, cls: str | None) -> str:
-    """A thumbnail's caption: the class, then its caption (⊘ when disabled, ✎ when edited), else the group text."""
+    """A thumbnail's caption: ⊘ when its caption is disabled, ✎ when edited (first, so a cut label still shows
+    them), the class, then the caption (else the group text)."""
     head = f"{cls} · " if cls else ""
     row = texts.get("image") or texts.get("group-own") or texts.get("group")
     if row is None:
         return head + "no caption"
     mark = "⊘ " if not row["enabled"] else ("✎ " if row["edited"] else "")
     text = row["text"] if len(row["text"]) <= 70 else row["text"][:68] + "…"
-    return f"{head}{mark}{text}"
+    return f"{mark}{head}{text}"
 
 
 def page_view(project: Project, page_no) -> PageOut:
