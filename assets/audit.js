@@ -1,4 +1,4 @@
-// Keyboard shortcuts of the Audit panel (step 6), installed with the page head; ignored while typing and while
+// Keyboard shortcuts of the Audit panel (step 7), installed with the page head; ignored while typing and while
 // the panel is hidden.
 document.addEventListener('keydown', (e) => {
   const t = e.target; const tag = (t && t.tagName || '').toLowerCase();

@@ -95,7 +95,7 @@ def test_the_logo_and_an_example_list_in_the_browser(tmp_path):
             assert 24 <= box["width"] <= 40 and 24 <= box["height"] <= 40, box  # a small logo, not a banner
             expect(page.locator("#lb-brand h1")).to_have_text("Labeler")
             page.locator("#lb-header").screenshot(path=str(ARTIFACTS / "ui-header-logo.png"))
-            page.click("#step-5-button")
+            page.click("#step-6-button")
             expect(page.locator("#train-device")).to_contain_text("Device: cpu")
             page.click("#step-2-button")
             title = next(t for t in assets.examples() if t.startswith("CIFAR-10 "))

@@ -219,3 +219,54 @@ def test_file_and_template_backends_do_not_claim_requests_sent(small, tmp_path, 
     assert main(["describe", str(small), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert not re.search(r"\d+ requests sent", out) and "built-in templates for 2 classes" in out
+
+
+def test_caption_group_modes_through_the_cli_send_nothing_twice(small, server, capsys):  # noqa: F811
+    base = ["caption", small, "--backend", "openai", "--model", "vlm", "--base-url", server.url, "--quiet"]
+    own = run_json(capsys, *base, "--groups", "per-image")
+    assert (own["sent"], own["captions"], own["groups"]) == (12, 6, 6) and server.requests == 12
+    from labeler.describe import captions_by_image, list_captions
+
+    caps = captions_by_image(Project.open(small))
+    assert len(caps) == 6 and all(set(c) == {"image", "group-own"} for c in caps.values())
+    shared = run_json(capsys, *base, "--groups")  # a bare --groups keeps meaning shared groups
+    assert (shared["sent"], shared["cached"]) == (2, 6) and server.requests == 14  # 3 per class: 1 grid each
+    assert all(set(c) == {"image", "group", "group-own"} for c in captions_by_image(Project.open(small)).values())
+    again = run_json(capsys, *base, "--groups", "per-image")
+    assert again["sent"] == 0 and server.requests == 14
+    preview = run_json(capsys, *base, "--groups-only", "--groups", "per-image", "--dry-run", "--refresh")
+    assert (preview["requests"], preview["groups"], preview["images"], preview["calls_per_image"]) == (6, 6, 0, 1)
+    assert server.requests == 14
+    assert len(list_captions(Project.open(small), kind="group-own")) == 6
+
+
+def test_captions_command_edits_disables_sets_prompts_and_imports(small, tmp_path, capsys):
+    run_json(capsys, "caption", small, "--groups", "per-image", "--quiet")  # template backend
+    listed = run_json(capsys, "captions", small, "list", "--kind", "image")["captions"]
+    assert len(listed) == 6 and all(r["enabled"] and not r["edited"] for r in listed)
+    first = listed[0]["image_id"]
+    row = run_json(capsys, "captions", small, "edit", first, "image", "a small grey cat")
+    assert row["text"] == "a small grey cat" and row["edited"] and row["original"].startswith("a photo of")
+    assert not run_json(capsys, "captions", small, "disable", first, "group-own")["enabled"]
+    from labeler.describe import captions_by_image
+
+    assert captions_by_image(Project.open(small))[first] == {"image": "a small grey cat"}
+    assert main(["captions", str(small), "enable", str(first), "group-own"]) == 0
+    assert "enabled the group-own caption" in capsys.readouterr().out
+    assert main(["captions", str(small), "edit", str(first), "image"]) == 2  # no text
+    assert "usage: captions PROJECT edit IMAGE_ID KIND 'new text'" in capsys.readouterr().err
+    prompts = run_json(capsys, "captions", small, "prompts", "--prompt", "Describe the {c} briefly.")
+    assert prompts["caption"] == "Describe the {c} briefly." and prompts["group"].startswith("Describe the common")
+    run_json(capsys, "caption", small, "--quiet")  # template: answers from templates, the prompt is recorded
+    rows = run_json(capsys, "captions", small, "list", "--kind", "image")["captions"]
+    prompts_used = {r["prompt"] for r in rows if r["image_id"] != first}
+    assert prompts_used and prompts_used <= {"Describe the cat briefly.", "Describe the dog briefly."}
+    assert next(r for r in rows if r["image_id"] == first)["text"] == "a small grey cat"  # the edit stays
+    run_json(capsys, "caption", small, "--quiet", "--prompt", "Say {c}.", "--save-prompts")
+    assert run_json(capsys, "captions", small, "prompts")["caption"] == "Say {c}."
+    path = tmp_path / "caps.csv"
+    path.write_text("image,caption\n" + "".join(f"{r['rel_path']},imported {r['image_id']}\n" for r in rows))
+    res = run_json(capsys, "caption", small, "--backend", "file", "--file", path)
+    assert (res["imported"], res["kept"], res["unmatched"]) == (5, 1, 0)
+    assert main(["caption", str(small), "--backend", "file"]) == 2
+    assert "--file" in capsys.readouterr().err

@@ -462,10 +462,10 @@ def test_caption_prompts_include_class_and_grid(project, tmp_path):
     result = caption_images(project, backend, groups=True, class_of=class_of, cell=64)
     assert result["sent"] == 6 and backend.calls == 6
     prompts = [r.prompt for r in seen if r.task == "caption"]
-    assert prompts[0] == "Describe the cat in the photo concisely, in less than 20 words."
-    assert prompts[4] == "Describe the photo concisely, in less than 20 words."  # image without a class
+    assert prompts[0] == "Describe the cat in the photo concisely, less than 20 words."
+    assert prompts[4] == "Describe the photo concisely, less than 20 words."  # image without a class
     group = [r for r in seen if r.task == "group"][0]
-    assert "grid of 3 photos that all show a cat" in group.prompt
+    assert "common visual attributes of the cat in all the photos" in group.prompt
     caps = captions_by_image(project)
     assert caps[images[0]["id"]]["image"] == "1 image of 32x32 px."
     assert caps[images[0]["id"]]["group"] == "1 image of 132x132 px."  # 2×2 grid of 64 px cells + 4 px gap

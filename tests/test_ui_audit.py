@@ -1,4 +1,4 @@
-"""The Audit panel (step 6 · Train → Audit) in a real browser: draw a sample, confirm with `y`, correct with a digit
+"""The Audit panel (step 7 · Train → Audit) in a real browser: draw a sample, confirm with `y`, correct with a digit
 and with the class list, skip with `s`, and see the estimate and the per-run table update.
 
 Debian's chromium driven by Playwright against ``python app.py`` (free 127.0.0.1 port, own data dir and gradio
@@ -66,7 +66,7 @@ def test_audit_panel_checks_images_and_shows_the_estimate(setup):
     with chromium() as browser:
         page, errors = new_page(browser)
         open_project(page, "pets", server.url)
-        page.click("#step-5-button")
+        page.click("#step-6-button")
         page.click("#panel-audit-button")
         progress = page.locator("#audit-progress")
         expect(progress).to_contain_text("No audit sample yet", timeout=30_000)

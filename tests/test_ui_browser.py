@@ -124,15 +124,15 @@ def _drive(page, expect, server: AppServer, images: Path, tmp_path: Path) -> Non
     _shot(page, "5-review-done")
 
     # 6 · Train, 7 · Explore: shown, not run here
-    page.click("#step-5-button")
+    page.click("#step-6-button")
     expect(page.locator("#train-methods")).to_contain_text("zeroshot")
     _shot(page, "6-train")
-    page.click("#step-6-button")
+    page.click("#step-7-button")
     expect(page.locator("#explore-status")).to_contain_text("luster")
     _shot(page, "7-explore")
 
     # 8 · Export the CSV and download it
-    page.click("#step-7-button")
+    page.click("#step-8-button")
     page.click("#export-run")
     download_btn = page.locator("#export-download")
     expect(download_btn).to_be_visible(timeout=slow)

@@ -639,7 +639,7 @@ def _drive(page, expect, server, project_dir: Path) -> None:
     expect(page.locator("#lb-project")).to_contain_text("40 images")
 
     # Clusters: k-means in the background, then the table
-    page.click("#step-6-button")
+    page.click("#step-7-button")
     status, counts = page.locator("#explore-status"), page.locator("#explore-counts")
     expect(status).to_contain_text("No clusters yet")
     expect(counts).to_contain_text("40 images, 0 reviewed")

@@ -229,7 +229,7 @@ def test_preview_keys_in_the_browser(server):
         expect(page.locator("#review-selection")).to_contain_text("1 selected")  # the selection kept
 
         # Explore: search, double-click a thumbnail opens it, Esc closes
-        page.click("#step-6-button")
+        page.click("#step-7-button")
         page.locator("#explore-query input, #explore-query textarea").first.fill("a cat")
         page.click("#explore-search")
         ethumbs = page.locator("#explore-gallery button.thumbnail-item")

@@ -212,7 +212,7 @@ def test_train_step_in_the_browser(setup, client):
     with chromium() as browser:
         page, errors = new_page(browser)
         open_project(page, "cifar", server.url)
-        page.click("#step-5-button")
+        page.click("#step-6-button")
         expect(page.locator("#train-device")).to_contain_text("Device: cpu")
         disabled = page.locator("#train-methods .lb-disabled")
         expect(disabled).to_have_count(0)  # every method is built

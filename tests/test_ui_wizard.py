@@ -184,7 +184,7 @@ def test_export_offers_every_registered_format(app_ctx, opened):
 
     names = [name for _, name in export.formats()]
     assert names == [e["name"] for e in list_exporters()] and "model" in names
-    with pytest.raises(gr.Error, match=r"step 6 \(Train\)"):  # no trained model yet: the hint says where
+    with pytest.raises(gr.Error, match=r"step 7 \(Train\)"):  # no trained model yet: the hint says where
         export.run(app_ctx, opened, "model")
 
 

@@ -1,4 +1,4 @@
-"""CLI commands for descriptions and captions: ``describe``, ``caption``, ``descriptions``."""
+"""CLI commands for descriptions and captions: ``describe``, ``caption``, ``captions``, ``descriptions``."""
 
 from __future__ import annotations
 
@@ -84,33 +84,70 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from ..describe import caption_images
-    from ..labels import active_run, read_predictions
+    from ..describe import caption_images, import_captions, pseudo_classes, set_caption_prompts
 
     project = open_project(args)
-    class_of = None
-    run = active_run(project)
-    if run is not None:
-        ids, probs, classes = read_predictions(project, run["id"])
-        class_of = {int(i): classes[int(c)] for i, c in zip(ids, probs.argmax(1), strict=True)}
-    elif args.groups:
+    if args.backend == "file":  # captions written elsewhere: read them, no model
+        if not args.file:
+            raise InvalidInputError("the file backend imports captions: give the file with --file captions.csv")
+        res = import_captions(project, args.file)
+        emit(args, res, f"{res['path']}: {res['summary']}")
+        return 0
+    groups = args.groups or ("shared" if args.groups_only else None)
+    class_of = pseudo_classes(project)
+    if groups and not class_of:
         raise InvalidInputError("--groups needs pseudo-labels to group by: run `labeler label PROJECT` first")
+    if args.save_prompts:
+        set_caption_prompts(project, caption=args.prompt, group=args.group_prompt)
     backend = _backend(args)
     options = {
         "per_image": not args.groups_only,
-        "groups": args.groups or args.groups_only,
+        "groups": groups is not None,
+        "group_mode": groups or "shared",
         "group_size": args.group_size,
-        "class_of": class_of,
+        "class_of": class_of or None,
         "refresh": args.refresh,
+        "per_image_prompt": args.prompt,  # None: the project's saved prompt
+        "group_prompt": args.group_prompt,
     }
-    if args.prompt:
-        options["per_image_prompt"] = args.prompt
     res = _preview_then_run(args, backend, functools.partial(caption_images, project), "caption", "request", options)
     if res is None:
         return 0
     if res.get("warning"):
         print(f"warning: {res['warning']}", file=sys.stderr)
     emit(args, res, "\n".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, (dict, list))))
+    return 0
+
+
+def cmd_captions(args: argparse.Namespace) -> int:
+    from .. import describe as d
+
+    project = open_project(args)
+    action = args.action
+    if action == "list":
+        rows = d.list_captions(project, kind=args.kind, enabled_only=args.enabled)
+        text = "\n".join(
+            f"{r['image_id']:>6} {r['kind']:<9} {'on ' if r['enabled'] else 'off'}{'*' if r['edited'] else ' '} "
+            f"{r['rel_path']}: {r['text']}"
+            for r in rows
+        )
+        emit(args, {"captions": rows}, text or "no captions yet: run `python -m labeler caption PROJECT`")
+        return 0
+    if action == "prompts":
+        prompts = d.set_caption_prompts(project, caption=args.prompt, group=args.group_prompt)
+        emit(args, prompts, f"caption: {prompts['caption']}\ngroup:   {prompts['group']}")
+        return 0
+    usage = f"usage: captions PROJECT {action} IMAGE_ID KIND" + (" 'new text'" if action == "edit" else "")
+    want = 3 if action == "edit" else 2
+    if len(args.args) != want or not args.args[0].isdigit():
+        raise InvalidInputError(usage + " (KIND: image, group or group-own)")
+    image_id, kind = int(args.args[0]), args.args[1]
+    if action == "edit":
+        row = d.set_caption(project, image_id, kind, args.args[2])
+    else:
+        row = d.set_caption_enabled(project, image_id, kind, action == "enable")
+    verb = {"edit": "edited", "enable": "enabled", "disable": "disabled"}[action]
+    emit(args, row, f"{verb} the {kind} caption of image {image_id}: {row['text']}")
     return 0
 
 
@@ -192,7 +229,7 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(subs) -> None:
-    """Add ``describe``, ``caption`` and ``descriptions`` to the CLI's subparsers."""
+    """Add ``describe``, ``caption``, ``captions`` and ``descriptions`` to the CLI's subparsers."""
     p = sub(
         subs,
         "describe",
@@ -214,15 +251,49 @@ def register(subs) -> None:
         subs,
         "caption",
         cmd_caption,
-        "caption images (one each) and/or groups of ~4 with a vision model",
-        f"{PROG} caption pets --backend openai --model llava --base-url http://localhost:11434/v1 --groups",
+        "caption images (one each) and/or groups of 4 with a vision model, or import captions from a file",
+        f"{PROG} caption pets --backend openai --model llava --base-url http://localhost:11434/v1 --groups\n"
+        f"{PROG} caption pets --backend openai --model llava --groups per-image   # the official LatteCLIP groups\n"
+        f"{PROG} caption pets --backend file --file captions.csv",
     )
     project_arg(p)
     _backend_args(p)
-    p.add_argument("--groups", action="store_true", help="also describe groups of images sharing a pseudo-label")
-    p.add_argument("--groups-only", action="store_true", help="only group descriptions (about 0.25 calls per image)")
-    p.add_argument("--group-size", type=int, default=4)
-    p.add_argument("--prompt", help="per-image prompt; {c} is the image's zero-shot class")
+    p.add_argument(
+        "--groups",
+        nargs="?",
+        const="shared",
+        choices=["shared", "per-image"],
+        help="also describe groups of 4 images sharing a pseudo-label, tiled 2x2. shared (the default): a class's "
+        "images split into groups, one call per group stored for each member (0.25 calls per image; 1.25 with "
+        "the per-image captions). per-image (the official LatteCLIP): each image with 3 random others of its "
+        "class, one call per image (2 with the captions). Both kinds may coexist",
+    )
+    p.add_argument(
+        "--groups-only", action="store_true", help="only group descriptions (shared unless --groups per-image)"
+    )
+    p.add_argument("--group-size", type=int, default=4, help="images per group (default 4: a 2x2 grid)")
+    p.add_argument("--prompt", help="per-image prompt; {c} is the image's zero-shot class (default: the project's)")
+    p.add_argument("--group-prompt", help="group prompt; {c} the group's class, {k} its size (default: the project's)")
+    p.add_argument("--save-prompts", action="store_true", help="save --prompt/--group-prompt as the project's")
+    p.add_argument("--file", help="file backend: import captions from JSON {image: caption} or CSV image,caption")
+
+    p = sub(
+        subs,
+        "captions",
+        cmd_captions,
+        "list, edit, enable/disable captions; show or set the caption prompts",
+        f"{PROG} captions pets list --kind image\n{PROG} captions pets edit 12 image 'a tabby cat on a sofa'\n"
+        f"{PROG} captions pets disable 12 group-own\n"
+        f"{PROG} captions pets prompts --prompt 'Describe the {{c}} in the photo concisely, less than 20 words.'",
+    )
+    project_arg(p)
+    p.add_argument("action", choices=["list", "edit", "enable", "disable", "prompts"])
+    p.add_argument("args", nargs="*", help="IMAGE_ID KIND [TEXT] (KIND: image, group, group-own)")
+    p.add_argument("--kind", choices=["image", "group", "group-own"], help="list: only this kind")
+    p.add_argument("--enabled", action="store_true", help="list: only enabled captions")
+    p.add_argument("--prompt", help="prompts: set the per-image prompt ('' restores the default)")
+    p.add_argument("--group-prompt", help="prompts: set the group prompt ('' restores the default)")
+    json_arg(p)
 
     p = sub(
         subs,

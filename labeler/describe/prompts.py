@@ -24,19 +24,14 @@ DESCRIBE_SYSTEM = (
     "(shape, colour, texture, parts, typical surroundings). No numbering, no preamble, English only."
 )
 
-#: LatteCLIP's per-image prompt; ``{c}`` is the image's (pseudo-)class.
-CAPTION_PROMPT = "Describe the {c} in the photo concisely, in less than 20 words."
+#: LatteCLIP's per-image prompt (the paper's shape: "Describe the texture in the photo concisely, less than 20
+#: words."); ``{c}`` is the image's (pseudo-)class, ``{a}`` the class with its article.
+CAPTION_PROMPT = "Describe the {c} in the photo concisely, less than 20 words."
 #: The per-image prompt when the image has no class.
-CAPTION_PROMPT_NO_CLASS = "Describe the photo concisely, in less than 20 words."
-#: The group prompt: a 2×2 grid of ``{k}`` images of one pseudo-class.
-GROUP_PROMPT = (
-    "This image is a grid of {k} photos that all show {a}. Describe the visual attributes they have in common, "
-    "concisely, in less than 30 words."
-)
-GROUP_PROMPT_NO_CLASS = (
-    "This image is a grid of {k} photos of the same kind of thing. Describe the visual attributes they have in "
-    "common, concisely, in less than 30 words."
-)
+CAPTION_PROMPT_NO_CLASS = "Describe the photo concisely, less than 20 words."
+#: LatteCLIP's group prompt, asked about a 2×2 grid of ``{k}`` images of one pseudo-class.
+GROUP_PROMPT = "Describe the common visual attributes of the {c} in all the photos concisely, less than 20 words."
+GROUP_PROMPT_NO_CLASS = "Describe the common visual attributes of all the photos concisely, less than 20 words."
 
 
 def with_article(name: str) -> str:

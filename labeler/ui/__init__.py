@@ -3,8 +3,8 @@
 ``build_demo(data_dir, local_mode)`` builds it (not launched); ``launch(host, port)`` serves it
 (``python app.py`` and ``python -m labeler serve`` call it). One module per step —
 :mod:`.project`, :mod:`.images`, :mod:`.classes`, :mod:`.descriptions`, :mod:`.pseudolabels`,
-:mod:`.train`, :mod:`.explore`, :mod:`.export` — plus the jobs panel (:mod:`.jobs`) and the panels shown as tabs
-inside a step (:data:`PANELS`: the Audit panel, :mod:`.audit`, in step 6). Each step's
+:mod:`.captions`, :mod:`.train`, :mod:`.explore`, :mod:`.export` — plus the jobs panel (:mod:`.jobs`) and the
+panels shown as tabs inside a step (:data:`PANELS`: the Audit panel, :mod:`.audit`, in step 7). Each step's
 ``build(ctx)`` lays out its components, wires its events (with ``api_name``s, so gradio_client can
 drive every step) and returns its ``refresh(project_key)``; this module wires refreshes to step
 selection, "Next" buttons and project changes.
@@ -24,7 +24,18 @@ import gradio as gr  # noqa: E402
 from ..project import data_dir as default_data_dir  # noqa: E402
 from . import assets, jobs, preview  # noqa: E402
 from .common import Ctx, bind, guard, md_escape  # noqa: E402
-from .steps import audit, classes, descriptions, explore, export, images, project, pseudolabels, train  # noqa: E402
+from .steps import (  # noqa: E402
+    audit,
+    captions,
+    classes,
+    descriptions,
+    explore,
+    export,
+    images,
+    project,
+    pseudolabels,
+    train,
+)
 
 STEPS = [
     ("1 · Project", project),
@@ -32,9 +43,10 @@ STEPS = [
     ("3 · Classes", classes),
     ("4 · Descriptions", descriptions),
     ("5 · Pseudo-labels", pseudolabels),
-    ("6 · Train", train),
-    ("7 · Explore", explore),
-    ("8 · Export", export),
+    ("6 · Captions", captions),
+    ("7 · Train", train),
+    ("8 · Explore", explore),
+    ("9 · Export", export),
 ]
 #: Panels shown as tabs inside a step, after the step's own content (a module like a step's, see above).
 PANELS = {train: [("Audit", audit)]}

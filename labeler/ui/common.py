@@ -33,7 +33,7 @@ class Ctx:
     local_mode: bool
     project: gr.State  # the open project's folder (str), "" when none
     finished: gr.State  # "task_id:kind" of the newest finished background task of the project
-    tabs: gr.Tabs | None = None  # the wizard: one tab per step, ids 0..7
+    tabs: gr.Tabs | None = None  # the wizard: one tab per step, ids 0..8
     allowed: list[str] = field(default_factory=list)  # folders gradio may serve (thumbnails, exports)
     demo: gr.Blocks | None = None
     isolate: bool = False  # a Space: each browser gets its own folder of projects (``visitor``)
@@ -99,13 +99,13 @@ STEP_IN_UI = {
     "label": "run “Run zero-shot” (step 5, ②){with} first",
     "describe": "run “Generate descriptions” (step 4){with} first",
     "descriptions": "see step 4 (Descriptions)",
-    "captions": "caption the images (the Captions step){with} first",
-    "cluster": "run “Cluster images” (step 7, Explore){with} first",
-    "train": "train one first with “Start” in step 6 (Train){with}",
+    "captions": "run “Caption images” in step 6 (Captions){with} first",
+    "cluster": "run “Cluster images” (step 8, Explore){with} first",
+    "train": "train one first with “Start” in step 7 (Train){with}",
     "runs": "see the Job history panel",
     "cancel": "cancel it in the jobs panel",
-    "audit": "draw or check the sample in the Audit panel (step 6, Train → Audit){with}",
-    "audit_reset": "or draw a new sample with another seed in the Audit panel (step 6, Train → Audit)",
+    "audit": "draw or check the sample in the Audit panel (step 7, Train → Audit){with}",
+    "audit_reset": "or draw a new sample with another seed in the Audit panel (step 7, Train → Audit)",
 }
 
 #: An option's field in the wizard, by the option's library name (others show as 'name').

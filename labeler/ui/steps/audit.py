@@ -1,4 +1,4 @@
-"""The Audit panel (a tab of step 6 · Train): check a random sample by hand, read the audited accuracy.
+"""The Audit panel (a tab of step 7 · Train): check a random sample by hand, read the audited accuracy.
 
 Draw a seeded sample (uniform, or stratified by the current label) with :func:`labeler.audit.draw_sample`;
 the panel shows one image at a time, large, with its current final label: **Correct (y)** confirms it,

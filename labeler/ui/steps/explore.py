@@ -1,4 +1,4 @@
-"""Step 7 · Explore: browse by cluster, map, similarity and near-duplicates; walk the review queue; act in bulk.
+"""Step 8 · Explore: browse by cluster, map, similarity and near-duplicates; walk the review queue; act in bulk.
 
 The left column holds the views, each of which fills the one gallery on the right:
 

@@ -1,4 +1,4 @@
-"""Step 8 · Export: every registered format (CSV, ImageFolder zipped, JSONL, the trained model) as a download,
+"""Step 9 · Export: every registered format (CSV, ImageFolder zipped, JSONL, the trained model) as a download,
 with a preview of the first rows, and the options multi-label projects need (one-hot columns, per-class scores,
 one folder per label with links)."""
 

@@ -1,4 +1,4 @@
-"""Step 6 · Train: pick a method, see the device, start / cancel / resume a run, watch its curves.
+"""Step 7 · Train: pick a method, see the device, start / cancel / resume a run, watch its curves.
 
 Methods come from :func:`labeler.methods.list_methods`; a method that is not implemented yet is
 shown greyed out with its one-line reason and cannot be picked. A run goes through the library
@@ -166,7 +166,7 @@ def outcome_md(project: Project, run: dict | None) -> str:
         f"**Run {run['id']}'s labels** (label run {out['label_run']}): {out['n']} images labeled by the trained model"
         + (" (the untrained model: no trained epoch did better)" if metrics.get("best_epoch") == 0 else "")
         + (f", {out['failed']} unreadable" if out["failed"] else "")
-        + (" — **the active labels** (step 5 reviews them, step 8 exports them)." if out["active"] else ".")
+        + (" — **the active labels** (step 5 reviews them, step 9 exports them)." if out["active"] else ".")
     ]
     recipe = str((run.get("params") or {}).get("recipe", "labeler"))
     lines.append(
@@ -233,7 +233,7 @@ def _status_text(runs: list[dict], ready: bool) -> str:
     if not ready:
         return empty_state(
             "No training method is implemented yet (see the list on the left). The zero-shot "
-            "pseudo-labels of step 5 are the result for now: review them and export (step 8)."
+            "pseudo-labels of step 5 are the result for now: review them and export (step 9)."
         )
     if not runs:
         return empty_state(
