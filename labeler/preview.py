@@ -216,8 +216,10 @@ def image_details(project: Project, image: int | str, *, neighbours: int = NEIGH
         (pixels), ``bytes`` (file size), ``format``; ``folder_label``; ``label`` — ``{"classes", "label",
         "source" (human | accepted | pseudo | None), "score", "run" ({"id", "method", "kind"} of the run the label
         came from), "active_run", "unsure"}``; ``top`` — up to three ``{"class", "score", "current"}`` of the
-        active run, best first; ``neighbours`` — ``{"id", "sha256", "path", "score" (cosine), "label",
-        "source"}`` most similar first; ``neighbours_note`` — why there are none ("" when there are).
+        active run, best first (multi-label projects: every class of the run, each also with ``in_label``,
+        whether the image's label has it, and ``threshold``, the class's threshold); ``neighbours`` — ``{"id",
+        "sha256", "path", "score" (cosine), "label", "source"}`` most similar first; ``neighbours_note`` — why
+        there are none ("" when there are).
 
     Raises
     ------
@@ -234,6 +236,16 @@ def image_details(project: Project, image: int | str, *, neighbours: int = NEIGH
     run = active_run(project)
     near, note = _neighbours(project, row, int(neighbours), features)
     image_id = int(row["id"])
+    label = _label(project, row, run)
+    multi = project.multi_label
+    top = _top_scores(project, run, image_id, len(run["params"]["classes"]) if multi and run else TOP_SCORES)
+    if multi:  # every class, each with whether the image carries it and its threshold
+        from .review import class_thresholds
+
+        limits = class_thresholds(project)
+        for t in top:
+            t["in_label"] = t["class"] in label["classes"]
+            t["threshold"] = limits.get(t["class"])
     return {
         "id": image_id,
         "sha256": row["sha256"],
@@ -248,8 +260,8 @@ def image_details(project: Project, image: int | str, *, neighbours: int = NEIGH
         "bytes": row["bytes"],
         "format": row["format"],
         "folder_label": row["folder_label"],
-        "label": _label(project, row, run),
-        "top": _top_scores(project, run, image_id, TOP_SCORES),
+        "label": label,
+        "top": top,
         "neighbours": near,
         "neighbours_note": note,
     }
