@@ -1394,9 +1394,9 @@ def edit_label(project: Project, image_ids: int | Iterable[int], cls: str, mode:
     """Add a class to, or remove it from, each image's current label set (multi-label), as one undoable action.
 
     Each image's human label becomes its current final label (human > accepted > pseudo) with ``cls`` added
-    (``mode="add"``) or removed (``mode="remove"``); images that already have it (add) or lack it (remove) are
-    left as they are. Removing an image's only class is refused (an image keeps at least one class): nothing
-    changes then.
+    (``mode="add"``: every selected image, so one that had it as a pseudo-label now has it by a person) or removed
+    (``mode="remove"``: images without it are left as they are). Removing an image's only class is refused (an
+    image keeps at least one class): nothing changes then.
 
     Returns
     -------
@@ -1422,10 +1422,8 @@ def edit_label(project: Project, image_ids: int | Iterable[int], cls: str, mode:
     sets: dict[tuple[str, ...], list[int]] = {}
     for i in ids:
         have = current[i]
-        if mode == "add":
-            if name in have:
-                continue
-            new = [*have, name]
+        if mode == "add":  # every selected image: one that had the class as a pseudo-label now has it by a person
+            new = have if name in have else [*have, name]
         else:
             if name not in have:
                 continue

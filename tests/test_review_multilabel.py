@@ -176,10 +176,11 @@ def test_bulk_add_remove_and_toggle_undo_exactly(ml):
     set_human_labels(ml, ids[2:3], ["cat", "dog"])
     rows, sets = _labels_rows(ml), final_sets(ml)
     out = edit_label(ml, ids, "bird", "add")
-    assert out["changed"] == sum("bird" not in sets[i] for i in ids) and out["selected"] == 8
+    assert out["changed"] == 8 == out["selected"]  # those that had bird as a pseudo-label now have it by a person
+    assert all(it.source == "human" for it in final_labels(ml, ids))
     got = final_sets(ml)
     assert all(got[i] == sets[i] | {"bird"} for i in ids) and all(got[i] == sets[i] for i in got if i not in ids)
-    assert history(ml, 1)[0]["action"] == f"add bird to {out['changed']} images"
+    assert history(ml, 1)[0]["action"] == "add bird to 8 images"
     undo(ml)
     assert _labels_rows(ml) == rows and final_sets(ml) == sets  # one undo takes back every label set
     # remove: images without the class are left alone; the only class of an image is never removed
@@ -239,3 +240,29 @@ def test_single_label_projects_refuse_and_ignore_thresholds(tmp_path):
     p.set_thresholds({"cat": 0.0})  # saved by other means: a single-label run ignores it
     assert final_sets(p) == before
     p.close()
+
+
+def test_thresholds_command(ml, capsys):
+    from labeler.cli import main
+
+    root = str(ml.root)
+    assert main(["thresholds", root, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["saved"] == {} and [r["class"] for r in data["classes"]] == CLASSES
+    assert all(r["threshold"] == DEFAULT_THRESHOLD and not r["saved"] for r in data["classes"])
+    assert main(["thresholds", root, "DOG=0.3", "cat=0.75", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["saved"] == {"dog": 0.3, "cat": 0.75} and data["undo"].startswith("set thresholds")
+    want = brute_sets(ml)
+    rows = {r["class"]: r for r in data["classes"]}
+    assert rows["dog"]["images"] == sum("dog" in s for s in want.values()) and rows["dog"]["saved"]
+    assert main(["thresholds", root]) == 0
+    assert "0.30" in capsys.readouterr().out
+    assert main(["undo", root]) == 0
+    assert ml.thresholds() == {}
+    assert main(["thresholds", root, "ship=0.2", "--clear"]) == 0
+    assert ml.thresholds() == {"ship": 0.2}
+    capsys.readouterr()
+    assert main(["thresholds", root, "ship=high"]) != 0
+    assert "CLASS=VALUE" in capsys.readouterr().err
+    assert main(["thresholds", root, "frog=0.2"]) != 0

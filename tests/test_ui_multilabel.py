@@ -244,3 +244,26 @@ def test_toggle_threshold_bulk_add_and_undo_in_a_browser(setup):
         expect(count).to_have_text(str(_count(proj, "bird", 0.5)))
         assert _final(proj) == {**start, order[0]: ("human", have | {extra})}
         assert not errors, errors
+
+
+def test_explore_adds_and_removes_a_class_for_a_cluster(made):
+    """Explore's add/remove act on the selection, else the whole view (here a cluster's images): one undo each."""
+    from labeler.ui.steps import explore as ex
+
+    ctx, key = make_ctx(made.parent), str(made)
+    start = _final(made)
+    members = sorted(start)[:6]
+    view = {"kind": "cluster", "title": "Cluster 1", "ids": members, "params": {}}
+    shown = ex.render(_open(made), view, [], 0, None)
+    assert shown.add_btn.visible is True and shown.add_btn.value == "Add class to all 6"
+    out = ex.add_label(ctx, key, view, [], 0, ["ship"])
+    assert isinstance(out, ex.Acted)
+    assert {i: s for i, (_, s) in _final(made).items() if i in members} == {i: start[i][1] | {"ship"} for i in members}
+    ex.undo(ctx, key, view, [], 0)
+    assert _final(made) == start
+    some = [i for i in members if "dog" in start[i][1] and len(start[i][1]) > 1][:2]
+    ex.remove_label(ctx, key, view, some, 0, "dog")  # the selection only
+    assert all("dog" not in _final(made)[i][1] for i in some)
+    assert all(_final(made)[i] == start[i] for i in members if i not in some)
+    with pytest.raises(gr.Error, match="exactly one class"):
+        ex.add_label(ctx, key, view, [], 0, ["ship", "dog"])

@@ -698,7 +698,7 @@ def _ml_edit(ctx, key, view_value, thr, page_no, chosen, focus, ml_cls, mode: st
     skipped = res["selected"] - res["changed"]
     verb = "Added" if mode == "add" else "Removed"
     prep = "to" if mode == "add" else "from"
-    note = f"; {skipped} {'already had it' if mode == 'add' else 'did not have it'}" if skipped else ""
+    note = f"; {skipped} did not have it" if skipped else ""  # (add writes every selected image)
     gr.Info(f"{verb} {res['class']} {prep} {res['changed']} image(s){note}.", duration=5)
     return render(project, view_value, thr, page_no, [], focus=focus, ml_cls=ml_cls)
 
