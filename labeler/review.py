@@ -22,6 +22,12 @@ reads only its own rows; :func:`review_counts` counts the classes, the views and
 :func:`label_groups`, which counts the final labels once per commit and after a label edit reads only the decided
 images. Pages and counts are kept until the next commit of any connection (SQLite's ``data_version``).
 
+Multi-label review: pseudo-label sets follow the project's per-class thresholds once set
+(:func:`set_thresholds`, undoable; :func:`labeler.labels.pseudo_label_sets`), in every view and count here as in
+the final labels; :func:`threshold_counts` says how many images a class would carry at candidate thresholds (for
+sliders), :func:`near_threshold_queue` lists images with a class score near its threshold, and
+:func:`edit_label` / :func:`toggle_label` / :func:`set_image_labels` add or remove one class (one undo entry).
+
 Bulk actions (:func:`label_images`, :func:`accept_images`, :func:`exclude_images`,
 :func:`include_images`) take any selection: gallery picks, a cluster
 (:func:`labeler.clusters.cluster_members`), search results or a box on the map. Human labels win
