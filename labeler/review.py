@@ -159,6 +159,8 @@ def order_by(probs: np.ndarray, by: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- views: which images, decided in SQL ----------------------------------------------------------------
+#: database path → ((path, run, its index → current name map), (class_idx, labels JSON) → class names).
+_DECODED: dict[str, tuple] = {}
 #: Project meta key holding the ids a reviewer marked "unsure" (kept until they get a label).
 UNSURE_KEY = "review_unsure"
 #: Review views that are not a class name (a class name is a view too: the images whose final label includes it).
@@ -247,7 +249,14 @@ class _Layers:
         self.multi = bool(run is not None and run["params"].get("multi_label"))
         rows = self.db.execute("select distinct classes from labels where classes is not null")
         self.stored = {s: [c for c in json.loads(s) if c in self.keep] for (s,) in rows}
-        self._pseudo: dict[tuple, list[str]] = {}
+        # a prediction's decoded class names depend only on the run's index → current name map: shared between
+        # calls (under thresholds nearly every image has its own label set, so decoding them is the cost)
+        names_key = (os.path.realpath(project.root / "labeler.db"), self.rid, tuple(self.names))
+        with _GROUPS_LOCK:
+            got = _DECODED.get(names_key[0])
+            if got is None or got[0] != names_key:
+                got = _DECODED[names_key[0]] = (names_key, {})
+        self._pseudo: dict[tuple, list[str]] = got[1]
         # multi-label runs under the project's thresholds: image id → its label set (JSON), None: stored sets
         self.sets = pseudo_label_sets(project, run)
         self.tkey = tuple(sorted(project.thresholds().items())) if self.sets is not None else None
@@ -897,6 +906,7 @@ def _data_version(project: Project) -> tuple[str, int]:
                 _FP.pop(old, None)
                 _TCOUNTS.pop(old, None)
                 _SCORES.pop(old, None)
+                _DECODED.pop(old, None)
         _WATCH.move_to_end(key)
         return key, int(conn.execute("PRAGMA data_version").fetchone()[0])
 
