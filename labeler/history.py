@@ -8,7 +8,9 @@ What is recorded: human labels (:func:`labeler.labels.set_human_labels`), accept
 exclusions (:func:`labeler.review.exclude_images` / ``include_images``) — from the CLI, the wizard or the
 library alike. Each entry of the ``undo_log`` table holds the ``labels`` rows (and, for exclusions, the
 ``images.status``) of the images the change touched, as they were before it; :func:`undo` puts them back and
-drops the entry. The newest :data:`KEEP` entries are kept.
+drops the entry. The newest :data:`KEEP` entries are kept. A change of project settings that decide labels
+(the multi-label thresholds, :func:`labeler.review.set_thresholds`) records ``{"ids": [], "meta": {key: value
+before}}``: undo puts the ``meta`` values back (a value None: the key is removed).
 
 Several changes that make up one action (adding a class to images that had different labels takes one
 :func:`~labeler.labels.set_human_labels` per label set) become one entry inside :func:`group`, so one
@@ -64,7 +66,7 @@ def record(project: Project, action: str, before: dict) -> int | None:
 
     Returns the entry's id (None when the change touched no image). Only the newest :data:`KEEP` stay.
     """
-    if not before["ids"]:
+    if not before["ids"] and not before.get("meta"):
         return None
     pending = _open_groups.get(_group_key(project))
     if pending is not None:  # inside group(): it writes one entry for all of them
@@ -95,8 +97,11 @@ def merge(snapshots: Sequence[dict]) -> dict:
     label_ids: dict[int, None] = {}
     label_rows: list[list] = []
     status: dict[str, str] = {}
+    meta: dict[str, object] = {}
     has_labels = False
     for snap in snapshots:
+        for k, v in snap.get("meta", {}).items():
+            meta.setdefault(k, v)
         if "labels" in snap:
             has_labels = True
             rows = {int(r[0]): r for r in snap["labels"]}
@@ -113,6 +118,8 @@ def merge(snapshots: Sequence[dict]) -> dict:
         out.update(label_ids=sorted(label_ids), labels=label_rows)
     if status:
         out["status"] = status
+    if meta:
+        out["meta"] = meta
     return out
 
 
@@ -139,7 +146,7 @@ def group(project: Project, action: str) -> Iterator[None]:
             snapshots = _open_groups.pop(key)
             if snapshots:
                 merged = merge(snapshots)
-                if merged["ids"]:
+                if merged["ids"] or merged.get("meta"):
                     _write(project, action, merged)
     finally:
         _open_groups.pop(key, None)
@@ -184,5 +191,12 @@ def undo(project: Project) -> dict | None:
                 project.db.execute(f"update images set status = ? where id in ({marks})", [status, *chunk])
         if by_status:
             project.bump_images_version()
+        for meta_key, value in snap.get("meta", {}).items():  # settings that decide labels
+            if value is None:
+                project.db.execute("delete from meta where key = ?", [meta_key])
+            else:
+                project.db.execute(
+                    "insert or replace into meta (key, value) values (?, ?)", [meta_key, json.dumps(value)]
+                )
         project.db.execute("delete from undo_log where id = ?", [entry_id])
     return {"id": int(entry_id), "action": action, "n": int(n), "time": t}

@@ -20,12 +20,19 @@ through to the next layer).
 
 Multi-label class lists are ordered with the *primary* class first: the run's
 top-1 class for pseudo and accepted labels, the first class given for human ones.
+
+Multi-label pseudo-labels follow the project's per-class thresholds once a person set one
+(:meth:`labeler.project.Project.thresholds`): class c is in an image's set iff its score in the run's
+probability vector is at least c's threshold; a class without a threshold keeps the run's own decision
+(:func:`pseudo_label_sets`). Accepting copies the set as it is then.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -253,6 +260,108 @@ def pseudo_top1(project: Project, run_id: int | None = None) -> dict[int, tuple[
     }
 
 
+# --- multi-label pseudo-label sets under the project's thresholds ----------------------------------------
+def apply_thresholds(probs: np.ndarray, run_sets: Sequence[Sequence[int]], thresholds: np.ndarray) -> list[list[int]]:
+    """Multi-label sets under per-class thresholds: pure, on arrays.
+
+    Parameters
+    ----------
+    probs : ndarray (N, C)
+        Class scores in the run's class order.
+    run_sets : sequence of N index lists
+        The run's own label set per image (used for the classes without a threshold).
+    thresholds : ndarray (C,)
+        Per-class threshold in [0, 1]; NaN: no threshold, keep the run's decision for that class.
+
+    Returns
+    -------
+    list of N index lists
+        Class c is in row n's set iff ``probs[n, c] >= thresholds[c]`` (or, for a NaN threshold, c is in
+        ``run_sets[n]``). Each list has its best-scoring class first, the others ascending.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if p.ndim != 2 or t.shape != (p.shape[1],):
+        raise InvalidInputError(f"probs must be (N, C) and thresholds (C,); got {p.shape} and {t.shape}")
+    if len(run_sets) != p.shape[0]:
+        raise InvalidInputError(f"run_sets has {len(run_sets)} rows for {p.shape[0]} score rows")
+    if np.any((t < 0) | (t > 1)):
+        raise InvalidInputError("thresholds must lie in [0, 1] (NaN: none)")
+    free = np.isnan(t)
+    mask = p >= np.where(free, np.inf, t)
+    if free.any():
+        own = np.zeros(p.shape, dtype=bool)
+        for n, row in enumerate(run_sets):
+            idx = [int(c) for c in row if 0 <= int(c) < p.shape[1]]
+            own[n, idx] = True
+        mask[:, free] = own[:, free]
+    out: list[list[int]] = []
+    for n in range(p.shape[0]):
+        idx = np.flatnonzero(mask[n])
+        if idx.size == 0:
+            out.append([])
+            continue
+        best = int(idx[np.argmax(p[n, idx])])
+        out.append([best, *(int(i) for i in idx if i != best)])
+    return out
+
+
+def run_thresholds(run_classes: Sequence[str], saved: Mapping[str, float]) -> np.ndarray:
+    """The project's saved thresholds (class name → value) in a run's class order: (C,), NaN where none is set."""
+    return np.array([float(saved[c]) if c in saved else np.nan for c in run_classes], dtype=np.float64)
+
+
+_SETS_LOCK = threading.Lock()
+#: (database path, run id) → (key, image id → JSON label set): see :func:`pseudo_label_sets`.
+_SETS: dict[tuple[str, int], tuple[tuple, dict[int, str]]] = {}
+#: Runs whose sets are kept at once (least recently computed dropped).
+SETS_KEPT = 8
+
+
+def pseudo_label_sets(project: Project, run: dict | None) -> dict[int, str] | None:
+    """Image id → the JSON class-index list of its multi-label pseudo-label under the project's thresholds.
+
+    None where thresholds do not apply: a single-label run, or no threshold set for any class of the run (each
+    image's stored set stands). Each list has the best-scoring class first. Computed over the run's whole
+    probability matrix at once and kept until the run's predictions or the thresholds change.
+    """
+    if run is None or not run["params"].get("multi_label"):
+        return None
+    run_classes = list(run["params"]["classes"])
+    t = run_thresholds(run_classes, project.thresholds())
+    if np.isnan(t).all():
+        return None
+    rid = int(run["id"])
+    count, top = project.db.execute("select count(*), max(rowid) from predictions where run_id = ?", [rid]).fetchone()
+    db_key = (os.path.realpath(project.root / "labeler.db"), rid)
+    key = (run.get("created_at"), count, top, tuple(run_classes), tuple(np.nan_to_num(t, nan=-1.0).tolist()))
+    got = _SETS.get(db_key)
+    if got is not None and got[0] == key:
+        return got[1]
+    rows = project.db.execute(
+        "select image_id, labels, probs from predictions where run_id = ? order by image_id", [rid]
+    ).fetchall()
+    num = len(run_classes)
+    probs = np.zeros((len(rows), num), dtype=np.float64)
+    own: list[list[int]] = []
+    for k, (image_id, labels_json, blob) in enumerate(rows):
+        vec = np.frombuffer(blob or b"", dtype="<f4")
+        if vec.size != num:
+            raise InvalidInputError(
+                f"run {rid}: the stored probabilities of image {image_id} have {vec.size} values, not {num}; "
+                "rerun the labeling"
+            )
+        probs[k] = vec
+        own.append(json.loads(labels_json) if labels_json else [])
+    sets = apply_thresholds(probs, own, t)
+    out = {int(r[0]): json.dumps(s) for r, s in zip(rows, sets, strict=True)}
+    with _SETS_LOCK:
+        _SETS[db_key] = (key, out)
+        while len(_SETS) > SETS_KEPT:
+            del _SETS[next(iter(_SETS))]
+    return out
+
+
 # --- human decisions -----------------------------------------------------------------------------------
 def _existing_ids(project: Project, ids: Sequence[int]) -> set[int]:
     found: set[int] = set()
@@ -384,8 +493,11 @@ def accept_pseudo_labels(
             for chunk, marks in in_chunks(ids):
                 batches.append(project.db.execute(f"{sql} and p.image_id in ({marks})", args + chunk).fetchall())
         rows = []
+        sets = pseudo_label_sets(project, run)
         for batch in batches:
             for image_id, class_idx, score, labels_json in batch:
+                if sets is not None:
+                    labels_json = sets.get(image_id, labels_json)
                 classes = _pseudo_classes(names, class_idx, labels_json)
                 if classes:
                     rows.append((image_id, json.dumps(classes, ensure_ascii=False), score, run["id"], t))
@@ -451,6 +563,7 @@ def final_labels(
     keep = set(current)
     names = _run_name_map(run, current) if run is not None else []
     rid = run["id"] if run is not None else -1
+    sets = pseudo_label_sets(project, run)  # multi-label runs under the project's thresholds
     if image_ids is None:
         rows: Iterable = project.db.execute(_FINAL_SQL + " order by i.id", [rid])
     else:
@@ -476,6 +589,8 @@ def final_labels(
                 out.append(item)
                 continue
         if p_idx is not None:
+            if sets is not None:
+                p_labels = sets.get(image_id, p_labels)
             key = (p_idx, p_labels)
             classes = pseudo.get(key)
             if classes is None:

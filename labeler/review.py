@@ -22,6 +22,12 @@ reads only its own rows; :func:`review_counts` counts the classes, the views and
 :func:`label_groups`, which counts the final labels once per commit and after a label edit reads only the decided
 images. Pages and counts are kept until the next commit of any connection (SQLite's ``data_version``).
 
+Multi-label review: pseudo-label sets follow the project's per-class thresholds once set
+(:func:`set_thresholds`, undoable; :func:`labeler.labels.pseudo_label_sets`), in every view and count here as in
+the final labels; :func:`threshold_counts` says how many images a class would carry at candidate thresholds (for
+sliders), :func:`near_threshold_queue` lists images with a class score near its threshold, and
+:func:`edit_label` / :func:`toggle_label` / :func:`set_image_labels` add or remove one class (one undo entry).
+
 Bulk actions (:func:`label_images`, :func:`accept_images`, :func:`exclude_images`,
 :func:`include_images`) take any selection: gallery picks, a cluster
 (:func:`labeler.clusters.cluster_members`), search results or a box on the map. Human labels win
@@ -153,6 +159,8 @@ def order_by(probs: np.ndarray, by: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- views: which images, decided in SQL ----------------------------------------------------------------
+#: database path → ((path, run, its index → current name map), (class_idx, labels JSON) → class names).
+_DECODED: dict[str, tuple] = {}
 #: Project meta key holding the ids a reviewer marked "unsure" (kept until they get a label).
 UNSURE_KEY = "review_unsure"
 #: Review views that are not a class name (a class name is a view too: the images whose final label includes it).
@@ -230,6 +238,8 @@ class _Layers:
     """
 
     def __init__(self, project: Project, run: dict | None):
+        from .labels import pseudo_label_sets
+
         self.db = project.db
         self.classes = project.classes
         self.keep = set(self.classes)
@@ -239,7 +249,21 @@ class _Layers:
         self.multi = bool(run is not None and run["params"].get("multi_label"))
         rows = self.db.execute("select distinct classes from labels where classes is not null")
         self.stored = {s: [c for c in json.loads(s) if c in self.keep] for (s,) in rows}
-        self._pseudo: dict[tuple, list[str]] = {}
+        # a prediction's decoded class names depend only on the run's index → current name map: shared between
+        # calls (under thresholds nearly every image has its own label set, so decoding them is the cost)
+        names_key = (os.path.realpath(project.root / "labeler.db"), self.rid, tuple(self.names))
+        with _GROUPS_LOCK:
+            got = _DECODED.get(names_key[0])
+            if got is None or got[0] != names_key:
+                got = _DECODED[names_key[0]] = (names_key, {})
+        self._pseudo: dict[tuple, list[str]] = got[1]
+        # multi-label runs under the project's thresholds: image id → its label set (JSON), None: stored sets
+        self.sets = pseudo_label_sets(project, run)
+        self.tkey = tuple(sorted(project.thresholds().items())) if self.sets is not None else None
+
+    def plabels(self, image_id: int, p_labels: str | None) -> str | None:
+        """The prediction's label set (JSON) as the final labels read it: under the thresholds when they apply."""
+        return p_labels if self.sets is None else self.sets.get(int(image_id), p_labels)
 
     def final(self, l_classes, l_source, p_idx, p_labels) -> tuple[list[str], str | None]:
         """(classes, source) of a row: the stored label if it keeps a current class, else the pseudo-label."""
@@ -263,6 +287,13 @@ class _Layers:
 
     def pseudo_has(self, wanted: set[str]) -> tuple[str, list]:
         """SQL: the row's prediction gives at least one of ``wanted`` (current class names)."""
+        if self.sets is not None:  # label sets under the thresholds: the images, by id
+            hits = {}
+            ids = [
+                i for i, v in self.sets.items()
+                if hits.setdefault(v, bool(wanted & {self.names[k] for k in json.loads(v) if 0 <= k < len(self.names)}))
+            ]  # fmt: skip
+            return f"coalesce(p.image_id in {_IN}, 0)", [_json(ids)]
         single = [i for i, n in enumerate(self.names) if n in wanted]
         multi: list[str] = []
         if self.multi:
@@ -516,7 +547,7 @@ def _items(project: Project, layers: _Layers, unsure: set[int], page: list[tuple
         if r is None:  # removed meanwhile
             continue
         _, sha, path, rel_path, folder, l_classes, l_source, p_idx, p_labels, _ = r
-        classes, source = layers.final(l_classes, l_source, p_idx, p_labels)
+        classes, source = layers.final(l_classes, l_source, p_idx, layers.plabels(image_id, p_labels))
         conf, marg, ent = (None if v is None else round(float(v), 6) for v in stats.get(image_id, (None,) * 3))
         item = {
             "image_id": image_id,
@@ -873,6 +904,9 @@ def _data_version(project: Project) -> tuple[str, int]:
                 _PAGES.pop(old, None)
                 _ORDER.pop(old, None)
                 _FP.pop(old, None)
+                _TCOUNTS.pop(old, None)
+                _SCORES.pop(old, None)
+                _DECODED.pop(old, None)
         _WATCH.move_to_end(key)
         return key, int(conn.execute("PRAGMA data_version").fetchone()[0])
 
@@ -908,7 +942,7 @@ def _review_order(project: Project, layers: _Layers, db_key: str, version: int) 
     """The ok images in review order (``coalesce(score, -1), id``) with what the views test of each, kept while
     the fingerprint (ok images, the run's predictions) and the class lists are the same."""
     fp = _fingerprint_at(project, db_key, version, layers.rid)
-    key = (fp, layers.rid, tuple(layers.run_classes), layers.multi, tuple(layers.classes))
+    key = (fp, layers.rid, tuple(layers.run_classes), layers.multi, tuple(layers.classes), layers.tkey)
     got = _ORDER.get(db_key)
     if got is not None and got[0] == key:
         return got[1]
@@ -921,7 +955,11 @@ def _review_order(project: Project, layers: _Layers, db_key: str, version: int) 
     null = np.fromiter((r[1] is None for r in rows), dtype=bool, count=len(rows))
     score = np.fromiter((-1.0 if r[1] is None else r[1] for r in rows), dtype=np.float64, count=len(rows))
     values: dict[tuple, int] = {}
-    value = np.fromiter((values.setdefault((r[2], r[3]), len(values)) for r in rows), dtype=np.int64, count=len(rows))
+    value = np.fromiter(
+        (values.setdefault((r[2], layers.plabels(r[0], r[3])), len(values)) for r in rows),
+        dtype=np.int64,
+        count=len(rows),
+    )
     names: list[set[str]] = [set()] * len(values)  # the current class names each prediction value gives
     for (p_idx, p_labels), k in values.items():
         if p_idx is None:
@@ -1036,7 +1074,7 @@ def label_groups(
     db_key, version = _data_version(project)  # read before the data: a commit meanwhile invalidates the result
     run = get_label_run(project, run_id) if run_id is not None else active_run(project)
     layers = _Layers(project, run)
-    args = (layers.rid, tuple(layers.run_classes), layers.multi, tuple(layers.classes), threshold, bins)
+    args = (layers.rid, tuple(layers.run_classes), layers.multi, tuple(layers.classes), threshold, bins, layers.tkey)
     last = _LAST.get(db_key)
     if last is not None and last[0] == (version, args):
         return list(last[1])
@@ -1049,10 +1087,17 @@ def label_groups(
     )
     col_args = [threshold, *edges[1:-1].tolist()]
     fingerprint = _fingerprint_at(project, db_key, version, layers.rid)
-    base_key = (fingerprint, layers.rid, threshold, bins)
+    base_key = (fingerprint, layers.rid, threshold, bins, layers.tkey)
+    # label sets under the thresholds differ image by image: those groups are counted here, not in SQL
+    per_image = layers.sets is not None
     cached = _BASE.get(db_key, {}).get(base_key)
     if cached is not None:
         base = dict(cached)
+    elif per_image:
+        base = {}
+        for r in project.db.execute(f"select i.id, {cols} {_FROM}", [*col_args, layers.rid]):
+            k = (r[1], r[2], layers.plabels(r[0], r[3]), *r[4:7])
+            base[k] = base.get(k, 0) + 1
     else:
         sql = f"select {cols}, count(*) {_FROM} group by 1, 2, 3, 4, 5, 6"
         base = {tuple(r[:6]): r[6] for r in project.db.execute(sql, [*col_args, layers.rid])}
@@ -1067,7 +1112,17 @@ def label_groups(
         f"(l.image_id is not null or i.id in {_IN}) group by 1, 2, 3, 4, 5, 6, 7, 8, 9"
     )
     marked = _json(unsure)
-    overlay = project.db.execute(sql, [*col_args, marked, layers.rid, marked]).fetchall()
+    if per_image:
+        sql = (
+            f"select {cols}, l.classes, l.source, coalesce(i.id in {_IN}, 0), 1, i.id {_FROM} and "
+            f"(l.image_id is not null or i.id in {_IN})"
+        )
+        overlay = [
+            (*r[:2], layers.plabels(r[10], r[2]), *r[3:10])
+            for r in project.db.execute(sql, [*col_args, marked, layers.rid, marked])
+        ]
+    else:
+        overlay = project.db.execute(sql, [*col_args, marked, layers.rid, marked]).fetchall()
     out: dict[tuple, int] = {}
 
     def add(folder, classes, source, no_pred, low, mark, b, n):
@@ -1129,3 +1184,308 @@ def label_counts(project: Project) -> dict:
         for c in group.classes:
             per_class[c] += group.images
     return {**counts, "per_class": per_class}
+
+
+# --- multi-label review ---------------------------------------------------------------------------------
+#: The threshold a class without a saved one is shown at (sliders) and measured against (the near-threshold queue).
+DEFAULT_THRESHOLD = 0.5
+#: The multi-label view of images with a class score near its threshold (:func:`near_threshold_queue`).
+VIEW_NEAR = "near a threshold"
+#: How close (in score) to a threshold an image joins :data:`VIEW_NEAR`, by default.
+DEFAULT_MARGIN = 0.1
+_TCOUNTS: dict[str, tuple] = {}  # (data_version, run, classes) → the matrices threshold_counts reads
+_SCORES: dict[str, tuple] = {}  # (fingerprint, run) → the ok images' ids and scores under the run
+
+
+def _run_scores(project: Project, run: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids (N,), probs (N, C))`` of the ok images with a prediction of ``run``, kept while the fingerprint
+    (ok images, the run's predictions) holds: a label edit reads no scores again."""
+    db_key, version = _data_version(project)
+    key = (_fingerprint_at(project, db_key, version, int(run["id"])), int(run["id"]))
+    got = _SCORES.get(db_key)
+    if got is not None and got[0] == key:
+        return got[1]
+    out = _ok_predictions(project, run)
+    with _GROUPS_LOCK:
+        _SCORES[db_key] = (key, out)
+    return out
+
+
+def class_thresholds(project: Project) -> dict[str, float]:
+    """Every project class's threshold: the saved one (:meth:`labeler.project.Project.thresholds`), else
+    :data:`DEFAULT_THRESHOLD`."""
+    saved = project.thresholds()
+    return {c: float(saved.get(c, DEFAULT_THRESHOLD)) for c in project.classes}
+
+
+def set_thresholds(project: Project, values, *, replace: bool = False) -> dict[str, float]:
+    """Save per-class thresholds (class → value in [0, 1]) as one undoable change; returns all saved.
+
+    Multi-label pseudo-labels follow them at once (:func:`labeler.labels.pseudo_label_sets`);
+    :func:`labeler.history.undo` puts the earlier thresholds back.
+    """
+    from .history import record
+
+    if not project.multi_label:
+        raise InvalidInputError("thresholds decide multi-label pseudo-labels; this project is single-label")
+    before = {"ids": [], "meta": {"thresholds": project.get_meta("thresholds")}}
+    old = project.thresholds()
+    saved = project.set_thresholds(values, replace=replace)
+    changed = {c: v for c, v in saved.items() if old.get(c) != v}
+    if changed or set(old) - set(saved):
+        shown = ", ".join(f"{c} {v:.2f}" for c, v in list(changed.items())[:4]) + (", ..." if len(changed) > 4 else "")
+        record(project, f"set threshold{'s' if len(changed) != 1 else ''} {shown or '(cleared)'}", before)
+    return saved
+
+
+def _threshold_matrices(project: Project, run: dict | None) -> dict:
+    """What :func:`threshold_counts` reads, once per commit: the open images' scores per class, sorted, and
+    how many decided images carry each class."""
+    db_key, version = _data_version(project)
+    key = (version, None if run is None else int(run["id"]), tuple(project.classes))
+    got = _TCOUNTS.get(db_key)
+    if got is not None and got[0] == key:
+        return got[1]
+    classes = project.classes
+    layers = _Layers(project, run)
+    decided = dict.fromkeys(classes, 0)
+    closed: set[int] = set()
+    for image_id, l_classes in project.db.execute(
+        "select l.image_id, l.classes from labels l join images i on i.id = l.image_id where i.status = 'ok'"
+    ):
+        kept = layers.stored.get(l_classes)
+        if kept is None:
+            kept = [c for c in json.loads(l_classes or "[]") if c in layers.keep]
+        if kept:
+            closed.add(int(image_id))
+            for c in kept:
+                decided[c] += 1
+    columns: dict[str, np.ndarray] = {}
+    if run is not None:
+        ids, probs = _run_scores(project, run)
+        open_ = np.fromiter((int(i) not in closed for i in ids), dtype=bool, count=len(ids))
+        for k, name in enumerate(run["params"]["classes"]):
+            if name in decided:
+                columns[name] = np.sort(probs[open_, k].astype(np.float64))
+    out = {"decided": decided, "columns": columns}
+    with _GROUPS_LOCK:
+        _TCOUNTS[db_key] = (key, out)
+    return out
+
+
+def threshold_counts(project: Project, thresholds=None, run_id: int | None = None) -> dict[str, dict]:
+    """How many ok images would carry each class at candidate thresholds (for sliders; nothing is saved).
+
+    Parameters
+    ----------
+    thresholds : mapping class → float in [0, 1], optional
+        Candidate thresholds; classes left out use :func:`class_thresholds`.
+    run_id : int, optional
+        The labeling run (default: the active run).
+
+    Returns
+    -------
+    dict
+        class → ``{"threshold", "images", "pseudo", "decided"}``: ``images`` = ``decided`` (images whose stored
+        label, human or accepted, has the class) + ``pseudo`` (images without one whose score is ≥ the
+        threshold). At the saved thresholds ``images`` is the class's count in :func:`review_counts`. One binary
+        search per class over scores sorted once per commit: cheap at any size.
+    """
+    from .labels import active_run, get_label_run
+
+    run = get_label_run(project, run_id) if run_id is not None else active_run(project)
+    want = class_thresholds(project)
+    for name, value in dict(thresholds or {}).items():
+        if name not in want:
+            raise InvalidInputError(f"threshold for unknown class {name!r}; the classes are {sorted(want)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= float(value) <= 1:
+            raise InvalidInputError(f"threshold of {name!r} must be a number in [0, 1], got {value!r}")
+        want[name] = float(value)
+    mats = _threshold_matrices(project, run)
+    out = {}
+    for name, t in want.items():
+        col = mats["columns"].get(name)
+        pseudo = 0 if col is None else int(len(col) - np.searchsorted(col, t, side="left"))
+        out[name] = {
+            "threshold": t,
+            "images": mats["decided"][name] + pseudo,
+            "pseudo": pseudo,
+            "decided": mats["decided"][name],
+        }
+    return out
+
+
+def near_scores(probs: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's smallest distance of a class score to that class's threshold: (N, C), (C,) → ((N,), (N,) int).
+
+    Returns the distances and the class index where each is reached (NaN thresholds are skipped; a row with no
+    threshold at all gets distance inf and class -1).
+    """
+    p = _probs(probs)
+    t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if t.shape != (p.shape[1],):
+        raise InvalidInputError(f"thresholds must be ({p.shape[1]},) for {p.shape[1]} classes, got {t.shape}")
+    d = np.abs(p - np.where(np.isnan(t), np.inf, t))
+    if d.size == 0:
+        return np.zeros(len(p)), np.full(len(p), -1)
+    k = d.argmin(axis=1)
+    dist = d[np.arange(len(p)), k]
+    return dist, np.where(np.isfinite(dist), k, -1)
+
+
+def near_threshold_queue(
+    project: Project,
+    margin: float = DEFAULT_MARGIN,
+    limit: int = 50,
+    offset: int = 0,
+    include_labeled: bool = False,
+    run_id: int | None = None,
+) -> ReviewQueue:
+    """Multi-label "needs review": images with a class score within ``margin`` of that class's threshold,
+    closest first (ties by id).
+
+    Thresholds are :func:`class_thresholds` (saved, else :data:`DEFAULT_THRESHOLD`). Images with a human or
+    accepted label are left out unless ``include_labeled``.
+
+    Returns
+    -------
+    ReviewQueue
+        ``view`` = :data:`VIEW_NEAR`, ``threshold`` = ``margin``; items as :func:`review_queue`'s plus ``near``
+        (the class closest to its threshold) and ``distance`` (``score`` too).
+    """
+    from .labels import active_run, get_label_run
+
+    if not isinstance(margin, (int, float, np.number)) or isinstance(margin, bool) or not 0 <= float(margin) <= 1:
+        raise InvalidInputError(f"margin must be a score distance between 0 and 1, got {margin!r}")
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or not 1 <= int(limit) <= 100_000:
+        raise InvalidInputError(f"limit must be between 1 and 100000, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or int(offset) < 0:
+        raise InvalidInputError(f"offset must be a whole number ≥ 0 (images to skip), got {offset!r}")
+    run = get_label_run(project, run_id) if run_id is not None else active_run(project)
+    if run is None:
+        raise NotReadyError("there is no finished labeling run", hint=Hint("label"))
+    layers = _Layers(project, run)
+    queue = ReviewQueue("near", layers.rid, view=VIEW_NEAR, threshold=float(margin), offset=int(offset))
+    ids, probs = _run_scores(project, run)
+    if not include_labeled and len(ids):
+        closed = {int(r[0]) for r in project.db.execute("select image_id from labels where classes is not null")}
+        keep = np.fromiter((int(i) not in closed for i in ids), dtype=bool, count=len(ids))
+        ids, probs = ids[keep], probs[keep]
+    saved = class_thresholds(project)
+    t = np.array([saved.get(n, np.nan) if n is not None else np.nan for n in layers.names], dtype=np.float64)
+    dist, cls = near_scores(probs, t) if len(ids) else (np.zeros(0), np.zeros(0, dtype=np.int64))
+    inside = np.flatnonzero(dist <= float(margin) + 1e-12)
+    order = inside[np.lexsort((ids[inside], dist[inside]))]
+    queue.total = int(len(order))
+    page = order[int(offset) : int(offset) + int(limit)]
+    items = [(int(ids[o]), float(dist[o])) for o in page]
+    extra = {int(ids[o]): {"near": layers.run_classes[int(cls[o])], "distance": round(float(dist[o]), 6)} for o in page}
+    queue.items = _items(project, layers, unsure_ids(project), items, extra)
+    return queue
+
+
+def class_scores(project: Project, image_ids, run_id: int | None = None) -> dict[int, dict[str, float]]:
+    """image id → {project class: the run's score} for these images (empty dict: no prediction)."""
+    from store import in_chunks
+
+    from .labels import active_run, get_label_run
+
+    run = get_label_run(project, run_id) if run_id is not None else active_run(project)
+    ids = list(dict.fromkeys(int(i) for i in image_ids or []))
+    out: dict[int, dict[str, float]] = {i: {} for i in ids}
+    if run is None or not ids:
+        return out
+    names = list(run["params"]["classes"])
+    keep = set(project.classes)
+    for chunk, marks in in_chunks(ids):
+        for image_id, blob in project.db.execute(
+            f"select image_id, probs from predictions where run_id = ? and image_id in ({marks})", [run["id"], *chunk]
+        ):
+            vec = _probs_row(blob, len(names), image_id)
+            out[int(image_id)] = {n: float(v) for n, v in zip(names, vec, strict=True) if n in keep}
+    return out
+
+
+def edit_label(project: Project, image_ids: int | Iterable[int], cls: str, mode: str) -> dict:
+    """Add a class to, or remove it from, each image's current label set (multi-label), as one undoable action.
+
+    Each image's human label becomes its current final label (human > accepted > pseudo) with ``cls`` added
+    (``mode="add"``: every selected image, so one that had it as a pseudo-label now has it by a person) or removed
+    (``mode="remove"``: images without it are left as they are). Removing an image's only class is refused (an
+    image keeps at least one class): nothing changes then.
+
+    Returns
+    -------
+    dict
+        ``{"class", "mode", "selected", "changed", "image_ids"}`` (``image_ids``: the images changed).
+    """
+    from .history import counted, group
+    from .labels import canonical_classes, final_labels, set_human_labels
+
+    if mode not in ("add", "remove"):
+        raise InvalidInputError(f"mode must be 'add' or 'remove', got {mode!r}")
+    if not project.multi_label:
+        raise InvalidInputError(
+            f"adding or removing one class is for multi-label projects; {project.name!r} is single-label: "
+            "relabel the images instead"
+        )
+    (name,) = canonical_classes(project, cls)
+    ids = _ids(image_ids)
+    current = {it.image_id: list(it.classes) for it in final_labels(project, ids)}
+    missing = [i for i in ids if i not in current]
+    if missing:
+        raise InvalidInputError(f"{counted(len(missing), 'image')} are excluded or missing, e.g. id {missing[0]}")
+    sets: dict[tuple[str, ...], list[int]] = {}
+    for i in ids:
+        have = current[i]
+        if mode == "add":  # every selected image: one that had the class as a pseudo-label now has it by a person
+            new = have if name in have else [*have, name]
+        else:
+            if name not in have:
+                continue
+            new = [c for c in have if c != name]
+            if not new:
+                raise InvalidInputError(
+                    f"image {i} has only {name!r}: removing it would leave no class; add another class first "
+                    "(nothing changed)"
+                )
+        sets.setdefault(tuple(new), []).append(i)
+    changed = [i for members in sets.values() for i in members]
+    verb = f"add {name} to" if mode == "add" else f"remove {name} from"
+    with group(project, f"{verb} {counted(len(changed), 'image')}"):
+        for new, members in sets.items():
+            set_human_labels(project, members, list(new))
+    return {"class": name, "mode": mode, "selected": len(ids), "changed": len(changed), "image_ids": changed}
+
+
+def toggle_label(project: Project, image_id: int, cls: str) -> dict:
+    """Flip one class of one image (multi-label): its human label becomes its current final set with ``cls``
+    added or removed. Undoable. Returns :func:`edit_label`'s dict."""
+    from .labels import canonical_classes, final_labels
+
+    (name,) = canonical_classes(project, cls)
+    got = final_labels(project, [int(image_id)])
+    if not got:
+        raise InvalidInputError(f"image {image_id} is excluded or missing")
+    return edit_label(project, [int(image_id)], name, "remove" if name in got[0].classes else "add")
+
+
+def set_image_labels(project: Project, image_id: int, classes: Sequence[str]) -> dict:
+    """Give one image exactly ``classes`` (multi-label toggles: the checked boxes) as a human label; nothing is
+    written when they equal its current final set. Returns ``{"changed", "added", "removed"}``."""
+    from .labels import canonical_classes, final_labels, set_human_labels
+
+    got = final_labels(project, [int(image_id)])
+    if not got:
+        raise InvalidInputError(f"image {image_id} is excluded or missing")
+    have = list(got[0].classes)
+    want = canonical_classes(project, list(classes)) if classes else []
+    if not want:
+        raise InvalidInputError("an image keeps at least one class: check another before unchecking the last")
+    added = [c for c in want if c not in have]
+    removed = [c for c in have if c not in want]
+    if not added and not removed:
+        return {"changed": 0, "added": [], "removed": []}
+    ordered = [c for c in have if c in want] + added  # the primary class stays first
+    set_human_labels(project, [int(image_id)], ordered)
+    return {"changed": 1, "added": added, "removed": removed}

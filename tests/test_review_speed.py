@@ -178,7 +178,11 @@ def edits(p: Project):
     yield lambda: clear_labels(p, ids[:4])
     yield lambda: p.set_classes(CLASSES[1:])  # a removed class: labels that only had it fall through
     yield lambda: p.set_classes(CLASSES)
+    yield lambda: p.set_thresholds({"cat": 0.3, "dog": 0.6})  # multi-label: these two classes by score
+    yield lambda: accept_pseudo_labels(p, ids[12:16])  # accepted as the thresholds make them
+    yield lambda: p.set_thresholds({"ship": 0.0, "bird": 1.0})  # every image gets ship, none bird
     yield lambda: _label_run(p, seed=1)  # a new active run
+    yield lambda: p.set_thresholds({}, replace=True)  # back to the run's own sets
     yield lambda: undo(p)
     yield lambda: undo(p)
 

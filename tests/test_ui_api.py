@@ -36,7 +36,7 @@ OPENED_HIDDEN = ("project",)
 IMAGES_HIDDEN = ("skipped_box", "page")
 POLL_HIDDEN = ("cancel_btn", "panel", "signature", "finished")
 #: Review outputs gradio_client leaves out (gr.State values, the accordion's layout update).
-REVIEW_HIDDEN = ("page_ids", "page", "selection", "last_click", "setup")
+REVIEW_HIDDEN = ("page_ids", "page", "selection", "last_click", "setup", "ml_add", "ml_remove")  # buttons: not returned
 COLORS = {"cat": (200, 60, 40), "dog": (40, 160, 60), "ship": (30, 60, 200)}
 
 

@@ -1,4 +1,4 @@
-"""CLI commands that make human decisions: ``assign``, ``accept``, ``exclude``, ``include``.
+"""CLI commands that make human decisions: ``assign``, ``accept``, ``exclude``, ``include``, ``thresholds``.
 
 Each names its images by path — as exported (the CSV/JSONL ``path``), or the file as imported (absolute, or
 relative to the current folder, or relative to its import root when that is unique) — by sha256 prefix (at
@@ -21,6 +21,10 @@ running job (features, label, train) does not block them.
 
 plus ``class`` and ``mode`` (``set``, ``add``, ``remove``) for ``assign``, and ``above`` and ``run_id`` (the
 labeling run whose pseudo-labels were accepted) for ``accept``.
+
+``thresholds`` (multi-label projects) shows or sets the per-class score thresholds that multi-label pseudo-labels
+follow; ``--json`` prints ``{"command", "saved", "classes": [{"class", "threshold", "saved", "images", "pseudo",
+"decided"}], "undo"}``.
 """
 
 from __future__ import annotations
@@ -81,9 +85,9 @@ def _newest_undo(project, changed: int) -> str | None:
 
 
 def cmd_assign(args: argparse.Namespace) -> int:
-    from ..history import counted, group
-    from ..labels import canonical_classes, final_labels
-    from ..review import label_images
+    from ..history import counted
+    from ..labels import canonical_classes
+    from ..review import edit_label, label_images
 
     project = open_project(args)
     mode = "add" if args.add else "remove" if args.remove else "set"
@@ -98,30 +102,15 @@ def cmd_assign(args: argparse.Namespace) -> int:
         changed = label_images(project, ids, [name] if project.multi_label else name)
         text = f"labeled {counted(changed, 'image')} as {name}"
     else:
-        current = {it.image_id: list(it.classes) for it in final_labels(project, ids)}
-        missing = [i for i in ids if i not in current]
-        if missing:
-            raise InvalidInputError(f"{counted(len(missing), 'image')} are excluded or missing, e.g. id {missing[0]}")
-        sets: dict[tuple[str, ...], list[int]] = {}
-        for i in ids:
-            have = current[i]
-            if mode == "add":
-                new = have + [name] if name not in have else have
-            elif name in have:
-                new = [c for c in have if c != name]
-                if not new:
-                    raise InvalidInputError(
-                        f"image {i} has only {name!r}: removing it would leave no class; "
-                        f"give it another with `{PROG} assign {args.project} CLASS {i}` instead (nothing changed)"
-                    )
-            else:
-                continue  # nothing to remove
-            sets.setdefault(tuple(new), []).append(i)
-        changed = sum(len(v) for v in sets.values())
-        verb = f"add {name} to" if mode == "add" else f"remove {name} from"
-        with group(project, f"{verb} {counted(changed, 'image')}"):
-            for new, members in sets.items():
-                label_images(project, members, list(new))
+        try:
+            res = edit_label(project, ids, name, mode)
+        except InvalidInputError as exc:
+            if "leave no class" not in str(exc):
+                raise
+            raise InvalidInputError(
+                f"{exc}: give it another class with `{PROG} assign {args.project} CLASS IMAGES` first"
+            ) from None
+        changed = res["changed"]
         text = f"{'added' if mode == 'add' else 'removed'} {name} {'to' if mode == 'add' else 'from'} " + counted(
             changed, "image"
         )
@@ -209,6 +198,47 @@ def _status_command(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _parse_thresholds(items: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise InvalidInputError(f"{item!r} is not CLASS=VALUE (e.g. dog=0.4)")
+    return out
+
+
+def cmd_thresholds(args: argparse.Namespace) -> int:
+    from ..labels import canonical_classes
+    from ..review import set_thresholds, threshold_counts
+
+    project = open_project(args)
+    if not project.multi_label:
+        raise InvalidInputError(
+            f"{project.name!r} is single-label: thresholds decide multi-label pseudo-labels (top-1 decides here)"
+        )
+    wanted = {canonical_classes(project, k)[0]: v for k, v in _parse_thresholds(args.set).items()}
+    changed = 0
+    if args.clear or wanted:
+        old = project.thresholds()
+        changed = int(set_thresholds(project, wanted, replace=bool(args.clear)) != old)
+    saved = project.thresholds()
+    rows = []
+    for name, r in threshold_counts(project).items():
+        rows.append({"class": name, **r, "saved": name in saved})
+    lines = [
+        f"{r['class']:<20} {r['threshold']:.2f}  {r['images']} images ({r['pseudo']} pseudo-labels + "
+        f"{r['decided']} decided by people)" + ("" if r["saved"] else " · not set: the run's own sets stand")
+        for r in rows
+    ]
+    data = {"command": "thresholds", "saved": saved, "classes": rows, "undo": _newest_undo(project, changed)}
+    emit(args, data, "\n".join(lines))
+    return 0
+
+
 def cmd_exclude(args: argparse.Namespace) -> int:
     return _status_command(args, "exclude")
 
@@ -250,6 +280,21 @@ def register(subs) -> None:
     project_arg(p)
     p.add_argument("images", nargs="*", metavar="IMAGES", help=IMAGES_HELP)
     p.add_argument("--above", type=float, metavar="T", help="accept every image whose top-1 score is at least T (0..1)")
+    json_arg(p)
+
+    p = sub(
+        subs,
+        "thresholds",
+        cmd_thresholds,
+        "multi-label: show or set the per-class score thresholds pseudo-labels follow (with the images each gives; "
+        "undone by `undo`)",
+        f"{PROG} thresholds tags                  # each class's threshold and how many images carry it\n"
+        f"{PROG} thresholds tags dog=0.4 cat=0.25 # set two (the others keep theirs)\n"
+        f"{PROG} thresholds tags --clear          # back to each run's own label sets",
+    )
+    project_arg(p)
+    p.add_argument("set", nargs="*", metavar="CLASS=T", help="set CLASS's threshold to T (0..1)")
+    p.add_argument("--clear", action="store_true", help="forget every saved threshold first")
     json_arg(p)
 
     p = sub(

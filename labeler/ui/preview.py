@@ -102,11 +102,26 @@ def scores_html(top: list[dict], run: dict | None) -> str:
     """The active run's best class scores as bars (a note when there is no prediction)."""
     if not top:
         return "<p class='lb-note'>No class scores: run zero-shot (step 5, ②) to score this image.</p>"
+    multi = any("in_label" in t for t in top)  # multi-label: every class, ✓ where the image carries it
     head = f"Top {len(top)} of run {run['id']}" if run else f"Top {len(top)}"
+    if multi:
+        head = (f"Class scores of run {run['id']}" if run else "Class scores") + " · ✓ in the label · | threshold"
+
+    def mark(t: dict) -> str:
+        if not multi:
+            return ""
+        return "<span class='lb-top-in'>✓</span> " if t["in_label"] else "<span class='lb-top-in'></span> "
+
+    def tick(t: dict) -> str:
+        if t.get("threshold") is None:
+            return ""
+        return f"<span class='lb-top-tick' style='left:{100 * t['threshold']:.1f}%'></span>"
+
     rows = "".join(
-        f"<div class='lb-top-row'><span class='lb-top-name' title='{esc(t['class'])}'>{esc(t['class'])}"
+        f"<div class='lb-top-row{' lb-top-on' if t.get('in_label') else ''}'>"
+        f"<span class='lb-top-name' title='{esc(t['class'])}'>{mark(t)}{esc(t['class'])}"
         f"{'' if t['current'] else ' (removed)'}</span>"
-        f"<span class='lb-bar'><span style='width:{100 * max(0.0, min(1.0, t['score'])):.1f}%'></span></span>"
+        f"<span class='lb-bar'><span style='width:{100 * max(0.0, min(1.0, t['score'])):.1f}%'></span>{tick(t)}</span>"
         f"<span class='lb-top-pct'>{100 * t['score']:.1f}%</span></div>"
         for t in top
     )

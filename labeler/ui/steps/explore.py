@@ -56,6 +56,7 @@ from ...projection import (
 from ...review import (
     ORDERINGS,
     accept_images,
+    edit_label,
     exclude_duplicates,
     exclude_images,
     excluded_images,
@@ -128,6 +129,8 @@ class Shown(NamedTuple):
     accept_btn: Any
     exclude_btn: Any
     include_btn: Any
+    add_btn: Any  # multi-label only: add / remove one class for the selection (else the view), keeping the others
+    remove_btn: Any
     view: dict  # {"kind", "title", "ids", "params"}
     selection: list  # selected image ids
     page: int
@@ -181,7 +184,7 @@ View = combined(
 
 #: Outputs that gradio's API leaves out (states, rows and buttons): gradio_client returns the others, in order.
 NOT_IN_API = frozenset(
-    {"tools", "actions", "actions2", "label_btn", "accept_btn", "exclude_btn", "include_btn"}
+    {"tools", "actions", "actions2", "label_btn", "accept_btn", "exclude_btn", "include_btn", "add_btn", "remove_btn"}
     | {"view", "selection", "page", "page_ids", "picked", "dup_groups", "drawn"}
 )
 
@@ -413,6 +416,7 @@ def render(project: Project | None, v: dict, chosen, page_no, pick) -> Shown:
         text += f" **Show similar** finds the images most like image {pick}, the last one clicked."
     ids_scope, what = scope(v, chosen)
     excluded_here = v["kind"] == "excluded" or any(it["status"] == "excluded" for it in items)
+    multi = bool(project is not None and project.multi_label)
     return Shown(
         gallery=gr.Gallery(
             value=pics, visible=has, selected_index=shown_ids.index(pick) if pick in shown_ids else None
@@ -425,6 +429,8 @@ def render(project: Project | None, v: dict, chosen, page_no, pick) -> Shown:
         accept_btn=gr.Button(value=f"Accept {what} pseudo-label" + ("s" if len(ids_scope) != 1 else "")),
         exclude_btn=gr.Button(value=f"Exclude {what}"),
         include_btn=gr.Button(value=f"Include {what} again", visible=excluded_here),
+        add_btn=gr.Button(value=f"Add class to {what}", visible=multi),
+        remove_btn=gr.Button(value=f"Remove class from {what}", visible=multi),
         view=v,
         selection=chosen,
         page=page_no,
@@ -702,6 +708,31 @@ def label(ctx: Ctx, key: str, v: dict, chosen, page_no, cls) -> Acted:
     n = label_images(project, ids, cls)
     shown = ", ".join(cls) if isinstance(cls, list) else cls
     return _after(project, v, page_no, f"Labeled {n} image(s) as {shown}.")
+
+
+def _edit_one(ctx: Ctx, key: str, v: dict, chosen, page_no, cls, mode: str) -> Acted:
+    project = ctx.open(key)
+    ids = _targets(v, chosen)
+    names = [cls] if isinstance(cls, str) else list(cls or [])
+    if len(names) != 1:
+        raise gr.Error("Pick exactly one class (the box left of the Label button) to add or remove.")
+    res = edit_label(project, ids, names[0], mode)
+    skipped = res["selected"] - res["changed"]
+    done = f"Added {res['class']} to" if mode == "add" else f"Removed {res['class']} from"
+    note = f"; {skipped} did not have it" if skipped else ""  # (add writes every selected image)
+    return _after(project, v, page_no, f"{done} {res['changed']} image(s){note} (their other classes kept).")
+
+
+@guard
+def add_label(ctx: Ctx, key: str, v: dict, chosen, page_no, cls) -> Acted:
+    """Multi-label: add one class to the selection (else the whole view, e.g. a cluster) — one undoable action."""
+    return _edit_one(ctx, key, v, chosen, page_no, cls, "add")
+
+
+@guard
+def remove_label(ctx: Ctx, key: str, v: dict, chosen, page_no, cls) -> Acted:
+    """Multi-label: remove one class from the selection (else the whole view) where it is — one undoable action."""
+    return _edit_one(ctx, key, v, chosen, page_no, cls, "remove")
 
 
 @guard
@@ -1044,6 +1075,8 @@ def _gallery_column(c: dict) -> None:
             label="Class", choices=[], scale=2, container=False, show_label=False, elem_id="explore-target"
         )
         c["label_btn"] = gr.Button("Label as →", variant="primary", size="sm", scale=2, elem_id="explore-label")
+        c["add_btn"] = gr.Button("Add class", size="sm", scale=1, elem_id="explore-add", visible=False)
+        c["remove_btn"] = gr.Button("Remove class", size="sm", scale=1, elem_id="explore-remove", visible=False)
     with gr.Row(visible=False) as c["actions2"]:
         c["accept_btn"] = gr.Button("Accept pseudo-labels", size="sm", elem_id="explore-accept")
         c["exclude_btn"] = gr.Button("Exclude", size="sm", elem_id="explore-exclude")
@@ -1126,6 +1159,11 @@ def build(ctx: Ctx) -> dict:
     on(c["label_btn"].click, label, [*nav, c["target"]], acted, "explore_label").then(
         *then_redraw, api_visibility="private"
     )
+    for btn, handler, api in (
+        ("add_btn", add_label, "explore_add_label"),
+        ("remove_btn", remove_label, "explore_remove_label"),
+    ):
+        on(c[btn].click, handler, [*nav, c["target"]], acted, api).then(*then_redraw, api_visibility="private")
     for btn, handler, api in (
         ("accept_btn", accept, "explore_accept"),
         ("exclude_btn", exclude, "explore_exclude"),

@@ -6,6 +6,12 @@ a confidence histogram, and — where images sit in class-named folders — accu
 confusion matrix. Shift-click selects every thumbnail between the last clicked one and this one.
 Keys: ``a`` accept, ``u`` unsure, ``n``/``p`` next/previous page, ``z`` undo the last change, ``1``–``9``
 relabel the selection to that class, ``v`` (or a double-click) preview one image larger (:mod:`labeler.ui.preview`).
+
+Multi-label projects show more (single-label ones look as before): the labels of the last clicked image as
+checkboxes with the active run's scores (tick or untick to change them), a class picker with its threshold slider
+and a live count of the images that would carry it (saved on release; pseudo-labels follow it), add/remove that
+class for the selection, and the view "near a threshold" (a class score within ±0.10 of its threshold, closest
+first). Undo (``z``) takes back toggles, bulk edits and threshold changes.
 """
 
 from __future__ import annotations
@@ -21,12 +27,29 @@ from ...errors import NotReadyError
 from ...evaluate import evaluate
 from ...ingest import thumbnail_for
 from ...jobs import run_in_background
-from ...labels import accept_pseudo_labels, active_run, set_human_labels
+from ...labels import accept_pseudo_labels, active_run, final_labels, set_human_labels
 from ...methods import get_method
 from ...models import list_models, load_clip, load_dino
 from ...project import Project
 from ...prompts import TEMPLATE_SETS
-from ...review import VIEW_ALL, VIEW_REVIEW, VIEW_UNLABELED, ReviewCounts, mark_unsure, review_counts, review_queue
+from ...review import (
+    DEFAULT_MARGIN,
+    VIEW_ALL,
+    VIEW_NEAR,
+    VIEW_REVIEW,
+    VIEW_UNLABELED,
+    ReviewCounts,
+    class_scores,
+    class_thresholds,
+    edit_label,
+    mark_unsure,
+    near_threshold_queue,
+    review_counts,
+    review_queue,
+    set_image_labels,
+    set_thresholds,
+    threshold_counts,
+)
 from .. import preview
 from ..common import (
     NO_PROJECT,
@@ -172,6 +195,7 @@ class ClickOut(NamedTuple):
     selection_text: str
     selection: list[int]
     last_click: int | None
+    ml_labels: object  # multi-label: the clicked image's labels as checkboxes
 
 
 class ReviewOut(NamedTuple):
@@ -191,6 +215,13 @@ class ReviewOut(NamedTuple):
     page: int
     selection_text: str
     selection: list[int]
+    # multi-label only (hidden in single-label projects): see :func:`ml_parts`
+    ml_labels: object  # gr.CheckboxGroup update: the focused image's classes with scores
+    ml_class: object  # gr.Dropdown update: the class the threshold slider and add/remove act on
+    ml_threshold: object  # gr.Slider update: that class's threshold
+    ml_count: str  # how many images carry the class at the slider's threshold
+    ml_add: object  # gr.Button update
+    ml_remove: object  # gr.Button update
 
 
 class RefreshOut(NamedTuple):
@@ -210,6 +241,12 @@ class RefreshOut(NamedTuple):
     page: int
     selection_text: str
     selection: list[int]
+    ml_labels: object
+    ml_class: object
+    ml_threshold: object
+    ml_count: str
+    ml_add: object
+    ml_remove: object
     clip: object  # the CLIP model's name (or gr.skip() without features)
     setup: object  # gr.Accordion update: closed once there are pseudo-labels
 
@@ -252,6 +289,8 @@ def gallery_view(project: Project, view_value: str, thr: float, page_no: int, ch
 
 
 def _page(project: Project, view_value: str, thr: float, page_no: int):
+    if view_value == VIEW_NEAR:  # multi-label: a class score near its threshold, closest first
+        return near_threshold_queue(project, margin=DEFAULT_MARGIN, limit=PAGE, offset=page_no * PAGE)
     return review_queue(
         project,
         by="confidence",
@@ -277,12 +316,19 @@ def selection_text(has_run: bool, chosen_ids, view_value: str, n_items: int, thr
                 f"Nothing needs review at threshold {float(thr):.2f}. Raise the threshold, or "
                 "pick <i>all images</i> or a class in <b>Show</b> to check the confident ones."
             )
+        if view_value == VIEW_NEAR:
+            return empty_state(
+                f"No image without your label has a class score within ±{DEFAULT_MARGIN:.2f} of its threshold: "
+                "move a threshold, or pick another view in <b>Show</b>."
+            )
         return empty_state("No images in this view: pick another one in <b>Show</b>.")
     hint = "Click thumbnails to select them (click again to unselect; shift-click selects a range)."
     if n:
         return f"**{n} selected** — accept, relabel or mark unsure below. {hint}"
     if view_value == VIEW_REVIEW:
         return f"Pseudo-labels below the threshold or marked unsure, least confident first. {hint}"
+    if view_value == VIEW_NEAR:
+        return f"A class score within ±{DEFAULT_MARGIN:.2f} of its threshold, closest first. {hint}"
     return hint
 
 
@@ -303,6 +349,8 @@ def stats(project: Project, counts: ReviewCounts, view_value: str, has_run: bool
     ``(view dropdown, counts table, histogram, accuracy, confusion, relabel dropdown)``."""
     review_n = counts.needs_review if has_run else 0
     choices = [(f"{VIEW_REVIEW} ({review_n})", VIEW_REVIEW), (VIEW_ALL, VIEW_ALL), (VIEW_UNLABELED, VIEW_UNLABELED)]
+    if project.multi_label and has_run:
+        choices.insert(1, (f"{VIEW_NEAR} ±{DEFAULT_MARGIN:.2f} ({near_count(project)})", VIEW_NEAR))
     choices += [(f"class: {r['class']} ({r['images']})", r["class"]) for r in counts.classes]
     if view_value not in [c[1] for c in choices]:
         view_value = VIEW_REVIEW
@@ -314,6 +362,65 @@ def stats(project: Project, counts: ReviewCounts, view_value: str, has_run: bool
     )
     table = [[r["class"], r["images"], r["reviewed"], r["low confidence"]] for r in counts.classes]
     return view_value, (gr.Dropdown(choices=choices, value=view_value), table, hist, acc_text, conf_html, target)
+
+
+def near_count(project: Project) -> int:
+    """How many images are in the :data:`VIEW_NEAR` view (no pass over the images: the scores are cached)."""
+    return near_threshold_queue(project, margin=DEFAULT_MARGIN, limit=1).total
+
+
+def ml_labels_box(project: Project | None, focus) -> object:
+    """The focused image's labels as a CheckboxGroup update: every class with the active run's score, the classes
+    of its final label ticked (hidden in single-label projects)."""
+    if project is None or not project.multi_label:
+        return gr.update(visible=False, choices=[], value=[])
+    item = final_labels(project, [int(focus)]) if focus is not None else []
+    if not item:
+        return gr.update(
+            visible=True, choices=[], value=[], label="Labels of one image: click a thumbnail to see and change them"
+        )
+    scores = class_scores(project, [int(focus)]).get(int(focus), {})
+    choices = [(f"{c} {scores[c]:.2f}" if c in scores else c, c) for c in project.classes]
+    who = {"human": "your label", "accepted": "accepted", "pseudo": "pseudo-label"}.get(item[0].source or "", "none")
+    return gr.update(
+        visible=True,
+        choices=choices,
+        value=list(item[0].classes),
+        label=f"Labels of image {int(focus)} ({who}) — tick or untick to change them; the numbers are scores",
+    )
+
+
+def ml_count_text(project: Project, cls: str, value: float) -> str:
+    """What the threshold slider's class would carry at ``value`` (nothing is saved)."""
+    got = threshold_counts(project, {cls: float(value)})[cls]
+    saved = project.thresholds()
+    note = (
+        f" · saved {saved[cls]:.2f}"
+        if cls in saved
+        else " · not set yet: the run's own label sets stand until you move the slider"
+    )
+    return (
+        f"**{md_escape(cls)} ≥ {float(value):.2f}: <span id='review-ml-n'>{got['images']}</span> images** "
+        f"({got['pseudo']} pseudo-labels + {got['decided']} decided by people){note}"
+    )
+
+
+def ml_parts(project: Project | None, focus=None, ml_cls=None) -> tuple:
+    """The multi-label fields of :class:`ReviewOut` (all hidden in single-label projects)."""
+    if project is None or not project.multi_label or not project.classes:
+        hidden = gr.update(visible=False)
+        return (ml_labels_box(None, None), hidden, hidden, "", hidden, hidden)
+    classes = project.classes
+    cls = ml_cls if ml_cls in classes else classes[0]
+    t = class_thresholds(project)[cls]
+    return (
+        ml_labels_box(project, focus),
+        gr.update(visible=True, choices=classes, value=cls),
+        gr.update(visible=True, value=t),
+        ml_count_text(project, cls, t),
+        gr.update(visible=True),
+        gr.update(visible=True),
+    )
 
 
 def _blank() -> ReviewOut:
@@ -332,20 +439,29 @@ def _blank() -> ReviewOut:
         page=0,
         selection_text="",
         selection=[],
+        **dict(zip(ReviewOut._fields[-6:], ml_parts(None), strict=True)),
     )
 
 
 def render(
-    project: Project | None, view_value, thr, page_no, chosen_ids, counts: ReviewCounts | None = None
+    project: Project | None,
+    view_value,
+    thr,
+    page_no,
+    chosen_ids,
+    counts: ReviewCounts | None = None,
+    focus: int | None = None,
+    ml_cls: str | None = None,
 ) -> ReviewOut:
     """Everything the step shows, from one count of the project (``counts``, computed here if not given) and
-    one page of the view."""
+    one page of the view; multi-label projects also the labels of ``focus`` (the last clicked image) and the
+    threshold of ``ml_cls``."""
     if project is None:
         return _blank()
     has_run = active_run(project) is not None
     counts = counts if counts is not None else review_counts(project, float(thr))
     view_value, st = stats(project, counts, view_value, has_run)
-    total = counts.view_size(view_value)
+    total = near_count(project) if view_value == VIEW_NEAR else counts.view_size(view_value)
     pics, ids, info, page_no = gallery_view(project, view_value, thr, page_no, chosen_ids, total=total)
     return ReviewOut(
         _features_text(project),
@@ -357,6 +473,7 @@ def render(
         page_no,
         selection_text(has_run, chosen_ids, view_value, len(ids), thr),
         list(chosen_ids or []),
+        *ml_parts(project, focus, ml_cls),
     )
 
 
@@ -389,8 +506,10 @@ def refresh(ctx: Ctx, key: str) -> RefreshOut:
 
 
 @guard
-def reload(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int]) -> ReviewOut:
-    return render(ctx.open(key, required=False), view_value, thr, page_no, chosen)
+def reload(
+    ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int], focus=None, ml_cls=None
+) -> ReviewOut:
+    return render(ctx.open(key, required=False), view_value, thr, page_no, chosen, focus=focus, ml_cls=ml_cls)
 
 
 @guard
@@ -447,7 +566,7 @@ def click(
         chosen = select_range(ids, chosen, last, image_id)
     else:
         chosen = [i for i in chosen if i != image_id] if image_id in chosen else [*chosen, image_id]
-    return ClickOut(*show(ctx, key, view_value, thr, page_no, chosen), image_id)
+    return ClickOut(*show(ctx, key, view_value, thr, page_no, chosen), image_id, ml_labels_box(ctx.open(key), image_id))
 
 
 @guard
@@ -471,19 +590,29 @@ def clear(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int) -> Gall
 
 
 @guard
-def accept(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int]) -> ReviewOut:
+def accept(
+    ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int], focus=None, ml_cls=None
+) -> ReviewOut:
     project = ctx.open(key)
     n = accept_pseudo_labels(project, _need(chosen))
     skipped = len(chosen) - n
     gr.Info(
         f"Accepted {n} pseudo-label(s)" + (f"; {skipped} kept their own label" if skipped else "") + ".", duration=5
     )
-    return render(project, view_value, thr, page_no, [])
+    return render(project, view_value, thr, page_no, [], focus=focus, ml_cls=ml_cls)
 
 
 @guard
 def relabel(
-    ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int], target_value
+    ctx: Ctx,
+    key: str,
+    view_value: str,
+    thr: float,
+    page_no: int,
+    chosen: list[int],
+    target_value,
+    focus=None,
+    ml_cls=None,
 ) -> ReviewOut:
     project = ctx.open(key)
     ids = _need(chosen)
@@ -492,12 +621,12 @@ def relabel(
     n = set_human_labels(project, ids, target_value)
     shown = ", ".join(target_value) if isinstance(target_value, list) else target_value
     gr.Info(f"Labeled {n} image(s) as {shown}.", duration=5)
-    return render(project, view_value, thr, page_no, [])
+    return render(project, view_value, thr, page_no, [], focus=focus, ml_cls=ml_cls)
 
 
 @guard
 def relabel_digit(
-    ctx: Ctx, k: int, key: str, view_value: str, thr: float, page_no: int, chosen: list[int]
+    ctx: Ctx, k: int, key: str, view_value: str, thr: float, page_no: int, chosen: list[int], focus=None, ml_cls=None
 ) -> ReviewOut:
     """Key ``k`` (1–9): relabel the selection to the k-th class."""
     project = ctx.open(key)
@@ -505,33 +634,127 @@ def relabel_digit(
     if k > len(classes):
         raise gr.Error(f"There is no class {k}: the project has {len(classes)} classes.")
     target = [classes[k - 1]] if project.multi_label else classes[k - 1]
-    return relabel(ctx, key, view_value, thr, page_no, chosen, target)
+    return relabel(ctx, key, view_value, thr, page_no, chosen, target, focus, ml_cls)
 
 
 @guard
-def unsure(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int]) -> ReviewOut:
+def unsure(
+    ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int], focus=None, ml_cls=None
+) -> ReviewOut:
     project = ctx.open(key)
     n = mark_unsure(project, _need(chosen))
     gr.Info(f"Marked {n} image(s) unsure: they are in the 'needs review' queue.", duration=5)
-    return render(project, view_value, thr, page_no, [])
+    return render(project, view_value, thr, page_no, [], focus=focus, ml_cls=ml_cls)
 
 
 @guard
-def undo(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int) -> ReviewOut:
+def undo(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, focus=None, ml_cls=None) -> ReviewOut:
+    """Undo the newest change: a label edit, a toggle, a bulk add/remove or a threshold change."""
     project = ctx.open(key)
     undo_last(project)
-    return render(project, view_value, thr, page_no, [])
+    return render(project, view_value, thr, page_no, [], focus=focus, ml_cls=ml_cls)
 
 
 @guard
-def bulk(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int) -> ReviewOut:
+def bulk(ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, focus=None, ml_cls=None) -> ReviewOut:
     """Accept every pseudo-label at or above the threshold (people's own labels are kept)."""
     project = ctx.open(key)
     if active_run(project) is None:
         raise gr.Error("There are no pseudo-labels yet: run zero-shot (②) first.")
     n = accept_pseudo_labels(project, min_score=float(thr))
     gr.Info(f"Accepted {n} pseudo-labels with confidence ≥ {float(thr):.2f} (your own labels were kept).", duration=5)
-    return render(project, view_value, thr, page_no, [])
+    return render(project, view_value, thr, page_no, [], focus=focus, ml_cls=ml_cls)
+
+
+# --- multi-label: toggles, add/remove for the selection, thresholds -----------------------------------------
+def _need_multi(project: Project) -> None:
+    if not project.multi_label:
+        raise gr.Error("This is for multi-label projects: relabel the selection instead.")
+
+
+@guard
+def ml_toggle(
+    ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int], focus, ml_cls, checked
+) -> ReviewOut:
+    """The focused image's checkboxes changed: its human label becomes the ticked classes (undoable)."""
+    project = ctx.open(key)
+    _need_multi(project)
+    if focus is None:
+        raise gr.Error("Click a thumbnail first: its labels show here.")
+    res = set_image_labels(project, int(focus), list(checked or []))
+    if res["changed"]:
+        what = ", ".join([f"+{c}" for c in res["added"]] + [f"−{c}" for c in res["removed"]])
+        gr.Info(f"Image {int(focus)}: {what} (press z to undo).", duration=4)
+    return render(project, view_value, thr, page_no, chosen, focus=focus, ml_cls=ml_cls)
+
+
+def _ml_edit(ctx, key, view_value, thr, page_no, chosen, focus, ml_cls, mode: str) -> ReviewOut:
+    project = ctx.open(key)
+    _need_multi(project)
+    ids = _need(chosen)
+    if not ml_cls:
+        raise gr.Error("Pick the class to add or remove first (the class box beside the threshold).")
+    res = edit_label(project, ids, ml_cls, mode)
+    skipped = res["selected"] - res["changed"]
+    verb = "Added" if mode == "add" else "Removed"
+    prep = "to" if mode == "add" else "from"
+    note = f"; {skipped} did not have it" if skipped else ""  # (add writes every selected image)
+    gr.Info(f"{verb} {res['class']} {prep} {res['changed']} image(s){note}.", duration=5)
+    return render(project, view_value, thr, page_no, [], focus=focus, ml_cls=ml_cls)
+
+
+@guard
+def ml_add(
+    ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int], focus=None, ml_cls=None
+) -> ReviewOut:
+    """Add the picked class to every selected image (its other classes kept): one undoable action."""
+    return _ml_edit(ctx, key, view_value, thr, page_no, chosen, focus, ml_cls, "add")
+
+
+@guard
+def ml_remove(
+    ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int], focus=None, ml_cls=None
+) -> ReviewOut:
+    """Remove the picked class from every selected image that has it: one undoable action."""
+    return _ml_edit(ctx, key, view_value, thr, page_no, chosen, focus, ml_cls, "remove")
+
+
+class ThresholdOut(NamedTuple):
+    """The class picker changed: its threshold and count."""
+
+    ml_threshold: object
+    ml_count: str
+
+
+@guard
+def ml_pick(ctx: Ctx, key: str, ml_cls: str) -> ThresholdOut:
+    project = ctx.open(key)
+    _need_multi(project)
+    t = class_thresholds(project).get(ml_cls)
+    if t is None:
+        raise gr.Error(f"{ml_cls!r} is not a class of this project.")
+    return ThresholdOut(gr.update(value=t), ml_count_text(project, ml_cls, t))
+
+
+@guard
+def ml_live(ctx: Ctx, key: str, ml_cls: str, value: float) -> str:
+    """The slider moves: how many images would carry the class at its value (nothing saved yet)."""
+    project = ctx.open(key)
+    _need_multi(project)
+    return ml_count_text(project, ml_cls, float(value))
+
+
+@guard
+def ml_save(
+    ctx: Ctx, key: str, view_value: str, thr: float, page_no: int, chosen: list[int], focus, ml_cls, value
+) -> ReviewOut:
+    """The slider was released: save the class's threshold (undoable); its pseudo-labels follow it."""
+    project = ctx.open(key)
+    _need_multi(project)
+    if ml_cls not in project.classes:
+        raise gr.Error("Pick a class for the threshold first.")
+    set_thresholds(project, {ml_cls: float(value)})
+    return render(project, view_value, thr, page_no, chosen, focus=focus, ml_cls=ml_cls)
 
 
 def _features_job(root: str, name: str, pretrained: str | None, dino_name: str | None, device: str) -> dict:
@@ -626,7 +849,17 @@ def start_cdul(ctx: Ctx, key: str, grid: float, temperature: str, threshold: flo
 
 
 @guard
-def finished(ctx: Ctx, key: str, marker: str, view_value: str, thr: float, page_no: int, chosen: list[int]):
+def finished(
+    ctx: Ctx,
+    key: str,
+    marker: str,
+    view_value: str,
+    thr: float,
+    page_no: int,
+    chosen: list[int],
+    focus=None,
+    ml_cls=None,
+):
     """A background job of this project ended: show it (its error in the features or zero-shot status).
 
     Returns a :class:`ReviewOut` (every field skipped when the job is none of this step's).
@@ -634,7 +867,7 @@ def finished(ctx: Ctx, key: str, marker: str, view_value: str, thr: float, page_
     task = finished_task(key, marker, {"features", "label", "train", "import"})
     if task is None:
         return ReviewOut(*(gr.skip(),) * len(ReviewOut._fields))
-    out = render(ctx.open(key), view_value, thr, page_no, chosen)
+    out = render(ctx.open(key), view_value, thr, page_no, chosen, focus=focus, ml_cls=ml_cls)
     if task.status != "done":
         note = f"**{task.label} {task.status}:** {error_text(task.error, task.hint)}"
         out = out._replace(**{"features" if task.kind == "features" else "zeroshot": note})
@@ -740,6 +973,33 @@ def _review_column() -> dict:
                 label="Relabel to", choices=[], scale=2, elem_id="review-target", show_label=False, container=False
             )
             c["unsure_btn"] = gr.Button("Mark unsure (u)", size="sm", elem_id="review-unsure")
+        # multi-label only (hidden in single-label projects): one class's threshold and add/remove, one image's labels
+        with gr.Row(equal_height=False):
+            c["ml_class"] = gr.Dropdown(
+                label="Class", choices=[], scale=1, visible=False, elem_id="review-ml-class", min_width=140
+            )
+            c["ml_threshold"] = gr.Slider(
+                0.0,
+                1.0,
+                value=0.5,
+                step=0.01,
+                label="Its threshold",
+                info="a score at least this gives the class · saved on release",
+                scale=3,
+                visible=False,
+                elem_id="review-ml-threshold",
+            )
+        with gr.Row(equal_height=True):
+            c["ml_count"] = gr.Markdown(elem_id="review-ml-count")
+            c["ml_add"] = gr.Button(
+                "Add to selected", size="sm", visible=False, elem_id="review-ml-add", scale=0, min_width=140
+            )
+            c["ml_remove"] = gr.Button(
+                "Remove from selected", size="sm", visible=False, elem_id="review-ml-remove", scale=0, min_width=160
+            )
+        c["ml_labels"] = gr.CheckboxGroup(
+            choices=[], value=[], visible=False, elem_id="review-ml-labels", elem_classes=["lb-ml-labels"]
+        )
         c["gallery"] = gr.Gallery(
             columns=6,
             height=400,
@@ -826,10 +1086,12 @@ def build(ctx: Ctx) -> dict:
         confusion=s["confusion"],
         target=r["target"],
         **gallery_parts,
+        **{k: r[k] for k in ("ml_labels", "ml_class", "ml_threshold", "ml_count", "ml_add", "ml_remove")},
     )
     gallery_outs = wire(GalleryOut, **gallery_parts)
     outs = wire(ReviewOut, **all_parts)
     nav = [ctx.project, view, threshold, page]
+    ml_in = [last_click, r["ml_class"]]  # the focused image and the class of the multi-label tools
 
     f["feat_btn"].click(
         bind(start_features, ctx), [ctx.project, f["clip"], f["dino"], f["device"]], [f["feat_status"]],
@@ -844,14 +1106,15 @@ def build(ctx: Ctx) -> dict:
         [cd["status"]], api_name="cdul_start",
     )  # fmt: skip
     ctx.finished.change(
-        bind(finished, ctx), [ctx.project, ctx.finished, view, threshold, page, selection], outs,
+        bind(finished, ctx), [ctx.project, ctx.finished, view, threshold, page, selection, *ml_in], outs,
         api_visibility="private",
     )  # fmt: skip
     view.input(bind(change_view, ctx), [ctx.project, view, threshold], gallery_outs, api_name="review_view")
-    threshold.release(bind(reload, ctx), [*nav, selection], outs, api_name="review_threshold")
+    threshold.release(bind(reload, ctx), [*nav, selection, *ml_in], outs, api_name="review_threshold")
     r["gallery"].select(
         bind(click, ctx), [*nav, selection, page_ids, last_click, shift],
-        wire(ClickOut, **gallery_parts, last_click=last_click), js=SHIFT_JS, api_visibility="private",
+        wire(ClickOut, **gallery_parts, last_click=last_click, ml_labels=r["ml_labels"]), js=SHIFT_JS,
+        api_visibility="private",
     )  # fmt: skip
     r["prev_btn"].click(bind(prev_page, ctx), [*nav, selection], gallery_outs, api_visibility="private")
     r["next_btn"].click(bind(next_page, ctx), [*nav, selection], gallery_outs, api_name="review_next_page")
@@ -859,16 +1122,38 @@ def build(ctx: Ctx) -> dict:
     r["none_btn"].click(bind(clear, ctx), nav, gallery_outs, api_name="review_clear")
     ids_box = gr.Textbox(visible=False)
     ids_box.submit(bind(select_ids, ctx), [*nav, ids_box], gallery_outs, api_name="review_select_ids")
-    r["accept_btn"].click(bind(accept, ctx), [*nav, selection], outs, api_name="review_accept")
-    r["relabel_btn"].click(bind(relabel, ctx), [*nav, selection, r["target"]], outs, api_name="review_relabel")
-    r["unsure_btn"].click(bind(unsure, ctx), [*nav, selection], outs, api_name="review_unsure")
-    r["bulk_btn"].click(bind(bulk, ctx), nav, outs, api_name="review_accept_above")
-    r["undo_btn"].click(bind(undo, ctx), nav, outs, api_name="review_undo")
+    r["accept_btn"].click(bind(accept, ctx), [*nav, selection, *ml_in], outs, api_name="review_accept")
+    r["relabel_btn"].click(bind(relabel, ctx), [*nav, selection, r["target"], *ml_in], outs, api_name="review_relabel")
+    r["unsure_btn"].click(bind(unsure, ctx), [*nav, selection, *ml_in], outs, api_name="review_unsure")
+    r["bulk_btn"].click(bind(bulk, ctx), [*nav, *ml_in], outs, api_name="review_accept_above")
+    r["undo_btn"].click(bind(undo, ctx), [*nav, *ml_in], outs, api_name="review_undo")
     for k, btn in enumerate(r["digit_btns"], start=1):
-        btn.click(bind(relabel_digit, ctx, k), [*nav, selection], outs, api_visibility="private")
+        btn.click(bind(relabel_digit, ctx, k), [*nav, selection, *ml_in], outs, api_visibility="private")
+    # multi-label: one image's toggles, add/remove for the selection, a class's threshold with its live count
+    r["ml_labels"].input(
+        bind(ml_toggle, ctx), [*nav, selection, *ml_in, r["ml_labels"]], outs, api_name="review_ml_toggle"
+    )
+    r["ml_add"].click(bind(ml_add, ctx), [*nav, selection, *ml_in], outs, api_name="review_ml_add")
+    r["ml_remove"].click(bind(ml_remove, ctx), [*nav, selection, *ml_in], outs, api_name="review_ml_remove")
+    r["ml_class"].input(
+        bind(ml_pick, ctx), [ctx.project, r["ml_class"]], wire(ThresholdOut, ml_threshold=r["ml_threshold"],
+        ml_count=r["ml_count"]), api_visibility="private",
+    )  # fmt: skip
+    r["ml_threshold"].input(
+        bind(ml_live, ctx), [ctx.project, r["ml_class"], r["ml_threshold"]], [r["ml_count"]],
+        api_name="review_ml_count", trigger_mode="always_last",
+    )  # fmt: skip
+    r["ml_threshold"].release(
+        bind(ml_save, ctx), [*nav, selection, *ml_in, r["ml_threshold"]], outs, api_name="review_ml_threshold"
+    )
     # the preview of one image (click Preview, the key v, or double-click a thumbnail); its label keys then redraw
     preview.build(
-        ctx, "review", r["preview_btn"], page_ids, last_click, after=(bind(reload, ctx), [*nav, selection], outs)
+        ctx,
+        "review",
+        r["preview_btn"],
+        page_ids,
+        last_click,
+        after=(bind(reload, ctx), [*nav, selection, *ml_in], outs),
     )
     refresh_outs = wire(RefreshOut, **all_parts, clip=f["clip"], setup=setup_box)
     return {"refresh": bind(refresh, ctx), "outputs": refresh_outs, "api_name": "review_refresh"}
