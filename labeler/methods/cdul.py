@@ -1024,26 +1024,3 @@ class CDUL(TrainableMethod):
         if activate:
             set_active_run(project, job.id)
         return RunResult(job.id, metrics)
-
-    def run(
-        self,
-        project: Project,
-        params: Any = None,
-        on_progress: ProgressCallback | None = None,
-        *,
-        resume: int | str | None = "auto",
-        relabel: bool = True,
-    ) -> RunResult:
-        """Train (continuing an interrupted run with the same params), then label with the trained head."""
-        from ..train.runs import train_method, train_run
-
-        result = train_method(project, self, params, resume=resume, on_progress=on_progress)
-        if not relabel:
-            return RunResult(result.run_id, {"train_run_id": result.run_id, **result.metrics})
-        run = train_run(project, result.run_id)
-        labeled = self.relabel(project, run, device=run["params"].get("device") or "auto", on_progress=on_progress)
-        summary = {k: v for k, v in result.metrics.items() if k != "epochs"}
-        return RunResult(
-            labeled.run_id,
-            {**labeled.metrics, "train_run_id": result.run_id, "train": summary, "resumed": result.resumed},
-        )

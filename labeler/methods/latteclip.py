@@ -260,9 +260,6 @@ class LatteCLIP(TrainableMethod):
     Params = LatteCLIPParams
     default_lr = 1e-4
 
-    def __init__(self):
-        self._clip_cache: tuple[str, Any] | None = None
-
     # --- params --------------------------------------------------------------------------------------------
     def preset_defaults(self, values: dict, device_type: str) -> dict:
         """``values`` (the options as a dict) with ``preset`` decided and, under recipe ``labeler``, the preset's
@@ -285,7 +282,6 @@ class LatteCLIP(TrainableMethod):
 
     def resolve(self, project: Project, params: Any) -> dict:
         from ..device import resolve_device
-        from ..features import latest_set
         from ..prompts import class_prompts
         from ..train.recipes import apply_recipe
 
@@ -319,27 +315,7 @@ class LatteCLIP(TrainableMethod):
         if str(values.get("grad_checkpointing")) not in checkpointing:
             raise InvalidInputError(f"grad_checkpointing must be auto, on or off, got {values['grad_checkpointing']!r}")
         values["grad_checkpointing"] = checkpointing[str(values["grad_checkpointing"])]
-        fset = project.features.get_set(values["features"]) if values.get("features") else latest_set(project, "clip")
-        if fset is None or fset["kind"] != "clip":
-            what = f"CLIP feature set {values['features']!r}" if values.get("features") else "CLIP features"
-            raise NotReadyError(f"no {what} in this project", hint=Hint("features", option="clip"))
-        values["features"] = fset["key"]
-        values["base"] = {"model": fset["model"], "pretrained": fset["pretrained"] or None, "key": fset["key"]}
-        values["classes"] = list(classes)
-        values["multi_label"] = False
-        return values
-
-    def _clip(self, params: dict, device):
-        from ..models import load_clip
-
-        key = f"{params['base']['key']}@{device}"
-        if self._clip_cache is None or self._clip_cache[0] != key:
-            base = params["base"]
-            self._clip_cache = (
-                key,
-                load_clip(base["model"], base.get("pretrained") or None, device=device, precision="fp32"),
-            )
-        return self._clip_cache[1]
+        return self.pin_clip_base(project, values)
 
     # --- setup ------------------------------------------------------------------------------------------------
     def _zero_shot(self, project: Project, params: dict, ids: list[int], feats: np.ndarray, clip) -> tuple:

@@ -72,9 +72,6 @@ class PromptTuningMethod(TrainableMethod):
     default_tokens: ClassVar[int] = 16
     default_lr: ClassVar[float] = 0.004
 
-    def __init__(self):
-        self._clip_cache: tuple[str, Any] | None = None
-
     # --- hooks -----------------------------------------------------------------------------------
     def resolve_extra(self, project: Project, values: dict) -> dict:
         """Method-specific params (e.g. NoLA's DINO feature set)."""
@@ -92,7 +89,6 @@ class PromptTuningMethod(TrainableMethod):
     # --- TrainableMethod ---------------------------------------------------------------------------
     def resolve(self, project: Project, params: Any) -> dict:
         from ..device import resolve_device
-        from ..features import latest_set
         from ..train.prompt import PROMPT_INITS
         from ..train.recipes import apply_recipe
         from ..train.views import STRONG_VIEWS
@@ -124,27 +120,7 @@ class PromptTuningMethod(TrainableMethod):
             )
         if not 0 <= float(values["label_smoothing"]) < 1:
             raise InvalidInputError(f"label_smoothing must be in [0, 1), got {values['label_smoothing']}")
-        fset = project.features.get_set(values["features"]) if values.get("features") else latest_set(project, "clip")
-        if fset is None or fset["kind"] != "clip":
-            what = f"CLIP feature set {values['features']!r}" if values.get("features") else "CLIP features"
-            raise NotReadyError(f"no {what} in this project", hint=Hint("features", option="clip"))
-        values["features"] = fset["key"]
-        values["base"] = {"model": fset["model"], "pretrained": fset["pretrained"] or None, "key": fset["key"]}
-        values["classes"] = list(classes)
-        values["multi_label"] = False
-        return self.resolve_extra(project, values)
-
-    def _clip(self, params: dict, device):
-        from ..models import load_clip
-
-        key = f"{params['base']['key']}@{device}"
-        if self._clip_cache is None or self._clip_cache[0] != key:
-            base = params["base"]
-            self._clip_cache = (
-                key,
-                load_clip(base["model"], base.get("pretrained") or None, device=device, precision="fp32"),
-            )
-        return self._clip_cache[1]
+        return self.resolve_extra(project, self.pin_clip_base(project, values))
 
     def setup(self, project: Project, params: dict, job: Job) -> dict:
         import torch

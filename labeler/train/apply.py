@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, NotReadyError
 from ..methods import get_method
-from .runs import compare_runs, relabel_with, train_run
+from .runs import compare_runs, train_run
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -48,17 +48,8 @@ def relabel(
     method = get_method(run["method"])
     if not hasattr(method, "load_predictor"):
         raise NotReadyError(f"run {run['id']} ({run['method']}) has no model to label with")
-    if hasattr(method, "relabel"):  # a method that labels its own way (CDUL: multi-label sets from cached features)
-        return method.relabel(project, run, device=device, on_progress=on_progress, activate=activate)
-    return relabel_with(
-        project,
-        method,
-        run,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        on_progress=on_progress,
-        activate=activate,
+    return method.relabel(
+        project, run, device=device, batch_size=batch_size, workers=workers, on_progress=on_progress, activate=activate
     )
 
 
