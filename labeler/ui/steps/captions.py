@@ -36,6 +36,7 @@ from ...describe import (
 from ...jobs import run_in_background
 from ...project import Project, image_page
 from ..common import NO_PROJECT, Ctx, bind, empty_state, error_text, finished_task, gallery_items, guard, wire
+from .descriptions import BackendOut, backend_options, hide_confirm
 
 PAGE = 24
 MODEL_HINTS = {
@@ -114,11 +115,6 @@ class FinishedOut(NamedTuple):
 class RunOut(NamedTuple):
     status: str
     confirm: object  # gr.Button update: "Send N calls", shown above CONFIRM_ABOVE
-
-
-class BackendOut(NamedTuple):
-    model: object  # gr.Textbox update: the backend's model hint
-    endpoint: object  # gr.Group update: the endpoint fields, for openai only
 
 
 class PromptOut(NamedTuple):
@@ -302,11 +298,6 @@ def backend_changed(name: str) -> BackendOut:
     return BackendOut(gr.Textbox(placeholder=MODEL_HINTS.get(name, ""), value=""), gr.Group(visible=name == "openai"))
 
 
-def hide_confirm():
-    """A changed setting needs a new count: the "Send N calls" button goes."""
-    return gr.Button(visible=False)
-
-
 @guard
 def save_prompts(ctx: Ctx, key: str, prompt: str, group_prompt: str) -> PromptOut:
     """Save both prompts in the project (an empty box brings back its default)."""
@@ -319,19 +310,6 @@ def reset_prompts(ctx: Ctx, key: str) -> PromptOut:
     """Bring back LatteCLIP's default prompts."""
     saved = set_caption_prompts(ctx.open(key), caption="", group="")
     return PromptOut(saved["caption"], saved["group"], "Prompts reset to LatteCLIP's defaults.")
-
-
-def backend_options(name: str, model_name: str, url: str, key_text: str) -> dict:
-    """The backend's options from the form; gr.Error when a model backend has no model."""
-    options = {}
-    if name in ("openai", "transformers"):
-        if not (model_name or "").strip():
-            raise gr.Error(f"The {name} backend needs a model: type one in the Model box ({MODEL_HINTS[name]}).")
-        options["model"] = model_name.strip()
-    if name == "openai":
-        options["base_url"] = (url or "").strip() or None
-        options["api_key"] = key_text or None
-    return options
 
 
 def job_options(project: Project, per_image: bool, groups: str, prompt: str, group_prompt: str) -> dict:
