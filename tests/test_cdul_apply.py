@@ -168,3 +168,16 @@ def test_run_file_applies_and_refusals(proj, tmp_path):
     real = {**data["encoder"], "model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}
     with pytest.raises(ModelUnavailableError):
         CDULModel({**data, "encoder": real}, "cpu")
+
+
+def test_the_train_step_offers_cdul_first_in_a_multi_label_project(proj, tmp_path):
+    from labeler.ui.steps.train import method_choice, ready_methods
+
+    assert "cdul" in ready_methods()
+    multi = method_choice(proj, "nola")
+    assert multi.choices[0][0] == "cdul" and multi.value == "cdul"
+    assert "nola" in multi.info and "single-label" in multi.info
+    single = Project.create(tmp_path / "single", ["a", "b"])
+    kept = method_choice(single, "lafter")
+    assert kept.value == "lafter" and kept.choices[-1][0] == "cdul" and "cdul is for multi-label" in kept.info
+    assert method_choice(single, "cdul").value == "nola"
