@@ -462,7 +462,7 @@ MULTI_LABEL_METHODS = ("cdul",)
 
 def method_choice(project: Project | None, current: str | None) -> Any:
     """The method picker for ``project``: a multi-label project gets cdul first and picked (the others are
-    single-label); a single-label one keeps ``current`` unless it is cdul (then the first single-label method)."""
+    single-label); a single-label one keeps the built order and ``current`` unless it is cdul (then nola)."""
     ready = ready_methods()
     if project is None or not ready:
         return gr.skip()
@@ -473,7 +473,7 @@ def method_choice(project: Project | None, current: str | None) -> Any:
         value = multi[0] if multi else current
         info = "a multi-label project: cdul learns label sets; " + ", ".join(single) + " are single-label"
     else:
-        order = single + multi
+        order = ready  # as built
         value = current if current in single else ("nola" if "nola" in single else (single or [current])[0])
         info = "a single-label project: " + ", ".join(multi) + " is for multi-label projects"
     return gr.Dropdown(choices=order, value=value, info=info)
