@@ -51,7 +51,8 @@ the path written) or :func:`export_report` (also returns counts). Built in:
 ``model``
     The trained model of a ``train`` run (option ``run``; default the active run's, else the
     newest finished one) as one ``torch.save`` file: prompts + LayerNorms + head, the base model
-    name and the classes (see :mod:`labeler.train.student`). Registered here with the others, so
+    name and the classes (see :mod:`labeler.train.student`; a CDUL run: the head, its encoder and the
+    per-class label thresholds, :func:`labeler.train.cdul.export_fields`). Registered here with the others, so
     it is there whatever was imported first; the training code (and torch) is imported only
     when it runs.
 
@@ -706,6 +707,8 @@ def _pick_train_run(project: Project, run: int | None) -> dict:
 @register_exporter("model", suffix=".pt")
 def export_trained_model(project: Project, out: Path, *, run: int | None = None) -> ExportReport:
     """The trained model (prompts + LayerNorms + head, base model name, classes) as one torch file."""
+    from .train.cdul import MODEL_FORMAT as CDUL_FORMAT
+    from .train.cdul import export_fields
     from .train.loop import BEST, atomic_save  # training code (torch): only when a model is exported
     from .train.runs import run_dir
     from .train.student import read_model_file
@@ -717,12 +720,14 @@ def export_trained_model(project: Project, out: Path, *, run: int | None = None)
     data = read_model_file(src)
     if out.exists() and out.is_dir():
         raise InvalidInputError(f"{out} is a folder; give a file name such as model.pt")
+    if data.get("format") == CDUL_FORMAT:  # the encoder and the label thresholds: apply needs no project
+        data.update(export_fields(project, data))
     data.update({"project": project.name, "exported_at": now(), "train_status": chosen["status"]})
     atomic_save(data, out)
     extra = {
         "train_run": chosen["id"],
         "method": data.get("method"),
-        "base": data.get("base"),
+        "base": data.get("encoder") or data.get("base"),
         "classes": len(data.get("classes", [])),
         "epoch": data.get("epoch"),
     }

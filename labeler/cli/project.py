@@ -29,12 +29,14 @@ def export_text(rep, format: str) -> str:
     if rep.format == "model":
         x = rep.extra
         base = x.get("base") or {}
+        kind = "CLIP"
         if isinstance(base, dict):
+            kind = str(base.get("kind") or "clip").upper()  # a CDUL head reads CLIP or DINO features
             name = base.get("model") or "?"
             base = f"{name} ({base['pretrained']} weights)" if base.get("pretrained") else name
         return (
             f"wrote the {x.get('method')} model of train run {x.get('train_run')} to {rep.path}\n"
-            f"  epoch {x.get('epoch')}, {x.get('classes')} classes, on CLIP {base}\n"
+            f"  epoch {x.get('epoch')}, {x.get('classes')} classes, on {kind} {base}\n"
             f"  label new images with it: {PROG} apply {rep.path} IMAGES_OR_FOLDERS"
         )
     return (

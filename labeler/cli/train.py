@@ -230,6 +230,12 @@ def cmd_label_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_line(row: dict) -> str:
+    """``path<TAB>cat;dog<TAB>0.9100;0.7700``: a multi-label image's set and the scores of its labels."""
+    scores = ";".join(f"{row['scores'][c]:.4f}" for c in row["labels"])
+    return f"{row['path']}\t{';'.join(row['labels'])}\t{scores}"
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     """Label image files and folders; a file that cannot be read is skipped and reported, not fatal."""
     from ..train.apply import apply_to_files
@@ -239,10 +245,18 @@ def cmd_apply(args: argparse.Namespace) -> int:
         {"path": p, "label": res.classes[int(row.argmax())], "score": float(row.max())}
         for p, row in zip(res.paths, res.probs, strict=True)
     ]
+    for r, row, labels in zip(rows, res.probs, res.labels, strict=False):  # multi-label: the set by threshold
+        r["labels"] = labels
+        r["scores"] = {c: float(v) for c, v in zip(res.classes, row, strict=True)}
     if args.json:
-        emit(args, {"classes": res.classes, "predictions": rows, "skipped": res.skipped}, "")
+        data = {"classes": res.classes, "predictions": rows, "skipped": res.skipped}
+        if res.multi_label:
+            data.update(multi_label=True, thresholds=dict(zip(res.classes, res.thresholds or [], strict=True)))
+        emit(args, data, "")
     else:
-        if rows:
+        if rows and res.multi_label:  # path, the ;-joined label set, the scores of those labels (same order)
+            print("\n".join(_set_line(r) for r in rows))
+        elif rows:
             print("\n".join(f"{r['path']}\t{r['label']}\t{r['score']:.4f}" for r in rows))
         for s in res.skipped:
             print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
@@ -346,7 +360,8 @@ def register(subs) -> None:
         subs,
         "apply",
         cmd_apply,
-        "label new image files with an exported model (export --format model)",
+        "label new image files with an exported model (export --format model); a multi-label (CDUL) model prints "
+        "each image's ;-joined label set (the classes reaching the thresholds saved in the file) and their scores",
         f"{PROG} apply model.pt new/1.jpg new/2.jpg --json\n{PROG} apply model.pt new/   # every image in the folder",
     )
     p.add_argument("model", help="model file written by `export PROJECT --format model -o model.pt`")

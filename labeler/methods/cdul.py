@@ -889,7 +889,7 @@ class CDUL(TrainableMethod):
     def build_task(self, project: Project, params: dict, setup: dict, job):
         from ..device import resolve_device
         from ..features import feature_matrix
-        from ..train.cdul import CDULHeadTask
+        from ..train.cdul import CDULHeadTask, encoder_info
         from ..train.runs import run_dir
 
         device = resolve_device(params["device"])
@@ -920,6 +920,8 @@ class CDUL(TrainableMethod):
             "method": self.name,
             "classes": classes,
             "features": params["head_features"],
+            # which model computes the head's input, so the model file labels new images by itself (apply)
+            "encoder": encoder_info(project.features.get_set(params["head_features"])),
             "base": {"features": params["features"], "grid": params["grid"]},
             "recipe": params.get("recipe", "labeler"),
             "label_threshold": params["label_threshold"],

@@ -63,7 +63,8 @@ def apply_model(
     """Class probabilities (N, C) of new images under an exported model file (``export --format model``).
 
     ``images``: file paths or PIL images. The class order is the file's ``classes``
-    (``TrainedModel.load(path).classes``). The base CLIP weights must be loadable here (by name and
+    (``TrainedModel.load(path).classes``); a CDUL file gives its head's per-class (multi-label) scores. The base
+    CLIP weights (a CDUL head on DINO features: the DINO ones) must be loadable here (by name and
     pretrained tag, from the Hugging Face cache or a local file). Raises ``InvalidInputError`` for an
     image that cannot be read.
     """
@@ -80,7 +81,7 @@ def apply_model(
     for start in range(0, len(items), batch_size):
         batch = []
         for item in items[start : start + batch_size]:
-            img = item if hasattr(item, "convert") else load_rgb(item)
+            img = item if hasattr(item, "convert") else load_rgb(item, getattr(model, "min_side", None))
             batch.append(model.transform(img.convert("RGB")))
         out.append(model.predict_proba(torch.stack(batch)))
     return np.concatenate(out).astype(np.float32)
@@ -92,12 +93,17 @@ class AppliedFiles:
 
     ``paths`` (N,) the images it labeled, in order; ``probs`` (N, C) their class probabilities, columns in
     ``classes`` order; ``skipped``: ``{"path", "reason"}`` for each file or folder it could not label.
+    A multi-label model (CDUL) also gives ``thresholds`` (C,) and ``labels``: per image the classes whose
+    score reaches their threshold (its top class when none does); single-label: ``labels`` is empty.
     """
 
     classes: list[str]
     paths: list[str] = field(default_factory=list)
     probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     skipped: list[dict] = field(default_factory=list)
+    multi_label: bool = False
+    thresholds: list[float] | None = None
+    labels: list[list[str]] = field(default_factory=list)
 
 
 def image_files(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[dict]]:
@@ -153,8 +159,9 @@ def apply_to_files(
     Returns
     -------
     AppliedFiles
-        The labeled files with their (N, C) probabilities, and each skipped file with the reason
-        (missing, not an image, truncated, …); one bad file does not stop the others.
+        The labeled files with their (N, C) probabilities (multi-label: per-class scores and label sets by the
+        file's thresholds), and each skipped file with the reason (missing, not an image, truncated, …); one
+        bad file does not stop the others.
     """
     import torch
 
@@ -166,6 +173,7 @@ def apply_to_files(
     files, skipped = image_files(images)
     model = TrainedModel.load(path, device)
     result = AppliedFiles(classes=list(model.classes), skipped=skipped)
+    min_side = getattr(model, "min_side", None)  # CDUL: decode as the feature cache did (same features)
     out: list[np.ndarray] = []
     batch: list = []
 
@@ -176,7 +184,7 @@ def apply_to_files(
 
     for f in files:
         try:
-            batch.append(model.transform(load_rgb(f).convert("RGB")))
+            batch.append(model.transform(load_rgb(f, min_side).convert("RGB")))
         except (InvalidInputError, OSError) as exc:
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
             skipped.append({"path": f, "reason": reason})
@@ -187,4 +195,11 @@ def apply_to_files(
     flush()
     classes = len(result.classes)
     result.probs = np.concatenate(out).astype(np.float32) if out else np.zeros((0, classes), dtype=np.float32)
+    if getattr(model, "multi_label", False):
+        from ..methods.cdul import label_sets
+
+        result.multi_label = True
+        result.thresholds = [float(t) for t in model.thresholds]
+        sets = label_sets(result.probs, model.thresholds) if len(result.probs) else []
+        result.labels = [[result.classes[c] for c in row] for row in sets]
     return result

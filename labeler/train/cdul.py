@@ -21,14 +21,19 @@ initial pseudo-labels on held-out images (or human labels as a validation set), 
 
 The model file (``best.pt``): ``format`` ``labeler.cdul-head``, ``classes``, ``loss``, ``hidden``, ``dim``,
 ``features`` (the feature-set key the head reads), ``mean`` / ``std`` (1, D) (the standardisation of its input,
-from the training run's images), ``state`` (the head's weights), ``train_run``, ``epoch``.
+from the training run's images), ``state`` (the head's weights), ``train_run``, ``epoch``, and ``encoder``
+(:func:`encoder_info`: which base model computes the head's input features). The ``model`` exporter adds
+``thresholds`` (C,) (:func:`export_fields`). :class:`CDULModel` reads such a file for ``apply``: the base model
+(loaded by name) → its L2-normalised image features (:meth:`labeler.models.Encoder.encode_images`, exactly what
+the feature cache holds) → the standardisation → the head.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +41,9 @@ import torch.nn.functional as F
 
 from ..errors import InvalidInputError
 from .loop import TrainTask, atomic_save
+
+if TYPE_CHECKING:
+    from ..project import Project
 
 MODEL_FORMAT = "labeler.cdul-head"
 MODEL_VERSION = 1
@@ -292,3 +300,106 @@ class CDULHead:
             x = torch.from_numpy((f[s : s + chunk] - self.mean) / self.std).to(self.device)
             out[s : s + len(x)] = scores_from_logits(self.head(x), self.loss).cpu().numpy()
         return out
+
+
+def encoder_info(fset: dict) -> dict:
+    """What a model file records of the base model behind a feature set (a ``feature_sets`` row).
+
+    Returns ``{"key", "kind" (clip | dino), "model", "pretrained" (tag or file; None for DINO / random),
+    "dim", "image_size"}``: enough for :class:`CDULModel` to load the encoder and compute the same features.
+    """
+    params = fset.get("params") or {}
+    if isinstance(params, str):
+        params = json.loads(params or "{}")
+    kind = str(fset.get("kind") or "")
+    if kind not in ("clip", "dino"):
+        raise InvalidInputError(f"feature set {fset.get('key')!r} is of kind {kind!r}: a CDUL head reads clip or dino")
+    return {
+        "key": str(fset["key"]),
+        "kind": kind,
+        "model": str(fset.get("model") or ""),
+        "pretrained": (fset.get("pretrained") or None) if kind == "clip" else None,
+        "dim": int(fset["dim"]),
+        "image_size": int(params["image_size"]) if params.get("image_size") else None,
+    }
+
+
+def export_fields(project: Project, data: dict) -> dict:
+    """What the ``model`` exporter adds to a CDUL model file so that ``apply`` needs nothing of the project.
+
+    ``encoder`` (:func:`encoder_info` of the head's feature set, where the file lacks it) and ``thresholds``:
+    per class (C,) the threshold a person set (``Project.thresholds``), else the run's ``label_threshold``.
+    """
+    out: dict[str, Any] = {}
+    if not data.get("encoder"):
+        fset = project.features.get_set(str(data.get("features")))
+        if fset is None:
+            raise InvalidInputError(
+                f"the head reads feature set {data.get('features')!r}, which this project no longer has: the "
+                "exported file could not say which model computes its input"
+            )
+        out["encoder"] = encoder_info(fset)
+    saved = project.thresholds()
+    default = float(data.get("label_threshold", 0.5))
+    out["thresholds"] = [float(saved.get(c, default)) for c in data["classes"]]
+    return out
+
+
+class CDULModel:
+    """A CDUL classifier for new images, rebuilt from its model file: the base encoder (loaded by name) + the head.
+
+    The same interface as :class:`labeler.train.student.TrainedModel`: ``classes``, ``transform`` (the encoder's
+    preprocess), ``device``, ``image_size``, ``info`` (the file's metadata without the weights) and
+    :meth:`predict_proba`; besides, ``multi_label`` (True), ``thresholds`` (C,) for label sets, ``loss`` and
+    ``min_side`` (the JPEG decode floor the feature cache uses, so new images get the same pixels).
+
+    Raises
+    ------
+    InvalidInputError
+        Not a CDUL file, one without ``encoder`` (a run's ``best.pt`` from before: export it), or an encoder whose
+        feature dimension differs from the head's.
+    ModelUnavailableError
+        The base weights are not here (offline: fails fast, saying where to put them).
+    """
+
+    multi_label = True
+
+    def __init__(self, data: dict, device: str | torch.device = "auto"):
+        from ..models import load_encoder
+
+        enc = data.get("encoder")
+        if not enc:
+            raise InvalidInputError(
+                "this CDUL model file does not say which model computes its features (written before that was "
+                "recorded): export the run's model from its project again"
+            )
+        pretrained = enc.get("pretrained") if enc["kind"] == "clip" else None
+        self.encoder = load_encoder(enc["kind"], enc["model"], pretrained=pretrained, device=device, precision="fp32")
+        if int(self.encoder.dim) != int(data["dim"]):
+            raise InvalidInputError(
+                f"{enc['kind']} model {enc['model']!r} gives {self.encoder.dim}-d features, the head reads "
+                f"{data['dim']}-d ones: not the model it was trained on"
+            )
+        self.device = self.encoder.device
+        self.head = CDULHead(data, self.device)
+        self.classes = self.head.classes
+        self.loss = self.head.loss
+        self.transform = self.encoder.preprocess
+        self.image_size = self.encoder.image_size
+        self.min_side = 2 * int(self.encoder.image_size)
+        default = float(data.get("label_threshold", 0.5))
+        self.thresholds = np.asarray(data.get("thresholds") or [default] * len(self.classes), dtype=np.float64)
+        if self.thresholds.shape != (len(self.classes),):
+            raise InvalidInputError(
+                f"thresholds must be one per class ({len(self.classes)}), got shape {self.thresholds.shape}"
+            )
+        self.info = {k: v for k, v in data.items() if k not in ("state", "mean", "std")}
+
+    def features(self, x: torch.Tensor) -> np.ndarray:
+        """The head's input (B, D) float32 of a preprocessed batch (B, 3, H, W): the encoder's L2-normalised
+        image features, as the feature cache computes them."""
+        return self.encoder.encode_images(x).cpu().numpy()
+
+    def predict_proba(self, x: torch.Tensor) -> np.ndarray:
+        """Per-class scores (B, C) for a preprocessed batch: sigmoid (``bce``) or softmax (``kl``) of the head."""
+        return self.head.predict(self.features(x))

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError
+from .cdul import MODEL_FORMAT as CDUL_FORMAT
 from .latte import MODEL_FORMAT as LATTE_FORMAT
 from .loop import TrainTask, atomic_save, resolve_amp
 from .prompt import PromptedCLIP, student_from_clip
@@ -222,9 +223,10 @@ def read_model_file(path: str | Path) -> dict:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file
         raise InvalidInputError(f"{path} is not a Labeler model file: {type(e).__name__}: {e}") from e
-    if not isinstance(data, dict) or data.get("format") not in (MODEL_FORMAT, LATTE_FORMAT):
+    if not isinstance(data, dict) or data.get("format") not in (MODEL_FORMAT, LATTE_FORMAT, CDUL_FORMAT):
         raise InvalidInputError(
-            f"{path} is not a Labeler model (format {MODEL_FORMAT!r}, or {LATTE_FORMAT!r} for LatteCLIP)"
+            f"{path} is not a Labeler model (format {MODEL_FORMAT!r}, {LATTE_FORMAT!r} for LatteCLIP or "
+            f"{CDUL_FORMAT!r} for CDUL)"
         )
     if int(data.get("version", 0)) > MODEL_VERSION:
         raise InvalidInputError(f"{path} was written by a newer Labeler (model version {data['version']}); upgrade")
@@ -269,12 +271,16 @@ class TrainedModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto"):
-        """The model in a model file: a :class:`TrainedModel`, or a LatteCLIP model (the same interface)."""
+        """The model in a model file: a :class:`TrainedModel`, or a LatteCLIP or CDUL model (the same interface)."""
         data = read_model_file(path)
         if data["format"] == LATTE_FORMAT:
             from .latte import LatteModel
 
             return LatteModel(data, device)
+        if data["format"] == CDUL_FORMAT:
+            from .cdul import CDULModel
+
+            return CDULModel(data, device)
         return cls(data, device)
 
     @torch.no_grad()

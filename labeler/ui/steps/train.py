@@ -456,6 +456,35 @@ def resume(ctx: Ctx, key: str, name: str | None, run_id: int | None) -> TrainVie
     )
 
 
+#: The only multi-label training method; the others learn one class per image.
+MULTI_LABEL_METHODS = ("cdul",)
+
+
+def method_choice(project: Project | None, current: str | None) -> Any:
+    """The method picker for ``project``: a multi-label project gets cdul first and picked (the others are
+    single-label); a single-label one keeps the built order and ``current`` unless it is cdul (then nola)."""
+    ready = ready_methods()
+    if project is None or not ready:
+        return gr.skip()
+    multi = [m for m in ready if m in MULTI_LABEL_METHODS]
+    single = [m for m in ready if m not in MULTI_LABEL_METHODS]
+    if project.multi_label:
+        order = multi + single
+        value = multi[0] if multi else current
+        info = "a multi-label project: cdul learns label sets; " + ", ".join(single) + " are single-label"
+    else:
+        order = ready  # as built
+        value = current if current in single else ("nola" if "nola" in single else (single or [current])[0])
+        info = "a single-label project: " + ", ".join(multi) + " is for multi-label projects"
+    return gr.Dropdown(choices=order, value=value, info=info)
+
+
+@guard
+def suit_method(ctx: Ctx, key: str, current: str | None) -> Any:
+    """A project was opened: the method picker suits it (:func:`method_choice`)."""
+    return method_choice(ctx.open(key, required=False), current)
+
+
 @guard
 def tick(ctx: Ctx, key: str, run_id: int | None) -> TrainView:
     return view(ctx.open(key, required=False), run_id)
@@ -553,6 +582,7 @@ def build(ctx: Ctx) -> dict:
     form_outs = wire(FormOut, params=params, recipe=recipe, **fields)
     values = [fields[f.name] for f in FIELDS]
     method.change(pick_method, [method], form_outs, api_visibility="private")
+    ctx.project.change(bind(suit_method, ctx), [ctx.project, method], [method], api_visibility="private")
     ctx.demo.load(pick_method, [method], form_outs, api_visibility="private")  # this device's defaults
     recipe.input(pick_recipe, [method, recipe, *values], form_outs, api_visibility="private")
     gr.on(
