@@ -126,12 +126,19 @@ def test_method_needs_features_first(project):
         get_method("zeroshot").run(project)
 
 
-def test_registry_lists_planned_methods_as_unavailable():
+def test_registry_lists_every_method_available_and_a_planned_one_as_unavailable():
+    from labeler.registry import Registry
+
     names = {m["name"]: m for m in list_methods()}
-    assert names["zeroshot"]["available"]
-    assert not names["cdul"]["available"] and "not implemented" in names["cdul"]["summary"]
-    with pytest.raises(InvalidInputError, match="not implemented"):
-        get_method("cdul")
+    assert all(m["available"] for m in names.values())  # nothing the product names is left unbuilt
+    assert {"zeroshot", "nola", "lafter", "latteclip", "cdul", "cdul-init"} <= set(names)
+    methods = Registry("method")  # the mechanism a future method on the roadmap would use
+    methods.register("zeroshot", ZeroShot)
+    methods.plan("next", "the next method is not implemented yet")
+    listed = {e.name: e for e in methods.list()}
+    assert listed["zeroshot"].available and not listed["next"].available
+    with pytest.raises(InvalidInputError, match="not implemented yet; available now: zeroshot"):
+        methods.get("next")
     with pytest.raises(InvalidInputError, match="no option"):
         ZeroShot.params_from({"bogus": 1})
 
