@@ -82,7 +82,10 @@ def _count(proj: Path, cls: str, t: float) -> int:
         run = p.db.execute("select max(id) from runs where kind = 'label'").fetchone()[0]
         ids, probs, names = read_predictions(p, run)
         k = names.index(cls)
-        return sum((cls in stored[int(i)]) if int(i) in stored else bool(probs[n, k] >= t) for n, i in enumerate(ids))
+        # compared in float64 like the app (float32 scores widened): 0.29 as float32 is just under the float 0.29
+        return sum(
+            (cls in stored[int(i)]) if int(i) in stored else bool(float(probs[n, k]) >= t) for n, i in enumerate(ids)
+        )
     finally:
         p.close()
 
