@@ -822,7 +822,7 @@ class CDUL(TrainableMethod):
         import torch
 
         from ..features import feature_matrix
-        from ..train.data import split_rows, verified_labels, without_audit
+        from ..train.data import training_split, without_audit
 
         classes = params["classes"]
         job.progress(0, 1, "CDUL: scoring the whole images and their snippets", force=True)
@@ -846,14 +846,7 @@ class CDUL(TrainableMethod):
         human_sets, has_human = human_label_sets(project, ids, classes)
         targets = init.aggregated.astype(np.float32).copy()
         targets[has_human] = human_sets[has_human]
-        verified = verified_labels(project, ids, classes)
-        human = verified_labels(project, ids, classes, sources=("human",)) >= 0
-        rows = split_rows(
-            verified, len(classes), holdout=params["holdout"], val_split=params["val_split"], seed=params["seed"],
-            human=human,
-        )  # fmt: skip
-        if len(rows["train"]) == 0:
-            raise NotReadyError("no image is left to train on after the held-out and validation splits")
+        verified, rows = training_split(project, ids, classes, params)
         thresholds = class_thresholds(project, classes, params["label_threshold"])
         truth = truth_rows(project, ids, classes)
         quality = pseudo_label_quality(

@@ -344,7 +344,7 @@ class LatteCLIP(TrainableMethod):
         from ..device import resolve_device
         from ..features import feature_matrix
         from ..prompts import class_prompts
-        from ..train.data import split_rows, verified_labels, without_audit
+        from ..train.data import training_split, without_audit
         from ..train.latte import PRESETS, LatteNet
 
         classes = params["classes"]
@@ -372,18 +372,7 @@ class LatteCLIP(TrainableMethod):
         audit_excluded = len(ids) - len(rows_kept)
         ids = [ids[r] for r in rows_kept]
         feats = np.asarray(feats[rows_kept], dtype=np.float32)
-        verified = verified_labels(project, ids, classes)
-        human = verified_labels(project, ids, classes, sources=("human",)) >= 0
-        rows = split_rows(
-            verified,
-            len(classes),
-            holdout=params["holdout"],
-            val_split=params["val_split"],
-            seed=params["seed"],
-            human=human,
-        )
-        if len(rows["train"]) == 0:
-            raise NotReadyError("no image is left to train on after the held-out and validation splits")
+        verified, rows = training_split(project, ids, classes, params)
 
         # Texts: label texts, captions (first line), group descriptions (distinct texts, embedded once).
         job.progress(0, 1, "encoding label texts, captions and group descriptions", force=True)

@@ -128,7 +128,7 @@ class PromptTuningMethod(TrainableMethod):
         from ..describe import class_texts_report
         from ..device import resolve_device
         from ..features import feature_matrix
-        from ..train.data import split_rows, verified_labels, without_audit
+        from ..train.data import training_split, without_audit
         from .zeroshot import encode_class_texts, text_classifier
 
         classes = params["classes"]
@@ -148,18 +148,7 @@ class PromptTuningMethod(TrainableMethod):
             )
         ids = [ids[r] for r in rows_kept]
         feats = feats[rows_kept]
-        verified = verified_labels(project, ids, classes)
-        human = verified_labels(project, ids, classes, sources=("human",)) >= 0  # validation: ground truth only
-        rows = split_rows(
-            verified,
-            len(classes),
-            holdout=params["holdout"],
-            val_split=params["val_split"],
-            seed=params["seed"],
-            human=human,
-        )
-        if len(rows["train"]) == 0:
-            raise NotReadyError("no image is left to train on after the held-out and validation splits")
+        verified, rows = training_split(project, ids, classes, params)
         ctx = SetupContext(
             classes=list(classes),
             image_ids=list(ids),

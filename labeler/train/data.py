@@ -137,3 +137,31 @@ def split_rows(
         "verified": int((verified >= 0).sum()),
         "val_reason": reason,
     }
+
+
+def training_split(project: Project, image_ids, classes: list[str], params: dict) -> tuple[np.ndarray, dict]:
+    """The verified labels of a run's images and their train / held-out / validation rows.
+
+    ``verified`` (N,) is the class index of each image's human or accepted label (-1: none); validation may only
+    use human labels. ``params`` gives ``holdout``, ``val_split`` and ``seed`` (:func:`split_rows`).
+
+    Raises
+    ------
+    NotReadyError
+        No row is left to train on after the held-out and validation splits.
+    """
+    from ..errors import NotReadyError
+
+    verified = verified_labels(project, image_ids, classes)
+    human = verified_labels(project, image_ids, classes, sources=("human",)) >= 0  # validation: ground truth only
+    rows = split_rows(
+        verified,
+        len(classes),
+        holdout=params["holdout"],
+        val_split=params["val_split"],
+        seed=params["seed"],
+        human=human,
+    )
+    if len(rows["train"]) == 0:
+        raise NotReadyError("no image is left to train on after the held-out and validation splits")
+    return verified, rows

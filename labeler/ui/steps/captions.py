@@ -36,7 +36,7 @@ from ...describe import (
 from ...jobs import run_in_background
 from ...project import Project, image_page
 from ..common import NO_PROJECT, Ctx, bind, empty_state, error_text, finished_task, gallery_items, guard, wire
-from .descriptions import BackendOut, backend_options, hide_confirm
+from .descriptions import BackendOut, backend_options, endpoint_fields, hide_confirm
 
 PAGE = 24
 MODEL_HINTS = {
@@ -457,14 +457,7 @@ def build(ctx: Ctx) -> dict:
             gr.Markdown("#### Caption images")
             backend = gr.Dropdown(backend_choices(), value="template", label="Backend", elem_id="cap-backend")
             model = gr.Textbox(label="Model", placeholder=MODEL_HINTS["template"], elem_id="cap-model")
-            with gr.Group(visible=False) as endpoint:
-                base_url = gr.Textbox(
-                    label="Endpoint base URL",
-                    placeholder="http://localhost:11434/v1 (Ollama)",
-                    info="any OpenAI-compatible server; empty: $OPENAI_BASE_URL, else api.openai.com",
-                    elem_id="cap-base-url",
-                )
-                api_key = gr.Textbox(label="API key", type="password", placeholder="empty: $OPENAI_API_KEY")
+            endpoint, base_url, api_key = endpoint_fields("cap")
             prompt = gr.Textbox(
                 label="Per-image prompt", info="{c}: the image's zero-shot class", lines=2, elem_id="cap-prompt"
             )

@@ -356,6 +356,19 @@ def export(ctx: Ctx, key: str) -> str:
     return str(out)
 
 
+def endpoint_fields(prefix: str) -> tuple[gr.Group, gr.Textbox, gr.Textbox]:
+    """The OpenAI-compatible endpoint's fields (hidden until that backend is picked): group, base URL, API key."""
+    with gr.Group(visible=False) as endpoint:
+        base_url = gr.Textbox(
+            label="Endpoint base URL",
+            placeholder="http://localhost:11434/v1 (Ollama)",
+            info="any OpenAI-compatible server; empty: $OPENAI_BASE_URL, else api.openai.com",
+            elem_id=f"{prefix}-base-url",
+        )
+        api_key = gr.Textbox(label="API key", type="password", placeholder="empty: $OPENAI_API_KEY")
+    return endpoint, base_url, api_key
+
+
 def build(ctx: Ctx) -> dict:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
@@ -364,13 +377,7 @@ def build(ctx: Ctx) -> dict:
                 backend_choices(ctx.local_mode), value="template", label="Backend", elem_id="desc-backend"
             )
             model = gr.Textbox(label="Model", placeholder=MODEL_HINTS["template"], elem_id="desc-model")
-            with gr.Group(visible=False) as endpoint:
-                base_url = gr.Textbox(
-                    label="Endpoint base URL",
-                    placeholder="http://localhost:11434/v1 (Ollama)",
-                    info="any OpenAI-compatible server; empty: api.openai.com",
-                )
-                api_key = gr.Textbox(label="API key", type="password", placeholder="empty: $OPENAI_API_KEY")
+            endpoint, base_url, api_key = endpoint_fields("desc")
             domain = gr.Textbox(label="Domain hint (optional)", placeholder="e.g. satellite photo, drawing")
             per_class = gr.Slider(5, 100, value=50, step=5, label="Sentences per class")
             with gr.Row():
