@@ -17,6 +17,7 @@ whatever the precision; see docs/architecture.md (Features) for why vectors of t
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -60,6 +61,21 @@ def cpu_flags(path: str | Path = "/proc/cpuinfo") -> frozenset[str]:
             return frozenset(value.split())
     capability = str(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()).upper()
     return frozenset({"amx_bf16"}) if "AMX" in capability else frozenset()
+
+
+#: Set to ``0`` to make ``auto`` keep fp32 on this CPU (no probe): features that do not depend on a timing.
+NO_CPU_BF16_ENV = "LABELER_CPU_BF16"
+
+
+def machine_flags() -> frozenset[str]:
+    """:func:`cpu_flags`, or none when ``$LABELER_CPU_BF16`` is ``0`` (``auto`` then means fp32 on the CPU).
+
+    The probe also times bf16 against fp32, so on a busy native-bf16 CPU ``auto`` may pick either; the test suite
+    and anyone who wants features independent of timing set ``LABELER_CPU_BF16=0``.
+    """
+    if os.environ.get(NO_CPU_BF16_ENV, "").strip() == "0":
+        return frozenset()
+    return cpu_flags()
 
 
 def native_bf16(flags: Iterable[str]) -> bool:
@@ -176,7 +192,7 @@ def choose_encoder(
     precision : str
         ``auto`` or an explicit ``fp32`` / ``bf16`` / ``fp16``.
     flags : iterable of str or None
-        CPU flags; None: :func:`cpu_flags`.
+        CPU flags; None: :func:`machine_flags` (this CPU's, none with ``LABELER_CPU_BF16=0``).
     images : int
         Images the probe encodes.
 
@@ -194,7 +210,7 @@ def choose_encoder(
     if model.precision != "fp32":
         raise InvalidInputError("precision auto starts from the fp32 weights: load the model with precision='fp32'")
     device_type = model.device.type
-    flags = cpu_flags() if flags is None else frozenset(flags)
+    flags = machine_flags() if flags is None else frozenset(flags)
     if device_type == "cuda":
         gpu_bf16 = bool(torch.cuda.is_bf16_supported())
         chosen = auto_precision(device_type, flags, None, gpu_bf16)
@@ -202,6 +218,8 @@ def choose_encoder(
         return model.converted(chosen), {**info, "probe": None}
     if not needs_probe(device_type, flags):
         why = "no native bf16 on this CPU" if device_type == "cpu" else f"{device_type} device"
+        if device_type == "cpu" and flags == frozenset() and os.environ.get(NO_CPU_BF16_ENV, "").strip() == "0":
+            why = f"{NO_CPU_BF16_ENV}=0: fp32 on this CPU"
         return model, {"asked": "auto", "precision": "fp32", "reason": why, "probe": None}
     entry = cached_probe(project, model.key)
     low = None
@@ -249,7 +267,7 @@ def training_precision(project: Project, params: dict, flags: Iterable[str] | No
     if asked != "auto":
         return asked
     device = resolve_device(params.get("device") or "auto")
-    flags = cpu_flags() if flags is None else frozenset(flags)
+    flags = machine_flags() if flags is None else frozenset(flags)
     key = (params.get("base") or {}).get("key")
     if not key or not needs_probe(device.type, flags):
         return "auto"

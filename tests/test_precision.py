@@ -228,6 +228,7 @@ def test_features_precision_auto_end_to_end(proj, monkeypatch, capsys):
     from labeler.cli import main
 
     monkeypatch.setattr(prec, "cpu_flags", lambda path="/proc/cpuinfo": NATIVE)
+    monkeypatch.delenv("LABELER_CPU_BF16", raising=False)  # the suite's fp32 setting (conftest) lifted here
     root = str(proj.root)
     assert main(["features", root, "--clip", "tiny-random", "--dino", "tiny-random", "--quiet", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)["feature_sets"]
@@ -294,9 +295,23 @@ def test_training_auto_runs_bf16_autocast_once_the_probe_passed(clip, proj, monk
 
     compute_features(proj, clip)
     monkeypatch.setattr(prec, "cpu_flags", lambda path="/proc/cpuinfo": NATIVE)
+    monkeypatch.delenv("LABELER_CPU_BF16", raising=False)  # the suite's fp32 setting (conftest) lifted here
     ok = {"cosine_min": 0.9999, "speedup": 2.0, "ok": True, "images": 6, "torch": torch.__version__}
     prec._store_probe(proj, clip.key, "bf16", ok)
     params = get_method("lafter").params_from({"epochs": 1, "batch_size": 4, "tokens": 2, "device": "cpu"})
     res = train(proj, "lafter", params, resume=None)
     assert res.metrics["amp"] == "bf16"
     assert json.loads(proj.db["runs"].get(res.run_id)["params"])["precision"] == "auto"  # decided again on resume
+
+
+def test_labeler_cpu_bf16_0_makes_auto_fp32_without_a_probe(tmp_path, monkeypatch):
+    """The suite's setting (tests/conftest.py): ``auto`` never depends on the probe's timing."""
+    import labeler.precision as prec
+
+    monkeypatch.setattr(prec, "cpu_flags", lambda *a, **k: frozenset({"avx512_bf16"}))
+    monkeypatch.setenv("LABELER_CPU_BF16", "0")
+    assert prec.machine_flags() == frozenset()
+    monkeypatch.setenv("LABELER_CPU_BF16", "1")
+    assert prec.machine_flags() == frozenset({"avx512_bf16"})
+    monkeypatch.delenv("LABELER_CPU_BF16")
+    assert prec.native_bf16(prec.machine_flags())
