@@ -709,6 +709,7 @@ def export_trained_model(project: Project, out: Path, *, run: int | None = None)
     """The trained model (prompts + LayerNorms + head, base model name, classes) as one torch file."""
     from .train.cdul import MODEL_FORMAT as CDUL_FORMAT
     from .train.cdul import export_fields
+    from .train.cdul_net import NET_FORMAT as CDUL_NET_FORMAT
     from .train.loop import BEST, atomic_save  # training code (torch): only when a model is exported
     from .train.runs import run_dir
     from .train.student import read_model_file
@@ -720,7 +721,7 @@ def export_trained_model(project: Project, out: Path, *, run: int | None = None)
     data = read_model_file(src)
     if out.exists() and out.is_dir():
         raise InvalidInputError(f"{out} is a folder; give a file name such as model.pt")
-    if data.get("format") == CDUL_FORMAT:  # the encoder and the label thresholds: apply needs no project
+    if data.get("format") in (CDUL_FORMAT, CDUL_NET_FORMAT):  # the encoder, the thresholds: apply needs no project
         data.update(export_fields(project, data))
     data.update({"project": project.name, "exported_at": now(), "train_status": chosen["status"]})
     atomic_save(data, out)

@@ -74,7 +74,7 @@ def _train_params(args: argparse.Namespace):
         given = sorted(f"--{k}" for k, v in latte.items() if v is not None)
         if given:
             raise InvalidInputError(f"{', '.join(given)} only apply to --method latteclip")
-    for name in ("loss", "head_features"):  # cdul's options (None: not given)
+    for name in ("loss", "head_features", "backbone", "backbone_weights"):  # cdul's options (None: not given)
         options[name] = getattr(args, name, None)
     return method, method.params_from(options)
 
@@ -274,12 +274,15 @@ def register(subs) -> None:
         subs,
         "train",
         cmd_train,
-        "train a labeling model (NoLA, LaFTer, LatteCLIP), then relabel every image with it (a new, active run)",
+        "train a labeling model (NoLA, LaFTer, LatteCLIP; CDUL for multi-label), then relabel every image with it "
+        "(a new, active run)",
         f"{PROG} train pets --method nola\n{PROG} train pets --method nola --epochs 10 --batch-size 64\n"
         f"{PROG} train pets --method lafter --recipe paper   # the official LaFTer settings\n"
         f"{PROG} caption pets --backend openai --model llava --base-url URL --groups   # LatteCLIP's captions\n"
         f"{PROG} train pets --method latteclip   # preset head on a CPU: a linear adapter on cached features\n"
         f"{PROG} train pets --method latteclip --recipe paper --device cuda   # the whole CLIP, official settings\n"
+        f"{PROG} train tags --method cdul   # multi-label (after `features --snippets`): a head on cached features\n"
+        f"{PROG} train tags --method cdul --recipe paper --device cuda   # the reproduction's fine-tuned ResNet-101\n"
         f"{PROG} train pets --method lafter --device cuda\n{PROG} train pets --resume 7   # continue run 7",
     )
     project_arg(p)
@@ -292,11 +295,25 @@ def register(subs) -> None:
     cdul = p.add_argument_group("cdul")
     cdul.add_argument("--loss", choices=["bce", "kl"], help="bce (labeler recipe: sigmoid + BCE) or kl (paper)")
     cdul.add_argument("--head-features", help="what the head reads: clip (default), dino, or a feature-set key")
+    cdul.add_argument(
+        "--backbone",
+        choices=["head", "resnet101", "clip"],
+        help="head (labeler recipe): a head on the cached features, minutes on a CPU; resnet101 (paper recipe): "
+        "torchvision's ImageNet ResNet-101 fine-tuned end to end on the images (a GPU); clip: the project's CLIP "
+        "image tower fine-tuned end to end",
+    )
+    cdul.add_argument(
+        "--backbone-weights",
+        metavar="PATH",
+        help="resnet101: a local ImageNet ResNet-101 state dict (default: resnet101-63fe2227.pth or "
+        "resnet101-cd907fc2.pth in $TORCH_HOME/hub/checkpoints; nothing is downloaded)",
+    )
     p.add_argument(
         "--recipe",
         choices=["labeler", "paper"],
         help="labeler (default): our settings; paper: the official code's (constant lr, its batch, epochs, "
-        "augmentations, text head, DINO v1 ViT-B/16 teacher for NoLA); explicit options below override either. "
+        "augmentations, text head, DINO v1 ViT-B/16 teacher for NoLA, a fine-tuned ResNet-101 for CDUL); explicit "
+        "options below override either. "
         "Every difference: docs/methods.md",
     )
     p.add_argument(

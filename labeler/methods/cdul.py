@@ -658,10 +658,9 @@ class CDULInit(Method):
 
 
 # --- cdul: the trained classifier with refinement ------------------------------------------------------------------
-#: ``backbone`` values: a head on the frozen cached features (ours), or the reproduction's fine-tuned ResNet-101.
-BACKBONES = ("head", "resnet101")
-#: File names torchvision gives the ImageNet ResNet-101 weights in the torch hub cache (V1, V2).
-RESNET101_FILES = ("resnet101-63fe2227.pth", "resnet101-cd907fc2.pth")
+#: ``backbone`` values: a head on the frozen cached features (ours), or a network fine-tuned end to end on the images:
+#: the reproduction's ImageNet ResNet-101, or the project's CLIP image tower (:mod:`labeler.train.cdul_net`).
+BACKBONES = ("head", "resnet101", "clip")
 
 
 @dataclass
@@ -671,7 +670,9 @@ class CDULParams(TrainParams):
     recipe: str = "labeler"  # labeler (a head on cached features) | paper (the reproduction's settings)
     features: str | None = None  # CLIP feature-set key (global scores, snippets, class texts); newest CLIP set if None
     head_features: str = "clip"  # what the head reads: clip (the set above) | dino (the newest DINO set) | a set key
-    backbone: str | None = None  # head | resnet101; None: the recipe's
+    backbone: str | None = None  # head | resnet101 | clip; None: the recipe's
+    backbone_weights: str | None = None  # resnet101: a local ImageNet state dict; None: the torch hub cache's file
+    weight_decay: float | None = None  # AdamW, never on biases; None: the recipe's (ours 0.01, the paper's Adam 0)
     hidden: int = 0  # 0: a linear head; > 0: an MLP with this hidden width
     loss: str | None = None  # bce | kl; None: the recipe's
     refine_warmup: int | None = None  # epochs before the first refinement; None: the recipe's
@@ -685,20 +686,6 @@ class CDULParams(TrainParams):
     label_threshold: float = 0.5
     templates: str | list[str] = DEFAULT_TEMPLATES
     descriptions: str = "both"
-
-
-def _resnet101_weights() -> str | None:
-    """The local file of torchvision's ImageNet ResNet-101 weights, or None."""
-    import os
-
-    hub = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch"
-    )
-    for name in RESNET101_FILES:
-        path = os.path.join(hub, "hub", "checkpoints", name)
-        if os.path.isfile(path):
-            return path
-    return None
 
 
 def human_label_sets(
@@ -733,6 +720,21 @@ def human_label_sets(
     return out, has
 
 
+def net_cost(params: dict, train: int, scored: int) -> str:
+    """What fine-tuning a backbone costs, in words: the forwards and backwards per epoch and in all."""
+    epochs = int(params["epochs"])
+    what = (
+        "torchvision's ResNet-101 (44.5 M parameters)"
+        if params["backbone"] == "resnet101"
+        else (f"the CLIP image tower of {params['base']['model']}")
+    )
+    return (
+        f"fine-tunes {what} end to end on the images: each epoch decodes {train} training images (one forward and "
+        f"backward each) and {scored} held-out ones (a forward); {epochs} epochs ≈ {epochs * (train + scored):,} "
+        "image forwards, decoding the images every epoch"
+    )
+
+
 class CDUL(TrainableMethod):
     """CDUL: a classifier trained on the aggregated pseudo-labels, refining them by gradient alignment."""
 
@@ -744,7 +746,6 @@ class CDUL(TrainableMethod):
     # --- params ------------------------------------------------------------------------------------------------
     def resolve(self, project: Project, params: Any) -> dict:
         from ..device import resolve_device
-        from ..errors import ModelUnavailableError
         from ..snippets import check_grid
         from ..train.params import resolve_training
         from ..train.recipes import apply_recipe
@@ -781,24 +782,19 @@ class CDUL(TrainableMethod):
             # label-free early stopping never ends a run before its first refinement epoch has had its say
             values["patience"] = max(int(values["patience"]), values["refine_warmup"] + values["refine_every"])
         if values["backbone"] == "resnet101":
-            weights = _resnet101_weights()
-            hint = Hint(option="recipe", value="labeler")
-            if weights is None:
-                raise ModelUnavailableError(
-                    "the paper recipe fine-tunes torchvision's ImageNet ResNet-101, whose weights are not on this "
-                    f"machine (looked for {' or '.join(RESNET101_FILES)} in the torch hub cache) and are not "
-                    "downloaded here; put the file there, or train a head on the cached features (our recipe)",
-                    hint=hint,
-                )
-            raise ModelUnavailableError(
-                f"fine-tuning a ResNet-101 ({weights}) is not available in this version: train a head on the "
-                "cached features (our recipe)",
-                hint=hint,
+            from ..train.cdul_net import resnet101_weights
+
+            values["backbone_weights"] = resnet101_weights(values.get("backbone_weights"))
+        elif values.get("backbone_weights"):
+            raise InvalidInputError(
+                f"backbone_weights is for the resnet101 backbone, not {values['backbone']!r}",
+                hint=Hint(option="backbone_weights"),
             )
         fset = _clip_set(project, values.get("features"))
         _snippet_set(project, fset, values["grid"])
         values["features"] = fset["key"]
         values["head_features"] = self._head_set(project, values.get("head_features") or "clip", fset)["key"]
+        values["base"] = {"model": fset["model"], "pretrained": fset["pretrained"] or None, "key": fset["key"]}
         values["classes"] = list(project.classes)
         values["multi_label"] = True
         return values
@@ -868,6 +864,13 @@ class CDUL(TrainableMethod):
             "notes": [],
             "warnings": [],
         }
+        if params["backbone"] != "head":
+            report["notes"].append(net_cost(params, len(rows["train"]), len(rows["holdout"]) + len(rows["val"])))
+            if params["device"] == "cpu" or not torch.cuda.is_available():
+                report["warnings"].append(
+                    f"fine-tuning a {params['backbone']} backbone on a CPU is slow (hours for the paper's 100 epochs "
+                    "on a few thousand images); a GPU, or a head on the cached features (--recipe labeler), is faster"
+                )
         return {
             "image_ids": torch.tensor(ids, dtype=torch.long),
             "rows": {k: torch.from_numpy(np.asarray(rows[k], dtype=np.int64)) for k in ("train", "holdout", "val")},
@@ -919,6 +922,8 @@ class CDUL(TrainableMethod):
             "recipe": params.get("recipe", "labeler"),
             "label_threshold": params["label_threshold"],
         }
+        if params["backbone"] != "head":
+            return self._net_task(project, params, setup, info, device, on_refined)
         return CDULHeadTask(
             feats[[pos[i] for i in ids]],
             setup["targets"].numpy(),
@@ -933,18 +938,90 @@ class CDUL(TrainableMethod):
             on_refined=on_refined,
         )
 
+    def _net_task(self, project: Project, params: dict, setup: dict, info: dict, device, on_refined):
+        """The fine-tuned network's task (``backbone`` resnet101 or clip): images decoded every epoch."""
+        from ..train.cdul_net import CDULNetTask, build_net
+
+        clip = None
+        if params["backbone"] == "clip":
+            clip = self._clip(params, device)
+            self._clip_cache = None  # the task trains (changes) this model
+        net, transform, net_info = build_net(
+            params["backbone"],
+            len(params["classes"]),
+            clip=clip,
+            weights=params.get("backbone_weights"),
+            seed=int(params.get("seed", 0)),
+        )
+        info = {k: v for k, v in info.items() if k not in ("features", "encoder")}
+        info.update(net_info, base=params["base"] if params["backbone"] == "clip" else None)
+        ids = setup["image_ids"].tolist()
+        path_of = dict(project.db.execute("select id, path from images").fetchall())
+        return CDULNetTask(
+            net,
+            [path_of.get(i, "") for i in ids],
+            transform,
+            2 * int(net_info.get("resize") or net_info["image_size"]),
+            setup["targets"].numpy(),
+            setup["fixed"].numpy(),
+            {k: v.numpy() for k, v in setup["rows"].items()},
+            setup["aggregated"].numpy().argmax(axis=1),
+            setup["verified"].numpy(),
+            params,
+            device,
+            info,
+            refiner=refine,
+            on_refined=on_refined,
+        )
+
     # --- inference --------------------------------------------------------------------------------------------
     def load_predictor(self, project: Project, run: dict, device: str = "auto"):
-        """The trained head (:class:`labeler.train.cdul.CDULHead`: ``predict(features) -> (N, C)``)."""
+        """The trained model: a head (:class:`labeler.train.cdul.CDULHead`: ``predict(features) -> (N, C)``) or a
+        fine-tuned network (:class:`labeler.train.cdul_net.CDULNetModel`: ``predict_proba(batch) -> (B, C)``)."""
         from ..device import resolve_device
         from ..train.cdul import CDULHead
-        from ..train.loop import BEST
+        from ..train.cdul_net import NET_FORMAT, CDULNetModel
+        from ..train.loop import BEST, load
         from ..train.runs import run_dir
 
         path = run_dir(project, run["id"]) / BEST
         if not path.is_file():
             raise NotReadyError(f"run {run['id']} has no trained model yet (no epoch finished): resume or rerun it")
-        return CDULHead.load(path, resolve_device(device))
+        data = load(path)
+        if data.get("format") == NET_FORMAT:
+            return CDULNetModel(data, device)
+        return CDULHead(data, resolve_device(device))
+
+    @staticmethod
+    def _net_scores(project: Project, model, job, batch_size: int, workers: int | None):
+        """(image ids, scores (N, C), failed) of every ok image through a fine-tuned network, with progress."""
+        import torch
+
+        from ..train.views import image_loader
+
+        images = project.images()
+        loader = image_loader(
+            [im["path"] for im in images],
+            model.transform,
+            batch_size,
+            num_workers=workers,
+            device=model.device,
+            min_side=model.min_side,
+        )
+        ids: list[int] = []
+        out: list[np.ndarray] = []
+        failed = done = 0
+        job.progress(0, len(images), "labeling with the fine-tuned CDUL network", force=True)
+        with torch.no_grad():
+            for rows, views, bad in loader:
+                failed += len(bad)
+                if len(rows):
+                    out.append(model.predict_proba(views[0]))
+                    ids += [int(images[r]["id"]) for r in rows.tolist()]
+                done += len(rows) + len(bad)
+                job.progress(done, len(images), f"scored {done - failed} of {len(images)} images")
+        scores = np.concatenate(out) if out else np.zeros((0, len(model.classes)), dtype=np.float32)
+        return ids, scores.astype(np.float32), failed
 
     def relabel(
         self,
@@ -952,14 +1029,18 @@ class CDUL(TrainableMethod):
         run: dict,
         *,
         device: str = "auto",
+        batch_size: int = 64,
+        workers: int | None = None,
         on_progress: ProgressCallback | None = None,
         activate: bool = True,
         **_: Any,
     ) -> RunResult:
-        """Label every image with cached features with the trained head: a new multi-label run.
+        """Label the images with the trained model: a new multi-label run.
 
-        Scores are the head's (sigmoid or softmax); an image's set is the classes reaching their threshold (the
-        per-class ones a person set, else the run's ``label_threshold``), its top class when none does.
+        A head labels every image with cached features; a fine-tuned network (``backbone`` resnet101 or clip)
+        decodes every ok image (``batch_size``, ``workers``; an unreadable one is counted in ``failed``). Scores
+        are sigmoid or softmax; an image's set is the classes reaching their threshold (the per-class ones a
+        person set, else the run's ``label_threshold``), its top class when none does.
         """
         from ..features import feature_matrix
         from ..jobs import Job
@@ -968,9 +1049,15 @@ class CDUL(TrainableMethod):
 
         head = self.load_predictor(project, run, device)
         previous = active_run(project)
-        ids, feats = feature_matrix(project, head.features_key)
-        if not ids:
-            raise NotReadyError(f"no image has {head.features_key} features to label", hint=Hint("features"))
+        net = not hasattr(head, "features_key")  # a fine-tuned network reads the images, a head the cached features
+        if net:
+            if not project.images():
+                raise NotReadyError("the project has no images to label: import some first")
+            ids, feats = [], None
+        else:
+            ids, feats = feature_matrix(project, head.features_key)
+            if not ids:
+                raise NotReadyError(f"no image has {head.features_key} features to label", hint=Hint("features"))
         classes = head.classes
         threshold = float(run["params"].get("label_threshold", 0.5))
         thresholds = class_thresholds(project, classes, threshold)
@@ -982,13 +1069,20 @@ class CDUL(TrainableMethod):
             "train_status": run["status"],
             "epoch": head.info.get("epoch"),
             "selection": head.info.get("selection"),
-            "features": head.features_key,
+            "features": None if net else head.features_key,
+            "backbone": head.info.get("backbone") or "head",
             "label_threshold": threshold,
             "device": str(head.device),
         }
         with Job.start(project, "label", method=self.name, params=params, on_progress=on_progress) as job:
-            job.progress(0, len(ids), "labeling with the trained CDUL head", force=True)
-            scores = head.predict(feats)
+            failed = 0
+            if net:
+                ids, scores, failed = self._net_scores(project, head, job, batch_size, workers)
+                if not ids:
+                    raise NotReadyError("no image of the project could be read to label")
+            else:
+                job.progress(0, len(ids), "labeling with the trained CDUL head", force=True)
+                scores = head.predict(feats)
             sets = label_sets(scores, thresholds)
             chunk = 4096
             for start in range(0, len(ids), chunk):
@@ -1004,7 +1098,7 @@ class CDUL(TrainableMethod):
             )
             metrics = {
                 "n": len(ids),
-                "failed": 0,
+                "failed": failed,
                 "mean_confidence": float(scores.max(axis=1).mean()),
                 "class_counts": dict(zip(classes, counts.tolist(), strict=True)),
                 "train_run": run["id"],

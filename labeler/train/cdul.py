@@ -93,13 +93,15 @@ def refines_in(epoch: int, warmup: int, every: int) -> bool:
     return every > 0 and (epoch + 1) > warmup and (epoch + 1) % every == 0
 
 
-class CDULHeadTask(TrainTask):
-    """A head on frozen features, trained on (and refining) soft multi-label pseudo-labels.
+class CDULTask(TrainTask):
+    """What both CDUL tasks share: the soft multi-label targets, their refinement, the state and the selection.
+
+    A subclass gives the forward pass (:meth:`forward_batch`: a batch → its rows and logits), one epoch's
+    batches (:meth:`epoch_batches`), :meth:`top1` of rows in eval mode, the trainable module (``self.module``)
+    and :meth:`save_model`.
 
     Parameters
     ----------
-    features : array (N, D)
-        The frozen image features, one row per training-set image (``image_ids`` order).
     targets : array (N, C)
         Initial soft targets in [0, 1] (aggregated pseudo-labels; human sets where ``fixed``).
     fixed : bool array (N,)
@@ -111,7 +113,7 @@ class CDULHeadTask(TrainTask):
     verified : int array (N,)
         Primary class of human labels (validation), -1 elsewhere.
     params : dict
-        ``loss``, ``batch_size``, ``hidden``, ``seed``, ``refine_warmup``, ``refine_every``, ``refine_step``, ``sigma``.
+        ``loss``, ``batch_size``, ``seed``, ``refine_warmup``, ``refine_every``, ``refine_step``, ``sigma``.
     refiner : callable
         ``refiner(pseudo, probs, *, step, sigma, loss) -> pseudo'`` on numpy arrays: the method's refinement
         (:func:`labeler.methods.cdul.refine`), passed in so this module needs nothing of the method's.
@@ -119,9 +121,10 @@ class CDULHeadTask(TrainTask):
         Called after each refinement epoch with (epoch (1-based), targets (N, C) numpy).
     """
 
+    module: torch.nn.Module
+
     def __init__(
         self,
-        features: np.ndarray,
         targets: np.ndarray,
         fixed: np.ndarray,
         rows: dict,
@@ -134,16 +137,9 @@ class CDULHeadTask(TrainTask):
         on_refined=None,
     ):
         self.device = torch.device(device)
-        raw = np.asarray(features, dtype=np.float32)
-        # standardised per dimension (mean 0, std 1 over the run's images): CLIP features differ between images
-        # by a few hundredths in each dimension, which a freshly initialised head at lr 1e-3 barely resolves
-        self.mean, self.std = standardizer(raw)
-        self.features = torch.as_tensor((raw - self.mean) / self.std).to(self.device)
         self.targets = torch.as_tensor(np.asarray(targets, dtype=np.float32)).clone()
-        if self.targets.shape[0] != self.features.shape[0] or self.targets.ndim != 2:
-            raise InvalidInputError(
-                f"targets {tuple(self.targets.shape)} must be (N, C) for the {self.features.shape[0]} feature rows"
-            )
+        if self.targets.ndim != 2:
+            raise InvalidInputError(f"targets {tuple(self.targets.shape)} must be (N, C)")
         self.fixed = torch.as_tensor(np.asarray(fixed, dtype=bool))
         self.rows = {k: np.asarray(v, dtype=np.int64) for k, v in rows.items()}
         self.teacher = np.asarray(teacher, dtype=np.int64)
@@ -153,9 +149,6 @@ class CDULHeadTask(TrainTask):
         if self.loss_name not in LOSSES:
             raise InvalidInputError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss_name!r}")
         self.num_classes = int(self.targets.shape[1])
-        self.head = make_head(
-            self.features.shape[1], self.num_classes, int(params.get("hidden") or 0), int(params.get("seed", 0))
-        ).to(self.device)
         self.info = info
         self.refiner = refiner
         self.on_refined = on_refined
@@ -163,10 +156,20 @@ class CDULHeadTask(TrainTask):
         self.epoch = -1
         self.refined_batches = 0
 
-    # --- state: the head plus the refined pseudo-labels -----------------------------------------------------
-    def named_trainable(self):
-        return [(f"head.{n}", p) for n, p in self.head.named_parameters()]
+    # --- to fill in ----------------------------------------------------------------------------------------------
+    def forward_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows (B,) LongTensor on the CPU, logits (B, C)) of one training batch."""
+        raise NotImplementedError
 
+    def epoch_batches(self, generator: torch.Generator):
+        """One epoch's training batches, shuffled with ``generator``."""
+        raise NotImplementedError
+
+    def top1(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted top-1 (K,), the rows they are of (K,)) in eval mode; rows that cannot be read are left out."""
+        raise NotImplementedError
+
+    # --- state: the trainable weights plus the refined pseudo-labels ----------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:
         out = super().state()
         out["cdul.pseudo_labels"] = self.targets.clone()
@@ -188,6 +191,95 @@ class CDULHeadTask(TrainTask):
         if seen is not None:
             self.epochs_seen = int(seen)
 
+    # --- training --------------------------------------------------------------------------------------------
+    def refining(self) -> bool:
+        return refines_in(self.epoch, int(self.params.get("refine_warmup", 0)), int(self.params.get("refine_every", 0)))
+
+    def batches(self, generator: torch.Generator):
+        self.epoch = self.epochs_seen
+        self.epochs_seen += 1
+        self.module.train()
+        yield from self.epoch_batches(generator)
+        # after the last batch (the loop has taken them all): the epoch's refinement is done
+        self.module.eval()
+        if self.refining() and self.on_refined is not None:
+            self.on_refined(self.epoch + 1, self.targets.numpy())
+
+    def loss(self, batch: Any) -> tuple[torch.Tensor, int, int]:
+        rows, logits = self.forward_batch(batch)
+        y = self.targets[rows]
+        value = cdul_loss(logits, y.to(self.device), self.loss_name)
+        probs = scores_from_logits(logits.detach().float(), self.loss_name).cpu()
+        if self.refining():  # gradient alignment with this forward's predictions, before the optimiser step
+            free = ~self.fixed[rows]
+            if free.any():
+                step = float(self.params.get("refine_step", 1.0))
+                sigma = float(self.params.get("sigma", 1.0))
+                new = self.refiner(y[free].numpy(), probs[free].numpy(), step=step, sigma=sigma, loss=self.loss_name)
+                self.targets[rows[free]] = torch.from_numpy(new)
+                self.refined_batches += 1
+        agree = int((probs.argmax(1) == y.argmax(1)).sum())
+        return value, len(rows), agree
+
+    # --- selection --------------------------------------------------------------------------------------------
+    def holdout(self):
+        rows = self.rows.get("holdout", np.zeros(0, dtype=np.int64))
+        if not len(rows):
+            return None
+        preds, kept = self.top1(rows)
+        return preds, self.teacher[kept]
+
+    def validation(self):
+        rows = self.rows.get("val", np.zeros(0, dtype=np.int64))
+        if not len(rows):
+            return None
+        preds, kept = self.top1(rows)
+        return preds, self.verified[kept]
+
+
+class CDULHeadTask(CDULTask):
+    """A head on frozen features, trained on (and refining) soft multi-label pseudo-labels.
+
+    Parameters
+    ----------
+    features : array (N, D)
+        The frozen image features, one row per training-set image (``image_ids`` order).
+    targets, fixed, rows, teacher, verified, params, device, info, refiner, on_refined
+        As in :class:`CDULTask`; ``params`` also gives ``hidden`` (0: linear).
+    """
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        targets: np.ndarray,
+        fixed: np.ndarray,
+        rows: dict,
+        teacher: np.ndarray,
+        verified: np.ndarray,
+        params: dict,
+        device: torch.device,
+        info: dict,
+        refiner,
+        on_refined=None,
+    ):
+        super().__init__(targets, fixed, rows, teacher, verified, params, device, info, refiner, on_refined)
+        raw = np.asarray(features, dtype=np.float32)
+        if self.targets.shape[0] != raw.shape[0]:
+            raise InvalidInputError(
+                f"targets {tuple(self.targets.shape)} must be (N, C) for the {raw.shape[0]} feature rows"
+            )
+        # standardised per dimension (mean 0, std 1 over the run's images): CLIP features differ between images
+        # by a few hundredths in each dimension, which a freshly initialised head at lr 1e-3 barely resolves
+        self.mean, self.std = standardizer(raw)
+        self.features = torch.as_tensor((raw - self.mean) / self.std).to(self.device)
+        self.head = make_head(
+            self.features.shape[1], self.num_classes, int(params.get("hidden") or 0), int(params.get("seed", 0))
+        ).to(self.device)
+        self.module = self.head
+
+    def named_trainable(self):
+        return [(f"head.{n}", p) for n, p in self.head.named_parameters()]
+
     def save_model(self, path: Path, info: dict) -> None:
         atomic_save(
             {
@@ -205,65 +297,27 @@ class CDULHeadTask(TrainTask):
             path,
         )
 
-    # --- training --------------------------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
         return max(1, math.ceil(len(self.rows["train"]) / int(self.params["batch_size"])))
 
-    def refining(self) -> bool:
-        return refines_in(self.epoch, int(self.params.get("refine_warmup", 0)), int(self.params.get("refine_every", 0)))
-
-    def batches(self, generator: torch.Generator):
-        self.epoch = self.epochs_seen
-        self.epochs_seen += 1
-        self.head.train()
+    def epoch_batches(self, generator: torch.Generator):
         train = self.rows["train"]
         order = train[torch.randperm(len(train), generator=generator).numpy()]
         bs = int(self.params["batch_size"])
         for start in range(0, len(order), bs):
             yield torch.from_numpy(order[start : start + bs])
-        # after the last batch (the loop has taken them all): the epoch's refinement is done
-        self.head.eval()
-        if self.refining() and self.on_refined is not None:
-            self.on_refined(self.epoch + 1, self.targets.numpy())
 
-    def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    def forward_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows = batch.long()
-        x = self.features[rows.to(self.device)]
-        y = self.targets[rows]
-        logits = self.head(x)
-        value = cdul_loss(logits, y.to(self.device), self.loss_name)
-        probs = scores_from_logits(logits.detach().float(), self.loss_name).cpu()
-        if self.refining():  # gradient alignment with this forward's predictions, before the optimiser step
-            free = ~self.fixed[rows]
-            if free.any():
-                step = float(self.params.get("refine_step", 1.0))
-                sigma = float(self.params.get("sigma", 1.0))
-                new = self.refiner(y[free].numpy(), probs[free].numpy(), step=step, sigma=sigma, loss=self.loss_name)
-                self.targets[rows[free]] = torch.from_numpy(new)
-                self.refined_batches += 1
-        agree = int((probs.argmax(1) == y.argmax(1)).sum())
-        return value, len(rows), agree
+        return rows, self.head(self.features[rows.to(self.device)])
 
-    # --- selection --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _top1(self, rows: np.ndarray) -> np.ndarray:
+    def top1(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         was = self.head.training
         self.head.eval()
         out = self.head(self.features[torch.from_numpy(rows).to(self.device)]).argmax(1).cpu().numpy()
         self.head.train(was)
-        return out
-
-    def holdout(self):
-        rows = self.rows.get("holdout", np.zeros(0, dtype=np.int64))
-        if not len(rows):
-            return None
-        return self._top1(rows), self.teacher[rows]
-
-    def validation(self):
-        rows = self.rows.get("val", np.zeros(0, dtype=np.int64))
-        if not len(rows):
-            return None
-        return self._top1(rows), self.verified[rows]
+        return out, np.asarray(rows)
 
 
 class CDULHead:
@@ -331,7 +385,7 @@ def export_fields(project: Project, data: dict) -> dict:
     per class (C,) the threshold a person set (``Project.thresholds``), else the run's ``label_threshold``.
     """
     out: dict[str, Any] = {}
-    if not data.get("encoder"):
+    if not data.get("encoder") and data.get("format") == MODEL_FORMAT:  # a fine-tuned network reads the images
         fset = project.features.get_set(str(data.get("features")))
         if fset is None:
             raise InvalidInputError(

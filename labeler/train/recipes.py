@@ -72,9 +72,9 @@ class Recipe:
     teacher_view: str | None = None  # dino: its own preprocessing (cached set) | clip: CLIP's weak view
     preset: str | None = None  # LatteCLIP: what trains (labeler.train.latte.PRESETS); None there: by device
     warmup: int | None = None  # LatteCLIP: linear warmup steps before the cosine
-    weight_decay: float | None = None  # LatteCLIP: AdamW weight decay (on >= 2-D weights)
+    weight_decay: float | None = None  # AdamW weight decay (LatteCLIP: on >= 2-D weights); None: the default
     shown: dict = field(default_factory=dict)  # field -> how the table shows a None that is decided later
-    backbone: str | None = None  # CDUL: head (on frozen cached features) | resnet101 (fine-tuned)
+    backbone: str | None = None  # CDUL: head (on frozen cached features) | resnet101 | clip (fine-tuned)
     loss: str | None = None  # CDUL: bce (sigmoid + BCE) | kl (softmax + KL)
     refine_warmup: int | None = None  # CDUL: epochs before the first refinement
     refine_every: int | None = None  # CDUL: F, refine in every F-th epoch after the warm-up
@@ -138,6 +138,7 @@ _CDUL_SRC = {
     "batch_size": "`configs/train` `batch_size`: 8",
     "epochs": "`configs/train` `max_epochs`: 100",
     "lr": "`configs/train` `optimizer.lr`: 1e-5 (Adam)",
+    "weight_decay": "`configs/config.yaml` `train.optimizer`: `torch.optim.Adam`, default weight decay 0",
     "backbone": "`src/models/resnet101.py` — torchvision ResNet-101, ImageNet weights, fine-tuned end to end "
     "(resize 232, crop 224, no augmentation)",
     "loss": "`src/train.py:Trainer.train` — `softmax` outputs, torchmetrics `KLDivergence(preds, pseudo)`",
@@ -287,6 +288,7 @@ RECIPES[("cdul", "paper")] = Recipe(
     strong_view=None,
     prompt_init=None,
     backbone="resnet101",
+    weight_decay=0.0,
     loss="kl",
     refine_warmup=10,
     refine_every=10,
@@ -303,6 +305,7 @@ RECIPES[("cdul", "labeler")] = Recipe(
     strong_view=None,
     prompt_init=None,
     backbone="head",
+    weight_decay=0.01,
     loss="bce",
     refine_warmup=5,
     refine_every=5,
@@ -314,8 +317,11 @@ RECIPES[("cdul", "labeler")] = Recipe(
         "warm-up",
         "lr": "a freshly initialised head on standardised features, not a pretrained backbone: 1e-2 (on the "
         "synthetic benchmark 1e-3 left the head underfit after 30 epochs; 1e-5 barely moves it)",
+        "weight_decay": "AdamW's 0.01 (NoLA's and LaFTer's default here too; never on biases) regularises a fresh "
+        "head; not measured against 0",
         "backbone": "a head on the project's frozen CLIP (or DINO) features: minutes on a CPU, no image decoding "
-        "per epoch; `--recipe paper` fine-tunes a ResNet-101 on a GPU",
+        "per epoch; `--recipe paper` fine-tunes a ResNet-101 on a GPU (`--backbone clip`: the project's CLIP "
+        "image tower)",
         "loss": "sigmoid + BCE, the natural multi-label loss: on the synthetic benchmark (bench/cdul.py) its "
         "trained classifier and refined labels score a higher mAP than softmax + KL, whose outputs sum to 1 "
         "and so cannot say that an image holds two classes",

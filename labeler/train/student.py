@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..errors import InvalidInputError
 from .cdul import MODEL_FORMAT as CDUL_FORMAT
+from .cdul_net import NET_FORMAT as CDUL_NET_FORMAT
 from .latte import MODEL_FORMAT as LATTE_FORMAT
 from .loop import TrainTask, atomic_save, resolve_amp
 from .prompt import PromptedCLIP, student_from_clip
@@ -223,10 +224,15 @@ def read_model_file(path: str | Path) -> dict:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file
         raise InvalidInputError(f"{path} is not a Labeler model file: {type(e).__name__}: {e}") from e
-    if not isinstance(data, dict) or data.get("format") not in (MODEL_FORMAT, LATTE_FORMAT, CDUL_FORMAT):
+    if not isinstance(data, dict) or data.get("format") not in (
+        MODEL_FORMAT,
+        LATTE_FORMAT,
+        CDUL_FORMAT,
+        CDUL_NET_FORMAT,
+    ):
         raise InvalidInputError(
-            f"{path} is not a Labeler model (format {MODEL_FORMAT!r}, {LATTE_FORMAT!r} for LatteCLIP or "
-            f"{CDUL_FORMAT!r} for CDUL)"
+            f"{path} is not a Labeler model (format {MODEL_FORMAT!r}, {LATTE_FORMAT!r} for LatteCLIP, "
+            f"{CDUL_FORMAT!r} or {CDUL_NET_FORMAT!r} for CDUL)"
         )
     if int(data.get("version", 0)) > MODEL_VERSION:
         raise InvalidInputError(f"{path} was written by a newer Labeler (model version {data['version']}); upgrade")
@@ -281,6 +287,10 @@ class TrainedModel:
             from .cdul import CDULModel
 
             return CDULModel(data, device)
+        if data["format"] == CDUL_NET_FORMAT:
+            from .cdul_net import CDULNetModel
+
+            return CDULNetModel(data, device)
         return cls(data, device)
 
     @torch.no_grad()

@@ -395,6 +395,11 @@ def start(ctx: Ctx, key: str, name: str | None, text: str | None) -> TrainView:
         return refused("Pick a method first (only implemented methods can be picked).")
     try:
         method, p = _options(name, text)
+        if getattr(p, "backbone_weights", None) and not ctx.local_mode:
+            return refused(
+                "On a public Space the app reads no file outside the project: leave backbone_weights empty "
+                "(the torch hub cache's ResNet-101 weights are used)."
+            )
         if hasattr(method, "resolve"):
             method.resolve(project, p)  # bad options and missing features fail here, not in the background
     except gr.Error as exc:

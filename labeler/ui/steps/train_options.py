@@ -39,7 +39,7 @@ CHOICES = {
     "grad_checkpointing": ("auto", "on", "off"),
 }
 
-CHOICES.update({"loss": ("bce", "kl"), "backbone": ("head", "resnet101")})  # CDUL
+CHOICES.update({"loss": ("bce", "kl"), "backbone": ("head", "resnet101", "clip")})  # CDUL
 
 #: One line per option: what it does and what it costs.
 HELP = {
@@ -89,7 +89,11 @@ HELP = {
 HELP.update(  # CDUL
     {
         "head_features": "what CDUL's head reads: clip (the CLIP set), dino (the newest DINO set) or a feature-set key",
-        "backbone": "head: a head on the cached features (minutes on a CPU) · resnet101: the paper's fine-tuned model",
+        "backbone": "head: a head on the cached features (minutes on a CPU) · resnet101: the paper's ImageNet "
+        "ResNet-101 fine-tuned on the images (a GPU; its weights must be in the torch hub cache) · clip: the "
+        "project's CLIP image tower fine-tuned on the images (a GPU)",
+        "backbone_weights": "resnet101: the path of a local ImageNet ResNet-101 state dict on this machine; empty: "
+        "the torch hub cache's file (nothing is downloaded; not on a public Space)",
         "hidden": "0: a linear head; more: an MLP with this hidden width",
         "loss": "bce: sigmoid + BCE (multi-label) · kl: softmax + KL, the reproduction's",
         "refine_warmup": "epochs before the first pseudo-label refinement",
