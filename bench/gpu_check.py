@@ -13,6 +13,9 @@ On a CUDA machine, on a small project of generated class images (tests/synth.py)
 4. LatteCLIP ``--recipe paper`` (preset ``full``: both towers, AMP, gradient checkpointing on a GPU, AdamW
    (0.9, 0.98), warmup + cosine) for one epoch on captions written from the folder names (no LMM here): it runs,
    its loss is finite, the text tower's weights moved, the prototypes stay unit-norm; seconds and peak memory;
+5. CDUL with a fine-tuned backbone for one epoch on a multi-label project of the same images (the paper recipe's
+   ResNet-101 on a GPU, started from a random state dict file; the CLIP tower on the CPU dry run): it runs, its
+   loss is finite, the backbone's weights moved; seconds, images/s and peak memory;
 
 then peak GPU memory (``torch.cuda.max_memory_allocated``; peak RSS on CPU). Exit status 0 when every check
 passed, 1 otherwise. Without CUDA it prints ``no CUDA device: skipped`` and exits 0; ``--cpu`` dry-runs the
@@ -377,6 +380,71 @@ def check_latteclip(project, args, device: torch.device, checks: Checks) -> dict
     return out
 
 
+def check_cdul(root: Path, args, device: torch.device, checks: Checks) -> dict:
+    """One epoch of CDUL with a fine-tuned backbone on a multi-label project of the same generated images.
+
+    On a GPU the paper recipe's ResNet-101 (AMP, batch 8, Adam 1e-5, softmax + KL), started from a state dict
+    written here (random weights: the ImageNet file cannot be downloaded; same loading path); on the CPU dry run
+    the CLIP image tower (``--cdul-backbone``). It runs, its loss is finite, the backbone's weights moved.
+    """
+    from labeler.features import compute_features, compute_snippet_features
+    from labeler.ingest import import_sources
+    from labeler.methods import get_method
+    from labeler.models import load_clip
+    from labeler.project import Project
+    from labeler.train import train
+    from labeler.train.loop import CHECKPOINT, load
+    from labeler.train.runs import run_dir
+
+    backbone = args.cdul_backbone or ("resnet101" if device.type == "cuda" else "clip")
+    project = Project.create(root / "multi", CLASSES, multi_label=True)
+    try:
+        import_sources(project, [str(root / "imgs")])
+        clip = load_clip(args.clip, args.pretrained, device=device, precision="fp32")
+        compute_features(project, clip, batch_size=args.batch_size)
+        compute_snippet_features(project, clip, batch_size=args.batch_size)
+        options: dict = {"backbone": backbone, "epochs": 1, "device": str(device), "patience": 1000}
+        start: dict[str, torch.Tensor] = {}
+        if backbone == "resnet101":
+            from torchvision.models import resnet101
+
+            weights = root / "resnet101-random.pth"
+            state = resnet101(weights=None).state_dict()
+            torch.save(state, weights)
+            start = {f"backbone.{k}": v for k, v in state.items() if k.startswith("conv1.")}
+            options.update(recipe="paper", backbone_weights=str(weights))
+        else:
+            start = {f"backbone.visual.{k}": v.detach().cpu() for k, v in clip.model.visual.named_parameters()}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        res = train(project, "cdul", get_method("cdul").params_from(options), resume=None)
+        seconds = time.perf_counter() - t0
+        epochs = res.metrics.get("epochs", [])
+        state = load(run_dir(project, res.run_id) / CHECKPOINT)["trainable"]
+        moved = max(float((state[k] - v).abs().max()) for k, v in start.items() if k in state)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        run_params = get_method("cdul").resolve(project, get_method("cdul").params_from(options))
+        out = {
+            "backbone": backbone,
+            "images": len(project.images()),
+            "amp": res.metrics.get("amp"),
+            "batch_size": run_params["batch_size"],
+            "lr": run_params["lr"],
+            "epochs": [{k: e.get(k) for k in ("epoch", "loss", "images_per_s", "seconds")} for e in epochs],
+            "backbone_max_change": moved,
+            "seconds": round(seconds, 1),
+            "peak_gpu_mb": None if peak is None else round(peak, 1),
+        }
+        print(f"  cdul: {json.dumps(out)}", flush=True)
+        checks.check(len(epochs) == 1, f"cdul --backbone {backbone} ran 1 epoch")
+        checks.check(all(math.isfinite(e["loss"]) for e in epochs), "cdul loss finite")
+        checks.check(moved > 0, f"cdul {backbone} backbone trained (max weight change {moved:.3g})")
+        return out
+    finally:
+        project.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpu", action="store_true", help="dry-run the same steps on the CPU (no CUDA needed)")
@@ -387,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=2, help="epochs of each training run (default 2)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=300, help="seconds to wait for the subprocess's first checkpoint")
+    ap.add_argument(
+        "--cdul-backbone",
+        choices=["resnet101", "clip"],
+        help="CDUL's fine-tuned backbone (default: resnet101, the paper recipe, on a GPU; clip on the CPU dry run)",
+    )
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
 
@@ -425,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
             report["resume"] = check_resume(project, args, device, checks)
             print("latteclip", flush=True)
             report["latteclip"] = check_latteclip(project, args, device, checks)
+            print("cdul", flush=True)
+            report["cdul"] = check_cdul(Path(tmp), args, device, checks)
         finally:
             project.close()
     if device.type == "cuda":

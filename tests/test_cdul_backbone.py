@@ -214,6 +214,16 @@ def test_backbone_refusals_say_what_to_do(proj, tmp_path, monkeypatch):
         train(proj, "cdul", {"backbone": "clip", "backbone_weights": str(tmp_path / "x.pth")})
     with pytest.raises(InvalidInputError, match="backbone must be one of"):
         train(proj, "cdul", {"backbone": "vgg"})
+    # our recipe's lr and batch are a fresh head's; a pretrained backbone gets the reproduction's unless given
+    from labeler.methods import get_method
+
+    cdul = get_method("cdul")
+    clip = cdul.resolve(proj, cdul.params_from({"backbone": "clip", "device": "cpu"}))
+    assert (clip["recipe"], clip["lr"], clip["batch_size"], clip["loss"]) == ("labeler", 1e-5, 8, "bce")
+    given = cdul.resolve(proj, cdul.params_from({"backbone": "clip", "device": "cpu", "lr": 3e-4}))
+    assert given["lr"] == 3e-4
+    head = cdul.resolve(proj, cdul.params_from({"device": "cpu"}))
+    assert (head["backbone"], head["lr"], head["batch_size"]) == ("head", 1e-2, 64)
     # a file that is not a ResNet-101 state dict is named when the run builds its network
     bad = tmp_path / "bad.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, bad)

@@ -271,6 +271,7 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     data = json.loads(report.read_text())
     assert data["failed"] == [] and data["resume"]["resumed_from_epoch"] >= 1
     assert set(data["training"]) == {"nola", "lafter"} and "bf16" in data["features"]["clip"]
+    assert data["cdul"]["backbone"] == "clip" and data["cdul"]["backbone_max_change"] > 0
 
 
 # --- zero-shot over the cached float16 rows -----------------------------------------------------------------------

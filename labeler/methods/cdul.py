@@ -661,6 +661,9 @@ class CDULInit(Method):
 #: ``backbone`` values: a head on the frozen cached features (ours), or a network fine-tuned end to end on the images:
 #: the reproduction's ImageNet ResNet-101, or the project's CLIP image tower (:mod:`labeler.train.cdul_net`).
 BACKBONES = ("head", "resnet101", "clip")
+FINE_TUNED = ("resnet101", "clip")
+#: What a fine-tuned backbone takes under our recipe where not given (the reproduction's Adam 1e-5, batch 8).
+FINE_TUNE_DEFAULTS = {"lr": 1e-5, "batch_size": 8}
 
 
 @dataclass
@@ -759,7 +762,13 @@ class CDUL(TrainableMethod):
                 "cdul trains a multi-label classifier; this project is single-label (use nola or lafter there)"
             )
         device = resolve_device(params.device)
-        values = apply_recipe(asdict(params), self.name, device.type)
+        values = asdict(params)
+        if values.get("backbone") in FINE_TUNED and (values.get("recipe") or "labeler") == "labeler":
+            # our recipe's lr and batch are a fresh head's: a pretrained backbone takes the reproduction's
+            for name, value in FINE_TUNE_DEFAULTS.items():
+                if values.get(name) is None:
+                    values[name] = value
+        values = apply_recipe(values, self.name, device.type)
         values = resolve_training(values, device.type, self.default_lr)
         values["grid"] = check_grid(values["grid"])
         for name in ("threshold", "lam", "label_threshold"):

@@ -91,7 +91,7 @@ HELP.update(  # CDUL
         "head_features": "what CDUL's head reads: clip (the CLIP set), dino (the newest DINO set) or a feature-set key",
         "backbone": "head: a head on the cached features (minutes on a CPU) · resnet101: the paper's ImageNet "
         "ResNet-101 fine-tuned on the images (a GPU; its weights must be in the torch hub cache) · clip: the "
-        "project's CLIP image tower fine-tuned on the images (a GPU)",
+        "project's CLIP image tower fine-tuned on the images (a GPU); both: lr 1e-5 and batch 8 unless set",
         "backbone_weights": "resnet101: the path of a local ImageNet ResNet-101 state dict on this machine; empty: "
         "the torch hub cache's file (nothing is downloaded; not on a public Space)",
         "hidden": "0: a linear head; more: an MLP with this hidden width",
