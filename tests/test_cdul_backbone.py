@@ -240,6 +240,45 @@ def test_backbone_refusals_say_what_to_do(proj, tmp_path, monkeypatch):
     hub.mkdir(parents=True)
     (hub / "resnet101-cd907fc2.pth").write_bytes(b"")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub-home"))
-    from labeler.train.cdul_net import resnet101_weights
+    from labeler.train.cdul_net import hub_resnet101, resnet101_weights
 
-    assert resnet101_weights(None).endswith("resnet101-cd907fc2.pth")
+    assert hub_resnet101().endswith("resnet101-cd907fc2.pth")
+    with pytest.raises(InvalidInputError, match="resnet101-cd907fc2.pth is not a readable"):
+        resnet101_weights(None)  # found, and checked before the run: an empty file is refused
+    # a file of the right names but a wrong shape is named with the tensor
+    from torchvision.models import resnet101
+
+    with torch.device("meta"):
+        names = resnet101(weights=None).state_dict()
+    shapes = {k: torch.zeros(v.shape) if k != "conv1.weight" else torch.zeros(1, 3, 7, 7) for k, v in names.items()}
+    wrong = tmp_path / "wrong.pth"
+    torch.save(shapes, wrong)
+    with pytest.raises(InvalidInputError, match=r"wrong.pth does not fit .*conv1.weight \(1, 3, 7, 7\)"):
+        train(proj, "cdul", {"backbone": "resnet101", "backbone_weights": str(wrong)})
+
+
+def test_the_train_step_offers_the_backbones_and_a_space_reads_no_weights_path(small_project, tmp_path):
+    import json
+
+    from labeler.ui.steps import train as train_step
+    from labeler.ui.steps.train_options import CHOICES, method_fields
+
+    from .conftest import make_ctx
+
+    assert CHOICES["backbone"] == ("head", "resnet101", "clip")
+    names = {f.name for f in method_fields("cdul")}
+    assert {"backbone", "backbone_weights"} <= names
+    dst = tmp_path / "data" / "ml"
+    shutil.copytree(small_project, dst, symlinks=True)
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    options = json.dumps({"backbone": "resnet101", "backbone_weights": str(weights), "device": "cpu"})
+    space = make_ctx(tmp_path / "data", local_mode=False)
+    view = train_step.start(space, str(dst), "cdul", options)
+    assert "reads no file outside the project" in view.status
+    assert not [r for r in Project(dst).db.execute("select id from runs where kind = 'train'")]
+    # locally the path is read: an empty file is not a ResNet-101 and the refusal names it, before any run starts
+    local = make_ctx(tmp_path / "data", local_mode=True)
+    view = train_step.start(local, str(dst), "cdul", options)
+    assert "w.pth" in view.status and "not a readable ResNet-101" in view.status
+    assert not [r for r in Project(dst).db.execute("select id from runs where kind = 'train'")]
