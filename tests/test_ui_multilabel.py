@@ -276,3 +276,19 @@ def test_explore_adds_and_removes_a_class_for_a_cluster(made):
     assert all(_final(made)[i] == start[i] for i in members if i not in some)
     with pytest.raises(gr.Error, match="exactly one class"):
         ex.add_label(ctx, key, view, [], 0, ["ship", "dog"])
+
+
+def test_the_preview_says_none_of_the_classes_not_unlabeled(made):
+    from labeler.labels import set_human_labels
+    from labeler.preview import image_details
+    from labeler.ui.preview import details_text
+
+    p = _open(made)
+    try:
+        first, second = [im["id"] for im in p.images()][:2]
+        set_human_labels(p, first, [])
+        none = details_text(image_details(p, first))
+        assert "<b>none of the classes</b> · your label" in none and "unlabeled" not in none
+        assert "unlabeled" not in details_text(image_details(p, second))  # a pseudo-label
+    finally:
+        p.close()
