@@ -464,7 +464,8 @@ def record_verdict(project: Project, image_id: int, verdict: str, classes: str |
     else:
         if classes is not None:
             raise InvalidInputError(f"{verdict} takes no class: use correct to give the true class")
-        if verdict == "confirm" and not seen:
+        # a person's "none of the classes" (multi-label) is a label that can be confirmed: the truth is no class
+        if verdict == "confirm" and not seen and not (project.multi_label and labels[0].labeled):
             raise InvalidInputError(
                 f"image {image_id} has no label to confirm: give its true class instead",
                 hint=Hint(option="check", value=f"{image_id} CLASS"),

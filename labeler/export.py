@@ -11,6 +11,10 @@ the path written) or :func:`export_report` (also returns counts). Built in:
     class: the per-class scores of the run the label came from (:func:`class_scores`; empty for
     human labels and unlabeled images).
 
+    *None of the classes* (multi-label): an image a person said holds none of the classes has an
+    empty ``label``, every one-hot column 0 and ``source`` ``human``; an unlabeled image has an empty
+    ``label`` and an empty ``source``. ``report.n_none`` counts the former.
+
     *Encoding*: UTF-8 **with a BOM** (option ``bom=False`` to leave it out).
     Excel only detects UTF-8 in a CSV by its BOM (without it non-ASCII class
     names turn to mojibake); LibreOffice, pandas and ``encoding="utf-8-sig"``
@@ -34,8 +38,9 @@ the path written) or :func:`export_report` (also returns counts). Built in:
     ``link=True`` (or use ``csv`` with ``one_hot``, or ``jsonl``); with it each image is linked
     into the folder of every one of its labels. Links and files are only ever made inside
     ``out`` (a class folder there that is a link is refused). Unlabeled images are not written
-    (counted in the report). The output folder must be missing or empty, or a previous
-    imagefolder export: Labeler writes a manifest ``labeler-export.json`` first,
+    (counted in the report), nor are images a person labeled "none of the classes" (no folder is
+    theirs; ``report.n_none`` and the manifest's ``counts["none"]`` count them). The output folder
+    must be missing or empty, or a previous imagefolder export: Labeler writes a manifest ``labeler-export.json`` first,
     and re-exporting into that folder deletes only the files that manifest lists.
     An image file is copied (or linked) only if it is a regular file whose real path is not under
     ``/proc``, ``/sys`` or ``/dev``; a copy must also still have the sha256 recorded at import (read once,
@@ -46,7 +51,8 @@ the path written) or :func:`export_report` (also returns counts). Built in:
     One JSON object per ok image: ``path``, ``sha256``, ``classes``, ``score``,
     ``source``, ``run_id``, ``width``, ``height``, ``root`` (UTF-8, no BOM); in a multi-label
     project (or with ``scores=True``) also ``scores``: ``{class: score}`` of the run the label
-    came from, null for human labels and unlabeled images.
+    came from, null for human labels and unlabeled images. An image a person labeled "none of the
+    classes" has ``"classes": []`` and ``"source": "human"`` (unlabeled: ``[]`` and ``null``).
 
 ``model``
     The trained model of a ``train`` run (option ``run``; default the active run's, else the
@@ -121,8 +127,9 @@ class ExportReport:
     format: str
     path: Path
     n_images: int = 0  # ok images considered
-    n_labeled: int = 0
+    n_labeled: int = 0  # with a label, a person's "none of the classes" included
     n_unlabeled: int = 0
+    n_none: int = 0  # multi-label: labeled "none of the classes" by a person (no class; in n_labeled)
     n_files: int = 0  # files written (imagefolder: one per image and class)
     n_missing: int = 0  # imagefolder: source files that could not be read
     extra: dict = field(default_factory=dict)
@@ -255,8 +262,11 @@ def _commit(handle, tmp: Path, path: Path, ok: bool) -> None:
 
 
 def _counts(items: list[FinalLabel], fmt: str, path: Path) -> ExportReport:
-    labeled = sum(1 for it in items if it.classes)
-    return ExportReport(fmt, path, n_images=len(items), n_labeled=labeled, n_unlabeled=len(items) - labeled)
+    labeled = sum(1 for it in items if it.labeled)
+    none = sum(1 for it in items if it.labeled and not it.classes)
+    return ExportReport(
+        fmt, path, n_images=len(items), n_labeled=labeled, n_unlabeled=len(items) - labeled, n_none=none
+    )
 
 
 def _fmt_score(score: float | None) -> str:
@@ -594,6 +604,7 @@ def export_imagefolder(project: Project, out: Path, *, link: bool = False) -> Ex
             "images": report.n_images,
             "labeled": report.n_labeled,
             "unlabeled": report.n_unlabeled,
+            "none": report.n_none,
             "files": report.n_files,
             "missing": report.n_missing,
         },
@@ -761,7 +772,8 @@ def export_for_download(project: Project, fmt: str, preview_rows: int = 10, **op
     Returns
     -------
     dict
-        ``{"path", "format", "n_images", "n_labeled", "n_unlabeled", "n_missing", "audit", "headers", "rows"}``.
+        ``{"path", "format", "n_images", "n_labeled", "n_unlabeled", "n_missing", "n_none", "audit", "headers",
+        "rows"}``.
 
     Raises
     ------
@@ -781,6 +793,7 @@ def export_for_download(project: Project, fmt: str, preview_rows: int = 10, **op
         "n_labeled": rep.n_labeled,
         "n_unlabeled": rep.n_unlabeled,
         "n_missing": rep.n_missing,
+        "n_none": rep.n_none,
         "audit": rep.extra.get("audit"),  # the audited accuracy beside the export (labeler.audit), if any
     }
     path = Path(rep.path)

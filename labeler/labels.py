@@ -18,6 +18,11 @@ project's classes change. Class names that are no longer project classes are
 dropped from every layer (a ``labels`` row whose classes were all removed falls
 through to the next layer).
 
+In a multi-label project a person may say an image holds *none* of the classes: a ``human`` row whose class
+list is empty (``[]``, :func:`set_human_labels` with no class). It is a decision like any other (it wins over
+accepted and pseudo-labels, undoes, clears): :func:`final_labels` gives it ``classes == []`` with
+``source == "human"``, while an unlabeled image has ``source None`` (:func:`stored_classes`).
+
 Multi-label class lists are ordered with the *primary* class first: the run's
 top-1 class for pseudo and accepted labels, the first class given for human ones.
 
@@ -62,7 +67,7 @@ class FinalLabel:
     path: str
     rel_path: str
     root: str | None
-    classes: list[str] = field(default_factory=list)  # empty: unlabeled
+    classes: list[str] = field(default_factory=list)  # empty: unlabeled, or "none of these" (source human)
     score: float | None = None  # the run's top-1 probability (None for human labels)
     source: str | None = None  # human | accepted | pseudo | None
     run_id: int | None = None  # the run the label came from (None for human labels)
@@ -72,8 +77,13 @@ class FinalLabel:
 
     @property
     def label(self) -> str | None:
-        """The primary class, or None if unlabeled."""
+        """The primary class, or None if unlabeled (or labeled "none of these")."""
         return self.classes[0] if self.classes else None
+
+    @property
+    def labeled(self) -> bool:
+        """Whether the image has a label: some classes, or a person's "none of these" (multi-label)."""
+        return self.source is not None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -376,8 +386,11 @@ def _id_list(image_ids: int | Iterable[int]) -> list[int]:
     return list(dict.fromkeys(int(i) for i in image_ids))
 
 
-def _canonical_classes(project: Project, classes: str | Sequence[str]) -> list[str]:
-    """Validate user class names against the project's classes (exact, then ignoring case)."""
+def _canonical_classes(project: Project, classes: str | Sequence[str], allow_none: bool = False) -> list[str]:
+    """Validate user class names against the project's classes (exact, then ignoring case).
+
+    ``allow_none``: an empty list is accepted in a multi-label project ("none of these"); else refused.
+    """
     names = [classes] if isinstance(classes, str) else list(classes)
     current = project.classes
     if not current:
@@ -394,16 +407,38 @@ def _canonical_classes(project: Project, classes: str | Sequence[str]) -> list[s
         if canon not in out:
             out.append(canon)
     if not out:
+        if allow_none and project.multi_label:
+            return out
+        if allow_none:
+            raise InvalidInputError(
+                "no class given: this project is single-label, so an image's label is exactly one class and "
+                "cannot be set to none; to remove a label use clear_labels"
+            )
         raise InvalidInputError("no class given: to remove a label use clear_labels")
     if len(out) > 1 and not project.multi_label:
         raise InvalidInputError(f"this project is single-label: give exactly one class, not {len(out)}")
     return out
 
 
-def canonical_classes(project: Project, classes: str | Sequence[str]) -> list[str]:
+def canonical_classes(project: Project, classes: str | Sequence[str], allow_none: bool = False) -> list[str]:
     """Check user class names against the project's classes (exact, then ignoring case); returns the project's
-    spelling. One name, or for multi-label projects a list (the first is the primary class)."""
-    return _canonical_classes(project, classes)
+    spelling. One name, or for multi-label projects a list (the first is the primary class); ``allow_none``: an
+    empty list is fine in a multi-label project ("none of these")."""
+    return _canonical_classes(project, classes, allow_none)
+
+
+def stored_classes(raw: str | None, keep: Iterable[str]) -> list[str] | None:
+    """The classes of a stored ``labels`` value (JSON list) that are still project classes (``keep``).
+
+    Returns None when the row does not decide the image (no row, or every class it named was removed since: it
+    falls through to the next layer) and ``[]`` for a person's "none of these" (a stored empty list).
+    """
+    if raw is None:
+        return None
+    names = json.loads(raw)
+    keep = keep if isinstance(keep, (set, frozenset, dict)) else set(keep)
+    kept = [c for c in names if c in keep]
+    return kept if kept or not names else None
 
 
 def set_human_labels(project: Project, image_ids: int | Iterable[int], classes: str | Sequence[str]) -> int:
@@ -411,9 +446,11 @@ def set_human_labels(project: Project, image_ids: int | Iterable[int], classes: 
 
     ``classes`` is one class name, or for multi-label projects a list of them
     (the first is the primary class). Names must be project classes (matched
-    exactly, else ignoring case).
+    exactly, else ignoring case). In a multi-label project an empty list stores
+    "none of these" (the image is a negative for every class); a single-label
+    project refuses it.
     """
-    names = _canonical_classes(project, classes)
+    names = _canonical_classes(project, classes, allow_none=True)
     ids = _id_list(image_ids)
     missing = set(ids) - _existing_ids(project, ids)
     if missing:
@@ -427,7 +464,7 @@ def set_human_labels(project: Project, image_ids: int | Iterable[int], classes: 
             "values (?, ?, 'human', null, null, ?)",
             [(i, value, t) for i in ids],
         )
-        record(project, f"label {counted(len(ids), 'image')} as {', '.join(names)}", before)
+        record(project, f"label {counted(len(ids), 'image')} as {', '.join(names) or 'none of the classes'}", before)
     return len(ids)
 
 
@@ -572,17 +609,17 @@ def final_labels(
         for chunk, marks in in_chunks(ids):
             rows.extend(project.db.execute(_FINAL_SQL + f" and i.id in ({marks}) order by i.id", [rid, *chunk]))
     # Few distinct label values repeat over many images: decode each once (copies keep items independent).
-    stored: dict[str, list[str]] = {}
+    stored: dict[str, list[str] | None] = {}
     pseudo: dict[tuple, list[str]] = {}
     out: list[FinalLabel] = []
     for (image_id, sha, path, rel_path, root, folder, width, height,
          l_classes, l_source, l_score, l_run, p_idx, p_labels, p_score) in rows:  # fmt: skip
         item = FinalLabel(image_id, sha, path, rel_path, root, folder_label=folder, width=width, height=height)
         if l_classes is not None:
-            classes = stored.get(l_classes)
-            if classes is None:
-                classes = stored[l_classes] = [c for c in json.loads(l_classes) if c in keep]
-            if classes:
+            if l_classes not in stored:
+                stored[l_classes] = stored_classes(l_classes, keep)
+            classes = stored[l_classes]
+            if classes is not None:  # [] is a person's "none of these": it decides the image too
                 item.classes, item.source = list(classes), l_source
                 if l_source != "human":
                     item.score, item.run_id = l_score, l_run

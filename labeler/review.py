@@ -238,7 +238,7 @@ class _Layers:
     """
 
     def __init__(self, project: Project, run: dict | None):
-        from .labels import pseudo_label_sets
+        from .labels import pseudo_label_sets, stored_classes
 
         self.db = project.db
         self.classes = project.classes
@@ -248,7 +248,8 @@ class _Layers:
         self.names = [c if c in self.keep else None for c in self.run_classes]
         self.multi = bool(run is not None and run["params"].get("multi_label"))
         rows = self.db.execute("select distinct classes from labels where classes is not null")
-        self.stored = {s: [c for c in json.loads(s) if c in self.keep] for (s,) in rows}
+        # stored value → its current classes; None: it falls through (all its classes removed); []: "none of these"
+        self.stored = {s: stored_classes(s, self.keep) for (s,) in rows}
         # a prediction's decoded class names depend only on the run's index → current name map: shared between
         # calls (under thresholds nearly every image has its own label set, so decoding them is the cost)
         names_key = (os.path.realpath(project.root / "labeler.db"), self.rid, tuple(self.names))
@@ -266,12 +267,11 @@ class _Layers:
         return p_labels if self.sets is None else self.sets.get(int(image_id), p_labels)
 
     def final(self, l_classes, l_source, p_idx, p_labels) -> tuple[list[str], str | None]:
-        """(classes, source) of a row: the stored label if it keeps a current class, else the pseudo-label."""
+        """(classes, source) of a row: the stored label if it keeps a current class (or is a person's "none of
+        these", ``[]``), else the pseudo-label."""
         if l_classes is not None:
-            kept = self.stored.get(l_classes)
-            if kept is None:  # written since the layers were read
-                kept = self.stored[l_classes] = [c for c in json.loads(l_classes) if c in self.keep]
-            if kept:
+            kept = self.kept(l_classes)
+            if kept is not None:
                 return list(kept), l_source
         if p_idx is None:
             return [], None
@@ -281,9 +281,19 @@ class _Layers:
         got = self._pseudo[key]
         return (list(got), "pseudo") if got else ([], None)
 
+    def kept(self, l_classes: str | None) -> list[str] | None:
+        """A stored value's current classes (:func:`labeler.labels.stored_classes`), decoded once."""
+        from .labels import stored_classes
+
+        if l_classes is None:
+            return None
+        if l_classes not in self.stored:  # written since the layers were read
+            self.stored[l_classes] = stored_classes(l_classes, self.keep)
+        return self.stored[l_classes]
+
     def decided(self) -> tuple[str, list]:
         """SQL: the row's stored label wins (its source, human or accepted, is the final one)."""
-        return f"coalesce(l.classes in {_IN}, 0)", [_json(s for s, kept in self.stored.items() if kept)]
+        return f"coalesce(l.classes in {_IN}, 0)", [_json(s for s, kept in self.stored.items() if kept is not None)]
 
     def pseudo_has(self, wanted: set[str]) -> tuple[str, list]:
         """SQL: the row's prediction gives at least one of ``wanted`` (current class names)."""
@@ -324,7 +334,7 @@ class _Layers:
         else:
             has, has_args = self.pseudo_has({view})
             sql = f"(coalesce(l.classes in {_IN}, 0) or (not {dec} and {has}))"
-            args = [_json(s for s, kept in self.stored.items() if view in kept), *dec_args, *has_args]
+            args = [_json(s for s, kept in self.stored.items() if kept and view in kept), *dec_args, *has_args]
         if not include_labeled:
             sql = f"({sql}) and not ({dec} and coalesce(l.source = 'human', 0))"
             args = [*args, *dec_args]
@@ -690,7 +700,7 @@ def review_counts(
         n = g.images
         decided = g.source in DECIDED
         out.total += n
-        out.unlabeled += n if not g.classes else 0
+        out.unlabeled += n if not g.classes and g.source is None else 0
         out.needs_review += n if not decided and (g.unsure or g.no_prediction or g.low) else 0
         for c in g.classes:
             rows[c]["images"] += n
@@ -1004,10 +1014,8 @@ def _fast_page(project, layers, db_key, version, view, threshold, unsure, limit,
     decided: list[int] = []
     stored_has: list[int] = []
     for image_id, l_classes in project.db.execute("select image_id, classes from labels where classes is not null"):
-        kept = layers.stored.get(l_classes)
-        if kept is None:
-            kept = layers.stored[l_classes] = [c for c in json.loads(l_classes) if c in layers.keep]
-        if kept:
+        kept = layers.kept(l_classes)
+        if kept is not None:
             decided.append(image_id)
             if view in kept:
                 stored_has.append(image_id)
@@ -1253,10 +1261,8 @@ def _threshold_matrices(project: Project, run: dict | None) -> dict:
     for image_id, l_classes in project.db.execute(
         "select l.image_id, l.classes from labels l join images i on i.id = l.image_id where i.status = 'ok'"
     ):
-        kept = layers.stored.get(l_classes)
-        if kept is None:
-            kept = [c for c in json.loads(l_classes or "[]") if c in layers.keep]
-        if kept:
+        kept = layers.kept(l_classes)
+        if kept is not None:
             closed.add(int(image_id))
             for c in kept:
                 decided[c] += 1
@@ -1411,8 +1417,8 @@ def edit_label(project: Project, image_ids: int | Iterable[int], cls: str, mode:
 
     Each image's human label becomes its current final label (human > accepted > pseudo) with ``cls`` added
     (``mode="add"``: every selected image, so one that had it as a pseudo-label now has it by a person) or removed
-    (``mode="remove"``: images without it are left as they are). Removing an image's only class is refused (an
-    image keeps at least one class): nothing changes then.
+    (``mode="remove"``: images without it are left as they are). Removing an image's only class leaves it a
+    person's "none of these" (an empty human label set: a negative for every class).
 
     Returns
     -------
@@ -1443,12 +1449,7 @@ def edit_label(project: Project, image_ids: int | Iterable[int], cls: str, mode:
         else:
             if name not in have:
                 continue
-            new = [c for c in have if c != name]
-            if not new:
-                raise InvalidInputError(
-                    f"image {i} has only {name!r}: removing it would leave no class; add another class first "
-                    "(nothing changed)"
-                )
+            new = [c for c in have if c != name]  # may be empty: "none of these"
         sets.setdefault(tuple(new), []).append(i)
     changed = [i for members in sets.values() for i in members]
     verb = f"add {name} to" if mode == "add" else f"remove {name} from"
@@ -1472,19 +1473,19 @@ def toggle_label(project: Project, image_id: int, cls: str) -> dict:
 
 def set_image_labels(project: Project, image_id: int, classes: Sequence[str]) -> dict:
     """Give one image exactly ``classes`` (multi-label toggles: the checked boxes) as a human label; nothing is
-    written when they equal its current final set. Returns ``{"changed", "added", "removed"}``."""
+    written when they equal its current final set (an empty set: when a
+    person already said "none"). No class (multi-label projects only) stores
+    "none of these". Returns ``{"changed", "added", "removed"}``."""
     from .labels import canonical_classes, final_labels, set_human_labels
 
     got = final_labels(project, [int(image_id)])
     if not got:
         raise InvalidInputError(f"image {image_id} is excluded or missing")
     have = list(got[0].classes)
-    want = canonical_classes(project, list(classes)) if classes else []
-    if not want:
-        raise InvalidInputError("an image keeps at least one class: check another before unchecking the last")
+    want = canonical_classes(project, list(classes), allow_none=True)
     added = [c for c in want if c not in have]
     removed = [c for c in have if c not in want]
-    if not added and not removed:
+    if not added and not removed and (want or got[0].source == "human"):
         return {"changed": 0, "added": [], "removed": []}
     ordered = [c for c in have if c in want] + added  # the primary class stays first
     set_human_labels(project, [int(image_id)], ordered)

@@ -370,6 +370,18 @@ def test_multi_label_audit_records_true_sets_and_reports_per_label(tmp_path):
         audit.record_verdict(project, ids[0], "correct", None)
 
 
+def test_a_human_none_label_can_be_confirmed_and_is_right_against_an_empty_truth(tmp_path):
+    from labeler.labels import set_human_labels
+
+    project, ids, pairs = _multi_project(tmp_path)
+    audit.draw_sample(project, len(ids))
+    set_human_labels(project, ids[0], [])  # "none of the classes"
+    item = audit.record_verdict(project, ids[0], "confirm")
+    assert item["truth"] == [] and item["verdict"] == "confirm"
+    rep = audit.audit_report(project)
+    assert rep["used"] == 1 and rep["overall"]["correct"] == 1
+
+
 def test_multi_label_stratified_audit_weighs_labels_by_stratum(tmp_path):
     project, ids, pairs = _multi_project(tmp_path, n_copies=6)  # 36 images
     audit.draw_sample(project, 7, stratify=True, seed=1)  # not proportional: at least one per stratum

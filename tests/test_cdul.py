@@ -232,3 +232,25 @@ def test_refinement_toward_a_good_classifier_raises_pseudo_label_map(loss):
                 y[b : b + 8] = refine(y[b : b + 8], probs[b : b + 8], loss=loss)
         before, after = _map(pseudo, truth), _map(y, truth)
         assert after > before + 0.003, (seed, before, after)
+
+
+@pytest.mark.parametrize("loss", ["bce", "kl"])
+def test_human_targets_none_of_the_classes_per_loss(loss):
+    """A person's empty set is an all-zero fixed target for bce; kl cannot express it, so the row keeps its
+    pseudo-label (and is refined) and is counted as skipped."""
+    from labeler.methods.cdul import human_targets
+
+    agg = np.array([[0.2, 0.9], [0.7, 0.4], [0.6, 0.5]], dtype=np.float32)
+    sets = np.array([[1, 0], [0, 0], [0, 0]], dtype=np.float32)
+    has = np.array([True, True, False])  # row 1: "none of the classes"; row 2: no human label
+    targets, fixed, skipped = human_targets(agg, sets, has, loss)
+    np.testing.assert_array_equal(targets[0], [1, 0])
+    np.testing.assert_array_equal(targets[2], agg[2])
+    if loss == "bce":
+        assert skipped == 0 and fixed.tolist() == [True, True, False]
+        np.testing.assert_array_equal(targets[1], [0, 0])
+    else:
+        assert skipped == 1 and fixed.tolist() == [True, False, False]
+        np.testing.assert_array_equal(targets[1], agg[1])
+    with pytest.raises(InvalidInputError, match="loss"):
+        human_targets(agg, sets, has, "mse")

@@ -160,6 +160,7 @@ def test_train_refines_pseudo_labels_persists_them_and_labels_multi_label(proj):
 
     human = proj.db.execute("select id from images order by id limit 3").fetchall()
     set_human_labels(proj, [human[0][0]], ["ship", "truck"])
+    set_human_labels(proj, [human[1][0]], [])  # "none of the classes": an all-zero fixed target under bce
     method = get_method("cdul")
     result = method.run(proj, method.params_from(_params()))
     res = get_run(proj, result.metrics["train_run_id"])
@@ -172,12 +173,13 @@ def test_train_refines_pseudo_labels_persists_them_and_labels_multi_label(proj):
     train_rows = setup["rows"]["train"]
     others = np.setdiff1d(np.arange(len(start)), train_rows.numpy())
     fixed = setup["fixed"].numpy()
-    assert fixed.sum() == 1
-    r = int(np.flatnonzero(fixed)[0])
+    assert fixed.sum() == 2 and setup["report"]["human_none_skipped"] == 0
+    r, z = (int(k) for k in np.flatnonzero(fixed))
     np.testing.assert_array_equal(start[r].numpy(), [0, 0, 1, 1])  # the person's set replaced the pseudo-label
+    np.testing.assert_array_equal(start[z].numpy(), [0, 0, 0, 0])  # "none": a negative for every class
     moved = (end - start).abs().sum(1).numpy()
-    assert moved[r] == 0  # ... and is never refined
-    assert (moved[np.setdiff1d(train_rows.numpy(), [r])] > 0).all()  # every other training image was refined
+    assert moved[r] == 0 and moved[z] == 0  # ... and are never refined
+    assert (moved[np.setdiff1d(train_rows.numpy(), [r, z])] > 0).all()  # every other training image was refined
     assert (moved[others] == 0).all()  # held-out images are never trained on, so never refined
     assert int(ckpt["trainable"]["cdul.epochs_seen"]) == 4
     saved = np.load(folder / "pseudo_labels.npz")
@@ -217,7 +219,12 @@ def test_refinement_only_in_the_epochs_of_the_schedule(proj, monkeypatch):
         calls[self.epoch + 1] = len(seen) - before
 
     monkeypatch.setattr(task_mod.CDULHeadTask, "batches", batches)
-    train(proj, "cdul", _params(epochs=6, refine_warmup=2, refine_every=2, loss="kl"))
+    from labeler.labels import set_human_labels
+
+    none = proj.db.execute("select min(id) from images").fetchone()[0]
+    set_human_labels(proj, [none], [])  # kl cannot express an all-zero row: it keeps its pseudo-label
+    res = train(proj, "cdul", _params(epochs=6, refine_warmup=2, refine_every=2, loss="kl"))
+    assert get_run(proj, res.run_id)["metrics"]["setup"]["human_none_skipped"] == 1
     steps = max(calls.values())
     assert steps > 0 and set(seen) == {"kl"}
     assert calls == {1: 0, 2: 0, 3: 0, 4: steps, 5: 0, 6: steps}  # (e+1) > 2 and (e+1) % 2 == 0

@@ -134,9 +134,10 @@ def test_multi_label_add_and_remove_are_one_undo_step_each(tmp_path, capsys):
     data = _json(capsys, "assign", root, "sky", "--remove", "sky/0000.jpg", "sea/0000.jpg")
     assert (data["changed"], data["selected"]) == (1, 2)  # sea/0000.jpg had no sky
     assert _labels(project)[3] == (["boat"], "human")
-    code, _, err = _run(capsys, "assign", root, "boat", "--remove", "sky/0000.jpg")  # its only class
-    assert code == 2 and "no class" in err and _labels(project)[3] == (["boat"], "human")
+    code, out, _ = _run(capsys, "assign", root, "boat", "--remove", "sky/0000.jpg")  # its only class
+    assert code == 0 and _labels(project)[3] == ([], "human")  # "none of the classes", a person's label
 
+    assert _run(capsys, "undo", root)[1].strip() == "undid: remove boat from 1 image"
     assert _run(capsys, "undo", root)[1].strip() == "undid: remove sky from 1 image"
     assert _run(capsys, "undo", root)[1].strip() == "undid: add boat to 3 images"
     assert _labels(project) == before

@@ -264,6 +264,26 @@ def test_evaluate_multi_label_a_run_and_the_final_labels(tmp_path):
     assert res["ap"]["c"] == pytest.approx(1 / 2)  # c's one positive (img 4, 0.4) ranks 2nd behind img 3 (0.9)
 
 
+def test_evaluate_multi_label_counts_a_human_none_as_all_negative(tmp_path):
+    """A person's "none of the classes" is scored as a prediction of no class (not skipped, not unlabeled), against
+    a truth file that may say an image holds none of the classes too."""
+    from labeler.evaluate import evaluate_multi_label
+    from labeler.truth import import_truth
+
+    project, ids, run = ml_project(tmp_path)
+    base = evaluate_multi_label(project)  # 3 of 4 sets right; image 3 ({c} truly) is right
+    f = tmp_path / "t.jsonl"
+    f.write_text(json.dumps({"id": ids[2], "labels": []}) + "\n", encoding="utf-8")
+    assert import_truth(project, f).empty == 1
+    wrong = evaluate_multi_label(project)  # image 3 truly holds nothing; its pseudo-label {c} is wrong
+    assert wrong["exact_match"] == base["exact_match"] - 0.25 and wrong["n"] == 4
+    set_human_labels(project, ids[2], [])
+    res = evaluate_multi_label(project)
+    assert res["by_source"] == {"pseudo": 3, "human": 1} and res["n"] == 4
+    assert res["exact_match"] == base["exact_match"]  # the empty set is right
+    assert res["per_class"]["c"]["predicted"] == wrong["per_class"]["c"]["predicted"] - 1
+
+
 def test_evaluate_multi_label_needs_truth_and_labels(tmp_path):
     from labeler.evaluate import evaluate_multi_label
 

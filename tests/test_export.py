@@ -488,6 +488,24 @@ def test_multi_label_jsonl_has_label_lists_and_per_class_scores(multi, tmp_path)
     )
 
 
+def test_multi_label_none_of_the_classes_in_every_format(multi, tmp_path):
+    """A person's "none of the classes": an empty label, all-0 one-hot and source human in CSV (unlabeled: an
+    empty source too), ``classes: []`` with source human in JSONL, no file in a linked ImageFolder."""
+    project, ids, run = multi
+    set_human_labels(project, ids[1], [])  # had the pseudo-label {sea}
+    report = export_report(project, "csv", tmp_path / "n.csv", one_hot=True)
+    rows = read_csv(report.path)
+    got = [[r["label"], r["source"], r["class:sky"], r["class:sea"], r["class:label"]] for r in rows]
+    assert got[1] == ["", "human", "0", "0", "0"] and got[4] == ["", "", "0", "0", "0"]
+    assert (report.n_labeled, report.n_unlabeled, report.n_none) == (4, 1, 1)
+    objs = [json.loads(line) for line in export(project, "jsonl", tmp_path / "n.jsonl").read_text().splitlines()]
+    assert [(o["classes"], o["source"]) for o in objs[1::3]] == [([], "human"), ([], None)]
+    folder = export_report(project, "imagefolder", tmp_path / "out", link=True)
+    assert not any(p.name == "b.png" for p in folder.path.rglob("*.png"))
+    counts = json.loads((folder.path / MANIFEST_NAME).read_text())["counts"]
+    assert counts["none"] == 1 and counts["unlabeled"] == 1 and folder.n_files == 5
+
+
 def test_single_label_exports_gain_nothing_by_default(weird, tmp_path):
     project, _, _ = weird
     assert list(read_csv(export(project, "csv", tmp_path / "s.csv"))[0]) == [

@@ -189,10 +189,12 @@ def test_bulk_add_remove_and_toggle_undo_exactly(ml):
     assert sorted(out["image_ids"]) == sorted(have) and all("dog" not in final_sets(ml)[i] for i in have)
     undo(ml)
     assert _labels_rows(ml) == rows
-    only = next(i for i in ids if len(sets[i]) == 1)
-    with pytest.raises(InvalidInputError, match="leave no class"):
-        edit_label(ml, [only], next(iter(sets[only])), "remove")
-    assert _labels_rows(ml) == rows  # nothing changed
+    only = next(i for i in ids if len(sets[i]) == 1)  # removing the only class: "none of these", undoable
+    out = edit_label(ml, [only], next(iter(sets[only])), "remove")
+    it = final_labels(ml, [only])[0]
+    assert out["changed"] == 1 and it.classes == [] and it.source == "human" and it.labeled
+    undo(ml)
+    assert _labels_rows(ml) == rows
     # toggle: the human label is the current final set with one class flipped
     target = ids[5]
     extra = next(c for c in CLASSES if c not in sets[target])
@@ -207,8 +209,8 @@ def test_bulk_add_remove_and_toggle_undo_exactly(ml):
     assert set_image_labels(ml, target, sorted(sets[target]))["changed"] == 0  # the same set: nothing written
     res = set_image_labels(ml, target, [extra])
     assert res["added"] == [extra] and set(res["removed"]) == sets[target]
-    with pytest.raises(InvalidInputError, match="at least one class"):
-        set_image_labels(ml, target, [])
+    assert set_image_labels(ml, target, [])["removed"] == [extra]  # no box ticked: none of the classes
+    assert final_labels(ml, [target])[0].classes == [] and set_image_labels(ml, target, [])["changed"] == 0
     with pytest.raises(InvalidInputError, match="not a class"):
         edit_label(ml, ids, "frog", "add")
 
@@ -266,3 +268,69 @@ def test_thresholds_command(ml, capsys):
     assert main(["thresholds", root, "ship=high"]) != 0
     assert "CLASS=VALUE" in capsys.readouterr().err
     assert main(["thresholds", root, "frog=0.2"]) != 0
+
+
+def test_none_of_the_classes_is_a_human_label(ml):
+    """An empty human set: a decision ("none of these") that wins over accepted and pseudo-labels, is not
+    unlabeled in counts and views, undoes and clears — distinct from a label whose classes were all removed."""
+    from labeler.labels import clear_labels
+    from labeler.review import label_counts
+
+    ids = sorted(ml.planted)[:3]
+    accept_pseudo_labels(ml, ids[:1])
+    before_rows, before = _labels_rows(ml), final_sets(ml)
+    unlabeled = review_counts(ml).unlabeled
+    assert set_human_labels(ml, ids[:2], []) == 2
+    assert history(ml, 1)[0]["action"] == "label 2 images as none of the classes"
+    got = {it.image_id: it for it in final_labels(ml, ids)}
+    for i in ids[:2]:  # human > accepted > pseudo, with no class
+        assert got[i].classes == [] and got[i].source == "human" and got[i].label is None and got[i].labeled
+    assert got[ids[2]].source == "pseudo" and set(got[ids[2]].classes) == before[ids[2]]
+    counts = label_counts(ml)
+    assert counts["human"] == 2 and review_counts(ml).unlabeled == unlabeled  # decided, not unlabeled
+    q = review_queue(ml, by="confidence", view="unlabeled", limit=1000, include_labeled=True)
+    assert not {it["image_id"] for it in q.items} & set(ids[:2])
+    q = review_queue(ml, by="confidence", view="all images", limit=1000, include_labeled=True)
+    shown = {it["image_id"]: it for it in q.items}
+    assert shown[ids[0]]["labels"] == [] and shown[ids[0]]["source"] == "human"
+    for c in CLASSES:  # in no class's view or count
+        q = review_queue(ml, by="confidence", view=c, limit=1000, include_labeled=True)
+        assert not {it["image_id"] for it in q.items} & set(ids[:2])
+        assert threshold_counts(ml)[c]["decided"] == 0
+    undo(ml)
+    assert _labels_rows(ml) == before_rows and final_sets(ml) == before
+    set_human_labels(ml, ids[:1], [])
+    assert clear_labels(ml, ids[:1]) == 1 and final_labels(ml, ids[:1])[0].source == "pseudo"
+    # a label whose classes were all removed since falls through; an empty one stays "none of these"
+    set_human_labels(ml, ids[0], ["bird"])
+    set_human_labels(ml, ids[1], [])
+    ml.set_classes(["cat", "dog", "ship"])
+    assert final_labels(ml, ids[:1])[0].source == "pseudo"
+    assert final_labels(ml, ids[1:2])[0].source == "human"
+
+
+def test_single_label_projects_refuse_an_empty_label(tmp_path):
+    p = Project.create(tmp_path / "s", CLASSES)
+    import_sources(p, [str(class_folders(tmp_path / "imgs", 1, CLASSES))])
+    ids = [im["id"] for im in p.images()]
+    with pytest.raises(InvalidInputError, match="no class given: this project is single-label.*cannot be set to none"):
+        set_human_labels(p, ids[:1], [])
+    with pytest.raises(InvalidInputError, match="single-label"):
+        set_image_labels(p, ids[0], [])
+    assert p.db.execute("select count(*) from labels").fetchone()[0] == 0
+    p.close()
+
+
+def test_cdul_human_label_sets_take_none_of_the_classes_as_all_zero(ml):
+    from labeler.methods.cdul import human_label_sets
+
+    ids = sorted(ml.planted)[:4]
+    set_human_labels(ml, ids[0], ["dog", "bird"])
+    set_human_labels(ml, ids[1], [])
+    accept_pseudo_labels(ml, ids[2:3])
+    sets, has = human_label_sets(ml, ids, CLASSES)
+    assert has.tolist() == [True, True, True, False]
+    assert sets[0].tolist() == [0, 1, 0, 1] and sets[1].tolist() == [0, 0, 0, 0] and sets[3].sum() == 0
+    # a label whose classes are all outside the list decides nothing there
+    _, has = human_label_sets(ml, ids, ["cat", "ship"])
+    assert has[0] == (bool({"cat", "ship"} & set(final_labels(ml, ids[:1])[0].classes)))

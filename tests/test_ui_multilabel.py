@@ -110,8 +110,14 @@ def test_handlers_by_name(made):
     extra = next(c for c in CLASSES if c not in before)
     out = pl.ml_toggle(ctx, key, VIEW_ALL, 0.5, 0, [], focus, "dog", sorted(before | {extra}))
     assert _final(made)[focus] == ("human", before | {extra}) and extra in out.ml_labels["value"]
-    with pytest.raises(gr.Error, match="at least one class"):
-        pl.ml_toggle(ctx, key, VIEW_ALL, 0.5, 0, [], focus, "dog", [])
+    # every box unticked: the image holds none of the classes (a person's decision, not "unlabeled"); undo
+    none = pl.ml_toggle(ctx, key, VIEW_ALL, 0.5, 0, [], focus, "dog", [])
+    assert _final(made)[focus] == ("human", set()) and none.ml_labels["value"] == []
+    assert "none of the classes" in none.ml_labels["label"]
+    captions = dict(zip(none.page_ids, [c for _, c in none.gallery["value"]], strict=True))
+    assert captions[focus].startswith("none") and "·you" in captions[focus]
+    pl.undo(ctx, key, VIEW_ALL, 0.5, 0, focus, "dog")
+    assert _final(made)[focus] == ("human", before | {extra})
     # the live count follows the slider without saving; release saves and the pseudo-labels follow
     for t in (0.1, 0.5, 0.9):
         text = pl.ml_live(ctx, key, "ship", t)
@@ -270,3 +276,19 @@ def test_explore_adds_and_removes_a_class_for_a_cluster(made):
     assert all(_final(made)[i] == start[i] for i in members if i not in some)
     with pytest.raises(gr.Error, match="exactly one class"):
         ex.add_label(ctx, key, view, [], 0, ["ship", "dog"])
+
+
+def test_the_preview_says_none_of_the_classes_not_unlabeled(made):
+    from labeler.labels import set_human_labels
+    from labeler.preview import image_details
+    from labeler.ui.preview import details_text
+
+    p = _open(made)
+    try:
+        first, second = [im["id"] for im in p.images()][:2]
+        set_human_labels(p, first, [])
+        none = details_text(image_details(p, first))
+        assert "<b>none of the classes</b> · your label" in none and "unlabeled" not in none
+        assert "unlabeled" not in details_text(image_details(p, second))  # a pseudo-label
+    finally:
+        p.close()

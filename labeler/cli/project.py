@@ -41,6 +41,7 @@ def export_text(rep, format: str) -> str:
         )
     return (
         f"wrote {format} export of {rep.n_images} images ({rep.n_labeled} labeled, {rep.n_unlabeled} unlabeled"
+        + (f", {rep.n_none} labeled none of the classes" if rep.n_none else "")
         + (f", {rep.n_missing} files missing" if rep.n_missing else "")
         + f") to {rep.path}"
         + (f"\naudited accuracy beside it: {rep.extra['audit']}" if rep.extra.get("audit") else "")
@@ -90,6 +91,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         "n_images": rep.n_images,
         "n_labeled": rep.n_labeled,
         "n_unlabeled": rep.n_unlabeled,
+        "n_none": rep.n_none,
         "n_files": rep.n_files,
         "n_missing": rep.n_missing,
         **rep.extra,

@@ -696,7 +696,10 @@ def human_label_sets(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(targets (N, C) float32 multi-hot, has (N,) bool): a person's label sets (``human`` and ``accepted``).
 
-    Audit images are left out (their labels are a test set, never training data).
+    A person's "none of the classes" (a stored empty set) is a valid target: an all-zero row with ``has`` True
+    (a negative for every class). A label whose classes are all outside ``classes`` gives none (``has`` False).
+    Audit images are left out (their labels are a test set, never training data). How the rows become training
+    targets under each loss: :func:`human_targets`.
     """
     import json
 
@@ -714,10 +717,11 @@ def human_label_sets(
         if r is None or int(image_id) in audited:
             continue
         try:
-            listed = [index[n] for n in json.loads(names) or [] if n in index]
+            stored = json.loads(names)
+            listed = [index[n] for n in stored or [] if n in index]
         except (TypeError, ValueError):
             continue
-        if listed:
+        if listed or stored == []:
             out[r, listed] = 1.0
             has[r] = True
     return out, has
@@ -736,6 +740,42 @@ def net_cost(params: dict, train: int, scored: int) -> str:
         f"backward each) and {scored} held-out ones (a forward); {epochs} epochs ≈ {epochs * (train + scored):,} "
         "image forwards, decoding the images every epoch"
     )
+
+
+def human_targets(
+    aggregated: np.ndarray, human_sets: np.ndarray, has_human: np.ndarray, loss: str
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The training targets: the aggregated pseudo-labels with a person's label sets in their rows.
+
+    Parameters
+    ----------
+    aggregated : array (N, C)
+        Soft pseudo-labels in [0, 1].
+    human_sets, has_human : array (N, C), bool array (N,)
+        :func:`human_label_sets`.
+    loss : "kl" or "bce"
+
+    Returns
+    -------
+    (targets (N, C) float32, fixed (N,) bool, skipped int)
+        ``fixed``: the rows holding a person's set (never refined). With ``bce`` a "none of the classes" row
+        is an all-zero target like any other set. With ``kl`` (softmax outputs, target rows renormalised to
+        sum 1) an all-zero row cannot be expressed — it would become the uniform distribution, "every class a
+        little" — so those rows keep their pseudo-label and are refined as usual; ``skipped`` counts them (the
+        run report's ``human_none_skipped``).
+    """
+    if loss not in LOSSES:
+        raise InvalidInputError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    sets = np.asarray(human_sets, dtype=np.float32)
+    fixed = np.asarray(has_human, dtype=bool).copy()
+    skipped = 0
+    if loss == "kl":
+        none = fixed & (sets.sum(axis=1) == 0)
+        skipped = int(none.sum())
+        fixed &= ~none
+    targets = np.asarray(aggregated, dtype=np.float32).copy()
+    targets[fixed] = sets[fixed]
+    return targets, fixed, skipped
 
 
 class CDUL(TrainableMethod):
@@ -849,8 +889,7 @@ class CDUL(TrainableMethod):
         if len(ids) < 2:
             raise NotReadyError(f"cdul needs at least 2 images to train on, found {len(ids)}", hint=Hint("features"))
         human_sets, has_human = human_label_sets(project, ids, classes)
-        targets = init.aggregated.astype(np.float32).copy()
-        targets[has_human] = human_sets[has_human]
+        targets, has_human, none_skipped = human_targets(init.aggregated, human_sets, has_human, params["loss"])
         verified, rows = training_split(project, ids, classes, params)
         thresholds = class_thresholds(project, classes, params["label_threshold"])
         truth = truth_rows(project, ids, classes)
@@ -866,6 +905,7 @@ class CDUL(TrainableMethod):
             "val": int(len(rows["val"])),
             "val_reason": rows["val_reason"],
             "human_label_sets": int(has_human.sum()),
+            "human_none_skipped": none_skipped,  # kl: "none of the classes" rows keep their pseudo-label
             "audit_excluded": len(head_ids) - len(usable),
             "head_features": params["head_features"],
             "pseudo_labels": quality,

@@ -238,12 +238,14 @@ def empty_state(message: str) -> str:
 
 def thumb_caption(it: dict, chosen: set[int]) -> str:
     """A thumbnail's caption: ✓ when selected, the final label, the model's confidence when the label is the
-    model's (a label a person chose has none), who decided (·you, ·ok accepted), ? when marked unsure, and
+    model's (a label a person chose has none), who decided (·you, ·ok accepted), "none" for a person's "none of
+    these" (multi-label), ? when marked unsure, and
     ⊘ with the status for an image that is not ok (excluded, missing)."""
     mark = "✓ " if it["id"] in chosen else ""
     if it.get("status", "ok") != "ok":
         return f"{mark}⊘ {it['status']}"
-    label = ", ".join(it["labels"]) if it["labels"] else "unlabeled"
+    # no class: unlabeled, or a person's "none of these" (multi-label: a negative for every class)
+    label = ", ".join(it["labels"]) if it["labels"] else ("none" if it.get("source") else "unlabeled")
     human = it["source"] == "human"
     conf = "" if it["confidence"] is None or human else f" {100 * it['confidence']:.0f}%"
     src = {"human": " ·you", "accepted": " ·ok"}.get(it["source"] or "", "")

@@ -78,6 +78,8 @@ def details_text(d: dict, local_mode: bool = True) -> str:
         label = f"⊘ <b>{esc(d['status'])}</b> — not in labels, counts, search or exports"
     else:
         shown = ", ".join(esc(c) for c in lab["classes"])
+        if not shown and lab["source"] is not None:  # a person's "none of the classes" (multi-label)
+            shown = "none of the classes"
         label = f"<b>{shown}</b> · {_source_text(lab)}" if shown else "<b>unlabeled</b>"
         label += " · marked unsure" if lab["unsure"] else ""
     root = d["root"]

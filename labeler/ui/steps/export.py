@@ -87,7 +87,11 @@ def done(project: Project, res: dict) -> ExportOut:
     name = res["path"].rsplit("/", 1)[-1]
     msg = (
         f"Wrote **{name}**: {res['n_images']} images ({res['n_labeled']} labeled, {res['n_unlabeled']} "
-        "unlabeled)" + (f", {res['n_missing']} source files missing" if res.get("n_missing") else "") + "."
+        "unlabeled"
+        + (f", {res['n_none']} labeled none of the classes" if res.get("n_none") else "")
+        + ")"
+        + (f", {res['n_missing']} source files missing" if res.get("n_missing") else "")
+        + "."
     )
     if res.get("audit"):
         msg += f" The audited accuracy is beside it in **{res['audit'].rsplit('/', 1)[-1]}**."

@@ -382,6 +382,8 @@ def ml_labels_box(project: Project | None, focus) -> object:
     scores = class_scores(project, [int(focus)]).get(int(focus), {})
     choices = [(f"{c} {scores[c]:.2f}" if c in scores else c, c) for c in project.classes]
     who = {"human": "your label", "accepted": "accepted", "pseudo": "pseudo-label"}.get(item[0].source or "", "none")
+    if item[0].source == "human" and not item[0].classes:
+        who = "your label: none of the classes"
     return gr.update(
         visible=True,
         choices=choices,
@@ -684,6 +686,7 @@ def ml_toggle(
     res = set_image_labels(project, int(focus), list(checked or []))
     if res["changed"]:
         what = ", ".join([f"+{c}" for c in res["added"]] + [f"−{c}" for c in res["removed"]])
+        what += "" if checked else (" → none of the classes" if what else "none of the classes")
         gr.Info(f"Image {int(focus)}: {what} (press z to undo).", duration=4)
     return render(project, view_value, thr, page_no, chosen, focus=focus, ml_cls=ml_cls)
 
