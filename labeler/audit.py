@@ -3,7 +3,8 @@
 Without ground truth nothing in Labeler says how good its labels are; an audit does, honestly:
 
 1. :func:`draw_sample` draws a seeded random sample of the ok images — *uniform*, or *stratified* by the
-   current final label (every class gets images; the estimate re-weights the strata to the population).
+   current final label (every class gets images, and so do the unlabeled images and, multi-label, a person's
+   "none of the classes"; the estimate re-weights the strata to the population).
    Each image gets a fixed random key (a hash of the seed and its sha256); the sample is the images with
    the smallest keys, so ``draw_sample(project, 100)`` then ``draw_sample(project, 200)`` gives the same
    200 images as ``draw_sample(project, 200)`` at once, and checking them in sample order keeps every prefix
@@ -48,6 +49,9 @@ MODES = ("uniform", "stratified")
 VERDICTS = ("confirm", "correct", "skip")
 #: The stratum of images without a final label.
 UNLABELED = ""
+#: The stratum of images a person labeled "none of the classes" (multi-label): a decided label of its own, not
+#: unlabeled. The leading space keeps it apart from every class name (those are stripped).
+NONE_OF_THE_CLASSES = " (none of the classes)"
 #: Fewer checked images than this in a class: its per-class interval is shown but flagged ``few``.
 MIN_PER_CLASS = 5
 Z95 = 1.959963984540054
@@ -241,8 +245,14 @@ def sampled_ids(project: Project) -> set[int]:
 
 
 def _strata(project: Project) -> dict[int, str]:
-    """Image id → its stratum now: the primary final label, "" when unlabeled."""
-    return {it.image_id: (it.label or UNLABELED) for it in final_labels(project)}
+    """Image id → its stratum now: the primary final label; :data:`NONE_OF_THE_CLASSES` for a person's "none of
+    the classes" (multi-label), :data:`UNLABELED` when unlabeled."""
+    return {it.image_id: it.label or (NONE_OF_THE_CLASSES if it.labeled else UNLABELED) for it in final_labels(project)}
+
+
+def _stratum_name(stratum: str) -> str:
+    """A stratum as a warning names it."""
+    return stratum.strip() if stratum else "(unlabeled)"
 
 
 def _digest(strata: dict[int, str]) -> str:
@@ -574,7 +584,7 @@ def audit_report(project: Project, run_id: int | None = None, z: float = Z95) ->
         for it in checked:
             per[it["stratum"] or UNLABELED] = per.get(it["stratum"] or UNLABELED, 0) + 1
         weights = [sizes.get(it["stratum"] or UNLABELED, 1) / per[it["stratum"] or UNLABELED] for it in checked]
-        unseen = [s or "(unlabeled)" for s, size in sizes.items() if size and s not in per]
+        unseen = [_stratum_name(s) for s, size in sizes.items() if size and s not in per]
         if checked and unseen:
             warnings.append(
                 f"strata not checked yet ({', '.join(sorted(unseen)[:5])}): the estimate covers the others only"

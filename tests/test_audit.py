@@ -441,3 +441,23 @@ def test_the_audit_step_takes_a_true_label_set(tmp_path):
 
     plain = step.view(Project.create(tmp_path / "single", CLASSES))
     assert plain.truth.visible and not plain.truth_set.visible
+
+
+def test_a_persons_none_of_the_classes_is_its_own_stratum_not_unlabeled(tmp_path):
+    from labeler.labels import set_human_labels
+
+    project, ids, pairs = _multi_project(tmp_path)  # 6 images; ML_PAIRS[4] and [5] predict no class: unlabeled
+    more = add_images(project, 4, start=len(ids))  # no prediction: unlabeled too
+    set_human_labels(project, [ids[0], ids[1]], [])  # "none of the classes": decided
+    audit.draw_sample(project, 5, stratify=True, seed=2)
+    sizes = audit.design(project)["strata"]
+    assert sizes[audit.NONE_OF_THE_CLASSES] == 2 and sizes[audit.UNLABELED] == 2 + len(more)
+    assert sum(sizes.values()) == len(ids) + len(more)
+    strata = {it["image_id"]: it["stratum"] for it in audit.audit_items(project)}
+    assert audit.NONE_OF_THE_CLASSES in strata.values()  # the stratum gets at least one image
+    assert all(s == audit.NONE_OF_THE_CLASSES for i, s in strata.items() if i in (ids[0], ids[1]))
+    for image_id, s in strata.items():  # check all but the "none" stratum: the report says which one is missing
+        if s != audit.NONE_OF_THE_CLASSES:
+            audit.record_verdict(project, image_id, "correct", ["cat"])
+    warnings = " ".join(audit.audit_report(project)["warnings"])
+    assert "strata not checked yet ((none of the classes))" in warnings

@@ -122,6 +122,13 @@ class CDULTask(TrainTask):
     """
 
     module: torch.nn.Module
+    #: The degenerate-teacher warning in CDUL's terms (held-out agreement compares top-1 with the initial
+    #: pseudo-labels' top-1, not with a NoLA or LaFTer teacher).
+    teacher_note = (
+        "the teacher here is CDUL's initial pseudo-labels (the top class of the aggregated global and snippet "
+        "scores): the CLIP features may not tell these classes apart, or one class is in most images (then its "
+        "top-1 concentration is expected and held-out agreement says little)"
+    )
 
     def __init__(
         self,

@@ -54,6 +54,9 @@ class TrainTask:
     device: torch.device
     #: Number of classes (for the class-entropy checks); None: inferred from the predictions.
     num_classes: int | None = None
+    #: What the degenerate-teacher warning says after its class entropies: the teacher this method's held-out
+    #: agreement compares with, and why it may concentrate on few classes. None: NoLA's and LaFTer's text.
+    teacher_note: str | None = None
     #: Set by the loop while it evaluates: call ``tick(message)`` after each batch (heartbeat + cancel check).
     tick = None
 
@@ -258,8 +261,18 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def selection_warnings(scores: list[dict], chosen: int) -> list[str]:
-    """Warnings for the run summary: a degenerate teacher, collapsed epochs, a collapsed or untrained pick."""
+#: The degenerate-teacher warning's explanation for NoLA's and LaFTer's teachers (:attr:`TrainTask.teacher_note`).
+PROMPT_TEACHER_NOTE = (
+    "NoLA: the DINO features may not separate these classes; LaFTer: the teacher shares "
+    "the student's LayerNorms and collapsed with it"
+)
+
+
+def selection_warnings(scores: list[dict], chosen: int, teacher_note: str | None = None) -> list[str]:
+    """Warnings for the run summary: a degenerate teacher, collapsed epochs, a collapsed or untrained pick.
+
+    ``teacher_note`` explains a degenerate teacher in the method's terms (default :data:`PROMPT_TEACHER_NOTE`).
+    """
     out = []
     ref = next((s.get("class_entropy") for s in scores if s["epoch"] == 0), None)
     teacher_bad = [s for s in scores if s.get("teacher_degenerate")]
@@ -268,8 +281,8 @@ def selection_warnings(scores: list[dict], chosen: int) -> list[str]:
         out.append(
             f"the teacher looks degenerate (epochs {epochs}): its labels on the held-out images concentrate on a "
             f"few classes (class entropy {_fmt(teacher_bad[-1].get('teacher_entropy'))} vs {_fmt(ref)} for the "
-            "untrained model); NoLA: the DINO features may not separate these classes; LaFTer: the teacher shares "
-            "the student's LayerNorms and collapsed with it. Review a sample of the labels before trusting them"
+            f"untrained model); {teacher_note or PROMPT_TEACHER_NOTE}. Review a sample of the labels before "
+            "trusting them"
         )
     collapsed = [s for s in scores if s.get("degenerate") and s is not scores[chosen]]
     if collapsed:
@@ -400,7 +413,7 @@ class _Loop:
             best_score=pick["score"],
             selection=pick["metric"] or "last_epoch",
             reason=reason,
-            warnings=selection_warnings(sel["scores"], idx),
+            warnings=selection_warnings(sel["scores"], idx, getattr(self.task, "teacher_note", None)),
         )
         sel["bad_epochs"] = epoch - pick["epoch"]
         if changed and pick["epoch"] == epoch:

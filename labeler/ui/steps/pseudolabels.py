@@ -11,7 +11,9 @@ Multi-label projects show more (single-label ones look as before): the labels of
 checkboxes with the active run's scores (tick or untick to change them), a class picker with its threshold slider
 and a live count of the images that would carry it (saved on release; pseudo-labels follow it), add/remove that
 class for the selection, and the view "near a threshold" (a class score within ±0.10 of its threshold, closest
-first). Undo (``z``) takes back toggles, bulk edits and threshold changes.
+first). Undo (``z``) takes back toggles, bulk edits and threshold changes. Against ground truth sets (a file, or
+folders named like ``cat+dog``) they show mAP, F1 at the thresholds and per-class AP bars, never a top-1 confusion
+matrix.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import gradio as gr
 import pandas as pd
 
 from ...errors import NotReadyError
-from ...evaluate import evaluate
+from ...evaluate import evaluate, evaluate_multi_label
 from ...ingest import thumbnail_for
 from ...jobs import run_in_background
 from ...labels import accept_pseudo_labels, active_run, final_labels, set_human_labels
@@ -332,8 +334,54 @@ def selection_text(has_run: bool, chosen_ids, view_value: str, n_items: int, thr
     return hint
 
 
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def _ap_html(res: dict) -> str:
+    """Per-class AP (the report's ``ap_bars``) as horizontal bars, with F1 at the thresholds and the support."""
+    bars = res["ap_bars"]
+    if not bars:
+        return ""
+    rows = []
+    for b in bars[:MAX_CONFUSION]:
+        m = res["per_class"][b["class"]]
+        name = html.escape(b["class"])
+        rows.append(
+            f"<tr><th class='lb-rowhead' title='{name}'>{html.escape(b['class'][:14])}</th>"
+            f"<td style='width:60%'><div style='background:rgba(37,99,235,0.75);height:0.8em;"
+            f"width:{100 * b['ap']:.1f}%'></div></td><td>AP {b['ap']:.2f}</td>"
+            f"<td>F1 {'–' if m['f1'] is None else format(m['f1'], '.2f')}</td><td>n={m['support']}</td></tr>"
+        )
+    more = len(bars) - MAX_CONFUSION
+    tail = f"<p class='lb-note'>{more} more classes (the CLI's <code>eval</code> lists all).</p>" if more > 0 else ""
+    return (
+        "<div class='lb-ap'><table style='width:100%'><caption>AP per class (the active run's scores) · F1 at the "
+        f"thresholds</caption>{''.join(rows)}</table>{tail}</div>"
+    )
+
+
+def _multi_label_accuracy(project: Project, has_run: bool) -> tuple[str, str]:
+    """A multi-label project's line (mAP, F1 at the thresholds, on N images with ground truth) and AP bars."""
+    try:
+        res = evaluate_multi_label(project)
+    except NotReadyError as exc:
+        text = f"<span class='lb-note'>mAP: {error_text(str(exc), exc.hint)}</span>" if has_run else ""
+        return text, ""
+    by_src = ", ".join(f"{k} {v}" for k, v in res["by_source"].items())
+    text = (
+        f"**mAP (macro): {_num(res['map'])}** (the active run's scores, {res['n_scored']} images); F1 at the "
+        f"thresholds: macro {_num(res['macro_f1'])}, micro {_num(res['micro']['f1'])}; exact sets "
+        f"{pct(res['exact_match'])} — on {res['n']} images with ground truth ({by_src})."
+    )
+    return text, _ap_html(res)
+
+
 def _accuracy(project: Project, has_run: bool) -> tuple[str, str]:
-    """The accuracy line and the confusion matrix against the folder names (empty without folder classes)."""
+    """The accuracy line and the confusion matrix against the folder names (empty without folder classes); in a
+    multi-label project mAP, F1 and per-class AP against the ground truth sets instead (no top-1 confusion)."""
+    if project.multi_label:
+        return _multi_label_accuracy(project, has_run)
     try:
         res = evaluate(project)
     except NotReadyError as exc:

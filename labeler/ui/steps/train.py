@@ -145,6 +145,49 @@ def _run_rows(project: Project) -> list[dict]:
     return list_runs(project, kind="train")
 
 
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def _before_after(old: float | None, new: float | None, fmt=_num) -> str:
+    """``old → **new**`` (``**new**`` alone without an old value)."""
+    return (f"{fmt(old)} → " if old is not None else "") + f"**{fmt(new)}**"
+
+
+def _multi_label_lines(out: dict, comp: dict | None) -> list[str]:
+    """A multi-label run's outcome: label-set changes, mAP and F1 before → after, cardinality, pseudo-labels."""
+    ml = out["multi_label"]
+    lines = []
+    if comp and ml["n_common"]:
+        before = f"run {comp['old_run']}" + (f" ({md_escape(out['old_method'])})" if out["old_method"] else "")
+        changes = [f"+{md_escape(a['class'])} on {a['n']}" for a in ml["added"][:5]]
+        changes += [f"−{md_escape(r['class'])} on {r['n']}" for r in ml["removed"][:5]]
+        if changes:
+            changes[0] += " images"
+        lines.append(
+            f"Compared with {before}: the label sets of **{ml['changed']} of {ml['n_common']} images** changed"
+            + (f" ({', '.join(changes)})." if changes else ".")
+        )
+    old, new = ml["old"] or {}, ml["new"]
+    if new is None:
+        lines.append(
+            "mAP: no ground truth sets to score against (import a CSV/JSON file of image → labels, or images in "
+            "folders named like cat+dog)."
+        )
+    else:
+        lines.append(
+            f"mAP (macro) vs. the ground truth sets: {_before_after(old.get('map'), new['map'])} on {new['n']} "
+            f"images; F1 at the thresholds: macro {_before_after(old.get('macro_f1'), new['macro_f1'])}, "
+            f"micro {_before_after(old.get('micro_f1'), new['micro_f1'])}."
+        )
+    card = ml["cardinality"]
+    if card["new"] is not None:
+        lines.append(f"Labels per image: {_before_after(card['old'], card['new'], lambda x: f'{x:.2f}')}.")
+    if ml.get("pseudo_labels"):
+        lines.append(f"Pseudo-labels: {md_escape(ml['pseudo_labels'])}.")
+    return lines
+
+
 def outcome_md(project: Project, run: dict | None) -> str:
     """What a run's trained model did to the labels, compared with the labels that were active before."""
     if run is None:
@@ -175,6 +218,8 @@ def outcome_md(project: Project, run: dict | None) -> str:
         + "; docs/methods.md lists the differences)."
     )
     comp = out["comparison"]
+    if out.get("multi_label") is not None:
+        return "  \n".join(lines + _multi_label_lines(out, comp))
     if comp:
         before = f"run {comp['old_run']}" + (f" ({md_escape(out['old_method'])})" if out["old_method"] else "")
         lines.append(
