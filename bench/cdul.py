@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from labeler.methods.cdul import aggregate, global_scores, refine, snippet_scores  # noqa: E402
 from labeler.metrics import mean_average_precision  # noqa: E402
-from labeler.train.cdul import CDULHead, CDULHeadTask  # noqa: E402
+from labeler.train.cdul import CDULHead, CDULHeadTask, CDULTargets  # noqa: E402
 from labeler.train.data import split_rows  # noqa: E402
 from labeler.train.loop import BEST, run_training  # noqa: E402
 from tests.test_cdul import synthetic_multilabel  # noqa: E402
@@ -72,7 +72,7 @@ def one_run(seed: int, loss: str, refine_every: int, epochs: int, n: int = 600, 
         "patience": epochs,
     }
     task = CDULHeadTask(
-        whole, agg, np.zeros(n, bool), rows, agg.argmax(1), np.full(n, -1), params, torch.device("cpu"),
+        whole, CDULTargets(agg, np.zeros(n, bool), rows, agg.argmax(1), np.full(n, -1)), params, torch.device("cpu"),
         {"classes": [str(i) for i in range(c)], "features": "synthetic"}, refiner=refine,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:

@@ -119,6 +119,7 @@ def test_clip_backbone_fine_tunes_the_tower_refines_relabels_and_applies(proj, t
 def test_net_task_state_holds_the_buffers_so_a_resumed_batchnorm_continues(tmp_path):
     """BatchNorm running statistics are buffers, not parameters: the checkpoint keeps them (a ResNet resumes)."""
     from labeler.methods.cdul import refine
+    from labeler.train.cdul import CDULTargets
     from labeler.train.cdul_net import CDULNet, CDULNetTask
 
     def make():
@@ -133,11 +134,13 @@ def test_net_task_state_holds_the_buffers_so_a_resumed_batchnorm_continues(tmp_p
             ["a.png", "b.png"],
             lambda img: img,
             64,
-            np.full((2, 3), 0.5, np.float32),
-            np.zeros(2, bool),
-            {"train": np.arange(2), "holdout": np.zeros(0, np.int64), "val": np.zeros(0, np.int64)},
-            np.zeros(2, np.int64),
-            np.full(2, -1),
+            CDULTargets(
+                np.full((2, 3), 0.5, np.float32),
+                np.zeros(2, bool),
+                {"train": np.arange(2), "holdout": np.zeros(0, np.int64), "val": np.zeros(0, np.int64)},
+                np.zeros(2, np.int64),
+                np.full(2, -1),
+            ),
             {"loss": "bce", "batch_size": 2},
             torch.device("cpu"),
             {},

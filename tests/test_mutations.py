@@ -378,7 +378,7 @@ def test_cdul_refinement_uses_the_predictions_of_the_same_forward(loss):
     """In a refinement epoch, a batch's pseudo-labels become refine(old labels, this forward's scores) — not the
     scores after the optimiser step, not a later forward's — and fixed (human) rows stay as they were."""
     from labeler.methods.cdul import refine
-    from labeler.train.cdul import CDULHeadTask, scores_from_logits
+    from labeler.train.cdul import CDULHeadTask, CDULTargets, scores_from_logits
 
     rng = np.random.default_rng(1)
     n, c = 12, 3
@@ -386,9 +386,10 @@ def test_cdul_refinement_uses_the_predictions_of_the_same_forward(loss):
     fixed = np.zeros(n, bool)
     rows = {"train": np.arange(n), "holdout": np.zeros(0, np.int64), "val": np.zeros(0, np.int64)}
     params = {"loss": loss, "batch_size": 6, "hidden": 0, "seed": 0, "refine_warmup": 0, "refine_every": 1}
+    data = CDULTargets(targets, fixed, rows, targets.argmax(1), np.full(n, -1))
     task = CDULHeadTask(
-        rng.normal(size=(n, 5)).astype(np.float32), targets, fixed, rows, targets.argmax(1), np.full(n, -1),
-        params, torch.device("cpu"), {"classes": ["a", "b", "c"]}, refiner=refine,
+        rng.normal(size=(n, 5)).astype(np.float32), data, params, torch.device("cpu"), {"classes": ["a", "b", "c"]},
+        refiner=refine,
     )  # fmt: skip
     seen = []
     forward = task.head.forward

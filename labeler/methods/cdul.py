@@ -934,7 +934,7 @@ class CDUL(TrainableMethod):
     def build_task(self, project: Project, params: dict, setup: dict, job):
         from ..device import resolve_device
         from ..features import feature_matrix
-        from ..train.cdul import CDULHeadTask, encoder_info
+        from ..train.cdul import CDULHeadTask, CDULTargets, encoder_info
         from ..train.runs import run_dir
 
         device = resolve_device(params["device"])
@@ -975,11 +975,7 @@ class CDUL(TrainableMethod):
             return self._net_task(project, params, setup, info, device, on_refined)
         return CDULHeadTask(
             feats[[pos[i] for i in ids]],
-            setup["targets"].numpy(),
-            setup["fixed"].numpy(),
-            {k: v.numpy() for k, v in setup["rows"].items()},
-            setup["aggregated"].numpy().argmax(axis=1),
-            setup["verified"].numpy(),
+            CDULTargets.from_setup(setup),
             params,
             device,
             info,
@@ -989,6 +985,7 @@ class CDUL(TrainableMethod):
 
     def _net_task(self, project: Project, params: dict, setup: dict, info: dict, device, on_refined):
         """The fine-tuned network's task (``backbone`` resnet101 or clip): images decoded every epoch."""
+        from ..train.cdul import CDULTargets
         from ..train.cdul_net import CDULNetTask, build_net
 
         clip = None
@@ -1011,11 +1008,7 @@ class CDUL(TrainableMethod):
             [path_of.get(i, "") for i in ids],
             transform,
             2 * int(net_info.get("resize") or net_info["image_size"]),
-            setup["targets"].numpy(),
-            setup["fixed"].numpy(),
-            {k: v.numpy() for k, v in setup["rows"].items()},
-            setup["aggregated"].numpy().argmax(axis=1),
-            setup["verified"].numpy(),
+            CDULTargets.from_setup(setup),
             params,
             device,
             info,

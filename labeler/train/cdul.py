@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,14 +94,11 @@ def refines_in(epoch: int, warmup: int, every: int) -> bool:
     return every > 0 and (epoch + 1) > warmup and (epoch + 1) % every == 0
 
 
-class CDULTask(TrainTask):
-    """What both CDUL tasks share: the soft multi-label targets, their refinement, the state and the selection.
+@dataclass
+class CDULTargets:
+    """What a CDUL task trains on and refines, per training-set row (``image_ids`` order).
 
-    A subclass gives the forward pass (:meth:`forward_batch`: a batch → its rows and logits), one epoch's
-    batches (:meth:`epoch_batches`), :meth:`top1` of rows in eval mode, the trainable module (``self.module``)
-    and :meth:`save_model`.
-
-    Parameters
+    Attributes
     ----------
     targets : array (N, C)
         Initial soft targets in [0, 1] (aggregated pseudo-labels; human sets where ``fixed``).
@@ -112,6 +110,37 @@ class CDULTask(TrainTask):
         Top-1 of the initial pseudo-labels (what held-out agreement compares to).
     verified : int array (N,)
         Primary class of human labels (validation), -1 elsewhere.
+    """
+
+    targets: np.ndarray
+    fixed: np.ndarray
+    rows: dict
+    teacher: np.ndarray
+    verified: np.ndarray
+
+    @classmethod
+    def from_setup(cls, setup: dict) -> CDULTargets:
+        """From a run's setup (:meth:`labeler.methods.cdul.CDUL.setup`): the teacher is the aggregated top-1."""
+        return cls(
+            setup["targets"].numpy(),
+            setup["fixed"].numpy(),
+            {k: v.numpy() for k, v in setup["rows"].items()},
+            setup["aggregated"].numpy().argmax(axis=1),
+            setup["verified"].numpy(),
+        )
+
+
+class CDULTask(TrainTask):
+    """What both CDUL tasks share: the soft multi-label targets, their refinement, the state and the selection.
+
+    A subclass gives the forward pass (:meth:`forward_batch`: a batch → its rows and logits), one epoch's
+    batches (:meth:`epoch_batches`), :meth:`top1` of rows in eval mode, the trainable module (``self.module``)
+    and :meth:`save_model`.
+
+    Parameters
+    ----------
+    data : CDULTargets
+        The targets, the fixed rows, the split, the teacher and the verified labels.
     params : dict
         ``loss``, ``batch_size``, ``seed``, ``refine_warmup``, ``refine_every``, ``refine_step``, ``sigma``.
     refiner : callable
@@ -130,27 +159,15 @@ class CDULTask(TrainTask):
         "top-1 concentration is expected and held-out agreement says little)"
     )
 
-    def __init__(
-        self,
-        targets: np.ndarray,
-        fixed: np.ndarray,
-        rows: dict,
-        teacher: np.ndarray,
-        verified: np.ndarray,
-        params: dict,
-        device: torch.device,
-        info: dict,
-        refiner,
-        on_refined=None,
-    ):
+    def __init__(self, data: CDULTargets, params: dict, device: torch.device, info: dict, refiner, on_refined=None):
         self.device = torch.device(device)
-        self.targets = torch.as_tensor(np.asarray(targets, dtype=np.float32)).clone()
+        self.targets = torch.as_tensor(np.asarray(data.targets, dtype=np.float32)).clone()
         if self.targets.ndim != 2:
             raise InvalidInputError(f"targets {tuple(self.targets.shape)} must be (N, C)")
-        self.fixed = torch.as_tensor(np.asarray(fixed, dtype=bool))
-        self.rows = {k: np.asarray(v, dtype=np.int64) for k, v in rows.items()}
-        self.teacher = np.asarray(teacher, dtype=np.int64)
-        self.verified = np.asarray(verified, dtype=np.int64)
+        self.fixed = torch.as_tensor(np.asarray(data.fixed, dtype=bool))
+        self.rows = {k: np.asarray(v, dtype=np.int64) for k, v in data.rows.items()}
+        self.teacher = np.asarray(data.teacher, dtype=np.int64)
+        self.verified = np.asarray(data.verified, dtype=np.int64)
         self.params = params
         self.loss_name = str(params["loss"])
         if self.loss_name not in LOSSES:
@@ -251,25 +268,21 @@ class CDULHeadTask(CDULTask):
     ----------
     features : array (N, D)
         The frozen image features, one row per training-set image (``image_ids`` order).
-    targets, fixed, rows, teacher, verified, params, device, info, refiner, on_refined
+    data, params, device, info, refiner, on_refined
         As in :class:`CDULTask`; ``params`` also gives ``hidden`` (0: linear).
     """
 
     def __init__(
         self,
         features: np.ndarray,
-        targets: np.ndarray,
-        fixed: np.ndarray,
-        rows: dict,
-        teacher: np.ndarray,
-        verified: np.ndarray,
+        data: CDULTargets,
         params: dict,
         device: torch.device,
         info: dict,
         refiner,
         on_refined=None,
     ):
-        super().__init__(targets, fixed, rows, teacher, verified, params, device, info, refiner, on_refined)
+        super().__init__(data, params, device, info, refiner, on_refined)
         raw = np.asarray(features, dtype=np.float32)
         if self.targets.shape[0] != raw.shape[0]:
             raise InvalidInputError(

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import Hint, InvalidInputError, ModelUnavailableError
-from .cdul import CDULTask, scores_from_logits
+from .cdul import CDULTargets, CDULTask, scores_from_logits
 from .loop import atomic_save
 
 NET_FORMAT = "labeler.cdul-net"
@@ -222,7 +222,7 @@ class CDULNetTask(CDULTask):
         PIL image → (3, H, W) tensor: the backbone's input (no augmentation, as the reproduction).
     min_side : int
         The JPEG decode floor (:func:`labeler.ingest.load_rgb`).
-    targets, fixed, rows, teacher, verified, params, device, info, refiner, on_refined
+    data, params, device, info, refiner, on_refined
         As in :class:`~labeler.train.cdul.CDULTask`; ``params`` also gives ``workers``.
     """
 
@@ -232,18 +232,14 @@ class CDULNetTask(CDULTask):
         paths: list[str],
         transform,
         min_side: int,
-        targets: np.ndarray,
-        fixed: np.ndarray,
-        rows: dict,
-        teacher: np.ndarray,
-        verified: np.ndarray,
+        data: CDULTargets,
         params: dict,
         device: torch.device,
         info: dict,
         refiner,
         on_refined=None,
     ):
-        super().__init__(targets, fixed, rows, teacher, verified, params, device, info, refiner, on_refined)
+        super().__init__(data, params, device, info, refiner, on_refined)
         if len(paths) != self.targets.shape[0]:
             raise InvalidInputError(f"{len(paths)} image paths for {self.targets.shape[0]} target rows")
         self.net = net.to(self.device)

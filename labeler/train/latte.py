@@ -265,6 +265,12 @@ class LatteTask(TrainTask):
     tokenizer : callable, ``full`` only
     """
 
+    teacher_note = (
+        "the teacher here is the class nearest to the mean of each held-out image's caption and group description "
+        "(zero-shot where it has neither): "
+        "the captions may not tell these classes apart (check a few in step 6), or the CLIP text features do not"
+    )
+
     def __init__(
         self,
         net: LatteNet,
