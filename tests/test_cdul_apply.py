@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from labeler.errors import InvalidInputError, ModelUnavailableError
 from labeler.project import Project
@@ -27,7 +28,9 @@ def base_project(tmp_path_factory):
     proj = root / "proj"
     assert main(["init", str(proj), "--classes", ",".join(CLASSES), "--multi-label"]) == 0
     assert main(["import", str(proj), str(root / "imgs"), "--quiet"]) == 0
+    # fp32 features: auto may pick bf16 by a timing probe, off by more than the float16 tolerance the tests use
     args = ["features", str(proj), "--clip", "tiny-random", "--dino", "tiny-random", "--snippets", "--quiet"]
+    args += ["--precision", "fp32"]
     assert main(args) == 0
     return proj
 
@@ -182,3 +185,48 @@ def test_the_train_step_offers_cdul_first_in_a_multi_label_project(proj, tmp_pat
     assert kept.value == "lafter" and [c[0] for c in kept.choices] == ready_methods()
     assert "cdul is for multi-label" in kept.info
     assert method_choice(single, "cdul").value == "nola"
+
+
+def test_large_jpegs_decode_reduced_as_the_feature_cache_did(tmp_path):
+    """A JPEG much larger than the encoder input is decoded at reduced size (PIL draft, ``min_side`` = 2 × the
+    encoder's image size) by the feature cache; ``apply`` must decode it the same way, or the head sees other
+    features than the ones it was trained and thresholded on."""
+    from labeler.cli import main
+    from labeler.export import export
+    from labeler.features import feature_matrix
+    from labeler.ingest import load_rgb
+    from labeler.train.apply import apply_model, apply_to_files
+    from labeler.train.student import TrainedModel
+
+    from .synth import make_image
+
+    mosaics(tmp_path / "imgs", 12, seed=5)
+    big = tmp_path / "imgs" / "cat+ship"
+    rng = np.random.default_rng(0)
+    for i in range(6):  # 1000×800 photos: fine stripes + noise, so how they are downscaled shows in the pixels
+        img = np.asarray(make_image(CLASSES[i % 4], i, seed=9, size=(1000, 800), classes=CLASSES), np.float32)
+        stripes = 60 * np.sin(np.arange(1000) * (0.9 + 0.1 * i))[None, :, None]
+        pixels = np.clip(img + stripes + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "RGB").save(big / f"big{i}.jpg", "JPEG", quality=92)
+    root = tmp_path / "proj"
+    assert main(["init", str(root), "--classes", ",".join(CLASSES), "--multi-label"]) == 0
+    assert main(["import", str(root), str(tmp_path / "imgs"), "--quiet"]) == 0
+    args = ["features", str(root), "--clip", "tiny-random", "--dino", "tiny-random", "--snippets", "--quiet"]
+    args += ["--precision", "fp32"]  # as apply computes them (auto may pick bf16)
+    assert main(args) == 0
+    project = Project(root)
+    _train(project, epochs=2)
+    out = export(project, "model", tmp_path / "m.pt")
+    model = TrainedModel.load(out, "cpu")
+    paths = sorted(str(p) for p in big.glob("big*.jpg"))
+    assert 1000 > load_rgb(paths[0], model.min_side).size[0] >= model.min_side  # draft mode engages
+
+    res = apply_to_files(out, paths, device="cpu", batch_size=4)
+    assert res.paths == paths and not res.skipped
+    ids, cached = feature_matrix(project, torch.load(out, weights_only=True)["features"])
+    by_path = {im["path"]: im["id"] for im in project.images()}
+    row = {int(i): k for k, i in enumerate(ids)}
+    want = model.head.predict(cached[[row[by_path[p]] for p in paths]].astype(np.float32))
+    # same pixels: only the cache's float16 rounding differs (~3e-4); a full-size decode is off by ~5e-3
+    np.testing.assert_allclose(res.probs, want, atol=1e-3)
+    np.testing.assert_allclose(apply_model(out, paths, device="cpu", batch_size=4), want, atol=1e-3)

@@ -27,15 +27,24 @@ def _json(capsys, *argv) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.fixture
-def proj(tmp_path):
+@pytest.fixture(scope="module")
+def base_project(tmp_path_factory):
     """12 generated images (4 per class), tiny-random CLIP features, a zero-shot run; no captions yet."""
-    src = class_folders(tmp_path / "imgs", per_class=4, classes=CLASSES)
-    root = tmp_path / "p"
+    tmp = tmp_path_factory.mktemp("latteclip")
+    src = class_folders(tmp / "imgs", per_class=4, classes=CLASSES)
+    root = tmp / "p"
     assert main(["init", str(root), "--classes", ",".join(CLASSES)]) == 0
     assert main(["import", str(root), str(src), "--quiet"]) == 0
     assert main(["features", str(root), "--clip", "tiny-random", "--quiet"]) == 0
     assert main(["label", str(root), "--quiet"]) == 0
+    return root
+
+
+@pytest.fixture
+def proj(base_project, tmp_path):
+    """A copy of the base project per test (each captions, trains and labels it)."""
+    root = tmp_path / "p"
+    shutil.copytree(base_project, root, symlinks=True)
     return root
 
 
