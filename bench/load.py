@@ -177,7 +177,13 @@ class Server:
             cmd += ["--concurrency", str(concurrency)]
         env = {**os.environ, **ENV, "GRADIO_TEMP_DIR": str(work / "gradio")}
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     def wait_ready(self, timeout: float = 180) -> None:
@@ -349,6 +355,16 @@ def percentile(values: list[float], q: float) -> float:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _die_with_parent() -> None:
+    """In the app's process before it starts (Linux): SIGKILL it when this bench process dies, however it dies
+    (a SIGKILL of the bench leaves no orphaned app; ``stop`` is the orderly way)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def main(argv: list[str] | None = None) -> int:
