@@ -332,7 +332,9 @@ def multi_label_report(
     }
 
 
-def _run_rows(project: Project, run: dict, image_ids: list[int], classes: list[str]):
+def run_score_rows(
+    project: Project, run: dict, image_ids: list[int], classes: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(has (N,) bool, probs (N, C), sets (N, C) bool) of a run for ``image_ids``, columns in ``classes`` order
     (a class the run did not have scores 0 and is never in its sets)."""
     run_classes = list(run["params"]["classes"])
@@ -415,7 +417,7 @@ def evaluate_multi_label(
         for name in table[i][0]:
             truth[k, col[name]] = True
     if run is not None:
-        has, probs, sets = _run_rows(project, run, ids, classes)
+        has, probs, sets = run_score_rows(project, run, ids, classes)
         pred = predicted_sets(probs, sets, t)
         pred[~has] = False
     else:

@@ -208,7 +208,7 @@ def test_backbone_refusals_say_what_to_do(proj, tmp_path, monkeypatch):
     from labeler.train.runner import train
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
-    with pytest.raises(ModelUnavailableError, match="--backbone-weights PATH") as err:
+    with pytest.raises(ModelUnavailableError, match="give its path as the backbone weights") as err:
         train(proj, "cdul", {"backbone": "resnet101", "device": "cpu"})
     assert "resnet101-63fe2227.pth" in str(err.value) and err.value.hint.option == "recipe"
     with pytest.raises(InvalidInputError, match="not a file"):

@@ -85,9 +85,9 @@ def resnet101_weights(path: str | None) -> str:
         raise ModelUnavailableError(
             "fine-tuning a ResNet-101 (the paper recipe's backbone) starts from torchvision's ImageNet weights, "
             f"which are not on this machine (looked for {' or '.join(RESNET101_FILES)} in the torch hub cache, "
-            "$TORCH_HOME/hub/checkpoints) and are not downloaded here: put the file there or pass "
-            "--backbone-weights PATH; or fine-tune the project's CLIP image tower (--backbone clip), or train a head "
-            "on the cached features (--recipe labeler)",
+            "$TORCH_HOME/hub/checkpoints) and are not downloaded here: put the file there or give its path as the "
+            "backbone weights; or fine-tune the project's CLIP image tower (backbone clip), or train a head on the "
+            "cached features (the labeler recipe)",
             hint=Hint(option="recipe", value="labeler"),
         )
     read_resnet101_state(found, mmap=True)

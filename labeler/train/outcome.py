@@ -129,7 +129,7 @@ def multi_label_outcome(project: Project, old_run_id: int | None, new_run_id: in
         ``pseudo_labels`` (the training run's pseudo-label quality, :func:`labeler.methods.cdul.quality_text`,
         or None).
     """
-    from ..evaluate import _run_rows, predicted_sets
+    from ..evaluate import predicted_sets, run_score_rows
     from ..jobs import get_run
 
     classes = list(project.classes)
@@ -150,7 +150,7 @@ def multi_label_outcome(project: Project, old_run_id: int | None, new_run_id: in
     ]
     sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for key, run in runs.items():
-        has, probs, own = _run_rows(project, run, ids, classes)
+        has, probs, own = run_score_rows(project, run, ids, classes)
         pred = predicted_sets(probs, own, t)
         pred[~has] = False
         sets[key] = (has, pred)
