@@ -98,20 +98,17 @@ def resnet_transform():
     """The reproduction's input: RGB → Resize(232, bilinear) → CenterCrop(224) → tensor → ImageNet normalisation."""
     from torchvision import transforms as T
 
+    from .views import RGB
+
     return T.Compose(
         [
-            _RGB(),
+            RGB(),
             T.Resize(RESNET_RESIZE, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
             T.CenterCrop(RESNET_CROP),
             T.ToTensor(),
             T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
-
-
-class _RGB:
-    def __call__(self, img):
-        return img.convert("RGB") if img.mode != "RGB" else img
 
 
 def read_resnet101_state(weights: str, *, mmap: bool = False) -> dict[str, torch.Tensor]:

@@ -158,20 +158,19 @@ class WarmupAdamW(torch.optim.AdamW):
 
 
 # --- the model ---------------------------------------------------------------------------------------------------
-class _RGB:
-    def __call__(self, img):
-        return img.convert("RGB")
 
 
 def train_transform(preprocess_cfg: dict):
     """open_clip's training transform: RandomResizedCrop(scale 0.9–1, bicubic) → tensor → the model's normalisation."""
     import torchvision.transforms as T
 
+    from .views import RGB
+
     size = preprocess_cfg.get("size", 224)
     side = int(size if isinstance(size, int) else size[0])
     return T.Compose(
         [
-            _RGB(),
+            RGB(),
             T.RandomResizedCrop(side, scale=(0.9, 1.0), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
             T.ToTensor(),
             T.Normalize(

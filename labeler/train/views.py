@@ -50,7 +50,9 @@ class RandomGaussianBlur:
         return f"RandomGaussianBlur(sigma={self.sigma})"
 
 
-class _RGB:
+class RGB:
+    """A transform step: the PIL image in RGB (a picklable class, for DataLoader workers)."""
+
     def __call__(self, img):
         return img.convert("RGB") if img.mode != "RGB" else img
 
@@ -84,7 +86,7 @@ def strong_transform(preprocess_cfg: dict, view: str = "labeler") -> T.Compose:
     # The official codes crop with torchvision's default (bilinear) interpolation and nothing else set.
     crop_interp = interp if view == "labeler" else T.InterpolationMode.BILINEAR
     steps: list = [
-        _RGB(),
+        RGB(),
         T.RandomResizedCrop(side, scale=(0.2, 1.0), interpolation=crop_interp, antialias=True),
         T.RandomHorizontalFlip(),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
