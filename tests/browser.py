@@ -66,17 +66,41 @@ def pick(page, elem_id: str, value: str, shown: str | None = None) -> None:
     expect(box).to_have_value(shown)  # retried: the box takes the option's text a frame after the click
 
 
+def load_app(page, url: str | None = None) -> None:
+    """Load the app at ``url`` (reload the page when None) and wait until its load handlers are done (the
+    page marks ``<body data-lb-loaded>``): a click before that races them (the test that does, on purpose, is
+    tests/test_ui_load_race.py)."""
+    if url is None:
+        page.reload()
+    else:
+        page.goto(url)
+    page.wait_for_selector("#lb-wizard")
+    page.wait_for_selector("body[data-lb-loaded='1']", state="attached", timeout=90_000)  # a busy machine
+
+
+def toasts(page) -> list[str]:
+    """The texts of the toasts on the page now (gradio's gr.Info / gr.Warning / gr.Error)."""
+    return [t.strip() for t in page.locator('[data-testid="toast-body"]').all_inner_texts()]
+
+
+def header_shows(page, text: str, timeout: float = 30_000) -> None:
+    """Wait until the header (``#lb-project``) contains ``text``; a failure names the toasts on the page."""
+    from playwright.sync_api import expect
+
+    try:
+        expect(page.locator("#lb-project")).to_contain_text(text, timeout=timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\ntoasts on the page: {toasts(page)}") from None
+
+
 def open_project(page, name: str, url: str | None = None) -> None:
     """Pick ``name`` in the Project step's list and open it (first loading the app at ``url``, when given),
     then wait until the header shows it."""
-    from playwright.sync_api import expect
-
     if url is not None:
-        page.goto(url)
-        page.wait_for_selector("#lb-wizard")
+        load_app(page, url)
     pick(page, "project-pick", name)
     page.click("#project-open")
-    expect(page.locator("#lb-project")).to_contain_text(name)
+    header_shows(page, name)
 
 
 def shot(page, name: str) -> None:

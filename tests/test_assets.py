@@ -76,7 +76,7 @@ def test_the_classes_step_fills_the_box_with_an_example(app_ctx):
 def test_the_logo_and_an_example_list_in_the_browser(tmp_path):
     """The header shows the logo beside the title; picking an example list fills the Classes box; the Train
     step's device line (filled on page load, not at build) still says the device."""
-    from .browser import ARTIFACTS, chromium, needs_chromium, new_page, pick
+    from .browser import ARTIFACTS, chromium, load_app, needs_chromium, new_page, pick
     from .test_ui_api import AppServer
 
     if needs_chromium.args[0]:
@@ -87,8 +87,7 @@ def test_the_logo_and_an_example_list_in_the_browser(tmp_path):
     try:
         with chromium() as browser:
             page, errors = new_page(browser)
-            page.goto(server.url)
-            page.wait_for_selector("#lb-wizard")
+            load_app(page, server.url)
             logo = page.locator("#lb-brand svg")
             expect(logo).to_be_visible()
             box = logo.bounding_box()

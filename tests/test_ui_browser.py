@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .browser import chromium, needs_chromium, new_page, pick, shot
+from .browser import chromium, load_app, needs_chromium, new_page, pick, shot
 from .conftest import CIFAR_CLASSES, class_folders
 from .test_ui_api import AppServer
 
@@ -52,8 +52,7 @@ def _selected(page) -> int:
 
 def _drive(page, expect, server: AppServer, images: Path, tmp_path: Path) -> None:
     slow = 90_000
-    page.goto(server.url)
-    page.wait_for_selector("#lb-wizard")
+    load_app(page, server.url)
     expect(page.locator("#project-status")).to_contain_text("No project open")
 
     # 1 · Project

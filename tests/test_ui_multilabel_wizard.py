@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .browser import chromium, needs_chromium, new_page, pick, shot
+from .browser import chromium, load_app, needs_chromium, new_page, pick, shot
 from .conftest import wait_until
 from .test_cdul_train import CLASSES, mosaics
 from .test_ui_api import AppServer
@@ -99,8 +99,7 @@ def test_a_multi_label_project_through_the_whole_wizard(tmp_path):
     try:
         with chromium() as browser:
             page, errors = new_page(browser, accept_downloads=True)
-            page.goto(server.url)
-            page.wait_for_selector("#lb-wizard")
+            load_app(page, server.url)
 
             # 1 · a multi-label project
             page.locator("#project-name").locator("textarea, input").first.fill("tags")

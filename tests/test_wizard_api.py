@@ -101,3 +101,46 @@ def test_page_load_keeps_the_visitor_id_a_click_already_made():
     assert vid == kept and store is not kept
     vid, store = _visitor_id("", "")
     assert len(vid) == 32 and store == vid and vid != made
+
+
+def test_one_session_gets_one_visitor_id_however_its_events_interleave():
+    """A Create clicked while the page's load handler is still queued and the load handler itself both ask for
+    the session's id before either stored one: they must get the same (the project is this visitor's)."""
+    from labeler.ui import _visitor_id
+    from labeler.ui.space import is_visitor_id, resolve_visitor, session_visitor_id
+
+    a = session_visitor_id("session-a")
+    assert is_visitor_id(a) and a == session_visitor_id("session-a") != session_visitor_id("session-b")
+    assert session_visitor_id(None) != session_visitor_id(None)  # no session (a direct call): a random id
+
+    class Request:
+        session_hash = "session-a"
+
+    assert _visitor_id("", "", Request())[0] == a == resolve_visitor("", "", "session-a")
+    kept = new_visitor_id()
+    assert resolve_visitor("", kept, "session-a") == kept == _visitor_id(kept, "", Request())[0]
+    for hostile in ("../../etc", "Z" * 32, a.upper(), 12345):  # not an id: never a folder name
+        assert not is_visitor_id(hostile)
+        assert resolve_visitor(hostile, hostile, "session-a") == a
+
+
+def test_the_page_load_never_replaces_a_project_opened_meanwhile_nor_a_pick(tmp_path):
+    """The load handler's restore skips when the session already has a project open, and the Project step's
+    refresh with none open leaves the user's pick in the list alone (unless the project was just deleted)."""
+    import gradio as gr
+
+    from labeler.project import Project
+    from labeler.ui import _restore
+    from labeler.ui.common import Ctx
+    from labeler.ui.steps.project import _pick
+
+    ctx = Ctx(data_dir=tmp_path, local_mode=True, project=None, finished=None)
+    old = Project.create(tmp_path / "old", ["a", "b"])
+    old.close()
+    assert _restore(ctx, str(old.root)) == str(old.root)
+    assert _restore(ctx, str(old.root), str(tmp_path / "new")) == gr.skip()
+    assert _restore(ctx, "") == gr.skip()
+    assert _restore(ctx, str(tmp_path / "gone")) == ""
+    assert "value" not in _pick([("old", str(old.root))], "").constructor_args
+    assert _pick([("old", str(old.root))], str(old.root)).constructor_args["value"] == str(old.root)
+    assert _pick([], "", clear=True).constructor_args["value"] is None

@@ -81,11 +81,12 @@ def same(value: str) -> str:
     return value
 
 
-def _restore(ctx: Ctx, saved: str, visitor: str = ""):
-    """The project a tab had open before, if it still exists (and, on a Space, is this visitor's)."""
+def _restore(ctx: Ctx, saved: str, current: str = "", visitor: str = ""):
+    """The project a tab had open before, if it still exists (and, on a Space, is this visitor's); nothing when
+    this session opened one meanwhile (a click that beat the page's load handler: that project stays)."""
     from ..project import Project
 
-    if not saved:
+    if not saved or current:
         return gr.skip()
     if not ctx.owned(saved, visitor):
         return ""
@@ -96,22 +97,14 @@ def _restore(ctx: Ctx, saved: str, visitor: str = ""):
     return saved
 
 
-def _is_visitor_id(vid: str) -> bool:
-    return len(vid) == 32 and all(c in "0123456789abcdef" for c in vid)
+def _visitor_id(saved: str, current: str = "", request: gr.Request | None = None):
+    """This browser's visitor id (:func:`labeler.ui.space.resolve_visitor`: the one it kept, else the one this
+    session already has, else one derived from the session — the same a click that beat this handler got, so
+    its project is this visitor's) and what to store in the browser (skipped when it kept that one)."""
+    from .space import resolve_visitor
 
-
-def _visitor_id(saved: str, current: str = ""):
-    """This browser's visitor id: the one it kept, else the one this session already has (a click that beat
-    the page's load handler made one, and its project lives there), else a new one (stored in the browser)."""
-    from .space import new_visitor_id
-
-    vid = str(saved or "")
-    if _is_visitor_id(vid):
-        return vid, gr.skip()
-    vid = str(current or "")
-    if not _is_visitor_id(vid):
-        vid = new_visitor_id()
-    return vid, vid
+    vid = resolve_visitor(current, saved, getattr(request, "session_hash", None))
+    return vid, (gr.skip() if vid == saved else vid)
 
 
 def _next_button(index: int):
@@ -181,6 +174,11 @@ def _wire_header(ctx: Ctx, demo: gr.Blocks, shown: gr.Markdown) -> None:
     demo.load(header_fn, [ctx.project], [shown], api_visibility="private")
 
 
+#: Marks the page once its load handlers are done (``<body data-lb-loaded="1">``): what a browser test waits for
+#: before it acts, where it is not testing a click that races them.
+LOADED_JS = "() => { document.body.dataset.lbLoaded = '1'; }"
+
+
 def _wire_load(ctx: Ctx, demo: gr.Blocks, first: dict) -> None:
     """On page load: step 1's view, then the project this browser had open (kept in its storage); on a Space
     first this browser's visitor id (its own folder of projects)."""
@@ -189,14 +187,16 @@ def _wire_load(ctx: Ctx, demo: gr.Blocks, first: dict) -> None:
     ctx.project.change(same, [ctx.project], [last], api_visibility="private")
     restore = bind(_restore, ctx)
     if ctx.isolate:
-        kept = gr.BrowserState("", storage_key="labeler-visitor")
+        kept = ctx.kept_visitor
         ctx.visitor.change(same, [ctx.visitor], [kept], api_visibility="private")
-        demo.load(_visitor_id, [kept, ctx.visitor], [ctx.visitor, kept], api_visibility="private").then(
+        loaded = demo.load(_visitor_id, [kept, ctx.visitor], [ctx.visitor, kept], api_visibility="private").then(
             first["refresh"], first_inputs, first["outputs"], api_visibility="private"
-        ).then(restore, [last, ctx.visitor], [ctx.project], api_visibility="private")
+        )
+        loaded = loaded.then(restore, [last, ctx.project, ctx.visitor], [ctx.project], api_visibility="private")
     else:
-        demo.load(first["refresh"], first_inputs, first["outputs"], api_visibility="private")
-        demo.load(restore, [last], [ctx.project], api_visibility="private")
+        loaded = demo.load(first["refresh"], first_inputs, first["outputs"], api_visibility="private")
+        loaded = loaded.then(restore, [last, ctx.project], [ctx.project], api_visibility="private")
+    loaded.then(None, js=LOADED_JS, api_visibility="private")
 
 
 def build_demo(
@@ -228,6 +228,7 @@ def build_demo(
             finished=gr.State(""),
             isolate=bool(isolate),
             visitor=gr.State(""),
+            kept_visitor=gr.BrowserState("", storage_key="labeler-visitor") if isolate else None,
         )
         ctx.demo = demo
         with gr.Row(elem_id="lb-header"):

@@ -38,6 +38,7 @@ class Ctx:
     demo: gr.Blocks | None = None
     isolate: bool = False  # a Space: each browser gets its own folder of projects (``visitor``)
     visitor: gr.State | None = None  # this session's visitor id (32 hex digits), "" when not isolated
+    kept_visitor: gr.BrowserState | None = None  # the visitor id this browser keeps (read at each click)
 
     def home(self, visitor: str | None) -> Path:
         """Where this session's projects live: the data dir, or on a Space the visitor's own folder."""

@@ -28,7 +28,7 @@ from ...project import (
     validate_project_name,
 )
 from ..common import Ctx, bind, empty_state, error_text, finished_task, guard, md_escape, ui_error, wire
-from ..space import new_visitor_id
+from ..space import resolve_visitor
 
 HEADERS = ["project", "images", "classes", "labels", "review"]
 
@@ -122,26 +122,37 @@ def _status(ctx: Ctx, key: str) -> str:
     )
 
 
+def _pick(choices: list, key: str, clear: bool = False):
+    """The project list's update: its choices, showing the open project. With none open the box keeps what the
+    user picked (a step refresh that lands between their pick and their "Open" must not undo it) unless
+    ``clear`` (the picked project was just deleted)."""
+    if key or clear:
+        return gr.Dropdown(choices=choices, value=key or None)
+    return gr.Dropdown(choices=choices)
+
+
 @guard
 def refresh(ctx: Ctx, key: str, visitor: str = "") -> ViewOut:
+    return _view(ctx, key, visitor)
+
+
+def _view(ctx: Ctx, key: str, visitor: str = "", clear: bool = False) -> ViewOut:
     if ctx.isolate:
         try:
             home = ctx.home(visitor)
         except InvalidInputError:  # no visitor id yet (the page is still loading): nothing to list
-            return ViewOut([], gr.Dropdown(choices=[], value=None), _status(ctx, ""))
-        return ViewOut(_table(home), gr.Dropdown(choices=_choices(home), value=key or None), _status(ctx, key))
-    return ViewOut(_table(), gr.Dropdown(choices=_choices(), value=key or None), _status(ctx, key))
+            return ViewOut([], _pick([], "", clear), _status(ctx, ""))
+        return ViewOut(_table(home), _pick(_choices(home), key, clear), _status(ctx, key))
+    return ViewOut(_table(), _pick(_choices(), key, clear), _status(ctx, key))
 
 
-def session_visitor(ctx: Ctx, visitor: str) -> str:
-    """This session's visitor id; a new one for a session that has none (an API client never loads the page)."""
+def session_visitor(ctx: Ctx, visitor: str, kept: str | None = None, request: gr.Request | None = None) -> str:
+    """This session's visitor id (:func:`labeler.ui.space.resolve_visitor`): the browser's kept one, else the
+    session's, else one derived from the session (the page's load handler, still queued, derives the same); ""
+    unless isolated. An API client (it never loads the page) gets one of its own the same way."""
     if not ctx.isolate:
         return ""
-    try:
-        ctx.home(visitor)
-        return visitor
-    except InvalidInputError:
-        return new_visitor_id()
+    return resolve_visitor(visitor, kept, getattr(request, "session_hash", None))
 
 
 def check_owner(ctx: Ctx, key: str, visitor: str) -> None:
@@ -151,8 +162,16 @@ def check_owner(ctx: Ctx, key: str, visitor: str) -> None:
 
 
 @guard
-def create(ctx: Ctx, name_text: str, multi_label: bool, classes_text: str, visitor: str = "") -> CreateOut:
-    visitor = session_visitor(ctx, visitor)
+def create(
+    ctx: Ctx,
+    name_text: str,
+    multi_label: bool,
+    classes_text: str,
+    visitor: str = "",
+    kept: str | None = None,
+    request: gr.Request | None = None,
+) -> CreateOut:
+    visitor = session_visitor(ctx, visitor, kept, request)
     if not (name_text or "").strip():
         raise gr.Error("Type a project name first (e.g. 'pets').")
     name = validate_project_name(name_text)  # a name, never a path: projects live in the data dir
@@ -206,7 +225,7 @@ def delete(ctx: Ctx, key: str, typed: str, visitor: str = "") -> OpenOut:
     name = project.name
     project.delete()
     gr.Info(f"Deleted project {name} (images outside the project folder were not touched).")
-    return OpenOut("", *refresh(ctx, "", visitor))
+    return OpenOut("", *_view(ctx, "", visitor, clear=True))
 
 
 @guard
@@ -250,8 +269,8 @@ def exported(ctx: Ctx, key: str, marker: str) -> ArchiveOut:
 
 
 @guard
-def import_(ctx: Ctx, upload_path, visitor: str = "") -> ImportOut:
-    visitor = session_visitor(ctx, visitor)
+def import_(ctx: Ctx, upload_path, visitor: str = "", kept: str = "", request: gr.Request | None = None) -> ImportOut:
+    visitor = session_visitor(ctx, visitor, kept, request)
     if not upload_path:
         raise gr.Error("Choose a project archive (.zip made by 'Export') first.")
     path = upload_path if isinstance(upload_path, str) else getattr(upload_path, "name", upload_path)
@@ -328,11 +347,14 @@ def build(ctx: Ctx) -> dict:
     status = gr.Markdown(_status(ctx, ""), elem_id="project-status")
 
     visitor = [ctx.visitor]
+    # A new project goes to the visitor's folder: the browser's kept id is read at the click too (the page's load
+    # handler may still be queued); for an API client it is an optional last parameter (default: its session's).
+    made = [ctx.visitor, ctx.kept_visitor] if ctx.isolate else []
     view = {"table": table, "pick": pick, "status": status}
     opened = wire(OpenOut, project=ctx.project, **view)
     created = wire(CreateOut, project=ctx.project, **view, tabs=ctx.tabs, visitor=ctx.visitor)
-    create_btn.click(bind(create, ctx), [name, multi, classes, *visitor], created, api_name="project_create")
-    name.submit(bind(create, ctx), [name, multi, classes, *visitor], created, api_visibility="private")
+    create_btn.click(bind(create, ctx), [name, multi, classes, *made], created, api_name="project_create")
+    name.submit(bind(create, ctx), [name, multi, classes, *made], created, api_visibility="private")
     open_btn.click(bind(open_, ctx), [pick, *visitor], opened, api_name="project_open")
     rename_btn.click(bind(rename, ctx), [ctx.project, new_name, *visitor], opened, api_name="project_rename")
     delete_btn.click(bind(delete, ctx), [ctx.project, confirm, *visitor], opened, api_name="project_delete")
@@ -340,7 +362,7 @@ def build(ctx: Ctx) -> dict:
     export_btn.click(bind(export, ctx), [ctx.project], archived, api_name="project_export")
     ctx.finished.change(bind(exported, ctx), [ctx.project, ctx.finished], archived, api_visibility="private")
     imported = wire(ImportOut, project=ctx.project, **view, upload=upload, visitor=ctx.visitor)
-    import_btn.click(bind(import_, ctx), [upload, *visitor], imported, api_name="project_import")
+    import_btn.click(bind(import_, ctx), [upload, *made], imported, api_name="project_import")
     outs = wire(ViewOut, **view)
     return {
         "refresh": bind(refresh, ctx),
