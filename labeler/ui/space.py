@@ -50,7 +50,7 @@ def resolve_visitor(current: str | None, kept: str | None, session_hash: str | N
     :func:`session_visitor_id` (the same for every event of the session)."""
     for vid in (kept, current):
         if is_visitor_id(vid):
-            return str(vid)
+            return vid
     return session_visitor_id(session_hash)
 
 

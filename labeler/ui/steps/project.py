@@ -269,7 +269,9 @@ def exported(ctx: Ctx, key: str, marker: str) -> ArchiveOut:
 
 
 @guard
-def import_(ctx: Ctx, upload_path, visitor: str = "", kept: str = "", request: gr.Request | None = None) -> ImportOut:
+def import_(
+    ctx: Ctx, upload_path, visitor: str = "", kept: str | None = None, request: gr.Request | None = None
+) -> ImportOut:
     visitor = session_visitor(ctx, visitor, kept, request)
     if not upload_path:
         raise gr.Error("Choose a project archive (.zip made by 'Export') first.")
