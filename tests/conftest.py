@@ -144,3 +144,18 @@ def shown(outputs_type: type, values, hidden: tuple[str, ...] = ()):
     if len(values) != len(names):
         raise AssertionError(f"{outputs_type.__name__}: {len(values)} values for the fields {names}")
     return namedtuple(f"Shown{outputs_type.__name__}", names)._make(values)
+
+
+def parse_source(path: Path):
+    """``ast.parse`` of the file at ``path``, retried (up to 3 tries) on CPython 3.11's spurious "AST constructor
+    recursion depth mismatch" SystemError, which another thread of the test process can trigger (cpython
+    gh-106905; CI saw it once in test_hints). A real syntax error is raised as it is."""
+    import ast
+
+    text = path.read_text(encoding="utf-8")
+    for attempt in range(3):
+        try:
+            return ast.parse(text, str(path))
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc) or attempt == 2:
+                raise

@@ -15,7 +15,7 @@ import pytest
 
 from labeler.errors import STEPS, Hint, LabelerError, NotReadyError
 
-from .conftest import REPO, class_folders, wait_until
+from .conftest import REPO, class_folders, parse_source, wait_until
 
 #: CLI syntax a core message must not hold: a backticked labeler command, ``python -m``, a ``--flag``.
 CLI_SYNTAX = re.compile(r"`(?:python -m )?labeler\b|python -m\b|(?<![\w-])--[a-z]")
@@ -46,9 +46,7 @@ def core_error_messages() -> list[tuple[str, int, str]]:
     the core (labeler/ outside cli/ and ui/), and in the ``*_message`` functions that build such messages."""
     root = REPO / "labeler"
     trees = {
-        p: ast.parse(p.read_text(encoding="utf-8"))
-        for p in sorted(root.rglob("*.py"))
-        if p.relative_to(root).parts[0] not in ("cli", "ui")
+        p: parse_source(p) for p in sorted(root.rglob("*.py")) if p.relative_to(root).parts[0] not in ("cli", "ui")
     }
     errors = _error_classes(trees)
     found = []

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .conftest import REPO
+from .conftest import REPO, parse_source
 
 PACKAGES = ("labeler", "store")
 
@@ -85,7 +85,7 @@ def _imports(modules: dict[str, tuple[Path, bool]]) -> list[Import]:
     found: list[Import] = []
     for mod, (path, is_pkg) in modules.items():
         package = mod.split(".") if is_pkg else mod.split(".")[:-1]
-        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        tree = parse_source(path)
         _visit(modules, mod, package, tree, False, found)
     return found
 
@@ -233,7 +233,7 @@ def test_only_the_app_package_imports_gradio():
         rel = path.relative_to(REPO).as_posix()
         if rel.startswith("labeler/ui/"):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parse_source(path)):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
